@@ -1,0 +1,230 @@
+//! When a token stops working: `30d`-style durations, an RFC 3339 time, or `never`, within the
+//! deployment's lifetime policy.
+
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
+/// Longest grace period a regeneration may leave the old secret working (Stripe's key roll
+/// allows up to a week too).
+pub const MAX_GRACE: Duration = Duration::days(7);
+
+/// Why an expiry or duration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpiryError {
+    /// Not a duration, an RFC 3339 time or `never`.
+    #[error(
+        "{0:?} is not an expiry: use a duration such as 30d, 12h or 90m, an RFC 3339 time, or never"
+    )]
+    Malformed(String),
+    /// Not a duration such as `10m`.
+    #[error("{0:?} is not a duration: use a number and a unit, s, m, h, d or w (for example 10m)")]
+    BadDuration(String),
+    /// The time is not in the future.
+    #[error("the expiry must be in the future")]
+    InPast,
+    /// Longer than the deployment allows.
+    #[error("the expiry is beyond this deployment's maximum token lifetime of {max_days} days")]
+    TooLong {
+        /// The maximum lifetime in days.
+        max_days: i64,
+    },
+    /// `never` is not allowed here.
+    #[error("this deployment does not allow tokens that never expire")]
+    NeverNotAllowed,
+    /// A grace period longer than [`MAX_GRACE`].
+    #[error("a grace period may be at most 7 days")]
+    GraceTooLong,
+}
+
+/// What a person asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryRequest {
+    /// This long after creation.
+    In(Duration),
+    /// At this time.
+    At(OffsetDateTime),
+    /// Never.
+    Never,
+}
+
+impl ExpiryRequest {
+    /// Parses `30d`, `12h`, `2w`, an RFC 3339 time or `never`.
+    pub fn parse(s: &str) -> Result<Self, ExpiryError> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("never") {
+            return Ok(Self::Never);
+        }
+        if let Ok(d) = parse_duration(s) {
+            return Ok(Self::In(d));
+        }
+        OffsetDateTime::parse(s, &Rfc3339)
+            .map(Self::At)
+            .map_err(|_| ExpiryError::Malformed(s.chars().take(80).collect()))
+    }
+}
+
+/// Parses a positive duration: a whole number and one unit of `s`, `m`, `h`, `d`, `w`.
+pub fn parse_duration(s: &str) -> Result<Duration, ExpiryError> {
+    let bad = || ExpiryError::BadDuration(s.chars().take(80).collect());
+    let s = s.trim();
+    let unit_at = s
+        .len()
+        .checked_sub(1)
+        .filter(|&i| s.is_char_boundary(i))
+        .ok_or_else(bad)?;
+    let (number, unit) = s.split_at(unit_at);
+    if number.is_empty() || number.len() > 9 || !number.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "s" => Duration::seconds(n),
+        "m" => Duration::minutes(n),
+        "h" => Duration::hours(n),
+        "d" => Duration::days(n),
+        "w" => Duration::weeks(n),
+        _ => return Err(bad()),
+    };
+    if d.is_positive() { Ok(d) } else { Err(bad()) }
+}
+
+/// Parses a grace period and checks it against [`MAX_GRACE`]; `0s`-like values are refused by
+/// the parser, so "no grace" is the absence of one.
+pub fn parse_grace(s: &str) -> Result<Duration, ExpiryError> {
+    let d = parse_duration(s)?;
+    if d > MAX_GRACE {
+        Err(ExpiryError::GraceTooLong)
+    } else {
+        Ok(d)
+    }
+}
+
+/// The deployment's rules for token lifetimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifetimePolicy {
+    /// The longest a token may live.
+    pub max_lifetime: Duration,
+    /// Whether `never` is allowed.
+    pub allow_never: bool,
+    /// The lifetime given when a request names none.
+    pub default_lifetime: Duration,
+}
+
+impl Default for LifetimePolicy {
+    fn default() -> Self {
+        Self {
+            max_lifetime: Duration::days(366),
+            allow_never: false,
+            default_lifetime: Duration::days(30),
+        }
+    }
+}
+
+impl LifetimePolicy {
+    /// Turns a request into an expiry time (`None` = never), or says why it is refused.
+    pub fn resolve(
+        &self,
+        request: Option<ExpiryRequest>,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, ExpiryError> {
+        let at = match request.unwrap_or(ExpiryRequest::In(self.default_lifetime)) {
+            ExpiryRequest::Never if self.allow_never => return Ok(None),
+            ExpiryRequest::Never => return Err(ExpiryError::NeverNotAllowed),
+            ExpiryRequest::In(d) => now.checked_add(d).ok_or(ExpiryError::TooLong {
+                max_days: self.max_lifetime.whole_days(),
+            })?,
+            ExpiryRequest::At(t) => t,
+        };
+        if at <= now {
+            return Err(ExpiryError::InPast);
+        }
+        if at - now > self.max_lifetime {
+            return Err(ExpiryError::TooLong {
+                max_days: self.max_lifetime.whole_days(),
+            });
+        }
+        // Stored and shown to the second.
+        Ok(Some(at.replace_nanosecond(0).unwrap_or(at)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30d"), Ok(Duration::days(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::minutes(10)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::weeks(2)));
+        assert_eq!(parse_duration("45s"), Ok(Duration::seconds(45)));
+        for bad in [
+            "",
+            "d",
+            "0d",
+            "-1d",
+            "1.5d",
+            "10",
+            "10x",
+            "1 d",
+            "9999999999d",
+            "1dd",
+            "ü",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(ExpiryRequest::parse("never"), Ok(ExpiryRequest::Never));
+        assert_eq!(
+            ExpiryRequest::parse("30d"),
+            Ok(ExpiryRequest::In(Duration::days(30)))
+        );
+        assert_eq!(
+            ExpiryRequest::parse("2026-07-01T00:00:00Z"),
+            Ok(ExpiryRequest::At(datetime!(2026-07-01 0:00 UTC)))
+        );
+        assert!(matches!(
+            ExpiryRequest::parse("tomorrow"),
+            Err(ExpiryError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn policy_limits_lifetime() {
+        let p = LifetimePolicy::default();
+        assert_eq!(p.resolve(None, NOW), Ok(Some(NOW + Duration::days(30))));
+        assert_eq!(
+            p.resolve(Some(ExpiryRequest::In(Duration::days(366))), NOW),
+            Ok(Some(NOW + Duration::days(366)))
+        );
+        assert_eq!(
+            p.resolve(Some(ExpiryRequest::In(Duration::days(367))), NOW),
+            Err(ExpiryError::TooLong { max_days: 366 })
+        );
+        assert_eq!(
+            p.resolve(Some(ExpiryRequest::Never), NOW),
+            Err(ExpiryError::NeverNotAllowed)
+        );
+        assert_eq!(
+            p.resolve(Some(ExpiryRequest::At(NOW)), NOW),
+            Err(ExpiryError::InPast)
+        );
+        let open = LifetimePolicy {
+            allow_never: true,
+            ..p
+        };
+        assert_eq!(open.resolve(Some(ExpiryRequest::Never), NOW), Ok(None));
+    }
+
+    #[test]
+    fn grace_is_bounded() {
+        assert_eq!(parse_grace("10m"), Ok(Duration::minutes(10)));
+        assert_eq!(parse_grace("8d"), Err(ExpiryError::GraceTooLong));
+    }
+}

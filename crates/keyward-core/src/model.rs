@@ -1,0 +1,409 @@
+//! The records keyward keeps and the answers it gives: ids, names, tokens, users, verification
+//! outcomes and audit events. Plain data; the rules live beside the types they govern.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+use time::OffsetDateTime;
+
+use crate::{RandomError, Scopes, fill_random};
+
+/// A name or id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// A token name must be 1 to 100 characters without control characters.
+    #[error("a token name must be 1 to {max} characters, without control characters", max = TokenName::MAX_CHARS)]
+    TokenName,
+    /// A user name must be 1 to 64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+    #[error(
+        "a user name must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+    )]
+    UserName,
+    /// Not an id of the expected kind.
+    #[error("{0:?} is not a valid id")]
+    Id(String),
+}
+
+fn new_ulid(now: OffsetDateTime) -> Result<ulid::Ulid, RandomError> {
+    let mut random = [0u8; 16];
+    fill_random(&mut random)?;
+    let ms = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    // 48 bits of time, 80 bits of randomness: sortable by creation, unguessable.
+    Ok(ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)))
+}
+
+macro_rules! public_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The text before the ULID.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new id, sortable by `now`.
+            pub fn generate(now: OffsetDateTime) -> Result<Self, RandomError> {
+                Ok(Self(format!("{}{}", $prefix, new_ulid(now)?)))
+            }
+
+            /// Checks an id given by a client or read from a store.
+            pub fn parse(s: &str) -> Result<Self, NameError> {
+                let ulid = s.strip_prefix($prefix).ok_or_else(|| NameError::Id(s.chars().take(40).collect()))?;
+                ulid::Ulid::from_string(ulid).map_err(|_| NameError::Id(s.chars().take(40).collect()))?;
+                Ok(Self(s.to_owned()))
+            }
+
+            /// The id text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+public_id!(
+    /// A token's public id, `tok_` + ULID. Not secret: it names a token in URLs and logs.
+    TokenId,
+    "tok_"
+);
+public_id!(
+    /// A user's id, `usr_` + ULID.
+    UserId,
+    "usr_"
+);
+
+/// A token's label, chosen by its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct TokenName(String);
+
+impl TokenName {
+    /// Longest name, in characters.
+    pub const MAX_CHARS: usize = 100;
+
+    /// Trims and checks a name.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let s = s.trim();
+        let count = s.chars().count();
+        if count == 0 || count > Self::MAX_CHARS || s.chars().any(char::is_control) {
+            return Err(NameError::TokenName);
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The name text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A user's login name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct UserName(String);
+
+impl UserName {
+    /// Checks a user name.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let b = s.as_bytes();
+        let ok = (1..=64).contains(&b.len())
+            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+            && b.iter().all(|&c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+            });
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::UserName)
+        }
+    }
+
+    /// The name text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A person who owns tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// Public id.
+    pub id: UserId,
+    /// Login name.
+    pub name: UserName,
+    /// Whether the user manages other users.
+    pub is_admin: bool,
+    /// When the user was added.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the user was disabled, if they were.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub disabled_at: Option<OffsetDateTime>,
+}
+
+/// A token as stored and shown: everything but the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    /// Public id.
+    pub id: TokenId,
+    /// The owning user.
+    pub owner: UserId,
+    /// The owner's label for it.
+    pub name: TokenName,
+    /// What it may do.
+    pub scopes: Scopes,
+    /// Prefix and last four characters of the current secret.
+    pub hint: String,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops working; `None` = never.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When its secret was last regenerated.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub regenerated_at: Option<OffsetDateTime>,
+    /// When it was last presented successfully (recorded in batches, so up to a few seconds late).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// The client address of that use, when the caller passed one.
+    pub last_used_ip: Option<IpAddr>,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+    /// Why.
+    pub revoke_reason: Option<String>,
+}
+
+/// Where a token stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    /// Works.
+    Active,
+    /// Past its expiry.
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+impl TokenRecord {
+    /// The state at `now`: revocation wins over expiry.
+    pub fn state(&self, now: OffsetDateTime) -> TokenState {
+        if self.revoked_at.is_some() {
+            TokenState::Revoked
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            TokenState::Expired
+        } else {
+            TokenState::Active
+        }
+    }
+}
+
+/// Why a presented token does not grant what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InactiveReason {
+    /// Not a keyward token, or a bad checksum; refused before any lookup.
+    Malformed,
+    /// Well-formed, but no such token.
+    Unknown,
+    /// Past its expiry.
+    Expired,
+    /// Revoked, or replaced by a regeneration whose grace period is over.
+    Revoked,
+    /// Active, but without a scope the request needs.
+    InsufficientScope,
+    /// Its owner is disabled.
+    OwnerDisabled,
+}
+
+impl InactiveReason {
+    /// The reason as it appears on the wire and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Unknown => "unknown",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::OwnerDisabled => "owner_disabled",
+        }
+    }
+}
+
+/// Who did something, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The acting user, when there is one.
+    pub user: Option<UserId>,
+    /// The token they acted with, when they used one.
+    pub token: Option<TokenId>,
+    /// A readable description: `alice`, `alice (tok_…)`, `cli (root)`.
+    pub label: String,
+}
+
+impl Actor {
+    /// An operator at the command line.
+    pub fn cli(os_user: &str) -> Self {
+        Self {
+            user: None,
+            token: None,
+            label: format!("cli ({os_user})"),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditKind {
+    /// A token was created.
+    #[serde(rename = "token.created")]
+    TokenCreated,
+    /// A token was renamed.
+    #[serde(rename = "token.renamed")]
+    TokenRenamed,
+    /// A token's secret was regenerated.
+    #[serde(rename = "token.regenerated")]
+    TokenRegenerated,
+    /// A token was revoked.
+    #[serde(rename = "token.revoked")]
+    TokenRevoked,
+    /// An expired token was presented.
+    #[serde(rename = "token.expired_use")]
+    TokenExpiredUse,
+    /// A user was added.
+    #[serde(rename = "user.added")]
+    UserAdded,
+}
+
+impl AuditKind {
+    /// The kind as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenCreated => "token.created",
+            Self::TokenRenamed => "token.renamed",
+            Self::TokenRegenerated => "token.regenerated",
+            Self::TokenRevoked => "token.revoked",
+            Self::TokenExpiredUse => "token.expired_use",
+            Self::UserAdded => "user.added",
+        }
+    }
+
+    /// Reads a stored kind.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::TokenCreated,
+            Self::TokenRenamed,
+            Self::TokenRegenerated,
+            Self::TokenRevoked,
+            Self::TokenExpiredUse,
+            Self::UserAdded,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// One entry of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What.
+    pub kind: AuditKind,
+    /// Who did it.
+    pub actor: Actor,
+    /// The user the event concerns (a token's owner, or the added user).
+    pub subject_user: Option<UserId>,
+    /// The token it concerns.
+    pub token_id: Option<TokenId>,
+    /// The client address, when known.
+    pub ip: Option<IpAddr>,
+    /// A free-text reason or detail (a revocation reason, a new name).
+    pub detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn ids_are_prefixed_ulids_and_parse_back() {
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let id = TokenId::generate(now).unwrap();
+        assert!(id.as_str().starts_with("tok_"));
+        assert_eq!(id.as_str().len(), 30);
+        assert_eq!(TokenId::parse(id.as_str()).unwrap(), id);
+        assert!(TokenId::parse("usr_01J0000000000000000000000").is_err());
+        assert!(TokenId::parse("tok_nope").is_err());
+        assert!(UserId::parse(UserId::generate(now).unwrap().as_str()).is_ok());
+        let later = TokenId::generate(now + time::Duration::seconds(1)).unwrap();
+        assert!(later > id, "ids sort by creation time");
+    }
+
+    #[test]
+    fn token_names() {
+        assert_eq!(
+            TokenName::parse("  ci deploy ").unwrap().as_str(),
+            "ci deploy"
+        );
+        assert!(TokenName::parse("déploiement 🚀").is_ok());
+        assert!(TokenName::parse(&"é".repeat(100)).is_ok());
+        for bad in ["", "   ", "a\nb", "\u{0}"] {
+            assert!(TokenName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(TokenName::parse(&"a".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn user_names() {
+        for ok in ["alice", "bob.smith", "ci-bot_2", "7"] {
+            assert!(UserName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Alice", "-bob", "a b", "ü", &"a".repeat(65)] {
+            assert!(UserName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn audit_kinds_round_trip() {
+        for k in [
+            AuditKind::TokenCreated,
+            AuditKind::TokenRevoked,
+            AuditKind::UserAdded,
+            AuditKind::TokenExpiredUse,
+        ] {
+            assert_eq!(AuditKind::parse(k.as_str()), Some(k));
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+    }
+}

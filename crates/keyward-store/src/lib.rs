@@ -1,0 +1,238 @@
+//! keyward's storage seam.
+//!
+//! [`Store`] is everything keyward asks of a database. Each engine implements it in its own
+//! module with its own migrations (SQLite now, PostgreSQL next); nothing above this crate knows
+//! which engine it talks to. Every engine passes the same contract suite (`tests/it`).
+//!
+//! Two rules every implementation keeps:
+//! - a write is acknowledged only after it is durable (committed);
+//! - every committed change that can alter a verification answer (revoke, regenerate, a user
+//!   disabled) appends to the change log and then advances [`Store::change_epoch`], so every
+//!   process's verification cache learns of it before its next answer.
+
+use async_trait::async_trait;
+use keyward_core::{
+    AuditEvent, KeyId, TokenHash, TokenId, TokenName, TokenRecord, User, UserId, UserName,
+};
+use std::net::IpAddr;
+use time::OffsetDateTime;
+
+mod epoch;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// What went wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such record (or not the caller's: the store does not tell the difference).
+    #[error("not found")]
+    NotFound,
+    /// A unique name is taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The change is not allowed in the record's current state (e.g. regenerating a revoked token).
+    #[error("{0}")]
+    InvalidState(&'static str),
+    /// The database could not be reached or answered with an error.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database holds something keyward did not write (a corrupt or foreign row).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Results from a store.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A token hash as stored: the keyed hash and the id of the server key that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHash {
+    /// `HMAC-SHA256(server key, token)`.
+    pub hash: TokenHash,
+    /// Which server key.
+    pub key_id: KeyId,
+}
+
+/// A new user to add.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// The user record.
+    pub user: User,
+    /// Argon2id PHC string, when the user signs in with a password.
+    pub password_hash: Option<String>,
+}
+
+/// What a hash lookup finds: the token, its owner, and how long this particular secret works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The token the secret belongs to.
+    pub token: TokenRecord,
+    /// The owner's name.
+    pub owner_name: UserName,
+    /// Whether the owner is disabled.
+    pub owner_disabled: bool,
+    /// When this secret stops working because the token was regenerated (`None` = current
+    /// secret). Set to the grace period's end at regeneration, or to the regeneration time.
+    pub secret_valid_until: Option<OffsetDateTime>,
+}
+
+/// One successful use, recorded in batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// Which token.
+    pub token_id: TokenId,
+    /// When it was used.
+    pub at: OffsetDateTime,
+    /// From where, if known.
+    pub ip: Option<IpAddr>,
+}
+
+/// A page of a listing, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Only records older than this id (the previous page's last id).
+    pub after: Option<TokenId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Which audit events to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only events about this user.
+    pub subject_user: Option<UserId>,
+    /// Only events with a sequence number below this (the previous page's last `seq`).
+    pub before_seq: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// An audit event with its position in the trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAuditEvent {
+    /// Position in the trail, increasing.
+    pub seq: i64,
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// The hashes whose verification answer may have changed since a cursor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Hashes to evict from any cache.
+    pub hashes: Vec<TokenHash>,
+    /// The cursor to ask from next time.
+    pub cursor: i64,
+    /// `false` if the log no longer reaches back to the cursor: the caller must drop its whole
+    /// cache.
+    pub complete: bool,
+}
+
+/// A regeneration, applied atomically.
+#[derive(Debug, Clone)]
+pub struct Regeneration {
+    /// The new secret's hash.
+    pub new_hash: StoredHash,
+    /// The new secret's hint.
+    pub new_hint: String,
+    /// The token's new expiry (`None` = never).
+    pub new_expires_at: Option<OffsetDateTime>,
+    /// Until when the previous secret(s) keep working (the regeneration time if no grace).
+    pub old_valid_until: OffsetDateTime,
+    /// When.
+    pub at: OffsetDateTime,
+}
+
+/// A revocation.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    /// When.
+    pub at: OffsetDateTime,
+    /// Who (a readable label).
+    pub by: String,
+    /// Why, if said.
+    pub reason: Option<String>,
+}
+
+/// Everything keyward asks of a database. Methods that take an `owner` act only on that user's
+/// tokens and answer [`StoreError::NotFound`] for anyone else's, so ownership is checked in the
+/// same statement that reads or writes (no check-then-act gap). Methods that take an
+/// [`AuditEvent`] write it in the same transaction as the change.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Adds a user; [`StoreError::Conflict`] if the name is taken.
+    async fn add_user(&self, user: &NewUser, audit: &AuditEvent) -> StoreResult<()>;
+    /// A user by name.
+    async fn user_by_name(&self, name: &UserName) -> StoreResult<Option<User>>;
+    /// A user by id.
+    async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>>;
+    /// All users, by name.
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// A user's password hash (Argon2id PHC string), if they have one.
+    async fn password_hash(&self, id: &UserId) -> StoreResult<Option<String>>;
+
+    /// Stores a new token and its first hash.
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        hash: &StoredHash,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
+    /// A token by id, limited to `owner`'s when given.
+    async fn token(&self, id: &TokenId, owner: Option<&UserId>)
+    -> StoreResult<Option<TokenRecord>>;
+    /// Tokens newest first, limited to `owner`'s when given.
+    async fn list_tokens(
+        &self,
+        owner: Option<&UserId>,
+        page: &Page,
+    ) -> StoreResult<Vec<TokenRecord>>;
+    /// Renames a token; returns the updated record.
+    async fn rename_token(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        name: &TokenName,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord>;
+    /// Gives a token a new secret; previous secrets work until `old_valid_until`. Refuses a
+    /// revoked token, or one expired at `regen.at`, with [`StoreError::InvalidState`].
+    async fn regenerate_token(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        regen: &Regeneration,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord>;
+    /// Revokes a token (all its secrets). Revoking a revoked token changes nothing and returns
+    /// it as it is, without a new audit event.
+    async fn revoke_token(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        revocation: &Revocation,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord>;
+
+    /// Finds the token a hash belongs to (any state: the caller decides what it means).
+    async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>>;
+    /// Records a batch of uses; for each token keeps the latest use across all writers.
+    async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()>;
+
+    /// Appends an event to the audit trail on its own.
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    /// Lists audit events newest first.
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<StoredAuditEvent>>;
+
+    /// A number that advances after every committed change in the change log, cheap enough to
+    /// read on every verification (no I/O). Seen from any process using the same database.
+    fn change_epoch(&self) -> u64;
+    /// The change log after `cursor` (`0` = from the start).
+    async fn changes_since(&self, cursor: i64) -> StoreResult<Changes>;
+    /// The change log's current end, to start a cache from.
+    async fn change_cursor(&self) -> StoreResult<i64>;
+}

@@ -1,0 +1,189 @@
+//! Reading rows back into keyward's types, and turning sqlx errors into [`StoreError`]s.
+//!
+//! A value that does not decode or parse was not written by keyward, so it is
+//! [`StoreError::Corrupt`], never a panic.
+
+use keyward_core::{
+    Actor, AuditEvent, AuditKind, Scopes, TokenHash, TokenId, TokenName, TokenRecord, User, UserId,
+    UserName,
+};
+use sqlx::error::ErrorKind;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Decode, Row, Sqlite, Type};
+use std::fmt::Display;
+use std::net::IpAddr;
+use time::OffsetDateTime;
+
+use crate::{StoreError, StoreResult, StoredAuditEvent};
+
+/// SQLite's primary result codes: a lock is held, the file is damaged, the file is not a
+/// database.
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_NOTADB: i32 = 26;
+
+/// Whether another connection held a lock that SQLite would not wait for.
+pub(super) fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => primary_code(db.as_ref()) == Some(SQLITE_BUSY),
+        _ => false,
+    }
+}
+
+fn primary_code(db: &dyn sqlx::error::DatabaseError) -> Option<i32> {
+    // sqlx reports SQLite's extended result code; its low byte is the primary code.
+    db.code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .map(|c| c & 0xff)
+}
+
+/// Maps an error that has no more specific meaning at the call site.
+pub(super) fn db_error(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Database(db) => {
+            // sqlx reports SQLite's extended result code; its low byte is the primary code.
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff);
+            if matches!(primary, Some(SQLITE_CORRUPT | SQLITE_NOTADB)) {
+                StoreError::Corrupt(db.message().to_owned())
+            } else {
+                StoreError::Unavailable(db.message().to_owned())
+            }
+        }
+        e @ (sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. }) => StoreError::Corrupt(e.to_string()),
+        e => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Maps a failed insert: a unique violation means `what` already exists, a foreign-key violation
+/// that a row it refers to (a token's owner) does not.
+pub(super) fn insert_error(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
+            StoreError::Conflict(what())
+        }
+        sqlx::Error::Database(db) if db.kind() == ErrorKind::ForeignKeyViolation => {
+            StoreError::NotFound
+        }
+        _ => db_error(e),
+    }
+}
+
+/// Unix seconds, as stored.
+pub(super) fn unix(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp()
+}
+
+fn get<'r, T: Decode<'r, Sqlite> + Type<Sqlite>>(
+    row: &'r SqliteRow,
+    column: &str,
+) -> StoreResult<T> {
+    row.try_get(column)
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn parse<T, E: Display>(
+    row: &SqliteRow,
+    column: &str,
+    f: impl FnOnce(&str) -> Result<T, E>,
+) -> StoreResult<T> {
+    let text: String = get(row, column)?;
+    f(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn parse_opt<T, E: Display>(
+    row: &SqliteRow,
+    column: &str,
+    f: impl FnOnce(&str) -> Result<T, E>,
+) -> StoreResult<Option<T>> {
+    let text: Option<String> = get(row, column)?;
+    text.map(|t| f(&t).map_err(|e| StoreError::Corrupt(format!("{column}: {e}"))))
+        .transpose()
+}
+
+fn to_time(column: &str, secs: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn time(row: &SqliteRow, column: &str) -> StoreResult<OffsetDateTime> {
+    to_time(column, get(row, column)?)
+}
+
+pub(super) fn opt_time(row: &SqliteRow, column: &str) -> StoreResult<Option<OffsetDateTime>> {
+    get::<Option<i64>>(row, column)?
+        .map(|secs| to_time(column, secs))
+        .transpose()
+}
+
+/// A `users` row.
+pub(super) fn user(row: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: parse(row, "id", UserId::parse)?,
+        name: parse(row, "name", UserName::parse)?,
+        is_admin: get(row, "is_admin")?,
+        created_at: time(row, "created_at")?,
+        disabled_at: opt_time(row, "disabled_at")?,
+    })
+}
+
+/// A `tokens` row.
+pub(super) fn token(row: &SqliteRow) -> StoreResult<TokenRecord> {
+    Ok(TokenRecord {
+        id: parse(row, "id", TokenId::parse)?,
+        owner: parse(row, "owner", UserId::parse)?,
+        name: parse(row, "name", TokenName::parse)?,
+        scopes: parse(row, "scopes", Scopes::parse_space_separated)?,
+        hint: get(row, "hint")?,
+        created_at: time(row, "created_at")?,
+        expires_at: opt_time(row, "expires_at")?,
+        regenerated_at: opt_time(row, "regenerated_at")?,
+        last_used_at: opt_time(row, "last_used_at")?,
+        last_used_ip: parse_opt(row, "last_used_ip", str::parse::<IpAddr>)?,
+        revoked_at: opt_time(row, "revoked_at")?,
+        revoked_by: get(row, "revoked_by")?,
+        revoke_reason: get(row, "revoke_reason")?,
+    })
+}
+
+/// The owner columns of a lookup: name and whether disabled.
+pub(super) fn owner_of_lookup(row: &SqliteRow) -> StoreResult<(UserName, bool)> {
+    let name = parse(row, "owner_name", UserName::parse)?;
+    let disabled = opt_time(row, "owner_disabled_at")?.is_some();
+    Ok((name, disabled))
+}
+
+/// A stored 32-byte hash.
+pub(super) fn hash(row: &SqliteRow, column: &str) -> StoreResult<TokenHash> {
+    let bytes: Vec<u8> = get(row, column)?;
+    TokenHash::from_slice(&bytes)
+        .ok_or_else(|| StoreError::Corrupt(format!("{column}: not 32 bytes")))
+}
+
+/// An `audit_events` row.
+pub(super) fn audit_event(row: &SqliteRow) -> StoreResult<StoredAuditEvent> {
+    Ok(StoredAuditEvent {
+        seq: get(row, "seq")?,
+        event: AuditEvent {
+            at: time(row, "at")?,
+            kind: parse(row, "kind", |s| {
+                AuditKind::parse(s).ok_or("unknown audit kind")
+            })?,
+            actor: Actor {
+                user: parse_opt(row, "actor_user", UserId::parse)?,
+                token: parse_opt(row, "actor_token", TokenId::parse)?,
+                label: get(row, "actor_label")?,
+            },
+            subject_user: parse_opt(row, "subject_user", UserId::parse)?,
+            token_id: parse_opt(row, "token_id", TokenId::parse)?,
+            ip: parse_opt(row, "ip", str::parse::<IpAddr>)?,
+            detail: get(row, "detail")?,
+        },
+    })
+}

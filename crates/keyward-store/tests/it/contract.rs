@@ -1,0 +1,1093 @@
+//! The contract every engine keeps. Each check takes a fresh [`Database`]; an engine runs the
+//! whole suite with one line: `contract::contract_suite!(MyDb::fresh());`.
+
+use keyward_core::{AuditKind, TokenHash, TokenName, TokenRecord};
+use keyward_store::{
+    AuditFilter, NewUser, Page, Regeneration, Revocation, Store, StoreError, Usage,
+};
+use std::collections::HashSet;
+use std::sync::Arc;
+use time::Duration;
+
+use crate::fixtures::{
+    Database, T0, add_token, add_user, audit, secret_and_hash, token_record, user,
+};
+
+/// Generates one `#[tokio::test]` per contract check, each on a database made by `$fresh`
+/// (an expression evaluating to a future of a [`Database`]).
+macro_rules! contract_suite {
+    ($fresh:expr) => {
+        $crate::contract::contract_suite!(@each $fresh;
+            users_are_added_listed_and_found,
+            a_taken_user_name_is_a_conflict,
+            tokens_are_stored_and_read_back,
+            tokens_list_newest_first_in_pages,
+            another_owners_token_is_not_found,
+            rename_changes_only_the_name,
+            regenerate_replaces_the_secret_and_logs_the_old_ones,
+            regenerate_refuses_revoked_and_expired_tokens,
+            revoke_is_idempotent,
+            lookup_finds_the_token_and_its_owner,
+            record_usage_keeps_the_latest_use,
+            audit_events_list_newest_first_and_filter,
+            changes_since_follows_cursors,
+            a_pruned_change_log_is_incomplete,
+            a_second_handle_sees_revocations,
+            a_revocation_survives_reopening,
+            two_handles_open_a_fresh_database_at_once,
+            concurrent_writers_on_two_handles_all_succeed,
+        );
+    };
+    (@each $fresh:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let db = $fresh.await;
+                $crate::contract::$check(&db).await;
+            }
+        )*
+    };
+}
+pub(crate) use contract_suite;
+
+/// A well-formed Argon2id PHC string (the store treats it as opaque text).
+const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+
+fn page(limit: u32) -> Page {
+    Page { after: None, limit }
+}
+
+fn revocation(at: time::OffsetDateTime, reason: &str) -> Revocation {
+    Revocation {
+        at,
+        by: "cli (root)".to_owned(),
+        reason: Some(reason.to_owned()),
+    }
+}
+
+fn regeneration(
+    at: time::OffsetDateTime,
+    grace: Duration,
+) -> (Regeneration, keyward_store::StoredHash) {
+    let (secret, hash) = secret_and_hash();
+    let regen = Regeneration {
+        new_hash: hash.clone(),
+        new_hint: secret.hint(),
+        new_expires_at: Some(at + Duration::days(30)),
+        old_valid_until: at + grace,
+        at,
+    };
+    (regen, hash)
+}
+
+async fn audit_count(store: &dyn Store) -> usize {
+    store
+        .audit_events(&AuditFilter {
+            limit: 1000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn revoke(store: &dyn Store, token: &TokenRecord, at: time::OffsetDateTime) -> TokenRecord {
+    let event = audit(
+        AuditKind::TokenRevoked,
+        at,
+        Some(&token.owner),
+        Some(&token.id),
+    );
+    store
+        .revoke_token(&token.id, None, &revocation(at, "leaked"), &event)
+        .await
+        .unwrap()
+}
+
+pub async fn users_are_added_listed_and_found(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let mut alice = user("alice");
+    alice.is_admin = true;
+    let new = NewUser {
+        user: alice.clone(),
+        password_hash: Some(PASSWORD_HASH.to_owned()),
+    };
+    store
+        .add_user(
+            &new,
+            &audit(AuditKind::UserAdded, T0, Some(&alice.id), None),
+        )
+        .await
+        .unwrap();
+    let mut carol = user("carol");
+    carol.disabled_at = Some(T0 + Duration::hours(1));
+    let new = NewUser {
+        user: carol.clone(),
+        password_hash: None,
+    };
+    store
+        .add_user(
+            &new,
+            &audit(AuditKind::UserAdded, T0, Some(&carol.id), None),
+        )
+        .await
+        .unwrap();
+    let bob = add_user(store, "bob").await;
+
+    let names: Vec<_> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name.as_str().to_owned())
+        .collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    assert_eq!(
+        store.user_by_name(&alice.name).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.user_by_id(&carol.id).await.unwrap(),
+        Some(carol.clone())
+    );
+    assert_eq!(store.user_by_id(&bob.id).await.unwrap(), Some(bob.clone()));
+    assert_eq!(
+        store
+            .user_by_name(&keyward_core::UserName::parse("dave").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.user_by_id(&user("dave").id).await.unwrap(), None);
+    assert_eq!(
+        store.password_hash(&alice.id).await.unwrap().as_deref(),
+        Some(PASSWORD_HASH)
+    );
+    assert_eq!(store.password_hash(&bob.id).await.unwrap(), None);
+    assert_eq!(store.password_hash(&user("dave").id).await.unwrap(), None);
+
+    let events = store
+        .audit_events(&AuditFilter {
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e.event.kind == AuditKind::UserAdded));
+}
+
+pub async fn a_taken_user_name_is_a_conflict(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    add_user(store, "alice").await;
+    let again = user("alice");
+    let err = store
+        .add_user(
+            &NewUser {
+                user: again.clone(),
+                password_hash: None,
+            },
+            &audit(AuditKind::UserAdded, T0, Some(&again.id), None),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref what) if what.contains("alice")),
+        "{err:?}"
+    );
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+    assert_eq!(
+        audit_count(store).await,
+        1,
+        "a refused write leaves no audit event"
+    );
+}
+
+pub async fn tokens_are_stored_and_read_back(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let (token, _) = add_token(store, &alice.id, T0).await;
+    assert_eq!(
+        store.token(&token.id, None).await.unwrap(),
+        Some(token.clone())
+    );
+    assert_eq!(
+        store.token(&token.id, Some(&alice.id)).await.unwrap(),
+        Some(token.clone())
+    );
+
+    let (never_expires, hash) = {
+        let (mut t, h) = token_record(&alice.id, T0 + Duration::seconds(1));
+        t.expires_at = None;
+        (t, h)
+    };
+    store
+        .insert_token(
+            &never_expires,
+            &hash,
+            &audit(AuditKind::TokenCreated, T0, Some(&alice.id), None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.token(&never_expires.id, None).await.unwrap(),
+        Some(never_expires)
+    );
+
+    let (unknown, _) = token_record(&alice.id, T0);
+    assert_eq!(store.token(&unknown.id, None).await.unwrap(), None);
+
+    let stranger = user("zed");
+    let (orphan, hash) = token_record(&stranger.id, T0);
+    let err = store
+        .insert_token(
+            &orphan,
+            &hash,
+            &audit(AuditKind::TokenCreated, T0, None, None),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(store.token(&orphan.id, None).await.unwrap(), None);
+}
+
+pub async fn tokens_list_newest_first_in_pages(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let bob = add_user(store, "bob").await;
+    let mut alices = Vec::new();
+    for i in 0..5 {
+        alices.push(
+            add_token(store, &alice.id, T0 + Duration::seconds(i))
+                .await
+                .0,
+        );
+    }
+    let bobs = vec![
+        add_token(store, &bob.id, T0 + Duration::seconds(10))
+            .await
+            .0,
+    ];
+    alices.reverse();
+
+    let first = store.list_tokens(Some(&alice.id), &page(2)).await.unwrap();
+    assert_eq!(first, alices[..2]);
+    let second = store
+        .list_tokens(
+            Some(&alice.id),
+            &Page {
+                after: Some(first[1].id.clone()),
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(second, alices[2..4]);
+    let last = store
+        .list_tokens(
+            Some(&alice.id),
+            &Page {
+                after: Some(second[1].id.clone()),
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(last, alices[4..]);
+    let none = store
+        .list_tokens(
+            Some(&alice.id),
+            &Page {
+                after: Some(last[0].id.clone()),
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+
+    assert_eq!(
+        store.list_tokens(Some(&bob.id), &page(10)).await.unwrap(),
+        bobs
+    );
+    let all = store.list_tokens(None, &page(10)).await.unwrap();
+    let expected: Vec<_> = bobs.iter().chain(&alices).cloned().collect();
+    assert_eq!(all, expected);
+    let after_bob = store
+        .list_tokens(
+            None,
+            &Page {
+                after: Some(bobs[0].id.clone()),
+                limit: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(after_bob, alices[..3]);
+}
+
+pub async fn another_owners_token_is_not_found(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let mallory = add_user(store, "mallory").await;
+    let (token, hash) = add_token(store, &alice.id, T0).await;
+    let before_audit = audit_count(store).await;
+    let epoch = store.change_epoch();
+    let at = T0 + Duration::hours(1);
+    let event = audit(
+        AuditKind::TokenRenamed,
+        at,
+        Some(&mallory.id),
+        Some(&token.id),
+    );
+
+    assert_eq!(
+        store.token(&token.id, Some(&mallory.id)).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .list_tokens(Some(&mallory.id), &page(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let name = TokenName::parse("mine now").unwrap();
+    let err = store
+        .rename_token(&token.id, Some(&mallory.id), &name, &event)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    let (regen, new_hash) = regeneration(at, Duration::ZERO);
+    let err = store
+        .regenerate_token(&token.id, Some(&mallory.id), &regen, &event)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    let err = store
+        .revoke_token(
+            &token.id,
+            Some(&mallory.id),
+            &revocation(at, "mine"),
+            &event,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+
+    assert_eq!(
+        store.token(&token.id, None).await.unwrap(),
+        Some(token.clone())
+    );
+    assert_eq!(
+        store
+            .lookup(&hash.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_valid_until,
+        None
+    );
+    assert!(store.lookup(&new_hash.hash).await.unwrap().is_none());
+    assert_eq!(
+        audit_count(store).await,
+        before_audit,
+        "refused writes leave no audit event"
+    );
+    assert_eq!(
+        store.change_epoch(),
+        epoch,
+        "refused writes announce nothing"
+    );
+}
+
+pub async fn rename_changes_only_the_name(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let (token, _) = add_token(store, &alice.id, T0).await;
+    let name = TokenName::parse("laptop").unwrap();
+    let event = audit(
+        AuditKind::TokenRenamed,
+        T0,
+        Some(&alice.id),
+        Some(&token.id),
+    );
+    let renamed = store
+        .rename_token(&token.id, Some(&alice.id), &name, &event)
+        .await
+        .unwrap();
+    assert_eq!(
+        renamed,
+        TokenRecord {
+            name: name.clone(),
+            ..token.clone()
+        }
+    );
+    assert_eq!(
+        store.token(&token.id, None).await.unwrap(),
+        Some(renamed.clone())
+    );
+    // An admin (no owner restriction) may rename too.
+    let admin_name = TokenName::parse("fleet").unwrap();
+    let renamed = store
+        .rename_token(&token.id, None, &admin_name, &event)
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, admin_name);
+    let latest = &store
+        .audit_events(&AuditFilter {
+            limit: 1,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()[0];
+    assert_eq!(latest.event.kind, AuditKind::TokenRenamed);
+}
+
+pub async fn regenerate_replaces_the_secret_and_logs_the_old_ones(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let (token, first_hash) = add_token(store, &alice.id, T0).await;
+    let cursor = store.change_cursor().await.unwrap();
+    let epoch = store.change_epoch();
+
+    // First regeneration with a one-hour grace period.
+    let at = T0 + Duration::days(1);
+    let (regen, second_hash) = regeneration(at, Duration::hours(1));
+    let event = audit(
+        AuditKind::TokenRegenerated,
+        at,
+        Some(&alice.id),
+        Some(&token.id),
+    );
+    let updated = store
+        .regenerate_token(&token.id, Some(&alice.id), &regen, &event)
+        .await
+        .unwrap();
+    assert_eq!(
+        updated,
+        TokenRecord {
+            hint: regen.new_hint.clone(),
+            expires_at: regen.new_expires_at,
+            regenerated_at: Some(at),
+            ..token.clone()
+        }
+    );
+    assert_eq!(
+        store.token(&token.id, None).await.unwrap(),
+        Some(updated.clone())
+    );
+    assert!(
+        store.change_epoch() > epoch,
+        "a regeneration advances the epoch"
+    );
+
+    let old = store.lookup(&first_hash.hash).await.unwrap().unwrap();
+    assert_eq!(old.secret_valid_until, Some(at + Duration::hours(1)));
+    assert_eq!(old.token, updated);
+    let new = store.lookup(&second_hash.hash).await.unwrap().unwrap();
+    assert_eq!(new.secret_valid_until, None);
+    assert_eq!(new.token.id, token.id);
+
+    let changes = store.changes_since(cursor).await.unwrap();
+    assert!(changes.complete);
+    assert_eq!(changes.hashes, [first_hash.hash]);
+
+    // A second regeneration without grace: the first secret keeps its earlier end, the second
+    // ends now, and both are logged.
+    let at2 = at + Duration::minutes(10);
+    let (regen2, third_hash) = regeneration(at2, Duration::ZERO);
+    let event = audit(
+        AuditKind::TokenRegenerated,
+        at2,
+        Some(&alice.id),
+        Some(&token.id),
+    );
+    store
+        .regenerate_token(&token.id, None, &regen2, &event)
+        .await
+        .unwrap();
+    let first = store
+        .lookup(&first_hash.hash)
+        .await
+        .unwrap()
+        .unwrap()
+        .secret_valid_until;
+    assert_eq!(
+        first,
+        Some(at + Duration::minutes(10)),
+        "the earlier end wins"
+    );
+    assert_eq!(
+        store
+            .lookup(&second_hash.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_valid_until,
+        Some(at2)
+    );
+    assert_eq!(
+        store
+            .lookup(&third_hash.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_valid_until,
+        None
+    );
+    let later = store.changes_since(changes.cursor).await.unwrap();
+    let logged: HashSet<_> = later.hashes.iter().map(|h| h.0).collect();
+    assert_eq!(
+        logged,
+        HashSet::from([first_hash.hash.0, second_hash.hash.0])
+    );
+
+    let kinds: Vec<_> = store
+        .audit_events(&AuditFilter {
+            subject_user: Some(alice.id.clone()),
+            limit: 2,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [AuditKind::TokenRegenerated, AuditKind::TokenRegenerated]
+    );
+}
+
+pub async fn regenerate_refuses_revoked_and_expired_tokens(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let (revoked, _) = add_token(store, &alice.id, T0).await;
+    revoke(store, &revoked, T0 + Duration::hours(1)).await;
+    let (expiring, _) = add_token(store, &alice.id, T0).await;
+    let after_expiry = expiring.expires_at.unwrap();
+
+    let epoch = store.change_epoch();
+    let cursor = store.change_cursor().await.unwrap();
+    let audits = audit_count(store).await;
+
+    let (regen, new_hash) = regeneration(T0 + Duration::hours(2), Duration::ZERO);
+    let event = audit(
+        AuditKind::TokenRegenerated,
+        regen.at,
+        Some(&alice.id),
+        Some(&revoked.id),
+    );
+    let err = store
+        .regenerate_token(&revoked.id, Some(&alice.id), &regen, &event)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState(_)), "{err:?}");
+    assert!(store.lookup(&new_hash.hash).await.unwrap().is_none());
+
+    let (regen, new_hash) = regeneration(after_expiry, Duration::ZERO);
+    let err = store
+        .regenerate_token(&expiring.id, Some(&alice.id), &regen, &event)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidState("token has expired")),
+        "{err:?}"
+    );
+    assert!(store.lookup(&new_hash.hash).await.unwrap().is_none());
+    assert_eq!(
+        store.token(&expiring.id, None).await.unwrap(),
+        Some(expiring)
+    );
+
+    assert_eq!(store.change_epoch(), epoch);
+    assert_eq!(store.change_cursor().await.unwrap(), cursor);
+    assert_eq!(audit_count(store).await, audits);
+}
+
+pub async fn revoke_is_idempotent(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let (token, first_hash) = add_token(store, &alice.id, T0).await;
+    let (regen, second_hash) = regeneration(T0 + Duration::hours(1), Duration::hours(24));
+    let event = audit(
+        AuditKind::TokenRegenerated,
+        regen.at,
+        Some(&alice.id),
+        Some(&token.id),
+    );
+    store
+        .regenerate_token(&token.id, None, &regen, &event)
+        .await
+        .unwrap();
+    let cursor = store.change_cursor().await.unwrap();
+    let epoch = store.change_epoch();
+
+    let at = T0 + Duration::hours(2);
+    let event = audit(
+        AuditKind::TokenRevoked,
+        at,
+        Some(&alice.id),
+        Some(&token.id),
+    );
+    let revoked = store
+        .revoke_token(
+            &token.id,
+            Some(&alice.id),
+            &revocation(at, "leaked"),
+            &event,
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(at));
+    assert_eq!(revoked.revoked_by.as_deref(), Some("cli (root)"));
+    assert_eq!(revoked.revoke_reason.as_deref(), Some("leaked"));
+    assert_eq!(
+        store.token(&token.id, None).await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert!(store.change_epoch() > epoch);
+    let changes = store.changes_since(cursor).await.unwrap();
+    let logged: HashSet<_> = changes.hashes.iter().map(|h| h.0).collect();
+    assert_eq!(
+        logged,
+        HashSet::from([first_hash.hash.0, second_hash.hash.0]),
+        "every secret is logged"
+    );
+    for hash in [first_hash.hash, second_hash.hash] {
+        assert_eq!(
+            store.lookup(&hash).await.unwrap().unwrap().token.revoked_at,
+            Some(at)
+        );
+    }
+
+    let audits = audit_count(store).await;
+    let epoch = store.change_epoch();
+    let later = at + Duration::hours(1);
+    let again = store
+        .revoke_token(&token.id, None, &revocation(later, "again"), &event)
+        .await
+        .unwrap();
+    assert_eq!(again, revoked, "a second revocation changes nothing");
+    assert_eq!(
+        audit_count(store).await,
+        audits,
+        "and writes no audit event"
+    );
+    assert_eq!(
+        store.change_cursor().await.unwrap(),
+        changes.cursor,
+        "and logs no change"
+    );
+    assert_eq!(store.change_epoch(), epoch);
+}
+
+pub async fn lookup_finds_the_token_and_its_owner(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let mut carol = user("carol");
+    carol.disabled_at = Some(T0);
+    let new = NewUser {
+        user: carol.clone(),
+        password_hash: None,
+    };
+    store
+        .add_user(
+            &new,
+            &audit(AuditKind::UserAdded, T0, Some(&carol.id), None),
+        )
+        .await
+        .unwrap();
+    let alice = add_user(store, "alice").await;
+    let (token, hash) = add_token(store, &alice.id, T0).await;
+    let (carols, carols_hash) = add_token(store, &carol.id, T0).await;
+
+    let found = store.lookup(&hash.hash).await.unwrap().unwrap();
+    assert_eq!(found.token, token);
+    assert_eq!(found.owner_name, alice.name);
+    assert!(!found.owner_disabled);
+    assert_eq!(found.secret_valid_until, None);
+    let found = store.lookup(&carols_hash.hash).await.unwrap().unwrap();
+    assert_eq!(found.token, carols);
+    assert!(found.owner_disabled);
+
+    assert!(store.lookup(&TokenHash([7; 32])).await.unwrap().is_none());
+    assert!(
+        store
+            .lookup(&secret_and_hash().1.hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn record_usage_keeps_the_latest_use(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let (a, _) = add_token(store, &alice.id, T0).await;
+    let (b, _) = add_token(store, &alice.id, T0).await;
+    let (unknown, _) = token_record(&alice.id, T0);
+    let ip1 = "198.51.100.1".parse().unwrap();
+    let ip2 = "2001:db8::2".parse().unwrap();
+    let t = |s: i64| T0 + Duration::seconds(s);
+
+    store.record_usage(&[]).await.unwrap();
+    store
+        .record_usage(&[
+            Usage {
+                token_id: a.id.clone(),
+                at: t(10),
+                ip: Some(ip1),
+            },
+            Usage {
+                token_id: a.id.clone(),
+                at: t(5),
+                ip: Some(ip2),
+            },
+            Usage {
+                token_id: b.id.clone(),
+                at: t(3),
+                ip: Some(ip2),
+            },
+            Usage {
+                token_id: unknown.id.clone(),
+                at: t(3),
+                ip: None,
+            },
+        ])
+        .await
+        .unwrap();
+    let a_now = store.token(&a.id, None).await.unwrap().unwrap();
+    assert_eq!(
+        (a_now.last_used_at, a_now.last_used_ip),
+        (Some(t(10)), Some(ip1))
+    );
+    let b_now = store.token(&b.id, None).await.unwrap().unwrap();
+    assert_eq!(
+        (b_now.last_used_at, b_now.last_used_ip),
+        (Some(t(3)), Some(ip2))
+    );
+
+    // An older batch (another writer that flushed late) does not move a use backwards.
+    store
+        .record_usage(&[Usage {
+            token_id: a.id.clone(),
+            at: t(7),
+            ip: Some(ip2),
+        }])
+        .await
+        .unwrap();
+    let a_now = store.token(&a.id, None).await.unwrap().unwrap();
+    assert_eq!(
+        (a_now.last_used_at, a_now.last_used_ip),
+        (Some(t(10)), Some(ip1))
+    );
+
+    store
+        .record_usage(&[Usage {
+            token_id: a.id.clone(),
+            at: t(20),
+            ip: None,
+        }])
+        .await
+        .unwrap();
+    let a_now = store.token(&a.id, None).await.unwrap().unwrap();
+    assert_eq!(
+        (a_now.last_used_at, a_now.last_used_ip),
+        (Some(t(20)), None)
+    );
+    assert_eq!(store.token(&unknown.id, None).await.unwrap(), None);
+}
+
+pub async fn audit_events_list_newest_first_and_filter(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = user("alice");
+    let bob = user("bob");
+    let mut appended = Vec::new();
+    for i in 0..6 {
+        let subject = if i % 2 == 0 { &alice.id } else { &bob.id };
+        let mut event = audit(
+            AuditKind::TokenExpiredUse,
+            T0 + Duration::seconds(i),
+            Some(subject),
+            None,
+        );
+        event.detail = Some(format!("event {i}"));
+        event.ip = (i == 3).then(|| "2001:db8::1".parse().unwrap());
+        store.append_audit(&event).await.unwrap();
+        appended.push(event);
+    }
+    let mut no_subject = audit(AuditKind::TokenExpiredUse, T0, None, None);
+    no_subject.actor.label = "anonymous".to_owned();
+    store.append_audit(&no_subject).await.unwrap();
+    appended.push(no_subject);
+
+    let all = store
+        .audit_events(&AuditFilter {
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let events: Vec<_> = all.iter().map(|e| e.event.clone()).collect();
+    let mut newest_first = appended.clone();
+    newest_first.reverse();
+    assert_eq!(events, newest_first);
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq));
+
+    let alices = store
+        .audit_events(&AuditFilter {
+            subject_user: Some(alice.id.clone()),
+            limit: 2,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let details: Vec<_> = alices
+        .iter()
+        .map(|e| e.event.detail.as_deref().unwrap())
+        .collect();
+    assert_eq!(details, ["event 4", "event 2"]);
+    let rest = store
+        .audit_events(&AuditFilter {
+            subject_user: Some(alice.id.clone()),
+            before_seq: Some(alices[1].seq),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let details: Vec<_> = rest
+        .iter()
+        .map(|e| e.event.detail.as_deref().unwrap())
+        .collect();
+    assert_eq!(details, ["event 0"]);
+
+    let older = store
+        .audit_events(&AuditFilter {
+            before_seq: Some(all[1].seq),
+            limit: 2,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older, all[2..4]);
+}
+
+pub async fn changes_since_follows_cursors(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    assert_eq!(store.change_cursor().await.unwrap(), 0);
+    let empty = store.changes_since(0).await.unwrap();
+    assert!(empty.complete && empty.hashes.is_empty());
+    assert_eq!(empty.cursor, 0);
+
+    let alice = add_user(store, "alice").await;
+    let (one, one_hash) = add_token(store, &alice.id, T0).await;
+    let (two, two_hash) = add_token(store, &alice.id, T0).await;
+    assert_eq!(
+        store.change_cursor().await.unwrap(),
+        0,
+        "creating a token changes no answer"
+    );
+
+    revoke(store, &one, T0 + Duration::minutes(1)).await;
+    let first = store.changes_since(0).await.unwrap();
+    assert!(first.complete);
+    assert_eq!(first.hashes, [one_hash.hash]);
+    assert_eq!(first.cursor, store.change_cursor().await.unwrap());
+    assert!(first.cursor > 0);
+
+    let nothing = store.changes_since(first.cursor).await.unwrap();
+    assert!(nothing.complete && nothing.hashes.is_empty());
+    assert_eq!(nothing.cursor, first.cursor);
+
+    revoke(store, &two, T0 + Duration::minutes(2)).await;
+    let second = store.changes_since(first.cursor).await.unwrap();
+    assert!(second.complete);
+    assert_eq!(second.hashes, [two_hash.hash]);
+    assert!(second.cursor > first.cursor);
+    assert_eq!(
+        store.changes_since(0).await.unwrap().hashes,
+        [one_hash.hash, two_hash.hash]
+    );
+
+    // A cursor from beyond the log's end belongs to another database: start over.
+    let foreign = store.changes_since(second.cursor + 100).await.unwrap();
+    assert!(!foreign.complete);
+    assert_eq!(foreign.cursor, second.cursor);
+}
+
+pub async fn a_pruned_change_log_is_incomplete(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let (one, _) = add_token(store, &alice.id, T0).await;
+    let (two, two_hash) = add_token(store, &alice.id, T0).await;
+    revoke(store, &one, T0).await;
+    let after_one = store.change_cursor().await.unwrap();
+
+    // More than a day later, the next logged change prunes the first.
+    revoke(store, &two, T0 + Duration::hours(25)).await;
+    let from_start = store.changes_since(0).await.unwrap();
+    assert!(!from_start.complete, "entries after cursor 0 were pruned");
+    assert_eq!(from_start.hashes, [two_hash.hash]);
+    let caught_up = store.changes_since(after_one).await.unwrap();
+    assert!(caught_up.complete, "nothing after this cursor was pruned");
+    assert_eq!(caught_up.hashes, [two_hash.hash]);
+    assert_eq!(caught_up.cursor, from_start.cursor);
+    assert!(
+        store
+            .changes_since(from_start.cursor)
+            .await
+            .unwrap()
+            .complete
+    );
+}
+
+pub async fn a_second_handle_sees_revocations(db: &dyn Database) {
+    let first = db.open().await;
+    let second = db.open().await;
+    let alice = add_user(&*first, "alice").await;
+    let (token, hash) = add_token(&*first, &alice.id, T0).await;
+    assert_eq!(
+        second.token(&token.id, None).await.unwrap(),
+        Some(token.clone())
+    );
+
+    let epoch = second.change_epoch();
+    let cursor = second.change_cursor().await.unwrap();
+    revoke(&*first, &token, T0 + Duration::minutes(1)).await;
+    assert!(
+        second.change_epoch() > epoch,
+        "the other handle's epoch advanced"
+    );
+    let changes = second.changes_since(cursor).await.unwrap();
+    assert!(changes.complete);
+    assert_eq!(changes.hashes, [hash.hash]);
+    assert!(
+        second
+            .lookup(&hash.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .token
+            .revoked_at
+            .is_some()
+    );
+
+    let epoch = first.change_epoch();
+    let (regen, _) = regeneration(T0, Duration::ZERO);
+    let (other, _) = add_token(&*second, &alice.id, T0).await;
+    let event = audit(
+        AuditKind::TokenRegenerated,
+        T0,
+        Some(&alice.id),
+        Some(&other.id),
+    );
+    second
+        .regenerate_token(&other.id, None, &regen, &event)
+        .await
+        .unwrap();
+    assert!(first.change_epoch() > epoch, "and the other way round");
+}
+
+pub async fn a_revocation_survives_reopening(db: &dyn Database) {
+    let store = db.open().await;
+    let alice = add_user(&*store, "alice").await;
+    let (token, hash) = add_token(&*store, &alice.id, T0).await;
+    let revoked = revoke(&*store, &token, T0 + Duration::minutes(1)).await;
+    drop(store);
+
+    let reopened = db.open().await;
+    assert_eq!(
+        reopened.token(&token.id, None).await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert_eq!(
+        reopened.lookup(&hash.hash).await.unwrap().unwrap().token,
+        revoked
+    );
+    assert_eq!(reopened.changes_since(0).await.unwrap().hashes, [hash.hash]);
+}
+
+pub async fn two_handles_open_a_fresh_database_at_once(db: &dyn Database) {
+    let (first, second) = tokio::join!(db.open(), db.open());
+    let alice = add_user(&*first, "alice").await;
+    assert_eq!(second.user_by_id(&alice.id).await.unwrap(), Some(alice));
+    second.ping().await.unwrap();
+}
+
+pub async fn concurrent_writers_on_two_handles_all_succeed(db: &dyn Database) {
+    // Two handles stand for two processes; each write reads before it writes (regenerate
+    // checks the token's state first), the pattern that fails with SQLITE_BUSY unless a write
+    // transaction takes the write lock up front.
+    const TOKENS: usize = 48;
+    let handles: [Arc<dyn Store>; 2] = [Arc::from(db.open().await), Arc::from(db.open().await)];
+    let alice = add_user(&*handles[0], "alice").await;
+    let mut tokens = Vec::new();
+    for i in 0..TOKENS {
+        let at = T0 + Duration::seconds(i64::try_from(i).unwrap());
+        tokens.push(add_token(&*handles[0], &alice.id, at).await.0);
+    }
+    let cursor = handles[1].change_cursor().await.unwrap();
+    let at = T0 + Duration::hours(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, token) in tokens.iter().cloned().enumerate() {
+        let store = Arc::clone(&handles[i % 2]);
+        tasks.spawn(async move {
+            if i % 3 == 0 {
+                revoke(&*store, &token, at).await;
+            } else {
+                let (regen, _) = regeneration(at, Duration::ZERO);
+                let event = audit(
+                    AuditKind::TokenRegenerated,
+                    at,
+                    Some(&token.owner),
+                    Some(&token.id),
+                );
+                store
+                    .regenerate_token(&token.id, None, &regen, &event)
+                    .await
+                    .unwrap();
+            }
+            let usage = Usage {
+                token_id: token.id.clone(),
+                at,
+                ip: None,
+            };
+            store.record_usage(&[usage]).await.unwrap();
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let changes = handles[0].changes_since(cursor).await.unwrap();
+    assert!(changes.complete);
+    assert_eq!(
+        changes.hashes.len(),
+        TOKENS,
+        "one logged hash per revoked or regenerated token"
+    );
+    let listed = handles[1].list_tokens(None, &page(100)).await.unwrap();
+    assert_eq!(
+        listed.iter().filter(|t| t.revoked_at.is_some()).count(),
+        TOKENS / 3
+    );
+    assert_eq!(
+        listed.iter().filter(|t| t.regenerated_at.is_some()).count(),
+        TOKENS - TOKENS / 3
+    );
+    assert!(listed.iter().all(|t| t.last_used_at == Some(at)));
+}

@@ -1,0 +1,112 @@
+//! The contract suite on SQLite, a fresh file per test, and checks only SQLite has.
+
+use async_trait::async_trait;
+use keyward_store::{SqliteStore, Store, StoreError};
+use std::path::PathBuf;
+use tempfile::TempDir;
+
+use crate::fixtures::{Database, T0, add_token, add_user};
+
+/// A fresh SQLite file in its own temporary directory.
+pub struct SqliteDb {
+    _dir: TempDir,
+    path: PathBuf,
+}
+
+impl SqliteDb {
+    pub async fn fresh() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyward.db");
+        Self { _dir: dir, path }
+    }
+}
+
+#[async_trait]
+impl Database for SqliteDb {
+    async fn open(&self) -> Box<dyn Store> {
+        Box::new(SqliteStore::open(&self.path).await.unwrap())
+    }
+}
+
+mod contract {
+    crate::contract::contract_suite!(super::SqliteDb::fresh());
+}
+
+#[tokio::test]
+async fn open_creates_the_database_and_epoch_files_privately() {
+    let db = SqliteDb::fresh().await;
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    store.ping().await.unwrap();
+    let epoch = db.path.with_file_name("keyward.db-epoch");
+    assert_eq!(std::fs::metadata(&epoch).unwrap().len(), 8);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for file in [&db.path, &epoch] {
+            assert_eq!(
+                std::fs::metadata(file).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{}",
+                file.display()
+            );
+        }
+    }
+    store.close().await;
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn open_needs_the_parent_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = SqliteStore::open(&dir.path().join("missing/keyward.db"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_database_is_in_wal_mode() {
+    let db = SqliteDb::fresh().await;
+    let _store = SqliteStore::open(&db.path).await.unwrap();
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db.path);
+    let mut conn = sqlx::ConnectOptions::connect(&options).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn a_row_keyward_could_not_have_written_is_corrupt() {
+    let db = SqliteDb::fresh().await;
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    let alice = add_user(&store, "alice").await;
+    let (token, _) = add_token(&store, &alice.id, T0).await;
+
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db.path);
+    let mut conn = sqlx::ConnectOptions::connect(&options).await.unwrap();
+    sqlx::query("UPDATE tokens SET scopes = 'not a scope!' WHERE id = ?1")
+        .bind(token.id.as_str())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store.token(&token.id, None).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt(ref what) if what.contains("scopes")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn reopening_does_not_reapply_migrations() {
+    let db = SqliteDb::fresh().await;
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    let alice = add_user(&store, "alice").await;
+    store.close().await;
+    let reopened = SqliteStore::open(&db.path).await.unwrap();
+    assert_eq!(reopened.user_by_id(&alice.id).await.unwrap(), Some(alice));
+}
