@@ -1,0 +1,115 @@
+//! The axum application: routes, layers, and [`serve`].
+//!
+//! Handlers are thin: extract, authenticate, call one service method, map the result. Every
+//! error, including axum's own rejections, a 404 route, a 405 method and a panic, leaves as the
+//! same JSON error shape.
+
+pub mod error;
+pub mod extract;
+mod ops;
+mod tokens;
+mod verify;
+pub mod wire;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::service::Keyward;
+pub use error::ApiError;
+
+/// Largest request body accepted. Every keyward request is a few hundred bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// How often noted uses are written to the store.
+pub const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// The application: every route and layer.
+pub fn app(keyward: Arc<Keyward>) -> Router {
+    Router::new()
+        .route(
+            "/v1/tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route("/v1/tokens/self", get(tokens::get_self))
+        .route("/v1/tokens/self/regenerate", post(tokens::regenerate_self))
+        .route(
+            "/v1/tokens/{id}",
+            get(tokens::get_token)
+                .patch(tokens::update_token)
+                .delete(tokens::revoke_token),
+        )
+        .route("/v1/tokens/{id}/regenerate", post(tokens::regenerate_token))
+        .route("/v1/verify", post(verify::verify_token))
+        .route("/v1/audit", get(tokens::list_audit))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed here",
+            )
+        })
+        .with_state(keyward)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| -> Response {
+                tracing::error!("a request handler panicked");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+                .into_response()
+            },
+        ))
+        // Outermost, so no layer (tracing included) ever sees the credential in clear.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Writes noted token uses every few seconds, and once more at the end.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    keyward: Arc<Keyward>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let flusher = {
+        let keyward = Arc::clone(&keyward);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(USAGE_FLUSH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = keyward.flush_usage().await {
+                    tracing::warn!(error = %e, "could not record token usage; will retry");
+                }
+            }
+        })
+    };
+    let service = app(Arc::clone(&keyward)).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    flusher.abort();
+    if let Err(e) = keyward.flush_usage().await {
+        tracing::warn!(error = %e, "could not record token usage at shutdown");
+    }
+    tracing::info!("stopped");
+    served
+}

@@ -1,0 +1,38 @@
+//! Operations: liveness, readiness, metrics.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::sync::Arc;
+
+use super::error::ApiError;
+use crate::service::Keyward;
+
+/// `GET /healthz`: the process serves requests.
+pub async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+/// `GET /readyz`: the store answers.
+pub async fn readyz(State(kw): State<Arc<Keyward>>) -> Result<Response, ApiError> {
+    match kw.store().ping().await {
+        Ok(()) => Ok(axum::Json(json!({"status": "ready"})).into_response()),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the token store is unreachable",
+            ))
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics() -> Response {
+    let body = crate::telemetry::prometheus()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

@@ -1,0 +1,239 @@
+//! `/v1/tokens`: create, list, get, rename, regenerate, revoke; and `/v1/audit`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyward_core::{ExpiryRequest, Scope, Scopes, TokenId, TokenName, expiry::parse_grace};
+use keyward_store::Page;
+use std::sync::{Arc, LazyLock};
+
+use super::error::ApiError;
+use super::extract::{ApiJson, Bearer, ClientIp, OptionalJson};
+use super::wire::{
+    AuditListResponse, AuditQuery, CreateTokenRequest, IssuedResponse, ListQuery,
+    RegenerateTokenRequest, RevokeTokenRequest, TokenListResponse, TokenResponse, TokenView,
+    UpdateTokenRequest,
+};
+use crate::service::{Acting, Issued, Keyward, RegenerateOptions, ServiceError};
+
+static TOKENS_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "read"));
+static TOKENS_CREATE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "create"));
+static TOKENS_UPDATE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "update"));
+static TOKENS_DELETE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "delete"));
+static AUDIT_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("audit", "read"));
+
+const DEFAULT_PAGE: u32 = 50;
+
+type Kw = State<Arc<Keyward>>;
+
+async fn acting(
+    kw: &Keyward,
+    bearer: &Bearer,
+    ip: ClientIp,
+    needed: Option<&Scope>,
+) -> Result<Acting, ApiError> {
+    Ok(kw.authenticate(bearer.as_deref(), needed, ip.0).await?)
+}
+
+fn parse_id(id: &str) -> Result<TokenId, ApiError> {
+    // A malformed id names no token: the same 404 as any other missing one.
+    TokenId::parse(id).map_err(|_| ApiError::not_found())
+}
+
+fn parse_expiry(expires: Option<&str>) -> Result<Option<ExpiryRequest>, ApiError> {
+    Ok(expires
+        .map(ExpiryRequest::parse)
+        .transpose()
+        .map_err(ServiceError::from)?)
+}
+
+/// The secret leaves the server in this response only: never cached by anything on the way.
+fn issued_response(kw: &Keyward, status: StatusCode, issued: Issued) -> Response {
+    let body = IssuedResponse {
+        token: TokenView::new(issued.token, kw.now()),
+        secret: issued.secret.expose(),
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn token_response(kw: &Keyward, record: keyward_core::TokenRecord) -> Response {
+    axum::Json(TokenResponse {
+        token: TokenView::new(record, kw.now()),
+    })
+    .into_response()
+}
+
+/// `POST /v1/tokens`
+pub async fn create_token(
+    State(kw): Kw,
+    bearer: Bearer,
+    ip: ClientIp,
+    body: Result<ApiJson<CreateTokenRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_CREATE)).await?;
+    let ApiJson(req) = body?;
+    let name = TokenName::parse(&req.name).map_err(ServiceError::from)?;
+    let scopes = Scopes::parse(&req.scopes).map_err(ServiceError::from)?;
+    let expires = parse_expiry(req.expires.as_deref())?;
+    let owner = acting.within.clone().ok_or(ServiceError::NotFound)?;
+    let issued = kw
+        .create_token(&acting, &owner, name, scopes, expires)
+        .await?;
+    Ok(issued_response(&kw, StatusCode::CREATED, issued))
+}
+
+/// `GET /v1/tokens`
+pub async fn list_tokens(
+    State(kw): Kw,
+    bearer: Bearer,
+    ip: ClientIp,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_READ)).await?;
+    let Query(query) = query?;
+    let after = query
+        .after
+        .as_deref()
+        .map(|after| {
+            TokenId::parse(after).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    "`after` must be the `next` value of a previous page",
+                )
+            })
+        })
+        .transpose()?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    let tokens = kw.list_tokens(&acting, None, Page { after, limit }).await?;
+    let full =
+        u32::try_from(tokens.len()).is_ok_and(|n| n == limit.clamp(1, crate::service::MAX_PAGE));
+    let next = if full {
+        tokens.last().map(|t| t.id.clone())
+    } else {
+        None
+    };
+    let now = kw.now();
+    let tokens = tokens.into_iter().map(|t| TokenView::new(t, now)).collect();
+    Ok(axum::Json(TokenListResponse { tokens, next }).into_response())
+}
+
+/// `GET /v1/tokens/{id}`
+pub async fn get_token(
+    State(kw): Kw,
+    bearer: Bearer,
+    ip: ClientIp,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_READ)).await?;
+    let record = kw.get_token(&acting, &parse_id(&id)?).await?;
+    Ok(token_response(&kw, record))
+}
+
+/// `PATCH /v1/tokens/{id}`
+pub async fn update_token(
+    State(kw): Kw,
+    bearer: Bearer,
+    ip: ClientIp,
+    Path(id): Path<String>,
+    body: Result<ApiJson<UpdateTokenRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_UPDATE)).await?;
+    let ApiJson(req) = body?;
+    let id = parse_id(&id)?;
+    let name = TokenName::parse(&req.name).map_err(ServiceError::from)?;
+    let record = kw.rename_token(&acting, &id, name).await?;
+    Ok(token_response(&kw, record))
+}
+
+fn regenerate_options(req: Option<RegenerateTokenRequest>) -> Result<RegenerateOptions, ApiError> {
+    let req = req.unwrap_or_default();
+    Ok(RegenerateOptions {
+        grace: req
+            .grace_period
+            .as_deref()
+            .map(parse_grace)
+            .transpose()
+            .map_err(ServiceError::from)?,
+        expires: parse_expiry(req.expires.as_deref())?,
+    })
+}
+
+/// `POST /v1/tokens/{id}/regenerate`
+pub async fn regenerate_token(
+    State(kw): Kw,
+    bearer: Bearer,
+    ip: ClientIp,
+    Path(id): Path<String>,
+    body: Result<OptionalJson<RegenerateTokenRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_UPDATE)).await?;
+    let OptionalJson(req) = body?;
+    let id = parse_id(&id)?;
+    let options = regenerate_options(req)?;
+    let issued = kw.regenerate_token(&acting, &id, options).await?;
+    Ok(issued_response(&kw, StatusCode::OK, issued))
+}
+
+/// `DELETE /v1/tokens/{id}`: revokes; the record stays.
+pub async fn revoke_token(
+    State(kw): Kw,
+    bearer: Bearer,
+    ip: ClientIp,
+    Path(id): Path<String>,
+    body: Result<OptionalJson<RevokeTokenRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_DELETE)).await?;
+    let OptionalJson(req) = body?;
+    let id = parse_id(&id)?;
+    let record = kw
+        .revoke_token(&acting, &id, req.and_then(|r| r.reason))
+        .await?;
+    Ok(token_response(&kw, record))
+}
+
+/// `GET /v1/tokens/self`: the presented token's own record; needs no scope.
+pub async fn get_self(State(kw): Kw, bearer: Bearer, ip: ClientIp) -> Result<Response, ApiError> {
+    let acting = acting(&kw, &bearer, ip, None).await?;
+    let id = acting.token().cloned().ok_or(ServiceError::NotFound)?;
+    let record = kw.get_token(&acting, &id).await?;
+    Ok(token_response(&kw, record))
+}
+
+/// `POST /v1/tokens/self/regenerate`: a token rotates itself (for automation). Needs no scope:
+/// the new secret has exactly the old one's rights, and the old one stops working.
+pub async fn regenerate_self(
+    State(kw): Kw,
+    bearer: Bearer,
+    ip: ClientIp,
+    body: Result<OptionalJson<RegenerateTokenRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&kw, &bearer, ip, None).await?;
+    let OptionalJson(req) = body?;
+    let id = acting.token().cloned().ok_or(ServiceError::NotFound)?;
+    let options = regenerate_options(req)?;
+    let issued = kw.regenerate_token(&acting, &id, options).await?;
+    Ok(issued_response(&kw, StatusCode::OK, issued))
+}
+
+/// `GET /v1/audit`: the caller's own events.
+pub async fn list_audit(
+    State(kw): Kw,
+    bearer: Bearer,
+    ip: ClientIp,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let acting = acting(&kw, &bearer, ip, Some(&AUDIT_READ)).await?;
+    let Query(query) = query?;
+    let limit = query
+        .limit
+        .unwrap_or(DEFAULT_PAGE)
+        .clamp(1, crate::service::MAX_PAGE);
+    let events = kw.audit_events(&acting, None, query.before, limit).await?;
+    let full = u32::try_from(events.len()).is_ok_and(|n| n == limit);
+    Ok(axum::Json(AuditListResponse::new(events, full)).into_response())
+}

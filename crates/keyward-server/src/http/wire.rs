@@ -1,0 +1,195 @@
+//! Request and response bodies, kept apart from the domain types they carry.
+
+use keyward_core::{InactiveReason, RawSecret, Scopes, TokenId, TokenRecord, TokenState, UserId};
+use keyward_store::StoredAuditEvent;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use time::OffsetDateTime;
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// The token's label.
+    pub name: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// `30d`, an RFC 3339 time, or `never`; the deployment default when absent.
+    pub expires: Option<String>,
+}
+
+/// `PATCH /v1/tokens/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTokenRequest {
+    /// The new label.
+    pub name: String,
+}
+
+/// `POST /v1/tokens/{id}/regenerate` (body optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegenerateTokenRequest {
+    /// How long the old secret keeps working, e.g. `10m`.
+    pub grace_period: Option<String>,
+    /// A new expiry; the previous lifetime again by default.
+    pub expires: Option<String>,
+}
+
+/// `DELETE /v1/tokens/{id}` (body optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeTokenRequest {
+    /// Why, for the audit trail.
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The presented token.
+    pub token: RawSecret,
+    /// Scopes the request needs.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The end client's address, recorded as last-used IP.
+    pub ip: Option<IpAddr>,
+}
+
+/// Paging for listings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Page size (1 to 100, default 50).
+    pub limit: Option<u32>,
+    /// The `next` value of the previous page.
+    pub after: Option<String>,
+}
+
+/// Paging for the audit trail.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Page size (1 to 100, default 50).
+    pub limit: Option<u32>,
+    /// The `next` value of the previous page.
+    pub before: Option<i64>,
+}
+
+/// A token as the API shows it: the record plus its state now.
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    /// The record.
+    #[serde(flatten)]
+    pub record: TokenRecord,
+    /// `active`, `expired` or `revoked`.
+    pub state: TokenState,
+}
+
+impl TokenView {
+    /// The view of `record` at `now`.
+    pub fn new(record: TokenRecord, now: OffsetDateTime) -> Self {
+        let state = record.state(now);
+        Self { record, state }
+    }
+}
+
+/// One token.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    /// The token.
+    pub token: TokenView,
+}
+
+/// A token with its secret: only from create and regenerate.
+#[derive(Serialize)]
+pub struct IssuedResponse<'a> {
+    /// The token.
+    pub token: TokenView,
+    /// The secret, shown this once.
+    pub secret: &'a str,
+}
+
+/// A page of tokens.
+#[derive(Debug, Serialize)]
+pub struct TokenListResponse {
+    /// Newest first.
+    pub tokens: Vec<TokenView>,
+    /// Pass as `after` for the next page; `null` on the last.
+    pub next: Option<TokenId>,
+}
+
+/// The owner in a verification answer.
+#[derive(Debug, Serialize)]
+pub struct OwnerView<'a> {
+    /// User id.
+    pub id: &'a UserId,
+    /// User name.
+    pub name: &'a str,
+}
+
+/// `POST /v1/verify` for an active token.
+#[derive(Debug, Serialize)]
+pub struct ActiveResponse<'a> {
+    /// Always true.
+    pub active: bool,
+    /// The token's id.
+    pub token_id: &'a TokenId,
+    /// Its owner.
+    pub owner: OwnerView<'a>,
+    /// Its scopes.
+    pub scopes: &'a Scopes,
+    /// Its expiry.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// `POST /v1/verify` for anything else.
+#[derive(Debug, Serialize)]
+pub struct InactiveResponse {
+    /// Always false.
+    pub active: bool,
+    /// Why.
+    pub reason: InactiveReason,
+}
+
+/// One audit event.
+#[derive(Debug, Serialize)]
+pub struct AuditEventView {
+    /// Position in the trail.
+    pub seq: i64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: keyward_core::AuditEvent,
+}
+
+/// A page of audit events.
+#[derive(Debug, Serialize)]
+pub struct AuditListResponse {
+    /// Newest first.
+    pub events: Vec<AuditEventView>,
+    /// Pass as `before` for the next page; `null` on the last.
+    pub next: Option<i64>,
+}
+
+impl AuditListResponse {
+    /// A page built from stored events; `full` when the page was filled (more may follow).
+    pub fn new(events: Vec<StoredAuditEvent>, full: bool) -> Self {
+        let next = if full {
+            events.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        Self {
+            events: events
+                .into_iter()
+                .map(|e| AuditEventView {
+                    seq: e.seq,
+                    event: e.event,
+                })
+                .collect(),
+            next,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! keyward's server: the verification service and its cache, the JSON API, metrics.
+//!
+//! - [`service`]: the use cases, shared with the command line; no HTTP in it;
+//! - [`http`]: the axum application, thin handlers over the service, one error mapping;
+//! - [`telemetry`]: the Prometheus recorder.
+
+pub mod http;
+pub mod service;
+pub mod telemetry;
+
+pub use service::{Acting, Keyward, ServiceError, Settings, Verdict};

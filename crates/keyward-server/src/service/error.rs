@@ -1,0 +1,75 @@
+//! The service's one error enum; the HTTP layer maps it to status codes in exactly one place.
+
+use keyward_core::{ExpiryError, InactiveReason, NameError, ScopeError};
+use keyward_store::StoreError;
+
+/// Why a service call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No credentials, or a credential that is not an active token.
+    #[error("authentication required: {}", .0.map_or("no token was presented", InactiveReason::as_str))]
+    Unauthenticated(Option<InactiveReason>),
+    /// The credential is valid but lacks a scope the call needs.
+    #[error("this token lacks the scope {needed}")]
+    MissingScope {
+        /// The scope the call needs.
+        needed: String,
+    },
+    /// A token tried to make or regenerate a token with rights it does not have itself.
+    #[error("a token cannot grant scopes it does not hold: {}", .missing.join(", "))]
+    ScopeCeiling {
+        /// The scopes the caller lacks.
+        missing: Vec<String>,
+    },
+    /// No such record, or not the caller's (never told apart).
+    #[error("not found")]
+    NotFound,
+    /// A name was refused.
+    #[error(transparent)]
+    BadName(#[from] NameError),
+    /// A scope was refused.
+    #[error(transparent)]
+    BadScope(#[from] ScopeError),
+    /// An expiry or duration was refused.
+    #[error(transparent)]
+    BadExpiry(#[from] ExpiryError),
+    /// Input the service refuses that has no more specific variant.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// A password was refused (too short or too long).
+    #[error("a password must be 12 to 1024 characters")]
+    BadPassword,
+    /// A name is taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The record's state forbids the change (regenerating a revoked token).
+    #[error("{0}")]
+    InvalidState(&'static str),
+    /// The database is unreachable; the answer cannot be given safely.
+    #[error("the token store is unavailable")]
+    Unavailable(String),
+    /// Something that should not happen; details go to the log, not the client.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound,
+            StoreError::Conflict(what) => Self::Conflict(what),
+            StoreError::InvalidState(why) => Self::InvalidState(why),
+            StoreError::Unavailable(why) => Self::Unavailable(why),
+            StoreError::Corrupt(why) => Self::Internal(format!("corrupt record: {why}")),
+        }
+    }
+}
+
+impl From<keyward_core::RandomError> for ServiceError {
+    fn from(e: keyward_core::RandomError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// Results of service calls.
+pub type ServiceResult<T> = Result<T, ServiceError>;

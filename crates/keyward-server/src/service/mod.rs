@@ -1,0 +1,657 @@
+//! The service: keyward's use cases, shared by the HTTP API and the command line.
+//!
+//! Handlers and commands parse their input into core types, decide who is acting ([`Acting`]),
+//! and call one method here. The rules (who may do what, scope ceilings, lifetimes, the audit
+//! trail) live here and in `keyward-core`; the store only persists.
+
+mod cache;
+mod error;
+pub mod password;
+mod usage;
+
+pub use cache::{CachedToken, VerifyCache};
+pub use error::{ServiceError, ServiceResult};
+
+use keyward_core::{
+    Actor, AuditEvent, AuditKind, Catalog, Clock, ExpiryRequest, InactiveReason, LifetimePolicy,
+    Prefix, RawSecret, Scope, Scopes, TokenHasher, TokenId, TokenName, TokenRecord, TokenSecret,
+    TokenState, User, UserId, UserName, format,
+};
+use keyward_store::{
+    AuditFilter, NewUser, Page, Regeneration, Revocation, Store, StoreResult, StoredAuditEvent,
+    StoredHash,
+};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+use time::{Duration, OffsetDateTime};
+
+use cache::Found;
+use usage::UsageBatch;
+
+/// Longest revocation reason, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+/// Most records one listing page returns.
+pub const MAX_PAGE: u32 = 100;
+
+/// A deployment's rules.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The prefix of new tokens.
+    pub prefix: Prefix,
+    /// The scopes tokens may carry.
+    pub catalog: Catalog,
+    /// How long tokens may live.
+    pub policy: LifetimePolicy,
+    /// How many secrets the verification cache keeps.
+    pub cache_capacity: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            prefix: Prefix::default(),
+            catalog: Catalog::sample(),
+            policy: LifetimePolicy::default(),
+            cache_capacity: 1_000_000,
+        }
+    }
+}
+
+/// Who is acting, on whose behalf, and with what ceiling.
+#[derive(Debug, Clone)]
+pub struct Acting {
+    /// Whose tokens this may touch: one user's, or `None` for an operator at the command line.
+    pub within: Option<UserId>,
+    /// Who, for the audit trail.
+    pub actor: Actor,
+    /// From where.
+    pub ip: Option<IpAddr>,
+    /// The most rights a token made or regenerated here may carry: the presenting token's
+    /// scopes. `None` when a person or an operator acts directly.
+    pub ceiling: Option<Scopes>,
+}
+
+impl Acting {
+    /// An operator at the command line: any user's tokens, no ceiling.
+    pub fn operator(os_user: &str) -> Self {
+        Self {
+            within: None,
+            actor: Actor::cli(os_user),
+            ip: None,
+            ceiling: None,
+        }
+    }
+
+    /// The token the caller presented, if they acted with one.
+    pub fn token(&self) -> Option<&TokenId> {
+        self.actor.token.as_ref()
+    }
+}
+
+/// The answer to a verification.
+pub enum Verdict {
+    /// The token works and grants what was asked.
+    Active(Arc<CachedToken>),
+    /// It does not, and why.
+    Inactive(InactiveReason),
+}
+
+/// A token just made or regenerated, with the secret that is shown this once.
+pub struct Issued {
+    /// The record.
+    pub token: TokenRecord,
+    /// The secret; exists nowhere else.
+    pub secret: TokenSecret,
+}
+
+/// How to regenerate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegenerateOptions {
+    /// How long the old secret keeps working (none by default).
+    pub grace: Option<Duration>,
+    /// A new expiry; by default the token gets its previous lifetime again, from now.
+    pub expires: Option<ExpiryRequest>,
+}
+
+struct VerifyMetrics {
+    by_result: [metrics::Counter; 8],
+    latency: metrics::Histogram,
+}
+
+const RESULT_LABELS: [&str; 8] = [
+    "active",
+    "malformed",
+    "unknown",
+    "expired",
+    "revoked",
+    "insufficient_scope",
+    "owner_disabled",
+    "error",
+];
+
+impl VerifyMetrics {
+    fn new() -> Self {
+        Self {
+            by_result: RESULT_LABELS
+                .map(|r| metrics::counter!("keyward_verifications_total", "result" => r)),
+            latency: metrics::histogram!("keyward_verification_duration_seconds"),
+        }
+    }
+
+    fn record(&self, outcome: &ServiceResult<Verdict>, took: StdDuration) {
+        let i = match outcome {
+            Ok(Verdict::Active(_)) => 0,
+            Ok(Verdict::Inactive(r)) => match r {
+                InactiveReason::Malformed => 1,
+                InactiveReason::Unknown => 2,
+                InactiveReason::Expired => 3,
+                InactiveReason::Revoked => 4,
+                InactiveReason::InsufficientScope => 5,
+                InactiveReason::OwnerDisabled => 6,
+            },
+            Err(_) => 7,
+        };
+        self.by_result[i].increment(1);
+        self.latency.record(took.as_secs_f64());
+    }
+}
+
+/// keyward's use cases over one store.
+pub struct Keyward {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    hasher: TokenHasher,
+    settings: Settings,
+    cache: VerifyCache,
+    usage: UsageBatch,
+    expired_noted: moka::sync::Cache<TokenId, ()>,
+    metrics: VerifyMetrics,
+}
+
+impl Keyward {
+    /// Builds the service. Install the metrics recorder first if metrics are wanted.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        hasher: TokenHasher,
+        settings: Settings,
+    ) -> StoreResult<Self> {
+        let cache = VerifyCache::new(store.as_ref(), settings.cache_capacity).await?;
+        Ok(Self {
+            store,
+            clock,
+            hasher,
+            settings,
+            cache,
+            usage: UsageBatch::default(),
+            // One audit event per expired token per hour is enough to see it is still in use.
+            expired_noted: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(StdDuration::from_secs(3600))
+                .build(),
+            metrics: VerifyMetrics::new(),
+        })
+    }
+
+    /// The deployment's rules.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store (for readiness checks).
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The current time, to the second (the precision records are kept at).
+    pub fn now(&self) -> OffsetDateTime {
+        let now = self.clock.now();
+        now.replace_nanosecond(0).unwrap_or(now)
+    }
+
+    // ------------------------------------------------------------------ verification
+
+    /// The hot path: is `secret` an active token granting every scope of `wanted`?
+    /// Errors only when the answer cannot be given safely (the store is unreachable).
+    pub async fn verify(
+        &self,
+        secret: &str,
+        wanted: &Scopes,
+        ip: Option<IpAddr>,
+    ) -> ServiceResult<Verdict> {
+        let start = Instant::now();
+        let outcome = self.verify_uninstrumented(secret, wanted, ip).await;
+        self.metrics.record(&outcome, start.elapsed());
+        outcome
+    }
+
+    async fn verify_uninstrumented(
+        &self,
+        secret: &str,
+        wanted: &Scopes,
+        ip: Option<IpAddr>,
+    ) -> ServiceResult<Verdict> {
+        // Refused before any lookup: a typo or a random string never costs a hash or a query.
+        if format::validate(secret).is_err() {
+            return Ok(Verdict::Inactive(InactiveReason::Malformed));
+        }
+        let hash = self.hasher.hash_str(secret);
+        let Found::Token(token) = self.cache.find(self.store.as_ref(), &hash).await? else {
+            return Ok(Verdict::Inactive(InactiveReason::Unknown));
+        };
+        let now = self.clock.now();
+        if let Err(reason) = token.state_at(now) {
+            if reason == InactiveReason::Expired {
+                self.note_expired_use(&token, ip, now);
+            }
+            return Ok(Verdict::Inactive(reason));
+        }
+        if !token.scopes.covers_all(wanted) {
+            return Ok(Verdict::Inactive(InactiveReason::InsufficientScope));
+        }
+        // Only a successful presentation counts as a use.
+        if token.note_use(now.unix_timestamp()) {
+            self.usage.note(
+                &token.token_id,
+                now.replace_nanosecond(0).unwrap_or(now),
+                ip,
+            );
+        }
+        Ok(Verdict::Active(token))
+    }
+
+    fn note_expired_use(&self, token: &CachedToken, ip: Option<IpAddr>, now: OffsetDateTime) {
+        if self.expired_noted.contains_key(&token.token_id) {
+            return;
+        }
+        self.expired_noted.insert(token.token_id.clone(), ());
+        let event = AuditEvent {
+            at: now.replace_nanosecond(0).unwrap_or(now),
+            kind: AuditKind::TokenExpiredUse,
+            actor: Actor {
+                user: None,
+                token: Some(token.token_id.clone()),
+                label: "verification".to_owned(),
+            },
+            subject_user: Some(token.owner.clone()),
+            token_id: Some(token.token_id.clone()),
+            ip,
+            detail: None,
+        };
+        let store = Arc::clone(&self.store);
+        // Off the request path: an audit write must not slow or fail a verification.
+        tokio::spawn(async move {
+            if let Err(e) = store.append_audit(&event).await {
+                tracing::warn!(error = %e, "could not record an expired-token use");
+            }
+        });
+    }
+
+    /// Authenticates a management call: the bearer token must be active and, when `needed` is
+    /// given, hold that scope. Returns who is acting.
+    pub async fn authenticate(
+        &self,
+        bearer: Option<&str>,
+        needed: Option<&Scope>,
+        ip: Option<IpAddr>,
+    ) -> ServiceResult<Acting> {
+        let secret = bearer.ok_or(ServiceError::Unauthenticated(None))?;
+        let token = match self.verify(secret, &Scopes::default(), ip).await? {
+            Verdict::Active(token) => token,
+            Verdict::Inactive(reason) => return Err(ServiceError::Unauthenticated(Some(reason))),
+        };
+        if let Some(needed) = needed
+            && !token.scopes.covers(needed)
+        {
+            return Err(ServiceError::MissingScope {
+                needed: needed.to_string(),
+            });
+        }
+        Ok(Acting {
+            within: Some(token.owner.clone()),
+            actor: Actor {
+                user: Some(token.owner.clone()),
+                token: Some(token.token_id.clone()),
+                label: format!("{} ({})", token.owner_name, token.token_id),
+            },
+            ip,
+            ceiling: Some(token.scopes.clone()),
+        })
+    }
+
+    /// Writes the noted uses to the store (called every few seconds and at shutdown).
+    pub async fn flush_usage(&self) -> StoreResult<usize> {
+        self.usage.flush(self.store.as_ref()).await
+    }
+
+    // ------------------------------------------------------------------ tokens
+
+    fn audit(
+        &self,
+        acting: &Acting,
+        kind: AuditKind,
+        at: OffsetDateTime,
+        subject: &UserId,
+        token: Option<&TokenId>,
+    ) -> AuditEvent {
+        AuditEvent {
+            at,
+            kind,
+            actor: acting.actor.clone(),
+            subject_user: Some(subject.clone()),
+            token_id: token.cloned(),
+            ip: acting.ip,
+            detail: None,
+        }
+    }
+
+    fn check_within(acting: &Acting, owner: &UserId) -> ServiceResult<()> {
+        match &acting.within {
+            Some(w) if w != owner => Err(ServiceError::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_ceiling(acting: &Acting, scopes: &Scopes) -> ServiceResult<()> {
+        if let Some(ceiling) = &acting.ceiling {
+            let missing = ceiling.missing(scopes);
+            if !missing.is_empty() {
+                return Err(ServiceError::ScopeCeiling {
+                    missing: missing.iter().map(ToString::to_string).collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn issue_secret(&self) -> ServiceResult<(TokenSecret, StoredHash)> {
+        let secret = TokenSecret::generate(&self.settings.prefix)?;
+        let hash = StoredHash {
+            hash: self.hasher.hash(&secret),
+            key_id: self.hasher.key_id().clone(),
+        };
+        Ok((secret, hash))
+    }
+
+    /// Creates a token for `owner`; the secret is returned this once.
+    pub async fn create_token(
+        &self,
+        acting: &Acting,
+        owner: &UserId,
+        name: TokenName,
+        scopes: Scopes,
+        expires: Option<ExpiryRequest>,
+    ) -> ServiceResult<Issued> {
+        Self::check_within(acting, owner)?;
+        let user = self
+            .store
+            .user_by_id(owner)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if user.disabled_at.is_some() {
+            return Err(ServiceError::InvalidState("the user is disabled"));
+        }
+        self.settings.catalog.check(&scopes)?;
+        Self::check_ceiling(acting, &scopes)?;
+        let now = self.now();
+        let expires_at = self.settings.policy.resolve(expires, now)?;
+        let (secret, hash) = self.issue_secret()?;
+        let token = TokenRecord {
+            id: TokenId::generate(now)?,
+            owner: owner.clone(),
+            name,
+            scopes,
+            hint: secret.hint(),
+            created_at: now,
+            expires_at,
+            regenerated_at: None,
+            last_used_at: None,
+            last_used_ip: None,
+            revoked_at: None,
+            revoked_by: None,
+            revoke_reason: None,
+        };
+        let audit = self.audit(acting, AuditKind::TokenCreated, now, owner, Some(&token.id));
+        self.store.insert_token(&token, &hash, &audit).await?;
+        tracing::info!(token_id = %token.id, owner = %owner, actor = %acting.actor.label, "token created");
+        Ok(Issued { token, secret })
+    }
+
+    /// One token, if it is within the caller's reach.
+    pub async fn get_token(&self, acting: &Acting, id: &TokenId) -> ServiceResult<TokenRecord> {
+        self.store
+            .token(id, acting.within.as_ref())
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    /// Tokens newest first: the caller's, or for an operator `owner`'s (everyone's if `None`).
+    pub async fn list_tokens(
+        &self,
+        acting: &Acting,
+        owner: Option<&UserId>,
+        page: Page,
+    ) -> ServiceResult<Vec<TokenRecord>> {
+        let owner = match (&acting.within, owner) {
+            (Some(w), Some(o)) if w != o => return Ok(Vec::new()),
+            (Some(w), _) => Some(w),
+            (None, o) => o,
+        };
+        let page = Page {
+            limit: page.limit.clamp(1, MAX_PAGE),
+            ..page
+        };
+        Ok(self.store.list_tokens(owner, &page).await?)
+    }
+
+    /// Renames a token.
+    pub async fn rename_token(
+        &self,
+        acting: &Acting,
+        id: &TokenId,
+        name: TokenName,
+    ) -> ServiceResult<TokenRecord> {
+        let current = self.get_token(acting, id).await?;
+        let now = self.now();
+        let mut audit = self.audit(
+            acting,
+            AuditKind::TokenRenamed,
+            now,
+            &current.owner,
+            Some(id),
+        );
+        audit.detail = Some(format!("{} → {}", current.name.as_str(), name.as_str()));
+        Ok(self
+            .store
+            .rename_token(id, acting.within.as_ref(), &name, &audit)
+            .await?)
+    }
+
+    /// Gives a token a new secret, keeping its id, name and scopes. The old secret stops working
+    /// now, or when the grace period ends.
+    pub async fn regenerate_token(
+        &self,
+        acting: &Acting,
+        id: &TokenId,
+        options: RegenerateOptions,
+    ) -> ServiceResult<Issued> {
+        let current = self.get_token(acting, id).await?;
+        Self::check_ceiling(acting, &current.scopes)?;
+        let now = self.now();
+        match current.state(now) {
+            TokenState::Active => {}
+            TokenState::Revoked => {
+                return Err(ServiceError::InvalidState(
+                    "the token is revoked; create a new one",
+                ));
+            }
+            TokenState::Expired => {
+                return Err(ServiceError::InvalidState(
+                    "the token has expired; create a new one",
+                ));
+            }
+        }
+        let new_expires_at = match (options.expires, current.expires_at) {
+            (Some(request), _) => self.settings.policy.resolve(Some(request), now)?,
+            (None, None) => self
+                .settings
+                .policy
+                .resolve(Some(ExpiryRequest::Never), now)?,
+            (None, Some(old_expiry)) => {
+                // The same lifetime again, from now, within today's policy.
+                let started = current.regenerated_at.unwrap_or(current.created_at);
+                let lifetime = (old_expiry - started)
+                    .min(self.settings.policy.max_lifetime)
+                    .max(Duration::seconds(1));
+                self.settings
+                    .policy
+                    .resolve(Some(ExpiryRequest::In(lifetime)), now)?
+            }
+        };
+        let (secret, new_hash) = self.issue_secret()?;
+        let regen = Regeneration {
+            new_hash,
+            new_hint: secret.hint(),
+            new_expires_at,
+            old_valid_until: now + options.grace.unwrap_or(Duration::ZERO),
+            at: now,
+        };
+        let mut audit = self.audit(
+            acting,
+            AuditKind::TokenRegenerated,
+            now,
+            &current.owner,
+            Some(id),
+        );
+        audit.detail = options
+            .grace
+            .map(|g| format!("old secret valid for {} more seconds", g.whole_seconds()));
+        let token = self
+            .store
+            .regenerate_token(id, acting.within.as_ref(), &regen, &audit)
+            .await?;
+        tracing::info!(token_id = %id, actor = %acting.actor.label, "token regenerated");
+        Ok(Issued { token, secret })
+    }
+
+    /// Revokes a token. The record stays, revoked, for the audit trail; revoking twice is a no-op.
+    pub async fn revoke_token(
+        &self,
+        acting: &Acting,
+        id: &TokenId,
+        reason: Option<String>,
+    ) -> ServiceResult<TokenRecord> {
+        let reason = match reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+        {
+            Some(r) if r.chars().count() > MAX_REASON_CHARS || r.chars().any(char::is_control) => {
+                return Err(ServiceError::Invalid(
+                    "a reason must be at most 500 characters, without control characters",
+                ));
+            }
+            r => r,
+        };
+        let current = self.get_token(acting, id).await?;
+        let now = self.now();
+        let mut audit = self.audit(
+            acting,
+            AuditKind::TokenRevoked,
+            now,
+            &current.owner,
+            Some(id),
+        );
+        audit.detail.clone_from(&reason);
+        let revocation = Revocation {
+            at: now,
+            by: acting.actor.label.clone(),
+            reason,
+        };
+        let token = self
+            .store
+            .revoke_token(id, acting.within.as_ref(), &revocation, &audit)
+            .await?;
+        tracing::info!(token_id = %id, actor = %acting.actor.label, "token revoked");
+        Ok(token)
+    }
+
+    /// The audit trail: the caller's own events, or for an operator `subject`'s (all if `None`).
+    pub async fn audit_events(
+        &self,
+        acting: &Acting,
+        subject: Option<&UserId>,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> ServiceResult<Vec<StoredAuditEvent>> {
+        let subject_user = match (&acting.within, subject) {
+            (Some(w), _) => Some(w.clone()),
+            (None, s) => s.cloned(),
+        };
+        let filter = AuditFilter {
+            subject_user,
+            before_seq,
+            limit: limit.clamp(1, MAX_PAGE),
+        };
+        Ok(self.store.audit_events(&filter).await?)
+    }
+
+    // ------------------------------------------------------------------ users
+
+    /// Adds a user, with a password when they will sign in to the web page.
+    pub async fn add_user(
+        &self,
+        acting: &Acting,
+        name: UserName,
+        is_admin: bool,
+        password: Option<&RawSecret>,
+    ) -> ServiceResult<User> {
+        let password_hash = password.map(password::hash_password).transpose()?;
+        let now = self.now();
+        let user = User {
+            id: UserId::generate(now)?,
+            name,
+            is_admin,
+            created_at: now,
+            disabled_at: None,
+        };
+        let mut audit = self.audit(acting, AuditKind::UserAdded, now, &user.id, None);
+        audit.detail = Some(format!(
+            "{}{}",
+            user.name,
+            if is_admin { " (admin)" } else { "" }
+        ));
+        self.store
+            .add_user(
+                &NewUser {
+                    user: user.clone(),
+                    password_hash,
+                },
+                &audit,
+            )
+            .await?;
+        tracing::info!(user = %user.name, admin = is_admin, actor = %acting.actor.label, "user added");
+        Ok(user)
+    }
+
+    /// A user by name.
+    pub async fn user_by_name(&self, name: &UserName) -> ServiceResult<User> {
+        self.store
+            .user_by_name(name)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    /// A user by id.
+    pub async fn user_by_id(&self, id: &UserId) -> ServiceResult<User> {
+        self.store
+            .user_by_id(id)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    /// All users.
+    pub async fn list_users(&self) -> ServiceResult<Vec<User>> {
+        Ok(self.store.list_users().await?)
+    }
+}

@@ -1,0 +1,22 @@
+//! keyward-server's integration tests: one binary (linking is the slow part on small machines),
+//! one module per area. Every test drives a real server on an ephemeral port over HTTP.
+//!
+//! The modules are `cfg(test)` so that clippy treats all of them, helpers included, as test code
+//! (where `clippy.toml` allows unwrapping).
+
+#[cfg(test)]
+mod at_rest;
+#[cfg(test)]
+mod bad_input;
+#[cfg(test)]
+mod helpers;
+#[cfg(test)]
+mod isolation;
+#[cfg(test)]
+mod lifecycle;
+#[cfg(test)]
+mod ops;
+#[cfg(test)]
+mod usage;
+#[cfg(test)]
+mod verify_props;

@@ -1,0 +1,210 @@
+//! The command line's shape. The names are part of keyward's interface: scripts, integrations
+//! and the docs rely on them, so change none without a deprecation.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// keyward: a self-hosted personal access token service.
+///
+/// Settings come from defaults, then the config file, then KEYWARD_* environment variables,
+/// then flags. The config file is --config, KEYWARD_CONFIG, or DATA_DIR/keyward.toml.
+#[derive(Debug, Parser)]
+#[command(
+    name = "keyward",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Data directory: database, server key, default config file [env: KEYWARD_DATA_DIR] [default: ./keyward-data]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Config file (TOML, `version = 1`) [env: KEYWARD_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the audit trail, newest first.
+    Audit(AuditArgs),
+}
+
+/// `keyward serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port [env: KEYWARD_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `keyward user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user.
+    Add {
+        /// The user's name: a-z, 0-9, '.', '_' or '-'.
+        name: String,
+        /// Make the user an admin (manages users).
+        #[arg(long)]
+        admin: bool,
+        /// Read the user's password (for the web page) from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `keyward token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed on stdout, once.
+    Create {
+        /// The owner's user name.
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        /// A label to tell the token apart.
+        #[arg(long, value_name = "LABEL")]
+        name: String,
+        /// A scope, resource:action (repeat for more), e.g. droplet:read, droplet:*, tokens:create.
+        #[arg(long = "scope", value_name = "S", required = true)]
+        scopes: Vec<String>,
+        /// When it expires: a duration (30d, 12h), an RFC 3339 time, or never [default: the configured default_lifetime]
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+        /// Print {"token": <record>, "secret": "..."} instead of the bare secret.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Only this user's tokens.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Print a JSON array of records instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token; the record stays, revoked, for the audit trail.
+    Revoke {
+        /// The token id (tok_...).
+        id: String,
+        /// Why, for the audit trail.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Give a token a new secret (same id, name and scopes); printed on stdout, once.
+    Regenerate {
+        /// The token id (tok_...).
+        id: String,
+        /// How long the old secret keeps working, e.g. 10m (at most 7d) [default: it stops now]
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
+        /// A new expiry: a duration, an RFC 3339 time, or never [default: the token's lifetime again, from now]
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+        /// Print {"token": <record>, "secret": "..."} instead of the bare secret.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a token's format and checksum offline (no database): exit 0 if well-formed, 1 if not.
+    Check {
+        /// The token, or - to read it from the first line of stdin (keeps it off the command line).
+        secret: String,
+    },
+}
+
+/// `keyward audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only events about this user.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// At most this many events.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "keyward",
+            "token",
+            "list",
+            "--data-dir",
+            "/d",
+            "--config",
+            "/c.toml",
+        ])
+        .unwrap();
+        assert_eq!(cli.data_dir, Some(PathBuf::from("/d")));
+        assert_eq!(cli.config, Some(PathBuf::from("/c.toml")));
+    }
+
+    #[test]
+    fn create_needs_a_scope_and_takes_many() {
+        assert!(
+            Cli::try_parse_from(["keyward", "token", "create", "--user", "a", "--name", "n"])
+                .is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "keyward",
+            "token",
+            "create",
+            "--user",
+            "a",
+            "--name",
+            "n",
+            "--scope",
+            "tokens:*",
+            "--scope",
+            "droplet:read",
+        ])
+        .unwrap();
+        let Command::Token(TokenCommand::Create { scopes, .. }) = cli.command else {
+            panic!("not create")
+        };
+        assert_eq!(scopes, ["tokens:*", "droplet:read"]);
+    }
+
+    #[test]
+    fn check_accepts_a_dash_for_stdin() {
+        let cli = Cli::try_parse_from(["keyward", "token", "check", "-"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Token(TokenCommand::Check { secret }) if secret == "-")
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! The subcommands: each parses its arguments into core types, calls the service as an
+//! operator, and prints. Rules and the audit trail live in the service, never here.
+
+mod audit;
+mod output;
+mod serve;
+mod token;
+mod user;
+
+use crate::cli::{Cli, Command, TokenCommand};
+use anyhow::Context as _;
+use keyward::keyward_server::ServiceError;
+use keyward::{Acting, Config, ConfigError, Flags, Keyward, SetupError, UserName};
+use std::io::{BufRead as _, Write as _};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit status of a command that failed: not found, conflict, invalid input, I/O.
+const EXIT_FAILED: u8 = 1;
+/// Exit status when the configuration (or the data dir and key it points at) is unusable.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+/// Runs the command line and returns the process's exit status; every error is one line on
+/// stderr, `keyward: <message>`.
+pub fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            let code = if error
+                .chain()
+                .any(|e| e.is::<ConfigError>() || e.is::<SetupError>())
+            {
+                EXIT_BAD_CONFIG
+            } else {
+                EXIT_FAILED
+            };
+            let message = format!("{error:#}").replace('\n', " ");
+            eprintln!("keyward: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Offline by design: no config, no data dir, no key, so it works anywhere (pre-commit hooks,
+    // scanners) and never creates files.
+    if let Command::Token(TokenCommand::Check { secret }) = &cli.command {
+        return token::check(secret);
+    }
+    let flags = Flags {
+        config: cli.config,
+        data_dir: cli.data_dir,
+        listen: match &cli.command {
+            Command::Serve(args) => args.listen,
+            _ => None,
+        },
+    };
+    let config = Config::load(&flags)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        if let Command::Serve(_) = cli.command {
+            return serve::serve(&config).await;
+        }
+        init_tracing("warn");
+        let keyward = keyward::open(&config).await?;
+        let acting = Acting::operator(&os_user());
+        let ctx = Ctx { keyward, acting };
+        match cli.command {
+            Command::User(cmd) => user::run(&ctx, cmd).await,
+            Command::Token(cmd) => token::run(&ctx, cmd).await,
+            Command::Audit(args) => audit::run(&ctx, args).await,
+            // Handled above; kept exhaustive so a new command cannot be forgotten here.
+            Command::Serve(_) => Ok(ExitCode::SUCCESS),
+        }
+    })
+}
+
+/// What every database-backed command needs.
+struct Ctx {
+    keyward: Arc<Keyward>,
+    acting: Acting,
+}
+
+impl Ctx {
+    /// A user by name, or `no user NAME`.
+    async fn user(&self, name: &str) -> anyhow::Result<keyward::User> {
+        let parsed =
+            UserName::parse(name).map_err(|_| anyhow::anyhow!("no user {}", shown(name)))?;
+        self.keyward
+            .user_by_name(&parsed)
+            .await
+            .map_err(|e| describe(e, || format!("no user {}", shown(name))))
+    }
+}
+
+/// The operator's login name, for the audit trail.
+fn os_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .find(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "operator".to_owned())
+}
+
+/// Logs go to stderr so stdout carries only results (a secret, a listing, JSON).
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A subscriber may already be set (never in the binary); keeping the first one is right.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A service error as an operator should read it; `not_found` names what was missing.
+fn describe(error: ServiceError, not_found: impl FnOnce() -> String) -> anyhow::Error {
+    match error {
+        ServiceError::NotFound => anyhow::anyhow!(not_found()),
+        // The operator is at the console: the detail helps and holds nothing secret.
+        ServiceError::Internal(detail) => anyhow::anyhow!("internal error: {detail}"),
+        ServiceError::Unavailable(why) => anyhow::anyhow!("the token store is unavailable: {why}"),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// Text from the command line, made safe to echo in one error line.
+fn shown(s: &str) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(64).collect();
+    if s.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
+/// Reads the first line of stdin without its line ending.
+fn read_stdin_line(what: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let mut line = zeroize::Zeroizing::new(String::with_capacity(256));
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("cannot read the {what} from stdin"))?;
+    while line.ends_with(['\n', '\r']) {
+        line.pop();
+    }
+    if line.is_empty() {
+        anyhow::bail!("no {what} on stdin");
+    }
+    Ok(line)
+}
+
+/// Writes `text` to stdout and flushes, so a failure (a closed pipe) is an error, not a panic.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
+
+/// Writes `value` to stdout as pretty JSON and a newline.
+fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).context("cannot write to stdout")?;
+    out.write_all(b"\n")
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}

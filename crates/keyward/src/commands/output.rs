@@ -1,0 +1,85 @@
+//! Readable tables and times for the terminal; `--json` bypasses all of this.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A plain text table: columns padded to their widest cell, two spaces apart.
+pub(super) struct Table<const N: usize> {
+    header: [String; N],
+    rows: Vec<[String; N]>,
+}
+
+impl<const N: usize> Table<N> {
+    pub(super) fn new(header: [&str; N]) -> Self {
+        Self {
+            header: header.map(str::to_owned),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(super) fn row(&mut self, cells: [String; N]) {
+        // Names are free text: a control character must not be able to break the layout.
+        self.rows.push(cells.map(|c| {
+            c.chars()
+                .map(|ch| if ch.is_control() { '?' } else { ch })
+                .collect()
+        }));
+    }
+
+    pub(super) fn render(&self) -> String {
+        let mut widths = [0usize; N];
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(cell);
+                if i + 1 < N {
+                    line.extend(std::iter::repeat_n(' ', width - cell.chars().count()));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// An RFC 3339 time, or `none` when there is no time.
+pub(super) fn time_or(at: Option<OffsetDateTime>, none: &str) -> String {
+    at.and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| none.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn columns_line_up_and_lines_carry_no_trailing_spaces() {
+        let mut t = Table::new(["ID", "NAME", "STATE"]);
+        t.row(["tok_1".into(), "déploiement".into(), "active".into()]);
+        t.row(["tok_22".into(), "a\nb".into(), String::new()]);
+        assert_eq!(
+            t.render(),
+            "ID      NAME         STATE\ntok_1   déploiement  active\ntok_22  a?b\n"
+        );
+    }
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(
+            time_or(Some(datetime!(2026-07-01 12:30 UTC)), "never"),
+            "2026-07-01T12:30:00Z"
+        );
+        assert_eq!(time_or(None, "never"), "never");
+    }
+}

@@ -1,0 +1,49 @@
+//! `keyward serve`: the HTTP API until SIGTERM or Ctrl-C.
+
+use super::init_tracing;
+use anyhow::Context as _;
+use keyward::Config;
+use keyward::keyward_server::{http, telemetry};
+use std::io::Write as _;
+use std::process::ExitCode;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+pub(super) async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
+    init_tracing(&config.log);
+    // Before the service is built: it takes its metric handles at construction.
+    if telemetry::prometheus().is_none() {
+        tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+    }
+    // Registered before the listening line is printed, so a SIGTERM sent as soon as it is read
+    // shuts down gracefully instead of killing the process.
+    let terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
+
+    let keyward = keyward::open(config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), prefix = config.token_prefix.as_str(), "keyward started");
+    {
+        // The one line on stdout; tests and scripts read the real port from it.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")
+            .and_then(|()| out.flush())
+            .context("cannot write to stdout")?;
+    }
+    http::serve(listener, keyward, shutdown(terminate, interrupt))
+        .await
+        .context("the server failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown(mut terminate: Signal, mut interrupt: Signal) {
+    let which = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    tracing::info!(signal = which, "shutting down");
+}

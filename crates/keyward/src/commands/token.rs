@@ -1,0 +1,234 @@
+//! `keyward token ...`: create, list, revoke, regenerate, check.
+
+use super::output::{Table, time_or};
+use super::{Ctx, describe, print, print_json, read_stdin_line, shown};
+use crate::cli::TokenCommand;
+use keyward::keyward_core::{expiry, format};
+use keyward::keyward_server::service::MAX_PAGE;
+use keyward::keyward_store::Page;
+use keyward::{
+    ExpiryRequest, Issued, RegenerateOptions, Scopes, TokenId, TokenName, TokenRecord, TokenState,
+    UserId, UserName,
+};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+/// A record as the command line shows it: the stored fields plus its state and owner's name.
+#[derive(Serialize)]
+struct TokenView<'a> {
+    #[serde(flatten)]
+    token: &'a TokenRecord,
+    owner_name: Option<&'a UserName>,
+    state: TokenState,
+}
+
+/// `--json` output of create and regenerate; the only place a secret is ever serialized.
+#[derive(Serialize)]
+struct IssuedView<'a> {
+    token: TokenView<'a>,
+    secret: &'a str,
+}
+
+pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create {
+            user,
+            name,
+            scopes,
+            expires,
+            json,
+        } => {
+            let owner = ctx.user(&user).await?;
+            let name = TokenName::parse(&name)?;
+            let scopes = Scopes::parse(&scopes)?;
+            let expires = expires.as_deref().map(ExpiryRequest::parse).transpose()?;
+            let issued = ctx
+                .keyward
+                .create_token(&ctx.acting, &owner.id, name, scopes, expires)
+                .await
+                .map_err(|e| describe(e, || format!("no user {}", owner.name)))?;
+            show_issued(ctx, &issued, Some(&owner.name), json)?;
+        }
+        TokenCommand::List { user, json } => list(ctx, user.as_deref(), json).await?,
+        TokenCommand::Revoke { id, reason } => {
+            let token_id = token_id(&id)?;
+            let token = ctx
+                .keyward
+                .revoke_token(&ctx.acting, &token_id, reason)
+                .await
+                .map_err(|e| describe(e, || no_token(&id)))?;
+            let by = token.revoked_by.as_deref().unwrap_or("?");
+            print(&format!(
+                "revoked {} ({}) by {by}\n",
+                token.id,
+                token.name.as_str()
+            ))?;
+        }
+        TokenCommand::Regenerate {
+            id,
+            grace,
+            expires,
+            json,
+        } => {
+            let token_id = token_id(&id)?;
+            let options = RegenerateOptions {
+                grace: grace.as_deref().map(expiry::parse_grace).transpose()?,
+                expires: expires.as_deref().map(ExpiryRequest::parse).transpose()?,
+            };
+            let issued = ctx
+                .keyward
+                .regenerate_token(&ctx.acting, &token_id, options)
+                .await
+                .map_err(|e| describe(e, || no_token(&id)))?;
+            let owner = ctx.keyward.user_by_id(&issued.token.owner).await.ok();
+            show_issued(ctx, &issued, owner.as_ref().map(|u| &u.name), json)?;
+        }
+        TokenCommand::Check { secret } => return check(&secret),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn no_token(id: &str) -> String {
+    format!("no token {}", shown(id))
+}
+
+/// An id that cannot be a token's id names no token; said the same way as an unknown one.
+fn token_id(id: &str) -> anyhow::Result<TokenId> {
+    TokenId::parse(id.trim()).map_err(|_| anyhow::anyhow!(no_token(id)))
+}
+
+/// The secret alone on stdout (so `$(keyward token create ...)` captures exactly it), and the
+/// warning on stderr where it cannot end up in that capture.
+fn show_issued(
+    ctx: &Ctx,
+    issued: &Issued,
+    owner_name: Option<&UserName>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let now = ctx.keyward.now();
+    if json {
+        let view = IssuedView {
+            token: TokenView {
+                token: &issued.token,
+                owner_name,
+                state: issued.token.state(now),
+            },
+            secret: issued.secret.expose(),
+        };
+        print_json(&view)?;
+    } else {
+        let mut line =
+            zeroize::Zeroizing::new(String::with_capacity(issued.secret.expose().len() + 1));
+        line.push_str(issued.secret.expose());
+        line.push('\n');
+        print(&line)?;
+    }
+    let expires = issued.token.expires_at.map_or_else(
+        || "never expires".to_owned(),
+        |at| format!("expires {}", time_or(Some(at), "")),
+    );
+    eprintln!(
+        "warning: this secret will not be shown again and cannot be recovered; store it now (token {}, {:?}, {expires})",
+        issued.token.id,
+        issued.token.name.as_str()
+    );
+    Ok(())
+}
+
+async fn list(ctx: &Ctx, user: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let owner = match user {
+        Some(name) => Some(ctx.user(name).await?),
+        None => None,
+    };
+    let mut tokens: Vec<TokenRecord> = Vec::new();
+    let mut page = Page {
+        after: None,
+        limit: MAX_PAGE,
+    };
+    loop {
+        let batch = ctx
+            .keyward
+            .list_tokens(&ctx.acting, owner.as_ref().map(|u| &u.id), page.clone())
+            .await
+            .map_err(|e| describe(e, || "no such user".to_owned()))?;
+        let full = batch.len() >= MAX_PAGE as usize;
+        page.after = batch.last().map(|t| t.id.clone());
+        tokens.extend(batch);
+        if !full || page.after.is_none() {
+            break;
+        }
+    }
+    let names: HashMap<UserId, UserName> = match &owner {
+        Some(u) => [(u.id.clone(), u.name.clone())].into(),
+        None => ctx
+            .keyward
+            .list_users()
+            .await
+            .map_err(|e| describe(e, String::new))?
+            .into_iter()
+            .map(|u| (u.id, u.name))
+            .collect(),
+    };
+    let now = ctx.keyward.now();
+    let views: Vec<TokenView<'_>> = tokens
+        .iter()
+        .map(|t| TokenView {
+            token: t,
+            owner_name: names.get(&t.owner),
+            state: t.state(now),
+        })
+        .collect();
+    if json {
+        return print_json(&views);
+    }
+    let mut table = Table::new([
+        "ID",
+        "OWNER",
+        "NAME",
+        "SCOPES",
+        "STATE",
+        "EXPIRES",
+        "LAST USED",
+    ]);
+    for v in &views {
+        table.row([
+            v.token.id.to_string(),
+            v.owner_name
+                .map_or_else(|| v.token.owner.to_string(), ToString::to_string),
+            v.token.name.as_str().to_owned(),
+            v.token.scopes.to_string(),
+            state_str(v.state).to_owned(),
+            time_or(v.token.expires_at, "never"),
+            time_or(v.token.last_used_at, "never"),
+        ]);
+    }
+    print(&table.render())
+}
+
+fn state_str(state: TokenState) -> &'static str {
+    match state {
+        TokenState::Active => "active",
+        TokenState::Expired => "expired",
+        TokenState::Revoked => "revoked",
+    }
+}
+
+/// `keyward token check`: the format and checksum only, offline.
+pub(super) fn check(arg: &str) -> anyhow::Result<ExitCode> {
+    let from_stdin;
+    let secret: &str = if arg == "-" {
+        from_stdin = read_stdin_line("token")?;
+        from_stdin.trim()
+    } else {
+        arg.trim()
+    };
+    match format::validate(secret) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(reason) => {
+            // The reason only: the input may be a real secret with a typo.
+            eprintln!("keyward: {reason}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

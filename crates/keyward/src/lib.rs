@@ -1,0 +1,71 @@
+//! keyward: a self-hosted personal access token service.
+//!
+//! This crate is the `keyward` binary and the library face for Rust services that want to run
+//! keyward in process: load a [`Config`], [`open`] the service, and call it.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use keyward::{Config, Flags, Scopes};
+//!
+//! let config = Config::load(&Flags::default())?;
+//! let keyward = keyward::open(&config).await?;
+//! let wanted = Scopes::parse(&["droplet:read"])?;
+//! match keyward.verify("kwp_...", &wanted, None).await? {
+//!     keyward::Verdict::Active(token) => println!("{} may read droplets", token.owner_name),
+//!     keyward::Verdict::Inactive(reason) => println!("refused: {}", reason.as_str()),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The layers are re-exported whole ([`keyward_core`], [`keyward_store`], [`keyward_server`]);
+//! the items most callers need are also re-exported at the top.
+
+pub mod config;
+pub mod setup;
+
+pub use config::{Config, ConfigError, Env, Flags};
+pub use setup::{SetupError, load_server_key, prepare_data_dir};
+
+pub use keyward_core;
+pub use keyward_server;
+pub use keyward_store;
+
+pub use keyward_core::{
+    Actor, AuditEvent, AuditKind, Catalog, Clock, ExpiryRequest, InactiveReason, LifetimePolicy,
+    Prefix, RawSecret, Scope, Scopes, ServerKey, SystemClock, TokenHasher, TokenId, TokenName,
+    TokenRecord, TokenSecret, TokenState, User, UserId, UserName,
+};
+pub use keyward_server::service::{Issued, RegenerateOptions};
+pub use keyward_server::{Acting, Keyward, ServiceError, Settings, Verdict};
+pub use keyward_store::{SqliteStore, Store};
+
+use anyhow::Context as _;
+use std::sync::Arc;
+
+/// Opens keyward as `config` describes: creates the data dir (mode 0700) if missing, reads or
+/// creates the server key, opens the SQLite database at `DATA_DIR/keyward.db`, and builds the
+/// service on the system clock.
+///
+/// To have Prometheus metrics, call [`keyward_server::telemetry::prometheus`] before this: the
+/// service takes its metric handles when it is built.
+pub async fn open(config: &Config) -> anyhow::Result<Arc<Keyward>> {
+    prepare_data_dir(&config.data_dir)?;
+    let hasher = match &config.server_key {
+        Some(key) => TokenHasher::new(key),
+        None => TokenHasher::new(&load_server_key(&config.server_key_path())?),
+    };
+    let db = config.database_path();
+    let store = SqliteStore::open(&db)
+        .await
+        .with_context(|| format!("cannot open the database {}", db.display()))?;
+    let keyward = Keyward::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        hasher,
+        config.settings(),
+    )
+    .await
+    .context("cannot start the service")?;
+    Ok(Arc::new(keyward))
+}
