@@ -8,6 +8,11 @@ use time::{Duration, OffsetDateTime};
 pub trait Clock: Send + Sync + 'static {
     /// The current time, UTC.
     fn now(&self) -> OffsetDateTime;
+
+    /// The current time in whole seconds since the Unix epoch, for hot paths that only compare.
+    fn now_unix(&self) -> i64 {
+        self.now().unix_timestamp()
+    }
 }
 
 /// The real clock.
@@ -21,6 +26,17 @@ impl Clock for SystemClock {
     )]
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
+    }
+
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "this is the one place that reads the system clock"
+    )]
+    fn now_unix(&self) -> i64 {
+        // Skips the calendar arithmetic of `OffsetDateTime`: verification only compares seconds.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
 }
 
@@ -78,5 +94,16 @@ mod tests {
         assert_eq!(clock.now(), datetime!(2026-02-01 0:00 UTC));
         clock.set(datetime!(2030-01-01 0:00 UTC));
         assert_eq!(clock.now(), datetime!(2030-01-01 0:00 UTC));
+        assert_eq!(
+            clock.now_unix(),
+            datetime!(2030-01-01 0:00 UTC).unix_timestamp()
+        );
+    }
+
+    #[test]
+    fn system_clock_agrees_with_itself() {
+        let a = SystemClock.now().unix_timestamp();
+        let b = SystemClock.now_unix();
+        assert!((b - a).abs() <= 1);
     }
 }

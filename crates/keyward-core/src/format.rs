@@ -11,7 +11,6 @@
 
 use serde::{Deserialize, Deserializer};
 use std::fmt;
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::{RandomError, fill_random};
@@ -84,7 +83,10 @@ impl fmt::Display for Prefix {
 }
 
 fn is_valid_prefix(s: &str) -> bool {
-    let b = s.as_bytes();
+    is_valid_prefix_bytes(s.as_bytes())
+}
+
+fn is_valid_prefix_bytes(b: &[u8]) -> bool {
     PREFIX_LEN.contains(&b.len())
         && b[0].is_ascii_lowercase()
         && b[1..]
@@ -113,28 +115,39 @@ fn encode_base62_fixed(number: &[u8], out: &mut [u8]) {
 }
 
 fn checksum_of(prefix_and_body: &[u8]) -> [u8; CHECKSUM_LEN] {
-    let crc = crc32fast::hash(prefix_and_body);
+    // Same digits as `encode_base62_fixed` on the big-endian bytes, without allocating: this
+    // runs on every verification.
+    let mut crc = crc32fast::hash(prefix_and_body);
     let mut out = [0u8; CHECKSUM_LEN];
-    encode_base62_fixed(&crc.to_be_bytes(), &mut out);
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(crc % 62) as usize];
+        crc /= 62;
+    }
     out
 }
 
 /// Checks the shape and checksum of `s` without allocating; the first gate on the hot path.
 pub fn validate(s: &str) -> Result<(), FormatError> {
-    if s.len() > MAX_TOKEN_LEN {
+    let bytes = s.as_bytes();
+    // Body and checksum have fixed widths, so the separator's place is known: no search.
+    let sep = bytes
+        .len()
+        .checked_sub(1 + BODY_LEN + CHECKSUM_LEN)
+        .ok_or(FormatError::BadShape)?;
+    if bytes.len() > MAX_TOKEN_LEN
+        || bytes[sep] != SEPARATOR as u8
+        || !is_valid_prefix_bytes(&bytes[..sep])
+    {
         return Err(FormatError::BadShape);
     }
-    let (prefix, rest) = s.split_once(SEPARATOR).ok_or(FormatError::BadShape)?;
-    if !is_valid_prefix(prefix) {
+    // No short-circuit: a branch-free pass the compiler can vectorise.
+    let rest = &bytes[sep + 1..];
+    if !rest.iter().fold(true, |ok, &c| ok & is_base62(c)) {
         return Err(FormatError::BadShape);
     }
-    let rest = rest.as_bytes();
-    if rest.len() != BODY_LEN + CHECKSUM_LEN || !rest.iter().all(|&c| is_base62(c)) {
-        return Err(FormatError::BadShape);
-    }
-    let split = s.len() - CHECKSUM_LEN;
-    let expected = checksum_of(&s.as_bytes()[..split]);
-    if bool::from(expected.ct_eq(&s.as_bytes()[split..])) {
+    let split = bytes.len() - CHECKSUM_LEN;
+    // A plain comparison: both sides come from the caller's own input, nothing secret is in it.
+    if checksum_of(&bytes[..split]) == bytes[split..] {
         Ok(())
     } else {
         Err(FormatError::BadChecksum)

@@ -5,6 +5,7 @@
 //! interleaved measurement of both (alternating rounds, medians) and their ratio, because these
 //! machines are shared and noisy: only a ratio measured side by side means anything.
 
+#![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![expect(
     clippy::unwrap_used,
     reason = "benchmark set-up: a failure should stop the run loudly"

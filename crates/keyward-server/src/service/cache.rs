@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
+use super::table::HashTable;
+
 /// What a verification needs to know about one secret, kept in memory.
 #[derive(Debug)]
 pub struct CachedToken {
@@ -25,12 +27,14 @@ pub struct CachedToken {
     pub owner_name: UserName,
     /// Its scopes.
     pub scopes: Scopes,
-    /// Expiry as unix seconds (`None` = never).
+    /// When it expires (`None` = never).
     pub expires_at: Option<OffsetDateTime>,
     /// When this secret was made.
     pub created_at: OffsetDateTime,
     /// When this particular secret stops working after a regeneration.
-    secret_valid_until: Option<OffsetDateTime>,
+    secret_valid_until: Option<i64>,
+    /// `expires_at` in unix seconds: the hot path compares integers, not calendar dates.
+    expires_unix: Option<i64>,
     /// Revoked, or owner disabled: an answer that no clock can change.
     blocked: Option<InactiveReason>,
     /// Unix second of the last use noted for batching, so a token used many times a second is
@@ -54,21 +58,23 @@ impl CachedToken {
             scopes: l.token.scopes,
             expires_at: l.token.expires_at,
             created_at: l.token.created_at,
-            secret_valid_until: l.secret_valid_until,
+            secret_valid_until: l.secret_valid_until.map(OffsetDateTime::unix_timestamp),
+            expires_unix: l.token.expires_at.map(OffsetDateTime::unix_timestamp),
             blocked,
             last_noted: AtomicI64::new(i64::MIN),
         }
     }
 
-    /// Whether the token works at `now`, before any scope check.
-    pub fn state_at(&self, now: OffsetDateTime) -> Result<(), InactiveReason> {
+    /// Whether the token works at `now` (unix seconds), before any scope check. Stored times
+    /// are whole seconds, so comparing whole seconds gives the same answer as full precision.
+    pub fn state_at(&self, now: i64) -> Result<(), InactiveReason> {
         if let Some(reason) = self.blocked {
             return Err(reason);
         }
         if self.secret_valid_until.is_some_and(|until| until <= now) {
             return Err(InactiveReason::Revoked);
         }
-        if self.expires_at.is_some_and(|at| at <= now) {
+        if self.expires_unix.is_some_and(|at| at <= now) {
             return Err(InactiveReason::Expired);
         }
         Ok(())
@@ -77,7 +83,10 @@ impl CachedToken {
     /// Returns true the first time it is called for a given second: the caller then records the
     /// use. Lock-free; at most one use per token per second reaches the batch.
     pub fn note_use(&self, now_unix: i64) -> bool {
-        self.last_noted.swap(now_unix, Ordering::Relaxed) != now_unix
+        // Load first: the common case (already noted this second) then writes nothing, so cores
+        // verifying the same token don't pass its cache line back and forth.
+        self.last_noted.load(Ordering::Relaxed) != now_unix
+            && self.last_noted.swap(now_unix, Ordering::Relaxed) != now_unix
     }
 }
 
@@ -91,7 +100,7 @@ pub enum Found {
 
 /// The cache and its change-log cursor.
 pub struct VerifyCache {
-    entries: moka::sync::Cache<TokenHash, Arc<CachedToken>>,
+    entries: HashTable<CachedToken>,
     synced_epoch: AtomicU64,
     cursor: Mutex<i64>,
     hits: metrics::Counter,
@@ -105,7 +114,7 @@ impl VerifyCache {
         let epoch = store.change_epoch();
         let cursor = store.change_cursor().await?;
         Ok(Self {
-            entries: moka::sync::Cache::builder().max_capacity(capacity).build(),
+            entries: HashTable::new(capacity),
             synced_epoch: AtomicU64::new(epoch),
             cursor: Mutex::new(cursor),
             hits: metrics::counter!("keyward_cache_hits_total"),
@@ -131,7 +140,7 @@ impl VerifyCache {
         // then our entry could be stale, so it must not stay. The answer for this request is
         // still right: it began before that change was acknowledged.
         if store.change_epoch() != before {
-            self.entries.invalidate(hash);
+            self.entries.remove(hash);
         }
         Ok(Found::Token(entry))
     }
@@ -149,10 +158,10 @@ impl VerifyCache {
         let changes = store.changes_since(*cursor).await?;
         if changes.complete {
             for hash in &changes.hashes {
-                self.entries.invalidate(hash);
+                self.entries.remove(hash);
             }
         } else {
-            self.entries.invalidate_all();
+            self.entries.clear();
         }
         *cursor = changes.cursor;
         self.synced_epoch.store(epoch, Ordering::Release);
@@ -161,12 +170,12 @@ impl VerifyCache {
 
     /// Forgets everything (used when the store cannot vouch for the cache any more).
     pub fn clear(&self) {
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 
     /// Entries held now (approximate).
     pub fn len(&self) -> u64 {
-        self.entries.entry_count()
+        self.entries.len() as u64
     }
 
     /// Whether the cache is empty (approximate).

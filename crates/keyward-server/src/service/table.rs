@@ -1,0 +1,180 @@
+//! The map behind the verification cache: sharded, read-mostly, keyed by token hashes.
+//!
+//! Keys are HMAC-SHA256 outputs, uniformly random to anyone without the server key, so their own
+//! bytes are a perfect hash: no SipHash on the hot path, and no way for a client to aim
+//! collisions at one bucket. Reads take one shard's read lock (an atomic add, uncontended
+//! unless a writer is in that shard). Capacity is bounded per shard; when a shard is full an
+//! arbitrary entry goes. Eviction never affects correctness, only the hit rate: the store is
+//! always asked again.
+
+use keyward_core::TokenHash;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// Shards: enough that two cores rarely meet in one lock, few enough to stay cache-friendly.
+const SHARDS: usize = 64;
+
+/// A token hash used as a map key, hashing to its own first eight bytes.
+#[derive(Clone, Copy)]
+struct Key(TokenHash);
+
+// Plain byte equality, not `TokenHash`'s constant-time one: the probe sequence of any hash map
+// is variable-time anyway, and what is compared is a keyed hash an outsider cannot compute, not
+// the secret. The secret itself is never compared, only hashed.
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.0 == other.0.0
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// Passes a `u64` through unchanged; only ever fed by [`Key::hash`].
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached through `Key`; folded so the hasher stays correct for any input.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard<V> = RwLock<HashMap<Key, Arc<V>, BuildHasherDefault<PassThrough>>>;
+
+/// A bounded concurrent map from token hashes to shared values.
+pub struct HashTable<V> {
+    shards: Box<[Shard<V>]>,
+    per_shard: usize,
+}
+
+impl<V> HashTable<V> {
+    /// A table holding at most about `capacity` entries.
+    pub fn new(capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(SHARDS);
+        let shards = (0..SHARDS)
+            .map(|_| RwLock::new(HashMap::default()))
+            .collect();
+        Self {
+            shards,
+            per_shard: capacity / SHARDS,
+        }
+    }
+
+    fn shard(&self, hash: &TokenHash) -> &Shard<V> {
+        // A different byte from the one the map hashes on, so shards don't skew buckets.
+        &self.shards[usize::from(hash.0[8]) % SHARDS]
+    }
+
+    /// The value for `hash`, if present.
+    pub fn get(&self, hash: &TokenHash) -> Option<Arc<V>> {
+        let shard = self
+            .shard(hash)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        shard.get(&Key(*hash)).cloned()
+    }
+
+    /// Inserts or replaces; makes room first if the shard is full.
+    pub fn insert(&self, hash: TokenHash, value: Arc<V>) {
+        let mut shard = self
+            .shard(&hash)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if shard.len() >= self.per_shard && !shard.contains_key(&Key(hash)) {
+            let victim = shard.keys().next().copied();
+            if let Some(victim) = victim {
+                shard.remove(&victim);
+            }
+        }
+        shard.insert(Key(hash), value);
+    }
+
+    /// Removes `hash`.
+    pub fn remove(&self, hash: &TokenHash) {
+        self.shard(hash)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&Key(*hash));
+    }
+
+    /// Removes everything.
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            shard
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(n: u32) -> TokenHash {
+        // Spread like real HMAC outputs: distinct first bytes and shard bytes.
+        let mut bytes = [0u8; 32];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (n.wrapping_mul(2_654_435_761).rotate_left(i as u32) >> 3) as u8 ^ (i as u8);
+        }
+        bytes[..4].copy_from_slice(&n.to_le_bytes());
+        bytes[8] = (n % 251) as u8;
+        TokenHash(bytes)
+    }
+
+    #[test]
+    fn insert_get_remove_clear() {
+        let t = HashTable::new(1000);
+        t.insert(hash(1), Arc::new("one"));
+        t.insert(hash(2), Arc::new("two"));
+        assert_eq!(t.get(&hash(1)).as_deref(), Some(&"one"));
+        assert_eq!(t.get(&hash(3)), None);
+        t.insert(hash(1), Arc::new("uno"));
+        assert_eq!(t.get(&hash(1)).as_deref(), Some(&"uno"));
+        assert_eq!(t.len(), 2);
+        t.remove(&hash(1));
+        assert_eq!(t.get(&hash(1)), None);
+        t.clear();
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn capacity_is_bounded() {
+        let t = HashTable::new(128);
+        for n in 0..10_000 {
+            t.insert(hash(n), Arc::new(n));
+        }
+        assert!(t.len() <= 128, "{} entries", t.len());
+        // The newest entry is always kept.
+        assert_eq!(t.get(&hash(9_999)).as_deref(), Some(&9_999));
+    }
+}
