@@ -12,7 +12,9 @@ mod verify;
 pub mod wire;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::Request;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -63,7 +65,7 @@ pub fn app(keyward: Arc<Keyward>) -> Router {
         })
         .with_state(keyward)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| -> Response {
                 tracing::error!("a request handler panicked");
@@ -82,8 +84,19 @@ pub fn app(keyward: Arc<Keyward>) -> Router {
         ]))
 }
 
+/// The span for one request: the method and the matched route template, never the URI itself,
+/// because a client may paste a secret where an id or a query belongs.
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::debug_span!("request", method = %request.method(), route)
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests.
-/// Writes noted token uses every few seconds, and once more at the end.
+/// Writes noted token uses every few seconds (and once more at the end) and keeps the metrics
+/// recorder's buffers bounded.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     keyward: Arc<Keyward>,
@@ -98,6 +111,11 @@ pub async fn serve(
                 every.tick().await;
                 if let Err(e) = keyward.flush_usage().await {
                     tracing::warn!(error = %e, "could not record token usage; will retry");
+                }
+                // Drains recorded histogram samples into their buckets; without it they pile
+                // up in memory until someone scrapes /metrics.
+                if let Some(prometheus) = crate::telemetry::prometheus() {
+                    prometheus.run_upkeep();
                 }
             }
         })
