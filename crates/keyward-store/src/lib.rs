@@ -1,14 +1,16 @@
 //! keyward's storage seam.
 //!
 //! [`Store`] is everything keyward asks of a database. Each engine implements it in its own
-//! module with its own migrations (SQLite now, PostgreSQL next); nothing above this crate knows
+//! module with its own migrations ([`SqliteStore`], [`PgStore`]); nothing above this crate knows
 //! which engine it talks to. Every engine passes the same contract suite (`tests/it`).
 //!
 //! Two rules every implementation keeps:
 //! - a write is acknowledged only after it is durable (committed);
 //! - every committed change that can alter a verification answer (revoke, regenerate, a user
 //!   disabled) appends to the change log and then advances [`Store::change_epoch`], so every
-//!   process's verification cache learns of it before its next answer.
+//!   process's verification cache learns of it before its next answer (SQLite: at once, through
+//!   a shared memory map; PostgreSQL: at once in the writing process, within
+//!   [`postgres::PROPAGATION_BOUND`] in the others).
 
 use async_trait::async_trait;
 use keyward_core::{
@@ -18,8 +20,10 @@ use std::net::IpAddr;
 use time::OffsetDateTime;
 
 mod epoch;
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// What went wrong in a store.
@@ -155,6 +159,56 @@ pub struct Revocation {
     pub reason: Option<String>,
 }
 
+/// One stored secret hash with everything the store keeps about it, for [`Snapshot`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashRecord {
+    /// The token it belongs to.
+    pub token_id: TokenId,
+    /// The hash and its key id.
+    pub hash: StoredHash,
+    /// When the secret was made.
+    pub created_at: OffsetDateTime,
+    /// When it stops working (`None` = the current secret).
+    pub valid_until: Option<OffsetDateTime>,
+}
+
+/// Everything a deployment needs to move to another store, as plain data: users (with password
+/// hashes), tokens, every secret hash (with its key id and end), and the audit trail. Not the
+/// change log: it describes one database's caches, and a new database starts its own.
+///
+/// Its `Debug` shows only counts: it holds password hashes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Users, by name.
+    pub users: Vec<SnapshotUser>,
+    /// Tokens, by id.
+    pub tokens: Vec<TokenRecord>,
+    /// Hashes, by token id, then hash.
+    pub hashes: Vec<HashRecord>,
+    /// The audit trail, oldest first, with its sequence numbers.
+    pub audit: Vec<StoredAuditEvent>,
+}
+
+/// A user in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotUser {
+    /// The user record.
+    pub user: User,
+    /// Argon2id PHC string, if the user has a password.
+    pub password_hash: Option<String>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("users", &self.users.len())
+            .field("tokens", &self.tokens.len())
+            .field("hashes", &self.hashes.len())
+            .field("audit", &self.audit.len())
+            .finish()
+    }
+}
+
 /// Everything keyward asks of a database. Methods that take an `owner` act only on that user's
 /// tokens and answer [`StoreError::NotFound`] for anyone else's, so ownership is checked in the
 /// same statement that reads or writes (no check-then-act gap). Methods that take an
@@ -229,10 +283,21 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<StoredAuditEvent>>;
 
     /// A number that advances after every committed change in the change log, cheap enough to
-    /// read on every verification (no I/O). Seen from any process using the same database.
+    /// read on every verification (no I/O). Seen from any process using the same database: at
+    /// once in the writing process, and within the engine's propagation bound in the others.
+    /// While an engine cannot vouch for it (PostgreSQL's listener is down), it returns a new
+    /// value on every call, so a cache reads the change log before every answer.
     fn change_epoch(&self) -> u64;
     /// The change log after `cursor` (`0` = from the start).
     async fn changes_since(&self, cursor: i64) -> StoreResult<Changes>;
     /// The change log's current end, to start a cache from.
     async fn change_cursor(&self) -> StoreResult<i64>;
+
+    /// Reads everything a [`Snapshot`] carries, in one transaction (a consistent view while
+    /// others write).
+    async fn dump(&self) -> StoreResult<Snapshot>;
+    /// Writes `snapshot` into this store in one transaction, keeping every id, time and audit
+    /// sequence number. Refuses, with [`StoreError::InvalidState`] and without writing, a store
+    /// that already holds a user, a token or an audit event.
+    async fn restore(&self, snapshot: &Snapshot) -> StoreResult<()>;
 }

@@ -25,6 +25,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Database: sqlite://PATH or postgres://USER@HOST:PORT/DB [env: KEYWARD_DATABASE_URL] [default: sqlite://DATA_DIR/keyward.db]
+    #[arg(long, global = true, value_name = "URL")]
+    pub database: Option<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -43,6 +47,27 @@ pub enum Command {
     Token(TokenCommand),
     /// Show the audit trail, newest first.
     Audit(AuditArgs),
+    /// Apply pending schema migrations to the database and exit.
+    Migrate,
+    /// Move a deployment's data between databases.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `keyward store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy users (with password hashes), tokens, every secret hash and the audit trail into an
+    /// empty database, in one transaction. Copied tokens keep verifying as long as the new
+    /// deployment uses the same server key.
+    Copy {
+        /// The source database, e.g. sqlite://./keyward-data/keyward.db.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The target database, which must be empty, e.g. postgres://keyward@db:5432/keyward.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 /// `keyward serve`.
@@ -198,6 +223,30 @@ mod tests {
             panic!("not create")
         };
         assert_eq!(scopes, ["tokens:*", "droplet:read"]);
+    }
+
+    #[test]
+    fn database_is_global_and_copy_takes_both_ends() {
+        let cli =
+            Cli::try_parse_from(["keyward", "migrate", "--database", "postgres://h/k"]).unwrap();
+        assert_eq!(cli.database.as_deref(), Some("postgres://h/k"));
+        assert!(matches!(cli.command, Command::Migrate));
+        assert!(Cli::try_parse_from(["keyward", "store", "copy", "--from", "sqlite://a"]).is_err());
+        let cli = Cli::try_parse_from([
+            "keyward",
+            "store",
+            "copy",
+            "--from",
+            "sqlite://a",
+            "--to",
+            "postgres://b",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Store(StoreCommand::Copy { ref from, ref to })
+                if from == "sqlite://a" && to == "postgres://b"
+        ));
     }
 
     #[test]

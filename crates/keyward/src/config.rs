@@ -9,6 +9,8 @@
 //! version = 1
 //! listen = "127.0.0.1:8080"
 //! data_dir = "./keyward-data"
+//! # sqlite://PATH (default: DATA_DIR/keyward.db) or postgres://USER@HOST:PORT/DB
+//! database = "postgres://keyward@db.internal:5432/keyward"
 //! token_prefix = "kwp"
 //! max_lifetime = "366d"
 //! default_lifetime = "30d"
@@ -65,6 +67,8 @@ pub mod env {
     pub const CACHE_CAPACITY: &str = "KEYWARD_CACHE_CAPACITY";
     /// The tracing filter, e.g. `info` or `keyward_server=debug`.
     pub const LOG: &str = "KEYWARD_LOG";
+    /// The database: `sqlite://PATH` or `postgres://...` (default: `DATA_DIR/keyward.db`).
+    pub const DATABASE_URL: &str = "KEYWARD_DATABASE_URL";
 
     /// Every variable above.
     pub const ALL: &[&str] = &[
@@ -78,6 +82,7 @@ pub mod env {
         ALLOW_NEVER,
         CACHE_CAPACITY,
         LOG,
+        DATABASE_URL,
     ];
 }
 
@@ -150,6 +155,8 @@ pub struct Flags {
     pub data_dir: Option<PathBuf>,
     /// `--listen ADDR` (serve only).
     pub listen: Option<SocketAddr>,
+    /// `--database URL`.
+    pub database: Option<String>,
 }
 
 /// The config file's shape. Every key is optional except `version`.
@@ -161,6 +168,7 @@ struct FileConfig {
     _version: Option<toml::Value>,
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    database: Option<String>,
     token_prefix: Option<String>,
     max_lifetime: Option<String>,
     default_lifetime: Option<String>,
@@ -185,6 +193,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// The database every command uses.
+    pub database: Database,
     /// The prefix of new tokens.
     pub token_prefix: Prefix,
     /// The longest a token may live.
@@ -209,6 +219,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("config_file", &self.config_file)
+            .field("database", &self.database)
             .field("token_prefix", &self.token_prefix.as_str())
             .field("max_lifetime", &self.max_lifetime)
             .field("default_lifetime", &self.default_lifetime)
@@ -279,6 +290,17 @@ impl Config {
             .or_else(|| env.get(env::DATA_DIR).map(PathBuf::from))
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        let database = match flags.database.as_deref() {
+            Some(url) => {
+                Database::parse(url).map_err(|e| ConfigError::new(format!("--database: {e}")))?
+            }
+            None => match layered(env, env::DATABASE_URL, file.database, &origin("database")) {
+                (Some(url), url_origin) => Database::parse(&url)
+                    .map_err(|e| ConfigError::new(format!("{url_origin}: {e}")))?,
+                (None, _) => Database::Sqlite(data_dir.join(SQLITE_FILE_NAME)),
+            },
+        };
 
         let (prefix_text, prefix_origin) = layered(
             env,
@@ -355,6 +377,7 @@ impl Config {
             listen,
             data_dir,
             config_file,
+            database,
             token_prefix,
             max_lifetime,
             default_lifetime,
@@ -380,14 +403,78 @@ impl Config {
         }
     }
 
-    /// The SQLite database file.
+    /// The default SQLite database file, `DATA_DIR/keyward.db` (used unless `database` names
+    /// another).
     pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("keyward.db")
+        self.data_dir.join(SQLITE_FILE_NAME)
     }
 
     /// The server key file (used when `KEYWARD_SERVER_KEY` is not set).
     pub fn server_key_path(&self) -> PathBuf {
         self.data_dir.join("server.key")
+    }
+}
+
+/// The default SQLite file's name in the data dir.
+pub const SQLITE_FILE_NAME: &str = "keyward.db";
+
+/// Which database, and where: every command (`serve`, the command line, `migrate`) uses the one
+/// configured.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (`sqlite://PATH`; the default is `DATA_DIR/keyward.db`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL server (`postgres://` or `postgresql://` URL, as libpq takes it).
+    Postgres(String),
+}
+
+impl Database {
+    /// Reads `sqlite://PATH` (`sqlite:///abs/file.db`, `sqlite://rel/file.db`) or a
+    /// `postgres://` / `postgresql://` URL.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "sqlite:// needs a file path, e.g. sqlite:///var/lib/keyward/keyward.db"
+                        .to_owned(),
+                );
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        // Never echo the value: it may be a URL with a password in it.
+        Err(
+            "not a database URL: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
+                .to_owned(),
+        )
+    }
+
+    /// A description safe for logs and errors: the file, or the server without credentials.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Postgres(url) => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+                // Drop `user:password@`; keep host, port and database.
+                let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                let rest = rest.split_once('?').map_or(rest, |(before, _)| before);
+                format!("{scheme}://{rest}")
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
     }
 }
 
@@ -504,6 +591,47 @@ mod tests {
         assert!(c.server_key.is_none());
         assert!(c.config_file.is_none());
         assert_eq!(c.database_path(), dir.path().join("keyward.db"));
+        assert_eq!(c.database, Database::Sqlite(dir.path().join("keyward.db")));
+    }
+
+    #[test]
+    fn the_database_is_layered_and_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            dir.path(),
+            "version = 1\ndatabase = \"postgres://k@file-host/k\"\n",
+        );
+        let from_file = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
+        assert_eq!(
+            from_file.database,
+            Database::Postgres("postgres://k@file-host/k".to_owned())
+        );
+        let env = Env::from_pairs([("KEYWARD_DATABASE_URL", "sqlite:///srv/k.db")]);
+        let from_env = Config::load_from(&env, &flags_with(&path)).unwrap();
+        assert_eq!(
+            from_env.database,
+            Database::Sqlite(PathBuf::from("/srv/k.db"))
+        );
+        let flags = Flags {
+            database: Some("postgresql://k:pw@flag-host:6432/k?sslmode=disable".to_owned()),
+            ..flags_with(&path)
+        };
+        let from_flag = Config::load_from(&env, &flags).unwrap();
+        assert_eq!(
+            from_flag.database.redacted(),
+            "postgresql://flag-host:6432/k",
+            "no credentials"
+        );
+        assert!(!format!("{from_flag:?}").contains("pw"));
+
+        for bad in ["mysql://x", "keyward.db", "sqlite://", "postgres:/x"] {
+            let flags = Flags {
+                database: Some(bad.to_owned()),
+                ..Flags::default()
+            };
+            let message = err(Config::load_from(&Env::default(), &flags));
+            assert!(message.starts_with("--database: "), "{bad}: {message}");
+        }
     }
 
     #[test]
@@ -569,6 +697,7 @@ repo = ["read", "write"]
             config: Some(path.clone()),
             data_dir: Some(PathBuf::from("/from/flag")),
             listen: Some("127.0.0.1:9002".parse().unwrap()),
+            database: None,
         };
         let from_flags = Config::load_from(&env, &flags).unwrap();
         assert_eq!(from_flags.listen.to_string(), "127.0.0.1:9002");

@@ -24,7 +24,7 @@
 pub mod config;
 pub mod setup;
 
-pub use config::{Config, ConfigError, Env, Flags};
+pub use config::{Config, ConfigError, Database, Env, Flags};
 pub use setup::{SetupError, load_server_key, prepare_data_dir};
 
 pub use keyward_core;
@@ -38,14 +38,14 @@ pub use keyward_core::{
 };
 pub use keyward_server::service::{Issued, RegenerateOptions};
 pub use keyward_server::{Acting, Keyward, ServiceError, Settings, Verdict};
-pub use keyward_store::{SqliteStore, Store};
+pub use keyward_store::{PgStore, SqliteStore, Store};
 
 use anyhow::Context as _;
 use std::sync::Arc;
 
 /// Opens keyward as `config` describes: creates the data dir (mode 0700) if missing, reads or
-/// creates the server key, opens the SQLite database at `DATA_DIR/keyward.db`, and builds the
-/// service on the system clock.
+/// creates the server key, opens the configured database (SQLite at `DATA_DIR/keyward.db`
+/// unless `database` says otherwise), and builds the service on the system clock.
 ///
 /// To have Prometheus metrics, call [`keyward_server::telemetry::prometheus`] before this: the
 /// service takes its metric handles when it is built.
@@ -55,17 +55,27 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<Keyward>> {
         Some(key) => TokenHasher::new(key),
         None => TokenHasher::new(&load_server_key(&config.server_key_path())?),
     };
-    let db = config.database_path();
-    let store = SqliteStore::open(&db)
+    let store = open_store(&config.database).await?;
+    let keyward = Keyward::new(store, Arc::new(SystemClock), hasher, config.settings())
         .await
-        .with_context(|| format!("cannot open the database {}", db.display()))?;
-    let keyward = Keyward::new(
-        Arc::new(store),
-        Arc::new(SystemClock),
-        hasher,
-        config.settings(),
-    )
-    .await
-    .context("cannot start the service")?;
+        .context("cannot start the service")?;
     Ok(Arc::new(keyward))
+}
+
+/// Opens `database`, applying any pending schema migrations (under a lock, so instances starting
+/// at once on one database apply them once).
+pub async fn open_store(database: &Database) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match database {
+        Database::Sqlite(path) => Arc::new(
+            SqliteStore::open(path)
+                .await
+                .with_context(|| format!("cannot open the database {database}"))?,
+        ),
+        Database::Postgres(url) => Arc::new(
+            PgStore::connect(url)
+                .await
+                .with_context(|| format!("cannot open the database {database}"))?,
+        ),
+    };
+    Ok(store)
 }

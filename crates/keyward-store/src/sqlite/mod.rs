@@ -24,8 +24,8 @@ use time::OffsetDateTime;
 
 use crate::epoch::Epoch;
 use crate::{
-    AuditFilter, Changes, Lookup, NewUser, Page, Regeneration, Revocation, Store, StoreError,
-    StoreResult, StoredAuditEvent, StoredHash, Usage,
+    AuditFilter, Changes, HashRecord, Lookup, NewUser, Page, Regeneration, Revocation, Snapshot,
+    Store, StoreError, StoreResult, StoredAuditEvent, StoredHash, Usage,
 };
 
 mod rows;
@@ -201,10 +201,19 @@ async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, event: &AuditEvent) -> StoreResult<()> {
+    insert_audit_row(conn, None, event).await
+}
+
+/// Appends an audit event, at sequence number `seq` when given (a restore), else at the next.
+async fn insert_audit_row(
+    conn: &mut SqliteConnection,
+    seq: Option<i64>,
+    event: &AuditEvent,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO audit_events \
-         (at, kind, actor_user, actor_token, actor_label, subject_user, token_id, ip, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         (seq, at, kind, actor_user, actor_token, actor_label, subject_user, token_id, ip, detail) \
+         VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .bind(unix(event.at))
     .bind(event.kind.as_str())
@@ -215,9 +224,72 @@ async fn insert_audit(conn: &mut SqliteConnection, event: &AuditEvent) -> StoreR
     .bind(event.token_id.as_ref().map(TokenId::as_str))
     .bind(event.ip.map(|ip| ip.to_string()))
     .bind(event.detail.as_deref())
+    .bind(seq)
     .execute(conn)
     .await
-    .map_err(db_error)?;
+    .map_err(|e| insert_error(e, || "audit event".to_owned()))?;
+    Ok(())
+}
+
+async fn insert_user_row(
+    conn: &mut SqliteConnection,
+    user: &User,
+    password_hash: Option<&str>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO users (id, name, is_admin, password_hash, created_at, disabled_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(user.id.as_str())
+    .bind(user.name.as_str())
+    .bind(user.is_admin)
+    .bind(password_hash)
+    .bind(unix(user.created_at))
+    .bind(user.disabled_at.map(unix))
+    .execute(conn)
+    .await
+    .map_err(|e| insert_error(e, || format!("user {}", user.name)))?;
+    Ok(())
+}
+
+async fn insert_token_row(conn: &mut SqliteConnection, token: &TokenRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tokens (id, owner, name, scopes, hint, created_at, expires_at, regenerated_at, \
+         last_used_at, last_used_ip, revoked_at, revoked_by, revoke_reason) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )
+    .bind(token.id.as_str())
+    .bind(token.owner.as_str())
+    .bind(token.name.as_str())
+    .bind(token.scopes.to_string())
+    .bind(token.hint.as_str())
+    .bind(unix(token.created_at))
+    .bind(token.expires_at.map(unix))
+    .bind(token.regenerated_at.map(unix))
+    .bind(token.last_used_at.map(unix))
+    .bind(token.last_used_ip.map(|ip| ip.to_string()))
+    .bind(token.revoked_at.map(unix))
+    .bind(token.revoked_by.as_deref())
+    .bind(token.revoke_reason.as_deref())
+    .execute(conn)
+    .await
+    .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
+    Ok(())
+}
+
+async fn insert_hash_row(conn: &mut SqliteConnection, hash: &HashRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO token_hashes (hash, token_id, key_id, created_at, valid_until) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .bind(hash.hash.hash.0.to_vec())
+    .bind(hash.token_id.as_str())
+    .bind(hash.hash.key_id.as_str())
+    .bind(unix(hash.created_at))
+    .bind(hash.valid_until.map(unix))
+    .execute(conn)
+    .await
+    .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
     Ok(())
 }
 
@@ -285,21 +357,8 @@ impl Store for SqliteStore {
     }
 
     async fn add_user(&self, new: &NewUser, audit: &AuditEvent) -> StoreResult<()> {
-        let user = &new.user;
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO users (id, name, is_admin, password_hash, created_at, disabled_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(user.id.as_str())
-        .bind(user.name.as_str())
-        .bind(user.is_admin)
-        .bind(new.password_hash.as_deref())
-        .bind(unix(user.created_at))
-        .bind(user.disabled_at.map(unix))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| insert_error(e, || format!("user {}", user.name)))?;
+        insert_user_row(&mut tx, &new.user, new.password_hash.as_deref()).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(db_error)
     }
@@ -347,35 +406,14 @@ impl Store for SqliteStore {
         audit: &AuditEvent,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO tokens (id, owner, name, scopes, hint, created_at, expires_at, regenerated_at, \
-             last_used_at, last_used_ip, revoked_at, revoked_by, revoke_reason) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )
-        .bind(token.id.as_str())
-        .bind(token.owner.as_str())
-        .bind(token.name.as_str())
-        .bind(token.scopes.to_string())
-        .bind(token.hint.as_str())
-        .bind(unix(token.created_at))
-        .bind(token.expires_at.map(unix))
-        .bind(token.regenerated_at.map(unix))
-        .bind(token.last_used_at.map(unix))
-        .bind(token.last_used_ip.map(|ip| ip.to_string()))
-        .bind(token.revoked_at.map(unix))
-        .bind(token.revoked_by.as_deref())
-        .bind(token.revoke_reason.as_deref())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
-        sqlx::query("INSERT INTO token_hashes (hash, token_id, key_id, created_at, valid_until) VALUES (?1, ?2, ?3, ?4, NULL)")
-            .bind(hash.hash.0.to_vec())
-            .bind(token.id.as_str())
-            .bind(hash.key_id.as_str())
-            .bind(unix(token.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
+        insert_token_row(&mut tx, token).await?;
+        let first = HashRecord {
+            token_id: token.id.clone(),
+            hash: hash.clone(),
+            created_at: token.created_at,
+            valid_until: None,
+        };
+        insert_hash_row(&mut tx, &first).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(db_error)
     }
@@ -471,14 +509,13 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        sqlx::query("INSERT INTO token_hashes (hash, token_id, key_id, created_at, valid_until) VALUES (?1, ?2, ?3, ?4, NULL)")
-            .bind(regen.new_hash.hash.0.to_vec())
-            .bind(id.as_str())
-            .bind(regen.new_hash.key_id.as_str())
-            .bind(unix(regen.at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
+        let new_hash = HashRecord {
+            token_id: id.clone(),
+            hash: regen.new_hash.clone(),
+            created_at: regen.at,
+            valid_until: None,
+        };
+        insert_hash_row(&mut tx, &new_hash).await?;
         let row = sqlx::query(
             "UPDATE tokens SET hint = ?2, expires_at = ?3, regenerated_at = ?4 WHERE id = ?1 RETURNING *",
         )
@@ -634,6 +671,71 @@ impl Store for SqliteStore {
     async fn change_cursor(&self) -> StoreResult<i64> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         Ok(change_log_end(&mut conn).await?.1)
+    }
+
+    async fn dump(&self) -> StoreResult<Snapshot> {
+        // One read transaction: WAL gives it one snapshot from its first read on.
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let users = sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let tokens = sqlx::query("SELECT * FROM tokens ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let hashes = sqlx::query("SELECT * FROM token_hashes ORDER BY token_id, hash")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let audit = sqlx::query("SELECT * FROM audit_events ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.rollback().await.map_err(db_error)?;
+        Ok(Snapshot {
+            users: users
+                .iter()
+                .map(rows::snapshot_user)
+                .collect::<StoreResult<_>>()?,
+            tokens: tokens.iter().map(rows::token).collect::<StoreResult<_>>()?,
+            hashes: hashes
+                .iter()
+                .map(rows::hash_record)
+                .collect::<StoreResult<_>>()?,
+            audit: audit
+                .iter()
+                .map(rows::audit_event)
+                .collect::<StoreResult<_>>()?,
+        })
+    }
+
+    async fn restore(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        // The write lock is held from the emptiness check to the commit.
+        let mut tx = self.begin_write().await?;
+        let occupied: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM tokens) \
+             OR EXISTS (SELECT 1 FROM audit_events)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if occupied {
+            return Err(StoreError::InvalidState("the target store is not empty"));
+        }
+        for user in &snapshot.users {
+            insert_user_row(&mut tx, &user.user, user.password_hash.as_deref()).await?;
+        }
+        for token in &snapshot.tokens {
+            insert_token_row(&mut tx, token).await?;
+        }
+        for hash in &snapshot.hashes {
+            insert_hash_row(&mut tx, hash).await?;
+        }
+        for event in &snapshot.audit {
+            insert_audit_row(&mut tx, Some(event.seq), &event.event).await?;
+        }
+        tx.commit().await.map_err(db_error)
     }
 }
 

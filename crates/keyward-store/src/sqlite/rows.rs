@@ -4,8 +4,8 @@
 //! [`StoreError::Corrupt`], never a panic.
 
 use keyward_core::{
-    Actor, AuditEvent, AuditKind, Scopes, TokenHash, TokenId, TokenName, TokenRecord, User, UserId,
-    UserName,
+    Actor, AuditEvent, AuditKind, KeyId, Scopes, TokenHash, TokenId, TokenName, TokenRecord, User,
+    UserId, UserName,
 };
 use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteRow;
@@ -14,7 +14,7 @@ use std::fmt::Display;
 use std::net::IpAddr;
 use time::OffsetDateTime;
 
-use crate::{StoreError, StoreResult, StoredAuditEvent};
+use crate::{HashRecord, SnapshotUser, StoreError, StoreResult, StoredAuditEvent, StoredHash};
 
 /// SQLite's primary result codes: a lock is held, the file is damaged, the file is not a
 /// database.
@@ -185,5 +185,26 @@ pub(super) fn audit_event(row: &SqliteRow) -> StoreResult<StoredAuditEvent> {
             ip: parse_opt(row, "ip", str::parse::<IpAddr>)?,
             detail: get(row, "detail")?,
         },
+    })
+}
+
+/// A `users` row with its password hash.
+pub(super) fn snapshot_user(row: &SqliteRow) -> StoreResult<SnapshotUser> {
+    Ok(SnapshotUser {
+        user: user(row)?,
+        password_hash: get(row, "password_hash")?,
+    })
+}
+
+/// A `token_hashes` row.
+pub(super) fn hash_record(row: &SqliteRow) -> StoreResult<HashRecord> {
+    Ok(HashRecord {
+        token_id: parse(row, "token_id", TokenId::parse)?,
+        hash: StoredHash {
+            hash: hash(row, "hash")?,
+            key_id: KeyId::from_stored(get(row, "key_id")?),
+        },
+        created_at: time(row, "created_at")?,
+        valid_until: opt_time(row, "valid_until")?,
     })
 }

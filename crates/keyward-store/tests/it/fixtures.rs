@@ -15,6 +15,8 @@ pub trait Database: Send + Sync {
     /// Opens a new handle on this database, as another process would (its own connections, its
     /// own view of the change epoch).
     async fn open(&self) -> Box<dyn Store>;
+    /// Another fresh, empty database of the same engine (a copy's target).
+    async fn sibling(&self) -> Box<dyn Database>;
 }
 
 /// The suite's "now"; whole seconds, as the service passes times to the store.

@@ -4,9 +4,11 @@
 // recognise as tests; a failed check should fail loudly, as in any test.
 #![allow(
     clippy::unwrap_used,
+    clippy::panic,
     reason = "test code: a failure should stop the test"
 )]
 
 mod contract;
 mod fixtures;
+mod postgres;
 mod sqlite;

@@ -21,10 +21,21 @@ impl SqliteDb {
     }
 }
 
+impl crate::contract::Fresh for SqliteDb {
+    type Db = Self;
+    fn into_fresh(self) -> Option<Self> {
+        Some(self)
+    }
+}
+
 #[async_trait]
 impl Database for SqliteDb {
     async fn open(&self) -> Box<dyn Store> {
         Box::new(SqliteStore::open(&self.path).await.unwrap())
+    }
+
+    async fn sibling(&self) -> Box<dyn Database> {
+        Box::new(Self::fresh().await)
     }
 }
 

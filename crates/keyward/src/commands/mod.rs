@@ -4,10 +4,11 @@
 mod audit;
 mod output;
 mod serve;
+mod store;
 mod token;
 mod user;
 
-use crate::cli::{Cli, Command, TokenCommand};
+use crate::cli::{Cli, Command, StoreCommand, TokenCommand};
 use anyhow::Context as _;
 use keyward::keyward_server::ServiceError;
 use keyward::{Acting, Config, ConfigError, Flags, Keyward, SetupError, UserName};
@@ -54,6 +55,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Serve(args) => args.listen,
             _ => None,
         },
+        database: cli.database,
     };
     let config = Config::load(&flags)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -65,6 +67,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             return serve::serve(&config).await;
         }
         init_tracing("warn");
+        // These touch only the database: no data dir or server key is created for them.
+        match &cli.command {
+            Command::Migrate => return store::migrate(&config).await,
+            Command::Store(StoreCommand::Copy { from, to }) => return store::copy(from, to).await,
+            _ => {}
+        }
         let keyward = keyward::open(&config).await?;
         let acting = Acting::operator(&os_user());
         let ctx = Ctx { keyward, acting };
@@ -73,7 +81,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Token(cmd) => token::run(&ctx, cmd).await,
             Command::Audit(args) => audit::run(&ctx, args).await,
             // Handled above; kept exhaustive so a new command cannot be forgotten here.
-            Command::Serve(_) => Ok(ExitCode::SUCCESS),
+            Command::Serve(_) | Command::Migrate | Command::Store(_) => Ok(ExitCode::SUCCESS),
         }
     })
 }
@@ -113,6 +121,8 @@ fn init_tracing(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files or log pipelines.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -26,7 +26,7 @@ pub(super) async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), prefix = config.token_prefix.as_str(), "keyward started");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database, prefix = config.token_prefix.as_str(), "keyward started");
     {
         // The one line on stdout; tests and scripts read the real port from it.
         let mut out = std::io::stdout().lock();

@@ -1,0 +1,48 @@
+//! `keyward migrate` and `keyward store copy`: schema and data, no server key needed.
+
+use super::print;
+use anyhow::Context as _;
+use keyward::keyward_store::StoreError;
+use keyward::{Config, Database};
+use std::process::ExitCode;
+
+/// Opens the configured database, which applies any pending migrations, and says so.
+pub(super) async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
+    keyward::open_store(&config.database).await?;
+    print(&format!(
+        "the schema of {} is up to date\n",
+        config.database
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies everything a deployment needs from one database into an empty one.
+pub(super) async fn copy(from: &str, to: &str) -> anyhow::Result<ExitCode> {
+    let from = Database::parse(from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to = Database::parse(to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    if from == to {
+        anyhow::bail!("--from and --to name the same database");
+    }
+    let source = keyward::open_store(&from).await?;
+    let target = keyward::open_store(&to).await?;
+    let snapshot = source
+        .dump()
+        .await
+        .with_context(|| format!("cannot read {from}"))?;
+    target.restore(&snapshot).await.map_err(|e| match e {
+        StoreError::InvalidState(_) => anyhow::anyhow!(
+            "{to} already holds data; copy only into an empty database (nothing was written)"
+        ),
+        other => {
+            anyhow::Error::new(other).context(format!("cannot write {to} (nothing was written)"))
+        }
+    })?;
+    print(&format!(
+        "copied {} users, {} tokens, {} secret hashes and {} audit events from {from} to {to}\n",
+        snapshot.users.len(),
+        snapshot.tokens.len(),
+        snapshot.hashes.len(),
+        snapshot.audit.len(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
