@@ -1,0 +1,162 @@
+//! Configuration as the binary reads it: environment, config file, the data dir and key files
+//! it creates, and a one-line error with exit status 2 for anything unusable.
+
+use crate::helpers::{Out, Server, add_user, assert_exit_0, cli, cli_env, is_secret};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn the_token_prefix_comes_from_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let acme = [("KEYWARD_TOKEN_PREFIX", "acme")];
+    add_user(dir, "alice");
+    let out = cli_env(
+        dir,
+        &acme,
+        &[
+            "token",
+            "create",
+            "--user",
+            "alice",
+            "--name",
+            "x",
+            "--scope",
+            "tokens:*",
+            "--scope",
+            "droplet:read",
+        ],
+        None,
+    );
+    let secret = out.ok().trim_end().to_owned();
+    assert!(is_secret(&secret, "acme"), "{out:?}");
+    assert_eq!(cli(dir, &["token", "check", &secret], None).code(), Some(0));
+
+    // A server with the same setting issues acme_ tokens too, and verifies both.
+    let server = Server::start(dir, &acme);
+    let made = server.api.create(&secret, "y", &["droplet:read"]).await;
+    assert!(is_secret(&made.secret, "acme"), "{made:?}");
+    server.api.assert_active(&secret).await;
+    server.api.assert_active(&made.secret).await;
+    assert_exit_0(&server.stop());
+}
+
+/// A configuration error: status 2, one line, nothing else, and no server started.
+#[track_caller]
+fn assert_config_error(out: &Out, mentions: &str) {
+    let line = out.failed_cleanly(2);
+    assert!(
+        line.contains(mentions),
+        "{line:?} should mention {mentions:?}"
+    );
+}
+
+#[test]
+fn an_unknown_config_key_is_refused_with_status_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let file = tmp.path().join("keyward.toml");
+    std::fs::write(&file, "version = 1\nlistn = \"127.0.0.1:9999\"\n").unwrap();
+    let config = file.to_str().unwrap();
+
+    assert_config_error(
+        &cli(&dir, &["--config", config, "token", "list"], None),
+        "listn",
+    );
+    assert_config_error(&cli(&dir, &["--config", config, "serve"], None), "listn");
+    assert_config_error(
+        &cli_env(&dir, &[("KEYWARD_CONFIG", config)], &["user", "list"], None),
+        "listn",
+    );
+    // The data dir's own keyward.toml is read too.
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("keyward.toml"),
+        "version = 1\n[catalog]\ndroplet = [\"read\"]\nfoo = 1\n",
+    )
+    .unwrap();
+    let out = cli(&dir, &["token", "list"], None);
+    out.failed_cleanly(2);
+
+    // A file without a version, or of another version.
+    std::fs::write(&file, "listen = \"127.0.0.1:9999\"\n").unwrap();
+    assert_config_error(
+        &cli(tmp.path(), &["--config", config, "user", "list"], None),
+        "version",
+    );
+    std::fs::write(&file, "version = 2\n").unwrap();
+    assert_config_error(
+        &cli(tmp.path(), &["--config", config, "user", "list"], None),
+        "version",
+    );
+}
+
+#[test]
+fn a_bad_server_key_is_refused_with_status_2_without_echoing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let not_hex = "zz".repeat(32);
+    let too_short = "00ff".repeat(4);
+    for bad in [not_hex.as_str(), too_short.as_str()] {
+        let env = [("KEYWARD_SERVER_KEY", bad)];
+        for args in [
+            &["user", "list"][..],
+            &["serve", "--listen", "127.0.0.1:0"][..],
+        ] {
+            let out = cli_env(&dir, &env, args, None);
+            assert_config_error(&out, "KEYWARD_SERVER_KEY");
+            assert!(!out.stderr.contains(bad), "the key is echoed: {out:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_data_dir_is_owner_only_and_the_key_file_0600() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Created by the command line ...
+    let dir = tmp.path().join("nested").join("data");
+    add_user(&dir, "alice");
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("server.key")), 0o600);
+
+    // ... and by the server.
+    let dir = tmp.path().join("served");
+    let server = Server::start(&dir, &[]);
+    assert_eq!(mode(&dir), 0o700);
+    let key = dir.join("server.key");
+    assert_eq!(mode(&key), 0o600);
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    assert_exit_0(&server.stop());
+    assert!(!key_text.trim().is_empty(), "the key file holds the key");
+
+    // A key file others can read is refused, rather than used.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cli(&dir, &["user", "list"], None);
+    let line = out.failed_cleanly(2);
+    assert!(line.contains("chmod 600"), "{line}");
+    assert!(
+        !out.stderr.contains(key_text.trim()),
+        "the key is echoed: {out:?}"
+    );
+}
+
+/// Logs written to a pipe or a file (systemd, Docker, a log shipper) are plain text: terminal
+/// colour codes there are noise at best and break parsers at worst.
+#[test]
+fn logs_written_to_a_pipe_carry_no_terminal_escape_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path(), &[]);
+    let ended = server.stop();
+    assert_exit_0(&ended);
+    assert!(ended.logs.contains("keyward started"), "{ended:?}");
+    assert!(
+        !ended.logs.contains('\u{1b}'),
+        "ANSI escape codes in logs written to a pipe: {:?}",
+        ended.logs.lines().next()
+    );
+}

@@ -1,0 +1,157 @@
+//! What the server acknowledged survives it: `kill -9` loses no acknowledged token or
+//! revocation (acceptance 7), and SIGTERM exits 0 after writing the last noted uses.
+
+use crate::helpers::{
+    Made, Server, add_user, assert_exit_0, assert_killed, cli, create_token, listed,
+};
+use serde_json::json;
+use std::path::Path;
+
+/// Everything acknowledged so far: tokens that must verify, and tokens that must be revoked.
+#[derive(Default)]
+struct Acknowledged {
+    live: Vec<Made>,
+    revoked: Vec<Made>,
+}
+
+impl Acknowledged {
+    fn revoke(&mut self, id: &str) {
+        let at = self.live.iter().position(|m| m.id == id).unwrap();
+        self.revoked.push(self.live.remove(at));
+    }
+
+    async fn check(&self, server: &Server, dir: &Path, round: usize) {
+        for made in &self.live {
+            let v = server.api.verify(&made.secret, &[]).await;
+            assert_eq!(
+                (&v["active"], &v["token_id"]),
+                (&json!(true), &json!(made.id)),
+                "round {round}: acknowledged token {} lost: {v}",
+                made.id
+            );
+        }
+        for made in &self.revoked {
+            let v = server.api.verify(&made.secret, &[]).await;
+            assert_eq!(
+                v,
+                json!({"active": false, "reason": "revoked"}),
+                "round {round}: acknowledged revocation of {} lost",
+                made.id
+            );
+            assert_eq!(listed(dir, &made.id)["state"], "revoked", "round {round}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_tokens_and_revocations_survive_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    add_user(dir, "alice");
+    let (admin, _) = create_token(dir, "alice", "admin", &["tokens:*", "droplet:*"]);
+    let mut acked = Acknowledged::default();
+
+    for round in 0..3 {
+        let server = Server::start(dir, &[]);
+        let api = &server.api;
+        // Whatever earlier rounds acknowledged is still there after their kill -9.
+        acked.check(&server, dir, round).await;
+        api.assert_active(&admin.secret).await;
+
+        let mut made_here = Vec::new();
+        for i in 0..4 {
+            let m = api
+                .create(
+                    &admin.secret,
+                    &format!("r{round}-http{i}"),
+                    &["droplet:read"],
+                )
+                .await;
+            made_here.push(m.clone());
+            acked.live.push(m);
+        }
+        for i in 0..2 {
+            let (m, _) = create_token(dir, "alice", &format!("r{round}-cli{i}"), &["droplet:read"]);
+            acked.live.push(m);
+        }
+        // One revocation at the command line (the server has the token cached: verify first).
+        let cli_victim = acked.live.last().unwrap().clone();
+        server.api.assert_active(&cli_victim.secret).await;
+        cli(dir, &["token", "revoke", &cli_victim.id], None).ok();
+        acked.revoke(&cli_victim.id);
+
+        // Revocations over HTTP, the last acknowledgement right before the kill.
+        for victim in &made_here[..2] {
+            api.assert_active(&victim.secret).await;
+            let r = api
+                .delete(&format!("/v1/tokens/{}", victim.id), &admin.secret)
+                .await
+                .expect(200);
+            assert_eq!(r["token"]["state"], "revoked", "{r}");
+            acked.revoke(&victim.id);
+        }
+        if round == 1 {
+            // This round a creation is the last thing acknowledged.
+            let m = api
+                .create(&admin.secret, &format!("r{round}-last"), &["droplet:read"])
+                .await;
+            acked.live.push(m);
+        } else {
+            let victim = &made_here[2];
+            api.delete(&format!("/v1/tokens/{}", victim.id), &admin.secret)
+                .await
+                .expect(200);
+            acked.revoke(&victim.id);
+        }
+        let ended = server.kill9();
+        assert_killed(&ended);
+    }
+
+    let server = Server::start(dir, &[]);
+    acked.check(&server, dir, 3).await;
+    assert_eq!(acked.revoked.len(), 3 * 3 + 2);
+    assert_eq!(acked.live.len(), 3 * 6 - acked.revoked.len() + 1);
+    assert_exit_0(&server.stop());
+}
+
+#[tokio::test]
+async fn sigterm_exits_0_after_recording_the_last_uses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    add_user(dir, "alice");
+    let (made, _) = create_token(dir, "alice", "ci", &["droplet:read"]);
+    assert!(listed(dir, &made.id)["last_used_at"].is_null());
+
+    let server = Server::start(dir, &[]);
+    // Used right before the shutdown: uses are written in batches, so only the final flush on
+    // the way out can have recorded it.
+    let v = server
+        .api
+        .verify_body(&json!({"token": made.secret, "ip": "203.0.113.7"}))
+        .await;
+    assert_eq!(v["active"], true, "{v}");
+    let ended = server.stop();
+    assert_exit_0(&ended);
+    assert!(
+        ended.extra_stdout.is_empty(),
+        "stdout holds only the listening line: {ended:?}"
+    );
+    assert!(ended.logs.contains("shutting down"), "{ended:?}");
+
+    let record = listed(dir, &made.id);
+    assert!(
+        record["last_used_at"].is_string(),
+        "the use was recorded at shutdown: {record}"
+    );
+    assert_eq!(record["last_used_ip"], "203.0.113.7", "{record}");
+
+    // And a restarted server shows it too.
+    let server = Server::start(dir, &[]);
+    let own = server
+        .api
+        .get("/v1/tokens/self", &made.secret)
+        .await
+        .expect(200);
+    assert!(own["token"]["last_used_at"].is_string(), "{own}");
+    assert_exit_0(&server.stop());
+}

@@ -1,0 +1,25 @@
+//! keyward's black-box tests: the real `keyward` binary, started as a child process on a temp
+//! data dir, driven over HTTP on 127.0.0.1 and through its command line. One test binary, one
+//! module per area (linking is the slow part on small machines).
+//!
+//! The modules are `cfg(test)` so that clippy treats all of them, helpers included, as test code
+//! (where `clippy.toml` allows unwrapping).
+
+#[cfg(test)]
+mod bad_input;
+#[cfg(test)]
+mod check;
+#[cfg(test)]
+mod config;
+#[cfg(test)]
+mod durability;
+#[cfg(test)]
+mod helpers;
+#[cfg(test)]
+mod live_cli;
+#[cfg(test)]
+mod no_plaintext;
+#[cfg(test)]
+mod postgres;
+#[cfg(test)]
+mod quickstart;

@@ -1,0 +1,509 @@
+//! Several `keyward serve` processes on one PostgreSQL database: revocations reach every
+//! instance within the documented bound, a lost notification connection or a lost database
+//! never lets a revoked token through, and `keyward store copy` moves a SQLite deployment over.
+//!
+//! PostgreSQL comes from `KEYWARD_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates its own database and drops
+//! it. Without a reachable server these tests pass as skipped and say so on stderr, unless
+//! `KEYWARD_REQUIRE_POSTGRES=1`.
+
+use crate::helpers::{Made, Out, Server, cli_env};
+use keyward::keyward_store::postgres::PROPAGATION_BOUND;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{AssertSqlSafe, ConnectOptions as _};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Every instance of a deployment shares the server key.
+const SERVER_KEY: &str = "6b657977617264207465737420736572766572206b6579206f6e6520746f6f21";
+/// The documented bound, three times over for a loaded test machine.
+const WAIT: Duration = Duration::from_millis(3 * PROPAGATION_BOUND.as_millis() as u64);
+
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+static SKIP_NOTICE: Once = Once::new();
+
+/// A fresh database, dropped (connections and all) with this value.
+struct PgDb {
+    name: String,
+    admin: PgConnectOptions,
+    url: String,
+}
+
+impl PgDb {
+    async fn fresh() -> Option<Self> {
+        let base =
+            std::env::var("KEYWARD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        let admin = PgConnectOptions::from_str(&base).expect("KEYWARD_TEST_DATABASE_URL");
+        let mut conn = match connect(&admin).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                if std::env::var("KEYWARD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                    panic!(
+                        "KEYWARD_REQUIRE_POSTGRES=1 but PostgreSQL at {base} is unreachable: {e}"
+                    );
+                }
+                SKIP_NOTICE.call_once(|| {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "\nSKIPPED the PostgreSQL black-box tests: cannot connect to {base} ({e}).\n\
+                         Start PostgreSQL there or set KEYWARD_TEST_DATABASE_URL; \
+                         KEYWARD_REQUIRE_POSTGRES=1 makes this a failure.\n"
+                    );
+                });
+                return None;
+            }
+        };
+        let name = format!(
+            "keyward_test_{}_{}_{}",
+            keyward::Clock::now(&keyward::SystemClock).unix_timestamp(),
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::SeqCst)
+        );
+        sqlx::query(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let url = format!(
+            "postgres://{}@{}:{}/{name}",
+            admin.get_username(),
+            admin.get_host(),
+            admin.get_port()
+        );
+        Some(Self { name, admin, url })
+    }
+
+    /// `application_name`s of the keyward listener connections on this database.
+    async fn listeners(&self) -> Vec<String> {
+        let mut conn = connect(&self.admin).await.unwrap();
+        sqlx::query_scalar(
+            "SELECT application_name FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name LIKE 'keyward-listener-%'",
+        )
+        .bind(&self.name)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    }
+
+    /// The listener of the one `keyward` process running on this database now (a command
+    /// that just exited may take a moment to leave `pg_stat_activity`).
+    async fn only_listener(&self) -> String {
+        let start = Instant::now();
+        loop {
+            let listeners = self.listeners().await;
+            if listeners.len() == 1 {
+                return listeners[0].clone();
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{listeners:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn terminate(&self, application_name: &str) {
+        let mut conn = connect(&self.admin).await.unwrap();
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = $2",
+        )
+        .bind(&self.name)
+        .bind(application_name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(killed, 1, "{application_name}");
+    }
+
+    fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("KEYWARD_DATABASE_URL", self.url.as_str()),
+            ("KEYWARD_SERVER_KEY", SERVER_KEY),
+        ]
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let sql = format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name);
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut conn = connect(&admin).await.unwrap();
+                sqlx::query(AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            });
+        })
+        .join();
+    }
+}
+
+async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    match tokio::time::timeout(Duration::from_secs(5), options.connect()).await {
+        Ok(connected) => connected,
+        Err(_) => Err(sqlx::Error::PoolTimedOut),
+    }
+}
+
+/// `keyward ARGS` on `db`, from data dir `dir`.
+fn kw(dir: &Path, db: &PgDb, args: &[&str]) -> Out {
+    cli_env(dir, &db.env(), args, None)
+}
+
+/// A user and a token with `scopes`, made at the command line.
+fn token(dir: &Path, env: &[(&str, &str)], user: &str, scopes: &[&str]) -> Made {
+    let _ = cli_env(dir, env, &["user", "add", user], None);
+    let mut args = vec!["token", "create", "--user", user, "--name", "t", "--json"];
+    for s in scopes {
+        args.extend(["--scope", s]);
+    }
+    let body = cli_env(dir, env, &args, None).json();
+    Made {
+        secret: body["secret"].as_str().unwrap().to_owned(),
+        id: body["token"]["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// `POST /v1/verify` → (status, body).
+async fn verify(server: &Server, secret: &str) -> (u16, Value) {
+    let resp = server
+        .api
+        .call(
+            reqwest::Method::POST,
+            "/v1/verify",
+            None,
+            Some(&serde_json::json!({ "token": secret })),
+        )
+        .await;
+    let body = serde_json::from_str(&resp.text).unwrap_or(Value::Null);
+    (resp.status, body)
+}
+
+/// Verifies until the answer is not `active`; returns how long that took. Fails if an answer
+/// is `active` after `WAIT`.
+async fn until_refused(server: &Server, secret: &str) -> (Duration, u16, Value) {
+    let start = Instant::now();
+    loop {
+        let (status, body) = verify(server, secret).await;
+        if !(status == 200 && body["active"] == true) {
+            return (start.elapsed(), status, body);
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "still active {:?} after the revocation was acknowledged",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Keeps verifying for `period`: never `active`.
+async fn never_active(server: &Server, secret: &str, period: Duration) -> Vec<u16> {
+    let start = Instant::now();
+    let mut statuses = Vec::new();
+    while start.elapsed() < period {
+        let (status, body) = verify(server, secret).await;
+        assert!(
+            !(status == 200 && body["active"] == true),
+            "a revoked token verified active: {body}"
+        );
+        statuses.push(status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_one_instance_is_refused_by_the_other_within_the_bound() {
+    let Some(db) = PgDb::fresh().await else {
+        return;
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    kw(a_dir.path(), &db, &["migrate"]).ok();
+    let admin = token(a_dir.path(), &db.env(), "alice", &["tokens:*", "droplet:*"]);
+    let a = Server::start(a_dir.path(), &db.env());
+    let b = Server::start(b_dir.path(), &db.env());
+    let target = a
+        .api
+        .create(&admin.secret, "deploy", &["droplet:read"])
+        .await;
+    b.api.assert_active(&target.secret).await;
+
+    let revoked = a
+        .api
+        .delete(&format!("/v1/tokens/{}", target.id), &admin.secret)
+        .await;
+    assert!(revoked.status < 300, "{revoked:?}");
+    let (took, status, body) = until_refused(&b, &target.secret).await;
+    assert_eq!(
+        (status, &body["reason"]),
+        (200, &Value::from("revoked")),
+        "{body}"
+    );
+    eprintln!("B refused the token {took:?} after A acknowledged its revocation");
+    never_active(&b, &target.secret, Duration::from_millis(300)).await;
+
+    let metrics = reqwest::get(format!("{}/metrics", b.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("keyward_revocation_propagation_seconds"),
+        "B reports the observed delay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_notification_connection_never_lets_a_revoked_token_through() {
+    let Some(db) = PgDb::fresh().await else {
+        return;
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let made = token(a_dir.path(), &db.env(), "alice", &["droplet:read"]);
+    let b = Server::start(b_dir.path(), &db.env());
+    let b_listener = db.only_listener().await;
+    b.api.assert_active(&made.secret).await;
+
+    db.terminate(&b_listener).await;
+    kw(a_dir.path(), &db, &["token", "revoke", &made.id]).ok();
+    let (_, status, body) = until_refused(&b, &made.secret).await;
+    assert_eq!(
+        (status, &body["reason"]),
+        (200, &Value::from("revoked")),
+        "{body}"
+    );
+    never_active(&b, &made.secret, PROPAGATION_BOUND * 2).await;
+    // B listens again.
+    let start = Instant::now();
+    while db.listeners().await.len() != 1 {
+        assert!(start.elapsed() < WAIT, "B's listener did not come back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP relay between one instance and PostgreSQL that the test can cut and restore: the
+/// instance loses the database while every other client keeps it.
+struct Relay {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let accept = {
+            let (open, links) = (Arc::clone(&open), Arc::clone(&links));
+            tokio::spawn(async move {
+                while let Ok((mut down, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection is refused
+                    }
+                    let upstream = upstream.clone();
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                        }
+                    });
+                    links.lock().unwrap().push(link.abort_handle());
+                }
+            })
+        };
+        Self {
+            addr,
+            open,
+            links,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_loses_the_database_fails_closed_and_recovers() {
+    let Some(db) = PgDb::fresh().await else {
+        return;
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let revoked = token(a_dir.path(), &db.env(), "alice", &["droplet:read"]);
+    let kept = token(a_dir.path(), &db.env(), "bob", &["droplet:read"]);
+    let relay = Relay::start(format!("{}:{}", db.admin.get_host(), db.admin.get_port())).await;
+    let b_url = format!(
+        "postgres://{}@{}/{}",
+        db.admin.get_username(),
+        relay.addr,
+        db.name
+    );
+    let b_env = [
+        ("KEYWARD_DATABASE_URL", b_url.as_str()),
+        ("KEYWARD_SERVER_KEY", SERVER_KEY),
+    ];
+    let b = Server::start(b_dir.path(), &b_env);
+    b.api.assert_active(&revoked.secret).await;
+    b.api.assert_active(&kept.secret).await;
+
+    relay.cut();
+    // The database itself is fine: A's side revokes while B cannot see it.
+    kw(a_dir.path(), &db, &["token", "revoke", &revoked.id]).ok();
+    let (_, status, body) = until_refused(&b, &revoked.secret).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"]["code"].is_string(), "a JSON error: {body}");
+    let statuses = never_active(&b, &revoked.secret, PROPAGATION_BOUND * 2).await;
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    let (status, _) = verify(&b, &kept.secret).await;
+    assert_eq!(
+        status, 503,
+        "no cached answer is trusted while B cannot vouch for it"
+    );
+
+    relay.restore();
+    let start = Instant::now();
+    loop {
+        let (status, body) = verify(&b, &kept.secret).await;
+        if status == 200 {
+            assert_eq!(body["active"], true, "{body}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "B did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.api.assert_inactive(&revoked.secret, "revoked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_started_at_once_on_an_empty_database_both_come_up() {
+    let Some(db) = PgDb::fresh().await else {
+        return;
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| Server::start(a_dir.path(), &db.env()));
+        let b = s.spawn(|| Server::start(b_dir.path(), &db.env()));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let made = token(a_dir.path(), &db.env(), "alice", &["droplet:read"]);
+    a.api.assert_active(&made.secret).await;
+    b.api.assert_active(&made.secret).await;
+    let mut conn = connect(&db.admin.clone().database(&db.name)).await.unwrap();
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(applied, [1], "one schema, applied once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_a_sqlite_deployment_and_every_answer_stays_the_same() {
+    let Some(db) = PgDb::fresh().await else {
+        return;
+    };
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let key = [("KEYWARD_SERVER_KEY", SERVER_KEY)];
+    let active = token(sqlite_dir.path(), &key, "alice", &["droplet:read"]);
+    let revoked = token(sqlite_dir.path(), &key, "bob", &["droplet:read"]);
+    cli_env(
+        sqlite_dir.path(),
+        &key,
+        &["token", "revoke", &revoked.id],
+        None,
+    )
+    .ok();
+    let rolled = token(sqlite_dir.path(), &key, "carol", &["droplet:read"]);
+    let regenerated = cli_env(
+        sqlite_dir.path(),
+        &key,
+        &["token", "regenerate", &rolled.id],
+        None,
+    );
+    let new_secret = regenerated.ok().trim().to_owned();
+    let secrets = [
+        active.secret.as_str(),
+        revoked.secret.as_str(),
+        rolled.secret.as_str(),
+        new_secret.as_str(),
+        "kwp_00000000000000000000000000000000000000000000000000000",
+    ];
+
+    let before = {
+        let server = Server::start(sqlite_dir.path(), &key);
+        let mut answers = Vec::new();
+        for secret in secrets {
+            answers.push(verify(&server, secret).await);
+        }
+        server.stop();
+        answers
+    };
+    assert_eq!(before[0].1["active"], true);
+    assert_eq!(before[1].1["reason"], "revoked");
+    assert_eq!(before[3].1["active"], true);
+    let audit_before = cli_env(sqlite_dir.path(), &key, &["audit", "--json"], None).json();
+
+    let from = format!(
+        "sqlite://{}",
+        sqlite_dir.path().join("keyward.db").display()
+    );
+    let copied = cli_env(
+        sqlite_dir.path(),
+        &key,
+        &["store", "copy", "--from", &from, "--to", &db.url],
+        None,
+    );
+    assert!(
+        copied
+            .ok()
+            .starts_with("copied 3 users, 3 tokens, 4 secret hashes"),
+        "{copied:?}"
+    );
+    let again = cli_env(
+        sqlite_dir.path(),
+        &key,
+        &["store", "copy", "--from", &from, "--to", &db.url],
+        None,
+    );
+    assert!(again.failed_cleanly(1).contains("already holds data"));
+
+    let pg_dir = tempfile::tempdir().unwrap();
+    let server = Server::start(pg_dir.path(), &db.env());
+    for (secret, answer) in secrets.iter().zip(&before) {
+        assert_eq!(&verify(&server, secret).await, answer, "{secret}");
+    }
+    let audit_after = kw(pg_dir.path(), &db, &["audit", "--json"]).json();
+    assert_eq!(audit_after, audit_before);
+}
