@@ -19,6 +19,7 @@ use keyward_core::{
 use std::net::IpAddr;
 use time::OffsetDateTime;
 
+mod decode;
 mod epoch;
 pub mod postgres;
 pub mod sqlite;

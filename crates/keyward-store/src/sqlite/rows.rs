@@ -1,20 +1,11 @@
-//! Reading rows back into keyward's types, and turning sqlx errors into [`StoreError`]s.
-//!
-//! A value that does not decode or parse was not written by keyward, so it is
-//! [`StoreError::Corrupt`], never a panic.
+//! This engine's error codes as [`StoreError`]s. Rows become records through the decoders
+//! shared by every engine (`crate::decode`), re-exported here.
 
-use keyward_core::{
-    Actor, AuditEvent, AuditKind, KeyId, Scopes, TokenHash, TokenId, TokenName, TokenRecord, User,
-    UserId, UserName,
+use crate::StoreError;
+
+pub(super) use crate::decode::{
+    audit_event, hash, hash_record, opt_time, owner_of_lookup, snapshot_user, token, unix, user,
 };
-use sqlx::error::ErrorKind;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Decode, Row, Sqlite, Type};
-use std::fmt::Display;
-use std::net::IpAddr;
-use time::OffsetDateTime;
-
-use crate::{HashRecord, SnapshotUser, StoreError, StoreResult, StoredAuditEvent, StoredHash};
 
 /// SQLite's primary result codes: a lock is held, the file is damaged, the file is not a
 /// database.
@@ -62,149 +53,7 @@ pub(super) fn db_error(e: sqlx::Error) -> StoreError {
 }
 
 /// Maps a failed insert: a unique violation means `what` already exists, a foreign-key violation
-/// that a row it refers to (a token's owner) does not.
+/// that a row it refers to does not.
 pub(super) fn insert_error(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
-            StoreError::Conflict(what())
-        }
-        sqlx::Error::Database(db) if db.kind() == ErrorKind::ForeignKeyViolation => {
-            StoreError::NotFound
-        }
-        _ => db_error(e),
-    }
-}
-
-/// Unix seconds, as stored.
-pub(super) fn unix(at: OffsetDateTime) -> i64 {
-    at.unix_timestamp()
-}
-
-fn get<'r, T: Decode<'r, Sqlite> + Type<Sqlite>>(
-    row: &'r SqliteRow,
-    column: &str,
-) -> StoreResult<T> {
-    row.try_get(column)
-        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
-fn parse<T, E: Display>(
-    row: &SqliteRow,
-    column: &str,
-    f: impl FnOnce(&str) -> Result<T, E>,
-) -> StoreResult<T> {
-    let text: String = get(row, column)?;
-    f(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
-fn parse_opt<T, E: Display>(
-    row: &SqliteRow,
-    column: &str,
-    f: impl FnOnce(&str) -> Result<T, E>,
-) -> StoreResult<Option<T>> {
-    let text: Option<String> = get(row, column)?;
-    text.map(|t| f(&t).map_err(|e| StoreError::Corrupt(format!("{column}: {e}"))))
-        .transpose()
-}
-
-fn to_time(column: &str, secs: i64) -> StoreResult<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp(secs)
-        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
-fn time(row: &SqliteRow, column: &str) -> StoreResult<OffsetDateTime> {
-    to_time(column, get(row, column)?)
-}
-
-pub(super) fn opt_time(row: &SqliteRow, column: &str) -> StoreResult<Option<OffsetDateTime>> {
-    get::<Option<i64>>(row, column)?
-        .map(|secs| to_time(column, secs))
-        .transpose()
-}
-
-/// A `users` row.
-pub(super) fn user(row: &SqliteRow) -> StoreResult<User> {
-    Ok(User {
-        id: parse(row, "id", UserId::parse)?,
-        name: parse(row, "name", UserName::parse)?,
-        is_admin: get(row, "is_admin")?,
-        created_at: time(row, "created_at")?,
-        disabled_at: opt_time(row, "disabled_at")?,
-    })
-}
-
-/// A `tokens` row.
-pub(super) fn token(row: &SqliteRow) -> StoreResult<TokenRecord> {
-    Ok(TokenRecord {
-        id: parse(row, "id", TokenId::parse)?,
-        owner: parse(row, "owner", UserId::parse)?,
-        name: parse(row, "name", TokenName::parse)?,
-        scopes: parse(row, "scopes", Scopes::parse_space_separated)?,
-        hint: get(row, "hint")?,
-        created_at: time(row, "created_at")?,
-        expires_at: opt_time(row, "expires_at")?,
-        regenerated_at: opt_time(row, "regenerated_at")?,
-        last_used_at: opt_time(row, "last_used_at")?,
-        last_used_ip: parse_opt(row, "last_used_ip", str::parse::<IpAddr>)?,
-        revoked_at: opt_time(row, "revoked_at")?,
-        revoked_by: get(row, "revoked_by")?,
-        revoke_reason: get(row, "revoke_reason")?,
-    })
-}
-
-/// The owner columns of a lookup: name and whether disabled.
-pub(super) fn owner_of_lookup(row: &SqliteRow) -> StoreResult<(UserName, bool)> {
-    let name = parse(row, "owner_name", UserName::parse)?;
-    let disabled = opt_time(row, "owner_disabled_at")?.is_some();
-    Ok((name, disabled))
-}
-
-/// A stored 32-byte hash.
-pub(super) fn hash(row: &SqliteRow, column: &str) -> StoreResult<TokenHash> {
-    let bytes: Vec<u8> = get(row, column)?;
-    TokenHash::from_slice(&bytes)
-        .ok_or_else(|| StoreError::Corrupt(format!("{column}: not 32 bytes")))
-}
-
-/// An `audit_events` row.
-pub(super) fn audit_event(row: &SqliteRow) -> StoreResult<StoredAuditEvent> {
-    Ok(StoredAuditEvent {
-        seq: get(row, "seq")?,
-        event: AuditEvent {
-            at: time(row, "at")?,
-            kind: parse(row, "kind", |s| {
-                AuditKind::parse(s).ok_or("unknown audit kind")
-            })?,
-            actor: Actor {
-                user: parse_opt(row, "actor_user", UserId::parse)?,
-                token: parse_opt(row, "actor_token", TokenId::parse)?,
-                label: get(row, "actor_label")?,
-            },
-            subject_user: parse_opt(row, "subject_user", UserId::parse)?,
-            token_id: parse_opt(row, "token_id", TokenId::parse)?,
-            ip: parse_opt(row, "ip", str::parse::<IpAddr>)?,
-            detail: get(row, "detail")?,
-        },
-    })
-}
-
-/// A `users` row with its password hash.
-pub(super) fn snapshot_user(row: &SqliteRow) -> StoreResult<SnapshotUser> {
-    Ok(SnapshotUser {
-        user: user(row)?,
-        password_hash: get(row, "password_hash")?,
-    })
-}
-
-/// A `token_hashes` row.
-pub(super) fn hash_record(row: &SqliteRow) -> StoreResult<HashRecord> {
-    Ok(HashRecord {
-        token_id: parse(row, "token_id", TokenId::parse)?,
-        hash: StoredHash {
-            hash: hash(row, "hash")?,
-            key_id: KeyId::from_stored(get(row, "key_id")?),
-        },
-        created_at: time(row, "created_at")?,
-        valid_until: opt_time(row, "valid_until")?,
-    })
+    crate::decode::insert_error(e, what, db_error)
 }

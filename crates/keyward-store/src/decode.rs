@@ -1,0 +1,224 @@
+//! Rows back into keyward's types, written once for every engine.
+//!
+//! Each engine's row type reaches these decoders through [`Columns`], implemented for any sqlx row
+//! whose database decodes the six column types keyward stores (text, integer, boolean, bytes and
+//! their nullable forms). A value that does not decode or parse was not written by keyward, so it
+//! is [`StoreError::Corrupt`], never a panic. Error mapping stays with each engine: its codes
+//! differ.
+
+use keyward_core::{
+    Actor, AuditEvent, AuditKind, KeyId, Scopes, TokenHash, TokenId, TokenName, TokenRecord, User,
+    UserId, UserName,
+};
+use sqlx::error::ErrorKind;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+use std::fmt::Display;
+use std::net::IpAddr;
+use time::OffsetDateTime;
+
+use crate::{HashRecord, SnapshotUser, StoreError, StoreResult, StoredAuditEvent, StoredHash};
+
+/// Named column reads, as the decoders need them.
+pub(crate) trait Columns {
+    /// A text column.
+    fn text(&self, column: &str) -> StoreResult<String>;
+    /// A nullable text column.
+    fn opt_text(&self, column: &str) -> StoreResult<Option<String>>;
+    /// An integer column.
+    fn int(&self, column: &str) -> StoreResult<i64>;
+    /// A nullable integer column.
+    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>>;
+    /// A boolean column (SQLite stores 0/1; sqlx decodes it).
+    fn flag(&self, column: &str) -> StoreResult<bool>;
+    /// A bytes column.
+    fn bytes(&self, column: &str) -> StoreResult<Vec<u8>>;
+}
+
+fn get<'r, R, T>(row: &'r R, column: &str) -> StoreResult<T>
+where
+    R: Row,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+    for<'c> &'c str: ColumnIndex<R>,
+{
+    row.try_get(column)
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+impl<R> Columns for R
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, column: &str) -> StoreResult<String> {
+        get(self, column)
+    }
+
+    fn opt_text(&self, column: &str) -> StoreResult<Option<String>> {
+        get(self, column)
+    }
+
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        get(self, column)
+    }
+
+    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
+        get(self, column)
+    }
+
+    fn flag(&self, column: &str) -> StoreResult<bool> {
+        get(self, column)
+    }
+
+    fn bytes(&self, column: &str) -> StoreResult<Vec<u8>> {
+        get(self, column)
+    }
+}
+
+/// Maps a failed insert: a unique violation means `what` already exists, a foreign-key violation
+/// that a row it refers to (a token's owner) does not; anything else as the engine maps it.
+pub(crate) fn insert_error(
+    e: sqlx::Error,
+    what: impl FnOnce() -> String,
+    otherwise: impl FnOnce(sqlx::Error) -> StoreError,
+) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
+            StoreError::Conflict(what())
+        }
+        sqlx::Error::Database(db) if db.kind() == ErrorKind::ForeignKeyViolation => {
+            StoreError::NotFound
+        }
+        _ => otherwise(e),
+    }
+}
+
+/// Unix seconds, as stored.
+pub(crate) fn unix(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp()
+}
+
+fn parse<T, E: Display>(
+    row: &impl Columns,
+    column: &str,
+    f: impl FnOnce(&str) -> Result<T, E>,
+) -> StoreResult<T> {
+    let text = row.text(column)?;
+    f(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn parse_opt<T, E: Display>(
+    row: &impl Columns,
+    column: &str,
+    f: impl FnOnce(&str) -> Result<T, E>,
+) -> StoreResult<Option<T>> {
+    row.opt_text(column)?
+        .map(|t| f(&t).map_err(|e| StoreError::Corrupt(format!("{column}: {e}"))))
+        .transpose()
+}
+
+fn to_time(column: &str, secs: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+/// A non-null time column.
+pub(crate) fn time(row: &impl Columns, column: &str) -> StoreResult<OffsetDateTime> {
+    to_time(column, row.int(column)?)
+}
+
+/// A nullable time column.
+pub(crate) fn opt_time(row: &impl Columns, column: &str) -> StoreResult<Option<OffsetDateTime>> {
+    row.opt_int(column)?
+        .map(|secs| to_time(column, secs))
+        .transpose()
+}
+
+/// A `users` row.
+pub(crate) fn user(row: &impl Columns) -> StoreResult<User> {
+    Ok(User {
+        id: parse(row, "id", UserId::parse)?,
+        name: parse(row, "name", UserName::parse)?,
+        is_admin: row.flag("is_admin")?,
+        created_at: time(row, "created_at")?,
+        disabled_at: opt_time(row, "disabled_at")?,
+    })
+}
+
+/// A `tokens` row.
+pub(crate) fn token(row: &impl Columns) -> StoreResult<TokenRecord> {
+    Ok(TokenRecord {
+        id: parse(row, "id", TokenId::parse)?,
+        owner: parse(row, "owner", UserId::parse)?,
+        name: parse(row, "name", TokenName::parse)?,
+        scopes: parse(row, "scopes", Scopes::parse_space_separated)?,
+        hint: row.text("hint")?,
+        created_at: time(row, "created_at")?,
+        expires_at: opt_time(row, "expires_at")?,
+        regenerated_at: opt_time(row, "regenerated_at")?,
+        last_used_at: opt_time(row, "last_used_at")?,
+        last_used_ip: parse_opt(row, "last_used_ip", str::parse::<IpAddr>)?,
+        revoked_at: opt_time(row, "revoked_at")?,
+        revoked_by: row.opt_text("revoked_by")?,
+        revoke_reason: row.opt_text("revoke_reason")?,
+    })
+}
+
+/// The owner columns of a lookup: name and whether disabled.
+pub(crate) fn owner_of_lookup(row: &impl Columns) -> StoreResult<(UserName, bool)> {
+    let name = parse(row, "owner_name", UserName::parse)?;
+    let disabled = opt_time(row, "owner_disabled_at")?.is_some();
+    Ok((name, disabled))
+}
+
+/// A stored 32-byte hash.
+pub(crate) fn hash(row: &impl Columns, column: &str) -> StoreResult<TokenHash> {
+    TokenHash::from_slice(&row.bytes(column)?)
+        .ok_or_else(|| StoreError::Corrupt(format!("{column}: not 32 bytes")))
+}
+
+/// An `audit_events` row.
+pub(crate) fn audit_event(row: &impl Columns) -> StoreResult<StoredAuditEvent> {
+    Ok(StoredAuditEvent {
+        seq: row.int("seq")?,
+        event: AuditEvent {
+            at: time(row, "at")?,
+            kind: parse(row, "kind", |s| {
+                AuditKind::parse(s).ok_or("unknown audit kind")
+            })?,
+            actor: Actor {
+                user: parse_opt(row, "actor_user", UserId::parse)?,
+                token: parse_opt(row, "actor_token", TokenId::parse)?,
+                label: row.text("actor_label")?,
+            },
+            subject_user: parse_opt(row, "subject_user", UserId::parse)?,
+            token_id: parse_opt(row, "token_id", TokenId::parse)?,
+            ip: parse_opt(row, "ip", str::parse::<IpAddr>)?,
+            detail: row.opt_text("detail")?,
+        },
+    })
+}
+
+/// A `users` row with its password hash.
+pub(crate) fn snapshot_user(row: &impl Columns) -> StoreResult<SnapshotUser> {
+    Ok(SnapshotUser {
+        user: user(row)?,
+        password_hash: row.opt_text("password_hash")?,
+    })
+}
+
+/// A `token_hashes` row.
+pub(crate) fn hash_record(row: &impl Columns) -> StoreResult<HashRecord> {
+    Ok(HashRecord {
+        token_id: parse(row, "token_id", TokenId::parse)?,
+        hash: StoredHash {
+            hash: hash(row, "hash")?,
+            key_id: KeyId::from_stored(row.text("key_id")?),
+        },
+        created_at: time(row, "created_at")?,
+        valid_until: opt_time(row, "valid_until")?,
+    })
+}
