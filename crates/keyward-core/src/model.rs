@@ -298,6 +298,21 @@ pub enum AuditKind {
     /// A user was added.
     #[serde(rename = "user.added")]
     UserAdded,
+    /// A user signed in to the web page.
+    #[serde(rename = "user.signed_in")]
+    UserSignedIn,
+    /// A web sign-in failed (wrong password, unknown name, disabled user, or throttled).
+    #[serde(rename = "user.sign_in_failed")]
+    UserSignInFailed,
+    /// A user signed out of the web page.
+    #[serde(rename = "user.signed_out")]
+    UserSignedOut,
+    /// A user was disabled: no sign-in, sessions ended, tokens refused (not revoked).
+    #[serde(rename = "user.disabled")]
+    UserDisabled,
+    /// A disabled user was enabled again; their unrevoked, unexpired tokens work again.
+    #[serde(rename = "user.enabled")]
+    UserEnabled,
 }
 
 impl AuditKind {
@@ -310,6 +325,11 @@ impl AuditKind {
             Self::TokenRevoked => "token.revoked",
             Self::TokenExpiredUse => "token.expired_use",
             Self::UserAdded => "user.added",
+            Self::UserSignedIn => "user.signed_in",
+            Self::UserSignInFailed => "user.sign_in_failed",
+            Self::UserSignedOut => "user.signed_out",
+            Self::UserDisabled => "user.disabled",
+            Self::UserEnabled => "user.enabled",
         }
     }
 
@@ -322,6 +342,11 @@ impl AuditKind {
             Self::TokenRevoked,
             Self::TokenExpiredUse,
             Self::UserAdded,
+            Self::UserSignedIn,
+            Self::UserSignInFailed,
+            Self::UserSignedOut,
+            Self::UserDisabled,
+            Self::UserEnabled,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -398,6 +423,11 @@ mod tests {
             AuditKind::TokenRevoked,
             AuditKind::UserAdded,
             AuditKind::TokenExpiredUse,
+            AuditKind::UserSignedIn,
+            AuditKind::UserSignInFailed,
+            AuditKind::UserSignedOut,
+            AuditKind::UserDisabled,
+            AuditKind::UserEnabled,
         ] {
             assert_eq!(AuditKind::parse(k.as_str()), Some(k));
             assert_eq!(

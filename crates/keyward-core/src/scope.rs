@@ -16,9 +16,13 @@ pub const MAX_PART_LEN: usize = 64;
 pub const MAX_SCOPES: usize = 64;
 
 /// keyward's own resources and actions, present in every catalog. Changing these changes what
-/// existing management tokens may do.
+/// existing management tokens may do. `tokens:introspect` lets a gateway call RFC 7662
+/// introspection on any token it is shown (`tokens:*` includes it).
 pub const RESERVED: &[(&str, &[&str])] = &[
-    ("tokens", &["read", "create", "update", "delete"]),
+    (
+        "tokens",
+        &["read", "create", "update", "delete", "introspect"],
+    ),
     ("audit", &["read"]),
 ];
 
@@ -451,6 +455,28 @@ mod tests {
         assert_eq!(
             big.check(&Scopes::parse(&many).unwrap()),
             Err(ScopeError::TooMany)
+        );
+    }
+
+    #[test]
+    fn introspection_is_a_reserved_scope_in_every_catalog() {
+        let empty = Catalog::new(BTreeMap::new()).unwrap();
+        for catalog in [Catalog::sample(), empty] {
+            assert!(catalog.check(&set(&["tokens:introspect"])).is_ok());
+            assert!(catalog.check(&set(&["*:introspect"])).is_ok());
+        }
+        assert!(s("tokens:*").covers(&s("tokens:introspect")));
+        assert!(!s("tokens:read").covers(&s("tokens:introspect")));
+        let reserved = Scope::reserved("tokens", "introspect");
+        assert_eq!(reserved, s("tokens:introspect"));
+        // A deployment cannot take the name away: its own `tokens` actions are merged.
+        let custom: BTreeMap<String, Vec<String>> =
+            [("tokens".to_owned(), vec!["list".to_owned()])].into();
+        let merged = Catalog::new(custom).unwrap();
+        assert!(
+            merged
+                .check(&set(&["tokens:introspect", "tokens:list"]))
+                .is_ok()
         );
     }
 

@@ -1,21 +1,36 @@
-//! In-process verification of a cached token, beside its physical floor measured in the same
-//! run: one HMAC-SHA256 of the token plus one `HashMap` lookup among as many entries.
+//! keyward's in-process micro-benchmarks, each printed beside a baseline measured in the same run
+//! (alternating rounds or interleaved operations), because these machines are shared and noisy:
+//! only a ratio measured side by side means anything.
 //!
-//! `cargo bench -p keyward-server --bench verify` prints criterion's figures, then an
-//! interleaved measurement of both (alternating rounds, medians) and their ratio, because these
-//! machines are shared and noisy: only a ratio measured side by side means anything.
+//! `cargo bench -p keyward-server --bench verify` prints:
+//! 1. cached verification vs. its physical floor, one HMAC-SHA256 of the token plus one std
+//!    `HashMap` lookup among as many entries, at 10^3 tokens and at a larger N (10^5 by default,
+//!    `KEYWARD_BENCH_LARGE=1000000` for 10^6: its set-up warms the cache through 10^6 cold
+//!    lookups, minutes on two cores); criterion's figures first, then the interleaved ratio;
+//! 2. cold verification (a cache miss) on SQLite and on PostgreSQL, beside the bare store lookup
+//!    it makes (HMAC plus `Store::lookup`), interleaved per operation; PostgreSQL is skipped with a
+//!    notice when `psql` cannot create a database at `KEYWARD_BENCH_PG`
+//!    (default `postgres://postgres@127.0.0.1:5432`);
+//! 3. token creation, beside the bare `Store::insert_token` of a prepared record.
+//!
+//! Stores are seeded in one transaction through `Store::restore` (`keyward_bench::synthetic`),
+//! never one service call per token.
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![expect(
     clippy::unwrap_used,
+    clippy::expect_used,
     reason = "benchmark set-up: a failure should stop the run loudly"
 )]
 
 use criterion::{BenchmarkId, Criterion};
 use hmac::{Hmac, KeyInit, Mac};
-use keyward_core::{Scopes, ServerKey, SystemClock, TokenHasher, TokenName};
+use keyward_core::{
+    Actor, AuditEvent, AuditKind, Scopes, ServerKey, SystemClock, TokenHasher, TokenName,
+    TokenSecret,
+};
 use keyward_server::service::{Acting, Keyward, Settings, Verdict};
-use keyward_store::SqliteStore;
+use keyward_store::{PgStore, Snapshot, SqliteStore, Store, StoredHash};
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,18 +38,29 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Tokens in the cache, and entries in the baseline's map.
-const TOKENS: usize = 1_000;
+/// The small cache size.
+const SMALL: usize = 1_000;
+/// The large cache size unless `KEYWARD_BENCH_LARGE` says otherwise.
+const LARGE: usize = 100_000;
+/// Cold verifications measured per engine.
+const COLD: usize = 3_000;
+/// Tokens created in the creation benchmark (each a durable commit).
+const CREATED: usize = 300;
+/// Tokens per user in seeded stores.
+const PER_USER: usize = 10;
 
-struct Setup {
-    keyward: Arc<Keyward>,
+// ------------------------------------------------------------------------------- cached path
+
+struct Cached {
+    keyward: Keyward,
+    /// Secrets in the order the rounds visit them (a fixed stride through creation order, so
+    /// consecutive lookups land far apart in memory, for both sides).
     secrets: Vec<String>,
     baseline_key: Hmac<Sha256>,
     baseline_map: HashMap<[u8; 32], u64>,
     _dir: tempfile::TempDir,
-    rt: tokio::runtime::Runtime,
 }
 
 /// Polls a future that is expected to be ready at once (the cached path never waits), falling
@@ -47,50 +73,36 @@ fn run_now<F: Future>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output {
     }
 }
 
-fn setup() -> Setup {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+fn seeded(hasher: &TokenHasher, tokens: usize) -> (Snapshot, Vec<String>) {
+    let (snapshot, secrets) = keyward_bench::synthetic(hasher, tokens, PER_USER).unwrap();
+    let secrets = secrets
+        .iter()
+        .map(|s| TokenSecret::expose(s).to_owned())
+        .collect();
+    (snapshot, secrets)
+}
+
+fn cached_setup(rt: &tokio::runtime::Runtime, tokens: usize) -> Cached {
+    let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    keyward_server::telemetry::prometheus();
     let key = ServerKey::generate().unwrap();
-    let (keyward, secrets) = rt.block_on(async {
-        let store = Arc::new(
-            SqliteStore::open(&dir.path().join("keyward.db"))
-                .await
-                .unwrap(),
-        );
-        let keyward = Keyward::new(
-            store,
-            Arc::new(SystemClock),
-            TokenHasher::new(&key),
-            Settings::default(),
-        )
-        .await
-        .unwrap();
-        let op = Acting::operator("bench");
-        let user = keyward
-            .add_user(
-                &op,
-                keyward_core::UserName::parse("bench").unwrap(),
-                false,
-                None,
-            )
+    let hasher = TokenHasher::new(&key);
+    let (snapshot, secrets) = seeded(&hasher, tokens);
+    let keyward = rt.block_on(async {
+        let store = SqliteStore::open(&dir.path().join("keyward.db"))
             .await
             .unwrap();
-        let scopes = Scopes::parse(&["droplet:read", "volume:*"]).unwrap();
-        let mut secrets = Vec::with_capacity(TOKENS);
-        for i in 0..TOKENS {
-            let name = TokenName::parse(&format!("bench {i}")).unwrap();
-            let issued = keyward
-                .create_token(&op, &user.id, name, scopes.clone(), None)
-                .await
-                .unwrap();
-            secrets.push(issued.secret.expose().to_owned());
-        }
-        (keyward, secrets)
+        store.restore(&snapshot).await.unwrap();
+        let settings = Settings {
+            // Room for every token, so the rounds measure hits only.
+            cache_capacity: (tokens as u64) * 2,
+            ..Settings::default()
+        };
+        Keyward::new(Arc::new(store), Arc::new(SystemClock), hasher, settings)
+            .await
+            .unwrap()
     });
+    drop(snapshot);
     // Warm the cache: every later verification is a hit.
     for s in &secrets {
         assert!(matches!(
@@ -98,19 +110,26 @@ fn setup() -> Setup {
             Ok(Verdict::Active(_))
         ));
     }
+    let stride = 7_919 % tokens.max(1);
+    let secrets: Vec<String> = (0..tokens)
+        .map(|i| secrets[(i * stride.max(1)) % tokens].clone())
+        .collect();
     let baseline_key = <Hmac<Sha256> as KeyInit>::new_from_slice(&[7u8; 32]).unwrap();
     let baseline_map = secrets
         .iter()
         .enumerate()
         .map(|(i, s)| (baseline_hash(&baseline_key, s), i as u64))
         .collect();
-    Setup {
-        keyward: Arc::new(keyward),
+    println!(
+        "set-up: {tokens} tokens seeded and cached in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Cached {
+        keyward,
         secrets,
         baseline_key,
         baseline_map,
         _dir: dir,
-        rt,
     }
 }
 
@@ -120,87 +139,288 @@ fn baseline_hash(key: &Hmac<Sha256>, token: &str) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn baseline_once(s: &Setup, token: &str) -> Option<u64> {
+fn baseline_once(s: &Cached, token: &str) -> Option<u64> {
     s.baseline_map
         .get(&baseline_hash(&s.baseline_key, token))
         .copied()
 }
 
-fn verify_once(s: &Setup, token: &str, wanted: &Scopes) -> bool {
+fn verify_once(rt: &tokio::runtime::Runtime, s: &Cached, token: &str, wanted: &Scopes) -> bool {
     matches!(
-        run_now(&s.rt, s.keyward.verify(token, wanted, None)),
+        run_now(rt, s.keyward.verify(token, wanted, None)),
         Ok(Verdict::Active(_))
     )
 }
 
-fn criterion_benches(c: &mut Criterion, s: &Setup) {
+fn criterion_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, s: &Cached) {
+    let n = s.secrets.len();
     let wanted = Scopes::parse(&["droplet:read"]).unwrap();
     let mut group = c.benchmark_group("cached_verify");
     let mut i = 0usize;
     group.bench_function(
-        BenchmarkId::new("baseline_hmac_sha256_plus_hashmap", TOKENS),
+        BenchmarkId::new("baseline_hmac_sha256_plus_hashmap", n),
         |b| {
             b.iter(|| {
-                i = (i + 1) % s.secrets.len();
+                i = (i + 1) % n;
                 black_box(baseline_once(s, black_box(&s.secrets[i])))
             })
         },
     );
-    group.bench_function(BenchmarkId::new("keyward_verify", TOKENS), |b| {
+    group.bench_function(BenchmarkId::new("keyward_verify", n), |b| {
         b.iter(|| {
-            i = (i + 1) % s.secrets.len();
-            black_box(verify_once(s, black_box(&s.secrets[i]), &wanted))
+            i = (i + 1) % n;
+            black_box(verify_once(rt, s, black_box(&s.secrets[i]), &wanted))
         })
     });
     group.finish();
 }
 
 /// Alternates rounds of the baseline and of keyward, so both see the same machine state, and
-/// reports the medians and their ratio.
-fn ratio_report(s: &Setup) {
+/// returns the medians (ns per operation).
+fn cached_ratio(rt: &tokio::runtime::Runtime, s: &Cached) -> (f64, f64) {
     const ROUNDS: usize = 21;
     const PER_ROUND: usize = 100_000;
+    let n = s.secrets.len();
     let wanted = Scopes::parse(&["droplet:read"]).unwrap();
     let (mut base, mut kw) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    let mut next = 0usize;
     for _ in 0..ROUNDS {
+        let from = next;
         let t = Instant::now();
         for i in 0..PER_ROUND {
-            black_box(baseline_once(s, black_box(&s.secrets[i % s.secrets.len()])));
+            black_box(baseline_once(s, black_box(&s.secrets[(from + i) % n])));
         }
         base.push(t.elapsed().as_nanos() as f64 / PER_ROUND as f64);
         let t = Instant::now();
         for i in 0..PER_ROUND {
-            assert!(verify_once(
-                s,
-                black_box(&s.secrets[i % s.secrets.len()]),
-                &wanted
-            ));
+            assert!(verify_once(rt, s, black_box(&s.secrets[(from + i) % n]), &wanted));
         }
         kw.push(t.elapsed().as_nanos() as f64 / PER_ROUND as f64);
+        next = (from + PER_ROUND) % n;
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (b, k) = (median(&mut base), median(&mut kw));
-    println!();
+    (median(&mut base), median(&mut kw))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn quantile(v: &mut [Duration], q: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v[i].as_secs_f64() * 1e6
+}
+
+// ------------------------------------------------------------------------------- cold path
+
+/// Measures `COLD` cache misses against the bare store lookup, interleaved one by one.
+async fn cold_run(store: Arc<dyn Store>, engine: &str) {
+    let key = ServerKey::generate().unwrap();
+    let hasher = TokenHasher::new(&key);
+    let (snapshot, secrets) = seeded(&hasher, COLD);
+    store.restore(&snapshot).await.unwrap();
+    let keyward = Keyward::new(
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+        TokenHasher::new(&key),
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    let (mut bare, mut cold) = (Vec::with_capacity(COLD), Vec::with_capacity(COLD));
+    for s in &secrets {
+        let t = Instant::now();
+        let found = store.lookup(&hasher.hash_str(s)).await.unwrap();
+        bare.push(t.elapsed());
+        assert!(found.is_some());
+        // Never verified before: a cache miss.
+        let t = Instant::now();
+        let verdict = keyward.verify(s, &Scopes::default(), None).await.unwrap();
+        cold.push(t.elapsed());
+        assert!(matches!(verdict, Verdict::Active(_)));
+    }
+    let (b50, k50) = (quantile(&mut bare, 0.5), quantile(&mut cold, 0.5));
     println!(
-        "same-run ratio ({ROUNDS} alternating rounds of {PER_ROUND}, medians, {TOKENS} tokens cached):"
+        "  {engine:<10} bare store lookup (HMAC + Store::lookup): p50 {b50:7.1} µs  p99 {:7.1} µs",
+        quantile(&mut bare, 0.99)
     );
-    println!("  baseline  HMAC-SHA256 + HashMap lookup : {b:8.1} ns/op");
-    println!("  keyward   cached verify (with scope)    : {k:8.1} ns/op");
     println!(
-        "  ratio     keyward / baseline            : {:8.2}x   (issue 2 target <= 2x, issue 6 target <= 1.5x)",
-        k / b
+        "  {engine:<10} keyward cold verify (cache miss)        : p50 {k50:7.1} µs  p99 {:7.1} µs   ratio p50 {:.2}x",
+        quantile(&mut cold, 0.99),
+        k50 / b50
     );
 }
 
+/// A fresh PostgreSQL database for the run, dropped by `Drop`; `None` if PostgreSQL is not
+/// reachable through `psql`.
+struct PgDatabase {
+    server: String,
+    name: String,
+}
+
+impl PgDatabase {
+    fn create() -> Option<Self> {
+        let server = std::env::var("KEYWARD_BENCH_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+        let name = format!("keyward_bench_{}", std::process::id());
+        let ok = std::process::Command::new("psql")
+            .arg(format!("{server}/postgres"))
+            .args(["-qc", &format!("CREATE DATABASE {name}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then_some(Self { server, name })
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .arg(format!("{}/postgres", self.server))
+            .args([
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+fn cold_report() {
+    println!();
+    println!("cold verification, {COLD} cache misses each, interleaved with the bare lookup:");
+    // Multi-threaded, so PostgreSQL's change-feed listener runs beside the measurements.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(&dir.path().join("cold.db")).await.unwrap();
+        cold_run(Arc::new(store), "SQLite").await;
+    });
+    match PgDatabase::create() {
+        Some(db) => rt.block_on(async {
+            let store = PgStore::connect(&db.url()).await.unwrap();
+            cold_run(Arc::new(store), "PostgreSQL").await;
+        }),
+        None => println!(
+            "  PostgreSQL skipped: psql could not create a database at KEYWARD_BENCH_PG \
+             (default postgres://postgres@127.0.0.1:5432)"
+        ),
+    }
+    println!("  targets: keyward cold verify p50 <= 20 µs on SQLite, <= 300 µs on PostgreSQL");
+}
+
+// ------------------------------------------------------------------------------- creation
+
+fn creation_report() {
+    println!();
+    println!("token creation on SQLite, {CREATED} each, interleaved (every one a durable commit):");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let key = ServerKey::generate().unwrap();
+        let hasher = TokenHasher::new(&key);
+        let (mut snapshot, _) = keyward_bench::synthetic(&hasher, CREATED, CREATED).unwrap();
+        let prepared = std::mem::take(&mut snapshot.tokens);
+        let hashes = std::mem::take(&mut snapshot.hashes);
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("create.db"))
+                .await
+                .unwrap(),
+        );
+        store.restore(&snapshot).await.unwrap();
+        let owner = snapshot.users[0].user.id.clone();
+        let keyward = Keyward::new(
+            Arc::clone(&store),
+            Arc::new(SystemClock),
+            hasher,
+            Settings::default(),
+        )
+        .await
+        .unwrap();
+        let op = Acting::operator("bench");
+        let scopes = Scopes::parse(&["droplet:read", "volume:*"]).unwrap();
+        let (mut bare, mut made) = (Vec::new(), Vec::new());
+        for (i, (token, hash)) in prepared.iter().zip(&hashes).enumerate() {
+            let audit = AuditEvent {
+                at: token.created_at,
+                kind: AuditKind::TokenCreated,
+                actor: Actor::cli("bench"),
+                subject_user: Some(owner.clone()),
+                token_id: Some(token.id.clone()),
+                ip: None,
+                detail: None,
+            };
+            let stored: &StoredHash = &hash.hash;
+            let t = Instant::now();
+            store.insert_token(token, stored, &audit).await.unwrap();
+            bare.push(t.elapsed());
+            let name = TokenName::parse(&format!("made {i}")).unwrap();
+            let t = Instant::now();
+            let issued = keyward
+                .create_token(&op, &owner, name, scopes.clone(), None)
+                .await
+                .unwrap();
+            made.push(t.elapsed());
+            black_box(issued.secret);
+        }
+        let (b50, k50) = (quantile(&mut bare, 0.5), quantile(&mut made, 0.5));
+        println!(
+            "  bare Store::insert_token of a prepared record : p50 {b50:8.1} µs  p99 {:8.1} µs",
+            quantile(&mut bare, 0.99)
+        );
+        println!(
+            "  keyward create_token (checks, secret, hash)   : p50 {k50:8.1} µs  p99 {:8.1} µs   ratio p50 {:.2}x",
+            quantile(&mut made, 0.99),
+            k50 / b50
+        );
+    });
+}
+
 fn main() {
-    let setup = setup();
+    keyward_server::telemetry::prometheus();
+    let large = std::env::var("KEYWARD_BENCH_LARGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LARGE);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     // Inside the runtime, so a cache miss (which would await the store) finds its reactor.
-    let _runtime = setup.rt.enter();
+    let _runtime = rt.enter();
     let mut c = Criterion::default().configure_from_args();
-    criterion_benches(&mut c, &setup);
+    let mut ratios = Vec::new();
+    for n in [SMALL, large] {
+        let setup = cached_setup(&rt, n);
+        criterion_benches(&mut c, &rt, &setup);
+        ratios.push((n, cached_ratio(&rt, &setup)));
+    }
     c.final_summary();
-    ratio_report(&setup);
+    println!();
+    println!("cached verify, same-run ratio (21 alternating rounds of 100000, medians):");
+    for (n, (b, k)) in &ratios {
+        println!(
+            "  {n:>8} tokens: baseline HMAC-SHA256 + HashMap {b:7.1} ns/op, keyward cached verify (1 scope) {k:7.1} ns/op, ratio {:.2}x   (target <= 1.5x)",
+            k / b
+        );
+    }
+    if let [(n0, (_, k0)), (n1, (_, k1))] = ratios.as_slice() {
+        println!(
+            "  keyward at {n1} / at {n0} tokens: {:.2}x   (target <= 1.5x)",
+            k1 / k0
+        );
+    }
+    cold_report();
+    creation_report();
 }

@@ -2,10 +2,12 @@
 //!
 //! - [`service`]: the use cases, shared with the command line; no HTTP in it;
 //! - [`http`]: the axum application, thin handlers over the service, one error mapping;
-//! - [`telemetry`]: the Prometheus recorder.
+//! - [`telemetry`]: the Prometheus recorder;
+//! - [`web`]: the web page (sign-in, tokens, admin), server-rendered.
 
 pub mod http;
 pub mod service;
 pub mod telemetry;
+pub mod web;
 
 pub use service::{Acting, Keyward, ServiceError, Settings, Verdict};

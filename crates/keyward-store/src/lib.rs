@@ -160,6 +160,22 @@ pub struct Revocation {
     pub reason: Option<String>,
 }
 
+/// A web sign-in session as stored. The store keeps a keyed hash of the session id, never the
+/// id itself, so a copy of the database cannot be used to take over a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// `HMAC-SHA256(server key, session id)`.
+    pub id_hash: TokenHash,
+    /// Who signed in.
+    pub user: UserId,
+    /// When they signed in.
+    pub created_at: OffsetDateTime,
+    /// When the session was last used (updated at most about once a minute).
+    pub last_seen_at: OffsetDateTime,
+    /// When it ends however active it is.
+    pub expires_at: OffsetDateTime,
+}
+
 /// One stored secret hash with everything the store keeps about it, for [`Snapshot`]s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashRecord {
@@ -293,6 +309,46 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_since(&self, cursor: i64) -> StoreResult<Changes>;
     /// The change log's current end, to start a cache from.
     async fn change_cursor(&self) -> StoreResult<i64>;
+
+    /// Stores a new web session and records the sign-in, in one transaction. Deletes sessions
+    /// last seen before `stale_before` or past their end, so the table needs no janitor.
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        stale_before: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
+    /// A session by the hash of its id (expired or not: the caller decides).
+    async fn session(&self, id_hash: &TokenHash) -> StoreResult<Option<SessionRecord>>;
+    /// Notes that a session was used at `at`.
+    async fn touch_session(&self, id_hash: &TokenHash, at: OffsetDateTime) -> StoreResult<()>;
+    /// Ends a session (and its form nonces); with an audit event, records why in the same
+    /// transaction. Ending a session that is gone is not an error.
+    async fn delete_session(
+        &self,
+        id_hash: &TokenHash,
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<()>;
+    /// Uses up a form's one-time `nonce` within a session: `true` the first time, `false` if it
+    /// was used before (a replayed form), so an action runs once however often it is re-sent.
+    async fn use_form_nonce(
+        &self,
+        session: &TokenHash,
+        nonce: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// Disables (`disabled = true`) or enables a user, returning the updated record. Disabling
+    /// ends all their sessions; either way every hash of their tokens goes to the change log,
+    /// so every cache drops them at once and verification answers `owner_disabled` (tokens are
+    /// not revoked: enabling the user makes them work again). Disabling a disabled user keeps
+    /// the first time. [`StoreError::NotFound`] for an unknown user.
+    async fn set_user_disabled(
+        &self,
+        id: &UserId,
+        disabled: bool,
+        at: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<User>;
 
     /// Reads everything a [`Snapshot`] carries, in one transaction (a consistent view while
     /// others write).

@@ -15,11 +15,19 @@
 //! max_lifetime = "366d"
 //! default_lifetime = "30d"
 //! allow_never = false
+//! secure_cookies = false   # true when served over HTTPS: the sign-in cookie is always Secure
 //! cache_capacity = 1000000
 //! log = "info"
 //!
 //! [catalog]
 //! droplet = ["read", "create", "update", "delete"]
+//!
+//! # Scopes a request proxied to /v1/auth needs when the proxy sends no X-Keyward-Scope:
+//! # longest path prefix wins; "*" matches any method.
+//! [[forward_auth.route]]
+//! method = "GET"
+//! path_prefix = "/droplets"
+//! scopes = ["droplet:read"]
 //! ```
 //!
 //! The server key is deliberately not a file setting: it comes from `KEYWARD_SERVER_KEY` or
@@ -27,6 +35,7 @@
 
 use keyward_core::{Catalog, LifetimePolicy, Prefix, ServerKey, parse_duration};
 use keyward_server::Settings;
+use keyward_server::service::{ForwardAuthRoute, ForwardAuthRoutes};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -63,6 +72,8 @@ pub mod env {
     pub const DEFAULT_LIFETIME: &str = "KEYWARD_DEFAULT_LIFETIME";
     /// Whether tokens may never expire (`true`/`false`).
     pub const ALLOW_NEVER: &str = "KEYWARD_ALLOW_NEVER";
+    /// Whether the web page's session cookie is always `Secure` (`true`/`false`).
+    pub const SECURE_COOKIES: &str = "KEYWARD_SECURE_COOKIES";
     /// How many tokens the verification cache keeps.
     pub const CACHE_CAPACITY: &str = "KEYWARD_CACHE_CAPACITY";
     /// The tracing filter, e.g. `info` or `keyward_server=debug`.
@@ -80,6 +91,7 @@ pub mod env {
         MAX_LIFETIME,
         DEFAULT_LIFETIME,
         ALLOW_NEVER,
+        SECURE_COOKIES,
         CACHE_CAPACITY,
         LOG,
         DATABASE_URL,
@@ -173,9 +185,57 @@ struct FileConfig {
     max_lifetime: Option<String>,
     default_lifetime: Option<String>,
     allow_never: Option<bool>,
+    secure_cookies: Option<bool>,
     cache_capacity: Option<u64>,
     log: Option<String>,
     catalog: Option<BTreeMap<String, Vec<String>>>,
+    forward_auth: Option<ForwardAuthFile>,
+}
+
+/// `[forward_auth]`: the route table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForwardAuthFile {
+    #[serde(default)]
+    route: Vec<RouteFile>,
+}
+
+/// One `[[forward_auth.route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    #[serde(default = "any_method")]
+    method: String,
+    path_prefix: String,
+    scopes: Vec<String>,
+}
+
+fn any_method() -> String {
+    "*".to_owned()
+}
+
+/// Parses the route table, checking every scope against the catalog (a misspelt scope would
+/// otherwise refuse every request on that route).
+fn forward_auth_routes(
+    file: Option<ForwardAuthFile>,
+    catalog: &Catalog,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<ForwardAuthRoutes, ConfigError> {
+    let routes = file.map(|f| f.route).unwrap_or_default();
+    let mut parsed = Vec::with_capacity(routes.len());
+    for (i, route) in routes.into_iter().enumerate() {
+        let here = || origin(&format!("forward_auth.route[{i}]"));
+        let scopes = keyward_core::Scopes::parse(&route.scopes)
+            .map_err(|e| ConfigError::new(format!("{}: {e}", here())))?;
+        catalog
+            .check(&scopes)
+            .map_err(|e| ConfigError::new(format!("{}: {e}", here())))?;
+        parsed.push(
+            ForwardAuthRoute::new(&route.method, &route.path_prefix, scopes)
+                .map_err(|e| ConfigError::new(format!("{}: {e}", here())))?,
+        );
+    }
+    Ok(ForwardAuthRoutes::new(parsed))
 }
 
 /// Only the version, read first so that a file of another version is refused for its version
@@ -203,12 +263,16 @@ pub struct Config {
     pub default_lifetime: Duration,
     /// Whether tokens may never expire.
     pub allow_never: bool,
+    /// Whether the web page's session cookie is always `Secure` (serve over HTTPS).
+    pub secure_cookies: bool,
     /// How many tokens the verification cache keeps.
     pub cache_capacity: u64,
     /// The tracing filter for the server's logs.
     pub log: String,
     /// The scopes tokens may carry.
     pub catalog: Catalog,
+    /// The forward-auth route table (`[[forward_auth.route]]`).
+    pub forward_auth: ForwardAuthRoutes,
     /// The server key from `KEYWARD_SERVER_KEY`; `None` means `DATA_DIR/server.key`.
     pub server_key: Option<ServerKey>,
 }
@@ -224,9 +288,11 @@ impl fmt::Debug for Config {
             .field("max_lifetime", &self.max_lifetime)
             .field("default_lifetime", &self.default_lifetime)
             .field("allow_never", &self.allow_never)
+            .field("secure_cookies", &self.secure_cookies)
             .field("cache_capacity", &self.cache_capacity)
             .field("log", &self.log)
             .field("catalog", &self.catalog)
+            .field("forward_auth", &self.forward_auth)
             // Whether a key was given, never the key (not even its id: it names the secret).
             .field(
                 "server_key",
@@ -343,6 +409,15 @@ impl Config {
             })?,
             None => file.allow_never.unwrap_or(false),
         };
+        let secure_cookies = match env.get(env::SECURE_COOKIES) {
+            Some(v) => parse_bool(v).ok_or_else(|| {
+                ConfigError::new(format!(
+                    "{}: {v:?} is not true or false",
+                    env::SECURE_COOKIES
+                ))
+            })?,
+            None => file.secure_cookies.unwrap_or(false),
+        };
         let cache_capacity = match env.get(env::CACHE_CAPACITY) {
             Some(v) => v.parse().map_err(|_| {
                 ConfigError::new(format!(
@@ -365,6 +440,8 @@ impl Config {
             None => Catalog::sample(),
         };
 
+        let forward_auth = forward_auth_routes(file.forward_auth, &catalog, &origin)?;
+
         let server_key = env
             .get(env::SERVER_KEY)
             .map(|hex| {
@@ -382,9 +459,11 @@ impl Config {
             max_lifetime,
             default_lifetime,
             allow_never,
+            secure_cookies,
             cache_capacity,
             log,
             catalog,
+            forward_auth,
             server_key,
         })
     }
@@ -400,6 +479,8 @@ impl Config {
                 default_lifetime: self.default_lifetime,
             },
             cache_capacity: self.cache_capacity,
+            secure_cookies: self.secure_cookies,
+            forward_auth: self.forward_auth.clone(),
         }
     }
 
@@ -761,6 +842,57 @@ repo = ["read", "write"]
         assert!(
             err(Config::load_from(&Env::default(), &flags_with(&text))).contains("not supported")
         );
+    }
+
+    #[test]
+    fn the_forward_auth_route_table_is_parsed_and_checked_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            dir.path(),
+            "version = 1\n\
+             [[forward_auth.route]]\nmethod = \"GET\"\npath_prefix = \"/droplets\"\nscopes = [\"droplet:read\"]\n\
+             [[forward_auth.route]]\npath_prefix = \"/droplets\"\nscopes = [\"droplet:update\"]\n",
+        );
+        let config = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
+        let routes = &config.settings().forward_auth;
+        assert_eq!(routes.routes().len(), 2);
+        let needed = |m, u| routes.required(m, u).map(ToString::to_string);
+        assert_eq!(
+            needed("GET", "/droplets/1").as_deref(),
+            Some("droplet:read")
+        );
+        assert_eq!(
+            needed("POST", "/droplets").as_deref(),
+            Some("droplet:update")
+        );
+        assert_eq!(needed("GET", "/volumes"), None);
+
+        for (bad, expected) in [
+            (
+                "scopes = [\"droplet:reed\"]\npath_prefix = \"/a\"",
+                "unknown action",
+            ),
+            (
+                "scopes = [\"droplet:read\"]\npath_prefix = \"a\"",
+                "must start with '/'",
+            ),
+            (
+                "scopes = [\"droplet:read\"]\npath_prefix = \"/a\"\nmethod = \"GET POST\"",
+                "not an HTTP method",
+            ),
+            ("scopes = []\npath_prefix = \"/a\"", "at least one scope"),
+            (
+                "scopes = [\"droplet:read\"]\npath = \"/a\"",
+                "unknown field `path`",
+            ),
+        ] {
+            let path = write_config(
+                dir.path(),
+                &format!("version = 1\n[[forward_auth.route]]\n{bad}\n"),
+            );
+            let message = err(Config::load_from(&Env::default(), &flags_with(&path)));
+            assert!(message.contains(expected), "{bad}: {message}");
+        }
     }
 
     #[test]

@@ -18,14 +18,22 @@
 //! # }
 //! ```
 //!
+//! Services that only need to check tokens use a [`Verifier`] (in process, over the local
+//! store) or a [`RemoteVerifier`] (asking a keyward server), directly or through the axum/tower
+//! layer [`require_scope`], which puts the token's [`Identity`] into request extensions.
+//!
 //! The layers are re-exported whole ([`keyward_core`], [`keyward_store`], [`keyward_server`]);
 //! the items most callers need are also re-exported at the top.
 
 pub mod config;
+pub mod layer;
 pub mod setup;
+pub mod verifier;
 
 pub use config::{Config, ConfigError, Database, Env, Flags};
+pub use layer::require_scope;
 pub use setup::{SetupError, load_server_key, prepare_data_dir};
+pub use verifier::{Identity, RemoteVerifier, TokenVerifier, Verifier, VerifyError};
 
 pub use keyward_core;
 pub use keyward_server;

@@ -1,5 +1,11 @@
 //! The one place errors become HTTP responses: `{"error": {"code": ..., "message": ...}}` with
 //! the right status. A 5xx says nothing internal; its cause is logged once, here.
+//!
+//! Every 401 and 403 of a Bearer-protected endpoint carries an RFC 6750 §3 challenge
+//! (`WWW-Authenticate: Bearer realm="keyward", error=..., error_description=..., scope=...`);
+//! a request that sent no credential gets the challenge without an error code. The OAuth
+//! endpoints (RFC 7662, RFC 7009) answer in RFC 6749 §5.2's shape instead
+//! (`{"error", "error_description"}`), see [`ApiError::for_oauth`].
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -9,12 +15,44 @@ use serde::Serialize;
 
 use crate::service::ServiceError;
 
+/// The realm every challenge names.
+pub const REALM: &str = "keyward";
+
 /// An error on its way to the client.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    challenge: Option<Challenge>,
+    oauth: bool,
+}
+
+/// How the client authenticated (or tried to), for the challenge an OAuth endpoint answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// `Authorization: Basic` with the token as the password (RFC 7617).
+    Basic,
+}
+
+/// The `WWW-Authenticate` challenge(s) of a 401 or 403.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    /// RFC 6750 §3: `Bearer realm="keyward"`, with an error code unless no credential was sent,
+    /// and the scope the resource needs when the token lacked it.
+    Bearer {
+        /// `invalid_request`, `invalid_token` or `insufficient_scope`; `None` when no
+        /// credential was sent (§3.1: then the challenge carries no error code).
+        error: Option<&'static str>,
+        /// Space-separated scopes the request needs.
+        scope: Option<String>,
+    },
+    /// RFC 7617 / RFC 6749 §5.2: the client authenticated with HTTP Basic.
+    Basic,
+    /// No credential was sent to an endpoint that takes Bearer or Basic: both challenges.
+    BearerOrBasic,
 }
 
 #[derive(Serialize)]
@@ -35,7 +73,62 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            challenge: None,
+            oauth: false,
         }
+    }
+
+    /// The same error with this challenge.
+    #[must_use]
+    pub fn with_challenge(mut self, challenge: Challenge) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    /// 400 `invalid_request` for a malformed credential (RFC 6750 §3.1), e.g. several
+    /// `Authorization` headers.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message).with_challenge(
+            Challenge::Bearer {
+                error: Some("invalid_request"),
+                scope: None,
+            },
+        )
+    }
+
+    /// The same error as an OAuth endpoint (RFC 7662 introspection, RFC 7009 revocation)
+    /// answers it: the RFC 6749 §5.2 body, and every failure of the caller's own authentication
+    /// a 401 (RFC 7662 §2.3) challenging for the scheme the caller used — `invalid_client` for
+    /// HTTP Basic or no credential (RFC 6749 §5.2), RFC 6750's codes for a Bearer token.
+    #[must_use]
+    pub fn for_oauth(mut self, scheme: Option<AuthScheme>) -> Self {
+        let caller_auth = matches!(
+            self.code,
+            "unauthenticated" | "invalid_token" | "insufficient_scope"
+        ) && matches!(self.status.as_u16(), 401 | 403);
+        if caller_auth {
+            self.status = StatusCode::UNAUTHORIZED;
+            match scheme {
+                Some(AuthScheme::Bearer) => {}
+                Some(AuthScheme::Basic) => {
+                    self.code = "invalid_client";
+                    self.challenge = Some(Challenge::Basic);
+                }
+                None => {
+                    self.code = "invalid_client";
+                    self.challenge = Some(Challenge::BearerOrBasic);
+                }
+            }
+        } else {
+            self.code = match (self.code, self.status.as_u16()) {
+                (code @ ("invalid_request" | "unauthorized_client"), _) => code,
+                (_, 503) => "temporarily_unavailable",
+                (_, 500..) => "server_error",
+                _ => "invalid_request",
+            };
+        }
+        self.oauth = true;
+        self
     }
 
     /// 404 for a route or record that does not exist (or is not the caller's).
@@ -47,26 +140,97 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The `WWW-Authenticate` values this error sends: its challenge, or for a 401 without one
+    /// the Bearer challenge its code implies.
+    fn challenges(&self) -> Vec<String> {
+        let challenge = match (&self.challenge, self.status) {
+            (Some(c), _) => c.clone(),
+            (None, StatusCode::UNAUTHORIZED) => Challenge::Bearer {
+                error: (self.code != "unauthenticated").then_some("invalid_token"),
+                scope: None,
+            },
+            (None, _) => return Vec::new(),
+        };
+        let basic = format!("Basic realm=\"{REALM}\"");
+        match challenge {
+            Challenge::Bearer { error, scope } => vec![self.bearer_challenge(error, scope)],
+            Challenge::Basic => vec![basic],
+            Challenge::BearerOrBasic => vec![self.bearer_challenge(None, None), basic],
+        }
+    }
+
+    fn bearer_challenge(&self, error: Option<&str>, scope: Option<String>) -> String {
+        let mut value = format!("Bearer realm=\"{REALM}\"");
+        if let Some(error) = error {
+            value.push_str(&format!(
+                ", error=\"{error}\", error_description=\"{}\"",
+                challenge_text(&self.message)
+            ));
+        }
+        if let Some(scope) = scope {
+            value.push_str(&format!(", scope=\"{}\"", challenge_text(&scope)));
+        }
+        value
+    }
+}
+
+/// Text made safe for a challenge's quoted value. RFC 6750 §3 allows only printable ASCII
+/// without `"` and `\` in `error_description` and `scope` (%x20-21 / %x23-5B / %x5D-7E), so a
+/// quote becomes `'`, a backslash `/`, and anything else outside that range `?`: a description
+/// can never end the quoted string early or smuggle a header line.
+pub fn challenge_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+/// RFC 6749 §5.2's error body.
+#[derive(Serialize)]
+struct OAuthErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: &self.message,
-            },
-        };
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            // RFC 6750 §3: a challenge on every 401 from a Bearer-protected endpoint.
-            let challenge = match self.code {
-                "unauthenticated" => HeaderValue::from_static(r#"Bearer realm="keyward""#),
-                _ => HeaderValue::from_static(r#"Bearer realm="keyward", error="invalid_token""#),
+        let mut response = if self.oauth {
+            let body = OAuthErrorBody {
+                error: self.code,
+                error_description: &self.message,
             };
+            let mut response = (self.status, Json(body)).into_response();
+            // RFC 6749 §5.2 (via RFC 7662 and RFC 7009): error answers are not cached.
+            let headers = response.headers_mut();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge);
+        } else {
+            let body = ErrorBody {
+                error: ErrorDetail {
+                    code: self.code,
+                    message: &self.message,
+                },
+            };
+            (self.status, Json(body)).into_response()
+        };
+        for challenge in self.challenges() {
+            // `challenge_text` keeps every value printable ASCII, so this cannot fail.
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .append(header::WWW_AUTHENTICATE, value);
+            }
         }
         response
     }
@@ -80,17 +244,43 @@ impl From<ServiceError> for ApiError {
                 S::UNAUTHORIZED,
                 "unauthenticated",
                 "authentication required: send Authorization: Bearer <token>",
-            ),
+            )
+            .with_challenge(Challenge::Bearer {
+                error: None,
+                scope: None,
+            }),
             ServiceError::Unauthenticated(Some(reason)) => Self::new(
                 S::UNAUTHORIZED,
                 "invalid_token",
                 format!("the token is not active: {}", reason.as_str()),
-            ),
-            e @ ServiceError::MissingScope { .. } => {
-                Self::new(S::FORBIDDEN, "insufficient_scope", e.to_string())
-            }
-            e @ ServiceError::ScopeCeiling { .. } => {
-                Self::new(S::FORBIDDEN, "scope_exceeds_caller", e.to_string())
+            )
+            .with_challenge(Challenge::Bearer {
+                error: Some("invalid_token"),
+                scope: None,
+            }),
+            ServiceError::MissingScope { needed } => Self::new(
+                S::FORBIDDEN,
+                "insufficient_scope",
+                format!("this token lacks the scope {needed}"),
+            )
+            .with_challenge(Challenge::Bearer {
+                error: Some("insufficient_scope"),
+                scope: Some(needed),
+            }),
+            ServiceError::ScopeCeiling { missing } => Self::new(
+                S::FORBIDDEN,
+                "scope_exceeds_caller",
+                format!(
+                    "a token cannot grant scopes it does not hold: {}",
+                    missing.join(", ")
+                ),
+            )
+            .with_challenge(Challenge::Bearer {
+                error: Some("insufficient_scope"),
+                scope: Some(missing.join(" ")),
+            }),
+            e @ ServiceError::NotPermitted(_) => {
+                Self::new(S::BAD_REQUEST, "unauthorized_client", e.to_string())
             }
             ServiceError::NotFound => Self::not_found(),
             e @ ServiceError::BadName(_) => {
@@ -166,5 +356,55 @@ impl From<QueryRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(_: PathRejection) -> Self {
         Self::not_found()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_text_cannot_break_out_of_its_quotes() {
+        assert_eq!(challenge_text(r#"say "hi" \ bye"#), "say 'hi' / bye");
+        assert_eq!(
+            challenge_text("a\r\nSet-Cookie: x\u{e9}"),
+            "a??Set-Cookie: x?"
+        );
+        let e = ApiError::from(ServiceError::MissingScope {
+            needed: "a\"b".to_owned(),
+        });
+        let challenges = e.challenges();
+        assert_eq!(
+            challenges,
+            [
+                r#"Bearer realm="keyward", error="insufficient_scope", error_description="this token lacks the scope a'b", scope="a'b""#
+            ]
+        );
+    }
+
+    #[test]
+    fn oauth_errors_take_rfc6749s_codes() {
+        let unauth = || ApiError::from(ServiceError::Unauthenticated(None));
+        assert_eq!(unauth().for_oauth(None).code(), "invalid_client");
+        assert_eq!(
+            unauth().for_oauth(Some(AuthScheme::Basic)).code(),
+            "invalid_client"
+        );
+        assert_eq!(
+            unauth().for_oauth(Some(AuthScheme::Bearer)).code(),
+            "unauthenticated"
+        );
+        let scope = ApiError::from(ServiceError::MissingScope {
+            needed: "tokens:introspect".to_owned(),
+        })
+        .for_oauth(Some(AuthScheme::Bearer));
+        assert_eq!(
+            (scope.status(), scope.code()),
+            (StatusCode::UNAUTHORIZED, "insufficient_scope")
+        );
+        let down = ApiError::from(ServiceError::Unavailable("x".to_owned())).for_oauth(None);
+        assert_eq!(down.code(), "temporarily_unavailable");
+        let bad = ApiError::from(ServiceError::NotFound).for_oauth(None);
+        assert_eq!(bad.code(), "invalid_request");
     }
 }

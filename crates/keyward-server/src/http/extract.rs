@@ -3,9 +3,9 @@
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use keyward_core::RawSecret;
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
@@ -64,14 +64,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
 }
 
 /// The `Authorization: Bearer` credential, if any. A header that is present but not a Bearer
-/// credential counts as a presented token that is malformed, not as no token.
+/// credential counts as a presented token that is malformed, not as no token; several
+/// `Authorization` headers are a malformed request (RFC 6750 §3.1 `invalid_request`).
 pub struct Bearer(pub Option<RawSecret>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        let Some(value) = single_authorization(parts)? else {
             return Ok(Self(None));
         };
         let text = value.to_str().unwrap_or("");
@@ -82,6 +83,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
         // An empty string is malformed to the verifier, which answers 401 invalid_token.
         Ok(Self(Some(RawSecret::new(token.to_owned()))))
     }
+}
+
+/// The one `Authorization` header, if any; more than one is refused.
+pub fn single_authorization(parts: &Parts) -> Result<Option<&HeaderValue>, ApiError> {
+    let mut all = parts.headers.get_all(AUTHORIZATION).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(ApiError::invalid_request(
+            "send exactly one Authorization header",
+        ));
+    }
+    Ok(first)
 }
 
 impl Bearer {

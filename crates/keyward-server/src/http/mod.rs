@@ -6,6 +6,9 @@
 
 pub mod error;
 pub mod extract;
+mod forward_auth;
+mod oauth;
+pub mod openapi;
 mod ops;
 mod tokens;
 mod verify;
@@ -55,6 +58,8 @@ pub fn app(keyward: Arc<Keyward>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(crate::web::router())
+        .merge(openapi::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -10,11 +10,18 @@ use super::error::ApiError;
 use crate::service::Keyward;
 
 /// `GET /healthz`: the process serves requests.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "The process serves requests", body = super::openapi::Status)))]
 pub async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
 /// `GET /readyz`: the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses(
+        (status = 200, description = "The store answers", body = super::openapi::Status),
+        (status = 503, description = "The store is unreachable", body = super::openapi::ErrorResponse),
+    ))]
 pub async fn readyz(State(kw): State<Arc<Keyward>>) -> Result<Response, ApiError> {
     match kw.store().ping().await {
         Ok(()) => Ok(axum::Json(json!({"status": "ready"})).into_response()),
@@ -30,6 +37,8 @@ pub async fn readyz(State(kw): State<Arc<Keyward>>) -> Result<Response, ApiError
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics() -> Response {
     let body = crate::telemetry::prometheus()
         .map(|h| h.render())

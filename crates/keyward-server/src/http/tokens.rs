@@ -68,6 +68,25 @@ fn token_response(kw: &Keyward, record: keyward_core::TokenRecord) -> Response {
 }
 
 /// `POST /v1/tokens`
+#[utoipa::path(
+    post, path = "/v1/tokens", tag = "tokens",
+    request_body = super::wire::CreateTokenRequest,
+    security(("bearer" = ["tokens:create"])),
+    responses(
+        (status = 201, description = "Created; the secret is in this response only", body = super::openapi::IssuedTokenResponse,
+         headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "Invalid name, scope or expiry, or a malformed body", body = super::openapi::ErrorResponse),
+        (status = 403, description = "The token lacks `tokens:create`, or asks for scopes it does not hold itself (`scope_exceeds_caller`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 404, description = "No such resource", body = super::openapi::ErrorResponse),
+        (status = 409, description = "The owner is disabled", body = super::openapi::ErrorResponse),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
+        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+    )
+)]
 pub async fn create_token(
     State(kw): Kw,
     bearer: Bearer,
@@ -87,6 +106,23 @@ pub async fn create_token(
 }
 
 /// `GET /v1/tokens`
+#[utoipa::path(
+    get, path = "/v1/tokens", tag = "tokens",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 50)"),
+        ("after" = Option<String>, Query, description = "The `next` value of the previous page"),
+    ),
+    security(("bearer" = ["tokens:read"])),
+    responses(
+        (status = 200, description = "A page of the caller's tokens, newest first", body = super::openapi::TokenListResponse),
+        (status = 400, description = "A bad query", body = super::openapi::ErrorResponse),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 403, description = "The token lacks `tokens:read` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+    )
+)]
 pub async fn list_tokens(
     State(kw): Kw,
     bearer: Bearer,
@@ -123,6 +159,20 @@ pub async fn list_tokens(
 }
 
 /// `GET /v1/tokens/{id}`
+#[utoipa::path(
+    get, path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "The token's id, `tok_…`")),
+    security(("bearer" = ["tokens:read"])),
+    responses(
+        (status = 200, description = "The token", body = super::openapi::TokenResponse),
+        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 403, description = "The token lacks `tokens:read` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+    )
+)]
 pub async fn get_token(
     State(kw): Kw,
     bearer: Bearer,
@@ -135,6 +185,24 @@ pub async fn get_token(
 }
 
 /// `PATCH /v1/tokens/{id}`
+#[utoipa::path(
+    patch, path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "The token's id, `tok_…`")),
+    request_body = super::wire::UpdateTokenRequest,
+    security(("bearer" = ["tokens:update"])),
+    responses(
+        (status = 200, description = "Renamed", body = super::openapi::TokenResponse),
+        (status = 400, description = "An invalid name or a malformed body", body = super::openapi::ErrorResponse),
+        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
+        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 403, description = "The token lacks `tokens:update` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+    )
+)]
 pub async fn update_token(
     State(kw): Kw,
     bearer: Bearer,
@@ -164,6 +232,26 @@ fn regenerate_options(req: Option<RegenerateTokenRequest>) -> Result<RegenerateO
 }
 
 /// `POST /v1/tokens/{id}/regenerate`
+#[utoipa::path(
+    post, path = "/v1/tokens/{id}/regenerate", tag = "tokens",
+    params(("id" = String, Path, description = "The token's id, `tok_…`")),
+    request_body(content = Option<super::wire::RegenerateTokenRequest>, description = "Optional"),
+    security(("bearer" = ["tokens:update"])),
+    responses(
+        (status = 200, description = "A new secret, in this response only", body = super::openapi::IssuedTokenResponse,
+         headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = super::openapi::ErrorResponse),
+        (status = 403, description = "The token lacks `tokens:update`, or the token to regenerate has scopes the caller lacks", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
+        (status = 409, description = "The token is revoked or expired", body = super::openapi::ErrorResponse),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
+        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+    )
+)]
 pub async fn regenerate_token(
     State(kw): Kw,
     bearer: Bearer,
@@ -180,6 +268,24 @@ pub async fn regenerate_token(
 }
 
 /// `DELETE /v1/tokens/{id}`: revokes; the record stays.
+#[utoipa::path(
+    delete, path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "The token's id, `tok_…`")),
+    request_body(content = Option<super::wire::RevokeTokenRequest>, description = "Optional"),
+    security(("bearer" = ["tokens:delete"])),
+    responses(
+        (status = 200, description = "Revoked (revoking twice changes nothing)", body = super::openapi::TokenResponse),
+        (status = 400, description = "An invalid reason or a malformed body", body = super::openapi::ErrorResponse),
+        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
+        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 403, description = "The token lacks `tokens:delete` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+    )
+)]
 pub async fn revoke_token(
     State(kw): Kw,
     bearer: Bearer,
@@ -197,6 +303,17 @@ pub async fn revoke_token(
 }
 
 /// `GET /v1/tokens/self`: the presented token's own record; needs no scope.
+#[utoipa::path(
+    get, path = "/v1/tokens/self", tag = "tokens",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The presented token", body = super::openapi::TokenResponse),
+        (status = 404, description = "No such resource", body = super::openapi::ErrorResponse),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+    )
+)]
 pub async fn get_self(State(kw): Kw, bearer: Bearer, ip: ClientIp) -> Result<Response, ApiError> {
     let acting = acting(&kw, &bearer, ip, None).await?;
     let id = acting.token().cloned().ok_or(ServiceError::NotFound)?;
@@ -206,6 +323,23 @@ pub async fn get_self(State(kw): Kw, bearer: Bearer, ip: ClientIp) -> Result<Res
 
 /// `POST /v1/tokens/self/regenerate`: a token rotates itself (for automation). Needs no scope:
 /// the new secret has exactly the old one's rights, and the old one stops working.
+#[utoipa::path(
+    post, path = "/v1/tokens/self/regenerate", tag = "tokens",
+    request_body(content = Option<super::wire::RegenerateTokenRequest>, description = "Optional"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A new secret, in this response only", body = super::openapi::IssuedTokenResponse,
+         headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = super::openapi::ErrorResponse),
+        (status = 404, description = "No such resource", body = super::openapi::ErrorResponse),
+        (status = 409, description = "The token is revoked or expired", body = super::openapi::ErrorResponse),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
+        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+    )
+)]
 pub async fn regenerate_self(
     State(kw): Kw,
     bearer: Bearer,
@@ -221,6 +355,23 @@ pub async fn regenerate_self(
 }
 
 /// `GET /v1/audit`: the caller's own events.
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "tokens",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 50)"),
+        ("before" = Option<i64>, Query, description = "The `next` value of the previous page"),
+    ),
+    security(("bearer" = ["audit:read"])),
+    responses(
+        (status = 200, description = "A page of the caller's audit events, newest first", body = super::openapi::AuditListResponse),
+        (status = 400, description = "A bad query", body = super::openapi::ErrorResponse),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 403, description = "The token lacks `audit:read` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+    )
+)]
 pub async fn list_audit(
     State(kw): Kw,
     bearer: Bearer,

@@ -13,6 +13,17 @@ use crate::service::{Keyward, ServiceError, Verdict};
 /// Answers whether a token is active and grants the scopes asked for. 200 for every answer,
 /// active or not; 4xx only for a body that is not a verification request; 503 when the store
 /// cannot vouch for the answer.
+#[utoipa::path(
+    post, path = "/v1/verify", tag = "verify",
+    request_body = super::wire::VerifyRequest,
+    responses(
+        (status = 200, description = "The answer, active or not", body = super::openapi::VerifyAnswer),
+        (status = 400, description = "Not a verification request (malformed JSON, unknown field, a scope that is not a scope)", body = super::openapi::ErrorResponse),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
+        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
+        (status = 503, description = "The token store cannot vouch for the answer", body = super::openapi::ErrorResponse),
+    )
+)]
 pub async fn verify_token(
     State(kw): State<Arc<Keyward>>,
     ApiJson(req): ApiJson<VerifyRequest>,

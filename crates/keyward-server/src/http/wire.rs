@@ -5,9 +5,10 @@ use keyward_store::StoredAuditEvent;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 /// `POST /v1/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// The token's label.
@@ -19,7 +20,7 @@ pub struct CreateTokenRequest {
 }
 
 /// `PATCH /v1/tokens/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTokenRequest {
     /// The new label.
@@ -27,7 +28,7 @@ pub struct UpdateTokenRequest {
 }
 
 /// `POST /v1/tokens/{id}/regenerate` (body optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegenerateTokenRequest {
     /// How long the old secret keeps working, e.g. `10m`.
@@ -37,7 +38,7 @@ pub struct RegenerateTokenRequest {
 }
 
 /// `DELETE /v1/tokens/{id}` (body optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeTokenRequest {
     /// Why, for the audit trail.
@@ -45,15 +46,17 @@ pub struct RevokeTokenRequest {
 }
 
 /// `POST /v1/verify`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The presented token.
+    #[schema(value_type = String)]
     pub token: RawSecret,
     /// Scopes the request needs.
     #[serde(default)]
     pub scopes: Vec<String>,
     /// The end client's address, recorded as last-used IP.
+    #[schema(value_type = Option<String>)]
     pub ip: Option<IpAddr>,
 }
 
@@ -192,4 +195,47 @@ impl AuditListResponse {
             next,
         }
     }
+}
+
+/// `POST /oauth/introspect` and `POST /oauth/revoke` (form-encoded). Unknown parameters are
+/// ignored, as RFC 6749 §3.1 requires.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OAuthTokenRequest {
+    /// The token asked about (or to revoke).
+    #[schema(value_type = String)]
+    pub token: RawSecret,
+    /// `access_token` or `refresh_token`; a hint only, ignored (keyward has one kind of token).
+    pub token_type_hint: Option<String>,
+}
+
+/// RFC 7662 §2.2: the answer for an active token. `client_id` is left out: a personal access
+/// token is issued to a person (`username`, `sub`), not to an OAuth client.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntrospectionResponse<'a> {
+    /// Always true.
+    pub active: bool,
+    /// The token's scopes, space-separated.
+    pub scope: String,
+    /// The owner's user name.
+    pub username: &'a str,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Expiry, seconds since the epoch; absent for a token that never expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// When this secret was issued, seconds since the epoch.
+    pub iat: i64,
+    /// The owner's user id.
+    #[schema(value_type = String)]
+    pub sub: &'a UserId,
+    /// The token's id.
+    #[schema(value_type = String)]
+    pub jti: &'a TokenId,
+}
+
+/// RFC 7662 §2.2: the whole answer for any token that is not active, whatever the reason.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InactiveIntrospectionResponse {
+    /// Always false.
+    pub active: bool,
 }

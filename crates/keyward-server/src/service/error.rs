@@ -21,6 +21,10 @@ pub enum ServiceError {
         /// The scopes the caller lacks.
         missing: Vec<String>,
     },
+    /// The caller may not do this to a record it was shown by secret (RFC 7009: another
+    /// owner's token, or one of its own without `tokens:delete`).
+    #[error("{0}")]
+    NotPermitted(&'static str),
     /// No such record, or not the caller's (never told apart).
     #[error("not found")]
     NotFound,

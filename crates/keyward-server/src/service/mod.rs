@@ -6,12 +6,16 @@
 
 mod cache;
 mod error;
+pub mod gateway;
 pub mod password;
+pub mod session;
 mod table;
 mod usage;
 
 pub use cache::{CachedToken, VerifyCache};
 pub use error::{ServiceError, ServiceResult};
+pub use gateway::{ForwardAuthRoute, ForwardAuthRoutes, SecretRevocation};
+pub use session::{SessionSecret, SignIn, WebSession};
 
 use keyward_core::{
     Actor, AuditEvent, AuditKind, Catalog, Clock, ExpiryRequest, InactiveReason, LifetimePolicy,
@@ -46,6 +50,12 @@ pub struct Settings {
     pub policy: LifetimePolicy,
     /// How many secrets the verification cache keeps.
     pub cache_capacity: u64,
+    /// Whether the web page's session cookie is always marked `Secure` (set it when keyward is
+    /// served over HTTPS; without it, the cookie is `Secure` only on requests that arrive with
+    /// `X-Forwarded-Proto: https`).
+    pub secure_cookies: bool,
+    /// Which scopes a request proxied to `/v1/auth` needs, by method and path.
+    pub forward_auth: ForwardAuthRoutes,
 }
 
 impl Default for Settings {
@@ -55,6 +65,8 @@ impl Default for Settings {
             catalog: Catalog::sample(),
             policy: LifetimePolicy::default(),
             cache_capacity: 1_000_000,
+            secure_cookies: false,
+            forward_auth: ForwardAuthRoutes::default(),
         }
     }
 }
@@ -190,6 +202,7 @@ pub struct Keyward {
     usage: UsageBatch,
     expired_noted: moka::sync::Cache<TokenId, ()>,
     metrics: VerifyMetrics,
+    throttle: session::SignInThrottle,
 }
 
 impl Keyward {
@@ -214,6 +227,7 @@ impl Keyward {
                 .time_to_live(StdDuration::from_secs(3600))
                 .build(),
             metrics: VerifyMetrics::new(),
+            throttle: session::SignInThrottle::default(),
         })
     }
 

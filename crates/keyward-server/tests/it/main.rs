@@ -9,14 +9,22 @@ mod at_rest;
 #[cfg(test)]
 mod bad_input;
 #[cfg(test)]
+mod forward_auth;
+#[cfg(test)]
 mod helpers;
 #[cfg(test)]
 mod isolation;
 #[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
+mod oauth;
+#[cfg(test)]
+mod openapi;
+#[cfg(test)]
 mod ops;
 #[cfg(test)]
 mod usage;
 #[cfg(test)]
 mod verify_props;
+#[cfg(test)]
+mod web;

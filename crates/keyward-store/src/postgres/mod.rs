@@ -26,12 +26,13 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::{
-    AuditFilter, Changes, HashRecord, Lookup, NewUser, Page, Regeneration, Revocation, Snapshot,
-    Store, StoreError, StoreResult, StoredAuditEvent, StoredHash, Usage,
+    AuditFilter, Changes, HashRecord, Lookup, NewUser, Page, Regeneration, Revocation,
+    SessionRecord, Snapshot, Store, StoreError, StoreResult, StoredAuditEvent, StoredHash, Usage,
 };
 
 pub mod feed;
 mod rows;
+mod sessions;
 
 pub use feed::{HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, PROPAGATION_BOUND};
 
@@ -40,11 +41,18 @@ use rows::{db_error, insert_error, unix};
 
 /// The schema, embedded at compile time. Append a file and a line to change it; never edit an
 /// applied migration (its checksum is recorded, and a mismatch stops `connect`).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "sessions",
+        include_str!("../../migrations/postgres/0002_sessions.sql"),
+    ),
+];
 
 /// The advisory lock key that serialises migrations ("keyward" in ASCII). Advisory locks are
 /// per database, so deployments sharing a server do not wait for each other.
@@ -783,6 +791,50 @@ impl Store for PgStore {
     async fn change_cursor(&self) -> StoreResult<i64> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         Ok(change_log_end(&mut conn).await?.1)
+    }
+
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        stale_before: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        sessions::create(self, session, stale_before, audit).await
+    }
+
+    async fn session(&self, id_hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        sessions::get(self, id_hash).await
+    }
+
+    async fn touch_session(&self, id_hash: &TokenHash, at: OffsetDateTime) -> StoreResult<()> {
+        sessions::touch(self, id_hash, at).await
+    }
+
+    async fn delete_session(
+        &self,
+        id_hash: &TokenHash,
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<()> {
+        sessions::delete(self, id_hash, audit).await
+    }
+
+    async fn use_form_nonce(
+        &self,
+        session: &TokenHash,
+        nonce: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        sessions::use_nonce(self, session, nonce, at).await
+    }
+
+    async fn set_user_disabled(
+        &self,
+        id: &UserId,
+        disabled: bool,
+        at: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<User> {
+        sessions::set_disabled(self, id, disabled, at, audit).await
     }
 
     async fn dump(&self) -> StoreResult<Snapshot> {

@@ -24,21 +24,29 @@ use time::OffsetDateTime;
 
 use crate::epoch::Epoch;
 use crate::{
-    AuditFilter, Changes, HashRecord, Lookup, NewUser, Page, Regeneration, Revocation, Snapshot,
-    Store, StoreError, StoreResult, StoredAuditEvent, StoredHash, Usage,
+    AuditFilter, Changes, HashRecord, Lookup, NewUser, Page, Regeneration, Revocation,
+    SessionRecord, Snapshot, Store, StoreError, StoreResult, StoredAuditEvent, StoredHash, Usage,
 };
 
 mod rows;
+mod sessions;
 
 use rows::{db_error, insert_error, unix};
 
 /// The schema, embedded at compile time. Append a file and a line to change it; never edit an
 /// applied migration (its checksum is recorded, and a mismatch stops `open`).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "sessions",
+        include_str!("../../migrations/sqlite/0002_sessions.sql"),
+    ),
+];
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -671,6 +679,50 @@ impl Store for SqliteStore {
     async fn change_cursor(&self) -> StoreResult<i64> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         Ok(change_log_end(&mut conn).await?.1)
+    }
+
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        stale_before: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        sessions::create(self, session, stale_before, audit).await
+    }
+
+    async fn session(&self, id_hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        sessions::get(self, id_hash).await
+    }
+
+    async fn touch_session(&self, id_hash: &TokenHash, at: OffsetDateTime) -> StoreResult<()> {
+        sessions::touch(self, id_hash, at).await
+    }
+
+    async fn delete_session(
+        &self,
+        id_hash: &TokenHash,
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<()> {
+        sessions::delete(self, id_hash, audit).await
+    }
+
+    async fn use_form_nonce(
+        &self,
+        session: &TokenHash,
+        nonce: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        sessions::use_nonce(self, session, nonce, at).await
+    }
+
+    async fn set_user_disabled(
+        &self,
+        id: &UserId,
+        disabled: bool,
+        at: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<User> {
+        sessions::set_disabled(self, id, disabled, at, audit).await
     }
 
     async fn dump(&self) -> StoreResult<Snapshot> {

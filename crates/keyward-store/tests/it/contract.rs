@@ -5,7 +5,7 @@
 
 use keyward_core::{AuditKind, TokenHash, TokenName, TokenRecord};
 use keyward_store::{
-    AuditFilter, NewUser, Page, Regeneration, Revocation, Store, StoreError, Usage,
+    AuditFilter, NewUser, Page, Regeneration, Revocation, SessionRecord, Store, StoreError, Usage,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,6 +40,9 @@ macro_rules! contract_suite {
             concurrent_writers_on_two_handles_all_succeed,
             dump_and_restore_carry_everything,
             restore_refuses_a_store_that_is_not_empty,
+            sessions_are_created_found_touched_and_ended,
+            a_form_nonce_is_used_once_per_live_session,
+            disabling_a_user_ends_sessions_and_announces_their_tokens,
         );
     };
     (@each $fresh:expr; $($check:ident),* $(,)?) => {
@@ -1271,4 +1274,211 @@ pub async fn restore_refuses_a_store_that_is_not_empty(db: &dyn Database) {
     let err = target.restore(&snapshot).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidState(_)), "{err:?}");
     assert!(target.list_users().await.unwrap().is_empty());
+}
+
+fn session_for(user: &keyward_core::UserId, at: time::OffsetDateTime) -> SessionRecord {
+    let (_, hash) = secret_and_hash();
+    SessionRecord {
+        id_hash: hash.hash,
+        user: user.clone(),
+        created_at: at,
+        last_seen_at: at,
+        expires_at: at + Duration::days(7),
+    }
+}
+
+pub async fn sessions_are_created_found_touched_and_ended(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let session = session_for(&alice.id, T0);
+    let signed_in = audit(AuditKind::UserSignedIn, T0, Some(&alice.id), None);
+    let before = audit_count(store).await;
+    store
+        .create_session(&session, T0 - Duration::hours(12), &signed_in)
+        .await
+        .unwrap();
+    assert_eq!(
+        audit_count(store).await,
+        before + 1,
+        "the sign-in is recorded"
+    );
+    assert_eq!(
+        store.session(&session.id_hash).await.unwrap(),
+        Some(session.clone())
+    );
+
+    store
+        .touch_session(&session.id_hash, T0 + Duration::minutes(5))
+        .await
+        .unwrap();
+    // Touching never moves a session back in time.
+    store.touch_session(&session.id_hash, T0).await.unwrap();
+    let touched = store.session(&session.id_hash).await.unwrap().unwrap();
+    assert_eq!(touched.last_seen_at, T0 + Duration::minutes(5));
+    assert_eq!(touched.created_at, T0);
+
+    // A new sign-in sweeps sessions that went stale.
+    let later = T0 + Duration::days(1);
+    let other = session_for(&alice.id, later);
+    store
+        .create_session(&other, later - Duration::hours(12), &signed_in)
+        .await
+        .unwrap();
+    assert_eq!(store.session(&session.id_hash).await.unwrap(), None);
+    assert!(store.session(&other.id_hash).await.unwrap().is_some());
+
+    let signed_out = audit(AuditKind::UserSignedOut, later, Some(&alice.id), None);
+    store
+        .delete_session(&other.id_hash, Some(&signed_out))
+        .await
+        .unwrap();
+    assert_eq!(store.session(&other.id_hash).await.unwrap(), None);
+    store.delete_session(&other.id_hash, None).await.unwrap();
+    let stranger = session_for(&keyward_core::UserId::generate(T0).unwrap(), T0);
+    assert!(
+        store
+            .create_session(&stranger, T0, &signed_in)
+            .await
+            .is_err(),
+        "a session needs a real user"
+    );
+}
+
+pub async fn a_form_nonce_is_used_once_per_live_session(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let one = session_for(&alice.id, T0);
+    let two = session_for(&alice.id, T0);
+    let event = audit(AuditKind::UserSignedIn, T0, Some(&alice.id), None);
+    for s in [&one, &two] {
+        store.create_session(s, T0, &event).await.unwrap();
+    }
+    assert!(store.use_form_nonce(&one.id_hash, "n1", T0).await.unwrap());
+    assert!(
+        !store.use_form_nonce(&one.id_hash, "n1", T0).await.unwrap(),
+        "replayed"
+    );
+    assert!(store.use_form_nonce(&one.id_hash, "n2", T0).await.unwrap());
+    assert!(
+        store.use_form_nonce(&two.id_hash, "n1", T0).await.unwrap(),
+        "per session"
+    );
+
+    store.delete_session(&one.id_hash, None).await.unwrap();
+    assert!(
+        !store.use_form_nonce(&one.id_hash, "n3", T0).await.unwrap(),
+        "an ended session has no fresh nonces"
+    );
+}
+
+pub async fn disabling_a_user_ends_sessions_and_announces_their_tokens(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let bob = add_user(store, "bob").await;
+    let (_, hash) = add_token(store, &alice.id, T0).await;
+    let (regenerated, _) = add_token(store, &alice.id, T0).await;
+    let (regen, new_hash) = regeneration(T0, Duration::hours(1));
+    let event = audit(
+        AuditKind::TokenRegenerated,
+        T0,
+        Some(&alice.id),
+        Some(&regenerated.id),
+    );
+    store
+        .regenerate_token(&regenerated.id, None, &regen, &event)
+        .await
+        .unwrap();
+    let (_, bobs_hash) = add_token(store, &bob.id, T0).await;
+    let alices_session = session_for(&alice.id, T0);
+    let bobs_session = session_for(&bob.id, T0);
+    let signed_in = audit(AuditKind::UserSignedIn, T0, None, None);
+    store
+        .create_session(&alices_session, T0, &signed_in)
+        .await
+        .unwrap();
+    store
+        .create_session(&bobs_session, T0, &signed_in)
+        .await
+        .unwrap();
+
+    let cursor = store.change_cursor().await.unwrap();
+    let epoch = store.change_epoch();
+    let at = T0 + Duration::minutes(1);
+    let disabled = store
+        .set_user_disabled(
+            &alice.id,
+            true,
+            at,
+            &audit(AuditKind::UserDisabled, at, Some(&alice.id), None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(disabled.disabled_at, Some(at));
+    assert!(store.change_epoch() > epoch, "caches hear of it at once");
+    let changes = store.changes_since(cursor).await.unwrap();
+    let changed: HashSet<_> = changes.hashes.iter().copied().collect();
+    assert_eq!(changes.hashes.len(), 3, "every hash of every token of hers");
+    assert!(changed.contains(&hash.hash) && changed.contains(&new_hash.hash));
+    assert!(!changed.contains(&bobs_hash.hash));
+    let found = store.lookup(&hash.hash).await.unwrap().unwrap();
+    assert!(found.owner_disabled);
+    assert_eq!(found.token.revoked_at, None, "suspended, not revoked");
+    assert_eq!(store.session(&alices_session.id_hash).await.unwrap(), None);
+    assert!(
+        store
+            .session(&bobs_session.id_hash)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Disabling again keeps the first time.
+    let again = store
+        .set_user_disabled(
+            &alice.id,
+            true,
+            at + Duration::hours(1),
+            &audit(AuditKind::UserDisabled, at, Some(&alice.id), None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.disabled_at, Some(at));
+
+    let cursor = store.change_cursor().await.unwrap();
+    let enabled = store
+        .set_user_disabled(
+            &alice.id,
+            false,
+            at + Duration::hours(2),
+            &audit(AuditKind::UserEnabled, at, Some(&alice.id), None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(enabled.disabled_at, None);
+    assert_eq!(store.changes_since(cursor).await.unwrap().hashes.len(), 3);
+    assert!(
+        !store
+            .lookup(&hash.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .owner_disabled
+    );
+    assert_eq!(store.user_by_id(&alice.id).await.unwrap(), Some(enabled));
+
+    let nobody = keyward_core::UserId::generate(T0).unwrap();
+    assert!(matches!(
+        store
+            .set_user_disabled(
+                &nobody,
+                true,
+                at,
+                &audit(AuditKind::UserDisabled, at, None, None)
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
 }

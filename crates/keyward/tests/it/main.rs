@@ -8,6 +8,8 @@
 #[cfg(test)]
 mod bad_input;
 #[cfg(test)]
+mod browser;
+#[cfg(test)]
 mod check;
 #[cfg(test)]
 mod config;
@@ -16,10 +18,21 @@ mod durability;
 #[cfg(test)]
 mod helpers;
 #[cfg(test)]
+mod library;
+#[cfg(test)]
 mod live_cli;
 #[cfg(test)]
 mod no_plaintext;
 #[cfg(test)]
 mod postgres;
+#[cfg(test)]
+#[path = "../../examples/protected_api.rs"]
+#[expect(
+    dead_code,
+    reason = "the example's `main` is not run here; its router is"
+)]
+mod protected_api;
+#[cfg(test)]
+mod proxies;
 #[cfg(test)]
 mod quickstart;

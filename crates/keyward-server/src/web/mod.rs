@@ -1,0 +1,299 @@
+//! The web page: server-rendered pages where a person signs in, generates a token and sees it
+//! once, lists, regenerates and revokes their tokens; and admin pages for users.
+//!
+//! Handlers are thin, as in the JSON API: extract, check the form's CSRF token, call one service
+//! method, render. The rules (sessions, throttling, ownership, lifetimes) are in the service.
+//!
+//! Safety of the one page that shows a secret: it is the direct response to the POST that made
+//! the secret (never a redirect, so the secret is in no URL, cookie or history entry), it is
+//! `Cache-Control: no-store`, and the form carries a one-time nonce, so re-sending it (a reload)
+//! does not make a second token; it says the secret was shown once instead.
+
+mod handlers;
+mod pages;
+
+use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::service::{Keyward, ServiceError, WebSession};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "keyward_session";
+/// The sign-in form's CSRF cookie (double-submit: there is no session yet to tie a token to).
+pub const LOGIN_COOKIE: &str = "keyward_login";
+
+/// The strict policy every page gets: nothing inline, nothing from elsewhere, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+const STYLESHEET: &str = include_str!("../../static/keyward.css");
+const COPY_SCRIPT: &str = include_str!("../../static/copy.js");
+
+/// The pages, to be merged into the application router.
+pub fn router() -> Router<Arc<Keyward>> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/tokens") }))
+        .route(
+            "/login",
+            get(handlers::sign_in_page).post(handlers::sign_in),
+        )
+        .route("/logout", post(handlers::sign_out))
+        .route("/tokens", get(handlers::tokens_page))
+        .route(
+            "/tokens/new",
+            get(handlers::new_token_page).post(handlers::create_token),
+        )
+        .route(
+            "/tokens/{id}/revoke",
+            get(handlers::revoke_page).post(handlers::revoke_token),
+        )
+        .route(
+            "/tokens/{id}/regenerate",
+            get(handlers::regenerate_page).post(handlers::regenerate_token),
+        )
+        .route(
+            "/admin/users",
+            get(handlers::users_page).post(handlers::add_user),
+        )
+        .route(
+            "/admin/users/{id}/disable",
+            get(handlers::disable_page).post(handlers::disable_user),
+        )
+        .route("/admin/users/{id}/enable", post(handlers::enable_user))
+        .route("/static/keyward.css", get(stylesheet))
+        .route("/static/copy.js", get(copy_script))
+        // Pages are private to the person signed in: no cache keeps them.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+}
+
+async fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", STYLESHEET)
+}
+
+async fn copy_script() -> Response {
+    asset("text/javascript; charset=utf-8", COPY_SCRIPT)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A cookie's value from the request, if sent.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Whether the browser reached us over HTTPS: the deployment says so, or the proxy in front
+/// says so in `X-Forwarded-Proto`. Trusting that header can only add `Secure` to a cookie,
+/// which never weakens it, so it needs no list of trusted proxies.
+fn over_https(kw: &Keyward, headers: &HeaderMap) -> bool {
+    kw.settings().secure_cookies
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+/// A `Set-Cookie` value: `HttpOnly; SameSite=Strict`, `Secure` over HTTPS; `max_age` 0 clears.
+fn set_cookie(name: &str, value: &str, path: &str, max_age: i64, secure: bool) -> String {
+    format!(
+        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// A page that did not work out, shown as a friendly page with the right status.
+#[derive(Debug)]
+pub enum PageError {
+    /// No such page or record, or not the viewer's (never told apart).
+    NotFound,
+    /// A form without the right CSRF token.
+    Forbidden,
+    /// Input the service refused; the message says why.
+    BadRequest(String),
+    /// The database is unreachable.
+    Unavailable,
+    /// Something that should not happen (logged).
+    Internal,
+}
+
+impl From<ServiceError> for PageError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound => Self::NotFound,
+            ServiceError::Unauthenticated(_)
+            | ServiceError::MissingScope { .. }
+            | ServiceError::ScopeCeiling { .. } => Self::Forbidden,
+            ServiceError::Unavailable(why) => {
+                tracing::error!(error = %why, "page: store unavailable");
+                Self::Unavailable
+            }
+            ServiceError::Internal(why) => {
+                tracing::error!(error = %why, "page: internal error");
+                Self::Internal
+            }
+            other => Self::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, heading, message) = match self {
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is nothing here, or it is not yours to see.".to_owned(),
+            ),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "Request refused",
+                "This form has expired or did not come from keyward. Go back, reload the page and try again.".to_owned(),
+            ),
+            Self::BadRequest(why) => (StatusCode::BAD_REQUEST, "That did not work", why),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "keyward cannot reach its database right now. Try again in a moment.".to_owned(),
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "The error was logged. Try again in a moment.".to_owned(),
+            ),
+        };
+        let page = pages::Message {
+            nav: None,
+            section: "",
+            heading: heading.to_owned(),
+            message,
+            tone: "error",
+            back: "/tokens",
+            back_label: "Back to my tokens",
+        };
+        (status, pages::render(&page)).into_response()
+    }
+}
+
+/// The signed-in person; anyone else is sent to the sign-in page.
+pub struct Signed(pub WebSession);
+
+impl FromRequestParts<Arc<Keyward>> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        kw: &Arc<Keyward>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(secret) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(Redirect::to("/login").into_response());
+        };
+        match kw.web_session(secret).await {
+            Ok(Some(session)) => Ok(Self(session)),
+            Ok(None) => {
+                let clear = set_cookie(SESSION_COOKIE, "", "/", 0, over_https(kw, &parts.headers));
+                Err(([(header::SET_COOKIE, clear)], Redirect::to("/login")).into_response())
+            }
+            Err(e) => Err(PageError::from(e).into_response()),
+        }
+    }
+}
+
+/// A signed-in admin; for anyone else the admin pages do not exist (404).
+pub struct Admin(pub WebSession);
+
+impl FromRequestParts<Arc<Keyward>> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        kw: &Arc<Keyward>,
+    ) -> Result<Self, Self::Rejection> {
+        let Signed(session) = Signed::from_request_parts(parts, kw).await?;
+        if session.user.is_admin {
+            Ok(Self(session))
+        } else {
+            Err(PageError::NotFound.into_response())
+        }
+    }
+}
+
+/// A submitted form's fields, in order; repeated names (the scope checkboxes) are kept.
+pub struct Fields(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequest<S> for Fields {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Form(pairs) = axum::Form::<Vec<(String, String)>>::from_request(req, state)
+            .await
+            .map_err(|e| {
+                PageError::BadRequest(format!("The form could not be read: {}", e.body_text()))
+            })?;
+        Ok(Self(pairs))
+    }
+}
+
+impl Fields {
+    /// The first value of `name`.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`.
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Refuses the form (403) unless it carries the session's CSRF token.
+    fn check_csrf(&self, kw: &Keyward, session: &WebSession) -> Result<(), PageError> {
+        match self.get("csrf") {
+            Some(token) if kw.csrf_matches(session, token) => Ok(()),
+            _ => Err(PageError::Forbidden),
+        }
+    }
+}

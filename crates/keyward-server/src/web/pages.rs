@@ -1,0 +1,257 @@
+//! The pages' templates (compiled in by askama from `templates/`) and the views they show.
+
+use askama::Template;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use keyward_core::{TokenRecord, TokenState, User};
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+use crate::service::WebSession;
+
+/// Renders a page as HTML; a template error (a bug, never bad input) is logged and answers 500.
+pub(super) fn render(page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            )],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "page: template failed");
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The signed-in person, as the page header shows them.
+pub(super) struct Nav {
+    pub name: String,
+    pub is_admin: bool,
+    pub csrf: String,
+}
+
+impl Nav {
+    pub fn of(session: &WebSession) -> Option<Self> {
+        Some(Self {
+            name: session.user.name.to_string(),
+            is_admin: session.user.is_admin,
+            csrf: session.csrf.clone(),
+        })
+    }
+}
+
+/// A time as pages show it.
+pub(super) fn when(at: OffsetDateTime) -> String {
+    at.format(format_description!(
+        "[year]-[month]-[day] [hour]:[minute] UTC"
+    ))
+    .unwrap_or_else(|_| at.to_string())
+}
+
+/// An expiry as pages show it: the time and how far away it is.
+pub(super) fn expiry(at: Option<OffsetDateTime>, now: OffsetDateTime) -> String {
+    match at {
+        None => "Never".to_owned(),
+        Some(at) if at <= now => format!("{} (expired)", when(at)),
+        Some(at) => {
+            // Rounded to the nearest day: a 30-day token made a minute ago has 30 days left.
+            let days = ((at - now).whole_seconds() + 43_200) / 86_400;
+            let left = match days {
+                0 => "today".to_owned(),
+                1 => "in 1 day".to_owned(),
+                n => format!("in {n} days"),
+            };
+            format!("{} ({left})", when(at))
+        }
+    }
+}
+
+/// One row of the tokens table.
+pub(super) struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub hint: String,
+    pub scopes: Vec<String>,
+    pub created: String,
+    pub expires: String,
+    pub last_used: String,
+    pub last_ip: Option<String>,
+    pub state: &'static str,
+    pub revoked: Option<String>,
+}
+
+impl TokenRow {
+    pub fn new(t: &TokenRecord, now: OffsetDateTime) -> Self {
+        let state = match t.state(now) {
+            TokenState::Active => "active",
+            TokenState::Expired => "expired",
+            TokenState::Revoked => "revoked",
+        };
+        Self {
+            id: t.id.to_string(),
+            name: t.name.as_str().to_owned(),
+            hint: t.hint.clone(),
+            scopes: t.scopes.iter().map(ToString::to_string).collect(),
+            created: when(t.created_at),
+            expires: expiry(t.expires_at, now),
+            last_used: t.last_used_at.map_or_else(|| "Never".to_owned(), when),
+            last_ip: t.last_used_ip.map(|ip| ip.to_string()),
+            state,
+            revoked: t.revoked_at.map(|at| match &t.revoke_reason {
+                Some(reason) => format!(
+                    "{} by {}: {reason}",
+                    when(at),
+                    t.revoked_by.as_deref().unwrap_or("?")
+                ),
+                None => format!("{} by {}", when(at), t.revoked_by.as_deref().unwrap_or("?")),
+            }),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub(super) struct SignInPage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub csrf: String,
+    pub username: String,
+    pub error: Option<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "tokens.html")]
+pub(super) struct TokensPage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub notice: Option<String>,
+    pub active: Vec<TokenRow>,
+    pub inactive: Vec<TokenRow>,
+}
+
+/// One resource's checkboxes on the generate page.
+pub(super) struct ScopeGroup {
+    pub resource: String,
+    pub all_checked: bool,
+    pub has_read: bool,
+    pub read_checked: bool,
+    /// Each action and whether it is checked.
+    pub actions: Vec<(String, bool)>,
+}
+
+#[derive(Template)]
+#[template(path = "new_token.html")]
+pub(super) struct NewTokenPage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub csrf: String,
+    pub nonce: String,
+    pub error: Option<String>,
+    pub name: String,
+    pub expires: String,
+    pub expires_on: String,
+    pub expiry_choices: Vec<(&'static str, &'static str)>,
+    pub allow_never: bool,
+    pub min_date: String,
+    pub max_date: String,
+    pub max_days: i64,
+    pub groups: Vec<ScopeGroup>,
+}
+
+#[derive(Template)]
+#[template(path = "once.html")]
+pub(super) struct OncePage<'a> {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub heading: &'static str,
+    pub name: String,
+    /// The secret: this page is the only response that ever carries it.
+    pub secret: &'a str,
+    pub scopes: Vec<String>,
+    pub expires: String,
+    pub grace: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "confirm_revoke.html")]
+pub(super) struct RevokePage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub csrf: String,
+    pub token: TokenRow,
+}
+
+#[derive(Template)]
+#[template(path = "confirm_regenerate.html")]
+pub(super) struct RegeneratePage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub csrf: String,
+    pub nonce: String,
+    pub token: TokenRow,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub(super) struct Message {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub heading: String,
+    pub message: String,
+    /// `ok`, `warn` or `error`.
+    pub tone: &'static str,
+    pub back: &'static str,
+    pub back_label: &'static str,
+}
+
+/// One row of the users table.
+pub(super) struct UserRow {
+    pub id: String,
+    pub name: String,
+    pub is_admin: bool,
+    pub is_self: bool,
+    pub created: String,
+    pub disabled: Option<String>,
+}
+
+impl UserRow {
+    pub fn new(u: &User, viewer: &WebSession) -> Self {
+        Self {
+            id: u.id.to_string(),
+            name: u.name.to_string(),
+            is_admin: u.is_admin,
+            is_self: u.id == viewer.user.id,
+            created: when(u.created_at),
+            disabled: u.disabled_at.map(when),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "users.html")]
+pub(super) struct UsersPage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub csrf: String,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    pub users: Vec<UserRow>,
+}
+
+#[derive(Template)]
+#[template(path = "confirm_disable.html")]
+pub(super) struct DisablePage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub csrf: String,
+    pub id: String,
+    pub name: String,
+}

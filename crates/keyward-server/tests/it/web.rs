@@ -1,0 +1,640 @@
+//! The web page over HTTP: sessions, CSRF, ownership, the once page, throttling, headers.
+//!
+//! A small cookie-keeping client drives the pages like a browser without JavaScript and keeps
+//! every response, so a test can check what each one carried.
+
+use keyward_core::{RawSecret, UserName};
+use keyward_server::Acting;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use std::collections::BTreeMap;
+use time::Duration;
+
+use crate::helpers::{TestApp, spawn_app};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// One recorded exchange.
+#[derive(Debug)]
+struct Seen {
+    what: String,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+/// A browser without JavaScript: keeps cookies, follows no redirects, records every response.
+struct Browser<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+    seen: Vec<Seen>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: BTreeMap::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, what: String, req: reqwest::RequestBuilder) -> &Seen {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let req = if cookie.is_empty() {
+            req
+        } else {
+            req.header("cookie", cookie)
+        };
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        for c in headers.get_all(SET_COOKIE) {
+            let c = c.to_str().unwrap();
+            let (pair, attrs) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            if attrs.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        let body = resp.text().await.unwrap();
+        self.seen.push(Seen {
+            what,
+            status,
+            headers,
+            body,
+        });
+        self.seen.last().unwrap()
+    }
+
+    async fn get(&mut self, path: &str) -> &Seen {
+        let req = self.client.get(format!("{}{path}", self.app.base));
+        self.send(format!("GET {path}"), req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> &Seen {
+        let req = self
+            .client
+            .post(format!("{}{path}", self.app.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(urlencode(form));
+        self.send(format!("POST {path}"), req).await
+    }
+
+    /// Signs in through the form; asserts it worked.
+    async fn sign_in(&mut self, name: &str, password: &str) {
+        let csrf = field(&self.get("/login").await.body, "csrf");
+        let done = self
+            .post(
+                "/login",
+                &[("csrf", &csrf), ("username", name), ("password", password)],
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert_eq!(location(done), "/tokens");
+    }
+
+    /// The session's CSRF token, from the tokens page.
+    async fn csrf(&mut self) -> String {
+        field(&self.get("/tokens").await.body, "csrf")
+    }
+}
+
+/// `application/x-www-form-urlencoded`, as a browser sends a form.
+fn urlencode(form: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                    char::from(b).to_string()
+                }
+                b' ' => "+".to_owned(),
+                b => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    form.iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The value of the hidden field `name` in a page.
+fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The secret shown on a once page.
+fn shown_secret(html: &str) -> String {
+    let marker = "readonly value=\"";
+    let start = html.find(marker).expect("a once page shows a secret") + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+fn location(seen: &Seen) -> &str {
+    seen.headers.get(LOCATION).unwrap().to_str().unwrap()
+}
+
+async fn person(app: &TestApp, name: &str, admin: bool) -> keyward_core::User {
+    app.keyward
+        .add_user(
+            &Acting::operator("test"),
+            UserName::parse(name).unwrap(),
+            admin,
+            Some(&RawSecret::new(PASSWORD.to_owned())),
+        )
+        .await
+        .unwrap()
+}
+
+/// Generates a token through the form; returns the once page.
+async fn generate<'b>(b: &'b mut Browser<'_>, name: &str, scopes: &[&str]) -> &'b Seen {
+    let form = b.get("/tokens/new").await.body.clone();
+    let (csrf, nonce) = (field(&form, "csrf"), field(&form, "nonce"));
+    let mut fields = vec![
+        ("csrf", csrf.as_str()),
+        ("nonce", nonce.as_str()),
+        ("name", name),
+        ("expires", "30"),
+    ];
+    fields.extend(scopes.iter().map(|s| ("scope", *s)));
+    b.post("/tokens/new", &fields).await
+}
+
+fn assert_security_headers(seen: &Seen) {
+    let h = |name: &str| {
+        seen.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{} lacks {name}", seen.what))
+    };
+    assert_eq!(
+        h("content-security-policy"),
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    assert_eq!(h("x-frame-options"), "DENY");
+    assert_eq!(h("referrer-policy"), "no-referrer");
+    assert_eq!(h("x-content-type-options"), "nosniff");
+}
+
+#[tokio::test]
+async fn a_scripted_session_shows_each_secret_on_its_once_page_only() {
+    let app = spawn_app().await;
+    person(&app, "alice", true).await;
+    let mut b = Browser::new(&app);
+    assert_eq!(location(b.get("/tokens").await), "/login");
+    b.get("/static/keyward.css").await;
+    b.get("/static/copy.js").await;
+    b.sign_in("alice", PASSWORD).await;
+
+    let once = generate(&mut b, "ci deploy", &["droplet:read", "volume:*"]).await;
+    assert_eq!(once.status, StatusCode::OK, "{}", once.body);
+    assert_eq!(
+        once.headers.get("cache-control").unwrap(),
+        "no-store",
+        "the once page is never cached"
+    );
+    assert!(once.body.contains("will not be shown again"));
+    let first = shown_secret(&once.body);
+    let once_at = b.seen.len() - 1;
+    assert_eq!(app.verdict(&first, &["droplet:read"]).await, "active");
+
+    // A reload re-sends the form: no second token, and no secret.
+    let replay_form: Vec<(String, String)> = {
+        let form = b.get("/tokens/new").await.body.clone();
+        vec![
+            ("csrf".into(), field(&form, "csrf")),
+            ("nonce".into(), field(&form, "nonce")),
+            ("name".into(), "twice".into()),
+            ("expires".into(), "30".into()),
+            ("scope".into(), "droplet:read".into()),
+        ]
+    };
+    let pairs: Vec<(&str, &str)> = replay_form
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(b.post("/tokens/new", &pairs).await.status, StatusCode::OK);
+    let replay = b.post("/tokens/new", &pairs).await;
+    assert_eq!(replay.status, StatusCode::CONFLICT);
+    assert!(replay.body.contains("shown once"), "{}", replay.body);
+    let twice_at = b.seen.len() - 2;
+
+    let tokens = b.get("/tokens").await.body.clone();
+    assert!(tokens.contains("ci deploy") && tokens.contains("twice"));
+    assert_eq!(
+        tokens.matches("class=\"name\"").count(),
+        2,
+        "two tokens, not three"
+    );
+    let id = {
+        let start = tokens.find("/tokens/tok_").unwrap() + "/tokens/".len();
+        tokens[start..start + 30].to_owned()
+    };
+
+    // Regenerate the newest ("twice"), then revoke "ci deploy".
+    let confirm = b
+        .get(&format!("/tokens/{id}/regenerate"))
+        .await
+        .body
+        .clone();
+    let regen = b
+        .post(
+            &format!("/tokens/{id}/regenerate"),
+            &[
+                ("csrf", &field(&confirm, "csrf")),
+                ("nonce", &field(&confirm, "nonce")),
+                ("grace", ""),
+            ],
+        )
+        .await;
+    assert_eq!(regen.status, StatusCode::OK, "{}", regen.body);
+    assert_eq!(regen.headers.get("cache-control").unwrap(), "no-store");
+    let second = shown_secret(&regen.body);
+    let regen_at = b.seen.len() - 1;
+    assert_eq!(app.verdict(&second, &[]).await, "active");
+
+    let all = app
+        .keyward
+        .list_tokens(
+            &Acting::operator("test"),
+            None,
+            keyward_store::Page {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let deploy = all.iter().find(|t| t.name.as_str() == "ci deploy").unwrap();
+    let confirm = b
+        .get(&format!("/tokens/{}/revoke", deploy.id))
+        .await
+        .body
+        .clone();
+    let revoked = b
+        .post(
+            &format!("/tokens/{}/revoke", deploy.id),
+            &[("csrf", &field(&confirm, "csrf")), ("reason", "test")],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    assert!(revoked.body.contains("Revoked"));
+    assert_eq!(app.verdict(&first, &[]).await, "revoked");
+
+    b.get("/admin/users").await;
+    b.get("/tokens/new").await;
+    b.get("/nope-not-a-page").await;
+    let csrf = b.csrf().await;
+    b.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(location(b.get("/tokens").await), "/login");
+
+    for (i, seen) in b.seen.iter().enumerate() {
+        for (secret, allowed) in [(&first, once_at), (&second, regen_at)] {
+            let body_has = seen.body.contains(secret.as_str());
+            assert_eq!(
+                body_has,
+                i == allowed,
+                "{} ({i}) and the secret shown at {allowed}",
+                seen.what
+            );
+            let in_headers = seen
+                .headers
+                .iter()
+                .any(|(_, v)| v.to_str().unwrap_or("").contains(secret.as_str()));
+            assert!(!in_headers, "{} has a secret in a header", seen.what);
+        }
+        if i != twice_at && !seen.what.starts_with("GET /nope") {
+            assert_security_headers(seen);
+        }
+    }
+}
+
+#[tokio::test]
+async fn forms_without_the_csrf_token_are_refused() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let mut b = Browser::new(&app);
+
+    // The sign-in form needs the token set with it.
+    let refused = b
+        .post("/login", &[("username", "alice"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(!b.cookies.contains_key("keyward_session"));
+    b.sign_in("alice", PASSWORD).await;
+    let before = app.snapshot().await;
+
+    let form = b.get("/tokens/new").await.body.clone();
+    let nonce = field(&form, "nonce");
+    for csrf in [None, Some(""), Some("0".repeat(64).as_str()), Some("nope")] {
+        let mut fields = vec![
+            ("nonce", nonce.as_str()),
+            ("name", "x"),
+            ("expires", "30"),
+            ("scope", "droplet:read"),
+        ];
+        fields.extend(csrf.map(|c| ("csrf", c)));
+        let r = b.post("/tokens/new", &fields).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "csrf {csrf:?}");
+        assert_security_headers(r);
+    }
+    assert_eq!(b.post("/logout", &[]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.snapshot().await, before, "nothing was done");
+    // Still signed in.
+    assert_eq!(b.get("/tokens").await.status, StatusCode::OK);
+
+    // Another session's token is not this session's.
+    let mut other = Browser::new(&app);
+    other.sign_in("alice", PASSWORD).await;
+    let theirs = other.csrf().await;
+    let r = b
+        .post(
+            "/tokens/new",
+            &[
+                ("csrf", &theirs),
+                ("nonce", &nonce),
+                ("name", "x"),
+                ("expires", "30"),
+                ("scope", "droplet:read"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn another_users_token_answers_404() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let bob = person(&app, "bob", false).await;
+    let bobs = app.token(&bob, &["droplet:read"]).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice", PASSWORD).await;
+    let csrf = b.csrf().await;
+    for path in [
+        format!("/tokens/{}/revoke", bobs.id),
+        format!("/tokens/{}/regenerate", bobs.id),
+        "/tokens/tok_nonsense/revoke".to_owned(),
+    ] {
+        let r = b.get(&path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(r.body.contains("Not found"));
+        assert_security_headers(r);
+        let r = b
+            .post(&path, &[("csrf", &csrf), ("nonce", &"a".repeat(32))])
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert_eq!(app.verdict(&bobs.secret, &[]).await, "active");
+    // Admin pages do not exist for non-admins.
+    assert_eq!(b.get("/admin/users").await.status, StatusCode::NOT_FOUND);
+    let r = b
+        .post(
+            &format!("/admin/users/{}/disable", bob.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.verdict(&bobs.secret, &[]).await, "active");
+}
+
+#[tokio::test]
+async fn the_eleventh_wrong_password_in_a_minute_is_refused_without_checking() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let mut b = Browser::new(&app);
+    let csrf = field(&b.get("/login").await.body, "csrf");
+    let attempt = |password: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("username", "alice".to_owned()),
+            ("password", password.to_owned()),
+        ]
+    };
+    for i in 0..10 {
+        let form = attempt("wrong password!!");
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = b.post("/login", &pairs).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+        assert!(r.body.contains("Incorrect username or password."));
+        app.advance(Duration::seconds(1));
+    }
+    // The 11th is refused even with the right password: it was not checked.
+    let form = attempt(PASSWORD);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = b.post("/login", &pairs).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(!b.cookies.contains_key("keyward_session"));
+
+    // Once the window has slid past the failures, the right password works again.
+    app.advance(Duration::seconds(60));
+    let r = b.post("/login", &pairs).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(b.cookies.contains_key("keyward_session"));
+
+    let kinds: Vec<String> = app
+        .audit_trail()
+        .await
+        .iter()
+        .map(|e| e.event.kind.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "user.sign_in_failed").count(),
+        11
+    );
+    assert_eq!(kinds.iter().filter(|k| *k == "user.signed_in").count(), 1);
+}
+
+#[tokio::test]
+async fn failures_are_also_throttled_per_client_address_and_never_tell_who_exists() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let mut b = Browser::new(&app);
+    let csrf = field(&b.get("/login").await.body, "csrf");
+    let mut answers = Vec::new();
+    for i in 0..10 {
+        // Unknown names and a known one with a wrong password look the same.
+        let name = if i % 2 == 0 {
+            format!("nobody{i}")
+        } else {
+            "alice".to_owned()
+        };
+        let r = b
+            .post(
+                "/login",
+                &[
+                    ("csrf", &csrf),
+                    ("username", &name),
+                    ("password", "wrong password!!"),
+                ],
+            )
+            .await;
+        answers.push((r.status, r.body.replace(&name, "NAME")));
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    // This address has failed 10 times: another account is refused from it too.
+    person(&app, "carol", false).await;
+    let r = b
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "carol"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn disabling_a_user_signs_them_out_and_suspends_their_tokens() {
+    let app = spawn_app().await;
+    person(&app, "root", true).await;
+    let bob = person(&app, "bob", false).await;
+    let token = app.token(&bob, &["droplet:read"]).await;
+    let mut bobs = Browser::new(&app);
+    bobs.sign_in("bob", PASSWORD).await;
+
+    let mut admin = Browser::new(&app);
+    admin.sign_in("root", PASSWORD).await;
+    let users = admin.get("/admin/users").await.body.clone();
+    assert!(users.contains("bob"));
+    let confirm = admin
+        .get(&format!("/admin/users/{}/disable", bob.id))
+        .await
+        .body
+        .clone();
+    let r = admin
+        .post(
+            &format!("/admin/users/{}/disable", bob.id),
+            &[("csrf", &field(&confirm, "csrf"))],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Disabled bob"));
+
+    assert_eq!(app.verdict(&token.secret, &[]).await, "owner_disabled");
+    assert_eq!(location(bobs.get("/tokens").await), "/login");
+    let csrf = field(&bobs.get("/login").await.body, "csrf");
+    let r = bobs
+        .post(
+            "/login",
+            &[("csrf", &csrf), ("username", "bob"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "same answer as a wrong password"
+    );
+
+    let csrf = admin.csrf().await;
+    let r = admin
+        .post(
+            &format!("/admin/users/{}/enable", bob.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(app.verdict(&token.secret, &[]).await, "active");
+    let kinds: Vec<String> = app
+        .audit_trail()
+        .await
+        .iter()
+        .map(|e| e.event.kind.as_str().to_owned())
+        .collect();
+    assert!(kinds.contains(&"user.disabled".to_owned()));
+    assert!(kinds.contains(&"user.enabled".to_owned()));
+
+    // Adding a user from the page.
+    let r = admin
+        .post(
+            "/admin/users",
+            &[("csrf", &csrf), ("name", "dave"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut dave = Browser::new(&app);
+    dave.sign_in("dave", PASSWORD).await;
+    let r = admin
+        .post(
+            "/admin/users",
+            &[("csrf", &csrf), ("name", "eve"), ("password", "short")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn sessions_end_after_12_idle_hours_and_bad_input_is_a_friendly_page() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice", PASSWORD).await;
+    app.advance(Duration::hours(11));
+    assert_eq!(b.get("/tokens").await.status, StatusCode::OK);
+
+    let csrf = b.csrf().await;
+    let form = b.get("/tokens/new").await.body.clone();
+    let nonce = field(&form, "nonce");
+    for fields in [
+        vec![("name", ""), ("expires", "30"), ("scope", "droplet:read")],
+        vec![("name", "x"), ("expires", "30")],
+        vec![("name", "x"), ("expires", "999"), ("scope", "droplet:read")],
+        vec![
+            ("name", "x"),
+            ("expires", "custom"),
+            ("expires_on", "1999-01-01"),
+            ("scope", "droplet:read"),
+        ],
+        vec![
+            ("name", "x"),
+            ("expires", "never"),
+            ("scope", "droplet:read"),
+        ],
+        vec![("name", "x"), ("expires", "30"), ("scope", "nope:read")],
+    ] {
+        let mut all = vec![("csrf", csrf.as_str()), ("nonce", nonce.as_str())];
+        all.extend(fields.iter().copied());
+        let r = b.post("/tokens/new", &all).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{fields:?}: {}", r.body);
+        assert!(r.body.contains("alert-error"), "{fields:?}");
+    }
+    let r = b
+        .send(
+            "bad body".into(),
+            b.client
+                .post(format!("{}/tokens/new", app.base))
+                .header("content-type", "application/json")
+                .body("{}"),
+        )
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+
+    app.advance(Duration::hours(12));
+    assert_eq!(
+        location(b.get("/tokens").await),
+        "/login",
+        "idle for 12 hours"
+    );
+}

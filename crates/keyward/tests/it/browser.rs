@@ -1,0 +1,296 @@
+//! The web page in a real browser: headless Chromium through chromedriver (Debian's `chromium`
+//! and `chromium-driver`) against the real `keyward serve`. Saves the screenshots the README
+//! shows to `docs/screenshots/`.
+//!
+//! Without Chromium or chromedriver the test prints a notice and passes, unless
+//! `KEYWARD_REQUIRE_BROWSER=1` (as in CI), which makes that a failure.
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{Server, cli};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let driver = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = http
+                .get(format!("{}/status", driver.url))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success());
+            if ready.is_some() {
+                return driver;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn browser(&self, profile: &Path) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".to_owned(),
+            serde_json::json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--hide-scrollbars", "--force-device-scale-factor=1",
+                    "--window-size=1280,860",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("start a Chromium session")
+    }
+}
+
+fn browser_available() -> bool {
+    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    if !present {
+        assert!(
+            std::env::var("KEYWARD_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "KEYWARD_REQUIRE_BROWSER=1 but {CHROMIUM} or {CHROMEDRIVER} is missing \
+             (apt-get install chromium chromium-driver)"
+        );
+        eprintln!(
+            "browser test skipped: {CHROMIUM} or {CHROMEDRIVER} is missing \
+             (apt-get install chromium chromium-driver; KEYWARD_REQUIRE_BROWSER=1 makes this fail)"
+        );
+    }
+    present
+}
+
+fn screenshots_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
+}
+
+async fn screenshot(b: &Client, name: &str) {
+    let png = b.screenshot().await.unwrap();
+    let dir = screenshots_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn path(b: &Client) -> String {
+    b.current_url().await.unwrap().path().to_owned()
+}
+
+async fn fill(b: &Client, id: &str, text: &str) {
+    let field = b.find(Locator::Id(id)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(b: &Client, css: &str) {
+    b.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Generates a token through the form and returns the secret from the once page.
+async fn generate(b: &Client, name: &str, scope_ids: &[&str], shot: Option<&str>) -> String {
+    b.goto(&format!("{}/tokens/new", base(b).await))
+        .await
+        .unwrap();
+    fill(b, "name", name).await;
+    click(b, "#expires-30").await;
+    for id in scope_ids {
+        click(b, &format!("#{id}")).await;
+    }
+    if let Some(shot) = shot {
+        // The whole form in one picture, from the top.
+        b.set_window_size(1280, 1280).await.unwrap();
+        b.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+        screenshot(b, shot).await;
+        b.set_window_size(1280, 860).await.unwrap();
+    }
+    click(b, "form[action='/tokens/new'] button[type=submit]").await;
+    let field = b.wait().for_element(Locator::Id("secret")).await.unwrap();
+    assert_eq!(
+        path(b).await,
+        "/tokens/new",
+        "the once page is the POST's own answer"
+    );
+    let source = b.source().await.unwrap();
+    assert!(source.contains("It will not be shown again"), "{source}");
+    field
+        .prop("value")
+        .await
+        .unwrap()
+        .expect("the secret is in the field")
+}
+
+async fn base(b: &Client) -> String {
+    let url = b.current_url().await.unwrap();
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap(),
+        url.port().unwrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_generates_sees_once_revokes_regenerates_and_signs_out() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(
+        dir.path(),
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    out.ok();
+    let server = Server::start(dir.path(), &[]);
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let b = driver.browser(profile.path()).await;
+
+    // Pages need a session: the browser lands on the sign-in page.
+    b.goto(&format!("{}/tokens", server.base)).await.unwrap();
+    assert_eq!(path(&b).await, "/login");
+    fill(&b, "username", "alice").await;
+    screenshot(&b, "sign-in").await;
+    // Keyboard only: type the password and press Enter.
+    fill(&b, "password", &format!("{PASSWORD}\u{E007}")).await;
+    b.wait()
+        .for_element(Locator::Css("a[href='/tokens/new']"))
+        .await
+        .unwrap();
+    assert_eq!(path(&b).await, "/tokens");
+
+    // Generate: a name, 30 days, two scopes.
+    let first = generate(
+        &b,
+        "CI deploy",
+        &["scope-droplet-ro", "scope-volume-all"],
+        Some("generate"),
+    )
+    .await;
+    screenshot(&b, "once").await;
+    let answer = server
+        .api
+        .verify(&first, &["droplet:read", "volume:create"])
+        .await;
+    assert_eq!(answer["active"], true, "{answer}");
+    let first_id = answer["token_id"].as_str().unwrap().to_owned();
+    let expires = answer["expires_at"].as_str().unwrap();
+    assert!(!expires.is_empty());
+
+    // Reloading the once page never shows the secret again.
+    b.refresh().await.unwrap();
+    let again = b.source().await.unwrap();
+    assert!(!again.contains(&first), "the secret came back on reload");
+    b.goto(&format!("{}/tokens", server.base)).await.unwrap();
+    assert!(!b.source().await.unwrap().contains(&first));
+
+    // Revoke it in the page, behind its confirmation.
+    click(&b, &format!("a[href='/tokens/{first_id}/revoke']")).await;
+    b.wait().for_element(Locator::Id("reason")).await.unwrap();
+    assert_eq!(path(&b).await, format!("/tokens/{first_id}/revoke"));
+    fill(&b, "reason", "rotated after the demo").await;
+    click(&b, "button.btn-danger").await;
+    b.wait()
+        .for_element(Locator::Css("p.alert-ok"))
+        .await
+        .unwrap();
+    server.api.assert_inactive(&first, "revoked").await;
+
+    // Generate another and regenerate it: the old secret is refused, the new one works.
+    let old = generate(&b, "laptop", &["scope-account-ro"], None).await;
+    let old_id = server.api.assert_active(&old).await["token_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    generate(&b, "staging monitor", &["scope-droplet-ro"], None).await;
+    b.goto(&format!("{}/tokens", server.base)).await.unwrap();
+    click(&b, &format!("a[href='/tokens/{old_id}/regenerate']")).await;
+    click(&b, "form[action$='/regenerate'] button[type=submit]").await;
+    let new = b
+        .wait()
+        .for_element(Locator::Id("secret"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(new, old);
+    server.api.assert_inactive(&old, "revoked").await;
+    let answer = server.api.assert_active(&new).await;
+    assert_eq!(answer["token_id"], old_id.as_str());
+
+    b.goto(&format!("{}/tokens", server.base)).await.unwrap();
+    let list = b.source().await.unwrap();
+    assert!(list.contains("CI deploy") && list.contains("laptop"));
+    assert!(!list.contains(&new) && !list.contains(&old));
+    screenshot(&b, "tokens").await;
+
+    // Sign out: pages send the browser back to sign in.
+    click(&b, "form.signout button").await;
+    b.wait().for_element(Locator::Id("password")).await.unwrap();
+    assert_eq!(path(&b).await, "/login");
+    b.goto(&format!("{}/tokens/new", server.base))
+        .await
+        .unwrap();
+    assert_eq!(path(&b).await, "/login");
+
+    b.close().await.unwrap();
+    drop(driver);
+    let ended = server.stop();
+    for secret in [&first, &old, &new] {
+        assert!(
+            !ended.logs.contains(secret.as_str()),
+            "a secret reached the logs"
+        );
+    }
+}
