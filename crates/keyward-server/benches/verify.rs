@@ -19,7 +19,6 @@
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "benchmark set-up: a failure should stop the run loudly"
 )]
 
@@ -193,7 +192,12 @@ fn cached_ratio(rt: &tokio::runtime::Runtime, s: &Cached) -> (f64, f64) {
         base.push(t.elapsed().as_nanos() as f64 / PER_ROUND as f64);
         let t = Instant::now();
         for i in 0..PER_ROUND {
-            assert!(verify_once(rt, s, black_box(&s.secrets[(from + i) % n]), &wanted));
+            assert!(verify_once(
+                rt,
+                s,
+                black_box(&s.secrets[(from + i) % n]),
+                &wanted
+            ));
         }
         kw.push(t.elapsed().as_nanos() as f64 / PER_ROUND as f64);
         next = (from + PER_ROUND) % n;
@@ -300,7 +304,9 @@ fn cold_report() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let store = SqliteStore::open(&dir.path().join("cold.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("cold.db"))
+            .await
+            .unwrap();
         cold_run(Arc::new(store), "SQLite").await;
     });
     match PgDatabase::create() {

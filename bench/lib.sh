@@ -1,0 +1,102 @@
+# Shared by bench/*.sh: process bookkeeping, server start-up, wrk runs. Sourced, not run.
+# Expects the caller to have `set -euo pipefail`.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+KW="$TARGET_DIR/release/keyward"
+HELLO="$TARGET_DIR/release/hello"
+SEED="$TARGET_DIR/release/seed"
+PROPAGATE="$TARGET_DIR/release/propagate"
+T0=$SECONDS
+
+log() { printf '[%3ds] %s\n' "$((SECONDS - T0))" "$*" >&2; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/keyward-bench.XXXXXX")"
+PIDS=()
+stop_pid() {
+  local pid="$1"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+# Commands run at exit after the servers stop (e.g. dropping a benchmark database).
+ON_EXIT=()
+cleanup() {
+  local p c
+  for p in "${PIDS[@]}"; do stop_pid "$p"; done
+  PIDS=()
+  for c in "${ON_EXIT[@]}"; do eval "$c" || true; done
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ensure_wrk() {
+  if ! command -v wrk >/dev/null; then
+    log "apt-get install wrk"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  fi
+}
+
+build_release() {
+  log "cargo build --release (keyward and the bench tools)"
+  (cd "$ROOT" && cargo build --release -q -p keyward -p keyward-bench)
+}
+
+# start_server NAME CMD... : starts CMD in the background (stdout to $WORK/NAME.out), waits for
+# its `listening on http://ADDR` line and sets $URL. The PID goes to $PIDS and to $LAST_PID.
+start_server() {
+  local name="$1"; shift
+  "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+  local line=""
+  for _ in $(seq 300); do
+    line="$(grep -m1 '^listening on ' "$WORK/$name.out" 2>/dev/null || true)"
+    [ -n "$line" ] && break
+    kill -0 "$LAST_PID" 2>/dev/null || { cat "$WORK/$name.err" >&2; echo "$name exited" >&2; return 1; }
+    sleep 0.05
+  done
+  [ -n "$line" ] || { echo "$name did not start" >&2; return 1; }
+  URL="${line#listening on }"
+}
+
+# rss_kib PID
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# run_wrk NAME URL [wrk args...] : runs wrk RUNS times after a warm-up, keeps the median req/s
+# run with its latency, and appends `NAME req_s p50_us p99_us non2xx errors` to $WORK/results.
+run_wrk() {
+  local name="$1" url="$2"; shift 2
+  wrk -t"$THREADS" -c"$CONN" -d"$WARM" "$@" "$url" >/dev/null 2>&1 || true
+  local i
+  for i in $(seq "$RUNS"); do
+    log "wrk $name run $i/$RUNS"
+    wrk -t"$THREADS" -c"$CONN" -d"$DUR" --latency "$@" "$url" >"$WORK/wrk.$name.$i.txt" 2>&1
+  done
+  local f
+  for f in "$WORK"/wrk."$name".*.txt; do
+    awk -v name="$name" '
+      function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1000000; return v }
+      /Requests\/sec:/ { rps = $2 }
+      /^ +50%/ { p50 = us($2) }
+      /^ +99%/ { p99 = us($2) }
+      /Non-2xx or 3xx responses:/ { non2xx = $5 }
+      /Socket errors:/ { errs = $4 + $6 + $8 + $10 }
+      END { printf "%s\t%s\t%.0f\t%.0f\t%d\t%d\n", name, rps, p50, p99, non2xx, errs }
+    ' "$f"
+  done | sort -t$'\t' -k2,2g | awk -v n="$RUNS" 'NR == int((n + 1) / 2)' >>"$WORK/results"
+}
+
+# field NAME COLUMN : a column of a result row (2 req/s, 3 p50 µs, 4 p99 µs, 5 non-2xx, 6 errors)
+field() { awk -F'\t' -v n="$1" -v c="$2" '$1 == n { print $c }' "$WORK/results"; }
+
+machine_line() {
+  printf '%s cores, %s, %s GiB RAM, load average %s\n' "$(nproc)" \
+    "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+    "$(free -g | awk '/Mem:/ {print $2}')" "$(cut -d' ' -f1-3 /proc/loadavg)"
+}

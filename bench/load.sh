@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# keyward's HTTP load benchmark, every figure beside a bare axum "hello" measured in the same run.
+#
+#   bench/load.sh
+#
+# Installs wrk (apt-get) if missing, builds keyward and the bench tools in release mode, starts
+# the bare hello server (bench/tools/src/bin/hello.rs: same axum, hyper and tokio as keyward, same
+# runtime settings) and `keyward serve` on a fresh data dir, creates the tokens it needs through
+# the command line and the API, then measures in one run:
+#   hello GET (before)   the reference
+#   hello POST           the same, reading a request body like /v1/verify does
+#   POST /v1/verify      rotating over $TOKENS cached tokens, asking for one scope
+#   GET  /v1/auth        forward-auth, when the route exists (skipped with a notice otherwise)
+#   POST /v1/tokens      token creation (a durable SQLite commit each)
+#   hello GET (after)    the reference again, to show the drift over the run
+# and prints each with its ratio to the mean of the two hello GET runs.
+#
+# Knobs (env): DUR=5s RUNS=2 CONN=32 THREADS=2 WARM=1s TOKENS=1000. Binds 127.0.0.1 only.
+set -euo pipefail
+DUR="${DUR:-5s}"
+RUNS="${RUNS:-2}"
+CONN="${CONN:-32}"
+THREADS="${THREADS:-2}"
+WARM="${WARM:-1s}"
+TOKENS="${TOKENS:-1000}"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_wrk
+build_release
+: >"$WORK/results"
+log "machine: $(machine_line)"
+
+# ------------------------------------------------------------------ servers
+start_server hello "$HELLO" 127.0.0.1:0
+HELLO_URL="$URL"
+DATA="$WORK/data"
+export KEYWARD_LOG=warn
+"$KW" --data-dir "$DATA" user add bench >/dev/null
+ADMIN="$("$KW" --data-dir "$DATA" token create --user bench --name load-admin \
+  --scope 'tokens:*' --scope droplet:read --scope 'volume:*' --expires 30d 2>/dev/null)"
+start_server keyward "$KW" --data-dir "$DATA" serve --listen 127.0.0.1:0
+KW_URL="$URL"
+KW_PID="$LAST_PID"
+log "hello at $HELLO_URL, keyward at $KW_URL"
+
+log "creating $TOKENS tokens through POST /v1/tokens"
+{
+  for i in $(seq "$TOKENS"); do
+    [ "$i" = 1 ] || echo next
+    printf 'url = "%s/v1/tokens"\nheader = "Authorization: Bearer %s"\nheader = "Content-Type: application/json"\ndata = "{\\"name\\": \\"load %d\\", \\"scopes\\": [\\"droplet:read\\", \\"volume:*\\"], \\"expires\\": \\"30d\\"}"\n' \
+      "$KW_URL" "$ADMIN" "$i"
+  done
+} >"$WORK/create.curl"
+curl -s -K "$WORK/create.curl" | grep -o '"secret":"[^"]*"' | cut -d'"' -f4 >"$WORK/secrets"
+[ "$(wc -l <"$WORK/secrets")" -eq "$TOKENS" ] || { echo "created $(wc -l <"$WORK/secrets") of $TOKENS tokens" >&2; exit 1; }
+
+# Sanity: the measured requests must give the answer we think they give.
+FIRST="$(head -1 "$WORK/secrets")"
+answer="$(curl -s "$KW_URL/v1/verify" -H 'content-type: application/json' \
+  -d "{\"token\":\"$FIRST\",\"scopes\":[\"droplet:read\"]}")"
+case "$answer" in *'"active":true'*) ;; *) echo "verify sanity check failed: $answer" >&2; exit 1 ;; esac
+
+# ------------------------------------------------------------------ runs
+run_wrk hello_get_before "$HELLO_URL/hello"
+BODY='{"token":"'"$FIRST"'","scopes":["droplet:read"]}' \
+  run_wrk hello_post "$HELLO_URL/hello" -s "$ROOT/bench/lua/post.lua"
+SECRETS="$WORK/secrets" SCOPES='["droplet:read"]' \
+  run_wrk verify "$KW_URL/v1/verify" -s "$ROOT/bench/lua/verify.lua"
+[ "$(field verify 5)" = 0 ] || { echo "verify: $(field verify 5) non-2xx answers" >&2; exit 1; }
+
+auth_code="$(curl -s -o "$WORK/auth.body" -w '%{http_code}' "$KW_URL/v1/auth" -H "Authorization: Bearer $FIRST")"
+if [ "$auth_code" = 200 ] || [ "$auth_code" = 204 ]; then
+  run_wrk auth "$KW_URL/v1/auth" -H "Authorization: Bearer $FIRST"
+  [ "$(field auth 5)" = 0 ] || { echo "auth: $(field auth 5) non-2xx answers" >&2; exit 1; }
+else
+  log "notice: GET /v1/auth answered $auth_code ($(head -c 120 "$WORK/auth.body")); forward-auth not measured"
+fi
+
+BODY='{"name":"wrk","scopes":["droplet:read"],"expires":"30d"}' BEARER="$ADMIN" \
+  run_wrk create "$KW_URL/v1/tokens" -s "$ROOT/bench/lua/post.lua"
+run_wrk hello_get_after "$HELLO_URL/hello"
+RSS_KIB="$(rss_kib "$KW_PID")"
+
+# ------------------------------------------------------------------ report
+HELLO_RPS="$(awk -v a="$(field hello_get_before 2)" -v b="$(field hello_get_after 2)" 'BEGIN { printf "%.0f", (a + b) / 2 }')"
+echo
+echo "## keyward load benchmark ($(date -Is))"
+echo
+echo "machine: $(machine_line)"
+echo "wrk -t$THREADS -c$CONN -d$DUR --latency, median of $RUNS runs after a $WARM warm-up; $TOKENS tokens; keyward RSS at the end: $((RSS_KIB / 1024)) MiB"
+echo
+echo "| figure | req/s | p50 µs | p99 µs | non-2xx | ratio to hello GET | target |"
+echo "|---|---:|---:|---:|---:|---:|---|"
+row() { # name label target
+  local rps
+  rps="$(field "$1" 2)"
+  [ -n "$rps" ] || { echo "| $2 | not measured | | | | | $3 |"; return; }
+  awk -v l="$2" -v r="$rps" -v p50="$(field "$1" 3)" -v p99="$(field "$1" 4)" -v n="$(field "$1" 5)" \
+    -v h="$HELLO_RPS" -v t="$3" 'BEGIN { printf "| %s | %.0f | %d | %d | %d | %.2fx | %s |\n", l, r, p50, p99, n, r / h, t }'
+}
+row hello_get_before "bare axum hello GET (before)" ""
+row hello_post "bare axum hello POST with a verify-sized body" ""
+row verify "POST /v1/verify (cached, 1 scope)" "≥ 0.75x"
+row auth "GET /v1/auth (forward-auth)" "≥ 0.8x"
+row create "POST /v1/tokens (creation)" ""
+row hello_get_after "bare axum hello GET (after)" ""
+echo
+log "done"

@@ -1,0 +1,46 @@
+-- POST /v1/verify with a JSON body, rotating over the secrets in $SECRETS (one per line); each
+-- wrk thread walks the list from its own offset. Optional $SCOPES: a JSON list such as
+-- ["droplet:read"]. Requests are formatted once up front when the list is small, so the client
+-- spends its CPU on sending, not on Lua string work. With SWEEP=T (T = wrk's thread count) the
+-- threads share the list instead (thread k takes k, k+T, k+2T, ...), so one pass of all threads
+-- visits every secret once: used to warm the cache.
+local secrets = {}
+for line in io.lines(os.getenv("SECRETS")) do
+  secrets[#secrets + 1] = line
+end
+local scopes = os.getenv("SCOPES") or "[]"
+local sweep = tonumber(os.getenv("SWEEP") or "")
+local headers = { ["Content-Type"] = "application/json" }
+local threads = 0
+local prebuilt = nil
+local i = 0
+local step = 1
+
+local function build(s)
+  return wrk.format("POST", "/v1/verify", headers, '{"token":"' .. s .. '","scopes":' .. scopes .. '}')
+end
+
+function setup(thread)
+  thread:set("offset", sweep and threads or threads * 7919)
+  threads = threads + 1
+end
+
+function init(args)
+  step = sweep or 1
+  i = (offset or 0) - step
+  if #secrets <= 100000 then
+    prebuilt = {}
+    for k, s in ipairs(secrets) do
+      prebuilt[k] = build(s)
+    end
+  end
+end
+
+function request()
+  i = i + step
+  local k = (i % #secrets) + 1
+  if prebuilt then
+    return prebuilt[k]
+  end
+  return build(secrets[k])
+end
