@@ -16,7 +16,9 @@ use std::fmt::Display;
 use std::net::IpAddr;
 use time::OffsetDateTime;
 
-use crate::{HashRecord, SnapshotUser, StoreError, StoreResult, StoredAuditEvent, StoredHash};
+use crate::{
+    HashRecord, SessionRecord, SnapshotUser, StoreError, StoreResult, StoredAuditEvent, StoredHash,
+};
 
 /// Named column reads, as the decoders need them.
 pub(crate) trait Columns {
@@ -220,5 +222,16 @@ pub(crate) fn hash_record(row: &impl Columns) -> StoreResult<HashRecord> {
         },
         created_at: time(row, "created_at")?,
         valid_until: opt_time(row, "valid_until")?,
+    })
+}
+
+/// A `sessions` row.
+pub(crate) fn session(row: &impl Columns) -> StoreResult<SessionRecord> {
+    Ok(SessionRecord {
+        id_hash: hash(row, "id_hash")?,
+        user: parse(row, "user_id", UserId::parse)?,
+        created_at: time(row, "created_at")?,
+        last_seen_at: time(row, "last_seen_at")?,
+        expires_at: time(row, "expires_at")?,
     })
 }

@@ -1,33 +1,11 @@
 //! Web sessions, form nonces and disabling users on PostgreSQL.
 
 use keyward_core::{AuditEvent, TokenHash, User, UserId};
-use sqlx::Row as _;
-use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
 
 use super::rows::{self, db_error, insert_error, unix};
 use super::{PgStore, change_log_end, insert_audit, prune_changes};
 use crate::{SessionRecord, StoreError, StoreResult};
-
-fn session_row(row: &PgRow) -> StoreResult<SessionRecord> {
-    let time = |column: &str| -> StoreResult<OffsetDateTime> {
-        let secs: i64 = row
-            .try_get(column)
-            .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))?;
-        OffsetDateTime::from_unix_timestamp(secs)
-            .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-    };
-    let user: String = row
-        .try_get("user_id")
-        .map_err(|e| StoreError::Corrupt(format!("user_id: {e}")))?;
-    Ok(SessionRecord {
-        id_hash: rows::hash(row, "id_hash")?,
-        user: UserId::parse(&user).map_err(|e| StoreError::Corrupt(format!("user_id: {e}")))?,
-        created_at: time("created_at")?,
-        last_seen_at: time("last_seen_at")?,
-        expires_at: time("expires_at")?,
-    })
-}
 
 pub(super) async fn create(
     store: &PgStore,
@@ -67,7 +45,7 @@ pub(super) async fn get(
         .fetch_optional(&store.pool)
         .await
         .map_err(db_error)?;
-    row.as_ref().map(session_row).transpose()
+    row.as_ref().map(rows::session).transpose()
 }
 
 pub(super) async fn touch(
