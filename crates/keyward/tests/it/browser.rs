@@ -1,6 +1,6 @@
 //! The web page in a real browser: headless Chromium through chromedriver (Debian's `chromium`
-//! and `chromium-driver`) against the real `keyward serve`. Saves the screenshots the README
-//! shows to `docs/screenshots/`.
+//! and `chromium-driver`) against the real `keyward serve`. Takes the screenshots the README
+//! shows (into `target/screenshots/`; `KEYWARD_UPDATE_SCREENSHOTS=1` refreshes `docs/screenshots/`).
 //!
 //! Without Chromium or chromedriver the test prints a notice and passes, unless
 //! `KEYWARD_REQUIRE_BROWSER=1` (as in CI), which makes that a failure.
@@ -105,8 +105,15 @@ fn browser_available() -> bool {
     present
 }
 
+/// Where the screenshots go: the README's `docs/screenshots/` when `KEYWARD_UPDATE_SCREENSHOTS=1`,
+/// otherwise `target/screenshots/`, so a test run never changes tracked files.
 fn screenshots_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if std::env::var("KEYWARD_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        root.join("docs/screenshots")
+    } else {
+        root.join("target/screenshots")
+    }
 }
 
 async fn screenshot(b: &Client, name: &str) {
