@@ -26,6 +26,30 @@ pub const RESERVED: &[(&str, &[&str])] = &[
     ("audit", &["read"]),
 ];
 
+/// keyward's own scopes as values, for the endpoints that require them: defined once here so
+/// the HTTP layer and the service name the same thing.
+pub mod reserved {
+    use super::Scope;
+    use std::sync::LazyLock;
+
+    /// `tokens:read`: list and read the owner's tokens.
+    pub static TOKENS_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "read"));
+    /// `tokens:create`: make tokens (within the caller's own scopes).
+    pub static TOKENS_CREATE: LazyLock<Scope> =
+        LazyLock::new(|| Scope::reserved("tokens", "create"));
+    /// `tokens:update`: rename and regenerate.
+    pub static TOKENS_UPDATE: LazyLock<Scope> =
+        LazyLock::new(|| Scope::reserved("tokens", "update"));
+    /// `tokens:delete`: revoke.
+    pub static TOKENS_DELETE: LazyLock<Scope> =
+        LazyLock::new(|| Scope::reserved("tokens", "delete"));
+    /// `tokens:introspect`: RFC 7662 introspection of any presented token.
+    pub static TOKENS_INTROSPECT: LazyLock<Scope> =
+        LazyLock::new(|| Scope::reserved("tokens", "introspect"));
+    /// `audit:read`: the owner's audit trail.
+    pub static AUDIT_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("audit", "read"));
+}
+
 /// Why a scope is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {

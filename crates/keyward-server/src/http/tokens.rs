@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_core::{ExpiryRequest, Scope, Scopes, TokenId, TokenName, expiry::parse_grace};
 use keyward_store::Page;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, Bearer, ClientIp, OptionalJson};
@@ -16,11 +16,9 @@ use super::wire::{
 };
 use crate::service::{Acting, Issued, Keyward, RegenerateOptions, ServiceError};
 
-static TOKENS_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "read"));
-static TOKENS_CREATE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "create"));
-static TOKENS_UPDATE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "update"));
-static TOKENS_DELETE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "delete"));
-static AUDIT_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("audit", "read"));
+use keyward_core::scope::reserved::{
+    AUDIT_READ, TOKENS_CREATE, TOKENS_DELETE, TOKENS_READ, TOKENS_UPDATE,
+};
 
 const DEFAULT_PAGE: u32 = 50;
 

@@ -4,16 +4,15 @@
 //! All three go through [`Keyward::verify`], the cached hot path, so they cost what a
 //! `/v1/verify` costs and see a revocation on their very next call.
 
-use keyward_core::{InactiveReason, Scope, Scopes, TokenRecord, format};
+use keyward_core::{InactiveReason, Scopes, TokenRecord, format};
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use super::{Acting, CachedToken, Keyward, ServiceError, ServiceResult, Verdict};
 
+use keyward_core::scope::reserved::TOKENS_DELETE;
 /// The scope a caller of RFC 7662 introspection needs.
-pub static TOKENS_INTROSPECT: LazyLock<Scope> =
-    LazyLock::new(|| Scope::reserved("tokens", "introspect"));
-static TOKENS_DELETE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "delete"));
+pub use keyward_core::scope::reserved::TOKENS_INTROSPECT;
 
 /// The audit reason of a revocation through `POST /oauth/revoke`.
 pub const RFC7009_REASON: &str = "RFC 7009 revocation";

@@ -58,8 +58,8 @@ impl fmt::Debug for SessionSecret {
     }
 }
 
-/// A signed-in person, for one request.
-#[derive(Debug, Clone)]
+/// A signed-in person, for one request. `Debug` leaves out the CSRF token.
+#[derive(Clone)]
 pub struct WebSession {
     /// Who.
     pub user: User,
@@ -67,6 +67,16 @@ pub struct WebSession {
     pub id_hash: TokenHash,
     /// The CSRF token every form of this session carries.
     pub csrf: String,
+}
+
+impl fmt::Debug for WebSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSession")
+            .field("user", &self.user)
+            .field("id_hash", &self.id_hash)
+            .field("csrf", &"[REDACTED]")
+            .finish()
+    }
 }
 
 impl WebSession {

@@ -422,7 +422,7 @@ pub async fn revoke_token(
     let reason = form.get("reason").map(str::to_owned);
     let token = kw.revoke_token(&session.acting(ip), &id, reason).await?;
     let notice = format!(
-        "Revoked “{}” ({}…). Anything still using it is refused from now on.",
+        "Revoked “{}” ({}). Anything still using it is refused from now on.",
         token.name.as_str(),
         token.hint
     );
