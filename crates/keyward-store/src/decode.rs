@@ -2,7 +2,8 @@
 //!
 //! Each engine's row type reaches these decoders through [`Columns`], implemented for any sqlx row
 //! whose database decodes the six column types keyward stores (text, integer, boolean, bytes and
-//! their nullable forms). A value that does not decode or parse was not written by keyward, so it
+//! their nullable forms), and for the rusqlite rows of SQLite's direct point reads
+//! (`sqlite::reader`). A value that does not decode or parse was not written by keyward, so it
 //! is [`StoreError::Corrupt`], never a panic. Error mapping stays with each engine: its codes
 //! differ.
 
@@ -17,7 +18,8 @@ use std::net::IpAddr;
 use time::OffsetDateTime;
 
 use crate::{
-    HashRecord, SessionRecord, SnapshotUser, StoreError, StoreResult, StoredAuditEvent, StoredHash,
+    HashRecord, Lookup, SessionRecord, SnapshotUser, StoreError, StoreResult, StoredAuditEvent,
+    StoredHash,
 };
 
 /// Named column reads, as the decoders need them.
@@ -169,11 +171,15 @@ pub(crate) fn token(row: &impl Columns) -> StoreResult<TokenRecord> {
     })
 }
 
-/// The owner columns of a lookup: name and whether disabled.
-pub(crate) fn owner_of_lookup(row: &impl Columns) -> StoreResult<(UserName, bool)> {
-    let name = parse(row, "owner_name", UserName::parse)?;
-    let disabled = opt_time(row, "owner_disabled_at")?.is_some();
-    Ok((name, disabled))
+/// A lookup row: a `tokens` row with the owner's `owner_name` and `owner_disabled_at` and the
+/// secret's `secret_valid_until`.
+pub(crate) fn lookup(row: &impl Columns) -> StoreResult<Lookup> {
+    Ok(Lookup {
+        token: token(row)?,
+        owner_name: parse(row, "owner_name", UserName::parse)?,
+        owner_disabled: opt_time(row, "owner_disabled_at")?.is_some(),
+        secret_valid_until: opt_time(row, "secret_valid_until")?,
+    })
 }
 
 /// A stored 32-byte hash.

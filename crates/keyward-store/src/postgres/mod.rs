@@ -671,14 +671,7 @@ impl Store for PgStore {
         .bind(hash.0.to_vec())
         .fetch_optional(&self.pool);
         let row = bounded(async { found.await.map_err(db_error) }).await?;
-        let Some(row) = row else { return Ok(None) };
-        let (owner_name, owner_disabled) = rows::owner_of_lookup(&row)?;
-        Ok(Some(Lookup {
-            token: rows::token(&row)?,
-            owner_name,
-            owner_disabled,
-            secret_valid_until: rows::opt_time(&row, "secret_valid_until")?,
-        }))
+        row.as_ref().map(rows::lookup).transpose()
     }
 
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()> {

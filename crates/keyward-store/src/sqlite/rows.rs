@@ -4,8 +4,7 @@
 use crate::StoreError;
 
 pub(super) use crate::decode::{
-    audit_event, hash, hash_record, opt_time, owner_of_lookup, session, snapshot_user, token, unix,
-    user,
+    audit_event, hash, hash_record, lookup, session, snapshot_user, token, unix, user,
 };
 
 /// SQLite's primary result codes: a lock is held, the file is damaged, the file is not a
@@ -49,6 +48,27 @@ pub(super) fn db_error(e: sqlx::Error) -> StoreError {
         | sqlx::Error::ColumnNotFound(_)
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
         | sqlx::Error::TypeNotFound { .. }) => StoreError::Corrupt(e.to_string()),
+        e => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Maps an error of a direct read (`reader`) as [`db_error`] maps sqlx's.
+pub(super) fn lite_error(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            let message = message.unwrap_or_else(|| code.to_string());
+            if matches!(code.extended_code & 0xff, SQLITE_CORRUPT | SQLITE_NOTADB) {
+                StoreError::Corrupt(message)
+            } else {
+                StoreError::Unavailable(message)
+            }
+        }
+        e @ (rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::Utf8Error(..)
+        | rusqlite::Error::InvalidColumnIndex(_)
+        | rusqlite::Error::InvalidColumnName(_)
+        | rusqlite::Error::InvalidColumnType(..)) => StoreError::Corrupt(e.to_string()),
         e => StoreError::Unavailable(e.to_string()),
     }
 }

@@ -1010,6 +1010,11 @@ pub async fn a_second_handle_sees_revocations(db: &dyn Database) {
         second.token(&token.id, None).await.unwrap(),
         Some(token.clone())
     );
+    // Read once before the revocation, so a reused connection must not answer from then.
+    assert_eq!(
+        second.lookup(&hash.hash).await.unwrap().map(|l| l.token),
+        Some(token.clone())
+    );
 
     let epoch = second.change_epoch();
     let cursor = second.change_cursor().await.unwrap();

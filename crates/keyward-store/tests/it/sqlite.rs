@@ -96,7 +96,7 @@ async fn a_row_keyward_could_not_have_written_is_corrupt() {
     let db = SqliteDb::fresh().await;
     let store = SqliteStore::open(&db.path).await.unwrap();
     let alice = add_user(&store, "alice").await;
-    let (token, _) = add_token(&store, &alice.id, T0).await;
+    let (token, hash) = add_token(&store, &alice.id, T0).await;
 
     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db.path);
     let mut conn = sqlx::ConnectOptions::connect(&options).await.unwrap();
@@ -110,6 +110,30 @@ async fn a_row_keyward_could_not_have_written_is_corrupt() {
         matches!(err, StoreError::Corrupt(ref what) if what.contains("scopes")),
         "{err:?}"
     );
+    // `lookup` reads through its own connections (rusqlite), and decodes the same way.
+    let err = store.lookup(&hash.hash).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt(ref what) if what.contains("scopes")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn closing_refuses_lookups_and_checkpoints_the_wal() {
+    let db = SqliteDb::fresh().await;
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    let alice = add_user(&store, "alice").await;
+    let (_, hash) = add_token(&store, &alice.id, T0).await;
+    assert!(store.lookup(&hash.hash).await.unwrap().is_some());
+    store.close().await;
+    assert!(matches!(
+        store.lookup(&hash.hash).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    // The last connection to close checkpoints the WAL and removes it; a lookup's read-only
+    // connection left open would keep it.
+    let wal = db.path.with_file_name("keyward.db-wal");
+    assert!(!wal.exists(), "{} is left", wal.display());
 }
 
 #[tokio::test]

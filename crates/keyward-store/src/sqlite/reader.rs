@@ -1,0 +1,161 @@
+//! The cold-verification read, on read-only connections of its own, run on the calling thread.
+//!
+//! sqlx runs each SQLite connection on a worker thread of its own and hands every statement and
+//! its rows across channels; for a point read that SQLite answers in a few microseconds from its
+//! page cache, those thread hops and the pool's bookkeeping made a lookup cost about 115 µs. A
+//! cache miss in verification waits on exactly that read, so it goes to SQLite directly through
+//! rusqlite, on the same file, and decodes through the same [`Columns`] decoders: about 7 µs,
+//! HMAC included (`cargo bench -p keyward-server --bench verify`, cold verification).
+//!
+//! It runs on the calling task, blocking the executor for that long: the query is one
+//! primary-key probe of `token_hashes` and two primary-key joins, and in WAL mode a reader never
+//! waits for the writer or for a checkpoint. Handing it to `spawn_blocking` instead measured
+//! twice the median and four times the 99th percentile, the hop costing more than the read. The
+//! one wait left is SQLite's rare one for a WAL index that another connection is rebuilding after
+//! a crash, bounded by the busy timeout.
+//!
+//! Freshness: each statement runs in its own read transaction, which starts from the last commit
+//! in the WAL, so a lookup sees every commit acknowledged before it started. Statements are reset
+//! after each use, so an idle connection holds no snapshot (which would also hold back
+//! checkpoints).
+
+use keyward_core::TokenHash;
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use super::rows::{self, lite_error};
+use super::{BUSY_TIMEOUT, LOOKUP};
+use crate::decode::Columns;
+use crate::{Lookup, StoreError, StoreResult};
+
+/// Idle connections kept for reuse. Each lookup holds one only while it runs, without awaiting,
+/// so no more are ever open at once than threads calling `lookup` at once.
+const MAX_IDLE: usize = 8;
+
+/// Read-only connections to the database file, taken by a lookup and given back after it.
+#[derive(Debug)]
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Debug, Default)]
+struct Idle {
+    connections: Vec<Connection>,
+    closed: bool,
+}
+
+impl Readers {
+    /// Readers for the database at `path`, or `None` when `path` names no ordinary file that a
+    /// second connection could open (`:memory:`, a temporary database, a URI): such a store reads
+    /// through sqlx.
+    pub(super) fn for_file(path: &Path) -> StoreResult<Option<Self>> {
+        let name = path.as_os_str();
+        let uri = name.to_str().is_some_and(|name| name.starts_with("file:"));
+        if name.is_empty() || name == ":memory:" || uri {
+            return Ok(None);
+        }
+        // Absolute, so a later change of working directory cannot point a new reader elsewhere.
+        let path = std::fs::canonicalize(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        Ok(Some(Self {
+            path,
+            idle: Mutex::new(Idle::default()),
+        }))
+    }
+
+    /// The token, owner and validity of the secret with this hash, as `Store::lookup` returns.
+    pub(super) fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
+        let connection = self.take()?;
+        let found = connection
+            .prepare_cached(LOOKUP)
+            .and_then(|mut statement| {
+                statement
+                    .query_row([&hash.0[..]], |row| Ok(rows::lookup(&LiteRow(row))))
+                    .optional()
+            })
+            .map_err(lite_error)?
+            .transpose()?;
+        // Given back only after a clean read: a connection that failed is dropped with its error.
+        self.give_back(connection);
+        Ok(found)
+    }
+
+    /// Closes every idle connection and refuses further lookups, so that the writer's connection
+    /// is the last one and can checkpoint the WAL when it closes.
+    pub(super) fn close(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.closed = true;
+        idle.connections.clear();
+    }
+
+    fn take(&self) -> StoreResult<Connection> {
+        {
+            // The lock guards only a push or a pop, so a poisoned one still holds a sound list.
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.closed {
+                return Err(StoreError::Unavailable("the store is closed".to_owned()));
+            }
+            if let Some(connection) = idle.connections.pop() {
+                return Ok(connection);
+            }
+        }
+        self.open().map_err(lite_error)
+    }
+
+    fn give_back(&self, connection: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if !idle.closed && idle.connections.len() < MAX_IDLE {
+            idle.connections.push(connection);
+        }
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        // No mutex inside SQLite: a connection is used by one thread at a time (`Connection` is
+        // `Send`, not `Sync`). WAL mode is a property of the file, set by the writer.
+        let connection = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(connection)
+    }
+}
+
+/// A rusqlite row, read by column name like the sqlx rows.
+struct LiteRow<'a>(&'a rusqlite::Row<'a>);
+
+impl LiteRow<'_> {
+    fn get<T: rusqlite::types::FromSql>(&self, column: &str) -> StoreResult<T> {
+        self.0
+            .get(column)
+            .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    }
+}
+
+impl Columns for LiteRow<'_> {
+    fn text(&self, column: &str) -> StoreResult<String> {
+        self.get(column)
+    }
+
+    fn opt_text(&self, column: &str) -> StoreResult<Option<String>> {
+        self.get(column)
+    }
+
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        self.get(column)
+    }
+
+    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
+        self.get(column)
+    }
+
+    fn flag(&self, column: &str) -> StoreResult<bool> {
+        self.get(column)
+    }
+
+    fn bytes(&self, column: &str) -> StoreResult<Vec<u8>> {
+        self.get(column)
+    }
+}
