@@ -9,6 +9,7 @@
 # the command line and the API, then measures in one run:
 #   hello GET (before)   the reference
 #   hello POST           the same, reading a request body like /v1/verify does
+#   hello POST /v1/verify  hello fed the very request stream verify gets (same Lua script)
 #   POST /v1/verify      rotating over $TOKENS cached tokens, asking for one scope
 #   GET  /v1/auth        forward-auth, when the route exists (skipped with a notice otherwise)
 #   POST /v1/tokens      token creation (a durable SQLite commit each)
@@ -66,6 +67,8 @@ run_wrk hello_get_before "$HELLO_URL/hello"
 BODY='{"token":"'"$FIRST"'","scopes":["droplet:read"]}' \
   run_wrk hello_post "$HELLO_URL/hello" -s "$ROOT/bench/lua/post.lua"
 SECRETS="$WORK/secrets" SCOPES='["droplet:read"]' \
+  run_wrk hello_verify_stream "$HELLO_URL/v1/verify" -s "$ROOT/bench/lua/verify.lua"
+SECRETS="$WORK/secrets" SCOPES='["droplet:read"]' \
   run_wrk verify "$KW_URL/v1/verify" -s "$ROOT/bench/lua/verify.lua"
 [ "$(field verify 5)" = 0 ] || { echo "verify: $(field verify 5) non-2xx answers" >&2; exit 1; }
 
@@ -101,9 +104,13 @@ row() { # name label target
 }
 row hello_get_before "bare axum hello GET (before)" ""
 row hello_post "bare axum hello POST with a verify-sized body" ""
+row hello_verify_stream "bare axum hello POST fed verify's request stream (same Lua script)" ""
 row verify "POST /v1/verify (cached, 1 scope)" "≥ 0.75x"
 row auth "GET /v1/auth (forward-auth)" "≥ 0.8x"
 row create "POST /v1/tokens (creation)" ""
 row hello_get_after "bare axum hello GET (after)" ""
+echo
+awk -v v="$(field verify 2)" -v h="$(field hello_verify_stream 2)" \
+  'BEGIN { if (h > 0) printf "POST /v1/verify ÷ hello POST fed the same request stream: %.2fx (the client-side cost of rotating secrets taken out)\n", v / h }'
 echo
 log "done"

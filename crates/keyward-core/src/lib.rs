@@ -21,8 +21,8 @@ pub use expiry::{ExpiryError, ExpiryRequest, LifetimePolicy, parse_duration};
 pub use format::{FormatError, Prefix, RawSecret, TokenSecret};
 pub use hash::{KeyId, ServerKey, TokenHash, TokenHasher};
 pub use model::{
-    Actor, AuditEvent, AuditKind, InactiveReason, NameError, TokenId, TokenName, TokenRecord,
-    TokenState, User, UserId, UserName,
+    Actor, AuditEvent, AuditKind, InactiveReason, NameError, PackedTokenId, TokenId, TokenIdText,
+    TokenName, TokenRecord, TokenState, User, UserId, UserName,
 };
 pub use scope::{Catalog, Scope, ScopeError, Scopes};
 

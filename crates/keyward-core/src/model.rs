@@ -48,11 +48,13 @@ macro_rules! public_id {
                 Ok(Self(format!("{}{}", $prefix, new_ulid(now)?)))
             }
 
-            /// Checks an id given by a client or read from a store.
+            /// Checks an id given by a client or read from a store. The ULID is case-insensitive
+            /// (Crockford base32); the id keeps its canonical upper-case spelling, the one
+            /// [`Self::generate`] writes.
             pub fn parse(s: &str) -> Result<Self, NameError> {
                 let ulid = s.strip_prefix($prefix).ok_or_else(|| NameError::Id(s.chars().take(40).collect()))?;
-                ulid::Ulid::from_string(ulid).map_err(|_| NameError::Id(s.chars().take(40).collect()))?;
-                Ok(Self(s.to_owned()))
+                let ulid = ulid::Ulid::from_string(ulid).map_err(|_| NameError::Id(s.chars().take(40).collect()))?;
+                Ok(Self(format!("{}{}", $prefix, ulid)))
             }
 
             /// The id text.
@@ -86,6 +88,71 @@ public_id!(
     UserId,
     "usr_"
 );
+
+impl TokenId {
+    /// The id in 16 bytes, for tables that hold very many (the verification cache).
+    pub fn pack(&self) -> PackedTokenId {
+        // Every `TokenId` was checked by `parse` or made by `generate`: the text after the
+        // prefix is a ULID. The nil fallback is unreachable.
+        let ulid = ulid::Ulid::from_string(&self.0[Self::PREFIX.len()..]).unwrap_or_default();
+        PackedTokenId(ulid.to_bytes())
+    }
+}
+
+/// A [`TokenId`] in 16 bytes: its ULID. Unpacks to the same text, because ids are kept in
+/// their canonical spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PackedTokenId([u8; 16]);
+
+impl PackedTokenId {
+    /// The id's text, built on the stack.
+    pub fn text(&self) -> TokenIdText {
+        let mut buf = [0u8; TOKEN_ID_LEN];
+        buf[..TokenId::PREFIX.len()].copy_from_slice(TokenId::PREFIX.as_bytes());
+        let mut ulid = [0u8; ulid::ULID_LEN];
+        ulid::Ulid::from_bytes(self.0).array_to_str(&mut ulid);
+        buf[TokenId::PREFIX.len()..].copy_from_slice(&ulid);
+        TokenIdText(buf)
+    }
+
+    /// The id as an owned [`TokenId`] (allocates).
+    pub fn unpack(&self) -> TokenId {
+        TokenId(self.text().as_str().to_owned())
+    }
+}
+
+/// Length of a token id's text: `tok_` and 26 base32 characters.
+const TOKEN_ID_LEN: usize = 4 + ulid::ULID_LEN;
+
+/// A token id's text in a fixed buffer: no allocation to put an id in an answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenIdText([u8; TOKEN_ID_LEN]);
+
+impl TokenIdText {
+    /// The id text.
+    pub fn as_str(&self) -> &str {
+        // ASCII by construction (the prefix and Crockford base32); the fallback is unreachable.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for TokenIdText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TokenIdText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for TokenIdText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 /// A token's label, chosen by its owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -390,6 +457,23 @@ mod tests {
         assert!(UserId::parse(UserId::generate(now).unwrap().as_str()).is_ok());
         let later = TokenId::generate(now + time::Duration::seconds(1)).unwrap();
         assert!(later > id, "ids sort by creation time");
+    }
+
+    #[test]
+    fn ids_are_canonical_and_pack_to_the_same_text() {
+        let now = datetime!(2026-06-01 12:00 UTC);
+        for _ in 0..100 {
+            let id = TokenId::generate(now).unwrap();
+            assert_eq!(id.pack().text().as_str(), id.as_str());
+            assert_eq!(id.pack().unpack(), id);
+        }
+        let lower = TokenId::parse("tok_01jd8x0vq5r6m8a5c3e7f9g1hk").unwrap();
+        assert_eq!(lower.as_str(), "tok_01JD8X0VQ5R6M8A5C3E7F9G1HK");
+        assert_eq!(lower.pack().text().as_str(), lower.as_str());
+        assert_eq!(
+            serde_json::to_string(&lower.pack().text()).unwrap(),
+            "\"tok_01JD8X0VQ5R6M8A5C3E7F9G1HK\""
+        );
     }
 
     #[test]

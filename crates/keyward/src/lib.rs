@@ -11,7 +11,7 @@
 //! let keyward = keyward::open(&config).await?;
 //! let wanted = Scopes::parse(&["droplet:read"])?;
 //! match keyward.verify("kwp_...", &wanted, None).await? {
-//!     keyward::Verdict::Active(token) => println!("{} may read droplets", token.owner_name),
+//!     keyward::Verdict::Active(token) => println!("{} may read droplets", token.owner_name()),
 //!     keyward::Verdict::Inactive(reason) => println!("refused: {}", reason.as_str()),
 //! }
 //! # Ok(())
@@ -45,7 +45,7 @@ pub use keyward_core::{
     TokenRecord, TokenSecret, TokenState, User, UserId, UserName,
 };
 pub use keyward_server::service::{Issued, RegenerateOptions};
-pub use keyward_server::{Acting, Keyward, ServiceError, Settings, Verdict};
+pub use keyward_server::{Acting, Keyward, ServiceError, Settings, Verdict, VerifiedToken};
 pub use keyward_store::{PgStore, SqliteStore, Store};
 
 use anyhow::Context as _;

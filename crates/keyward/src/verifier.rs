@@ -6,7 +6,7 @@ use keyward_core::{
     Clock, InactiveReason, Scopes, ServerKey, SystemClock, TokenHash, TokenHasher, TokenId, UserId,
     UserName,
 };
-use keyward_server::{Keyward, ServiceError};
+use keyward_server::{Keyward, ServiceError, VerifiedToken};
 use serde::Deserialize;
 use std::future::Future;
 use std::sync::Arc;
@@ -80,14 +80,19 @@ impl Verifier {
 
 impl TokenVerifier for Verifier {
     async fn verify(&self, secret: &str, wanted: &Scopes) -> Result<Identity, VerifyError> {
-        match self.keyward.authorize(Some(secret), wanted, None).await {
-            Ok(token) => Ok(Identity {
-                token_id: token.token_id.clone(),
-                owner_id: token.owner.clone(),
-                owner_name: token.owner_name.clone(),
-                scopes: token.scopes.clone(),
-                expires_at: token.expires_at,
-            }),
+        let identity = |token: &VerifiedToken| Identity {
+            token_id: token.token_id(),
+            owner_id: token.owner_id().clone(),
+            owner_name: token.owner_name().clone(),
+            scopes: token.scopes().clone(),
+            expires_at: token.expires_at(),
+        };
+        match self
+            .keyward
+            .authorize(Some(secret), wanted, None, identity)
+            .await
+        {
+            Ok(identity) => Ok(identity),
             Err(ServiceError::Unauthenticated(reason)) => Err(VerifyError::Unauthenticated(reason)),
             Err(ServiceError::MissingScope { .. }) => {
                 Err(VerifyError::MissingScope(wanted.clone()))

@@ -4,13 +4,15 @@
 //!
 //! `hello [ADDR]` (default `127.0.0.1:0`) prints `listening on http://ADDR` like `keyward serve`.
 //! `GET /hello` answers a small JSON body; `POST /hello` reads the request body first (as
-//! `POST /v1/verify` must) and answers the same.
+//! `POST /v1/verify` must) and answers the same. `POST /v1/verify` is `POST /hello` at keyward's
+//! path, so the load script can drive it with the very request stream it sends keyward
+//! (`bench/lua/verify.lua`, whose per-request Lua costs the client CPU on these shared cores).
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::io::Write as _;
 use std::net::SocketAddr;
 
@@ -32,7 +34,9 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or("127.0.0.1:0")
         .parse()
         .context("usage: hello [ADDR]")?;
-    let app = Router::new().route("/hello", get(hello).post(hello_post));
+    let app = Router::new()
+        .route("/hello", get(hello).post(hello_post))
+        .route("/v1/verify", post(hello_post));
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -2,6 +2,7 @@
 //! rejections.
 
 use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
@@ -19,6 +20,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // The common case, plain `application/json` that parses, skips the error-path tracking
+        // of axum's extractor; anything else takes axum's way, for the same checks and messages.
+        if req.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes) == Some(b"application/json") {
+            let bytes = Bytes::from_request(req, state)
+                .await
+                .map_err(JsonRejection::from)?;
+            return match serde_json::from_slice(&bytes) {
+                Ok(value) => Ok(Self(value)),
+                Err(_) => Ok(Self(axum::Json::<T>::from_bytes(&bytes)?.0)),
+            };
+        }
         let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
         Ok(Self(value))
     }

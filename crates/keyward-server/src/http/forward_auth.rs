@@ -20,7 +20,7 @@ use super::extract::{Bearer, ClientIp};
 use crate::service::{Keyward, ServiceError};
 
 /// Request header: the scopes this request needs, space-separated.
-pub const SCOPE_HEADER: &str = "x-keyward-scope";
+pub const SCOPE_HEADER: HeaderName = HeaderName::from_static("x-keyward-scope");
 /// Response header: the token's id.
 pub const TOKEN_ID_HEADER: HeaderName = HeaderName::from_static("x-keyward-token-id");
 /// Response header: the owner's user name.
@@ -30,20 +30,27 @@ pub const OWNER_ID_HEADER: HeaderName = HeaderName::from_static("x-keyward-owner
 /// Response header: the token's scopes, space-separated.
 pub const SCOPES_HEADER: HeaderName = HeaderName::from_static("x-keyward-scopes");
 
-/// Where proxies put the original request's method and URI, in order of preference.
-const METHOD_HEADERS: [&str; 2] = ["x-forwarded-method", "x-original-method"];
-const URI_HEADERS: [&str; 2] = ["x-forwarded-uri", "x-original-uri"];
+/// Where proxies put the original request's method and URI, in order of preference. Built
+/// names, not strings: a lookup by string parses the name first.
+const METHOD_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-forwarded-method"),
+    HeaderName::from_static("x-original-method"),
+];
+const URI_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-original-uri"),
+];
 
-fn first_header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+fn first_header<'a>(headers: &'a HeaderMap, names: &[HeaderName]) -> Option<&'a str> {
     names
         .iter()
-        .find_map(|name| headers.get(*name))
+        .find_map(|name| headers.get(name))
         .and_then(|v| v.to_str().ok())
 }
 
 /// The scopes the proxied request needs (see the module docs).
 fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, Scopes>, ApiError> {
-    if let Some(value) = headers.get(SCOPE_HEADER) {
+    if let Some(value) = headers.get(&SCOPE_HEADER) {
         let text = value.to_str().map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -101,21 +108,26 @@ pub async fn forward_auth(
     request: Request,
 ) -> Result<Response, ApiError> {
     let wanted = required_scopes(&kw, request.headers())?;
-    let token = kw.authorize(bearer.as_deref(), &wanted, ip.0).await?;
-    let mut response = StatusCode::OK.into_response();
-    let out = response.headers_mut();
-    // Ids, user names and scopes are ASCII by construction; a failure would only drop a header.
-    for (name, value) in [
-        (TOKEN_ID_HEADER, token.token_id.as_str()),
-        (OWNER_HEADER, token.owner_name.as_str()),
-        (OWNER_ID_HEADER, token.owner.as_str()),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            out.insert(name, value);
-        }
-    }
-    if let Ok(value) = HeaderValue::from_str(&token.scopes.to_string()) {
-        out.insert(SCOPES_HEADER, value);
-    }
+    let response = kw
+        .authorize(bearer.as_deref(), &wanted, ip.0, |token| {
+            let mut response = StatusCode::OK.into_response();
+            let out = response.headers_mut();
+            // Ids, user names and scopes are ASCII by construction; a failure would only drop a
+            // header.
+            for (name, value) in [
+                (TOKEN_ID_HEADER, token.id_text().as_str()),
+                (OWNER_HEADER, token.owner_name().as_str()),
+                (OWNER_ID_HEADER, token.owner_id().as_str()),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    out.insert(name, value);
+                }
+            }
+            if let Ok(value) = HeaderValue::from_str(&token.scopes().to_string()) {
+                out.insert(SCOPES_HEADER, value);
+            }
+            response
+        })
+        .await?;
     Ok(response)
 }

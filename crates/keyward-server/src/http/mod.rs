@@ -14,17 +14,18 @@ mod tokens;
 mod verify;
 pub mod wire;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
-use axum::http::Request;
-use axum::http::{StatusCode, header};
+use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Router, ServiceExt as _};
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
@@ -37,8 +38,41 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// How often noted uses are written to the store.
 pub const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
-/// The application: every route and layer.
-pub fn app(keyward: Arc<Keyward>) -> Router {
+/// The application: every route, then the layers that wrap them all.
+///
+/// The layers wrap the router as a whole, not each route (what `Router::layer` does), so a
+/// request clones one boxed route rather than one box per layer.
+pub fn app(
+    keyward: Arc<Keyward>,
+) -> impl Service<Request<Body>, Response = Response, Error = Infallible, Future = impl Send + 'static>
++ Clone
++ Send
++ Sync
++ 'static {
+    ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        // Before the rest, so no layer (tracing included) ever sees the credential in clear.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| -> Response {
+                tracing::error!("a request handler panicked");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+                .into_response()
+            },
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .service(traced(routes(keyward)))
+}
+
+/// Every route.
+fn routes(keyward: Arc<Keyward>) -> Router {
     Router::new()
         .route(
             "/v1/tokens",
@@ -69,24 +103,20 @@ pub fn app(keyward: Arc<Keyward>) -> Router {
             )
         })
         .with_state(keyward)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| -> Response {
-                tracing::error!("a request handler panicked");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
-                .into_response()
-            },
-        ))
-        // Outermost, so no layer (tracing included) ever sees the credential in clear.
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-        ]))
+}
+
+/// Adds a debug span per request (inside the router, so it can name the matched route) when
+/// debug logging is on. Otherwise it is left out: even unrecorded, it costs two clock reads and
+/// a layer per request, and what it would report at other levels (5xx answers) is logged where
+/// the error is made (see [`ApiError`]).
+fn traced(router: Router) -> Router {
+    let wanted = tracing::enabled!(tracing::Level::DEBUG)
+        || tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG);
+    if wanted {
+        router.layer(TraceLayer::new_for_http().make_span_with(request_span))
+    } else {
+        router
+    }
 }
 
 /// The span for one request: the method and the matched route template, never the URI itself,
@@ -117,6 +147,7 @@ pub async fn serve(
                 if let Err(e) = keyward.flush_usage().await {
                     tracing::warn!(error = %e, "could not record token usage; will retry");
                 }
+                keyward.publish_metrics();
                 // Drains recorded histogram samples into their buckets; without it they pile
                 // up in memory until someone scrapes /metrics.
                 if let Some(prometheus) = crate::telemetry::prometheus() {

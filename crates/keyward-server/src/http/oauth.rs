@@ -132,13 +132,13 @@ pub async fn introspect_token(
     {
         Some(token) => axum::Json(IntrospectionResponse {
             active: true,
-            scope: token.scopes.to_string(),
-            username: token.owner_name.as_str(),
+            scope: token.scopes().to_string(),
+            username: token.owner_name().as_str(),
             token_type: "Bearer",
-            exp: token.expires_at.map(time::OffsetDateTime::unix_timestamp),
-            iat: token.created_at.unix_timestamp(),
-            sub: &token.owner,
-            jti: &token.token_id,
+            exp: token.expires_at().map(time::OffsetDateTime::unix_timestamp),
+            iat: token.created_at().unix_timestamp(),
+            sub: token.owner_id(),
+            jti: token.id_text(),
         })
         .into_response(),
         None => axum::Json(InactiveIntrospectionResponse { active: false }).into_response(),

@@ -39,7 +39,8 @@ pub async fn readyz(State(kw): State<Arc<Keyward>>) -> Result<Response, ApiError
 /// `GET /metrics`: Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn metrics() -> Response {
+pub async fn metrics(State(kw): State<Arc<Keyward>>) -> Response {
+    kw.publish_metrics();
     let body = crate::telemetry::prometheus()
         .map(|h| h.render())
         .unwrap_or_default();

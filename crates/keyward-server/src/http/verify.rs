@@ -1,14 +1,14 @@
 //! `POST /v1/verify`: the hot path over HTTP.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use keyward_core::Scopes;
 use std::sync::Arc;
 
 use super::error::ApiError;
 use super::extract::ApiJson;
-use super::wire::{ActiveResponse, InactiveResponse, OwnerView, VerifyRequest};
-use crate::service::{Keyward, ServiceError, Verdict};
+use super::wire::{ActiveResponse, InactiveResponse, OwnerView, VerifyRequest, json_response};
+use crate::service::{Keyward, ServiceError};
 
 /// Answers whether a token is active and grants the scopes asked for. 200 for every answer,
 /// active or not; 4xx only for a body that is not a verification request; 503 when the store
@@ -33,23 +33,25 @@ pub async fn verify_token(
     } else {
         Scopes::parse(&req.scopes).map_err(ServiceError::from)?
     };
-    let response = match kw.verify(req.token.expose(), &wanted, req.ip).await? {
-        Verdict::Active(token) => axum::Json(ActiveResponse {
-            active: true,
-            token_id: &token.token_id,
-            owner: OwnerView {
-                id: &token.owner,
-                name: token.owner_name.as_str(),
-            },
-            scopes: &token.scopes,
-            expires_at: token.expires_at,
+    let answer = kw
+        .verify_with(req.token.expose(), &wanted, req.ip, |token| {
+            json_response(&ActiveResponse {
+                active: true,
+                token_id: token.id_text(),
+                owner: OwnerView {
+                    id: token.owner_id(),
+                    name: token.owner_name().as_str(),
+                },
+                scopes: token.scopes(),
+                expires_at: token.expires_at(),
+            })
         })
-        .into_response(),
-        Verdict::Inactive(reason) => axum::Json(InactiveResponse {
+        .await?;
+    let response = answer.unwrap_or_else(|reason| {
+        json_response(&InactiveResponse {
             active: false,
             reason,
         })
-        .into_response(),
-    };
+    });
     Ok(response)
 }

@@ -1,6 +1,8 @@
 //! Request and response bodies, kept apart from the domain types they carry.
 
-use keyward_core::{InactiveReason, RawSecret, Scopes, TokenId, TokenRecord, TokenState, UserId};
+use keyward_core::{
+    InactiveReason, RawSecret, Scopes, TokenId, TokenIdText, TokenRecord, TokenState, UserId,
+};
 use keyward_store::StoredAuditEvent;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -138,7 +140,7 @@ pub struct ActiveResponse<'a> {
     /// Always true.
     pub active: bool,
     /// The token's id.
-    pub token_id: &'a TokenId,
+    pub token_id: TokenIdText,
     /// Its owner.
     pub owner: OwnerView<'a>,
     /// Its scopes.
@@ -230,7 +232,7 @@ pub struct IntrospectionResponse<'a> {
     pub sub: &'a UserId,
     /// The token's id.
     #[schema(value_type = String)]
-    pub jti: &'a TokenId,
+    pub jti: TokenIdText,
 }
 
 /// RFC 7662 §2.2: the whole answer for any token that is not active, whatever the reason.
@@ -238,4 +240,24 @@ pub struct IntrospectionResponse<'a> {
 pub struct InactiveIntrospectionResponse {
     /// Always false.
     pub active: bool,
+}
+
+/// Longest answer [`json_response`] expects; a longer one costs a reallocation, nothing more.
+const ANSWER_CAPACITY: usize = 384;
+
+/// A small JSON answer (the hot endpoints' answers), serialized into one buffer sized for it
+/// and handed to the body without a copy.
+pub fn json_response(value: &impl Serialize) -> axum::response::Response {
+    use axum::http::{HeaderValue, header::CONTENT_TYPE};
+    use axum::response::IntoResponse;
+    let mut body = Vec::with_capacity(ANSWER_CAPACITY);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => (
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body,
+        )
+            .into_response(),
+        Err(e) => super::ApiError::from(crate::service::ServiceError::Internal(e.to_string()))
+            .into_response(),
+    }
 }

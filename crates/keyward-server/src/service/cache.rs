@@ -7,62 +7,115 @@
 //! there. A writer bumps the epoch only after its commit, so any revocation acknowledged before a
 //! verification starts is evicted before that verification reads the cache.
 
-use keyward_core::{InactiveReason, Scopes, TokenHash, TokenId, UserId, UserName};
+use keyward_core::{
+    InactiveReason, PackedTokenId, Scopes, TokenHash, TokenId, TokenIdText, UserId, UserName,
+};
 use keyward_store::{Lookup, Store, StoreResult};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use time::OffsetDateTime;
-use tokio::sync::Mutex;
 
 use super::table::HashTable;
+use crate::telemetry::HotCounter;
 
-/// What a verification needs to know about one secret, kept in memory.
+/// A unix second standing for "never".
+const NEVER: i64 = i64::MAX;
+
+/// A token's owner, shared by every cached token of theirs.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    /// The user's id.
+    pub id: UserId,
+    /// The user's name.
+    pub name: UserName,
+}
+
+/// What a verification tells about a token: who it speaks for and what it grants. Cheap to
+/// clone (the owner and the scopes are shared); 48 bytes, because a million of them are cached.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    id: PackedTokenId,
+    owner: Arc<Owner>,
+    scopes: Arc<Scopes>,
+    created_unix: i64,
+    /// [`NEVER`] when it does not expire. The hot path compares integers, not calendar dates.
+    expires_unix: i64,
+}
+
+impl VerifiedToken {
+    /// The token's id, as text on the stack.
+    pub fn id_text(&self) -> TokenIdText {
+        self.id.text()
+    }
+
+    /// The token's id in 16 bytes.
+    pub fn id_packed(&self) -> PackedTokenId {
+        self.id
+    }
+
+    /// The token's id (allocates; [`Self::id_text`] does not).
+    pub fn token_id(&self) -> TokenId {
+        self.id.unpack()
+    }
+
+    /// The owner's user id.
+    pub fn owner_id(&self) -> &UserId {
+        &self.owner.id
+    }
+
+    /// The owner's user name.
+    pub fn owner_name(&self) -> &UserName {
+        &self.owner.name
+    }
+
+    /// Every scope the token holds.
+    pub fn scopes(&self) -> &Scopes {
+        &self.scopes
+    }
+
+    /// The scopes as a shared handle.
+    pub fn shared_scopes(&self) -> Arc<Scopes> {
+        Arc::clone(&self.scopes)
+    }
+
+    /// When it expires (`None` = never).
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        (self.expires_unix != NEVER).then(|| unix_time(self.expires_unix))
+    }
+
+    /// When this secret was made.
+    pub fn created_at(&self) -> OffsetDateTime {
+        unix_time(self.created_unix)
+    }
+}
+
+/// A unix second as a time. Stored times are whole seconds in the year range `time` supports,
+/// so the fallback is unreachable.
+fn unix_time(seconds: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// One cached secret: the token it belongs to and what decides whether it works now. Stored
+/// inline in the table, 64 bytes plus its 32-byte key.
 #[derive(Debug)]
 pub struct CachedToken {
-    /// The token's id.
-    pub token_id: TokenId,
-    /// Its owner.
-    pub owner: UserId,
-    /// The owner's name.
-    pub owner_name: UserName,
-    /// Its scopes.
-    pub scopes: Scopes,
-    /// When it expires (`None` = never).
-    pub expires_at: Option<OffsetDateTime>,
-    /// When this secret was made.
-    pub created_at: OffsetDateTime,
-    /// When this particular secret stops working after a regeneration.
-    secret_valid_until: Option<i64>,
-    /// `expires_at` in unix seconds: the hot path compares integers, not calendar dates.
-    expires_unix: Option<i64>,
+    token: VerifiedToken,
+    /// When this particular secret stops working after a regeneration ([`NEVER`] if it does
+    /// not).
+    secret_valid_until: i64,
     /// Revoked, or owner disabled: an answer that no clock can change.
     blocked: Option<InactiveReason>,
-    /// Unix second of the last use noted for batching, so a token used many times a second is
-    /// noted once.
-    last_noted: AtomicI64,
+    /// Low 32 bits of the unix second of the last use noted for batching, so a token used many
+    /// times a second is noted once.
+    last_noted: AtomicU32,
 }
 
 impl CachedToken {
-    fn from_lookup(l: Lookup) -> Self {
-        let blocked = if l.token.revoked_at.is_some() {
-            Some(InactiveReason::Revoked)
-        } else if l.owner_disabled {
-            Some(InactiveReason::OwnerDisabled)
-        } else {
-            None
-        };
-        Self {
-            token_id: l.token.id,
-            owner: l.token.owner,
-            owner_name: l.owner_name,
-            scopes: l.token.scopes,
-            expires_at: l.token.expires_at,
-            created_at: l.token.created_at,
-            secret_valid_until: l.secret_valid_until.map(OffsetDateTime::unix_timestamp),
-            expires_unix: l.token.expires_at.map(OffsetDateTime::unix_timestamp),
-            blocked,
-            last_noted: AtomicI64::new(i64::MIN),
-        }
+    /// The token this secret belongs to.
+    pub fn token(&self) -> &VerifiedToken {
+        &self.token
     }
 
     /// Whether the token works at `now` (unix seconds), before any scope check. Stored times
@@ -71,10 +124,10 @@ impl CachedToken {
         if let Some(reason) = self.blocked {
             return Err(reason);
         }
-        if self.secret_valid_until.is_some_and(|until| until <= now) {
+        if self.secret_valid_until <= now {
             return Err(InactiveReason::Revoked);
         }
-        if self.expires_unix.is_some_and(|at| at <= now) {
+        if self.token.expires_unix <= now {
             return Err(InactiveReason::Expired);
         }
         Ok(())
@@ -83,28 +136,70 @@ impl CachedToken {
     /// Returns true the first time it is called for a given second: the caller then records the
     /// use. Lock-free; at most one use per token per second reaches the batch.
     pub fn note_use(&self, now_unix: i64) -> bool {
+        let now = low_bits(now_unix);
         // Load first: the common case (already noted this second) then writes nothing, so cores
         // verifying the same token don't pass its cache line back and forth.
-        self.last_noted.load(Ordering::Relaxed) != now_unix
-            && self.last_noted.swap(now_unix, Ordering::Relaxed) != now_unix
+        self.last_noted.load(Ordering::Relaxed) != now
+            && self.last_noted.swap(now, Ordering::Relaxed) != now
     }
 }
 
-/// What a lookup through the cache found.
-pub enum Found {
-    /// The secret belongs to this token.
-    Token(Arc<CachedToken>),
-    /// No token has this secret.
-    Unknown,
+/// The low 32 bits of a unix second: enough to tell this second from the previous one.
+fn low_bits(unix: i64) -> u32 {
+    let [a, b, c, d, ..] = unix.to_le_bytes();
+    u32::from_le_bytes([a, b, c, d])
+}
+
+/// One shared copy of each distinct value: a million cached tokens of a thousand owners hold a
+/// thousand owners. Used only when an entry is made (a cache miss, already a store read).
+struct Interner<T> {
+    inner: Mutex<Interned<T>>,
+}
+
+struct Interned<T> {
+    set: HashSet<Arc<T>>,
+    /// Size at which values no entry holds any more are dropped.
+    sweep_at: usize,
+}
+
+/// Smallest sweep threshold: below it, unused values are kept.
+const INTERN_SWEEP_MIN: usize = 1024;
+
+impl<T: Hash + Eq> Interner<T> {
+    fn new() -> Self {
+        Self {
+            inner: Mutex::new(Interned {
+                set: HashSet::new(),
+                sweep_at: INTERN_SWEEP_MIN,
+            }),
+        }
+    }
+
+    fn intern(&self, value: T) -> Arc<T> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = inner.set.get(&value) {
+            return Arc::clone(found);
+        }
+        if inner.set.len() >= inner.sweep_at {
+            // Amortised: the threshold doubles past what survives.
+            inner.set.retain(|v| Arc::strong_count(v) > 1);
+            inner.sweep_at = (inner.set.len() * 2).max(INTERN_SWEEP_MIN);
+        }
+        let value = Arc::new(value);
+        inner.set.insert(Arc::clone(&value));
+        value
+    }
 }
 
 /// The cache and its change-log cursor.
 pub struct VerifyCache {
     entries: HashTable<CachedToken>,
+    owners: Interner<Owner>,
+    scopes: Interner<Scopes>,
     synced_epoch: AtomicU64,
-    cursor: Mutex<i64>,
-    hits: metrics::Counter,
-    misses: metrics::Counter,
+    cursor: tokio::sync::Mutex<i64>,
+    hits: HotCounter,
+    misses: HotCounter,
 }
 
 impl VerifyCache {
@@ -115,34 +210,77 @@ impl VerifyCache {
         let cursor = store.change_cursor().await?;
         Ok(Self {
             entries: HashTable::new(capacity),
+            owners: Interner::new(),
+            scopes: Interner::new(),
             synced_epoch: AtomicU64::new(epoch),
-            cursor: Mutex::new(cursor),
-            hits: metrics::counter!("keyward_cache_hits_total"),
-            misses: metrics::counter!("keyward_cache_misses_total"),
+            cursor: tokio::sync::Mutex::new(cursor),
+            hits: HotCounter::new(metrics::counter!("keyward_cache_hits_total")),
+            misses: HotCounter::new(metrics::counter!("keyward_cache_misses_total")),
         })
     }
 
-    /// Finds what the store knows about `hash`, from memory when it can be trusted.
-    pub async fn find(&self, store: &dyn Store, hash: &TokenHash) -> StoreResult<Found> {
+    /// Runs `f` on what the store knows about `hash`, from memory when it can be trusted;
+    /// `None` when no token has this secret. On a hit `f` runs under a shard's read lock, so it
+    /// must be short and must not call back into the cache.
+    pub async fn with<R>(
+        &self,
+        store: &dyn Store,
+        hash: &TokenHash,
+        f: impl FnOnce(&CachedToken) -> R,
+    ) -> StoreResult<Option<R>> {
         self.catch_up(store).await?;
-        if let Some(hit) = self.entries.get(hash) {
-            self.hits.increment(1);
-            return Ok(Found::Token(hit));
-        }
-        self.misses.increment(1);
+        let f = match self.entries.get_with(hash, f) {
+            Ok(answer) => {
+                self.hits.increment();
+                return Ok(Some(answer));
+            }
+            Err(f) => f,
+        };
+        self.misses.increment();
         let before = store.change_epoch();
         let Some(lookup) = store.lookup(hash).await? else {
-            return Ok(Found::Unknown);
+            return Ok(None);
         };
-        let entry = Arc::new(CachedToken::from_lookup(lookup));
-        self.entries.insert(*hash, Arc::clone(&entry));
+        let entry = self.entry(lookup);
+        let answer = f(&entry);
+        self.entries.insert(*hash, entry);
         // A change committed while we read may have been caught up already, before our insert;
         // then our entry could be stale, so it must not stay. The answer for this request is
         // still right: it began before that change was acknowledged.
         if store.change_epoch() != before {
             self.entries.remove(hash);
         }
-        Ok(Found::Token(entry))
+        Ok(Some(answer))
+    }
+
+    fn entry(&self, l: Lookup) -> CachedToken {
+        let blocked = if l.token.revoked_at.is_some() {
+            Some(InactiveReason::Revoked)
+        } else if l.owner_disabled {
+            Some(InactiveReason::OwnerDisabled)
+        } else {
+            None
+        };
+        CachedToken {
+            token: VerifiedToken {
+                id: l.token.id.pack(),
+                owner: self.owners.intern(Owner {
+                    id: l.token.owner,
+                    name: l.owner_name,
+                }),
+                scopes: self.scopes.intern(l.token.scopes),
+                created_unix: l.token.created_at.unix_timestamp(),
+                expires_unix: l
+                    .token
+                    .expires_at
+                    .map_or(NEVER, OffsetDateTime::unix_timestamp),
+            },
+            secret_valid_until: l
+                .secret_valid_until
+                .map_or(NEVER, OffsetDateTime::unix_timestamp),
+            blocked,
+            last_noted: AtomicU32::new(0),
+        }
     }
 
     /// Reads the change log if the store's epoch moved, evicting what changed.
@@ -168,6 +306,12 @@ impl VerifyCache {
         Ok(())
     }
 
+    /// Hands the hit and miss counts to the metrics recorder.
+    pub fn publish_metrics(&self) {
+        self.hits.publish();
+        self.misses.publish();
+    }
+
     /// Forgets everything (used when the store cannot vouch for the cache any more).
     pub fn clear(&self) {
         self.entries.clear();
@@ -181,5 +325,67 @@ impl VerifyCache {
     /// Whether the cache is empty (approximate).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_small() {
+        // The memory budget is 256 bytes per cached token, table overhead included.
+        assert_eq!(size_of::<VerifiedToken>(), 48);
+        assert_eq!(size_of::<CachedToken>(), 64);
+    }
+
+    #[test]
+    fn interning_shares_equal_values_and_sweeps_unused_ones() {
+        let interner = Interner::new();
+        let a = interner.intern("a".to_owned());
+        let b = interner.intern("a".to_owned());
+        assert!(Arc::ptr_eq(&a, &b));
+        drop((a, b));
+        let kept = interner.intern("kept".to_owned());
+        for n in 0..10 * INTERN_SWEEP_MIN {
+            drop(interner.intern(n.to_string()));
+        }
+        let inner = interner.inner.lock().unwrap();
+        assert!(
+            inner.set.len() <= 2 * INTERN_SWEEP_MIN,
+            "{}",
+            inner.set.len()
+        );
+        assert!(inner.set.contains(&kept));
+    }
+
+    #[test]
+    fn uses_are_noted_once_a_second() {
+        let entry = CachedToken {
+            token: VerifiedToken {
+                id: TokenId::parse("tok_01JD8X0VQ5R6M8A5C3E7F9G1HK")
+                    .unwrap()
+                    .pack(),
+                owner: Arc::new(Owner {
+                    id: UserId::parse("usr_01JD8X0VQ5R6M8A5C3E7F9G1HK").unwrap(),
+                    name: UserName::parse("ada").unwrap(),
+                }),
+                scopes: Arc::new(Scopes::default()),
+                created_unix: 1_800_000_000,
+                expires_unix: 1_800_000_100,
+            },
+            secret_valid_until: NEVER,
+            blocked: None,
+            last_noted: AtomicU32::new(0),
+        };
+        assert!(entry.note_use(1_800_000_001));
+        assert!(!entry.note_use(1_800_000_001));
+        assert!(entry.note_use(1_800_000_002));
+        assert_eq!(entry.state_at(1_800_000_099), Ok(()));
+        assert_eq!(entry.state_at(1_800_000_100), Err(InactiveReason::Expired));
+        assert_eq!(
+            entry.token().expires_at().unwrap().unix_timestamp(),
+            1_800_000_100
+        );
     }
 }

@@ -6,9 +6,8 @@
 
 use keyward_core::{InactiveReason, Scopes, TokenRecord, format};
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use super::{Acting, CachedToken, Keyward, ServiceError, ServiceResult, Verdict};
+use super::{Acting, Keyward, ServiceError, ServiceResult, Verdict, VerifiedToken};
 
 use keyward_core::scope::reserved::TOKENS_DELETE;
 /// The scope a caller of RFC 7662 introspection needs.
@@ -128,22 +127,23 @@ pub enum SecretRevocation {
 
 impl Keyward {
     /// Forward-auth and the library's layer: `bearer` must be an active token granting every
-    /// scope of `wanted`. The hot path: one format check, one keyed hash, one cache lookup.
-    pub async fn authorize(
+    /// scope of `wanted`; answers with what `f` makes of the token (see
+    /// [`Keyward::verify_with`]). The hot path: one format check, one keyed hash, one cache
+    /// lookup.
+    pub async fn authorize<R>(
         &self,
         bearer: Option<&str>,
         wanted: &Scopes,
         ip: Option<IpAddr>,
-    ) -> ServiceResult<Arc<CachedToken>> {
+        f: impl FnOnce(&VerifiedToken) -> R,
+    ) -> ServiceResult<R> {
         let secret = bearer.ok_or(ServiceError::Unauthenticated(None))?;
-        match self.verify(secret, wanted, ip).await? {
-            Verdict::Active(token) => Ok(token),
-            Verdict::Inactive(InactiveReason::InsufficientScope) => {
-                Err(ServiceError::MissingScope {
-                    needed: wanted.to_string(),
-                })
-            }
-            Verdict::Inactive(reason) => Err(ServiceError::Unauthenticated(Some(reason))),
+        match self.verify_with(secret, wanted, ip, f).await? {
+            Ok(answer) => Ok(answer),
+            Err(InactiveReason::InsufficientScope) => Err(ServiceError::MissingScope {
+                needed: wanted.to_string(),
+            }),
+            Err(reason) => Err(ServiceError::Unauthenticated(Some(reason))),
         }
     }
 
@@ -165,7 +165,7 @@ impl Keyward {
         &self,
         secret: &str,
         ip: Option<IpAddr>,
-    ) -> ServiceResult<Option<Arc<CachedToken>>> {
+    ) -> ServiceResult<Option<VerifiedToken>> {
         Ok(match self.verify(secret, &Scopes::default(), ip).await? {
             Verdict::Active(token) => Some(token),
             Verdict::Inactive(_) => None,

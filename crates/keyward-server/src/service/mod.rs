@@ -12,7 +12,7 @@ pub mod session;
 mod table;
 mod usage;
 
-pub use cache::{CachedToken, VerifyCache};
+pub use cache::{CachedToken, Owner, VerifiedToken, VerifyCache};
 pub use error::{ServiceError, ServiceResult};
 pub use gateway::{ForwardAuthRoute, ForwardAuthRoutes, SecretRevocation};
 pub use session::{SessionSecret, SignIn, WebSession};
@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 use time::{Duration, OffsetDateTime};
 
-use cache::Found;
+use crate::telemetry::HotCounter;
 use usage::UsageBatch;
 
 /// Longest revocation reason, in characters.
@@ -105,7 +105,7 @@ impl Acting {
 /// The answer to a verification.
 pub enum Verdict {
     /// The token works and grants what was asked.
-    Active(Arc<CachedToken>),
+    Active(VerifiedToken),
     /// It does not, and why.
     Inactive(InactiveReason),
 }
@@ -128,7 +128,7 @@ pub struct RegenerateOptions {
 }
 
 struct VerifyMetrics {
-    by_result: [metrics::Counter; 8],
+    by_result: [HotCounter; 8],
     latency: metrics::Histogram,
 }
 
@@ -146,16 +146,21 @@ const RESULT_LABELS: [&str; 8] = [
 impl VerifyMetrics {
     fn new() -> Self {
         Self {
-            by_result: RESULT_LABELS
-                .map(|r| metrics::counter!("keyward_verifications_total", "result" => r)),
+            by_result: RESULT_LABELS.map(|r| {
+                HotCounter::new(metrics::counter!("keyward_verifications_total", "result" => r))
+            }),
             latency: metrics::histogram!("keyward_verification_duration_seconds"),
         }
     }
 
-    fn record(&self, outcome: &ServiceResult<Verdict>, took: Option<StdDuration>) {
+    fn record<R>(
+        &self,
+        outcome: &ServiceResult<Result<R, InactiveReason>>,
+        took: Option<StdDuration>,
+    ) {
         let i = match outcome {
-            Ok(Verdict::Active(_)) => 0,
-            Ok(Verdict::Inactive(r)) => match r {
+            Ok(Ok(_)) => 0,
+            Ok(Err(r)) => match r {
                 InactiveReason::Malformed => 1,
                 InactiveReason::Unknown => 2,
                 InactiveReason::Expired => 3,
@@ -165,7 +170,7 @@ impl VerifyMetrics {
             },
             Err(_) => 7,
         };
-        self.by_result[i].increment(1);
+        self.by_result[i].increment();
         if let Some(took) = took {
             self.latency.record(took.as_secs_f64());
         }
@@ -178,7 +183,7 @@ impl VerifyMetrics {
 pub const LATENCY_SAMPLE_EVERY: u32 = 16;
 
 /// A unix second as a time (the clamp is unreachable for any clock this side of year 9999).
-fn unix_time(seconds: i64) -> OffsetDateTime {
+pub(crate) fn unix_time(seconds: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
@@ -257,58 +262,97 @@ impl Keyward {
         wanted: &Scopes,
         ip: Option<IpAddr>,
     ) -> ServiceResult<Verdict> {
-        let start = latency_sample().then(Instant::now);
-        let outcome = self.verify_uninstrumented(secret, wanted, ip).await;
-        self.metrics.record(&outcome, start.map(|s| s.elapsed()));
-        outcome
+        Ok(
+            match self
+                .verify_with(secret, wanted, ip, VerifiedToken::clone)
+                .await?
+            {
+                Ok(token) => Verdict::Active(token),
+                Err(reason) => Verdict::Inactive(reason),
+            },
+        )
     }
 
-    async fn verify_uninstrumented(
+    /// [`Self::verify`], answering with what `f` makes of the active token instead of a copy of
+    /// it: on a cache hit nothing is cloned or allocated. `f` runs while the cache entry is
+    /// read-locked, so it must be short (format an answer, not await).
+    pub async fn verify_with<R>(
         &self,
         secret: &str,
         wanted: &Scopes,
         ip: Option<IpAddr>,
-    ) -> ServiceResult<Verdict> {
-        // Refused before any lookup: a typo or a random string never costs a hash or a query.
-        if format::validate(secret).is_err() {
-            return Ok(Verdict::Inactive(InactiveReason::Malformed));
-        }
-        let hash = self.hasher.hash_str(secret);
-        let Found::Token(token) = self.cache.find(self.store.as_ref(), &hash).await? else {
-            return Ok(Verdict::Inactive(InactiveReason::Unknown));
-        };
-        let now = self.clock.now_unix();
-        if let Err(reason) = token.state_at(now) {
-            if reason == InactiveReason::Expired {
-                self.note_expired_use(&token, ip, unix_time(now));
-            }
-            return Ok(Verdict::Inactive(reason));
-        }
-        if !token.scopes.covers_all(wanted) {
-            return Ok(Verdict::Inactive(InactiveReason::InsufficientScope));
-        }
-        // Only a successful presentation counts as a use.
-        if token.note_use(now) {
-            self.usage.note(&token.token_id, unix_time(now), ip);
-        }
-        Ok(Verdict::Active(token))
+        f: impl FnOnce(&VerifiedToken) -> R,
+    ) -> ServiceResult<Result<R, InactiveReason>> {
+        let start = latency_sample().then(Instant::now);
+        let outcome = self.verify_uninstrumented(secret, wanted, ip, f).await;
+        self.metrics.record(&outcome, start.map(|s| s.elapsed()));
+        outcome
     }
 
-    fn note_expired_use(&self, token: &CachedToken, ip: Option<IpAddr>, now: OffsetDateTime) {
-        if self.expired_noted.contains_key(&token.token_id) {
+    async fn verify_uninstrumented<R>(
+        &self,
+        secret: &str,
+        wanted: &Scopes,
+        ip: Option<IpAddr>,
+        f: impl FnOnce(&VerifiedToken) -> R,
+    ) -> ServiceResult<Result<R, InactiveReason>> {
+        // Refused before any lookup: a typo or a random string never costs a hash or a query.
+        if format::validate(secret).is_err() {
+            return Ok(Err(InactiveReason::Malformed));
+        }
+        let hash = self.hasher.hash_str(secret);
+        let now = self.clock.now_unix();
+        let judged = self
+            .cache
+            .with(self.store.as_ref(), &hash, |entry| {
+                self.judge(entry, wanted, ip, now)
+                    .map(|()| f(entry.token()))
+            })
+            .await?;
+        Ok(judged.unwrap_or(Err(InactiveReason::Unknown)))
+    }
+
+    /// Whether the token behind `entry` grants `wanted` at `now`; notes the use if it does.
+    fn judge(
+        &self,
+        entry: &CachedToken,
+        wanted: &Scopes,
+        ip: Option<IpAddr>,
+        now: i64,
+    ) -> Result<(), InactiveReason> {
+        if let Err(reason) = entry.state_at(now) {
+            if reason == InactiveReason::Expired {
+                self.note_expired_use(entry.token(), ip, unix_time(now));
+            }
+            return Err(reason);
+        }
+        if !entry.token().scopes().covers_all(wanted) {
+            return Err(InactiveReason::InsufficientScope);
+        }
+        // Only a successful presentation counts as a use.
+        if entry.note_use(now) {
+            self.usage
+                .note(entry.token().id_packed(), unix_time(now), ip);
+        }
+        Ok(())
+    }
+
+    fn note_expired_use(&self, token: &VerifiedToken, ip: Option<IpAddr>, now: OffsetDateTime) {
+        let token_id = token.token_id();
+        if self.expired_noted.contains_key(&token_id) {
             return;
         }
-        self.expired_noted.insert(token.token_id.clone(), ());
+        self.expired_noted.insert(token_id.clone(), ());
         let event = AuditEvent {
             at: now,
             kind: AuditKind::TokenExpiredUse,
             actor: Actor {
                 user: None,
-                token: Some(token.token_id.clone()),
+                token: Some(token_id.clone()),
                 label: "verification".to_owned(),
             },
-            subject_user: Some(token.owner.clone()),
-            token_id: Some(token.token_id.clone()),
+            subject_user: Some(token.owner_id().clone()),
+            token_id: Some(token_id),
             ip,
             detail: None,
         };
@@ -335,22 +379,31 @@ impl Keyward {
             Verdict::Inactive(reason) => return Err(ServiceError::Unauthenticated(Some(reason))),
         };
         if let Some(needed) = needed
-            && !token.scopes.covers(needed)
+            && !token.scopes().covers(needed)
         {
             return Err(ServiceError::MissingScope {
                 needed: needed.to_string(),
             });
         }
+        let token_id = token.token_id();
         Ok(Acting {
-            within: Some(token.owner.clone()),
+            within: Some(token.owner_id().clone()),
             actor: Actor {
-                user: Some(token.owner.clone()),
-                token: Some(token.token_id.clone()),
-                label: format!("{} ({})", token.owner_name, token.token_id),
+                user: Some(token.owner_id().clone()),
+                label: format!("{} ({})", token.owner_name(), token_id),
+                token: Some(token_id),
             },
             ip,
-            ceiling: Some(token.scopes.clone()),
+            ceiling: Some(token.scopes().clone()),
         })
+    }
+
+    /// Hands the hot-path counts to the metrics recorder (before metrics are read).
+    pub fn publish_metrics(&self) {
+        for counter in &self.metrics.by_result {
+            counter.publish();
+        }
+        self.cache.publish_metrics();
     }
 
     /// Writes the noted uses to the store (called every few seconds and at shutdown).

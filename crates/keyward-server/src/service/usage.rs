@@ -2,7 +2,7 @@
 //! (at most once per token per second, see `CachedToken::note_use`) and written in one
 //! transaction every few seconds and at shutdown.
 
-use keyward_core::TokenId;
+use keyward_core::PackedTokenId;
 use keyward_store::{Store, Usage};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,18 +12,18 @@ use time::OffsetDateTime;
 /// Uses noted since the last flush, latest per token.
 #[derive(Default)]
 pub struct UsageBatch {
-    pending: Mutex<HashMap<TokenId, (OffsetDateTime, Option<IpAddr>)>>,
+    pending: Mutex<HashMap<PackedTokenId, (OffsetDateTime, Option<IpAddr>)>>,
 }
 
 impl UsageBatch {
     /// Notes a use; a later one replaces an earlier one.
-    pub fn note(&self, token: &TokenId, at: OffsetDateTime, ip: Option<IpAddr>) {
+    pub fn note(&self, token: PackedTokenId, at: OffsetDateTime, ip: Option<IpAddr>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        match pending.get_mut(token) {
+        match pending.get_mut(&token) {
             Some(slot) if slot.0 > at => {}
             Some(slot) => *slot = (at, ip.or(slot.1)),
             None => {
-                pending.insert(token.clone(), (at, ip));
+                pending.insert(token, (at, ip));
             }
         }
     }
@@ -37,7 +37,7 @@ impl UsageBatch {
         let batch: Vec<Usage> = taken
             .iter()
             .map(|(id, (at, ip))| Usage {
-                token_id: id.clone(),
+                token_id: id.unpack(),
                 at: *at,
                 ip: *ip,
             })
@@ -46,7 +46,7 @@ impl UsageBatch {
             Ok(()) => Ok(batch.len()),
             Err(e) => {
                 for u in batch {
-                    self.note(&u.token_id, u.at, u.ip);
+                    self.note(u.token_id.pack(), u.at, u.ip);
                 }
                 Err(e)
             }
