@@ -50,10 +50,16 @@ macro_rules! public_id {
 
             /// Checks an id given by a client or read from a store. The ULID is case-insensitive
             /// (Crockford base32); the id keeps its canonical upper-case spelling, the one
-            /// [`Self::generate`] writes.
+            /// [`Self::generate`] writes. A ULID above 128 bits (first character past `7`) is
+            /// refused, as the ULID spec asks: the decoder would drop its top bits and give
+            /// another id.
             pub fn parse(s: &str) -> Result<Self, NameError> {
-                let ulid = s.strip_prefix($prefix).ok_or_else(|| NameError::Id(s.chars().take(40).collect()))?;
-                let ulid = ulid::Ulid::from_string(ulid).map_err(|_| NameError::Id(s.chars().take(40).collect()))?;
+                let bad = || NameError::Id(s.chars().take(40).collect());
+                let ulid = s.strip_prefix($prefix).ok_or_else(bad)?;
+                if !ulid.starts_with(|c: char| ('0'..='7').contains(&c)) {
+                    return Err(bad());
+                }
+                let ulid = ulid::Ulid::from_string(ulid).map_err(|_| bad())?;
                 Ok(Self(format!("{}{}", $prefix, ulid)))
             }
 
@@ -101,8 +107,14 @@ impl TokenId {
 
 /// A [`TokenId`] in 16 bytes: its ULID. Unpacks to the same text, because ids are kept in
 /// their canonical spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PackedTokenId([u8; 16]);
+
+impl fmt::Debug for PackedTokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.text(), f)
+    }
+}
 
 impl PackedTokenId {
     /// The id's text, built on the stack.
@@ -467,6 +479,13 @@ mod tests {
             assert_eq!(id.pack().text().as_str(), id.as_str());
             assert_eq!(id.pack().unpack(), id);
         }
+        for overflowing in [
+            "tok_81JD8X0VQ5R6M8A5C3E7F9G1HK",
+            "tok_g1jd8x0vq5r6m8a5c3e7f9g1hk",
+        ] {
+            assert!(TokenId::parse(overflowing).is_err(), "{overflowing}");
+        }
+        assert!(TokenId::parse("tok_71JD8X0VQ5R6M8A5C3E7F9G1HK").is_ok());
         let lower = TokenId::parse("tok_01jd8x0vq5r6m8a5c3e7f9g1hk").unwrap();
         assert_eq!(lower.as_str(), "tok_01JD8X0VQ5R6M8A5C3E7F9G1HK");
         assert_eq!(lower.pack().text().as_str(), lower.as_str());

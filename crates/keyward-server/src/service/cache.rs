@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use time::OffsetDateTime;
 
 use super::table::HashTable;
+use super::unix_time;
 use crate::telemetry::HotCounter;
 
 /// A unix second standing for "never".
@@ -89,12 +90,6 @@ impl VerifiedToken {
     pub fn created_at(&self) -> OffsetDateTime {
         unix_time(self.created_unix)
     }
-}
-
-/// A unix second as a time. Stored times are whole seconds in the year range `time` supports,
-/// so the fallback is unreachable.
-fn unix_time(seconds: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// One cached secret: the token it belongs to and what decides whether it works now. Stored
@@ -333,6 +328,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(target_pointer_width = "64")]
     fn an_entry_is_small() {
         // The memory budget is 256 bytes per cached token, table overhead included.
         assert_eq!(size_of::<VerifiedToken>(), 48);

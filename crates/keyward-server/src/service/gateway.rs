@@ -128,7 +128,7 @@ pub enum SecretRevocation {
 impl Keyward {
     /// Forward-auth and the library's layer: `bearer` must be an active token granting every
     /// scope of `wanted`; answers with what `f` makes of the token (see
-    /// [`Keyward::verify_with`]). The hot path: one format check, one keyed hash, one cache
+    /// [`Keyward::verify_with`]: `f` must be short and must not call into `Keyward`). The hot path: one format check, one keyed hash, one cache
     /// lookup.
     pub async fn authorize<R>(
         &self,

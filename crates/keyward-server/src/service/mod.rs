@@ -12,15 +12,15 @@ pub mod session;
 mod table;
 mod usage;
 
-pub use cache::{CachedToken, Owner, VerifiedToken, VerifyCache};
+pub use cache::{CachedToken, VerifiedToken, VerifyCache};
 pub use error::{ServiceError, ServiceResult};
 pub use gateway::{ForwardAuthRoute, ForwardAuthRoutes, SecretRevocation};
 pub use session::{SessionSecret, SignIn, WebSession};
 
 use keyward_core::{
     Actor, AuditEvent, AuditKind, Catalog, Clock, ExpiryRequest, InactiveReason, LifetimePolicy,
-    Prefix, RawSecret, Scope, Scopes, TokenHasher, TokenId, TokenName, TokenRecord, TokenSecret,
-    TokenState, User, UserId, UserName, format,
+    PackedTokenId, Prefix, RawSecret, Scope, Scopes, TokenHasher, TokenId, TokenName, TokenRecord,
+    TokenSecret, TokenState, User, UserId, UserName, format,
 };
 use keyward_store::{
     AuditFilter, NewUser, Page, Regeneration, Revocation, Store, StoreResult, StoredAuditEvent,
@@ -110,6 +110,15 @@ pub enum Verdict {
     Inactive(InactiveReason),
 }
 
+/// What a verification leaves to note once the cache entry is released.
+enum After {
+    Nothing,
+    /// A use to record as last-used (the first this second).
+    Used(PackedTokenId, i64),
+    /// An expired token was presented.
+    ExpiredUse(Box<VerifiedToken>, i64),
+}
+
 /// A token just made or regenerated, with the secret that is shown this once.
 pub struct Issued {
     /// The record.
@@ -183,7 +192,7 @@ impl VerifyMetrics {
 pub const LATENCY_SAMPLE_EVERY: u32 = 16;
 
 /// A unix second as a time (the clamp is unreachable for any clock this side of year 9999).
-pub(crate) fn unix_time(seconds: i64) -> OffsetDateTime {
+fn unix_time(seconds: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
@@ -275,7 +284,8 @@ impl Keyward {
 
     /// [`Self::verify`], answering with what `f` makes of the active token instead of a copy of
     /// it: on a cache hit nothing is cloned or allocated. `f` runs while the cache entry is
-    /// read-locked, so it must be short (format an answer, not await).
+    /// read-locked: it must be short (format an answer) and must not call into `Keyward`, which
+    /// could wait on that lock.
     pub async fn verify_with<R>(
         &self,
         secret: &str,
@@ -301,40 +311,49 @@ impl Keyward {
             return Ok(Err(InactiveReason::Malformed));
         }
         let hash = self.hasher.hash_str(secret);
-        let now = self.clock.now_unix();
         let judged = self
             .cache
             .with(self.store.as_ref(), &hash, |entry| {
-                self.judge(entry, wanted, ip, now)
-                    .map(|()| f(entry.token()))
+                // Read here, not before a possible store read, so a slow miss judges at the time
+                // it answers.
+                let now = self.clock.now_unix();
+                match Self::judge(entry, wanted, now) {
+                    Ok(after) => (Ok(f(entry.token())), after),
+                    Err((reason, after)) => (Err(reason), after),
+                }
             })
             .await?;
-        Ok(judged.unwrap_or(Err(InactiveReason::Unknown)))
+        let Some((answer, after)) = judged else {
+            return Ok(Err(InactiveReason::Unknown));
+        };
+        // Bookkeeping after the entry's lock is released: it takes locks of its own.
+        match after {
+            After::Nothing => {}
+            After::Used(id, now) => self.usage.note(id, unix_time(now), ip),
+            After::ExpiredUse(token, now) => self.note_expired_use(&token, ip, unix_time(now)),
+        }
+        Ok(answer)
     }
 
-    /// Whether the token behind `entry` grants `wanted` at `now`; notes the use if it does.
+    /// Whether the token behind `entry` grants `wanted` at `now`, and what to note about it.
     fn judge(
-        &self,
         entry: &CachedToken,
         wanted: &Scopes,
-        ip: Option<IpAddr>,
         now: i64,
-    ) -> Result<(), InactiveReason> {
-        if let Err(reason) = entry.state_at(now) {
-            if reason == InactiveReason::Expired {
-                self.note_expired_use(entry.token(), ip, unix_time(now));
+    ) -> Result<After, (InactiveReason, After)> {
+        match entry.state_at(now) {
+            Err(InactiveReason::Expired) => Err((
+                InactiveReason::Expired,
+                After::ExpiredUse(Box::new(entry.token().clone()), now),
+            )),
+            Err(reason) => Err((reason, After::Nothing)),
+            Ok(()) if !entry.token().scopes().covers_all(wanted) => {
+                Err((InactiveReason::InsufficientScope, After::Nothing))
             }
-            return Err(reason);
+            // Only a successful presentation counts as a use.
+            Ok(()) if entry.note_use(now) => Ok(After::Used(entry.token().id_packed(), now)),
+            Ok(()) => Ok(After::Nothing),
         }
-        if !entry.token().scopes().covers_all(wanted) {
-            return Err(InactiveReason::InsufficientScope);
-        }
-        // Only a successful presentation counts as a use.
-        if entry.note_use(now) {
-            self.usage
-                .note(entry.token().id_packed(), unix_time(now), ip);
-        }
-        Ok(())
     }
 
     fn note_expired_use(&self, token: &VerifiedToken, ip: Option<IpAddr>, now: OffsetDateTime) {
@@ -398,7 +417,10 @@ impl Keyward {
         })
     }
 
-    /// Hands the hot-path counts to the metrics recorder (before metrics are read).
+    /// Hands the hot-path counts (verifications by result, cache hits and misses) to the metrics
+    /// recorder. They are counted per thread and reach the recorder only here: `keyward serve`
+    /// calls it before every `/metrics` answer and every few seconds; an application that
+    /// embeds keyward and exports metrics itself calls it before reading them.
     pub fn publish_metrics(&self) {
         for counter in &self.metrics.by_result {
             counter.publish();

@@ -591,8 +591,11 @@ impl Store for SqliteStore {
 
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
         if let Some(readers) = &self.readers {
-            // On this task: see `reader` for why a few µs of blocking beat a thread hop.
-            return readers.lookup(hash);
+            // On this task: see `reader` for why a few µs of blocking beat a thread hop. When
+            // the file stays locked, the wait moves to sqlx's thread below.
+            if let reader::Read::Done(found) = readers.lookup(hash)? {
+                return Ok(found);
+            }
         }
         let row = sqlx::query(LOOKUP)
             .bind(hash.0.to_vec())

@@ -18,20 +18,37 @@
 //! in the WAL, so a lookup sees every commit acknowledged before it started. Statements are reset
 //! after each use, so an idle connection holds no snapshot (which would also hold back
 //! checkpoints).
+//!
+//! Never a long block: these connections wait at most [`BUSY_ON_TASK`] for a lock (a WAL index
+//! being rebuilt, another program holding the file exclusively, a file system where WAL is not
+//! in effect). Past that the lookup answers [`Read::Busy`] and the store asks again through
+//! sqlx, whose wait happens on its own thread, so the executor's workers stay free.
 
 use keyward_core::TokenHash;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
+use super::LOOKUP;
 use super::rows::{self, lite_error};
-use super::{BUSY_TIMEOUT, LOOKUP};
 use crate::decode::Columns;
 use crate::{Lookup, StoreError, StoreResult};
 
 /// Idle connections kept for reuse. Each lookup holds one only while it runs, without awaiting,
 /// so no more are ever open at once than threads calling `lookup` at once.
 const MAX_IDLE: usize = 8;
+
+/// Longest wait for a lock on the calling thread (see the module docs).
+const BUSY_ON_TASK: Duration = Duration::from_millis(50);
+
+/// What a read on the calling thread gave.
+pub(super) enum Read {
+    /// The answer.
+    Done(Option<Lookup>),
+    /// The database stayed locked for [`BUSY_ON_TASK`]: ask through sqlx.
+    Busy,
+}
 
 /// Read-only connections to the database file, taken by a lookup and given back after it.
 #[derive(Debug)]
@@ -66,20 +83,24 @@ impl Readers {
     }
 
     /// The token, owner and validity of the secret with this hash, as `Store::lookup` returns.
-    pub(super) fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
+    pub(super) fn lookup(&self, hash: &TokenHash) -> StoreResult<Read> {
         let connection = self.take()?;
-        let found = connection
-            .prepare_cached(LOOKUP)
-            .and_then(|mut statement| {
-                statement
-                    .query_row([&hash.0[..]], |row| Ok(rows::lookup(&LiteRow(row))))
-                    .optional()
-            })
-            .map_err(lite_error)?
-            .transpose()?;
-        // Given back only after a clean read: a connection that failed is dropped with its error.
+        let found = connection.prepare_cached(LOOKUP).and_then(|mut statement| {
+            statement
+                .query_row([&hash.0[..]], |row| Ok(rows::lookup(&LiteRow(row))))
+                .optional()
+        });
+        let found = match found {
+            Ok(found) => found.transpose()?,
+            Err(e) if is_busy(&e) => {
+                self.give_back(connection);
+                return Ok(Read::Busy);
+            }
+            // A connection that failed is dropped with its error.
+            Err(e) => return Err(lite_error(e)),
+        };
         self.give_back(connection);
-        Ok(found)
+        Ok(Read::Done(found))
     }
 
     /// Closes every idle connection and refuses further lookups, so that the writer's connection
@@ -118,9 +139,17 @@ impl Readers {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        connection.busy_timeout(BUSY_TIMEOUT)?;
+        connection.busy_timeout(BUSY_ON_TASK)?;
         Ok(connection)
     }
+}
+
+/// Whether SQLite gave up waiting for a lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// A rusqlite row, read by column name like the sqlx rows.
