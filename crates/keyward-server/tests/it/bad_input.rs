@@ -159,7 +159,7 @@ async fn oversized_and_untyped_bodies() {
 
     let big = format!(
         "{{\"name\": \"{}\", \"scopes\": [\"droplet:read\"]}}",
-        "a".repeat(2 * 1024 * 1024)
+        "a".repeat(100 * 1024)
     );
     let r = f
         .app
@@ -675,4 +675,73 @@ async fn a_malformed_paging_cursor_is_a_bad_request_not_a_missing_collection() {
         .get("/v1/tokens?after=garbage", &f.admin)
         .await
         .expect_error(400, "invalid_query");
+}
+
+#[tokio::test]
+async fn json_errors_do_not_depend_on_how_the_content_type_is_spelled() {
+    // Plain `application/json` takes a fast path; any other JSON media type takes axum's
+    // extractor. A client must not be able to tell which: same status, code and message.
+    let f = fixture().await;
+    let token = f.app.token(&f.alice, &["droplet:read"]).await.secret;
+    let valid = json!({"token": token, "scopes": ["droplet:read"]}).to_string();
+    let big = format!("{{\"token\": \"{}\"}}", "a".repeat(100 * 1024));
+    let bodies = [
+        "{\"token\": 5}",
+        "{not json",
+        "{\"token\":",
+        "",
+        "{}",
+        "[]",
+        "\"kwp_x\"",
+        "{\"token\": \"x\", \"extra\": true}",
+        "{\"token\": \"x\", \"ip\": \"not-an-ip\"}",
+        "{\"token\": \"x\", \"scopes\": [\"not a scope\"]}",
+        "\u{feff}{\"token\": \"x\"}",
+        "{\"token\": \"x\"} trailing",
+        big.as_str(),
+        valid.as_str(),
+    ];
+    for body in bodies {
+        let plain = f
+            .app
+            .raw(Method::POST, "/v1/verify", &[JSON], body.into())
+            .await;
+        assert!(
+            plain.status.as_u16() < 500,
+            "{body:.40?} -> {} {}",
+            plain.status,
+            plain.text
+        );
+        for spelling in [
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+            "Application/JSON",
+        ] {
+            let other = f
+                .app
+                .raw(
+                    Method::POST,
+                    "/v1/verify",
+                    &[("content-type", spelling)],
+                    body.into(),
+                )
+                .await;
+            assert_eq!(
+                (other.status, other.json()),
+                (plain.status, plain.json()),
+                "{body:.40?} sent as {spelling:?}"
+            );
+        }
+    }
+    // The valid body works both ways (and the checks above were not all refusals).
+    let r = f
+        .app
+        .raw(
+            Method::POST,
+            "/v1/verify",
+            &[("content-type", "application/json; charset=utf-8")],
+            valid.into(),
+        )
+        .await;
+    assert_eq!(r.expect(200)["active"], true);
 }

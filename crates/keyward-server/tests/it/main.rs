@@ -13,6 +13,8 @@ mod forward_auth;
 #[cfg(test)]
 mod helpers;
 #[cfg(test)]
+mod hot_path;
+#[cfg(test)]
 mod isolation;
 #[cfg(test)]
 mod lifecycle;

@@ -43,6 +43,10 @@ const MAX_IDLE: usize = 8;
 const BUSY_ON_TASK: Duration = Duration::from_millis(50);
 
 /// What a read on the calling thread gave.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per lookup and unpacked at once; a box would add an allocation per miss"
+)]
 pub(super) enum Read {
     /// The answer.
     Done(Option<Lookup>),

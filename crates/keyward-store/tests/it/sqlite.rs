@@ -145,3 +145,48 @@ async fn reopening_does_not_reapply_migrations() {
     let reopened = SqliteStore::open(&db.path).await.unwrap();
     assert_eq!(reopened.user_by_id(&alice.id).await.unwrap(), Some(alice));
 }
+
+#[tokio::test]
+async fn a_write_held_open_does_not_block_lookups() {
+    // WAL: a reader sees the last commit and never waits for the writer. A revocation that is
+    // written but not committed must neither stall a verification's lookup nor show in it.
+    let db = SqliteDb::fresh().await;
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    let alice = add_user(&store, "alice").await;
+    let (token, hash) = add_token(&store, &alice.id, T0).await;
+    let revoked_at = T0 + time::Duration::hours(1);
+
+    let writer = rusqlite::Connection::open(&db.path).unwrap();
+    writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let changed = writer
+        .execute(
+            "UPDATE tokens SET revoked_at = ?2, revoked_by = 'test' WHERE id = ?1",
+            (token.id.as_str(), revoked_at.unix_timestamp()),
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+
+    // Several times: the first opens a read connection, the later ones reuse it.
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        let found = store.lookup(&hash.hash).await.unwrap().unwrap();
+        let took = start.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "a lookup waited {took:?}"
+        );
+        assert_eq!(found.token, token, "the uncommitted revocation showed");
+    }
+    // The pool's readers (sqlx) don't wait either.
+    let start = std::time::Instant::now();
+    assert_eq!(
+        store.token(&token.id, None).await.unwrap(),
+        Some(token.clone())
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(1));
+
+    writer.execute_batch("COMMIT").unwrap();
+    let found = store.lookup(&hash.hash).await.unwrap().unwrap();
+    assert_eq!(found.token.revoked_at, Some(revoked_at));
+    assert_eq!(found.token.revoked_by.as_deref(), Some("test"));
+}

@@ -1,0 +1,609 @@
+//! The verification hot path against the store beneath it, without HTTP: a cold read racing a
+//! revocation, cold and warm answers agreeing, and a use noted at most once a second.
+//!
+//! The service runs over [`RacingStore`], a SQLite store that counts lookups (so a test can tell
+//! a cache hit from a miss) and can run a revocation inside a lookup, after the read and before
+//! the answer: the widest window a cold verification leaves open. No server runs, so no
+//! background flusher writes uses behind the tests' backs.
+
+use async_trait::async_trait;
+use keyward_core::{
+    AuditEvent, ExpiryRequest, InactiveReason, ManualClock, Prefix, Scopes, ServerKey, TokenHash,
+    TokenHasher, TokenId, TokenName, TokenRecord, TokenSecret, User, UserId, UserName,
+};
+use keyward_server::service::Issued;
+use keyward_server::{Acting, Keyward, Settings, Verdict, VerifiedToken};
+use keyward_store::{
+    AuditFilter, Changes, Lookup, NewUser, Page, Regeneration, Revocation, SessionRecord, Snapshot,
+    SqliteStore, Store, StoreResult, StoredAuditEvent, StoredHash, Usage,
+};
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tempfile::TempDir;
+use time::{Duration, OffsetDateTime};
+
+use crate::helpers::START;
+
+/// Work to run inside a lookup, between the read and the answer.
+type During = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A [`SqliteStore`] that counts lookups and, when armed for a hash, runs a future after reading
+/// that hash and before returning what it read. Everything else is passed through.
+struct RacingStore {
+    inner: SqliteStore,
+    lookups: AtomicUsize,
+    armed: Mutex<Option<(TokenHash, During)>>,
+}
+
+impl RacingStore {
+    fn new(inner: SqliteStore) -> Self {
+        Self {
+            inner,
+            lookups: AtomicUsize::new(0),
+            armed: Mutex::new(None),
+        }
+    }
+
+    /// Runs `during` inside the next lookup of `hash`, once.
+    fn arm(&self, hash: TokenHash, during: impl Future<Output = ()> + Send + 'static) {
+        *self.armed.lock().unwrap() = Some((hash, Box::pin(during)));
+    }
+
+    /// Whether the armed future has been taken (and so run).
+    fn fired(&self) -> bool {
+        self.armed.lock().unwrap().is_none()
+    }
+
+    /// Lookups so far.
+    fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Store for RacingStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+
+    async fn add_user(&self, user: &NewUser, audit: &AuditEvent) -> StoreResult<()> {
+        self.inner.add_user(user, audit).await
+    }
+
+    async fn user_by_name(&self, name: &UserName) -> StoreResult<Option<User>> {
+        self.inner.user_by_name(name).await
+    }
+
+    async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>> {
+        self.inner.user_by_id(id).await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.inner.list_users().await
+    }
+
+    async fn password_hash(&self, id: &UserId) -> StoreResult<Option<String>> {
+        self.inner.password_hash(id).await
+    }
+
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        hash: &StoredHash,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.inner.insert_token(token, hash, audit).await
+    }
+
+    async fn token(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+    ) -> StoreResult<Option<TokenRecord>> {
+        self.inner.token(id, owner).await
+    }
+
+    async fn list_tokens(
+        &self,
+        owner: Option<&UserId>,
+        page: &Page,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        self.inner.list_tokens(owner, page).await
+    }
+
+    async fn rename_token(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        name: &TokenName,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord> {
+        self.inner.rename_token(id, owner, name, audit).await
+    }
+
+    async fn regenerate_token(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        regen: &Regeneration,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord> {
+        self.inner.regenerate_token(id, owner, regen, audit).await
+    }
+
+    async fn revoke_token(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        revocation: &Revocation,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord> {
+        self.inner.revoke_token(id, owner, revocation, audit).await
+    }
+
+    async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let found = self.inner.lookup(hash).await?;
+        let during = {
+            let mut armed = self.armed.lock().unwrap();
+            match armed.take() {
+                Some((h, during)) if h == *hash => Some(during),
+                other => {
+                    *armed = other;
+                    None
+                }
+            }
+        };
+        if let Some(during) = during {
+            during.await;
+        }
+        Ok(found)
+    }
+
+    async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()> {
+        self.inner.record_usage(batch).await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        self.inner.append_audit(event).await
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<StoredAuditEvent>> {
+        self.inner.audit_events(filter).await
+    }
+
+    fn change_epoch(&self) -> u64 {
+        self.inner.change_epoch()
+    }
+
+    async fn changes_since(&self, cursor: i64) -> StoreResult<Changes> {
+        self.inner.changes_since(cursor).await
+    }
+
+    async fn change_cursor(&self) -> StoreResult<i64> {
+        self.inner.change_cursor().await
+    }
+
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        stale_before: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.inner
+            .create_session(session, stale_before, audit)
+            .await
+    }
+
+    async fn session(&self, id_hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        self.inner.session(id_hash).await
+    }
+
+    async fn touch_session(&self, id_hash: &TokenHash, at: OffsetDateTime) -> StoreResult<()> {
+        self.inner.touch_session(id_hash, at).await
+    }
+
+    async fn delete_session(
+        &self,
+        id_hash: &TokenHash,
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<()> {
+        self.inner.delete_session(id_hash, audit).await
+    }
+
+    async fn use_form_nonce(
+        &self,
+        session: &TokenHash,
+        nonce: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.inner.use_form_nonce(session, nonce, at).await
+    }
+
+    async fn set_user_disabled(
+        &self,
+        id: &UserId,
+        disabled: bool,
+        at: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<User> {
+        self.inner.set_user_disabled(id, disabled, at, audit).await
+    }
+
+    async fn dump(&self) -> StoreResult<Snapshot> {
+        self.inner.dump().await
+    }
+
+    async fn restore(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        self.inner.restore(snapshot).await
+    }
+}
+
+/// The service over a [`RacingStore`] on a fresh SQLite file, with a manual clock.
+struct Harness {
+    keyward: Arc<Keyward>,
+    store: Arc<RacingStore>,
+    clock: Arc<ManualClock>,
+    hasher: TokenHasher,
+    _dir: TempDir,
+}
+
+/// What a verification answered, comparable: who and what an active token stands for, or why
+/// the token does not work.
+type Answer = Result<(TokenId, UserId, UserName, Scopes, Option<OffsetDateTime>), InactiveReason>;
+
+fn answer(verdict: Verdict) -> Answer {
+    match verdict {
+        Verdict::Active(t) => Ok(describe(&t)),
+        Verdict::Inactive(reason) => Err(reason),
+    }
+}
+
+fn describe(t: &VerifiedToken) -> (TokenId, UserId, UserName, Scopes, Option<OffsetDateTime>) {
+    (
+        t.token_id(),
+        t.owner_id().clone(),
+        t.owner_name().clone(),
+        t.scopes().clone(),
+        t.expires_at(),
+    )
+}
+
+/// The answer a verification of `issued` (owned by `owner`) should give when it works.
+fn active(issued: &Issued, owner: &User) -> Answer {
+    Ok((
+        issued.token.id.clone(),
+        owner.id.clone(),
+        owner.name.clone(),
+        issued.token.scopes.clone(),
+        issued.token.expires_at,
+    ))
+}
+
+fn scopes(s: &[&str]) -> Scopes {
+    Scopes::parse(s).unwrap()
+}
+
+fn operator() -> Acting {
+    Acting::operator("test")
+}
+
+async fn harness() -> Harness {
+    // Process-wide and idempotent; must precede `Keyward::new`, which registers the counters.
+    keyward_server::telemetry::prometheus();
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(&dir.path().join("keyward.db"))
+        .await
+        .unwrap();
+    let store = Arc::new(RacingStore::new(inner));
+    let clock = Arc::new(ManualClock::new(START));
+    let hasher = TokenHasher::new(&ServerKey::generate().unwrap());
+    let keyward = Keyward::new(
+        Arc::clone(&store) as Arc<dyn Store>,
+        clock.clone(),
+        hasher.clone(),
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    Harness {
+        keyward: Arc::new(keyward),
+        store,
+        clock,
+        hasher,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    async fn user(&self, name: &str) -> User {
+        self.keyward
+            .add_user(&operator(), UserName::parse(name).unwrap(), false, None)
+            .await
+            .unwrap()
+    }
+
+    async fn token(&self, owner: &User, with: &[&str], expires: Option<ExpiryRequest>) -> Issued {
+        self.keyward
+            .create_token(
+                &operator(),
+                &owner.id,
+                TokenName::parse("hot path").unwrap(),
+                scopes(with),
+                expires,
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn verify(&self, secret: &str, wanted: &[&str]) -> Answer {
+        self.verify_from(secret, wanted, None).await
+    }
+
+    async fn verify_from(&self, secret: &str, wanted: &[&str], ip: Option<IpAddr>) -> Answer {
+        answer(
+            self.keyward
+                .verify(secret, &scopes(wanted), ip)
+                .await
+                .unwrap(),
+        )
+    }
+
+    async fn record(&self, id: &TokenId) -> TokenRecord {
+        self.keyward.store().token(id, None).await.unwrap().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_committed_during_a_cold_read_is_seen_by_the_next_verification() {
+    // Here the next verification's catch-up with the change log evicts the hash in any case; the
+    // next test closes that door too.
+    let h = harness().await;
+    let alice = h.user("alice").await;
+    let t = h.token(&alice, &["droplet:read"], None).await;
+    let secret = t.secret.expose().to_owned();
+
+    let keyward = Arc::clone(&h.keyward);
+    let id = t.token.id.clone();
+    h.store.arm(h.hasher.hash_str(&secret), async move {
+        keyward.revoke_token(&operator(), &id, None).await.unwrap();
+    });
+    let first = h.verify(&secret, &[]).await;
+    assert!(h.store.fired(), "the revocation ran inside the cold read");
+    // The read began before the revocation was acknowledged, so either answer is right for it.
+    assert!(
+        first == active(&t, &alice) || first == Err(InactiveReason::Revoked),
+        "{first:?}"
+    );
+    assert_eq!(h.verify(&secret, &[]).await, Err(InactiveReason::Revoked));
+    assert_eq!(h.verify(&secret, &[]).await, Err(InactiveReason::Revoked));
+}
+
+#[tokio::test]
+async fn an_entry_read_before_a_revocation_is_not_kept_even_if_another_verification_caught_up() {
+    // The sharper race: while the cold read is out, the revocation commits *and* another
+    // verification catches the cache up with the change log, evicting the (not yet inserted)
+    // hash and moving the cache's epoch past the revocation. The next verification then finds
+    // nothing new in the change log; only the rule "drop the entry if the epoch moved during
+    // the read" keeps it from answering from the stale entry.
+    let h = harness().await;
+    let alice = h.user("alice").await;
+    let racing = h.token(&alice, &["droplet:read"], None).await;
+    let other = h.token(&alice, &["droplet:read"], None).await;
+    let secret = racing.secret.expose().to_owned();
+    let other_secret = other.secret.expose().to_owned();
+    assert_eq!(h.verify(&other_secret, &[]).await, active(&other, &alice));
+
+    let keyward = Arc::clone(&h.keyward);
+    let id = racing.token.id.clone();
+    h.store.arm(h.hasher.hash_str(&secret), async move {
+        keyward.revoke_token(&operator(), &id, None).await.unwrap();
+        let meanwhile = keyward
+            .verify(&other_secret, &Scopes::default(), None)
+            .await
+            .unwrap();
+        assert!(matches!(meanwhile, Verdict::Active(_)));
+    });
+    let lookups = h.store.lookups();
+    let first = h.verify(&secret, &[]).await;
+    assert!(h.store.fired(), "the revocation ran inside the cold read");
+    assert!(
+        first == active(&racing, &alice) || first == Err(InactiveReason::Revoked),
+        "{first:?}"
+    );
+    assert_eq!(
+        h.store.lookups(),
+        lookups + 1,
+        "the other token was answered from the cache"
+    );
+
+    assert_eq!(
+        h.verify(&secret, &[]).await,
+        Err(InactiveReason::Revoked),
+        "the entry read before the revocation stayed in the cache"
+    );
+    assert_eq!(
+        h.store.lookups(),
+        lookups + 2,
+        "the answer after the race came from the store"
+    );
+    // From here the revoked entry is cached, and still revoked.
+    assert_eq!(h.verify(&secret, &[]).await, Err(InactiveReason::Revoked));
+    assert_eq!(h.store.lookups(), lookups + 2);
+}
+
+#[tokio::test]
+async fn cold_and_warm_verifications_agree() {
+    let h = harness().await;
+    let alice = h.user("alice").await;
+    let bob = h.user("bob").await;
+    let working = h.token(&alice, &["droplet:read", "volume:*"], None).await;
+    let short = h
+        .token(
+            &alice,
+            &["droplet:read"],
+            Some(ExpiryRequest::In(Duration::hours(1))),
+        )
+        .await;
+    let narrow = h.token(&alice, &["droplet:read"], None).await;
+    let revoked = h.token(&alice, &["droplet:read"], None).await;
+    let bobs = h.token(&bob, &["droplet:read"], None).await;
+    h.keyward
+        .revoke_token(&operator(), &revoked.token.id, None)
+        .await
+        .unwrap();
+    h.keyward.disable_user(&operator(), &bob.id).await.unwrap();
+    // `short` expires exactly now; the others have weeks left.
+    h.clock.advance(Duration::hours(1));
+
+    let cases: [(&str, &Issued, &[&str], Answer); 5] = [
+        (
+            "active",
+            &working,
+            &["volume:delete"],
+            active(&working, &alice),
+        ),
+        ("expired", &short, &[], Err(InactiveReason::Expired)),
+        (
+            "lacking the scope",
+            &narrow,
+            &["droplet:update"],
+            Err(InactiveReason::InsufficientScope),
+        ),
+        ("revoked", &revoked, &[], Err(InactiveReason::Revoked)),
+        (
+            "owner disabled",
+            &bobs,
+            &[],
+            Err(InactiveReason::OwnerDisabled),
+        ),
+    ];
+    for (what, issued, wanted, expected) in cases {
+        let secret = issued.secret.expose();
+        let before = h.store.lookups();
+        let cold = h.verify(secret, wanted).await;
+        let after_cold = h.store.lookups();
+        let warm = h.verify(secret, wanted).await;
+        assert_eq!(cold, expected, "{what}: cold");
+        assert_eq!(warm, cold, "{what}: warm and cold differ");
+        assert_eq!(
+            after_cold,
+            before + 1,
+            "{what}: the first answer read the store"
+        );
+        assert_eq!(
+            h.store.lookups(),
+            after_cold,
+            "{what}: the second was a hit"
+        );
+    }
+
+    // Well-formed but no such token: unknown, however often asked.
+    let unknown = TokenSecret::generate(&Prefix::default()).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            h.verify(unknown.expose(), &[]).await,
+            Err(InactiveReason::Unknown)
+        );
+    }
+
+    // `verify_with` answers with what the closure makes of the token, and runs it only for a
+    // token that works.
+    let secret = working.secret.expose();
+    let made = h
+        .keyward
+        .verify_with(secret, &scopes(&["droplet:read"]), None, |t| {
+            (t.id_text().as_str().to_owned(), t.scopes().len(), 42)
+        })
+        .await
+        .unwrap();
+    assert_eq!(made, Ok((working.token.id.as_str().to_owned(), 2, 42)));
+    for (issued, wanted, reason) in [
+        (
+            &narrow,
+            &["droplet:update"][..],
+            InactiveReason::InsufficientScope,
+        ),
+        (&revoked, &[][..], InactiveReason::Revoked),
+        (&short, &[][..], InactiveReason::Expired),
+    ] {
+        let mut ran = false;
+        let got = h
+            .keyward
+            .verify_with(issued.secret.expose(), &scopes(wanted), None, |_| {
+                ran = true;
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, Err(reason));
+        assert!(!ran, "the closure ran for a {reason:?} token");
+    }
+
+    // `verify` hands back an owned token describing the record.
+    let Verdict::Active(token) = h
+        .keyward
+        .verify(secret, &Scopes::default(), None)
+        .await
+        .unwrap()
+    else {
+        panic!("the working token is refused");
+    };
+    assert_eq!(token.token_id(), working.token.id);
+    assert_eq!(token.owner_id(), &alice.id);
+    assert_eq!(token.owner_name(), &alice.name);
+    assert_eq!(token.scopes(), &working.token.scopes);
+    assert_eq!(token.expires_at(), working.token.expires_at);
+    assert_eq!(token.expires_at(), Some(START + Duration::days(30)));
+}
+
+#[tokio::test]
+async fn a_token_used_many_times_a_second_is_noted_once() {
+    let h = harness().await;
+    let alice = h.user("alice").await;
+    let t = h.token(&alice, &["droplet:read"], None).await;
+    let secret = t.secret.expose();
+    assert_eq!(h.keyward.flush_usage().await.unwrap(), 0);
+
+    h.clock.advance(Duration::minutes(10));
+    let second = START + Duration::minutes(10);
+    // Every use from another address: a later use noted in the same second would replace the
+    // address, so the stored address tells which use was noted.
+    for n in 1..=50u8 {
+        let ip = IpAddr::from([192, 0, 2, n]);
+        assert_eq!(
+            h.verify_from(secret, &["droplet:read"], Some(ip)).await,
+            active(&t, &alice)
+        );
+    }
+    assert_eq!(h.keyward.flush_usage().await.unwrap(), 1);
+    let stored = h.record(&t.token.id).await;
+    assert_eq!(stored.last_used_at, Some(second));
+    assert_eq!(
+        stored.last_used_ip,
+        Some(IpAddr::from([192, 0, 2, 1])),
+        "only the first use of the second is noted"
+    );
+    assert_eq!(h.keyward.flush_usage().await.unwrap(), 0, "nothing left");
+
+    // Half a second on is still the same second: not noted.
+    h.clock.advance(Duration::milliseconds(500));
+    h.verify_from(secret, &[], Some(IpAddr::from([192, 0, 2, 99])))
+        .await
+        .unwrap();
+    assert_eq!(h.keyward.flush_usage().await.unwrap(), 0);
+
+    // The next second is noted again.
+    h.clock.advance(Duration::milliseconds(500));
+    let ip = IpAddr::from([198, 51, 100, 7]);
+    h.verify_from(secret, &[], Some(ip)).await.unwrap();
+    h.verify_from(secret, &[], Some(IpAddr::from([198, 51, 100, 8])))
+        .await
+        .unwrap();
+    assert_eq!(h.keyward.flush_usage().await.unwrap(), 1);
+    let stored = h.record(&t.token.id).await;
+    assert_eq!(stored.last_used_at, Some(second + Duration::seconds(1)));
+    assert_eq!(stored.last_used_ip, Some(ip));
+}
