@@ -28,6 +28,7 @@ use crate::{
     SessionRecord, Snapshot, Store, StoreError, StoreResult, StoredAuditEvent, StoredHash, Usage,
 };
 
+mod bulk;
 mod reader;
 mod rows;
 mod sessions;
@@ -773,6 +774,22 @@ impl Store for SqliteStore {
     }
 
     async fn restore(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        // A file (the one `reader` reads, so not `:memory:` or a URI) is written row by row
+        // without sqlx's thread hops (see `bulk`), off the executor: a large restore takes
+        // seconds. The task finishes, and commits, even if the caller stops waiting.
+        if self.readers.is_some() {
+            if self.pool.is_closed() {
+                return Err(StoreError::Unavailable("the store is closed".to_owned()));
+            }
+            // The file this store's own connections open.
+            let path = self.pool.connect_options().get_filename().to_owned();
+            let snapshot = snapshot.clone();
+            return tokio::task::spawn_blocking(move || bulk::restore(&path, &snapshot))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StoreError::Unavailable(format!("restore task failed: {e}")))
+                });
+        }
         // The write lock is held from the emptiness check to the commit.
         let mut tx = self.begin_write().await?;
         let occupied: bool = sqlx::query_scalar(

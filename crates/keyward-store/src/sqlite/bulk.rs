@@ -1,0 +1,262 @@
+//! `Store::restore` on a database file, written through rusqlite on a blocking thread.
+//!
+//! sqlx hands every statement to its connection's worker thread and waits for the answer, about
+//! 100 µs a row; seeding 10^6 tokens (a token row and a hash row each, and their users) took
+//! over five minutes that way. Here one connection of our own binds prepared statements row
+//! after row in one `BEGIN IMMEDIATE` transaction, the way the `reader` module reads, so the
+//! cost is SQLite's own.
+//!
+//! The statements and the checks are those of the sqlx writes in the parent module
+//! (`insert_user_row`, `insert_token_row`, `insert_hash_row`, `insert_audit_row` and the
+//! emptiness check); the contract suite's dump-restore-dump round trip holds the two to the
+//! same columns.
+
+use keyward_core::{TokenId, UserId};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use std::path::Path;
+
+use super::BUSY_TIMEOUT;
+use super::rows::{lite_error, unix};
+use crate::{Snapshot, StoreError, StoreResult};
+
+/// Page cache of the restoring connection, in KiB (SQLite's default is 2 MiB), taken only as
+/// pages are used. Secret hashes (and a seeded snapshot's ids) are random keys, so inserts land
+/// on arbitrary pages of the indexes; once those outgrow the cache, each insert spills a page to
+/// the WAL and reads another back. Seeding 10^6 tokens (`seed` in bench/tools): 47 s with the
+/// default, 39 s with 64 MiB, 28 s with 256 MiB, no better with 1 GiB.
+const RESTORE_CACHE_KIB: i64 = 256 * 1024;
+
+/// Whether the store holds anything `restore` would refuse to write over.
+const OCCUPIED: &str = "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM tokens) \
+     OR EXISTS (SELECT 1 FROM audit_events)";
+
+const INSERT_USER: &str = "INSERT INTO users (id, name, is_admin, password_hash, created_at, \
+     disabled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+const INSERT_TOKEN: &str = "INSERT INTO tokens (id, owner, name, scopes, hint, created_at, \
+     expires_at, regenerated_at, last_used_at, last_used_ip, revoked_at, revoked_by, \
+     revoke_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+const INSERT_HASH: &str = "INSERT INTO token_hashes (hash, token_id, key_id, created_at, \
+     valid_until) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+const INSERT_AUDIT: &str = "INSERT INTO audit_events (seq, at, kind, actor_user, actor_token, \
+     actor_label, subject_user, token_id, ip, detail) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// Writes `snapshot` into the empty database at `path` in one transaction, or nothing: every
+/// error returns before the commit, and dropping the transaction rolls it back.
+pub(super) fn restore(path: &Path, snapshot: &Snapshot) -> StoreResult<()> {
+    let mut connection = open(path).map_err(lite_error)?;
+    // The write lock is held from the emptiness check to the commit.
+    let tx = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(lite_error)?;
+    let occupied: bool = tx
+        .query_row(OCCUPIED, [], |row| row.get(0))
+        .map_err(lite_error)?;
+    if occupied {
+        return Err(StoreError::InvalidState("the target store is not empty"));
+    }
+
+    insert_users(&tx, snapshot)?;
+    insert_tokens(&tx, snapshot)?;
+    insert_hashes(&tx, snapshot)?;
+    insert_audit(&tx, snapshot)?;
+    tx.commit().map_err(lite_error)
+}
+
+fn insert_users(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
+    let mut insert = tx.prepare_cached(INSERT_USER).map_err(lite_error)?;
+    for entry in &snapshot.users {
+        let user = &entry.user;
+        insert
+            .execute(params![
+                user.id.as_str(),
+                user.name.as_str(),
+                user.is_admin,
+                entry.password_hash.as_deref(),
+                unix(user.created_at),
+                user.disabled_at.map(unix),
+            ])
+            .map_err(|e| insert_error(e, || format!("user {}", user.name)))?;
+    }
+    Ok(())
+}
+
+fn insert_tokens(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
+    let mut insert = tx.prepare_cached(INSERT_TOKEN).map_err(lite_error)?;
+    for token in &snapshot.tokens {
+        insert
+            .execute(params![
+                token.id.as_str(),
+                token.owner.as_str(),
+                token.name.as_str(),
+                token.scopes.to_string(),
+                token.hint.as_str(),
+                unix(token.created_at),
+                token.expires_at.map(unix),
+                token.regenerated_at.map(unix),
+                token.last_used_at.map(unix),
+                token.last_used_ip.map(|ip| ip.to_string()),
+                token.revoked_at.map(unix),
+                token.revoked_by.as_deref(),
+                token.revoke_reason.as_deref(),
+            ])
+            .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
+    }
+    Ok(())
+}
+
+fn insert_hashes(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
+    let mut insert = tx.prepare_cached(INSERT_HASH).map_err(lite_error)?;
+    for hash in &snapshot.hashes {
+        insert
+            .execute(params![
+                &hash.hash.hash.0[..],
+                hash.token_id.as_str(),
+                hash.hash.key_id.as_str(),
+                unix(hash.created_at),
+                hash.valid_until.map(unix),
+            ])
+            .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
+    }
+    Ok(())
+}
+
+fn insert_audit(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
+    let mut insert = tx.prepare_cached(INSERT_AUDIT).map_err(lite_error)?;
+    for stored in &snapshot.audit {
+        let event = &stored.event;
+        insert
+            .execute(params![
+                stored.seq,
+                unix(event.at),
+                event.kind.as_str(),
+                event.actor.user.as_ref().map(UserId::as_str),
+                event.actor.token.as_ref().map(TokenId::as_str),
+                event.actor.label.as_str(),
+                event.subject_user.as_ref().map(UserId::as_str),
+                event.token_id.as_ref().map(TokenId::as_str),
+                event.ip.map(|ip| ip.to_string()),
+                event.detail.as_deref(),
+            ])
+            .map_err(|e| insert_error(e, || "audit event".to_owned()))?;
+    }
+    Ok(())
+}
+
+/// A read-write connection with the settings of the store's sqlx connections. WAL is a property
+/// of the file, already set when the store opened it.
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    // No mutex inside SQLite: the connection lives on one thread, for one restore.
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.pragma_update(None, "foreign_keys", true)?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "cache_size", -RESTORE_CACHE_KIB)?;
+    Ok(connection)
+}
+
+/// Maps a failed insert as `rows::insert_error` maps sqlx's: a unique violation means `what`
+/// already exists, a foreign-key violation that a row it refers to does not.
+fn insert_error(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError {
+    use rusqlite::ffi;
+    match e.sqlite_error().map(|e| e.extended_code) {
+        Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+            StoreError::Conflict(what())
+        }
+        Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => StoreError::NotFound,
+        _ => lite_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::SqliteStore;
+    use crate::{SnapshotUser, Store as _, StoredAuditEvent};
+    use keyward_core::{
+        Actor, AuditEvent, AuditKind, Scopes, TokenName, TokenRecord, User, UserName,
+    };
+    use time::OffsetDateTime;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+    fn snapshot() -> Snapshot {
+        let user = User {
+            id: UserId::generate(T0).unwrap(),
+            name: UserName::parse("alice").unwrap(),
+            is_admin: false,
+            created_at: T0,
+            disabled_at: None,
+        };
+        let token = TokenRecord {
+            id: TokenId::generate(T0).unwrap(),
+            owner: user.id.clone(),
+            name: TokenName::parse("ci").unwrap(),
+            scopes: Scopes::parse(&["droplet:read"]).unwrap(),
+            hint: "abcd".to_owned(),
+            created_at: T0,
+            expires_at: None,
+            regenerated_at: None,
+            last_used_at: None,
+            last_used_ip: None,
+            revoked_at: None,
+            revoked_by: None,
+            revoke_reason: None,
+        };
+        let event = AuditEvent {
+            at: T0,
+            kind: AuditKind::UserAdded,
+            actor: Actor::cli("root"),
+            subject_user: Some(user.id.clone()),
+            token_id: None,
+            ip: None,
+            detail: None,
+        };
+        Snapshot {
+            users: vec![SnapshotUser {
+                user,
+                password_hash: None,
+            }],
+            tokens: vec![token],
+            hashes: Vec::new(),
+            audit: vec![StoredAuditEvent { seq: 7, event }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_restore_writes_nothing_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("keyward.db"))
+            .await
+            .unwrap();
+        assert!(store.readers.is_some(), "a file goes through `bulk`");
+
+        // The last row fails, after the others were written in the transaction.
+        let mut orphan = snapshot();
+        orphan.tokens[0].owner = UserId::generate(T0).unwrap();
+        let err = store.restore(&orphan).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound), "{err:?}");
+        assert_eq!(store.dump().await.unwrap(), Snapshot::default());
+
+        let mut twice = snapshot();
+        twice.users.push(twice.users[0].clone());
+        let err = store.restore(&twice).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Conflict(what) if what == "user alice"),
+            "{err:?}"
+        );
+        assert_eq!(store.dump().await.unwrap(), Snapshot::default());
+
+        // And the store is still writable: the failures left no lock or transaction behind.
+        let whole = snapshot();
+        store.restore(&whole).await.unwrap();
+        assert_eq!(store.dump().await.unwrap(), whole);
+    }
+}
