@@ -6,17 +6,15 @@
 //! after row in one `BEGIN IMMEDIATE` transaction, the way the `reader` module reads, so the
 //! cost is SQLite's own.
 //!
-//! The statements and the checks are those of the sqlx writes in the parent module
-//! (`insert_user_row`, `insert_token_row`, `insert_hash_row`, `insert_audit_row` and the
-//! emptiness check); the contract suite's dump-restore-dump round trip holds the two to the
-//! same columns.
+//! The statements and the emptiness check are the parent module's own constants, bound in the
+//! same order as its sqlx writes (`insert_user_row` and the others).
 
 use keyward_core::{TokenId, UserId};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use std::path::Path;
 
-use super::BUSY_TIMEOUT;
 use super::rows::{lite_error, unix};
+use super::{BUSY_TIMEOUT, INSERT_AUDIT, INSERT_HASH, INSERT_TOKEN, INSERT_USER, OCCUPIED};
 use crate::{Snapshot, StoreError, StoreResult};
 
 /// Page cache of the restoring connection, in KiB (SQLite's default is 2 MiB), taken only as
@@ -25,24 +23,6 @@ use crate::{Snapshot, StoreError, StoreResult};
 /// the WAL and reads another back. Seeding 10^6 tokens (`seed` in bench/tools): 47 s with the
 /// default, 39 s with 64 MiB, 28 s with 256 MiB, no better with 1 GiB.
 const RESTORE_CACHE_KIB: i64 = 256 * 1024;
-
-/// Whether the store holds anything `restore` would refuse to write over.
-const OCCUPIED: &str = "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM tokens) \
-     OR EXISTS (SELECT 1 FROM audit_events)";
-
-const INSERT_USER: &str = "INSERT INTO users (id, name, is_admin, password_hash, created_at, \
-     disabled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-
-const INSERT_TOKEN: &str = "INSERT INTO tokens (id, owner, name, scopes, hint, created_at, \
-     expires_at, regenerated_at, last_used_at, last_used_ip, revoked_at, revoked_by, \
-     revoke_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
-
-const INSERT_HASH: &str = "INSERT INTO token_hashes (hash, token_id, key_id, created_at, \
-     valid_until) VALUES (?1, ?2, ?3, ?4, ?5)";
-
-const INSERT_AUDIT: &str = "INSERT INTO audit_events (seq, at, kind, actor_user, actor_token, \
-     actor_label, subject_user, token_id, ip, detail) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// Writes `snapshot` into the empty database at `path` in one transaction, or nothing: every
 /// error returns before the commit, and dropping the transaction rolls it back.
@@ -130,7 +110,6 @@ fn insert_audit(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
         let event = &stored.event;
         insert
             .execute(params![
-                stored.seq,
                 unix(event.at),
                 event.kind.as_str(),
                 event.actor.user.as_ref().map(UserId::as_str),
@@ -140,6 +119,7 @@ fn insert_audit(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
                 event.token_id.as_ref().map(TokenId::as_str),
                 event.ip.map(|ip| ip.to_string()),
                 event.detail.as_deref(),
+                stored.seq,
             ])
             .map_err(|e| insert_error(e, || "audit event".to_owned()))?;
     }

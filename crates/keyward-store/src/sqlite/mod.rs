@@ -224,6 +224,27 @@ async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
     tx.commit().await.map_err(db_error)
 }
 
+// The row writes, shared by the sqlx path and the bulk restore (`bulk`), bound in this order.
+
+/// Whether the store holds anything `restore` would refuse to write over.
+const OCCUPIED: &str = "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM tokens) \
+     OR EXISTS (SELECT 1 FROM audit_events)";
+
+/// An audit event; `?10` is its sequence number, NULL for the next one.
+const INSERT_AUDIT: &str = "INSERT INTO audit_events \
+     (seq, at, kind, actor_user, actor_token, actor_label, subject_user, token_id, ip, detail) \
+     VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+const INSERT_USER: &str = "INSERT INTO users (id, name, is_admin, password_hash, created_at, \
+     disabled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+const INSERT_TOKEN: &str = "INSERT INTO tokens (id, owner, name, scopes, hint, created_at, \
+     expires_at, regenerated_at, last_used_at, last_used_ip, revoked_at, revoked_by, \
+     revoke_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+const INSERT_HASH: &str = "INSERT INTO token_hashes (hash, token_id, key_id, created_at, \
+     valid_until) VALUES (?1, ?2, ?3, ?4, ?5)";
+
 async fn insert_audit(conn: &mut SqliteConnection, event: &AuditEvent) -> StoreResult<()> {
     insert_audit_row(conn, None, event).await
 }
@@ -234,24 +255,20 @@ async fn insert_audit_row(
     seq: Option<i64>,
     event: &AuditEvent,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO audit_events \
-         (seq, at, kind, actor_user, actor_token, actor_label, subject_user, token_id, ip, detail) \
-         VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .bind(unix(event.at))
-    .bind(event.kind.as_str())
-    .bind(event.actor.user.as_ref().map(UserId::as_str))
-    .bind(event.actor.token.as_ref().map(TokenId::as_str))
-    .bind(event.actor.label.as_str())
-    .bind(event.subject_user.as_ref().map(UserId::as_str))
-    .bind(event.token_id.as_ref().map(TokenId::as_str))
-    .bind(event.ip.map(|ip| ip.to_string()))
-    .bind(event.detail.as_deref())
-    .bind(seq)
-    .execute(conn)
-    .await
-    .map_err(|e| insert_error(e, || "audit event".to_owned()))?;
+    sqlx::query(INSERT_AUDIT)
+        .bind(unix(event.at))
+        .bind(event.kind.as_str())
+        .bind(event.actor.user.as_ref().map(UserId::as_str))
+        .bind(event.actor.token.as_ref().map(TokenId::as_str))
+        .bind(event.actor.label.as_str())
+        .bind(event.subject_user.as_ref().map(UserId::as_str))
+        .bind(event.token_id.as_ref().map(TokenId::as_str))
+        .bind(event.ip.map(|ip| ip.to_string()))
+        .bind(event.detail.as_deref())
+        .bind(seq)
+        .execute(conn)
+        .await
+        .map_err(|e| insert_error(e, || "audit event".to_owned()))?;
     Ok(())
 }
 
@@ -260,60 +277,50 @@ async fn insert_user_row(
     user: &User,
     password_hash: Option<&str>,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO users (id, name, is_admin, password_hash, created_at, disabled_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .bind(user.id.as_str())
-    .bind(user.name.as_str())
-    .bind(user.is_admin)
-    .bind(password_hash)
-    .bind(unix(user.created_at))
-    .bind(user.disabled_at.map(unix))
-    .execute(conn)
-    .await
-    .map_err(|e| insert_error(e, || format!("user {}", user.name)))?;
+    sqlx::query(INSERT_USER)
+        .bind(user.id.as_str())
+        .bind(user.name.as_str())
+        .bind(user.is_admin)
+        .bind(password_hash)
+        .bind(unix(user.created_at))
+        .bind(user.disabled_at.map(unix))
+        .execute(conn)
+        .await
+        .map_err(|e| insert_error(e, || format!("user {}", user.name)))?;
     Ok(())
 }
 
 async fn insert_token_row(conn: &mut SqliteConnection, token: &TokenRecord) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO tokens (id, owner, name, scopes, hint, created_at, expires_at, regenerated_at, \
-         last_used_at, last_used_ip, revoked_at, revoked_by, revoke_reason) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )
-    .bind(token.id.as_str())
-    .bind(token.owner.as_str())
-    .bind(token.name.as_str())
-    .bind(token.scopes.to_string())
-    .bind(token.hint.as_str())
-    .bind(unix(token.created_at))
-    .bind(token.expires_at.map(unix))
-    .bind(token.regenerated_at.map(unix))
-    .bind(token.last_used_at.map(unix))
-    .bind(token.last_used_ip.map(|ip| ip.to_string()))
-    .bind(token.revoked_at.map(unix))
-    .bind(token.revoked_by.as_deref())
-    .bind(token.revoke_reason.as_deref())
-    .execute(conn)
-    .await
-    .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
+    sqlx::query(INSERT_TOKEN)
+        .bind(token.id.as_str())
+        .bind(token.owner.as_str())
+        .bind(token.name.as_str())
+        .bind(token.scopes.to_string())
+        .bind(token.hint.as_str())
+        .bind(unix(token.created_at))
+        .bind(token.expires_at.map(unix))
+        .bind(token.regenerated_at.map(unix))
+        .bind(token.last_used_at.map(unix))
+        .bind(token.last_used_ip.map(|ip| ip.to_string()))
+        .bind(token.revoked_at.map(unix))
+        .bind(token.revoked_by.as_deref())
+        .bind(token.revoke_reason.as_deref())
+        .execute(conn)
+        .await
+        .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
     Ok(())
 }
 
 async fn insert_hash_row(conn: &mut SqliteConnection, hash: &HashRecord) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO token_hashes (hash, token_id, key_id, created_at, valid_until) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .bind(hash.hash.hash.0.to_vec())
-    .bind(hash.token_id.as_str())
-    .bind(hash.hash.key_id.as_str())
-    .bind(unix(hash.created_at))
-    .bind(hash.valid_until.map(unix))
-    .execute(conn)
-    .await
-    .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
+    sqlx::query(INSERT_HASH)
+        .bind(hash.hash.hash.0.to_vec())
+        .bind(hash.token_id.as_str())
+        .bind(hash.hash.key_id.as_str())
+        .bind(unix(hash.created_at))
+        .bind(hash.valid_until.map(unix))
+        .execute(conn)
+        .await
+        .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
     Ok(())
 }
 
@@ -792,13 +799,10 @@ impl Store for SqliteStore {
         }
         // The write lock is held from the emptiness check to the commit.
         let mut tx = self.begin_write().await?;
-        let occupied: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM tokens) \
-             OR EXISTS (SELECT 1 FROM audit_events)",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        let occupied: bool = sqlx::query_scalar(OCCUPIED)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
         if occupied {
             return Err(StoreError::InvalidState("the target store is not empty"));
         }
