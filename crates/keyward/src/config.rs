@@ -235,7 +235,8 @@ fn forward_auth_routes(
                 .map_err(|e| ConfigError::new(format!("{}: {e}", here())))?,
         );
     }
-    Ok(ForwardAuthRoutes::new(parsed))
+    ForwardAuthRoutes::new(parsed)
+        .map_err(|e| ConfigError::new(format!("{}: {e}", origin("[[forward_auth.route]]"))))
 }
 
 /// Only the version, read first so that a file of another version is refused for its version
@@ -631,6 +632,7 @@ fn describe(text: &str, e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyward_server::service::gateway::RouteDecision;
     use std::io::Write;
 
     const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -856,16 +858,13 @@ repo = ["read", "write"]
         let config = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
         let routes = &config.settings().forward_auth;
         assert_eq!(routes.routes().len(), 2);
-        let needed = |m, u| routes.required(m, u).map(ToString::to_string);
-        assert_eq!(
-            needed("GET", "/droplets/1").as_deref(),
-            Some("droplet:read")
-        );
-        assert_eq!(
-            needed("POST", "/droplets").as_deref(),
-            Some("droplet:update")
-        );
-        assert_eq!(needed("GET", "/volumes"), None);
+        let needed = |m, u| match routes.decide(m, u).unwrap() {
+            RouteDecision::Needs(scopes) => scopes.to_string(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(needed("GET", "/droplets/1"), "droplet:read");
+        assert_eq!(needed("POST", "/droplets"), "droplet:update");
+        assert_eq!(needed("GET", "/volumes"), "NoRoute", "no catch-all: refused");
 
         for (bad, expected) in [
             (
@@ -880,7 +879,14 @@ repo = ["read", "write"]
                 "scopes = [\"droplet:read\"]\npath_prefix = \"/a\"\nmethod = \"GET POST\"",
                 "not an HTTP method",
             ),
-            ("scopes = []\npath_prefix = \"/a\"", "at least one scope"),
+            (
+                "scopes = [\"droplet:read\"]\npath_prefix = \"/a;b\"",
+                "normalized path",
+            ),
+            (
+                "scopes = [\"droplet:read\"]\npath_prefix = \"/a\"\nmethod = \"HEAD\"",
+                "follow GET",
+            ),
             (
                 "scopes = [\"droplet:read\"]\npath = \"/a\"",
                 "unknown field `path`",

@@ -3,10 +3,18 @@
 //! and URI); keyward answers 200 with who the caller is in `X-Keyward-*` headers for the
 //! upstream, or 401/403 with an RFC 6750 challenge for the client.
 //!
-//! The scopes the request needs come from `X-Keyward-Scope` (space-separated) when the proxy
-//! sets it, else from the configured route table matched against `X-Forwarded-Method` /
-//! `X-Forwarded-Uri` (Traefik, Caddy) or `X-Original-Method` / `X-Original-URI` (nginx). With
-//! neither a header nor a matching route, any active token passes: authentication only.
+//! What the request needs:
+//! - with no route table configured, the scopes in `X-Keyward-Scope` (space-separated) when the
+//!   proxy sets it, else any active token;
+//! - with a route table, the scopes of the route the original method and path match (see
+//!   [`crate::service::gateway::normalize_path`] for how paths are compared), plus those of
+//!   `X-Keyward-Scope` if set; a request no route matches is refused (403) unless the table has
+//!   a catch-all route.
+//!
+//! The original request comes from `X-Original-Method` / `X-Original-URI` (nginx) or
+//! `X-Forwarded-Method` / `X-Forwarded-Uri` (Traefik, Caddy). A proxy may pass on headers the
+//! client sent, so when both are present they must agree, and every header that decides the
+//! answer must be sent at most once: anything else is refused (400), never guessed.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -15,8 +23,9 @@ use keyward_core::Scopes;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::error::ApiError;
+use super::error::{ApiError, Challenge};
 use super::extract::{Bearer, ClientIp};
+use crate::service::gateway::RouteDecision;
 use crate::service::{Keyward, ServiceError};
 
 /// Request header: the scopes this request needs, space-separated.
@@ -30,50 +39,101 @@ pub const OWNER_ID_HEADER: HeaderName = HeaderName::from_static("x-keyward-owner
 /// Response header: the token's scopes, space-separated.
 pub const SCOPES_HEADER: HeaderName = HeaderName::from_static("x-keyward-scopes");
 
-/// Where proxies put the original request's method and URI, in order of preference. Built
-/// names, not strings: a lookup by string parses the name first.
-const METHOD_HEADERS: [HeaderName; 2] = [
-    HeaderName::from_static("x-forwarded-method"),
-    HeaderName::from_static("x-original-method"),
-];
-const URI_HEADERS: [HeaderName; 2] = [
-    HeaderName::from_static("x-forwarded-uri"),
-    HeaderName::from_static("x-original-uri"),
-];
+/// nginx's names for the original request (set with `proxy_set_header`). Built names, not
+/// strings: a lookup by string parses the name first.
+const ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+/// Traefik's and Caddy's names for the original request.
+const FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 
-fn first_header<'a>(headers: &'a HeaderMap, names: &[HeaderName]) -> Option<&'a str> {
-    names
-        .iter()
-        .find_map(|name| headers.get(name))
-        .and_then(|v| v.to_str().ok())
+fn bad_header(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", message)
+}
+
+/// The one value of `name`, if sent: a second copy is refused, as is a value that is not
+/// visible ASCII.
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
+    let mut all = headers.get_all(name).iter();
+    let Some(first) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(bad_header(format!("send {name} at most once")));
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| bad_header(format!("{name} must be visible ASCII")))
+}
+
+/// One fact about the original request from the two places proxies put it; when both are
+/// present they must agree (a client may have sent one of them through the proxy).
+fn original<'a>(
+    headers: &'a HeaderMap,
+    nginx: &HeaderName,
+    forwarded: &HeaderName,
+) -> Result<Option<&'a str>, ApiError> {
+    match (single(headers, nginx)?, single(headers, forwarded)?) {
+        (Some(a), Some(b)) if a != b => Err(bad_header(format!(
+            "{nginx} and {forwarded} disagree; the proxy must set one and remove the other"
+        ))),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 /// The scopes the proxied request needs (see the module docs).
 fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, Scopes>, ApiError> {
-    if let Some(value) = headers.get(&SCOPE_HEADER) {
-        let text = value.to_str().map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                "X-Keyward-Scope must be space-separated scopes",
-            )
-        })?;
-        let scopes = Scopes::parse_space_separated(text).map_err(ServiceError::from)?;
-        return Ok(Cow::Owned(scopes));
+    let from_header = match single(headers, &SCOPE_HEADER)? {
+        Some(text) => {
+            Some(Scopes::parse_space_separated(text.trim()).map_err(ServiceError::from)?)
+        }
+        None => None,
+    };
+    let routes = &kw.settings().forward_auth;
+    let decision = if routes.is_empty() {
+        RouteDecision::NoTable
+    } else {
+        let method = original(headers, &ORIGINAL_METHOD, &FORWARDED_METHOD)?;
+        let uri = original(headers, &ORIGINAL_URI, &FORWARDED_URI)?;
+        let (Some(method), Some(uri)) = (method, uri) else {
+            return Err(bad_header(
+                "the route table needs the original method and URI: the proxy must send \
+                 X-Original-Method and X-Original-URI (nginx) or X-Forwarded-Method and \
+                 X-Forwarded-Uri (Traefik, Caddy)",
+            ));
+        };
+        routes
+            .decide(method.trim(), uri.trim())
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_uri", e.to_string()))?
+    };
+    match (decision, from_header) {
+        (RouteDecision::NoRoute, _) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "no_route",
+            "no forward-auth route matches this method and path, and the route table has no catch-all",
+        )
+        .with_challenge(Challenge::Bearer {
+            error: Some("insufficient_scope"),
+            scope: None,
+        })),
+        (RouteDecision::NoTable, header) => Ok(Cow::Owned(header.unwrap_or_default())),
+        (RouteDecision::Needs(route), None) => Ok(Cow::Borrowed(route)),
+        (RouteDecision::Needs(route), Some(header)) => Ok(Cow::Owned(Scopes::new(
+            route.iter().chain(header.iter()).cloned(),
+        ))),
     }
-    let uri = first_header(headers, &URI_HEADERS);
-    let method = first_header(headers, &METHOD_HEADERS).unwrap_or("");
-    Ok(uri
-        .and_then(|uri| kw.settings().forward_auth.required(method, uri))
-        .map_or_else(|| Cow::Owned(Scopes::default()), Cow::Borrowed))
 }
 
 /// `/v1/auth` (any method): forward authentication.
 #[utoipa::path(
     get, path = "/v1/auth", tag = "forward-auth",
     description = "Forward authentication for reverse proxies; answers any method the same way. \
-        The scopes needed come from `X-Keyward-Scope`, else from the configured route table \
-        matched against the original method and URI; with neither, any active token passes.",
+        Without a route table, the scopes needed come from `X-Keyward-Scope` (none: any active \
+        token passes). With a route table, the route matching the original method and the \
+        normalized path decides (plus `X-Keyward-Scope` if set), and a request no route matches \
+        is refused unless the table has a catch-all. Headers that decide the answer must be \
+        sent once; X-Original-* and X-Forwarded-* must agree when both are sent.",
     params(
         ("X-Keyward-Scope" = Option<String>, Header, description = "Scopes the request needs, space-separated"),
         ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (Traefik, Caddy)"),
@@ -90,11 +150,11 @@ fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, S
             ("X-Keyward-Owner-Id" = String, description = "The owner's user id"),
             ("X-Keyward-Scopes" = String, description = "The token's scopes, space-separated"),
          )),
-        (status = 400, description = "Several Authorization headers, or an X-Keyward-Scope that is not scopes", body = super::openapi::ErrorResponse),
+        (status = 400, description = "A deciding header sent twice, X-Original-* and X-Forwarded-* that disagree, an original URI that is ambiguous, or an X-Keyward-Scope that is not scopes", body = super::openapi::ErrorResponse),
         (status = 401, description = "No token (challenge without error code), or not an active token (`invalid_token`)",
          body = super::openapi::ErrorResponse,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks a needed scope (`insufficient_scope`, with `scope`)",
+        (status = 403, description = "The token lacks a needed scope (`insufficient_scope`, with `scope`), or no route matches (`no_route`)",
          body = super::openapi::ErrorResponse,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
         (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),

@@ -125,7 +125,8 @@ fn routes() -> Settings {
             route("GET", "/droplets", &["droplet:read"]),
             route("*", "/droplets", &["droplet:update"]),
             route("DELETE", "/droplets", &["droplet:delete"]),
-        ]),
+        ])
+        .unwrap(),
         ..Settings::default()
     }
 }
@@ -204,32 +205,188 @@ async fn the_route_table_supplies_scopes_from_the_original_method_and_uri() {
         ),
         403
     );
-    // No route matches (or no original URI): authentication only.
+    // No route matches and there is no catch-all: refused, before the token is looked at.
+    auth(
+        &app,
+        Method::GET,
+        Some(&reader.secret),
+        &nginx("POST", "/volumes"),
+    )
+    .await
+    .expect_error(403, "no_route");
+    auth(&app, Method::GET, None, &nginx("GET", "/volumes"))
+        .await
+        .expect_error(403, "no_route");
+    // A table needs the original request to decide.
+    auth(&app, Method::GET, Some(&reader.secret), &[])
+        .await
+        .expect_error(400, "invalid_header");
+    assert_eq!(
+        status(auth(&app, Method::GET, None, &nginx("GET", "/droplets")).await),
+        401
+    );
+    // HEAD follows GET's route.
     assert_eq!(
         status(
             auth(
                 &app,
                 Method::GET,
                 Some(&reader.secret),
-                &nginx("POST", "/volumes")
+                &nginx("HEAD", "/droplets/7")
             )
             .await
         ),
         200
     );
-    assert_eq!(
-        status(auth(&app, Method::GET, Some(&reader.secret), &[]).await),
-        200
-    );
-    assert_eq!(
-        status(auth(&app, Method::GET, None, &nginx("GET", "/volumes")).await),
-        401
-    );
-    // The header wins over the table.
+    // The header adds to what the table asks; it never lowers it.
     let mut headers = nginx("DELETE", "/droplets/1").to_vec();
     headers.push(("x-keyward-scope", "droplet:read"));
-    assert_eq!(
-        status(auth(&app, Method::GET, Some(&reader.secret), &headers).await),
-        200
-    );
+    auth(&app, Method::GET, Some(&reader.secret), &headers)
+        .await
+        .expect_error(403, "insufficient_scope");
+    let mut headers = nginx("GET", "/droplets/1").to_vec();
+    headers.push(("x-keyward-scope", "volume:read"));
+    auth(&app, Method::GET, Some(&reader.secret), &headers)
+        .await
+        .expect_error(403, "insufficient_scope");
+}
+
+/// The attack that found the hole: a read-only token deleting through the proxy by spelling the
+/// DELETE route's path another way, with a catch-all that lets any token through.
+#[tokio::test]
+async fn another_spelling_of_a_path_cannot_skip_its_route() {
+    let route = |m: &str, p: &str, s: &[&str]| {
+        ForwardAuthRoute::new(m, p, Scopes::parse(s).unwrap()).unwrap()
+    };
+    let app = spawn_app_with(Settings {
+        forward_auth: ForwardAuthRoutes::new(vec![
+            route("GET", "/droplets", &["droplet:read"]),
+            route("DELETE", "/droplets", &["droplet:delete"]),
+            route("*", "/", &[]),
+        ])
+        .unwrap(),
+        ..Settings::default()
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let reader = app.token(&alice, &["droplet:read"]).await;
+    let deleter = app.token(&alice, &["droplet:delete"]).await;
+    let ask = |token: &str, method: &str, uri: &str| {
+        let headers = vec![
+            ("x-original-method".to_owned(), method.to_owned()),
+            ("x-original-uri".to_owned(), uri.to_owned()),
+            ("authorization".to_owned(), format!("Bearer {token}")),
+        ];
+        let app = &app;
+        async move {
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            app.raw(Method::GET, "/v1/auth", &pairs, Vec::new()).await
+        }
+    };
+    for uri in [
+        "/droplets/7",
+        "/%64roplets/7",
+        "/dr%6Fplets/7",
+        "/droplets/./7",
+        "/volumes/../droplets/7",
+        "/%2e%2e/droplets/7",
+        "//droplets/7",
+        "/droplets//7",
+        "/DROPLETS/7",
+        "/Droplets/7?force=1",
+        "http://api.internal/droplets/7",
+    ] {
+        let r = ask(&reader.secret, "DELETE", uri).await;
+        r.expect_error(403, "insufficient_scope");
+        assert_eq!(ask(&deleter.secret, "DELETE", uri).await.status, 200, "{uri}");
+        assert_eq!(ask(&reader.secret, "GET", uri).await.status, 200, "{uri}");
+    }
+    for uri in [
+        "/droplets;v=1/7",
+        "/droplets%3B/7",
+        "/droplets%2F7",
+        "/droplets%5c7",
+        "/droplets\\7",
+        "/droplets/7%00",
+        "/droplets/%ff",
+        "/droplets/%252F7",
+        "droplets/7",
+    ] {
+        let r = ask(&reader.secret, "DELETE", uri).await;
+        r.expect_error(400, "invalid_uri");
+        assert!(r.json()["error"]["message"].as_str().unwrap().contains("URI"), "{uri}");
+    }
+    // The catch-all lets any active token through elsewhere, and nothing else.
+    assert_eq!(ask(&reader.secret, "POST", "/volumes").await.status, 200);
+    assert_eq!(ask("kwp_nope", "POST", "/volumes").await.status, 401);
+}
+
+/// Only the proxy decides what the request was: two sources that disagree, or a deciding header
+/// sent twice, are refused instead of "first one wins".
+#[tokio::test]
+async fn header_sources_must_agree_and_come_once() {
+    let app = spawn_app_with(routes()).await;
+    let alice = app.user("alice").await;
+    let reader = app.token(&alice, &["droplet:read"]).await;
+    let bearer = format!("Bearer {}", reader.secret);
+    let send = |headers: Vec<(&'static str, &'static str)>| {
+        let mut all: Vec<(&str, &str)> = headers;
+        all.push(("authorization", bearer.as_str()));
+        let app = &app;
+        async move { app.raw(Method::GET, "/v1/auth", &all, Vec::new()).await }
+    };
+    // nginx sets X-Original-*; a client-sent X-Forwarded-Uri that disagrees is refused.
+    send(vec![
+        ("x-original-method", "DELETE"),
+        ("x-original-uri", "/droplets/7"),
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/droplets/7"),
+    ])
+    .await
+    .expect_error(400, "invalid_header");
+    send(vec![
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/droplets/7"),
+        ("x-forwarded-uri", "/droplets"),
+    ])
+    .await
+    .expect_error(400, "invalid_header");
+    // Agreeing copies are fine.
+    let r = send(vec![
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/droplets/7"),
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/droplets/7"),
+    ])
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A deciding header twice.
+    for (twice, value) in [
+        ("x-original-uri", "/droplets/7"),
+        ("x-original-method", "GET"),
+        ("x-forwarded-uri", "/droplets/7"),
+        ("x-keyward-scope", "droplet:read"),
+    ] {
+        let mut headers = vec![("x-original-method", "GET"), ("x-original-uri", "/droplets/7")];
+        headers.push((twice, value));
+        if !twice.starts_with("x-original") {
+            headers.push((twice, value));
+        }
+        send(headers).await.expect_error(400, "invalid_header");
+    }
+    let twice = app
+        .raw(
+            Method::GET,
+            "/v1/auth",
+            &[
+                ("authorization", bearer.as_str()),
+                ("authorization", bearer.as_str()),
+            ],
+            Vec::new(),
+        )
+        .await;
+    twice.expect_error(400, "invalid_request");
 }
