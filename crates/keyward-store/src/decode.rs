@@ -172,13 +172,14 @@ pub(crate) fn token(row: &impl Columns) -> StoreResult<TokenRecord> {
 }
 
 /// A lookup row: a `tokens` row with the owner's `owner_name` and `owner_disabled_at` and the
-/// secret's `secret_valid_until`.
+/// secret's `secret_valid_until` and `secret_created_at`.
 pub(crate) fn lookup(row: &impl Columns) -> StoreResult<Lookup> {
     Ok(Lookup {
         token: token(row)?,
         owner_name: parse(row, "owner_name", UserName::parse)?,
         owner_disabled: opt_time(row, "owner_disabled_at")?.is_some(),
         secret_valid_until: opt_time(row, "secret_valid_until")?,
+        secret_created_at: time(row, "secret_created_at")?,
     })
 }
 

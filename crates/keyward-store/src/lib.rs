@@ -80,6 +80,9 @@ pub struct Lookup {
     /// When this secret stops working because the token was regenerated (`None` = current
     /// secret). Set to the grace period's end at regeneration, or to the regeneration time.
     pub secret_valid_until: Option<OffsetDateTime>,
+    /// When this particular secret was issued (the token's creation, or the regeneration that
+    /// made it).
+    pub secret_created_at: OffsetDateTime,
 }
 
 /// One successful use, recorded in batches.

@@ -145,7 +145,7 @@ pub enum TokenCommand {
         /// How long the old secret keeps working, e.g. 10m (at most 7d) [default: it stops now]
         #[arg(long, value_name = "DURATION")]
         grace: Option<String>,
-        /// A new expiry: a duration, an RFC 3339 time, or never [default: the token's lifetime again, from now]
+        /// A new expiry: a duration, an RFC 3339 time, or never [default: the token keeps its expiry]
         #[arg(long, value_name = "WHEN")]
         expires: Option<String>,
         /// Print {"token": <record>, "secret": "..."} instead of the bare secret.

@@ -258,6 +258,14 @@ impl From<ServiceError> for ApiError {
                 error: Some("invalid_token"),
                 scope: None,
             }),
+            e @ ServiceError::RotatedOut => {
+                Self::new(S::UNAUTHORIZED, "invalid_token", e.to_string()).with_challenge(
+                    Challenge::Bearer {
+                        error: Some("invalid_token"),
+                        scope: None,
+                    },
+                )
+            }
             ServiceError::MissingScope { needed } => Self::new(
                 S::FORBIDDEN,
                 "insufficient_scope",

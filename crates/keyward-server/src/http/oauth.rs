@@ -136,7 +136,7 @@ pub async fn introspect_token(
             username: token.owner_name().as_str(),
             token_type: "Bearer",
             exp: token.expires_at().map(time::OffsetDateTime::unix_timestamp),
-            iat: token.created_at().unix_timestamp(),
+            iat: token.issued_at().unix_timestamp(),
             sub: token.owner_id(),
             jti: token.id_text(),
         })

@@ -35,7 +35,8 @@ pub struct UpdateTokenRequest {
 pub struct RegenerateTokenRequest {
     /// How long the old secret keeps working, e.g. `10m`.
     pub grace_period: Option<String>,
-    /// A new expiry; the previous lifetime again by default.
+    /// A new expiry; by default the token keeps the one it has. A token acting cannot set one
+    /// later than its own: a later one asked for is clamped to it.
     pub expires: Option<String>,
 }
 

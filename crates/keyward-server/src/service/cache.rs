@@ -40,7 +40,9 @@ pub struct VerifiedToken {
     id: PackedTokenId,
     owner: Arc<Owner>,
     scopes: Arc<Scopes>,
-    created_unix: i64,
+    /// When the presented secret was issued: the token's creation, or the regeneration that
+    /// made this secret.
+    issued_unix: i64,
     /// [`NEVER`] when it does not expire. The hot path compares integers, not calendar dates.
     expires_unix: i64,
 }
@@ -86,9 +88,10 @@ impl VerifiedToken {
         (self.expires_unix != NEVER).then(|| unix_time(self.expires_unix))
     }
 
-    /// When this secret was made.
-    pub fn created_at(&self) -> OffsetDateTime {
-        unix_time(self.created_unix)
+    /// When the presented secret was issued (the token's creation or the regeneration that
+    /// made it): RFC 7662's `iat`.
+    pub fn issued_at(&self) -> OffsetDateTime {
+        unix_time(self.issued_unix)
     }
 }
 
@@ -126,6 +129,12 @@ impl CachedToken {
             return Err(InactiveReason::Expired);
         }
         Ok(())
+    }
+
+    /// Whether this is a secret that a regeneration replaced and that still works until its
+    /// grace period ends. Such a secret verifies and does nothing else.
+    pub fn rotated_out(&self) -> bool {
+        self.secret_valid_until != NEVER
     }
 
     /// Returns true the first time it is called for a given second: the caller then records the
@@ -264,7 +273,7 @@ impl VerifyCache {
                     name: l.owner_name,
                 }),
                 scopes: self.scopes.intern(l.token.scopes),
-                created_unix: l.token.created_at.unix_timestamp(),
+                issued_unix: l.secret_created_at.unix_timestamp(),
                 expires_unix: l
                     .token
                     .expires_at
@@ -367,7 +376,7 @@ mod tests {
                     name: UserName::parse("ada").unwrap(),
                 }),
                 scopes: Arc::new(Scopes::default()),
-                created_unix: 1_800_000_000,
+                issued_unix: 1_800_000_000,
                 expires_unix: 1_800_000_100,
             },
             secret_valid_until: NEVER,

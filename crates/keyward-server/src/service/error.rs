@@ -9,6 +9,10 @@ pub enum ServiceError {
     /// No credentials, or a credential that is not an active token.
     #[error("authentication required: {}", .0.map_or("no token was presented", InactiveReason::as_str))]
     Unauthenticated(Option<InactiveReason>),
+    /// The credential is a secret that a regeneration replaced: in its grace period it still
+    /// verifies, but it cannot act.
+    #[error("this secret was replaced by a regeneration; it verifies until its grace period ends but cannot manage tokens")]
+    RotatedOut,
     /// The credential is valid but lacks a scope the call needs.
     #[error("this token lacks the scope {needed}")]
     MissingScope {

@@ -83,6 +83,11 @@ pub struct Acting {
     /// The most rights a token made or regenerated here may carry: the presenting token's
     /// scopes. `None` when a person or an operator acts directly.
     pub ceiling: Option<Scopes>,
+    /// The latest a token made or regenerated here may expire, and the latest a grace period
+    /// may run to: the presenting token's own expiry (as Vault caps a child token's TTL at its
+    /// parent's). `None` when a person or an operator acts directly (bound only by the
+    /// deployment's maximum lifetime) or when the presenting token never expires.
+    pub expiry_ceiling: Option<OffsetDateTime>,
 }
 
 impl Acting {
@@ -93,6 +98,7 @@ impl Acting {
             actor: Actor::cli(os_user),
             ip: None,
             ceiling: None,
+            expiry_ceiling: None,
         }
     }
 
@@ -130,9 +136,11 @@ pub struct Issued {
 /// How to regenerate.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RegenerateOptions {
-    /// How long the old secret keeps working (none by default).
+    /// How long the old secret keeps working (none by default); never past the old secret's
+    /// own expiry, nor the acting token's.
     pub grace: Option<Duration>,
-    /// A new expiry; by default the token gets its previous lifetime again, from now.
+    /// A new expiry; by default the token keeps the one it has. A token acting cannot set one
+    /// later than its own (the request is clamped to it).
     pub expires: Option<ExpiryRequest>,
 }
 
@@ -293,6 +301,19 @@ impl Keyward {
         ip: Option<IpAddr>,
         f: impl FnOnce(&VerifiedToken) -> R,
     ) -> ServiceResult<Result<R, InactiveReason>> {
+        self.verify_entry_with(secret, wanted, ip, |entry| f(entry.token()))
+            .await
+    }
+
+    /// [`Self::verify_with`], with `f` seeing the cached secret itself (whether it is rotated
+    /// out, for instance), not only its token.
+    async fn verify_entry_with<R>(
+        &self,
+        secret: &str,
+        wanted: &Scopes,
+        ip: Option<IpAddr>,
+        f: impl FnOnce(&CachedToken) -> R,
+    ) -> ServiceResult<Result<R, InactiveReason>> {
         let start = latency_sample().then(Instant::now);
         let outcome = self.verify_uninstrumented(secret, wanted, ip, f).await;
         self.metrics.record(&outcome, start.map(|s| s.elapsed()));
@@ -304,7 +325,7 @@ impl Keyward {
         secret: &str,
         wanted: &Scopes,
         ip: Option<IpAddr>,
-        f: impl FnOnce(&VerifiedToken) -> R,
+        f: impl FnOnce(&CachedToken) -> R,
     ) -> ServiceResult<Result<R, InactiveReason>> {
         // Refused before any lookup: a typo or a random string never costs a hash or a query.
         if format::validate(secret).is_err() {
@@ -318,7 +339,7 @@ impl Keyward {
                 // it answers.
                 let now = self.clock.now_unix();
                 match Self::judge(entry, wanted, now) {
-                    Ok(after) => (Ok(f(entry.token())), after),
+                    Ok(after) => (Ok(f(entry)), after),
                     Err((reason, after)) => (Err(reason), after),
                 }
             })
@@ -384,8 +405,9 @@ impl Keyward {
         });
     }
 
-    /// Authenticates a management call: the bearer token must be active and, when `needed` is
-    /// given, hold that scope. Returns who is acting.
+    /// Authenticates a management call: the bearer token must be active, must be its token's
+    /// current secret (a secret in the grace period after a regeneration verifies, and does
+    /// nothing else), and, when `needed` is given, must hold that scope. Returns who is acting.
     pub async fn authenticate(
         &self,
         bearer: Option<&str>,
@@ -393,10 +415,18 @@ impl Keyward {
         ip: Option<IpAddr>,
     ) -> ServiceResult<Acting> {
         let secret = bearer.ok_or(ServiceError::Unauthenticated(None))?;
-        let token = match self.verify(secret, &Scopes::default(), ip).await? {
-            Verdict::Active(token) => token,
-            Verdict::Inactive(reason) => return Err(ServiceError::Unauthenticated(Some(reason))),
+        let (token, rotated_out) = match self
+            .verify_entry_with(secret, &Scopes::default(), ip, |entry| {
+                (entry.token().clone(), entry.rotated_out())
+            })
+            .await?
+        {
+            Ok(found) => found,
+            Err(reason) => return Err(ServiceError::Unauthenticated(Some(reason))),
         };
+        if rotated_out {
+            return Err(ServiceError::RotatedOut);
+        }
         if let Some(needed) = needed
             && !token.scopes().covers(needed)
         {
@@ -414,6 +444,7 @@ impl Keyward {
             },
             ip,
             ceiling: Some(token.scopes().clone()),
+            expiry_ceiling: token.expires_at(),
         })
     }
 
@@ -473,6 +504,19 @@ impl Keyward {
         Ok(())
     }
 
+    /// `expires_at` (`None` = never), or the caller's own expiry if that comes sooner: nothing a
+    /// token makes outlives it. A person or an operator has no such ceiling.
+    fn clamp_expiry(
+        acting: &Acting,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Option<OffsetDateTime> {
+        match (expires_at, acting.expiry_ceiling) {
+            (Some(at), Some(ceiling)) => Some(at.min(ceiling)),
+            (None, ceiling) => ceiling,
+            (at, None) => at,
+        }
+    }
+
     fn issue_secret(&self) -> ServiceResult<(TokenSecret, StoredHash)> {
         let secret = TokenSecret::generate(&self.settings.prefix)?;
         let hash = StoredHash {
@@ -503,7 +547,7 @@ impl Keyward {
         self.settings.catalog.check(&scopes)?;
         Self::check_ceiling(acting, &scopes)?;
         let now = self.now();
-        let expires_at = self.settings.policy.resolve(expires, now)?;
+        let expires_at = Self::clamp_expiry(acting, self.settings.policy.resolve(expires, now)?);
         let (secret, hash) = self.issue_secret()?;
         let token = TokenRecord {
             id: TokenId::generate(now)?,
@@ -600,21 +644,23 @@ impl Keyward {
                 ));
             }
         }
+        // The token keeps its expiry unless asked for another; either way, a token acting here
+        // cannot give it one later than its own.
         let new_expires_at = match (options.expires, current.expires_at) {
             (Some(request), _) => self.settings.policy.resolve(Some(request), now)?,
             (None, None) => self
                 .settings
                 .policy
                 .resolve(Some(ExpiryRequest::Never), now)?,
-            (None, Some(old_expiry)) => {
-                // The same lifetime again, from now, within today's policy.
-                let started = current.regenerated_at.unwrap_or(current.created_at);
-                let lifetime = (old_expiry - started)
-                    .min(self.settings.policy.max_lifetime)
-                    .max(Duration::seconds(1));
-                self.settings
-                    .policy
-                    .resolve(Some(ExpiryRequest::In(lifetime)), now)?
+            (None, Some(current_expiry)) => Some(current_expiry),
+        };
+        let new_expires_at = Self::clamp_expiry(acting, new_expires_at);
+        // The old secret works no longer than it would have without the regeneration.
+        let grace_ends = match options.grace {
+            None => now,
+            Some(grace) => {
+                let wanted = now + grace;
+                Self::clamp_expiry(acting, current.expires_at).map_or(wanted, |end| wanted.min(end))
             }
         };
         let (secret, new_hash) = self.issue_secret()?;
@@ -622,7 +668,7 @@ impl Keyward {
             new_hash,
             new_hint: secret.hint(),
             new_expires_at,
-            old_valid_until: now + options.grace.unwrap_or(Duration::ZERO),
+            old_valid_until: grace_ends,
             at: now,
         };
         let mut audit = self.audit(
@@ -632,9 +678,12 @@ impl Keyward {
             &current.owner,
             Some(id),
         );
-        audit.detail = options
-            .grace
-            .map(|g| format!("old secret valid for {} more seconds", g.whole_seconds()));
+        audit.detail = (grace_ends > now).then(|| {
+            format!(
+                "old secret valid for {} more seconds",
+                (grace_ends - now).whole_seconds()
+            )
+        });
         let token = self
             .store
             .regenerate_token(id, acting.within.as_ref(), &regen, &audit)

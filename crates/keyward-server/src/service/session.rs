@@ -91,6 +91,7 @@ impl WebSession {
             },
             ip,
             ceiling: None,
+            expiry_ceiling: None,
         }
     }
 

@@ -160,6 +160,7 @@ impl From<ServiceError> for PageError {
         match e {
             ServiceError::NotFound => Self::NotFound,
             ServiceError::Unauthenticated(_)
+            | ServiceError::RotatedOut
             | ServiceError::MissingScope { .. }
             | ServiceError::ScopeCeiling { .. } => Self::Forbidden,
             ServiceError::Unavailable(why) => {

@@ -2,7 +2,8 @@
 //! without grace), self, rename, list, audit (acceptance 3).
 
 use crate::helpers::{START, spawn_app, spawn_app_with};
-use keyward_core::{Prefix, TokenId};
+use keyward_core::{ExpiryRequest, Prefix, Scopes, TokenId, TokenName};
+use keyward_server::service::RegenerateOptions;
 use keyward_server::{Acting, Settings};
 use serde_json::{Value, json};
 use time::Duration;
@@ -287,11 +288,8 @@ async fn regenerate_replaces_the_secret_and_keeps_the_token() {
         format!("kwp_…{}", &new_secret[new_secret.len() - 4..])
     );
     assert_ne!(token["hint"], before["hint"]);
-    // The same 30-day lifetime again, from now.
-    assert_eq!(
-        token["expires_at"],
-        rfc3339(START + Duration::hours(1) + Duration::days(30))
-    );
+    // The token keeps its expiry: a regeneration is no way to extend a lifetime.
+    assert_eq!(token["expires_at"], before["expires_at"]);
 
     assert_eq!(app.verdict(&old.secret, &["droplet:read"]).await, "revoked");
     let v = app.verify(new_secret, &["droplet:read"]).await;
@@ -656,39 +654,70 @@ async fn the_deployment_sets_the_prefix_and_may_allow_never() {
     let admin = app.token(&alice, MANAGE).await;
     assert!(admin.secret.starts_with("acme_"), "{}", admin.secret);
 
-    let made = app
+    // A token asking for "never" gets its own expiry: nothing it makes outlives it.
+    let clamped = app
         .post(
             "/v1/tokens",
             &admin.secret,
-            &json!({"name": "forever", "scopes": ["droplet:read"], "expires": "never"}),
+            &json!({"name": "forever?", "scopes": ["droplet:read"], "expires": "never"}),
         )
         .await
         .expect(201);
-    let secret = made["secret"].as_str().unwrap();
+    assert_eq!(
+        clamped["token"]["expires_at"],
+        rfc3339(START + Duration::days(30))
+    );
+    // An operator (or a person on the web page) is bound only by the deployment's policy.
+    let issued = app
+        .keyward
+        .create_token(
+            &Acting::operator("test"),
+            &alice.id,
+            TokenName::parse("forever").unwrap(),
+            Scopes::parse(&["droplet:read"]).unwrap(),
+            Some(ExpiryRequest::Never),
+        )
+        .await
+        .unwrap();
+    let secret = issued.secret.expose();
     assert!(
         secret.starts_with("acme_") && secret.len() == 5 + 43 + 6,
         "{secret}"
     );
-    assert_eq!(made["token"]["expires_at"], Value::Null);
+    assert_eq!(issued.token.expires_at, None);
     assert_eq!(
-        made["token"]["hint"],
+        issued.token.hint,
         format!("acme_…{}", &secret[secret.len() - 4..])
     );
     app.advance(Duration::days(3650));
     let v = app.verify(secret, &["droplet:read"]).await;
     assert_eq!(v["active"], true, "{v}");
     assert_eq!(v["expires_at"], Value::Null);
-    // Regenerating keeps "never".
-    let id = made["token"]["id"].as_str().unwrap();
+    // The operator regenerating keeps "never".
+    let regenerated = app
+        .keyward
+        .regenerate_token(
+            &Acting::operator("test"),
+            &issued.token.id,
+            RegenerateOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(regenerated.token.expires_at, None);
+    let id = issued.token.id.as_str();
     let regen = app
         .post_empty(&format!("/v1/tokens/{id}/regenerate"), &admin.secret)
         .await;
-    // The admin token (30 days) has long expired: use a fresh one.
+    // The admin token (30 days) has long expired.
     regen.expect_error(401, "invalid_token");
+    // A fresh admin token may regenerate it, but cannot leave it living longer than itself.
     let admin = app.token(&alice, MANAGE).await;
     let regen = app
         .post_empty(&format!("/v1/tokens/{id}/regenerate"), &admin.secret)
         .await
         .expect(200);
-    assert_eq!(regen["token"]["expires_at"], Value::Null);
+    assert_eq!(
+        regen["token"]["expires_at"],
+        rfc3339(START + Duration::days(3650 + 30))
+    );
 }

@@ -11,6 +11,8 @@ mod bad_input;
 #[cfg(test)]
 mod forward_auth;
 #[cfg(test)]
+mod hardening;
+#[cfg(test)]
 mod helpers;
 #[cfg(test)]
 mod hot_path;

@@ -664,7 +664,7 @@ impl Store for PgStore {
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
         let found = sqlx::query(
             "SELECT t.*, u.name AS owner_name, u.disabled_at AS owner_disabled_at, \
-             h.valid_until AS secret_valid_until \
+             h.valid_until AS secret_valid_until, h.created_at AS secret_created_at \
              FROM token_hashes h JOIN tokens t ON t.id = h.token_id JOIN users u ON u.id = t.owner \
              WHERE h.hash = $1",
         )

@@ -60,7 +60,7 @@ const MAX_CONNECTIONS: u32 = 4;
 /// A secret's token, its owner and the secret's own validity, for `Store::lookup`; decoded by
 /// `rows::lookup`. Read through `reader` (rusqlite), or through sqlx where the store has no file.
 const LOOKUP: &str = "SELECT t.*, u.name AS owner_name, u.disabled_at AS owner_disabled_at, \
-     h.valid_until AS secret_valid_until \
+     h.valid_until AS secret_valid_until, h.created_at AS secret_created_at \
      FROM token_hashes h JOIN tokens t ON t.id = h.token_id JOIN users u ON u.id = t.owner \
      WHERE h.hash = ?1";
 

@@ -540,6 +540,11 @@ pub async fn regenerate_replaces_the_secret_and_logs_the_old_ones(db: &dyn Datab
     let new = store.lookup(&second_hash.hash).await.unwrap().unwrap();
     assert_eq!(new.secret_valid_until, None);
     assert_eq!(new.token.id, token.id);
+    assert_eq!(
+        (old.secret_created_at, new.secret_created_at),
+        (token.created_at, at),
+        "each secret knows when it was issued"
+    );
 
     let changes = store.changes_since(cursor).await.unwrap();
     assert!(changes.complete);
