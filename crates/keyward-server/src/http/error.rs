@@ -25,6 +25,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     challenge: Option<Challenge>,
+    /// Seconds for a `Retry-After` header (RFC 9110 §10.2.3), when the client should come back.
+    retry_after: Option<u64>,
     oauth: bool,
 }
 
@@ -74,8 +76,16 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: None,
+            retry_after: None,
             oauth: false,
         }
+    }
+
+    /// The same error with a `Retry-After` of `seconds`.
+    #[must_use]
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// The same error with this challenge.
@@ -224,6 +234,11 @@ impl IntoResponse for ApiError {
             };
             (self.status, Json(body)).into_response()
         };
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         for challenge in self.challenges() {
             // `challenge_text` keeps every value printable ASCII, so this cannot fail.
             if let Ok(value) = HeaderValue::from_str(&challenge) {
@@ -318,6 +333,8 @@ impl From<ServiceError> for ApiError {
                     "the token store is unavailable; try again shortly",
                 )
             }
+            e @ ServiceError::Busy => Self::new(S::SERVICE_UNAVAILABLE, "busy", e.to_string())
+                .with_retry_after(crate::service::password::RETRY_AFTER_SECS),
             ServiceError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error")

@@ -147,6 +147,9 @@ pub async fn serve(
                 if let Err(e) = keyward.flush_usage().await {
                     tracing::warn!(error = %e, "could not record token usage; will retry");
                 }
+                if let Err(e) = keyward.record_ended_bursts().await {
+                    tracing::warn!(error = %e, "could not record the end of a sign-in throttle burst");
+                }
                 keyward.publish_metrics();
                 // Drains recorded histogram samples into their buckets; without it they pile
                 // up in memory until someone scrapes /metrics.

@@ -56,6 +56,9 @@ pub enum ServiceError {
     /// The database is unreachable; the answer cannot be given safely.
     #[error("the token store is unavailable")]
     Unavailable(String),
+    /// Too many password computations are waiting; the caller should retry shortly.
+    #[error("too many sign-ins or password changes at once; try again in a moment")]
+    Busy,
     /// Something that should not happen; details go to the log, not the client.
     #[error("internal error")]
     Internal(String),

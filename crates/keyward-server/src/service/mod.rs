@@ -10,12 +10,13 @@ pub mod gateway;
 pub mod password;
 pub mod session;
 mod table;
+mod throttle;
 mod usage;
 
 pub use cache::{CachedToken, VerifiedToken, VerifyCache};
 pub use error::{ServiceError, ServiceResult};
 pub use gateway::{ForwardAuthRoute, ForwardAuthRoutes, SecretRevocation};
-pub use session::{SessionSecret, SignIn, WebSession};
+pub use session::{SessionSecret, SignIn, SignInForm, WebSession};
 
 use keyward_core::{
     Actor, AuditEvent, AuditKind, Catalog, Clock, ExpiryRequest, InactiveReason, LifetimePolicy,
@@ -224,7 +225,8 @@ pub struct Keyward {
     usage: UsageBatch,
     expired_noted: moka::sync::Cache<TokenId, ()>,
     metrics: VerifyMetrics,
-    throttle: session::SignInThrottle,
+    throttle: throttle::SignInThrottle,
+    passwords: password::PasswordPool,
 }
 
 impl Keyward {
@@ -249,7 +251,8 @@ impl Keyward {
                 .time_to_live(StdDuration::from_secs(3600))
                 .build(),
             metrics: VerifyMetrics::new(),
-            throttle: session::SignInThrottle::default(),
+            throttle: throttle::SignInThrottle::default(),
+            passwords: password::PasswordPool::per_core(),
         })
     }
 
@@ -763,7 +766,14 @@ impl Keyward {
         is_admin: bool,
         password: Option<&RawSecret>,
     ) -> ServiceResult<User> {
-        let password_hash = password.map(password::hash_password).transpose()?;
+        let password_hash = match password {
+            Some(password) => Some(
+                self.passwords
+                    .hash(RawSecret::new(password.expose().to_owned()))
+                    .await?,
+            ),
+            None => None,
+        };
         let now = self.now();
         let user = User {
             id: UserId::generate(now)?,

@@ -8,22 +8,29 @@
 //! - Sessions end after [`SESSION_IDLE`] without use or [`SESSION_MAX`] after sign-in,
 //!   whichever comes first, at sign-out, and when the user is disabled.
 //! - Failed sign-ins are counted per account name and per client address over a sliding
-//!   [`SIGN_IN_WINDOW`]; at [`SIGN_IN_LIMIT`] failures further attempts are refused without the
-//!   password being checked, until the window slides past them. The counters are in memory, per
-//!   instance (with N instances behind a balancer the limit is at most N times as loose).
+//!   [`SIGN_IN_WINDOW`] (see [`super::throttle`]): each attempt reserves its place before the
+//!   password is checked, and at [`SIGN_IN_LIMIT`] failures further attempts are refused without
+//!   the password being checked, until the window slides past them. The counters are in memory,
+//!   per instance (with N instances behind a balancer the limit is at most N times as loose).
+//! - Passwords are checked in a bounded pool ([`super::password::PasswordPool`]): memory stays
+//!   flat however many sign-ins arrive at once, and the surplus is told to retry.
 //! - The answer never tells whether a name exists: unknown names are checked against a dummy
-//!   Argon2id hash, so they take as long as known ones.
+//!   Argon2id hash, so they take as long as known ones. The audit trail never holds what was
+//!   typed for a name that is not a user's (it may be a password typed into the wrong field):
+//!   only "unknown user" and a keyed hash of it, enough to see repeated attempts.
 
 use keyward_core::{Actor, AuditEvent, AuditKind, RawSecret, TokenHash, User, UserId, UserName};
 use keyward_store::SessionRecord;
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use subtle::ConstantTimeEq as _;
 use std::net::IpAddr;
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use super::{Acting, Keyward, ServiceError, ServiceResult, password};
+use super::throttle::{Burst, Reservation, ThrottleSubject};
+pub use super::throttle::{SIGN_IN_LIMIT, SIGN_IN_WINDOW};
+use super::{Acting, Keyward, ServiceError, ServiceResult};
 
 /// A session ends after this long without a request.
 pub const SESSION_IDLE: Duration = Duration::hours(12);
@@ -31,12 +38,6 @@ pub const SESSION_IDLE: Duration = Duration::hours(12);
 pub const SESSION_MAX: Duration = Duration::days(7);
 /// A session's last use is written at most this often.
 const TOUCH_EVERY: Duration = Duration::minutes(1);
-/// Failed sign-ins allowed per account name, and per client address, within [`SIGN_IN_WINDOW`].
-pub const SIGN_IN_LIMIT: usize = 10;
-/// The sliding window failed sign-ins are counted over.
-pub const SIGN_IN_WINDOW: Duration = Duration::minutes(1);
-/// How many names and addresses the throttle tracks before it forgets quiet ones.
-const THROTTLE_KEYS: usize = 100_000;
 /// Random bytes in a session id (hex in the cookie) and in a form nonce.
 const SESSION_ID_BYTES: usize = 32;
 const NONCE_BYTES: usize = 16;
@@ -104,6 +105,48 @@ impl WebSession {
     }
 }
 
+/// How long a sign-in form (its signed cookie) may be used.
+pub const SIGN_IN_FORM_LIFETIME: Duration = Duration::hours(1);
+
+/// A sign-in form's pre-session CSRF pair.
+#[derive(Clone)]
+pub struct SignInForm {
+    /// The `keyward_login` cookie: nonce, expiry and a MAC under the server key.
+    pub cookie: String,
+    /// What the form's hidden `csrf` field must carry: derived from the cookie's nonce.
+    pub field: String,
+}
+
+impl fmt::Debug for SignInForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SignInForm([REDACTED])")
+    }
+}
+
+/// A sign-in attempt's place in the throttle, given back when dropped unless [`Reserved::keep`]
+/// is called (the attempt failed and counts).
+struct Reserved<'a> {
+    keyward: &'a Keyward,
+    keys: &'a [String],
+    at: i64,
+    keep: bool,
+}
+
+impl Reserved<'_> {
+    /// The attempt failed: its place stays counted.
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.keyward.throttle.release(self.keys, self.at);
+        }
+    }
+}
+
 /// How a sign-in went. The two refusals are shown the same way whether or not the name exists.
 pub enum SignIn {
     /// Signed in: set this cookie.
@@ -119,61 +162,12 @@ pub enum SignIn {
     Throttled,
 }
 
-/// Failed sign-ins per key (`user:NAME`, `ip:ADDR`), as unix seconds, oldest first.
-#[derive(Default)]
-pub(super) struct SignInThrottle {
-    failures: Mutex<HashMap<String, VecDeque<i64>>>,
-}
-
-impl SignInThrottle {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, VecDeque<i64>>) -> T) -> T {
-        let mut map = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut map)
-    }
-
-    fn blocked(&self, keys: &[String], now: i64) -> bool {
-        let since = now - SIGN_IN_WINDOW.whole_seconds();
-        self.with(|map| {
-            keys.iter().any(|k| {
-                map.get_mut(k).is_some_and(|times| {
-                    while times.front().is_some_and(|&t| t <= since) {
-                        times.pop_front();
-                    }
-                    times.len() >= SIGN_IN_LIMIT
-                })
-            })
-        })
-    }
-
-    fn fail(&self, keys: &[String], now: i64) {
-        let since = now - SIGN_IN_WINDOW.whole_seconds();
-        self.with(|map| {
-            if map.len() >= THROTTLE_KEYS {
-                map.retain(|_, times| times.back().is_some_and(|&t| t > since));
-            }
-            for key in keys {
-                let times = map.entry(key.clone()).or_default();
-                times.push_back(now);
-                // Never more than the limit matters; keep memory per key bounded.
-                while times.len() > SIGN_IN_LIMIT {
-                    times.pop_front();
-                }
-            }
-        });
-    }
-
-    fn clear(&self, key: &str) {
-        self.with(|map| map.remove(key));
-    }
-}
-
 /// An Argon2id hash nobody's password matches, checked for unknown names so that a refusal takes
-/// as long whether or not the name exists.
-static DUMMY_HASH: LazyLock<Option<String>> = LazyLock::new(|| {
-    password::hash_password(&RawSecret::new("keyward dummy password".to_owned())).ok()
+/// as long whether or not the name exists (made with the crate's default parameters, as every
+/// stored hash is).
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    "$argon2id$v=19$m=19456,t=2,p=1$a2V5d2FyZCBkdW1teQ$hFLWyqDDMzRWH5gc2zrOU2yL5zU6RqtO1P/Ex1P1ZqE"
+        .to_owned()
 });
 
 fn random_hex(bytes: usize) -> ServiceResult<Zeroizing<String>> {
@@ -232,6 +226,15 @@ impl Keyward {
         }
     }
 
+    /// A keyed hash of a name that is no user's, for the audit trail: repeated attempts with the
+    /// same text can be told apart without the text (it may be a password) being kept.
+    fn unknown_name_hash(&self, typed: &str) -> String {
+        let hash = self
+            .hasher
+            .hash_str(&format!("keyward sign-in name v1\0{}", typed.to_lowercase()));
+        hex(&hash.0[..8])
+    }
+
     /// Signs `name` in with `password` from `ip`; see the module docs for the rules.
     pub async fn sign_in(
         &self,
@@ -240,7 +243,9 @@ impl Keyward {
         ip: Option<IpAddr>,
     ) -> ServiceResult<SignIn> {
         let now = self.now();
-        // What was typed, made safe for the audit trail (a name is at most 64 characters).
+        let at = now.unix_timestamp();
+        // What was typed, bounded (a user name is at most 64 characters); only ever kept in
+        // memory, as a throttle key.
         let typed: String = name
             .trim()
             .chars()
@@ -250,48 +255,72 @@ impl Keyward {
         let account_key = format!("user:{}", typed.to_lowercase());
         let mut keys = vec![account_key.clone()];
         keys.extend(ip.map(|ip| format!("ip:{ip}")));
-        let user = match UserName::parse(&typed) {
-            Ok(name) => self.store.user_by_name(&name).await?,
-            Err(_) => None,
+        let lookup = || async {
+            match UserName::parse(&typed) {
+                Ok(name) => self.store.user_by_name(&name).await,
+                Err(_) => Ok(None),
+            }
         };
-        let label = format!("web sign-in ({typed})");
 
-        if self.throttle.blocked(&keys, now.unix_timestamp()) {
-            let event = self.sign_in_event(
-                AuditKind::UserSignInFailed,
-                now,
-                user.as_ref().map(|u| &u.id),
-                &label,
-                ip,
-                Some("throttled: too many failed sign-ins"),
-            );
-            self.store.append_audit(&event).await?;
+        // The throttle first: a throttled attempt costs no database read and no hash.
+        let mut subjects = vec![ThrottleSubject::Account(None)];
+        subjects.extend(ip.map(ThrottleSubject::Address));
+        if let Reservation::Throttled { started } = self.throttle.reserve(&keys, &subjects, at) {
+            if !started.is_empty() {
+                let user = lookup().await?;
+                for i in started {
+                    let subject = match subjects.get(i) {
+                        Some(ThrottleSubject::Address(addr)) => ThrottleSubject::Address(*addr),
+                        _ => ThrottleSubject::Account(user.as_ref().map(|u| u.id.clone())),
+                    };
+                    let event = self.throttle_event(
+                        &subject,
+                        user.as_ref(),
+                        &typed,
+                        now,
+                        ip,
+                        "throttled: too many failed sign-ins; further refusals are counted until \
+                         the burst ends",
+                    );
+                    self.store.append_audit(&event).await?;
+                }
+            }
             tracing::warn!(ip = ?ip, "sign-in throttled");
             return Ok(SignIn::Throttled);
         }
+        // From here the attempt counts as a failure, unless it succeeds or is never checked.
+        let reserved = Reserved {
+            keyward: self,
+            keys: &keys,
+            at,
+            keep: false,
+        };
 
+        let user = lookup().await?;
         let stored = match &user {
             Some(u) => self.store.password_hash(&u.id).await?,
             None => None,
         };
         let has_hash = stored.is_some();
-        let phc = stored
-            .or_else(|| DUMMY_HASH.clone())
-            .ok_or_else(|| ServiceError::Internal("no dummy password hash".to_owned()))?;
-        // Argon2 takes tens of milliseconds of CPU: off the async workers.
-        let matched =
-            tokio::task::spawn_blocking(move || password::verify_password(&password, &phc))
-                .await
-                .map_err(|e| ServiceError::Internal(format!("password check failed: {e}")))?;
+        let phc = stored.unwrap_or_else(|| DUMMY_HASH.clone());
+        let matched = self.passwords.verify(password, phc).await?;
 
         let user = match user {
             Some(u) if matched && has_hash && u.disabled_at.is_none() => u,
             user => {
-                self.throttle.fail(&keys, now.unix_timestamp());
-                let why = match &user {
-                    Some(u) if matched && u.disabled_at.is_some() => "the user is disabled",
-                    Some(_) => "wrong password",
-                    None => "unknown user",
+                reserved.keep();
+                let (label, why) = match &user {
+                    Some(u) if matched && u.disabled_at.is_some() => {
+                        (u.name.to_string(), "the user is disabled".to_owned())
+                    }
+                    Some(u) => (u.name.to_string(), "wrong password".to_owned()),
+                    None => (
+                        "web sign-in (unknown user)".to_owned(),
+                        format!(
+                            "unknown user (name hash {})",
+                            self.unknown_name_hash(&typed)
+                        ),
+                    ),
                 };
                 let event = self.sign_in_event(
                     AuditKind::UserSignInFailed,
@@ -299,7 +328,7 @@ impl Keyward {
                     user.as_ref().map(|u| &u.id),
                     &label,
                     ip,
-                    Some(why),
+                    Some(&why),
                 );
                 self.store.append_audit(&event).await?;
                 return Ok(SignIn::Refused);
@@ -325,9 +354,81 @@ impl Keyward {
         self.store
             .create_session(&record, now - SESSION_IDLE, &event)
             .await?;
+        drop(reserved);
         self.throttle.clear(&account_key);
         tracing::info!(user = %user.name, "signed in");
         Ok(SignIn::Ok { secret, user })
+    }
+
+    /// The audit event for a throttle burst on `subject`.
+    fn throttle_event(
+        &self,
+        subject: &ThrottleSubject,
+        user: Option<&User>,
+        typed: &str,
+        at: OffsetDateTime,
+        ip: Option<IpAddr>,
+        detail: &str,
+    ) -> AuditEvent {
+        let (user_id, label, ip, detail) = match subject {
+            ThrottleSubject::Address(addr) => (
+                None,
+                format!("web sign-in from {addr}"),
+                Some(*addr),
+                format!("{detail} (this address)"),
+            ),
+            ThrottleSubject::Account(id) => {
+                let label = match user {
+                    Some(u) => u.name.to_string(),
+                    None if id.is_some() => "web sign-in".to_owned(),
+                    None => "web sign-in (unknown user)".to_owned(),
+                };
+                let detail = match (user, id) {
+                    (None, None) if !typed.is_empty() => format!(
+                        "{detail} (this account; name hash {})",
+                        self.unknown_name_hash(typed)
+                    ),
+                    _ => format!("{detail} (this account)"),
+                };
+                (id.clone(), label, ip, detail)
+            }
+        };
+        self.sign_in_event(
+            AuditKind::UserSignInFailed,
+            at,
+            user_id.as_ref(),
+            &label,
+            ip,
+            Some(&detail),
+        )
+    }
+
+    /// Records every throttle burst that is over: one event each, with how many attempts it
+    /// refused. Called every few seconds by the server's upkeep.
+    pub async fn record_ended_bursts(&self) -> ServiceResult<usize> {
+        let now = self.now();
+        let ended = self.throttle.ended_bursts(now.unix_timestamp());
+        for Burst {
+            subject,
+            first,
+            last,
+            refused,
+        } in &ended
+        {
+            let user = match subject {
+                ThrottleSubject::Account(Some(id)) => self.store.user_by_id(id).await?,
+                _ => None,
+            };
+            let detail = format!(
+                "throttle burst over: {refused} attempt{} refused unchecked between {} and {}",
+                if *refused == 1 { "" } else { "s" },
+                super::unix_time(*first),
+                super::unix_time(*last),
+            );
+            let event = self.throttle_event(subject, user.as_ref(), "", now, None, &detail);
+            self.store.append_audit(&event).await?;
+        }
+        Ok(ended.len())
     }
 
     /// The live session a cookie names, if any. Ends (deletes) one that has expired or whose
@@ -362,16 +463,45 @@ impl Keyward {
 
     /// Whether `submitted` is `session`'s CSRF token (compared in constant time).
     pub fn csrf_matches(&self, session: &WebSession, submitted: &str) -> bool {
-        let expected = session.csrf.as_bytes();
-        let given = submitted.as_bytes();
-        // Equal lengths are public (every token is 64 hex characters); the bytes are compared
-        // without an early exit.
-        expected.len() == given.len()
-            && expected
-                .iter()
-                .zip(given)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        // Lengths are public (every token is 64 hex characters).
+        bool::from(session.csrf.as_bytes().ct_eq(submitted.as_bytes()))
+    }
+
+    /// A new sign-in form: the cookie that goes with it and the token its hidden field carries.
+    /// There is no session yet to bind the form to, so the cookie is signed with the server key
+    /// and expires: a client cannot make one up (or plant one made up on a sibling domain), only
+    /// get one from this server, and the form's token is derived from it.
+    pub fn new_sign_in_form(&self) -> ServiceResult<SignInForm> {
+        let nonce = random_hex(NONCE_BYTES)?;
+        let expires = self.now().unix_timestamp() + SIGN_IN_FORM_LIFETIME.whole_seconds();
+        let payload = format!("{}.{expires}", nonce.as_str());
+        let mac = self.sign_in_mac("cookie", &payload);
+        Ok(SignInForm {
+            field: self.sign_in_mac("field", &nonce),
+            cookie: format!("{payload}.{mac}"),
+        })
+    }
+
+    /// The sign-in form a cookie of [`Self::new_sign_in_form`] stands for, if it is one of this
+    /// server's and has not expired.
+    pub fn sign_in_form(&self, cookie: &str) -> Option<SignInForm> {
+        let (payload, mac) = cookie.rsplit_once('.')?;
+        let (nonce, expires) = payload.split_once('.')?;
+        let expires: i64 = expires.parse().ok()?;
+        let valid = is_hex(nonce, NONCE_BYTES)
+            && bool::from(self.sign_in_mac("cookie", payload).as_bytes().ct_eq(mac.as_bytes()))
+            && self.now().unix_timestamp() < expires;
+        valid.then(|| SignInForm {
+            field: self.sign_in_mac("field", nonce),
+            cookie: cookie.to_owned(),
+        })
+    }
+
+    fn sign_in_mac(&self, purpose: &str, text: &str) -> String {
+        hex(&self
+            .hasher
+            .hash_str(&format!("keyward sign-in form {purpose} v1\0{text}"))
+            .0[..16])
     }
 
     /// A fresh one-time nonce for a form that must act only once.
@@ -451,17 +581,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_throttle_counts_failures_in_a_sliding_window() {
-        let throttle = SignInThrottle::default();
-        let keys = ["user:alice".to_owned()];
-        for i in 0..SIGN_IN_LIMIT {
-            assert!(!throttle.blocked(&keys, 100), "attempt {i}");
-            throttle.fail(&keys, 100);
-        }
-        assert!(throttle.blocked(&keys, 100));
-        assert!(throttle.blocked(&keys, 159));
-        assert!(!throttle.blocked(&keys, 160), "a minute later");
-        assert!(!throttle.blocked(&["user:bob".to_owned()], 100));
+    fn the_dummy_hash_is_a_real_hash_with_the_default_parameters() {
+        // A hash that did not parse would be refused without any work, and unknown names would
+        // answer faster than known ones.
+        let parsed = argon2::PasswordHash::new(&DUMMY_HASH).unwrap();
+        let params = argon2::Params::try_from(&parsed).unwrap();
+        let default = argon2::Params::default();
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (default.m_cost(), default.t_cost(), default.p_cost())
+        );
+        assert_eq!(parsed.hash.map(|h| h.len()), Some(32));
     }
 
     #[test]

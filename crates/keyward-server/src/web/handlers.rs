@@ -16,12 +16,14 @@ use super::{
     Admin, Fields, LOGIN_COOKIE, PageError, SESSION_COOKIE, Signed, cookie, over_https, set_cookie,
 };
 use crate::http::extract::ClientIp;
-use crate::service::{Issued, Keyward, RegenerateOptions, ServiceError, SignIn, WebSession};
+use crate::service::session::{SIGN_IN_FORM_LIFETIME, SIGN_IN_WINDOW};
+use crate::service::{
+    Issued, Keyward, RegenerateOptions, ServiceError, SignIn, SignInForm, WebSession,
+};
+use subtle::ConstantTimeEq as _;
 
 type Kw = State<Arc<Keyward>>;
 
-/// How long the sign-in form's CSRF cookie lives.
-const LOGIN_FORM_SECS: i64 = 3600;
 /// The expiry choices offered besides a custom date and "never": value (days) and label.
 const EXPIRY_CHOICES: [(&str, &str); 3] = [("30", "30 days"), ("60", "60 days"), ("90", "90 days")];
 
@@ -34,15 +36,15 @@ fn date_text(d: Date) -> String {
 
 /// `GET /login`
 pub async fn sign_in_page(State(kw): Kw, headers: HeaderMap) -> Result<Response, PageError> {
-    // Reuse the form token a previous visit set, so two tabs do not invalidate each other.
-    let token = match cookie(&headers, LOGIN_COOKIE).filter(|t| t.len() == 32) {
-        Some(t) => t.to_owned(),
-        None => kw.new_form_nonce()?,
+    // Reuse the form a previous visit set, so two tabs do not invalidate each other.
+    let form = match cookie(&headers, LOGIN_COOKIE).and_then(|c| kw.sign_in_form(c)) {
+        Some(form) => form,
+        None => kw.new_sign_in_form()?,
     };
     Ok(sign_in_form(
         &kw,
         &headers,
-        token,
+        form,
         String::new(),
         None,
         StatusCode::OK,
@@ -52,26 +54,34 @@ pub async fn sign_in_page(State(kw): Kw, headers: HeaderMap) -> Result<Response,
 fn sign_in_form(
     kw: &Keyward,
     headers: &HeaderMap,
-    token: String,
+    form: SignInForm,
     username: String,
     error: Option<&'static str>,
     status: StatusCode,
 ) -> Response {
     let cookie = set_cookie(
         LOGIN_COOKIE,
-        &token,
+        &form.cookie,
         "/login",
-        LOGIN_FORM_SECS,
+        SIGN_IN_FORM_LIFETIME.whole_seconds(),
         over_https(kw, headers),
     );
     let page = pages::SignInPage {
         nav: None,
         section: "",
-        csrf: token,
+        csrf: form.field,
         username,
         error,
     };
-    (status, [(header::SET_COOKIE, cookie)], render(&page)).into_response()
+    let mut response = (status, [(header::SET_COOKIE, cookie)], render(&page)).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        // The throttle's window slides: a minute from now, this attempt is forgotten.
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(SIGN_IN_WINDOW.whole_seconds().unsigned_abs()),
+        );
+    }
+    response
 }
 
 /// `POST /login`
@@ -81,13 +91,15 @@ pub async fn sign_in(
     headers: HeaderMap,
     form: Fields,
 ) -> Result<Response, PageError> {
-    // Double-submit: the form's token must equal the cookie set with the form.
-    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
+    // The form's token must be the one derived from a signed, unexpired cookie of ours.
+    form.check_origin()?;
+    let signed = cookie(&headers, LOGIN_COOKIE)
+        .and_then(|c| kw.sign_in_form(c))
+        .ok_or(PageError::Forbidden)?;
     let given = form.get("csrf").unwrap_or("");
-    if expected.len() != 32 || !constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+    if !bool::from(signed.field.as_bytes().ct_eq(given.as_bytes())) {
         return Err(PageError::Forbidden);
     }
-    let token = expected.to_owned();
     let username = form.get("username").unwrap_or("").trim().to_owned();
     let password = RawSecret::new(form.get("password").unwrap_or("").to_owned());
     match kw.sign_in(&username, password, ip).await? {
@@ -113,7 +125,7 @@ pub async fn sign_in(
         SignIn::Refused => Ok(sign_in_form(
             &kw,
             &headers,
-            token,
+            signed,
             username,
             Some("Incorrect username or password."),
             StatusCode::UNAUTHORIZED,
@@ -121,16 +133,12 @@ pub async fn sign_in(
         SignIn::Throttled => Ok(sign_in_form(
             &kw,
             &headers,
-            token,
+            signed,
             username,
             Some("Too many failed sign-in attempts. Wait a minute, then try again."),
             StatusCode::TOO_MANY_REQUESTS,
         )),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `POST /logout`

@@ -25,7 +25,8 @@ use crate::service::{Keyward, ServiceError, WebSession};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "keyward_session";
-/// The sign-in form's CSRF cookie (double-submit: there is no session yet to tie a token to).
+/// The sign-in form's CSRF cookie: signed with the server key (there is no session yet to tie a
+/// token to), the form's token derived from it.
 pub const LOGIN_COOKIE: &str = "keyward_login";
 
 /// The strict policy every page gets: nothing inline, nothing from elsewhere, no framing.
@@ -140,6 +141,22 @@ fn set_cookie(name: &str, value: &str, path: &str, max_age: i64, secure: bool) -
     )
 }
 
+/// Refuses (403) a form a browser says was sent from another site (`Sec-Fetch-Site`), sibling
+/// subdomains included: those can plant cookies for this one (cookie tossing), so a cookie and a
+/// form field that match are not proof enough on their own. Browsers that do not send the
+/// header (and non-browser clients) are judged by the CSRF token alone.
+fn same_origin(headers: &HeaderMap) -> Result<(), PageError> {
+    let mut sites = headers.get_all("sec-fetch-site").iter();
+    let first = sites.next();
+    if sites.next().is_some() {
+        return Err(PageError::Forbidden);
+    }
+    match first.map(HeaderValue::as_bytes) {
+        None | Some(b"same-origin" | b"none") => Ok(()),
+        Some(_) => Err(PageError::Forbidden),
+    }
+}
+
 /// A page that did not work out, shown as a friendly page with the right status.
 #[derive(Debug)]
 pub enum PageError {
@@ -151,6 +168,8 @@ pub enum PageError {
     BadRequest(String),
     /// The database is unreachable.
     Unavailable,
+    /// Too many sign-ins at once: come back shortly.
+    Busy,
     /// Something that should not happen (logged).
     Internal,
 }
@@ -163,6 +182,7 @@ impl From<ServiceError> for PageError {
             | ServiceError::RotatedOut
             | ServiceError::MissingScope { .. }
             | ServiceError::ScopeCeiling { .. } => Self::Forbidden,
+            ServiceError::Busy => Self::Busy,
             ServiceError::Unavailable(why) => {
                 tracing::error!(error = %why, "page: store unavailable");
                 Self::Unavailable
@@ -178,6 +198,7 @@ impl From<ServiceError> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
+        let retry_after = matches!(self, Self::Busy);
         let (status, heading, message) = match self {
             Self::NotFound => (
                 StatusCode::NOT_FOUND,
@@ -190,6 +211,11 @@ impl IntoResponse for PageError {
                 "This form has expired or did not come from keyward. Go back, reload the page and try again.".to_owned(),
             ),
             Self::BadRequest(why) => (StatusCode::BAD_REQUEST, "That did not work", why),
+            Self::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                "Too many people are signing in right now. Try again in a moment.".to_owned(),
+            ),
             Self::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",
@@ -210,7 +236,14 @@ impl IntoResponse for PageError {
             back: "/tokens",
             back_label: "Back to my tokens",
         };
-        (status, pages::render(&page)).into_response()
+        let mut response = (status, pages::render(&page)).into_response();
+        if retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::service::password::RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 
@@ -257,26 +290,31 @@ impl FromRequestParts<Arc<Keyward>> for Admin {
     }
 }
 
-/// A submitted form's fields, in order; repeated names (the scope checkboxes) are kept.
-pub struct Fields(Vec<(String, String)>);
+/// A submitted form's fields, in order; repeated names (the scope checkboxes) are kept. Also
+/// whether the browser said it came from this site (see [`same_origin`]).
+pub struct Fields {
+    pairs: Vec<(String, String)>,
+    same_origin: bool,
+}
 
 impl<S: Send + Sync> FromRequest<S> for Fields {
     type Rejection = PageError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let same_origin = same_origin(req.headers()).is_ok();
         let axum::Form(pairs) = axum::Form::<Vec<(String, String)>>::from_request(req, state)
             .await
             .map_err(|e| {
                 PageError::BadRequest(format!("The form could not be read: {}", e.body_text()))
             })?;
-        Ok(Self(pairs))
+        Ok(Self { pairs, same_origin })
     }
 }
 
 impl Fields {
     /// The first value of `name`.
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.pairs
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
@@ -284,14 +322,25 @@ impl Fields {
 
     /// Every value of `name`.
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
+        self.pairs
             .iter()
             .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 
-    /// Refuses the form (403) unless it carries the session's CSRF token.
+    /// Refuses the form (403) if the browser says another site sent it.
+    fn check_origin(&self) -> Result<(), PageError> {
+        if self.same_origin {
+            Ok(())
+        } else {
+            Err(PageError::Forbidden)
+        }
+    }
+
+    /// Refuses the form (403) unless it carries the session's CSRF token and came from this
+    /// site.
     fn check_csrf(&self, kw: &Keyward, session: &WebSession) -> Result<(), PageError> {
+        self.check_origin()?;
         match self.get("csrf") {
             Some(token) if kw.csrf_matches(session, token) => Ok(()),
             _ => Err(PageError::Forbidden),

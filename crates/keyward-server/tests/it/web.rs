@@ -457,9 +457,11 @@ async fn the_eleventh_wrong_password_in_a_minute_is_refused_without_checking() {
         .iter()
         .map(|e| e.event.kind.as_str().to_owned())
         .collect();
+    // Ten failures, and the start of a throttle burst on each of the two keys (this account,
+    // this address).
     assert_eq!(
         kinds.iter().filter(|k| *k == "user.sign_in_failed").count(),
-        11
+        12
     );
     assert_eq!(kinds.iter().filter(|k| *k == "user.signed_in").count(), 1);
 }
@@ -637,4 +639,294 @@ async fn sessions_end_after_12_idle_hours_and_bad_input_is_a_friendly_page() {
         "/login",
         "idle for 12 hours"
     );
+}
+
+/// The sign-in form's cookie and CSRF field, as a browser gets them.
+async fn sign_in_form(app: &TestApp) -> (String, String) {
+    let mut b = Browser::new(app);
+    let csrf = field(&b.get("/login").await.body, "csrf");
+    let cookie = format!("keyward_login={}", b.cookies["keyward_login"]);
+    (cookie, csrf)
+}
+
+/// Posts a sign-in form with these exact cookie and fields; the status.
+async fn post_sign_in(
+    client: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    fields: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> StatusCode {
+    let mut req = client
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .body(urlencode(fields));
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap().status()
+}
+
+/// Finding 4: the throttle was checked before the failure was recorded, so 60 parallel wrong
+/// passwords were all checked. Each attempt now reserves its place first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_passwords_check_at_most_the_limit() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let (cookie, csrf) = sign_in_form(&app).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let attempts: Vec<_> = (0..60)
+        .map(|_| {
+            let (client, base, cookie, csrf) =
+                (client.clone(), app.base.clone(), cookie.clone(), csrf.clone());
+            tokio::spawn(async move {
+                post_sign_in(
+                    &client,
+                    &base,
+                    &cookie,
+                    &[
+                        ("csrf", &csrf),
+                        ("username", "alice"),
+                        ("password", "wrong password!!"),
+                    ],
+                    &[],
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut checked, mut busy, mut throttled) = (0, 0, 0);
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            // Queued too long behind the password pool: not checked, place given back.
+            StatusCode::SERVICE_UNAVAILABLE => busy += 1,
+            StatusCode::TOO_MANY_REQUESTS => throttled += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(checked <= 10, "{checked} passwords checked");
+    assert_eq!((checked + busy, throttled), (10, 50));
+}
+
+/// Finding 5: every throttled attempt wrote an audit row, unauthenticated (about 1,400 a
+/// second). A burst now writes one event when it starts and one with its count when it ends.
+#[tokio::test]
+async fn a_throttled_flood_writes_a_few_audit_events() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let (cookie, csrf) = sign_in_form(&app).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let attempt = |name: &'static str| {
+        let (client, base, cookie, csrf) = (&client, &app.base, &cookie, &csrf);
+        async move {
+            post_sign_in(
+                client,
+                base,
+                cookie,
+                &[
+                    ("csrf", csrf),
+                    ("username", name),
+                    ("password", "wrong password!!"),
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(attempt("alice").await, StatusCode::UNAUTHORIZED);
+    }
+    let before = app.audit_trail().await.len();
+    for i in 0..300 {
+        let name = if i % 2 == 0 { "alice" } else { "mallory" };
+        assert_eq!(attempt(name).await, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let during = app.audit_trail().await;
+    assert!(
+        during.len() - before <= 2,
+        "{} events for 300 throttled attempts",
+        during.len() - before
+    );
+    // When the window has slid past, each burst is summed up once.
+    app.advance(Duration::seconds(61));
+    app.keyward.record_ended_bursts().await.unwrap();
+    app.keyward.record_ended_bursts().await.unwrap();
+    let after = app.audit_trail().await;
+    let added = &after[..after.len() - before];
+    assert!(added.len() <= 4, "{added:#?}");
+    let details: Vec<&str> = added
+        .iter()
+        .filter_map(|e| e.event.detail.as_deref())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("throttle burst over: 300 attempts refused")),
+        "{details:?}"
+    );
+}
+
+/// Finding 6: the name typed for an unknown user was stored verbatim, so a password typed into
+/// the wrong field sat in the audit trail. Now: "unknown user" and a keyed hash.
+#[tokio::test]
+async fn what_is_typed_for_an_unknown_name_never_reaches_the_audit_trail() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let (cookie, csrf) = sign_in_form(&app).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for typed in ["hunter2-my-real-password", "Tr0ub4dor&3 Secret", "hunter2-my-real-password"] {
+        let status = post_sign_in(
+            &client,
+            &app.base,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("username", typed),
+                ("password", "whatever password"),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let trail = format!("{:?}", app.audit_trail().await);
+    for typed in ["hunter2", "Tr0ub4dor", "tr0ub4dor"] {
+        assert!(!trail.contains(typed), "{typed} in {trail}");
+    }
+    let failed: Vec<_> = app
+        .audit_trail()
+        .await
+        .into_iter()
+        .filter(|e| e.event.kind.as_str() == "user.sign_in_failed")
+        .collect();
+    assert_eq!(failed.len(), 3);
+    for e in &failed {
+        assert_eq!(e.event.actor.label, "web sign-in (unknown user)");
+        assert!(
+            e.event
+                .detail
+                .as_deref()
+                .unwrap()
+                .starts_with("unknown user (name hash "),
+            "{e:?}"
+        );
+    }
+    // The same text gives the same hash, so repeated attempts can be told apart.
+    assert_eq!(failed[0].event.detail, failed[2].event.detail);
+    assert_ne!(failed[0].event.detail, failed[1].event.detail);
+}
+
+/// `s` with its first character changed.
+fn flip_first(s: &str) -> String {
+    let first = if s.starts_with('0') { '1' } else { '0' };
+    format!("{first}{}", &s[1..])
+}
+
+/// Finding 9: the sign-in form's double-submit accepted any matching cookie and field, so a
+/// sibling site could plant its own pair (login CSRF by cookie tossing).
+#[tokio::test]
+async fn the_sign_in_form_needs_a_cookie_this_server_signed() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |cookie: String, csrf: String, extra: Vec<(&'static str, &'static str)>| {
+        let (client, base) = (&client, &app.base);
+        async move {
+            post_sign_in(
+                client,
+                base,
+                &cookie,
+                &[
+                    ("csrf", &csrf),
+                    ("username", "alice"),
+                    ("password", PASSWORD),
+                ],
+                &extra,
+            )
+            .await
+        }
+    };
+    // A pair made up by the attacker (the old scheme's shape, and the new one's).
+    let made_up = "0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        sign_in(format!("keyward_login={made_up}"), made_up.to_owned(), vec![]).await,
+        StatusCode::FORBIDDEN
+    );
+    let forged = format!("{made_up}.9999999999.{made_up}");
+    assert_eq!(
+        sign_in(format!("keyward_login={forged}"), made_up.to_owned(), vec![]).await,
+        StatusCode::FORBIDDEN
+    );
+    // A real pair, tampered with.
+    let (cookie, csrf) = sign_in_form(&app).await;
+    let tampered = cookie.replacen('.', ".1", 1);
+    assert_eq!(
+        sign_in(tampered, csrf.clone(), vec![]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        sign_in(cookie.clone(), flip_first(&csrf), vec![]).await,
+        StatusCode::FORBIDDEN
+    );
+    // A real pair, sent from a sibling site (the cookie-tossing case) or another site.
+    for site in ["same-site", "cross-site"] {
+        assert_eq!(
+            sign_in(cookie.clone(), csrf.clone(), vec![("sec-fetch-site", site)]).await,
+            StatusCode::FORBIDDEN,
+            "{site}"
+        );
+    }
+    // A real pair, expired.
+    app.advance(Duration::hours(1));
+    assert_eq!(
+        sign_in(cookie.clone(), csrf.clone(), vec![]).await,
+        StatusCode::FORBIDDEN
+    );
+    // A fresh real pair from this site works.
+    let (cookie, csrf) = sign_in_form(&app).await;
+    assert_eq!(
+        sign_in(cookie, csrf, vec![("sec-fetch-site", "same-origin")]).await,
+        StatusCode::SEE_OTHER
+    );
+}
+
+/// Forms of a signed-in person are refused when the browser says another site sent them, even
+/// with the right CSRF token.
+#[tokio::test]
+async fn session_forms_from_another_site_are_refused() {
+    let app = spawn_app().await;
+    let alice = person(&app, "alice", false).await;
+    let t = app.token(&alice, &["droplet:read"]).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice", PASSWORD).await;
+    let csrf = b.csrf().await;
+    let cookie = b
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let status = client
+        .post(format!("{}/tokens/{}/revoke", app.base, t.id))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .header("sec-fetch-site", "same-site")
+        .body(urlencode(&[("csrf", &csrf)]))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(app.verdict(&t.secret, &[]).await, "active");
 }
