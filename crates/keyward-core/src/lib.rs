@@ -22,7 +22,7 @@ pub use format::{FormatError, Prefix, RawSecret, TokenSecret};
 pub use hash::{KeyId, ServerKey, TokenHash, TokenHasher};
 pub use model::{
     Actor, AuditEvent, AuditKind, InactiveReason, NameError, PackedTokenId, TokenId, TokenIdText,
-    TokenName, TokenRecord, TokenState, User, UserId, UserName,
+    TokenName, TokenRecord, TokenState, User, UserId, UserName, is_unsafe_text_char,
 };
 pub use scope::{Catalog, Scope, ScopeError, Scopes};
 

@@ -11,8 +11,9 @@ use crate::{RandomError, Scopes, fill_random};
 /// A name or id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    /// A token name must be 1 to 100 characters without control characters.
-    #[error("a token name must be 1 to {max} characters, without control characters", max = TokenName::MAX_CHARS)]
+    /// A token name must be 1 to 100 characters without control or invisible formatting
+    /// characters.
+    #[error("a token name must be 1 to {max} characters, without control characters or invisible formatting characters (such as bidirectional overrides)", max = TokenName::MAX_CHARS)]
     TokenName,
     /// A user name must be 1 to 64 of `a-z 0-9 . _ -`, starting with a letter or digit.
     #[error(
@@ -166,6 +167,30 @@ impl Serialize for TokenIdText {
     }
 }
 
+/// Whether `c` must never appear in text keyward stores and shows to people (names, reasons):
+/// control characters, and the invisible formatting characters that change how the text around
+/// them is shown — bidirectional overrides and isolates (U+202E made `token list` show a spoofed
+/// name), line and paragraph separators, zero-width spaces, word joiners, the byte order mark,
+/// and Unicode tag characters. Zero-width joiners (U+200C, U+200D) stay: emoji sequences and
+/// several scripts need them.
+pub fn is_unsafe_text_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}' // soft hyphen: invisible
+            | '\u{061C}' // Arabic letter mark
+            | '\u{180E}' // Mongolian vowel separator
+            | '\u{200B}' // zero-width space
+            | '\u{200E}'..='\u{200F}' // left-to-right and right-to-left marks
+            | '\u{2028}'..='\u{202E}' // line and paragraph separators, bidirectional embeddings and overrides
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+            | '\u{2066}'..='\u{206F}' // bidirectional isolates, deprecated format characters
+            | '\u{FEFF}' // zero-width no-break space (byte order mark)
+            | '\u{FFF9}'..='\u{FFFB}' // interlinear annotations
+            | '\u{E0000}'..='\u{E007F}' // tags
+        )
+}
+
 /// A token's label, chosen by its owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -179,7 +204,19 @@ impl TokenName {
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let s = s.trim();
         let count = s.chars().count();
-        if count == 0 || count > Self::MAX_CHARS || s.chars().any(char::is_control) {
+        if count == 0 || count > Self::MAX_CHARS || s.chars().any(is_unsafe_text_char) {
+            return Err(NameError::TokenName);
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// A name read back from a store. Names stored by earlier versions of keyward may hold
+    /// characters that [`Self::parse`] refuses today (bidirectional overrides used to be
+    /// accepted): they still load, and whatever shows them escapes them. Only emptiness and
+    /// length are checked.
+    pub fn from_stored(s: &str) -> Result<Self, NameError> {
+        let count = s.chars().count();
+        if count == 0 || count > Self::MAX_CHARS {
             return Err(NameError::TokenName);
         }
         Ok(Self(s.to_owned()))
@@ -503,9 +540,24 @@ mod tests {
         );
         assert!(TokenName::parse("déploiement 🚀").is_ok());
         assert!(TokenName::parse(&"é".repeat(100)).is_ok());
-        for bad in ["", "   ", "a\nb", "\u{0}"] {
+        for bad in [
+            "",
+            "   ",
+            "a\nb",
+            "\u{0}",
+            "invoice\u{202E}fdp.exe",
+            "a\u{2066}b\u{2069}",
+            "a\u{200F}b",
+            "a\u{200B}b",
+            "a\u{2028}b",
+            "a\u{FEFF}b",
+            "a\u{E0041}b",
+            "a\u{85}b",
+        ] {
             assert!(TokenName::parse(bad).is_err(), "{bad:?}");
         }
+        // Joiners stay: emoji sequences need them.
+        assert!(TokenName::parse("family 👨\u{200D}👩\u{200D}👧").is_ok());
         assert!(TokenName::parse(&"a".repeat(101)).is_err());
     }
 

@@ -157,7 +157,7 @@ pub(crate) fn token(row: &impl Columns) -> StoreResult<TokenRecord> {
     Ok(TokenRecord {
         id: parse(row, "id", TokenId::parse)?,
         owner: parse(row, "owner", UserId::parse)?,
-        name: parse(row, "name", TokenName::parse)?,
+        name: parse(row, "name", TokenName::from_stored)?,
         scopes: parse(row, "scopes", Scopes::parse_space_separated)?,
         hint: row.text("hint")?,
         created_at: time(row, "created_at")?,

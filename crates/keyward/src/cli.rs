@@ -153,9 +153,11 @@ pub enum TokenCommand {
         json: bool,
     },
     /// Check a token's format and checksum offline (no database): exit 0 if well-formed, 1 if not.
+    /// Reads the token from the first line of stdin unless given (an argument shows in the
+    /// process list and the shell's history: prefer stdin).
     Check {
-        /// The token, or - to read it from the first line of stdin (keeps it off the command line).
-        secret: String,
+        /// The token; - or nothing reads it from stdin.
+        secret: Option<String>,
     },
 }
 
@@ -250,10 +252,16 @@ mod tests {
     }
 
     #[test]
-    fn check_accepts_a_dash_for_stdin() {
+    fn check_accepts_a_dash_or_nothing_for_stdin() {
         let cli = Cli::try_parse_from(["keyward", "token", "check", "-"]).unwrap();
-        assert!(
-            matches!(cli.command, Command::Token(TokenCommand::Check { secret }) if secret == "-")
-        );
+        assert!(matches!(
+            cli.command,
+            Command::Token(TokenCommand::Check { secret: Some(secret) }) if secret == "-"
+        ));
+        let cli = Cli::try_parse_from(["keyward", "token", "check"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Token(TokenCommand::Check { secret: None })
+        ));
     }
 }

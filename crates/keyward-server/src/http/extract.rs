@@ -3,11 +3,11 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
-use keyward_core::RawSecret;
+use keyward_core::{RawSecret, TokenId};
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 
@@ -113,6 +113,24 @@ impl Bearer {
     /// The credential text, if a header was sent.
     pub fn as_deref(&self) -> Option<&str> {
         self.0.as_ref().map(RawSecret::expose)
+    }
+}
+
+/// A token id from the path (`/v1/tokens/{id}`). A path that does not decode (invalid UTF-8) or
+/// does not name a token id names no token: the same JSON 404 as any other missing one, never
+/// axum's plain-text rejection.
+pub struct TokenIdPath(pub TokenId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TokenIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found())?;
+        TokenId::parse(&id)
+            .map(Self)
+            .map_err(|_| ApiError::not_found())
     }
 }
 

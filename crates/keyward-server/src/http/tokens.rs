@@ -1,6 +1,6 @@
 //! `/v1/tokens`: create, list, get, rename, regenerate, revoke; and `/v1/audit`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_core::{ExpiryRequest, Scope, Scopes, TokenId, TokenName, expiry::parse_grace};
@@ -8,7 +8,7 @@ use keyward_store::Page;
 use std::sync::Arc;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, Bearer, ClientIp, OptionalJson};
+use super::extract::{ApiJson, Bearer, ClientIp, OptionalJson, TokenIdPath};
 use super::wire::{
     AuditListResponse, AuditQuery, CreateTokenRequest, IssuedResponse, ListQuery,
     RegenerateTokenRequest, RevokeTokenRequest, TokenListResponse, TokenResponse, TokenView,
@@ -31,11 +31,6 @@ async fn acting(
     needed: Option<&Scope>,
 ) -> Result<Acting, ApiError> {
     Ok(kw.authenticate(bearer.as_deref(), needed, ip.0).await?)
-}
-
-fn parse_id(id: &str) -> Result<TokenId, ApiError> {
-    // A malformed id names no token: the same 404 as any other missing one.
-    TokenId::parse(id).map_err(|_| ApiError::not_found())
 }
 
 fn parse_expiry(expires: Option<&str>) -> Result<Option<ExpiryRequest>, ApiError> {
@@ -175,10 +170,10 @@ pub async fn get_token(
     State(kw): Kw,
     bearer: Bearer,
     ip: ClientIp,
-    Path(id): Path<String>,
+    TokenIdPath(id): TokenIdPath,
 ) -> Result<Response, ApiError> {
     let acting = acting(&kw, &bearer, ip, Some(&TOKENS_READ)).await?;
-    let record = kw.get_token(&acting, &parse_id(&id)?).await?;
+    let record = kw.get_token(&acting, &id).await?;
     Ok(token_response(&kw, record))
 }
 
@@ -205,12 +200,11 @@ pub async fn update_token(
     State(kw): Kw,
     bearer: Bearer,
     ip: ClientIp,
-    Path(id): Path<String>,
+    TokenIdPath(id): TokenIdPath,
     body: Result<ApiJson<UpdateTokenRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let acting = acting(&kw, &bearer, ip, Some(&TOKENS_UPDATE)).await?;
     let ApiJson(req) = body?;
-    let id = parse_id(&id)?;
     let name = TokenName::parse(&req.name).map_err(ServiceError::from)?;
     let record = kw.rename_token(&acting, &id, name).await?;
     Ok(token_response(&kw, record))
@@ -254,12 +248,11 @@ pub async fn regenerate_token(
     State(kw): Kw,
     bearer: Bearer,
     ip: ClientIp,
-    Path(id): Path<String>,
+    TokenIdPath(id): TokenIdPath,
     body: Result<OptionalJson<RegenerateTokenRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let acting = acting(&kw, &bearer, ip, Some(&TOKENS_UPDATE)).await?;
     let OptionalJson(req) = body?;
-    let id = parse_id(&id)?;
     let options = regenerate_options(req)?;
     let issued = kw.regenerate_token(&acting, &id, options).await?;
     Ok(issued_response(&kw, StatusCode::OK, issued))
@@ -288,12 +281,11 @@ pub async fn revoke_token(
     State(kw): Kw,
     bearer: Bearer,
     ip: ClientIp,
-    Path(id): Path<String>,
+    TokenIdPath(id): TokenIdPath,
     body: Result<OptionalJson<RevokeTokenRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let acting = acting(&kw, &bearer, ip, Some(&TOKENS_DELETE)).await?;
     let OptionalJson(req) = body?;
-    let id = parse_id(&id)?;
     let record = kw
         .revoke_token(&acting, &id, req.and_then(|r| r.reason))
         .await?;

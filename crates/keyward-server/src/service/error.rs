@@ -11,7 +11,9 @@ pub enum ServiceError {
     Unauthenticated(Option<InactiveReason>),
     /// The credential is a secret that a regeneration replaced: in its grace period it still
     /// verifies, but it cannot act.
-    #[error("this secret was replaced by a regeneration; it verifies until its grace period ends but cannot manage tokens")]
+    #[error(
+        "this secret was replaced by a regeneration; it verifies until its grace period ends but cannot manage tokens"
+    )]
     RotatedOut,
     /// The credential is valid but lacks a scope the call needs.
     #[error("this token lacks the scope {needed}")]

@@ -509,10 +509,7 @@ impl Keyward {
 
     /// `expires_at` (`None` = never), or the caller's own expiry if that comes sooner: nothing a
     /// token makes outlives it. A person or an operator has no such ceiling.
-    fn clamp_expiry(
-        acting: &Acting,
-        expires_at: Option<OffsetDateTime>,
-    ) -> Option<OffsetDateTime> {
+    fn clamp_expiry(acting: &Acting, expires_at: Option<OffsetDateTime>) -> Option<OffsetDateTime> {
         match (expires_at, acting.expiry_ceiling) {
             (Some(at), Some(ceiling)) => Some(at.min(ceiling)),
             (None, ceiling) => ceiling,
@@ -706,9 +703,12 @@ impl Keyward {
             .map(|r| r.trim().to_owned())
             .filter(|r| !r.is_empty())
         {
-            Some(r) if r.chars().count() > MAX_REASON_CHARS || r.chars().any(char::is_control) => {
+            Some(r)
+                if r.chars().count() > MAX_REASON_CHARS
+                    || r.chars().any(keyward_core::is_unsafe_text_char) =>
+            {
                 return Err(ServiceError::Invalid(
-                    "a reason must be at most 500 characters, without control characters",
+                    "a reason must be at most 500 characters, without control characters or invisible formatting characters",
                 ));
             }
             r => r,

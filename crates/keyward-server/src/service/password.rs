@@ -177,6 +177,10 @@ mod tests {
             }
         }
         assert!(busy >= pool.limit, "{busy} turned away");
-        assert_eq!(pool.admitted.load(Ordering::Acquire), 0, "every place given back");
+        assert_eq!(
+            pool.admitted.load(Ordering::Acquire),
+            0,
+            "every place given back"
+        );
     }
 }

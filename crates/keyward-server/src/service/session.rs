@@ -22,9 +22,9 @@
 use keyward_core::{Actor, AuditEvent, AuditKind, RawSecret, TokenHash, User, UserId, UserName};
 use keyward_store::SessionRecord;
 use std::fmt;
-use subtle::ConstantTimeEq as _;
 use std::net::IpAddr;
 use std::sync::LazyLock;
+use subtle::ConstantTimeEq as _;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
@@ -229,9 +229,10 @@ impl Keyward {
     /// A keyed hash of a name that is no user's, for the audit trail: repeated attempts with the
     /// same text can be told apart without the text (it may be a password) being kept.
     fn unknown_name_hash(&self, typed: &str) -> String {
-        let hash = self
-            .hasher
-            .hash_str(&format!("keyward sign-in name v1\0{}", typed.to_lowercase()));
+        let hash = self.hasher.hash_str(&format!(
+            "keyward sign-in name v1\0{}",
+            typed.to_lowercase()
+        ));
         hex(&hash.0[..8])
     }
 
@@ -489,7 +490,11 @@ impl Keyward {
         let (nonce, expires) = payload.split_once('.')?;
         let expires: i64 = expires.parse().ok()?;
         let valid = is_hex(nonce, NONCE_BYTES)
-            && bool::from(self.sign_in_mac("cookie", payload).as_bytes().ct_eq(mac.as_bytes()))
+            && bool::from(
+                self.sign_in_mac("cookie", payload)
+                    .as_bytes()
+                    .ct_eq(mac.as_bytes()),
+            )
             && self.now().unix_timestamp() < expires;
         valid.then(|| SignInForm {
             field: self.sign_in_mac("field", nonce),

@@ -209,10 +209,16 @@ mod tests {
         );
         let ended = throttle.ended_bursts(160);
         assert_eq!(ended.len(), 1);
-        assert_eq!((ended[0].first, ended[0].last, ended[0].refused), (100, 159, 2));
+        assert_eq!(
+            (ended[0].first, ended[0].last, ended[0].refused),
+            (100, 159, 2)
+        );
         assert_eq!(throttle.ended_bursts(161), vec![], "reported once");
         let bob = ["user:bob".to_owned()];
-        assert_eq!(throttle.reserve(&bob, &account(), 100), Reservation::Granted);
+        assert_eq!(
+            throttle.reserve(&bob, &account(), 100),
+            Reservation::Granted
+        );
     }
 
     #[test]
@@ -224,11 +230,17 @@ mod tests {
             ThrottleSubject::Address("10.0.0.1".parse().unwrap()),
         ];
         for _ in 0..10 * SIGN_IN_LIMIT {
-            assert_eq!(throttle.reserve(&keys, &subjects, 100), Reservation::Granted);
+            assert_eq!(
+                throttle.reserve(&keys, &subjects, 100),
+                Reservation::Granted
+            );
             throttle.release(&keys, 100);
         }
         for _ in 0..SIGN_IN_LIMIT {
-            assert_eq!(throttle.reserve(&keys, &subjects, 100), Reservation::Granted);
+            assert_eq!(
+                throttle.reserve(&keys, &subjects, 100),
+                Reservation::Granted
+            );
         }
         assert_eq!(
             throttle.reserve(&keys, &subjects, 100),

@@ -1,6 +1,6 @@
 //! The page handlers: extract, check the form, call one service method, render.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_core::{
@@ -13,7 +13,8 @@ use time::{Date, Duration, OffsetDateTime, Time};
 
 use super::pages::{self, Nav, ScopeGroup, TokenRow, UserRow, render};
 use super::{
-    Admin, Fields, LOGIN_COOKIE, PageError, SESSION_COOKIE, Signed, cookie, over_https, set_cookie,
+    Admin, Fields, LOGIN_COOKIE, PageError, PagePath, SESSION_COOKIE, Signed, cookie, over_https,
+    set_cookie,
 };
 use crate::http::extract::ClientIp;
 use crate::service::session::{SIGN_IN_FORM_LIFETIME, SIGN_IN_WINDOW};
@@ -403,7 +404,7 @@ fn parse_token_id(id: &str) -> Result<TokenId, PageError> {
 pub async fn revoke_page(
     State(kw): Kw,
     Signed(session): Signed,
-    Path(id): Path<String>,
+    PagePath(id): PagePath,
 ) -> Result<Response, PageError> {
     let token = kw
         .get_token(&session.acting(None), &parse_token_id(&id)?)
@@ -422,7 +423,7 @@ pub async fn revoke_token(
     State(kw): Kw,
     Signed(session): Signed,
     ClientIp(ip): ClientIp,
-    Path(id): Path<String>,
+    PagePath(id): PagePath,
     form: Fields,
 ) -> Result<Response, PageError> {
     form.check_csrf(&kw, &session)?;
@@ -441,7 +442,7 @@ pub async fn revoke_token(
 pub async fn regenerate_page(
     State(kw): Kw,
     Signed(session): Signed,
-    Path(id): Path<String>,
+    PagePath(id): PagePath,
 ) -> Result<Response, PageError> {
     let token = kw
         .get_token(&session.acting(None), &parse_token_id(&id)?)
@@ -461,7 +462,7 @@ pub async fn regenerate_token(
     State(kw): Kw,
     Signed(session): Signed,
     ClientIp(ip): ClientIp,
-    Path(id): Path<String>,
+    PagePath(id): PagePath,
     form: Fields,
 ) -> Result<Response, PageError> {
     form.check_csrf(&kw, &session)?;
@@ -568,7 +569,7 @@ fn parse_user_id(id: &str) -> Result<UserId, PageError> {
 pub async fn disable_page(
     State(kw): Kw,
     Admin(session): Admin,
-    Path(id): Path<String>,
+    PagePath(id): PagePath,
 ) -> Result<Response, PageError> {
     let user = kw.user_by_id(&parse_user_id(&id)?).await?;
     let page = pages::DisablePage {
@@ -586,7 +587,7 @@ pub async fn disable_user(
     State(kw): Kw,
     Admin(session): Admin,
     ClientIp(ip): ClientIp,
-    Path(id): Path<String>,
+    PagePath(id): PagePath,
     form: Fields,
 ) -> Result<Response, PageError> {
     form.check_csrf(&kw, &session)?;
@@ -605,7 +606,7 @@ pub async fn enable_user(
     State(kw): Kw,
     Admin(session): Admin,
     ClientIp(ip): ClientIp,
-    Path(id): Path<String>,
+    PagePath(id): PagePath,
     form: Fields,
 ) -> Result<Response, PageError> {
     form.check_csrf(&kw, &session)?;

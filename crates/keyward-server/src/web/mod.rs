@@ -290,6 +290,22 @@ impl FromRequestParts<Arc<Keyward>> for Admin {
     }
 }
 
+/// The one path parameter of a page (`/tokens/{id}/…`, `/admin/users/{id}/…`) as text. A path
+/// that does not decode (invalid UTF-8) names nothing: the friendly 404 page, never axum's
+/// plain-text rejection.
+pub struct PagePath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PagePath {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| Self(id))
+            .map_err(|_| PageError::NotFound)
+    }
+}
+
 /// A submitted form's fields, in order; repeated names (the scope checkboxes) are kept. Also
 /// whether the browser said it came from this site (see [`same_origin`]).
 pub struct Fields {

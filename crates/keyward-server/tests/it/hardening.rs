@@ -78,7 +78,10 @@ async fn a_secret_in_its_grace_period_verifies_and_does_nothing_else() {
     admin_can_still_introspect(&app, &admin.secret).await;
 
     // Every management call refuses it, whatever its scopes.
-    expect_rotated_out(&app.post_empty("/v1/tokens/self/regenerate", &t.secret).await);
+    expect_rotated_out(
+        &app.post_empty("/v1/tokens/self/regenerate", &t.secret)
+            .await,
+    );
     expect_rotated_out(
         &app.post(
             "/v1/tokens/self/regenerate",
@@ -110,7 +113,10 @@ async fn a_secret_in_its_grace_period_verifies_and_does_nothing_else() {
         )
         .await,
     );
-    expect_rotated_out(&app.delete(&format!("/v1/tokens/{}", t.id), &t.secret, None).await);
+    expect_rotated_out(
+        &app.delete(&format!("/v1/tokens/{}", t.id), &t.secret, None)
+            .await,
+    );
     expect_rotated_out(&app.get("/v1/audit", &t.secret).await);
     expect_rotated_out(&form_post(&app, "/oauth/revoke", &t.secret, &new_secret).await);
     let caller = form_post(&app, "/oauth/introspect", &t.secret, &new_secret).await;
@@ -208,7 +214,10 @@ async fn children_never_outlive_the_token_that_made_them() {
                 )
                 .await
                 .expect(201);
-            assert_eq!(child["token"]["expires_at"], parent_expiry, "{generation} {expires}");
+            assert_eq!(
+                child["token"]["expires_at"], parent_expiry,
+                "{generation} {expires}"
+            );
             maker = child["secret"].as_str().unwrap().to_owned();
         }
     }
@@ -337,4 +346,80 @@ async fn introspection_iat_is_the_current_secrets_issue_time() {
         .await
         .expect(200);
     assert_eq!(old["iat"], START.unix_timestamp(), "{old}");
+}
+
+/// Finding 10: names accepted bidirectional overrides and other invisible formatting characters
+/// (U+202E made `token list` show a spoofed name). Every name field refuses them.
+#[tokio::test]
+async fn names_and_reasons_refuse_invisible_formatting_characters() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let admin = app.token(&alice, &["tokens:*", "droplet:read"]).await;
+    for name in [
+        "invoice\u{202E}fdp.exe",
+        "ci\u{2066}prod\u{2069}",
+        "a\u{200B}b",
+        "line\u{2028}break",
+        "tab\there",
+    ] {
+        app.post(
+            "/v1/tokens",
+            &admin.secret,
+            &json!({"name": name, "scopes": ["droplet:read"]}),
+        )
+        .await
+        .expect_error(400, "invalid_name");
+        app.patch(
+            &format!("/v1/tokens/{}", admin.id),
+            &admin.secret,
+            &json!({"name": name}),
+        )
+        .await
+        .expect_error(400, "invalid_name");
+        app.delete(
+            &format!("/v1/tokens/{}", admin.id),
+            &admin.secret,
+            Some(&json!({"reason": name})),
+        )
+        .await
+        .expect_error(400, "invalid_request");
+    }
+    assert_eq!(app.verdict(&admin.secret, &[]).await, "active");
+}
+
+/// Finding 13: invalid UTF-8 in a path was answered `400 text/plain`; every error of the API
+/// has the JSON shape.
+#[tokio::test]
+async fn a_path_that_is_not_utf8_gets_the_json_error_shape() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let admin = app.token(&alice, &["tokens:*"]).await;
+    for (method, path) in [
+        (Method::GET, "/v1/tokens/%FF"),
+        (Method::GET, "/v1/tokens/tok_%C3%28"),
+        (Method::PATCH, "/v1/tokens/%FF%FE"),
+        (Method::DELETE, "/v1/tokens/%80"),
+        (Method::POST, "/v1/tokens/%FF/regenerate"),
+        (Method::GET, "/v1/%FF"),
+    ] {
+        let r = app
+            .raw(
+                method.clone(),
+                path,
+                &[
+                    ("authorization", &format!("Bearer {}", admin.secret)),
+                    ("content-type", "application/json"),
+                ],
+                b"{}".to_vec(),
+            )
+            .await;
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "{method} {path}: {} {}",
+            r.status,
+            r.text
+        );
+        r.expect_error(404, "not_found");
+    }
 }

@@ -632,6 +632,19 @@ async fn sessions_end_after_12_idle_hours_and_bad_input_is_a_friendly_page() {
         )
         .await;
     assert!(r.status.is_client_error(), "{}", r.status);
+    // A path that is not UTF-8 is the friendly not-found page, not a plain-text rejection.
+    for path in ["/tokens/%FF/revoke", "/tokens/%C3%28/regenerate"] {
+        let r = b.get(path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(
+            r.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        assert!(r.body.contains("Not found"), "{path}");
+    }
 
     app.advance(Duration::hours(12));
     assert_eq!(
@@ -678,8 +691,12 @@ async fn parallel_wrong_passwords_check_at_most_the_limit() {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let attempts: Vec<_> = (0..60)
         .map(|_| {
-            let (client, base, cookie, csrf) =
-                (client.clone(), app.base.clone(), cookie.clone(), csrf.clone());
+            let (client, base, cookie, csrf) = (
+                client.clone(),
+                app.base.clone(),
+                cookie.clone(),
+                csrf.clone(),
+            );
             tokio::spawn(async move {
                 post_sign_in(
                     &client,
@@ -776,7 +793,11 @@ async fn what_is_typed_for_an_unknown_name_never_reaches_the_audit_trail() {
     person(&app, "alice", false).await;
     let (cookie, csrf) = sign_in_form(&app).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    for typed in ["hunter2-my-real-password", "Tr0ub4dor&3 Secret", "hunter2-my-real-password"] {
+    for typed in [
+        "hunter2-my-real-password",
+        "Tr0ub4dor&3 Secret",
+        "hunter2-my-real-password",
+    ] {
         let status = post_sign_in(
             &client,
             &app.base,
@@ -855,12 +876,22 @@ async fn the_sign_in_form_needs_a_cookie_this_server_signed() {
     // A pair made up by the attacker (the old scheme's shape, and the new one's).
     let made_up = "0123456789abcdef0123456789abcdef";
     assert_eq!(
-        sign_in(format!("keyward_login={made_up}"), made_up.to_owned(), vec![]).await,
+        sign_in(
+            format!("keyward_login={made_up}"),
+            made_up.to_owned(),
+            vec![]
+        )
+        .await,
         StatusCode::FORBIDDEN
     );
     let forged = format!("{made_up}.9999999999.{made_up}");
     assert_eq!(
-        sign_in(format!("keyward_login={forged}"), made_up.to_owned(), vec![]).await,
+        sign_in(
+            format!("keyward_login={forged}"),
+            made_up.to_owned(),
+            vec![]
+        )
+        .await,
         StatusCode::FORBIDDEN
     );
     // A real pair, tampered with.

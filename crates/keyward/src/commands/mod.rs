@@ -46,7 +46,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // Offline by design: no config, no data dir, no key, so it works anywhere (pre-commit hooks,
     // scanners) and never creates files.
     if let Command::Token(TokenCommand::Check { secret }) = &cli.command {
-        return token::check(secret);
+        return token::check(secret.as_deref());
     }
     let flags = Flags {
         config: cli.config,
@@ -139,7 +139,7 @@ fn describe(error: ServiceError, not_found: impl FnOnce() -> String) -> anyhow::
 
 /// Text from the command line, made safe to echo in one error line.
 fn shown(s: &str) -> String {
-    let mut out: String = s.chars().filter(|c| !c.is_control()).take(64).collect();
+    let mut out = output::escaped(&s.chars().take(64).collect::<String>());
     if s.chars().count() > 64 {
         out.push('…');
     }

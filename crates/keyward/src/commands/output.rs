@@ -18,12 +18,9 @@ impl<const N: usize> Table<N> {
     }
 
     pub(super) fn row(&mut self, cells: [String; N]) {
-        // Names are free text: a control character must not be able to break the layout.
-        self.rows.push(cells.map(|c| {
-            c.chars()
-                .map(|ch| if ch.is_control() { '?' } else { ch })
-                .collect()
-        }));
+        // Names are free text: a control or formatting character must not be able to break the
+        // layout or make the text read as something else.
+        self.rows.push(cells.map(|c| escaped(&c)));
     }
 
     pub(super) fn render(&self) -> String {
@@ -52,6 +49,20 @@ impl<const N: usize> Table<N> {
     }
 }
 
+/// `text` with every character that could break a terminal line or change how the text around
+/// it reads (controls, bidirectional overrides, invisible characters) written as `\u{…}`.
+pub(super) fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if keyward::keyward_core::is_unsafe_text_char(c) {
+            out.push_str(&format!("\\u{{{:04X}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// An RFC 3339 time, or `none` when there is no time.
 pub(super) fn time_or(at: Option<OffsetDateTime>, none: &str) -> String {
     at.and_then(|t| t.format(&Rfc3339).ok())
@@ -70,8 +81,9 @@ mod tests {
         t.row(["tok_22".into(), "a\nb".into(), String::new()]);
         assert_eq!(
             t.render(),
-            "ID      NAME         STATE\ntok_1   déploiement  active\ntok_22  a?b\n"
+            "ID      NAME         STATE\ntok_1   déploiement  active\ntok_22  a\\u{000A}b\n"
         );
+        assert_eq!(escaped("invoice\u{202E}fdp.exe"), "invoice\\u{202E}fdp.exe");
     }
 
     #[test]

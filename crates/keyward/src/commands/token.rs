@@ -1,6 +1,6 @@
 //! `keyward token ...`: create, list, revoke, regenerate, check.
 
-use super::output::{Table, time_or};
+use super::output::{Table, escaped, time_or};
 use super::{Ctx, describe, print, print_json, read_stdin_line, shown};
 use crate::cli::TokenCommand;
 use keyward::keyward_core::{expiry, format};
@@ -58,11 +58,11 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
                 .revoke_token(&ctx.acting, &token_id, reason)
                 .await
                 .map_err(|e| describe(e, || no_token(&id)))?;
-            let by = token.revoked_by.as_deref().unwrap_or("?");
+            let by = escaped(token.revoked_by.as_deref().unwrap_or("?"));
             print(&format!(
                 "revoked {} ({}) by {by}\n",
                 token.id,
-                token.name.as_str()
+                escaped(token.name.as_str())
             ))?;
         }
         TokenCommand::Regenerate {
@@ -84,7 +84,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
             let owner = ctx.keyward.user_by_id(&issued.token.owner).await.ok();
             show_issued(ctx, &issued, owner.as_ref().map(|u| &u.name), json)?;
         }
-        TokenCommand::Check { secret } => return check(&secret),
+        TokenCommand::Check { secret } => return check(secret.as_deref()),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -129,9 +129,9 @@ fn show_issued(
         |at| format!("expires {}", time_or(Some(at), "")),
     );
     eprintln!(
-        "warning: this secret will not be shown again and cannot be recovered; store it now (token {}, {:?}, {expires})",
+        "warning: this secret will not be shown again and cannot be recovered; store it now (token {}, \"{}\", {expires})",
         issued.token.id,
-        issued.token.name.as_str()
+        escaped(issued.token.name.as_str())
     );
     Ok(())
 }
@@ -214,14 +214,16 @@ fn state_str(state: TokenState) -> &'static str {
     }
 }
 
-/// `keyward token check`: the format and checksum only, offline.
-pub(super) fn check(arg: &str) -> anyhow::Result<ExitCode> {
+/// `keyward token check`: the format and checksum only, offline. The token comes from stdin
+/// unless it is given as an argument other than `-`.
+pub(super) fn check(arg: Option<&str>) -> anyhow::Result<ExitCode> {
     let from_stdin;
-    let secret: &str = if arg == "-" {
-        from_stdin = read_stdin_line("token")?;
-        from_stdin.trim()
-    } else {
-        arg.trim()
+    let secret: &str = match arg {
+        None | Some("-") => {
+            from_stdin = read_stdin_line("token")?;
+            from_stdin.trim()
+        }
+        Some(arg) => arg.trim(),
     };
     match format::validate(secret) {
         Ok(()) => Ok(ExitCode::SUCCESS),

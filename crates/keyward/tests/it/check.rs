@@ -30,6 +30,12 @@ fn check_accepts_real_tokens_and_refuses_anything_else_offline() {
     assert_eq!(out.code(), Some(0), "{out:?}");
     let out = cli_in(nowhere.path(), &["token", "check", "-"], Some(secret));
     assert_eq!(out.code(), Some(0), "{out:?}");
+    // So does no argument at all: the form the README uses, which keeps the secret out of the
+    // process list and the shell's history.
+    let out = cli(&missing, &["token", "check"], Some(&format!("{secret}\n")));
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let out = cli(&missing, &["token", "check"], Some("kwp_nope\n"));
+    out.failed_cleanly(1);
 
     // One changed character anywhere (prefix, body, checksum) → 1, with a reason.
     for at in [0, 2, 4, 20, 46, 47, 52] {

@@ -339,6 +339,11 @@ impl Server {
         String::from_utf8_lossy(&self.logs.lock().expect("logs")).into_owned()
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// `kill -9`: no chance to flush or clean up.
     pub fn kill9(mut self) -> Ended {
         let mut child = self.child.take().expect("running");

@@ -16,6 +16,8 @@ mod config;
 #[cfg(test)]
 mod durability;
 #[cfg(test)]
+mod hardening;
+#[cfg(test)]
 mod helpers;
 #[cfg(test)]
 mod library;
