@@ -22,8 +22,10 @@
 //! [catalog]
 //! droplet = ["read", "create", "update", "delete"]
 //!
-//! # Scopes a request proxied to /v1/auth needs when the proxy sends no X-Keyward-Scope:
-//! # longest path prefix wins; "*" matches any method.
+//! # Scopes a request proxied to /v1/auth needs, by the original method and normalized path:
+//! # longest path prefix wins; "*" matches any method; HEAD follows GET. With a table, a request
+//! # no route matches is refused unless there is a catch-all (`path_prefix = "/"`); `scopes = []`
+//! # lets any active token through.
 //! [[forward_auth.route]]
 //! method = "GET"
 //! path_prefix = "/droplets"
@@ -225,11 +227,18 @@ fn forward_auth_routes(
     let mut parsed = Vec::with_capacity(routes.len());
     for (i, route) in routes.into_iter().enumerate() {
         let here = || origin(&format!("forward_auth.route[{i}]"));
-        let scopes = keyward_core::Scopes::parse(&route.scopes)
-            .map_err(|e| ConfigError::new(format!("{}: {e}", here())))?;
-        catalog
-            .check(&scopes)
-            .map_err(|e| ConfigError::new(format!("{}: {e}", here())))?;
+        // `scopes = []`: any active token (for a catch-all, say).
+        let scopes = if route.scopes.is_empty() {
+            keyward_core::Scopes::default()
+        } else {
+            keyward_core::Scopes::parse(&route.scopes)
+                .map_err(|e| ConfigError::new(format!("{}: {e}", here())))?
+        };
+        if !scopes.is_empty() {
+            catalog
+                .check(&scopes)
+                .map_err(|e| ConfigError::new(format!("{}: {e}", here())))?;
+        }
         parsed.push(
             ForwardAuthRoute::new(&route.method, &route.path_prefix, scopes)
                 .map_err(|e| ConfigError::new(format!("{}: {e}", here())))?,
@@ -869,6 +878,17 @@ repo = ["read", "write"]
             "NoRoute",
             "no catch-all: refused"
         );
+
+        let path = write_config(
+            dir.path(),
+            "version = 1\n[[forward_auth.route]]\npath_prefix = \"/\"\nscopes = []\n",
+        );
+        let config = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
+        assert!(config.forward_auth.has_catch_all());
+        assert!(matches!(
+            config.forward_auth.decide("PUT", "/anything"),
+            Ok(RouteDecision::Needs(scopes)) if scopes.is_empty()
+        ));
 
         for (bad, expected) in [
             (
