@@ -128,7 +128,8 @@ pub struct StoredAuditEvent {
 /// The hashes whose verification answer may have changed since a cursor.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// Hashes to evict from any cache.
+    /// Hashes to evict from any cache; new hashes (a token created or regenerated) are among
+    /// them, so a cache that tracks which hashes exist learns of them here.
     pub hashes: Vec<TokenHash>,
     /// The cursor to ask from next time.
     pub cursor: i64,
@@ -294,6 +295,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finds the token a hash belongs to (any state: the caller decides what it means).
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>>;
+    /// Every stored hash (of any token, in any state) above `after`, in byte order, at most
+    /// `limit`: a cache pages through them to know which hashes exist at all.
+    async fn stored_hashes(
+        &self,
+        after: Option<&TokenHash>,
+        limit: u32,
+    ) -> StoreResult<Vec<TokenHash>>;
     /// Records a batch of uses; for each token keeps the latest use across all writers.
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()>;
 

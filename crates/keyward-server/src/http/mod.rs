@@ -137,13 +137,21 @@ pub async fn serve(
     keyward: Arc<Keyward>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let flusher = {
+    keyward.track_known_hashes();
+    // Stopped between rounds, never inside one: a flush cut off after it took the noted uses
+    // and before it wrote them would lose them.
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let upkeep = {
         let keyward = Arc::clone(&keyward);
+        let stop = Arc::clone(&stop);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(USAGE_FLUSH_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                every.tick().await;
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = stop.notified() => return,
+                }
                 if let Err(e) = keyward.flush_usage().await {
                     tracing::warn!(error = %e, "could not record token usage; will retry");
                 }
@@ -163,7 +171,11 @@ pub async fn serve(
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
-    flusher.abort();
+    // `notify_one` keeps the permit if the task is mid-round, so it stops at the next select.
+    stop.notify_one();
+    if let Err(e) = upkeep.await {
+        tracing::warn!(error = %e, "the upkeep task failed");
+    }
     if let Err(e) = keyward.flush_usage().await {
         tracing::warn!(error = %e, "could not record token usage at shutdown");
     }

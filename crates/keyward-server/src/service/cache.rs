@@ -6,6 +6,14 @@
 //! last caught up to. If they differ, it first reads the change log and evicts every hash named
 //! there. A writer bumps the epoch only after its commit, so any revocation acknowledged before a
 //! verification starts is evicted before that verification reads the cache.
+//!
+//! Unknown tokens cost nothing: beside the cache, [`KnownHashes`] holds a fingerprint of every
+//! hash the store has (loaded in the background, see [`KnownHashes::load`]), kept exact by the
+//! same change log: a creation or regeneration logs its new hash, and catching up adds every
+//! logged hash to the set. Once loaded, a miss whose hash is not in the set is answered
+//! `unknown` without reading the store, so a flood of forged tokens is a flood of hashes and
+//! memory lookups, not of database reads. Until it is loaded (and while it reloads after the
+//! log was cut short), every miss reads the store, as before.
 
 use keyward_core::{
     InactiveReason, PackedTokenId, Scopes, TokenHash, TokenId, TokenIdText, UserId, UserName,
@@ -17,7 +25,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use time::OffsetDateTime;
 
-use super::table::HashTable;
+use super::table::{FingerprintSet, HashTable};
 use super::unix_time;
 use crate::telemetry::HotCounter;
 
@@ -195,15 +203,114 @@ impl<T: Hash + Eq> Interner<T> {
     }
 }
 
+/// How many hashes one page of [`KnownHashes::load`] reads.
+const LOAD_PAGE: u32 = 10_000;
+
+/// Every hash the store holds, as fingerprints (see the module docs).
+pub struct KnownHashes {
+    set: FingerprintSet,
+    /// Bumped whenever the set must be loaded again.
+    generation: AtomicU64,
+    /// The generation whose load completed: the set holds every stored hash while this equals
+    /// [`Self::generation`]. A load that began in an older generation never makes them equal.
+    loaded: AtomicU64,
+    stale: tokio::sync::Notify,
+}
+
+impl KnownHashes {
+    fn new() -> Self {
+        Self {
+            set: FingerprintSet::default(),
+            generation: AtomicU64::new(0),
+            loaded: AtomicU64::new(u64::MAX),
+            stale: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Whether the store certainly has no such hash: the set is complete and lacks it.
+    fn rules_out(&self, hash: &TokenHash) -> bool {
+        self.is_ready() && !self.set.may_contain(hash)
+    }
+
+    /// The set may lack hashes (the change log was cut short): no answer comes from it until it
+    /// is loaded again.
+    fn mark_stale(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.stale.notify_one();
+    }
+
+    /// Whether every stored hash is in the set.
+    pub fn is_ready(&self) -> bool {
+        self.loaded.load(Ordering::Acquire) == self.generation.load(Ordering::Acquire)
+    }
+
+    /// Hashes in the set.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// Loads every stored hash, page by page, then again whenever the set goes stale; runs until
+    /// the cache is dropped. Hashes created meanwhile reach the set through the change log (the
+    /// cache's cursor was taken before the first page), so once a load completes the set is
+    /// exact.
+    pub async fn load(known: std::sync::Weak<Self>, store: Arc<dyn Store>) {
+        loop {
+            let Some(this) = known.upgrade() else { return };
+            let generation = this.generation.load(Ordering::Acquire);
+            let mut after = None;
+            let loaded = loop {
+                match store.stored_hashes(after.as_ref(), LOAD_PAGE).await {
+                    Ok(page) if page.is_empty() => break true,
+                    Ok(page) => {
+                        this.set.extend(&page);
+                        after = page.last().copied();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not load the known token hashes; retrying");
+                        break false;
+                    }
+                }
+            };
+            if loaded {
+                this.loaded.store(generation, Ordering::Release);
+                tracing::debug!(hashes = this.set.len(), "known token hashes loaded");
+                // The set may go stale later (a cut-short change log): wait for that, or for the
+                // cache to go (its drop wakes this too; the next upgrade then fails).
+                this.stale.notified().await;
+            } else {
+                drop(this);
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+impl Drop for VerifyCache {
+    fn drop(&mut self) {
+        // Wakes the loader, which then finds the set gone and ends.
+        self.known.stale.notify_one();
+    }
+}
+
 /// The cache and its change-log cursor.
 pub struct VerifyCache {
     entries: HashTable<CachedToken>,
+    known: Arc<KnownHashes>,
     owners: Interner<Owner>,
     scopes: Interner<Scopes>,
     synced_epoch: AtomicU64,
     cursor: tokio::sync::Mutex<i64>,
     hits: HotCounter,
     misses: HotCounter,
+    /// Misses answered `unknown` from [`KnownHashes`], without a read.
+    ruled_out: HotCounter,
+    /// Misses that read the store.
+    lookups: HotCounter,
 }
 
 impl VerifyCache {
@@ -214,13 +321,21 @@ impl VerifyCache {
         let cursor = store.change_cursor().await?;
         Ok(Self {
             entries: HashTable::new(capacity),
+            known: Arc::new(KnownHashes::new()),
             owners: Interner::new(),
             scopes: Interner::new(),
             synced_epoch: AtomicU64::new(epoch),
             cursor: tokio::sync::Mutex::new(cursor),
             hits: HotCounter::new(metrics::counter!("keyward_cache_hits_total")),
             misses: HotCounter::new(metrics::counter!("keyward_cache_misses_total")),
+            ruled_out: HotCounter::new(metrics::counter!("keyward_unknown_tokens_ruled_out_total")),
+            lookups: HotCounter::new(metrics::counter!("keyward_store_lookups_total")),
         })
+    }
+
+    /// The set of known hashes, for its loader and for metrics.
+    pub fn known(&self) -> &Arc<KnownHashes> {
+        &self.known
     }
 
     /// Runs `f` on what the store knows about `hash`, from memory when it can be trusted;
@@ -241,6 +356,11 @@ impl VerifyCache {
             Err(f) => f,
         };
         self.misses.increment();
+        if self.known.rules_out(hash) {
+            self.ruled_out.increment();
+            return Ok(None);
+        }
+        self.lookups.increment();
         let before = store.change_epoch();
         let Some(lookup) = store.lookup(hash).await? else {
             return Ok(None);
@@ -302,8 +422,11 @@ impl VerifyCache {
             for hash in &changes.hashes {
                 self.entries.remove(hash);
             }
+            // Logged hashes include every new one.
+            self.known.set.extend(&changes.hashes);
         } else {
             self.entries.clear();
+            self.known.mark_stale();
         }
         *cursor = changes.cursor;
         self.synced_epoch.store(epoch, Ordering::Release);
@@ -314,6 +437,9 @@ impl VerifyCache {
     pub fn publish_metrics(&self) {
         self.hits.publish();
         self.misses.publish();
+        self.ruled_out.publish();
+        self.lookups.publish();
+        metrics::gauge!("keyward_known_hashes").set(self.known.len() as f64);
     }
 
     /// Forgets everything (used when the store cannot vouch for the cache any more).

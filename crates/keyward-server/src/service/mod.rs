@@ -13,7 +13,7 @@ mod table;
 mod throttle;
 mod usage;
 
-pub use cache::{CachedToken, VerifiedToken, VerifyCache};
+pub use cache::{CachedToken, KnownHashes, VerifiedToken, VerifyCache};
 pub use error::{ServiceError, ServiceResult};
 pub use gateway::{ForwardAuthRoute, ForwardAuthRoutes, SecretRevocation};
 pub use session::{SessionSecret, SignIn, SignInForm, WebSession};
@@ -254,6 +254,20 @@ impl Keyward {
             throttle: throttle::SignInThrottle::default(),
             passwords: password::PasswordPool::per_core(),
         })
+    }
+
+    /// Starts loading the set of every stored hash in the background (see [`KnownHashes`]):
+    /// once loaded, a token that was never issued is answered `unknown` without a store read.
+    /// `keyward serve` calls it at start-up; until the load completes (a few seconds for
+    /// millions of tokens), verification reads the store on a miss, as before.
+    pub fn track_known_hashes(&self) {
+        let known = Arc::downgrade(self.cache.known());
+        tokio::spawn(KnownHashes::load(known, Arc::clone(&self.store)));
+    }
+
+    /// The set of known hashes (for readiness and metrics).
+    pub fn known_hashes(&self) -> &KnownHashes {
+        self.cache.known()
     }
 
     /// The deployment's rules.

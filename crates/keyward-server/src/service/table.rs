@@ -9,7 +9,7 @@
 //! always asked again.
 
 use keyward_core::TokenHash;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{PoisonError, RwLock};
 
@@ -141,6 +141,77 @@ impl<V> HashTable<V> {
     }
 }
 
+/// The 64 bits of a token hash a [`FingerprintSet`] keeps: bytes the table and the shards do not
+/// key on, so the three stay independent.
+fn fingerprint(hash: &TokenHash) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hash.0[16..24]);
+    u64::from_le_bytes(bytes)
+}
+
+type FingerprintShard = RwLock<HashSet<u64, BuildHasherDefault<PassThrough>>>;
+
+/// A set of token hashes that answers "certainly not in the set" exactly and "perhaps in the
+/// set" with a false-positive rate of about n / 2^64: it keeps 64 bits of each HMAC output (a
+/// uniformly random value to anyone without the server key), 8 bytes per member plus the hash
+/// set's overhead, instead of 32. Sharded like [`HashTable`]; never shrinks.
+pub struct FingerprintSet {
+    shards: Box<[FingerprintShard]>,
+}
+
+impl Default for FingerprintSet {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashSet::default()))
+                .collect(),
+        }
+    }
+}
+
+impl FingerprintSet {
+    fn shard(&self, hash: &TokenHash) -> &FingerprintShard {
+        &self.shards[usize::from(hash.0[9]) % SHARDS]
+    }
+
+    /// Adds every hash of `hashes`, taking each shard's lock once.
+    pub fn extend(&self, hashes: &[TokenHash]) {
+        let mut by_shard: Vec<Vec<u64>> = vec![Vec::new(); SHARDS];
+        for hash in hashes {
+            by_shard[usize::from(hash.0[9]) % SHARDS].push(fingerprint(hash));
+        }
+        for (shard, fingerprints) in self.shards.iter().zip(by_shard) {
+            if !fingerprints.is_empty() {
+                shard
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(fingerprints);
+            }
+        }
+    }
+
+    /// Whether `hash` may be in the set (`false`: it certainly is not).
+    pub fn may_contain(&self, hash: &TokenHash) -> bool {
+        self.shard(hash)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&fingerprint(hash))
+    }
+
+    /// Members held now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +262,37 @@ mod tests {
             Some(7)
         );
         assert_eq!(calls, 1);
+    }
+
+    /// A hash spread over all 32 bytes (splitmix64), as an HMAC output is.
+    fn random_hash(n: u64) -> TokenHash {
+        let mut state = n;
+        let mut bytes = [0u8; 32];
+        for chunk in bytes.chunks_mut(8) {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        TokenHash(bytes)
+    }
+
+    #[test]
+    fn a_fingerprint_set_never_forgets_a_member() {
+        let set = FingerprintSet::default();
+        let members: Vec<TokenHash> = (0..5000).map(random_hash).collect();
+        set.extend(&members[..2500]);
+        for h in &members[2500..] {
+            set.extend(std::slice::from_ref(h));
+        }
+        assert!(members.iter().all(|h| set.may_contain(h)));
+        assert_eq!(set.len(), 5000);
+        let strangers = (1_000_000..1_100_000)
+            .map(random_hash)
+            .filter(|h| set.may_contain(h))
+            .count();
+        assert_eq!(strangers, 0, "64-bit fingerprints of distinct hashes");
     }
 
     #[test]

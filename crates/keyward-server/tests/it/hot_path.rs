@@ -163,6 +163,14 @@ impl Store for RacingStore {
         Ok(found)
     }
 
+    async fn stored_hashes(
+        &self,
+        after: Option<&TokenHash>,
+        limit: u32,
+    ) -> StoreResult<Vec<TokenHash>> {
+        self.inner.stored_hashes(after, limit).await
+    }
+
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()> {
         self.inner.record_usage(batch).await
     }
@@ -606,4 +614,136 @@ async fn a_token_used_many_times_a_second_is_noted_once() {
     let stored = h.record(&t.token.id).await;
     assert_eq!(stored.last_used_at, Some(second + Duration::seconds(1)));
     assert_eq!(stored.last_used_ip, Some(ip));
+}
+
+/// A well-formed token that was never issued: a real prefix, body and checksum.
+fn forged() -> String {
+    TokenSecret::generate(&Prefix::default())
+        .unwrap()
+        .expose()
+        .to_owned()
+}
+
+/// Waits (bounded) until the service knows every stored hash.
+async fn known_hashes_loaded(keyward: &Keyward) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !keyward.known_hashes().is_ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the known hashes did not load"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Unknown tokens cost nothing: once the set of stored hashes is loaded, a forged token is
+/// answered `unknown` without a store read, and every token made since — here, by this process
+/// or another one on the same database — is still found.
+#[tokio::test]
+async fn forged_tokens_are_answered_without_reading_the_store() {
+    let h = harness().await;
+    let alice = h.user("alice").await;
+    let before = h.token(&alice, &["droplet:read"], None).await;
+    // Before the set is loaded, a miss reads the store, as always.
+    let lookups = h.store.lookups();
+    assert_eq!(h.verify(&forged(), &[]).await, Err(InactiveReason::Unknown));
+    assert_eq!(h.store.lookups(), lookups + 1);
+
+    h.keyward.track_known_hashes();
+    known_hashes_loaded(&h.keyward).await;
+    let lookups = h.store.lookups();
+    for _ in 0..1000 {
+        assert_eq!(h.verify(&forged(), &[]).await, Err(InactiveReason::Unknown));
+    }
+    assert_eq!(
+        h.store.lookups(),
+        lookups,
+        "no forged token reached the store"
+    );
+
+    // Tokens made before the load, by this process after it, and by another process.
+    assert_eq!(
+        h.verify(before.secret.expose(), &[]).await,
+        active(&before, &alice)
+    );
+    let here = h.token(&alice, &["droplet:read"], None).await;
+    assert_eq!(
+        h.verify(here.secret.expose(), &[]).await,
+        active(&here, &alice)
+    );
+    let dir = h._dir.path().join("keyward.db");
+    let other = Keyward::new(
+        Arc::new(SqliteStore::open(&dir).await.unwrap()),
+        h.clock.clone(),
+        h.hasher.clone(),
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    let there = other
+        .create_token(
+            &operator(),
+            &alice.id,
+            TokenName::parse("elsewhere").unwrap(),
+            scopes(&["droplet:read"]),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        h.verify(there.secret.expose(), &[]).await,
+        active(&there, &alice)
+    );
+    // And a regenerated secret.
+    let regenerated = other
+        .regenerate_token(&operator(), &there.token.id, Default::default())
+        .await
+        .unwrap();
+    let answer = h.verify(regenerated.secret.expose(), &[]).await;
+    assert_eq!(answer.map(|a| a.0), Ok(there.token.id.clone()));
+    assert_eq!(h.keyward.known_hashes().len(), 4);
+}
+
+/// A change log cut short (a restore, or a process that slept past the retention) means the set
+/// may lack hashes: it is loaded again, and misses read the store meanwhile.
+#[tokio::test]
+async fn a_cut_short_change_log_reloads_the_known_hashes() {
+    let h = harness().await;
+    let alice = h.user("alice").await;
+    h.keyward.track_known_hashes();
+    known_hashes_loaded(&h.keyward).await;
+    let t = h.token(&alice, &["droplet:read"], None).await;
+    // Another handle writes more than a day later: the entries before it are pruned, and this
+    // process's cursor falls behind the pruning mark.
+    let other = SqliteStore::open(&h._dir.path().join("keyward.db"))
+        .await
+        .unwrap();
+    let later = Keyward::new(
+        Arc::new(other),
+        Arc::new(ManualClock::new(START + Duration::days(2))),
+        h.hasher.clone(),
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    let made_later = later
+        .create_token(
+            &operator(),
+            &alice.id,
+            TokenName::parse("later").unwrap(),
+            scopes(&["droplet:read"]),
+            None,
+        )
+        .await
+        .unwrap();
+    h.clock.set(START + Duration::days(2));
+    assert_eq!(
+        h.verify(made_later.secret.expose(), &[]).await,
+        active(&made_later, &alice)
+    );
+    known_hashes_loaded(&h.keyward).await;
+    assert_eq!(h.verify(t.secret.expose(), &[]).await, active(&t, &alice));
+    let lookups = h.store.lookups();
+    assert_eq!(h.verify(&forged(), &[]).await, Err(InactiveReason::Unknown));
+    assert_eq!(h.store.lookups(), lookups);
 }

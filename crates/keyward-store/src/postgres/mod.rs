@@ -406,7 +406,6 @@ async fn prune_changes(conn: &mut PgConnection, now: OffsetDateTime) -> StoreRes
 async fn log_token_hashes(
     conn: &mut PgConnection,
     token: &TokenId,
-    except: Option<&TokenHash>,
     at: OffsetDateTime,
 ) -> StoreResult<i64> {
     // Held until commit: appends happen one transaction at a time, in commit order.
@@ -416,15 +415,34 @@ async fn log_token_hashes(
         .map_err(db_error)?;
     sqlx::query(
         "INSERT INTO changes (hash, at) SELECT hash, $2 FROM token_hashes \
-         WHERE token_id = $1 AND ($3::bytea IS NULL OR hash <> $3) ORDER BY hash",
+         WHERE token_id = $1 ORDER BY hash",
     )
     .bind(token.as_str())
     .bind(unix(at))
-    .bind(except.map(|h| h.0.to_vec()))
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
     prune_changes(conn, at).await?;
+    Ok(change_log_end(conn).await?.1)
+}
+
+/// Tells every cache to start over: one marker entry, pruned at once, so every cursor from
+/// before it reads as incomplete. For writes too large to log hash by hash (a restore).
+async fn reset_change_log(conn: &mut PgConnection) -> StoreResult<i64> {
+    sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    for statement in [
+        "INSERT INTO changes (hash, at) VALUES (decode(repeat('00', 32), 'hex'), 0)",
+        "UPDATE change_log SET pruned_through = (SELECT max(seq) FROM changes) WHERE id = 1",
+        "DELETE FROM changes WHERE seq <= (SELECT pruned_through FROM change_log WHERE id = 1)",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
     Ok(change_log_end(conn).await?.1)
 }
 
@@ -507,8 +525,11 @@ impl Store for PgStore {
             valid_until: None,
         };
         insert_hash_row(&mut tx, &first).await?;
+        // Logged like any change: every cache keeps the set of stored hashes (to answer unknown
+        // tokens without a read) and must learn of this one before it is presented.
+        let seq = log_token_hashes(&mut tx, &token.id, token.created_at).await?;
         insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+        self.commit_and_announce(tx, seq).await
     }
 
     async fn token(
@@ -620,7 +641,7 @@ impl Store for PgStore {
         .await
         .map_err(db_error)?;
         let token = rows::token(&row)?;
-        let seq = log_token_hashes(&mut tx, id, Some(&regen.new_hash.hash), regen.at).await?;
+        let seq = log_token_hashes(&mut tx, id, regen.at).await?;
         insert_audit(&mut tx, audit).await?;
         self.commit_and_announce(tx, seq).await?;
         Ok(token)
@@ -655,7 +676,7 @@ impl Store for PgStore {
             return existing.ok_or(StoreError::NotFound);
         };
         let token = rows::token(&row)?;
-        let seq = log_token_hashes(&mut tx, id, None, revocation.at).await?;
+        let seq = log_token_hashes(&mut tx, id, revocation.at).await?;
         insert_audit(&mut tx, audit).await?;
         self.commit_and_announce(tx, seq).await?;
         Ok(token)
@@ -672,6 +693,25 @@ impl Store for PgStore {
         .fetch_optional(&self.pool);
         let row = bounded(async { found.await.map_err(db_error) }).await?;
         row.as_ref().map(rows::lookup).transpose()
+    }
+
+    async fn stored_hashes(
+        &self,
+        after: Option<&TokenHash>,
+        limit: u32,
+    ) -> StoreResult<Vec<TokenHash>> {
+        let limit = i64::from(limit);
+        let query = match after {
+            Some(after) => {
+                sqlx::query("SELECT hash FROM token_hashes WHERE hash > $1 ORDER BY hash LIMIT $2")
+                    .bind(after.0.to_vec())
+                    .bind(limit)
+            }
+            None => sqlx::query("SELECT hash FROM token_hashes ORDER BY hash LIMIT $1").bind(limit),
+        };
+        let rows = query.fetch_all(&self.pool);
+        let rows = bounded(async { rows.await.map_err(db_error) }).await?;
+        rows.iter().map(|row| rows::hash(row, "hash")).collect()
     }
 
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()> {
@@ -910,7 +950,8 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        let seq = reset_change_log(&mut tx).await?;
+        self.commit_and_announce(tx, seq).await
     }
 }
 

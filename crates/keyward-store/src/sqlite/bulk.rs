@@ -14,7 +14,10 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use std::path::Path;
 
 use super::rows::{lite_error, unix};
-use super::{BUSY_TIMEOUT, INSERT_AUDIT, INSERT_HASH, INSERT_TOKEN, INSERT_USER, OCCUPIED};
+use super::{
+    BUSY_TIMEOUT, INSERT_AUDIT, INSERT_HASH, INSERT_TOKEN, INSERT_USER, OCCUPIED, RESET_DROP,
+    RESET_MARK, RESET_PRUNE,
+};
 use crate::{Snapshot, StoreError, StoreResult};
 
 /// Page cache of the restoring connection, in KiB (SQLite's default is 2 MiB), taken only as
@@ -43,6 +46,10 @@ pub(super) fn restore(path: &Path, snapshot: &Snapshot) -> StoreResult<()> {
     insert_tokens(&tx, snapshot)?;
     insert_hashes(&tx, snapshot)?;
     insert_audit(&tx, snapshot)?;
+    // Every cache on this database starts over (the caller bumps the epoch after the commit).
+    tx.execute(RESET_MARK, params![0_i64]).map_err(lite_error)?;
+    tx.execute(RESET_PRUNE, []).map_err(lite_error)?;
+    tx.execute(RESET_DROP, []).map_err(lite_error)?;
     tx.commit().map_err(lite_error)
 }
 

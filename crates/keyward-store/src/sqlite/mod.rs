@@ -64,6 +64,14 @@ const LOOKUP: &str = "SELECT t.*, u.name AS owner_name, u.disabled_at AS owner_d
      FROM token_hashes h JOIN tokens t ON t.id = h.token_id JOIN users u ON u.id = t.owner \
      WHERE h.hash = ?1";
 
+/// [`reset_change_log`]'s statements (also run by `bulk`): a marker entry, the pruning mark
+/// moved past it, the entries it covers dropped.
+pub(super) const RESET_MARK: &str = "INSERT INTO changes (hash, at) VALUES (zeroblob(32), ?1)";
+pub(super) const RESET_PRUNE: &str =
+    "UPDATE change_log SET pruned_through = (SELECT max(seq) FROM changes) WHERE id = 1";
+pub(super) const RESET_DROP: &str =
+    "DELETE FROM changes WHERE seq <= (SELECT pruned_through FROM change_log WHERE id = 1)";
+
 /// How long the change log keeps an entry. A cache that has not caught up for longer starts over
 /// (`Changes::complete` is false).
 const CHANGE_LOG_RETENTION_SECS: i64 = 24 * 60 * 60;
@@ -349,20 +357,35 @@ async fn prune_changes(conn: &mut SqliteConnection, now: OffsetDateTime) -> Stor
 async fn log_token_hashes(
     conn: &mut SqliteConnection,
     token: &TokenId,
-    except: Option<&TokenHash>,
     at: OffsetDateTime,
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO changes (hash, at) SELECT hash, ?2 FROM token_hashes \
-         WHERE token_id = ?1 AND (?3 IS NULL OR hash <> ?3) ORDER BY hash",
+         WHERE token_id = ?1 ORDER BY hash",
     )
     .bind(token.as_str())
     .bind(unix(at))
-    .bind(except.map(|h| h.0.to_vec()))
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
     prune_changes(conn, at).await
+}
+
+/// Tells every cache to start over: one marker entry, pruned at once, so every cursor from
+/// before it reads as incomplete. For writes too large to log hash by hash (a restore).
+async fn reset_change_log(conn: &mut SqliteConnection, at: OffsetDateTime) -> StoreResult<()> {
+    sqlx::query(RESET_MARK)
+        .bind(unix(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    for statement in [RESET_PRUNE, RESET_DROP] {
+        sqlx::query(statement)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
 }
 
 /// The change log's end, as of the connection's current snapshot.
@@ -445,8 +468,11 @@ impl Store for SqliteStore {
             valid_until: None,
         };
         insert_hash_row(&mut tx, &first).await?;
+        // Logged like any change: every cache keeps the set of stored hashes (to answer unknown
+        // tokens without a read) and must learn of this one before it is presented.
+        log_token_hashes(&mut tx, &token.id, token.created_at).await?;
         insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db_error)
+        self.commit_and_announce(tx).await
     }
 
     async fn token(
@@ -558,7 +584,7 @@ impl Store for SqliteStore {
         .await
         .map_err(db_error)?;
         let token = rows::token(&row)?;
-        log_token_hashes(&mut tx, id, Some(&regen.new_hash.hash), regen.at).await?;
+        log_token_hashes(&mut tx, id, regen.at).await?;
         insert_audit(&mut tx, audit).await?;
         self.commit_and_announce(tx).await?;
         Ok(token)
@@ -591,7 +617,7 @@ impl Store for SqliteStore {
             return existing.ok_or(StoreError::NotFound);
         };
         let token = rows::token(&row)?;
-        log_token_hashes(&mut tx, id, None, revocation.at).await?;
+        log_token_hashes(&mut tx, id, revocation.at).await?;
         insert_audit(&mut tx, audit).await?;
         self.commit_and_announce(tx).await?;
         Ok(token)
@@ -611,6 +637,26 @@ impl Store for SqliteStore {
             .await
             .map_err(db_error)?;
         row.as_ref().map(rows::lookup).transpose()
+    }
+
+    async fn stored_hashes(
+        &self,
+        after: Option<&TokenHash>,
+        limit: u32,
+    ) -> StoreResult<Vec<TokenHash>> {
+        // The primary key's order (a WITHOUT ROWID table is stored in it): one range scan. Two
+        // statements, because `?1 IS NULL OR hash > ?1` would not use the range.
+        let limit = i64::from(limit);
+        let query = match after {
+            Some(after) => {
+                sqlx::query("SELECT hash FROM token_hashes WHERE hash > ?1 ORDER BY hash LIMIT ?2")
+                    .bind(after.0.to_vec())
+                    .bind(limit)
+            }
+            None => sqlx::query("SELECT hash FROM token_hashes ORDER BY hash LIMIT ?1").bind(limit),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(db_error)?;
+        rows.iter().map(|row| rows::hash(row, "hash")).collect()
     }
 
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()> {
@@ -791,11 +837,16 @@ impl Store for SqliteStore {
             // The file this store's own connections open.
             let path = self.pool.connect_options().get_filename().to_owned();
             let snapshot = snapshot.clone();
-            return tokio::task::spawn_blocking(move || bulk::restore(&path, &snapshot))
+            let restored = tokio::task::spawn_blocking(move || bulk::restore(&path, &snapshot))
                 .await
                 .unwrap_or_else(|e| {
                     Err(StoreError::Unavailable(format!("restore task failed: {e}")))
                 });
+            if restored.is_ok() {
+                // Every process's cache starts over and learns the restored hashes.
+                self.epoch.bump();
+            }
+            return restored;
         }
         // The write lock is held from the emptiness check to the commit.
         let mut tx = self.begin_write().await?;
@@ -818,7 +869,8 @@ impl Store for SqliteStore {
         for event in &snapshot.audit {
             insert_audit_row(&mut tx, Some(event.seq), &event.event).await?;
         }
-        tx.commit().await.map_err(db_error)
+        reset_change_log(&mut tx, OffsetDateTime::UNIX_EPOCH).await?;
+        self.commit_and_announce(tx).await
     }
 }
 

@@ -33,6 +33,7 @@ macro_rules! contract_suite {
             record_usage_keeps_the_latest_use,
             audit_events_list_newest_first_and_filter,
             changes_since_follows_cursors,
+            stored_hashes_pages_through_every_hash,
             a_pruned_change_log_is_incomplete,
             a_second_handle_sees_revocations,
             a_revocation_survives_reopening,
@@ -548,10 +549,15 @@ pub async fn regenerate_replaces_the_secret_and_logs_the_old_ones(db: &dyn Datab
 
     let changes = store.changes_since(cursor).await.unwrap();
     assert!(changes.complete);
-    assert_eq!(changes.hashes, [first_hash.hash]);
+    let logged: HashSet<_> = changes.hashes.iter().map(|h| h.0).collect();
+    assert_eq!(
+        logged,
+        HashSet::from([first_hash.hash.0, second_hash.hash.0]),
+        "the old secret (its answer changed) and the new one (it exists now)"
+    );
 
     // A second regeneration without grace: the first secret keeps its earlier end, the second
-    // ends now, and both are logged.
+    // ends now, and all three are logged.
     let at2 = at + Duration::minutes(10);
     let (regen2, third_hash) = regeneration(at2, Duration::ZERO);
     let event = audit(
@@ -597,7 +603,7 @@ pub async fn regenerate_replaces_the_secret_and_logs_the_old_ones(db: &dyn Datab
     let logged: HashSet<_> = later.hashes.iter().map(|h| h.0).collect();
     assert_eq!(
         logged,
-        HashSet::from([first_hash.hash.0, second_hash.hash.0])
+        HashSet::from([first_hash.hash.0, second_hash.hash.0, third_hash.hash.0])
     );
 
     let kinds: Vec<_> = store
@@ -944,20 +950,24 @@ pub async fn changes_since_follows_cursors(db: &dyn Database) {
     assert_eq!(empty.cursor, 0);
 
     let alice = add_user(store, "alice").await;
+    let epoch = store.change_epoch();
     let (one, one_hash) = add_token(store, &alice.id, T0).await;
-    let (two, two_hash) = add_token(store, &alice.id, T0).await;
-    assert_eq!(
-        store.change_cursor().await.unwrap(),
-        0,
-        "creating a token changes no answer"
+    assert!(
+        store.change_epoch() > epoch,
+        "a new hash is announced: caches keep the set of hashes that exist"
     );
+    let (two, two_hash) = add_token(store, &alice.id, T0).await;
+    let created = store.changes_since(0).await.unwrap();
+    assert!(created.complete);
+    assert_eq!(created.hashes, [one_hash.hash, two_hash.hash]);
+    assert_eq!(created.cursor, store.change_cursor().await.unwrap());
 
     revoke(store, &one, T0 + Duration::minutes(1)).await;
-    let first = store.changes_since(0).await.unwrap();
+    let first = store.changes_since(created.cursor).await.unwrap();
     assert!(first.complete);
     assert_eq!(first.hashes, [one_hash.hash]);
     assert_eq!(first.cursor, store.change_cursor().await.unwrap());
-    assert!(first.cursor > 0);
+    assert!(first.cursor > created.cursor);
 
     let nothing = store.changes_since(first.cursor).await.unwrap();
     assert!(nothing.complete && nothing.hashes.is_empty());
@@ -970,13 +980,63 @@ pub async fn changes_since_follows_cursors(db: &dyn Database) {
     assert!(second.cursor > first.cursor);
     assert_eq!(
         store.changes_since(0).await.unwrap().hashes,
-        [one_hash.hash, two_hash.hash]
+        [one_hash.hash, two_hash.hash, one_hash.hash, two_hash.hash]
     );
 
     // A cursor from beyond the log's end belongs to another database: start over.
     let foreign = store.changes_since(second.cursor + 100).await.unwrap();
     assert!(!foreign.complete);
     assert_eq!(foreign.cursor, second.cursor);
+}
+
+pub async fn stored_hashes_pages_through_every_hash(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    assert!(store.stored_hashes(None, 10).await.unwrap().is_empty());
+    let alice = add_user(store, "alice").await;
+    let mut expected = Vec::new();
+    for i in 0..7 {
+        let (token, hash) = add_token(store, &alice.id, T0).await;
+        expected.push(hash.hash);
+        if i % 3 == 0 {
+            let (regen, new_hash) = regeneration(T0 + Duration::minutes(1), Duration::ZERO);
+            let event = audit(AuditKind::TokenRegenerated, T0, None, Some(&token.id));
+            store
+                .regenerate_token(&token.id, None, &regen, &event)
+                .await
+                .unwrap();
+            expected.push(new_hash.hash);
+        }
+        if i % 2 == 0 {
+            revoke(store, &token, T0 + Duration::minutes(2)).await;
+        }
+    }
+    expected.sort_by_key(|h| h.0);
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.stored_hashes(after.as_ref(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        after = page.last().copied();
+        paged.extend(page);
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        paged, expected,
+        "every hash, of every state, once, in byte order"
+    );
+    // Every one of them reached the change log: a cache that started empty knows them all.
+    let logged: HashSet<[u8; 32]> = store
+        .changes_since(0)
+        .await
+        .unwrap()
+        .hashes
+        .iter()
+        .map(|h| h.0)
+        .collect();
+    assert!(expected.iter().all(|h| logged.contains(&h.0)));
 }
 
 pub async fn a_pruned_change_log_is_incomplete(db: &dyn Database) {
@@ -1074,7 +1134,11 @@ pub async fn a_revocation_survives_reopening(db: &dyn Database) {
         reopened.lookup(&hash.hash).await.unwrap().unwrap().token,
         revoked
     );
-    assert_eq!(reopened.changes_since(0).await.unwrap().hashes, [hash.hash]);
+    assert_eq!(
+        reopened.changes_since(0).await.unwrap().hashes,
+        [hash.hash, hash.hash],
+        "created, then revoked"
+    );
 }
 
 pub async fn two_handles_open_a_fresh_database_at_once(db: &dyn Database) {
@@ -1132,8 +1196,8 @@ pub async fn concurrent_writers_on_two_handles_all_succeed(db: &dyn Database) {
     assert!(changes.complete);
     assert_eq!(
         changes.hashes.len(),
-        TOKENS,
-        "one logged hash per revoked or regenerated token"
+        TOKENS / 3 + 2 * (TOKENS - TOKENS / 3),
+        "a revoked token logs its hash, a regenerated one its old and its new hash"
     );
     let listed = handles[1].list_tokens(None, &page(100)).await.unwrap();
     assert_eq!(
@@ -1227,7 +1291,9 @@ pub async fn dump_and_restore_carry_everything(db: &dyn Database) {
     // PostgreSQL module's to test, since it needs both engines).
     let target_db = db.sibling().await;
     let target = target_db.open().await;
+    let epoch = target.change_epoch();
     target.restore(&snapshot).await.unwrap();
+    assert!(target.change_epoch() > epoch, "a restore is announced");
     assert_eq!(target.dump().await.unwrap(), snapshot);
     for hash in &hashes {
         assert_eq!(
@@ -1247,8 +1313,21 @@ pub async fn dump_and_restore_carry_everything(db: &dyn Database) {
         target.password_hash(&root).await.unwrap().as_deref(),
         Some(PASSWORD_HASH)
     );
-    // The change log is not carried: the target's caches start from its own.
-    assert_eq!(target.change_cursor().await.unwrap(), 0);
+    // The change log is not carried; instead a restore tells every cache on the target to
+    // start over (a cache from before it sees an incomplete log) and announces it.
+    let restored = target.changes_since(0).await.unwrap();
+    assert!(
+        !restored.complete,
+        "caches from before the restore start over"
+    );
+    assert!(restored.hashes.is_empty());
+    assert!(
+        target
+            .changes_since(restored.cursor)
+            .await
+            .unwrap()
+            .complete
+    );
     // New audit events follow the carried ones.
     store_one_more_event(&*target).await;
     let newest = target

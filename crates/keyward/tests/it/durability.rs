@@ -141,7 +141,7 @@ async fn sigterm_exits_0_after_recording_the_last_uses() {
     let record = listed(dir, &made.id);
     assert!(
         record["last_used_at"].is_string(),
-        "the use was recorded at shutdown: {record}"
+        "the use was recorded at shutdown: {record}; {ended:?}"
     );
     assert_eq!(record["last_used_ip"], "203.0.113.7", "{record}");
 
