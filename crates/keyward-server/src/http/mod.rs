@@ -10,19 +10,18 @@ mod forward_auth;
 mod oauth;
 pub mod openapi;
 mod ops;
+mod server;
 mod tokens;
 mod verify;
 pub mod wire;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Router, ServiceExt as _};
 use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::{Service, ServiceBuilder};
@@ -32,6 +31,10 @@ use tower_http::trace::TraceLayer;
 
 use crate::service::Keyward;
 pub use error::ApiError;
+pub use server::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT, HttpLimits, ServeOptions, serve,
+};
 
 /// Largest request body accepted. Every keyward request is a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -127,43 +130,4 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
     tracing::debug_span!("request", method = %request.method(), route)
-}
-
-/// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests.
-/// Writes noted token uses every few seconds (and once more at the end) and keeps the metrics
-/// recorder's buffers bounded.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    keyward: Arc<Keyward>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let flusher = {
-        let keyward = Arc::clone(&keyward);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(USAGE_FLUSH_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                if let Err(e) = keyward.flush_usage().await {
-                    tracing::warn!(error = %e, "could not record token usage; will retry");
-                }
-                keyward.publish_metrics();
-                // Drains recorded histogram samples into their buckets; without it they pile
-                // up in memory until someone scrapes /metrics.
-                if let Some(prometheus) = crate::telemetry::prometheus() {
-                    prometheus.run_upkeep();
-                }
-            }
-        })
-    };
-    let service = app(Arc::clone(&keyward)).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    flusher.abort();
-    if let Err(e) = keyward.flush_usage().await {
-        tracing::warn!(error = %e, "could not record token usage at shutdown");
-    }
-    tracing::info!("stopped");
-    served
 }

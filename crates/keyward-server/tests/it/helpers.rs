@@ -4,6 +4,7 @@
 use keyward_core::{
     Clock, ManualClock, Scopes, ServerKey, TokenHasher, TokenName, TokenRecord, User, UserName,
 };
+use keyward_server::http::{HttpLimits, ServeOptions};
 use keyward_server::{Acting, Keyward, Settings};
 use keyward_store::{AuditFilter, Page, SqliteStore, StoredAuditEvent};
 use reqwest::header::HeaderMap;
@@ -24,6 +25,8 @@ pub const START: OffsetDateTime = datetime!(2026-03-02 09:00:00 UTC);
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The address behind `base`.
+    pub addr: SocketAddr,
     /// The service the server runs, for set-up and for looking behind the API.
     pub keyward: Arc<Keyward>,
     /// The server's clock.
@@ -129,8 +132,20 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Settings::default()).await
 }
 
+/// How the test server serves: the production defaults unless a test says otherwise.
+#[derive(Debug, Default)]
+pub struct Serving {
+    /// Connection and request limits.
+    pub limits: HttpLimits,
+}
+
 /// [`spawn_app`] with other settings.
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    spawn_app_serving(settings, Serving::default()).await
+}
+
+/// [`spawn_app`] with other settings, served with other limits.
+pub async fn spawn_app_serving(settings: Settings, serving: Serving) -> TestApp {
     // Process-wide and idempotent; must precede `Keyward::new`, which registers the counters.
     keyward_server::telemetry::prometheus();
     let dir = tempfile::tempdir().unwrap();
@@ -152,10 +167,14 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
+    let options = ServeOptions {
+        limits: serving.limits,
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(keyward_server::http::serve(
         listener,
         Arc::clone(&keyward),
+        options,
         async move {
             let _ = rx.await;
         },
@@ -163,6 +182,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     TestApp {
         base: format!("http://{addr}"),
+        addr,
         keyward,
         clock,
         store,

@@ -34,7 +34,10 @@ pub(super) async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
             .and_then(|()| out.flush())
             .context("cannot write to stdout")?;
     }
-    http::serve(listener, keyward, shutdown(terminate, interrupt))
+    let options = http::ServeOptions {
+        limits: config.http,
+    };
+    http::serve(listener, keyward, options, shutdown(terminate, interrupt))
         .await
         .context("the server failed")?;
     Ok(ExitCode::SUCCESS)

@@ -160,3 +160,29 @@ fn logs_written_to_a_pipe_carry_no_terminal_escape_codes() {
         ended.logs.lines().next()
     );
 }
+
+#[test]
+fn bad_http_settings_are_refused_with_status_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let serve = ["serve", "--listen", "127.0.0.1:0"];
+    for (var, value) in [
+        ("KEYWARD_HTTP_HEADER_READ_TIMEOUT", "soon"),
+        ("KEYWARD_HTTP_IDLE_TIMEOUT", "0s"),
+        ("KEYWARD_HTTP_REQUEST_TIMEOUT", "-1s"),
+        ("KEYWARD_HTTP_MAX_CONNECTIONS", "0"),
+    ] {
+        assert_config_error(&cli_env(&dir, &[(var, value)], &serve, None), var);
+    }
+
+    let file = tmp.path().join("keyward.toml");
+    let config = file.to_str().unwrap();
+    for (text, mentions) in [
+        ("[http]\nidle_timeout = \"forever\"\n", "http.idle_timeout"),
+        ("[http]\nmax_connections = 0\n", "http.max_connections"),
+        ("[http]\ntimeout = \"1s\"\n", "timeout"),
+    ] {
+        std::fs::write(&file, format!("version = 1\n{text}")).unwrap();
+        assert_config_error(&cli(&dir, &["--config", config, "serve"], None), mentions);
+    }
+}
