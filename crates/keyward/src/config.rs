@@ -29,6 +29,11 @@
 //! request_timeout = "30s"      # a handler taking longer is answered 503 `timeout`
 //! max_connections = 10000      # per listener; lowered to what `ulimit -n` allows
 //!
+//! # /metrics: open on the main listener by default.
+//! [metrics]
+//! listen = "127.0.0.1:9100"    # serve /metrics only here (the main listener answers 404)
+//! require_token = true         # only to a bearer token holding `metrics:read`
+//!
 //! # Scopes a request proxied to /v1/auth needs when the proxy sends no X-Keyward-Scope:
 //! # longest path prefix wins; "*" matches any method.
 //! [[forward_auth.route]]
@@ -96,6 +101,10 @@ pub mod env {
     pub const HTTP_REQUEST_TIMEOUT: &str = "KEYWARD_HTTP_REQUEST_TIMEOUT";
     /// How many connections each listener keeps open at once.
     pub const HTTP_MAX_CONNECTIONS: &str = "KEYWARD_HTTP_MAX_CONNECTIONS";
+    /// A separate address serving `/metrics` alone.
+    pub const METRICS_LISTEN: &str = "KEYWARD_METRICS_LISTEN";
+    /// Whether `/metrics` needs a bearer token holding `metrics:read` (`true`/`false`).
+    pub const METRICS_REQUIRE_TOKEN: &str = "KEYWARD_METRICS_REQUIRE_TOKEN";
 
     /// Every variable above.
     pub const ALL: &[&str] = &[
@@ -115,6 +124,8 @@ pub mod env {
         HTTP_IDLE_TIMEOUT,
         HTTP_REQUEST_TIMEOUT,
         HTTP_MAX_CONNECTIONS,
+        METRICS_LISTEN,
+        METRICS_REQUIRE_TOKEN,
     ];
 }
 
@@ -211,6 +222,7 @@ struct FileConfig {
     catalog: Option<BTreeMap<String, Vec<String>>>,
     forward_auth: Option<ForwardAuthFile>,
     http: Option<HttpFile>,
+    metrics: Option<MetricsFile>,
 }
 
 /// `[http]`: connection and request limits.
@@ -221,6 +233,14 @@ struct HttpFile {
     idle_timeout: Option<String>,
     request_timeout: Option<String>,
     max_connections: Option<u64>,
+}
+
+/// `[metrics]`: where `/metrics` is served and to whom.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    listen: Option<SocketAddr>,
+    require_token: Option<bool>,
 }
 
 /// `[forward_auth]`: the route table.
@@ -307,6 +327,8 @@ pub struct Config {
     pub forward_auth: ForwardAuthRoutes,
     /// Connection and request limits (`[http]`).
     pub http: HttpLimits,
+    /// Where `/metrics` is served and to whom (`[metrics]`).
+    pub metrics: MetricsConfig,
     /// The server key from `KEYWARD_SERVER_KEY`; `None` means `DATA_DIR/server.key`.
     pub server_key: Option<ServerKey>,
 }
@@ -328,6 +350,7 @@ impl fmt::Debug for Config {
             .field("catalog", &self.catalog)
             .field("forward_auth", &self.forward_auth)
             .field("http", &self.http)
+            .field("metrics", &self.metrics)
             // Whether a key was given, never the key (not even its id: it names the secret).
             .field(
                 "server_key",
@@ -477,6 +500,7 @@ impl Config {
 
         let forward_auth = forward_auth_routes(file.forward_auth, &catalog, &origin)?;
         let http = http_limits(env, file.http.unwrap_or_default(), &origin)?;
+        let metrics = metrics_config(env, file.metrics.unwrap_or_default(), listen)?;
 
         let server_key = env
             .get(env::SERVER_KEY)
@@ -501,6 +525,7 @@ impl Config {
             catalog,
             forward_auth,
             http,
+            metrics,
             server_key,
         })
     }
@@ -518,6 +543,7 @@ impl Config {
             cache_capacity: self.cache_capacity,
             secure_cookies: self.secure_cookies,
             forward_auth: self.forward_auth.clone(),
+            metrics_require_token: self.metrics.require_token,
         }
     }
 
@@ -531,6 +557,15 @@ impl Config {
     pub fn server_key_path(&self) -> PathBuf {
         self.data_dir.join("server.key")
     }
+}
+
+/// `[metrics]`, every layer applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// A separate address that serves `/metrics` alone; `None` serves it on the main listener.
+    pub listen: Option<SocketAddr>,
+    /// Whether `/metrics` answers only to a bearer token holding `metrics:read`.
+    pub require_token: bool,
 }
 
 /// `[http]` with the environment over it.
@@ -586,6 +621,44 @@ fn http_limits(
         idle_timeout,
         request_timeout,
         max_connections,
+    })
+}
+
+/// `[metrics]` with the environment over it.
+fn metrics_config(
+    env: &Env,
+    file: MetricsFile,
+    main_listen: SocketAddr,
+) -> Result<MetricsConfig, ConfigError> {
+    let listen = match env.get(env::METRICS_LISTEN) {
+        Some(v) => Some(v.parse().map_err(|_| {
+            ConfigError::new(format!(
+                "{}: {v:?} is not an address such as 127.0.0.1:9100",
+                env::METRICS_LISTEN
+            ))
+        })?),
+        None => file.listen,
+    };
+    if let Some(addr) = listen
+        && addr == main_listen
+        && addr.port() != 0
+    {
+        return Err(ConfigError::new(format!(
+            "metrics.listen ({addr}) is the address of listen: give /metrics another port, or leave metrics.listen out to serve it there"
+        )));
+    }
+    let require_token = match env.get(env::METRICS_REQUIRE_TOKEN) {
+        Some(v) => parse_bool(v).ok_or_else(|| {
+            ConfigError::new(format!(
+                "{}: {v:?} is not true or false",
+                env::METRICS_REQUIRE_TOKEN
+            ))
+        })?,
+        None => file.require_token.unwrap_or(false),
+    };
+    Ok(MetricsConfig {
+        listen,
+        require_token,
     })
 }
 
@@ -998,7 +1071,7 @@ repo = ["read", "write"]
     }
 
     #[test]
-    fn http_limits_are_layered_and_checked() {
+    fn http_limits_and_metrics_are_layered_and_checked() {
         use std::time::Duration as Std;
         let dir = tempfile::tempdir().unwrap();
         let defaults = Config::load_from(
@@ -1011,12 +1084,15 @@ repo = ["read", "write"]
         assert_eq!(defaults.http.idle_timeout, Std::from_secs(75));
         assert_eq!(defaults.http.request_timeout, Std::from_secs(30));
         assert_eq!(defaults.http.max_connections, 10_000);
+        assert_eq!(defaults.metrics, MetricsConfig::default());
+        assert!(!defaults.settings().metrics_require_token);
 
         let path = write_config(
             dir.path(),
             "version = 1\n\
              [http]\nheader_read_timeout = \"5s\"\nidle_timeout = \"2m\"\n\
-             request_timeout = \"20s\"\nmax_connections = 500\n",
+             request_timeout = \"20s\"\nmax_connections = 500\n\
+             [metrics]\nlisten = \"127.0.0.1:9100\"\nrequire_token = true\n",
         );
         let from_file = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
         assert_eq!(
@@ -1028,12 +1104,22 @@ repo = ["read", "write"]
                 max_connections: 500,
             }
         );
+        assert_eq!(
+            from_file.metrics,
+            MetricsConfig {
+                listen: Some("127.0.0.1:9100".parse().unwrap()),
+                require_token: true,
+            }
+        );
+        assert!(from_file.settings().metrics_require_token);
 
         let env = Env::from_pairs([
             ("KEYWARD_HTTP_HEADER_READ_TIMEOUT", "3s"),
             ("KEYWARD_HTTP_IDLE_TIMEOUT", "90s"),
             ("KEYWARD_HTTP_REQUEST_TIMEOUT", "1m"),
             ("KEYWARD_HTTP_MAX_CONNECTIONS", "64"),
+            ("KEYWARD_METRICS_LISTEN", "127.0.0.1:9200"),
+            ("KEYWARD_METRICS_REQUIRE_TOKEN", "false"),
         ]);
         let from_env = Config::load_from(&env, &flags_with(&path)).unwrap();
         assert_eq!(
@@ -1045,6 +1131,11 @@ repo = ["read", "write"]
                 max_connections: 64,
             }
         );
+        assert_eq!(
+            from_env.metrics.listen,
+            Some("127.0.0.1:9200".parse().unwrap())
+        );
+        assert!(!from_env.metrics.require_token);
         let shown = format!("{from_env:?}");
         assert!(shown.contains("max_connections: 64"), "{shown}");
 
@@ -1052,6 +1143,11 @@ repo = ["read", "write"]
             ("[http]\nidle_timeout = \"soon\"", "http.idle_timeout in "),
             ("[http]\nmax_connections = 0", "http.max_connections in "),
             ("[http]\nmax_conns = 5", "unknown field `max_conns`"),
+            ("[metrics]\nlisten = \"nowhere\"", "(line 3)"),
+            (
+                "listen = \"127.0.0.1:8080\"\n[metrics]\nlisten = \"127.0.0.1:8080\"",
+                "metrics.listen (127.0.0.1:8080) is the address of listen",
+            ),
         ] {
             let path = write_config(dir.path(), &format!("version = 1\n{text}\n"));
             let message = err(Config::load_from(&Env::default(), &flags_with(&path)));
@@ -1063,6 +1159,8 @@ repo = ["read", "write"]
             ("KEYWARD_HTTP_MAX_CONNECTIONS", "0"),
             ("KEYWARD_HTTP_REQUEST_TIMEOUT", "0s"),
             ("KEYWARD_HTTP_HEADER_READ_TIMEOUT", "500ms"),
+            ("KEYWARD_METRICS_LISTEN", "9100"),
+            ("KEYWARD_METRICS_REQUIRE_TOKEN", "maybe"),
         ] {
             let env = Env::from_pairs([
                 ("KEYWARD_DATA_DIR", dir.path().to_str().unwrap()),

@@ -41,12 +41,24 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// How often noted uses are written to the store.
 pub const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
-/// The application: every route, then the layers that wrap them all.
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// Every route.
+    All,
+    /// Every route but `/metrics`, which has a listener of its own.
+    AllButMetrics,
+    /// `/metrics` alone, on its own listener.
+    MetricsOnly,
+}
+
+/// The application: the routes `serves` names, then the layers that wrap them all.
 ///
 /// The layers wrap the router as a whole, not each route (what `Router::layer` does), so a
 /// request clones one boxed route rather than one box per layer.
 pub fn app(
     keyward: Arc<Keyward>,
+    serves: Serves,
 ) -> impl Service<Request<Body>, Response = Response, Error = Infallible, Future = impl Send + 'static>
 + Clone
 + Send
@@ -71,11 +83,31 @@ pub fn app(
             },
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .service(traced(routes(keyward)))
+        .service(traced(routes(keyward, serves)))
 }
 
-/// Every route.
-fn routes(keyward: Arc<Keyward>) -> Router {
+/// The routes `serves` names, with the JSON 404 and 405 fallbacks.
+fn routes(keyward: Arc<Keyward>, serves: Serves) -> Router {
+    let metrics = Router::new().route("/metrics", get(ops::metrics));
+    let router = match serves {
+        Serves::All => api_routes().merge(metrics),
+        Serves::AllButMetrics => api_routes(),
+        Serves::MetricsOnly => metrics,
+    };
+    router
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed here",
+            )
+        })
+        .with_state(keyward)
+}
+
+/// Every route but `/metrics`.
+fn api_routes() -> Router<Arc<Keyward>> {
     Router::new()
         .route(
             "/v1/tokens",
@@ -94,18 +126,8 @@ fn routes(keyward: Arc<Keyward>) -> Router {
         .route("/v1/audit", get(tokens::list_audit))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .merge(crate::web::router())
         .merge(openapi::routes())
-        .fallback(|| async { ApiError::not_found() })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this method is not allowed here",
-            )
-        })
-        .with_state(keyward)
 }
 
 /// Adds a debug span per request (inside the router, so it can name the matched route) when

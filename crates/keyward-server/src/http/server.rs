@@ -37,7 +37,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt as _};
 
-use super::{ApiError, USAGE_FLUSH_EVERY, app};
+use super::{ApiError, Serves, USAGE_FLUSH_EVERY, app};
 use crate::service::Keyward;
 
 /// Default [`HttpLimits::header_read_timeout`]: Envoy's edge recommendation
@@ -63,7 +63,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// answer before it is closed anyway.
 const DISPLACED_GRACE: Duration = Duration::from_secs(1);
 
-/// Limits on every connection.
+/// Limits on every connection of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
     /// How long a new connection may take to send its first request head.
@@ -73,7 +73,7 @@ pub struct HttpLimits {
     pub idle_timeout: Duration,
     /// How long a handler may take, reading the body included, before it is answered 503.
     pub request_timeout: Duration,
-    /// How many connections are kept open at once.
+    /// How many connections a listener keeps open at once.
     pub max_connections: usize,
 }
 
@@ -119,11 +119,14 @@ impl HttpLimits {
 /// How [`serve`] serves.
 #[derive(Debug, Default)]
 pub struct ServeOptions {
-    /// The limits of every connection.
+    /// The limits of every listener (the connection cap applies to each on its own).
     pub limits: HttpLimits,
+    /// A listener that serves `/metrics` alone; when given, the main listener does not serve it.
+    pub metrics_listener: Option<TcpListener>,
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests. Writes noted token uses every few
+/// Serves the API on `listener` (and `/metrics` on `options.metrics_listener`, if given) until
+/// `shutdown` resolves, then finishes in-flight requests. Writes noted token uses every few
 /// seconds (and once more at the end) and keeps the metrics recorder's buffers bounded.
 pub async fn serve(
     listener: TcpListener,
@@ -133,16 +136,32 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let flusher = spawn_flusher(Arc::clone(&keyward));
     let limits = options.limits.fitted_to_open_file_limit();
-    // The accept loop and every connection hold a receiver: the send starts the shutdown, and the
+    // Every accept loop and connection holds a receiver: the send starts the shutdown, and the
     // channel closes when the last of them is done.
     let (stop_tx, stop_rx) = watch::channel(());
-    let main = accept_loop(listener, app(Arc::clone(&keyward)), limits, stop_rx);
+    let main_serves = match options.metrics_listener {
+        Some(_) => Serves::AllButMetrics,
+        None => Serves::All,
+    };
+    let metrics_stop = stop_rx.clone();
+    let main = accept_loop(
+        listener,
+        app(Arc::clone(&keyward), main_serves),
+        limits,
+        stop_rx,
+    );
+    let metrics = async {
+        if let Some(listener) = options.metrics_listener {
+            let metrics_app = app(Arc::clone(&keyward), Serves::MetricsOnly);
+            accept_loop(listener, metrics_app, limits, metrics_stop).await;
+        }
+    };
     let stop = async {
         shutdown.await;
         let _ = stop_tx.send(());
         stop_tx.closed().await;
     };
-    tokio::join!(main, stop);
+    tokio::join!(main, metrics, stop);
 
     flusher.abort();
     if let Err(e) = keyward.flush_usage().await {

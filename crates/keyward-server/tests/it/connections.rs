@@ -21,7 +21,14 @@ const fn ms(n: u64) -> Duration {
 }
 
 async fn spawn(limits: HttpLimits) -> TestApp {
-    spawn_app_serving(Settings::default(), Serving { limits }).await
+    spawn_app_serving(
+        Settings::default(),
+        Serving {
+            limits,
+            separate_metrics: false,
+        },
+    )
+    .await
 }
 
 /// Reads until the server closes the connection (end of file or reset) and returns what it

@@ -27,6 +27,8 @@ pub struct TestApp {
     pub base: String,
     /// The address behind `base`.
     pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT` of the listener that serves `/metrics` alone, if there is one.
+    pub metrics_base: Option<String>,
     /// The service the server runs, for set-up and for looking behind the API.
     pub keyward: Arc<Keyward>,
     /// The server's clock.
@@ -137,6 +139,8 @@ pub async fn spawn_app() -> TestApp {
 pub struct Serving {
     /// Connection and request limits.
     pub limits: HttpLimits,
+    /// Whether `/metrics` gets a listener of its own.
+    pub separate_metrics: bool,
 }
 
 /// [`spawn_app`] with other settings.
@@ -144,7 +148,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     spawn_app_serving(settings, Serving::default()).await
 }
 
-/// [`spawn_app`] with other settings, served with other limits.
+/// [`spawn_app`] with other settings, served with other limits or listeners.
 pub async fn spawn_app_serving(settings: Settings, serving: Serving) -> TestApp {
     // Process-wide and idempotent; must precede `Keyward::new`, which registers the counters.
     keyward_server::telemetry::prometheus();
@@ -167,8 +171,17 @@ pub async fn spawn_app_serving(settings: Settings, serving: Serving) -> TestApp 
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
+    let metrics_listener = if serving.separate_metrics {
+        Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+    } else {
+        None
+    };
+    let metrics_base = metrics_listener
+        .as_ref()
+        .map(|l| format!("http://{}", l.local_addr().unwrap()));
     let options = ServeOptions {
         limits: serving.limits,
+        metrics_listener,
     };
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(keyward_server::http::serve(
@@ -183,6 +196,7 @@ pub async fn spawn_app_serving(settings: Settings, serving: Serving) -> TestApp 
     TestApp {
         base: format!("http://{addr}"),
         addr,
+        metrics_base,
         keyward,
         clock,
         store,
@@ -246,6 +260,15 @@ impl TestApp {
         }
         if let Some(body) = body {
             req = req.json(body);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    /// `GET` on another listener of this server (`base` as in [`TestApp::metrics_base`]).
+    pub async fn get_at(&self, base: &str, path: &str, bearer: Option<&str>) -> Resp {
+        let mut req = self.client.get(format!("{base}{path}"));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
         }
         read(req.send().await.unwrap()).await
     }
