@@ -40,8 +40,9 @@ use tower::{Service, ServiceExt as _};
 use super::{ApiError, Serves, USAGE_FLUSH_EVERY, app};
 use crate::service::Keyward;
 
-/// Default [`HttpLimits::header_read_timeout`]: Envoy's edge recommendation
-/// (`request_headers_timeout: 10s`); a real client sends its head in one packet.
+/// Default [`HttpLimits::header_read_timeout`]: a real client sends its head in one packet, so
+/// 10 s is ample on a slow link and holds an idle socket a third as long as hyper's own default
+/// (30 s; nginx's `client_header_timeout` is 60 s, Envoy has none unless configured).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`HttpLimits::idle_timeout`]: nginx's `keepalive_timeout`, longer than the 60 s that
 /// proxies and load balancers keep idle upstream connections (nginx `keepalive_timeout` in an
@@ -51,7 +52,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Default [`HttpLimits::request_timeout`]: every keyward request is answered in milliseconds;
 /// 30 s only cuts a handler stuck behind an unreachable store or a client trickling its body.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default [`HttpLimits::max_connections`], lowered at start to what the open-file limit allows.
+/// Default [`HttpLimits::max_connections`]: the listener `connection_limit` of Envoy's edge
+/// example configuration; lowered at start to what the open-file limit allows.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Open files kept for everything but client connections (database files and pool, listeners,
 /// logs) when `max_connections` is fitted to the open-file limit.
