@@ -1,8 +1,8 @@
 //! Scopes: `resource:action`, with `*` on either side (`droplet:*`, `*:read`, `*:*`).
 //!
 //! The deployment declares its catalog of resources and actions, so a misspelt scope is refused
-//! when a token is made. keyward's own rights (`tokens:*`, `audit:read`) are scopes too, and are
-//! always in the catalog.
+//! when a token is made. keyward's own rights (`tokens:*`, `audit:read`, `metrics:read`) are
+//! scopes too, and are always in the catalog.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,13 +17,15 @@ pub const MAX_SCOPES: usize = 64;
 
 /// keyward's own resources and actions, present in every catalog. Changing these changes what
 /// existing management tokens may do. `tokens:introspect` lets a gateway call RFC 7662
-/// introspection on any token it is shown (`tokens:*` includes it).
+/// introspection on any token it is shown (`tokens:*` includes it); `metrics:read` lets a
+/// scraper read `/metrics` where the deployment requires a token for it.
 pub const RESERVED: &[(&str, &[&str])] = &[
     (
         "tokens",
         &["read", "create", "update", "delete", "introspect"],
     ),
     ("audit", &["read"]),
+    ("metrics", &["read"]),
 ];
 
 /// keyward's own scopes as values, for the endpoints that require them: defined once here so
@@ -48,6 +50,8 @@ pub mod reserved {
         LazyLock::new(|| Scope::reserved("tokens", "introspect"));
     /// `audit:read`: the owner's audit trail.
     pub static AUDIT_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("audit", "read"));
+    /// `metrics:read`: `/metrics`, when the deployment requires a token for it.
+    pub static METRICS_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("metrics", "read"));
 }
 
 /// Why a scope is refused.
@@ -444,6 +448,7 @@ mod tests {
                 "droplet:read",
                 "tokens:create",
                 "audit:read",
+                "metrics:read",
                 "*:read",
                 "volume:*",
                 "*:*"
@@ -464,6 +469,10 @@ mod tests {
         ));
         assert!(matches!(
             c.check(&set(&["audit:delete"])),
+            Err(ScopeError::UnknownAction { .. })
+        ));
+        assert!(matches!(
+            c.check(&set(&["metrics:write"])),
             Err(ScopeError::UnknownAction { .. })
         ));
         assert_eq!(c.check(&Scopes::default()), Err(ScopeError::Empty));
@@ -505,6 +514,32 @@ mod tests {
                 .check(&set(&["tokens:introspect", "tokens:list"]))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn every_reserved_scope_value_is_in_the_reserved_table_and_every_catalog() {
+        let empty = Catalog::new(BTreeMap::new()).unwrap();
+        for scope in [
+            &*reserved::TOKENS_READ,
+            &*reserved::TOKENS_CREATE,
+            &*reserved::TOKENS_UPDATE,
+            &*reserved::TOKENS_DELETE,
+            &*reserved::TOKENS_INTROSPECT,
+            &*reserved::AUDIT_READ,
+            &*reserved::METRICS_READ,
+        ] {
+            assert!(
+                RESERVED.iter().any(|(resource, actions)| {
+                    *resource == scope.resource() && actions.contains(&scope.action())
+                }),
+                "{scope}"
+            );
+            assert_eq!(&s(&scope.to_string()), scope);
+            let alone = Scopes::new([scope.clone()]);
+            assert!(empty.check(&alone).is_ok(), "{scope}");
+        }
+        assert!(s("metrics:*").covers(&reserved::METRICS_READ));
+        assert!(!s("tokens:*").covers(&reserved::METRICS_READ));
     }
 
     #[test]

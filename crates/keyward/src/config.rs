@@ -22,6 +22,18 @@
 //! [catalog]
 //! droplet = ["read", "create", "update", "delete"]
 //!
+//! # Connection and request limits (these are the defaults).
+//! [http]
+//! header_read_timeout = "10s"  # a new connection's first request head must arrive within this
+//! idle_timeout = "75s"         # a connection waiting for its next request is closed after this
+//! request_timeout = "30s"      # a handler taking longer is answered 503 `timeout`
+//! max_connections = 10000      # per listener; lowered to what `ulimit -n` allows
+//!
+//! # /metrics: open on the main listener by default.
+//! [metrics]
+//! listen = "127.0.0.1:9100"    # serve /metrics only here (the main listener answers 404)
+//! require_token = true         # only to a bearer token holding `metrics:read`
+//!
 //! # Scopes a request proxied to /v1/auth needs, by the original method and normalized path:
 //! # longest path prefix wins; "*" matches any method; HEAD follows GET. With a table, a request
 //! # no route matches is refused unless there is a catch-all (`path_prefix = "/"`); `scopes = []`
@@ -37,6 +49,7 @@
 
 use keyward_core::{Catalog, LifetimePolicy, Prefix, ServerKey, parse_duration};
 use keyward_server::Settings;
+use keyward_server::http::HttpLimits;
 use keyward_server::service::{ForwardAuthRoute, ForwardAuthRoutes};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -82,6 +95,18 @@ pub mod env {
     pub const LOG: &str = "KEYWARD_LOG";
     /// The database: `sqlite://PATH` or `postgres://...` (default: `DATA_DIR/keyward.db`).
     pub const DATABASE_URL: &str = "KEYWARD_DATABASE_URL";
+    /// How long a new connection may take to send its first request head, e.g. `10s`.
+    pub const HTTP_HEADER_READ_TIMEOUT: &str = "KEYWARD_HTTP_HEADER_READ_TIMEOUT";
+    /// How long a connection may wait for its next request, e.g. `75s`.
+    pub const HTTP_IDLE_TIMEOUT: &str = "KEYWARD_HTTP_IDLE_TIMEOUT";
+    /// How long a request may take before it is answered 503, e.g. `30s`.
+    pub const HTTP_REQUEST_TIMEOUT: &str = "KEYWARD_HTTP_REQUEST_TIMEOUT";
+    /// How many connections each listener keeps open at once.
+    pub const HTTP_MAX_CONNECTIONS: &str = "KEYWARD_HTTP_MAX_CONNECTIONS";
+    /// A separate address serving `/metrics` alone.
+    pub const METRICS_LISTEN: &str = "KEYWARD_METRICS_LISTEN";
+    /// Whether `/metrics` needs a bearer token holding `metrics:read` (`true`/`false`).
+    pub const METRICS_REQUIRE_TOKEN: &str = "KEYWARD_METRICS_REQUIRE_TOKEN";
 
     /// Every variable above.
     pub const ALL: &[&str] = &[
@@ -97,6 +122,12 @@ pub mod env {
         CACHE_CAPACITY,
         LOG,
         DATABASE_URL,
+        HTTP_HEADER_READ_TIMEOUT,
+        HTTP_IDLE_TIMEOUT,
+        HTTP_REQUEST_TIMEOUT,
+        HTTP_MAX_CONNECTIONS,
+        METRICS_LISTEN,
+        METRICS_REQUIRE_TOKEN,
     ];
 }
 
@@ -192,6 +223,26 @@ struct FileConfig {
     log: Option<String>,
     catalog: Option<BTreeMap<String, Vec<String>>>,
     forward_auth: Option<ForwardAuthFile>,
+    http: Option<HttpFile>,
+    metrics: Option<MetricsFile>,
+}
+
+/// `[http]`: connection and request limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_connections: Option<u64>,
+}
+
+/// `[metrics]`: where `/metrics` is served and to whom.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    listen: Option<SocketAddr>,
+    require_token: Option<bool>,
 }
 
 /// `[forward_auth]`: the route table.
@@ -283,6 +334,10 @@ pub struct Config {
     pub catalog: Catalog,
     /// The forward-auth route table (`[[forward_auth.route]]`).
     pub forward_auth: ForwardAuthRoutes,
+    /// Connection and request limits (`[http]`).
+    pub http: HttpLimits,
+    /// Where `/metrics` is served and to whom (`[metrics]`).
+    pub metrics: MetricsConfig,
     /// The server key from `KEYWARD_SERVER_KEY`; `None` means `DATA_DIR/server.key`.
     pub server_key: Option<ServerKey>,
 }
@@ -303,6 +358,8 @@ impl fmt::Debug for Config {
             .field("log", &self.log)
             .field("catalog", &self.catalog)
             .field("forward_auth", &self.forward_auth)
+            .field("http", &self.http)
+            .field("metrics", &self.metrics)
             // Whether a key was given, never the key (not even its id: it names the secret).
             .field(
                 "server_key",
@@ -451,6 +508,8 @@ impl Config {
         };
 
         let forward_auth = forward_auth_routes(file.forward_auth, &catalog, &origin)?;
+        let http = http_limits(env, file.http.unwrap_or_default(), &origin)?;
+        let metrics = metrics_config(env, file.metrics.unwrap_or_default(), listen)?;
 
         let server_key = env
             .get(env::SERVER_KEY)
@@ -474,6 +533,8 @@ impl Config {
             log,
             catalog,
             forward_auth,
+            http,
+            metrics,
             server_key,
         })
     }
@@ -491,6 +552,7 @@ impl Config {
             cache_capacity: self.cache_capacity,
             secure_cookies: self.secure_cookies,
             forward_auth: self.forward_auth.clone(),
+            metrics_require_token: self.metrics.require_token,
         }
     }
 
@@ -504,6 +566,109 @@ impl Config {
     pub fn server_key_path(&self) -> PathBuf {
         self.data_dir.join("server.key")
     }
+}
+
+/// `[metrics]`, every layer applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// A separate address that serves `/metrics` alone; `None` serves it on the main listener.
+    pub listen: Option<SocketAddr>,
+    /// Whether `/metrics` answers only to a bearer token holding `metrics:read`.
+    pub require_token: bool,
+}
+
+/// `[http]` with the environment over it.
+fn http_limits(
+    env: &Env,
+    file: HttpFile,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<HttpLimits, ConfigError> {
+    let defaults = HttpLimits::default();
+    let timeout = |var: &str, value: Option<String>, key: &str, default| {
+        duration_setting(env, var, value, &origin(key))?.map_or(Ok(default), |d| {
+            std::time::Duration::try_from(d)
+                .map_err(|_| ConfigError::new(format!("{key}: must be positive")))
+        })
+    };
+    let header_read_timeout = timeout(
+        env::HTTP_HEADER_READ_TIMEOUT,
+        file.header_read_timeout,
+        "http.header_read_timeout",
+        defaults.header_read_timeout,
+    )?;
+    let idle_timeout = timeout(
+        env::HTTP_IDLE_TIMEOUT,
+        file.idle_timeout,
+        "http.idle_timeout",
+        defaults.idle_timeout,
+    )?;
+    let request_timeout = timeout(
+        env::HTTP_REQUEST_TIMEOUT,
+        file.request_timeout,
+        "http.request_timeout",
+        defaults.request_timeout,
+    )?;
+    let (max_connections, max_origin) = match env.get(env::HTTP_MAX_CONNECTIONS) {
+        Some(v) => (
+            v.parse::<u64>().ok(),
+            format!("{}: {v:?}", env::HTTP_MAX_CONNECTIONS),
+        ),
+        None => (
+            file.max_connections
+                .or(Some(defaults.max_connections as u64)),
+            origin("http.max_connections"),
+        ),
+    };
+    let max_connections = max_connections
+        .filter(|&n| n >= 1)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| {
+            ConfigError::new(format!("{max_origin} is not a whole number of at least 1"))
+        })?;
+    Ok(HttpLimits {
+        header_read_timeout,
+        idle_timeout,
+        request_timeout,
+        max_connections,
+    })
+}
+
+/// `[metrics]` with the environment over it.
+fn metrics_config(
+    env: &Env,
+    file: MetricsFile,
+    main_listen: SocketAddr,
+) -> Result<MetricsConfig, ConfigError> {
+    let listen = match env.get(env::METRICS_LISTEN) {
+        Some(v) => Some(v.parse().map_err(|_| {
+            ConfigError::new(format!(
+                "{}: {v:?} is not an address such as 127.0.0.1:9100",
+                env::METRICS_LISTEN
+            ))
+        })?),
+        None => file.listen,
+    };
+    if let Some(addr) = listen
+        && addr == main_listen
+        && addr.port() != 0
+    {
+        return Err(ConfigError::new(format!(
+            "metrics.listen ({addr}) is the address of listen: give /metrics another port, or leave metrics.listen out to serve it there"
+        )));
+    }
+    let require_token = match env.get(env::METRICS_REQUIRE_TOKEN) {
+        Some(v) => parse_bool(v).ok_or_else(|| {
+            ConfigError::new(format!(
+                "{}: {v:?} is not true or false",
+                env::METRICS_REQUIRE_TOKEN
+            ))
+        })?,
+        None => file.require_token.unwrap_or(false),
+    };
+    Ok(MetricsConfig {
+        listen,
+        require_token,
+    })
 }
 
 /// The default SQLite file's name in the data dir.
@@ -922,6 +1087,107 @@ repo = ["read", "write"]
             );
             let message = err(Config::load_from(&Env::default(), &flags_with(&path)));
             assert!(message.contains(expected), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn http_limits_and_metrics_are_layered_and_checked() {
+        use std::time::Duration as Std;
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = Config::load_from(
+            &Env::from_pairs([("KEYWARD_DATA_DIR", dir.path().to_str().unwrap())]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(defaults.http, HttpLimits::default());
+        assert_eq!(defaults.http.header_read_timeout, Std::from_secs(10));
+        assert_eq!(defaults.http.idle_timeout, Std::from_secs(75));
+        assert_eq!(defaults.http.request_timeout, Std::from_secs(30));
+        assert_eq!(defaults.http.max_connections, 10_000);
+        assert_eq!(defaults.metrics, MetricsConfig::default());
+        assert!(!defaults.settings().metrics_require_token);
+
+        let path = write_config(
+            dir.path(),
+            "version = 1\n\
+             [http]\nheader_read_timeout = \"5s\"\nidle_timeout = \"2m\"\n\
+             request_timeout = \"20s\"\nmax_connections = 500\n\
+             [metrics]\nlisten = \"127.0.0.1:9100\"\nrequire_token = true\n",
+        );
+        let from_file = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
+        assert_eq!(
+            from_file.http,
+            HttpLimits {
+                header_read_timeout: Std::from_secs(5),
+                idle_timeout: Std::from_secs(120),
+                request_timeout: Std::from_secs(20),
+                max_connections: 500,
+            }
+        );
+        assert_eq!(
+            from_file.metrics,
+            MetricsConfig {
+                listen: Some("127.0.0.1:9100".parse().unwrap()),
+                require_token: true,
+            }
+        );
+        assert!(from_file.settings().metrics_require_token);
+
+        let env = Env::from_pairs([
+            ("KEYWARD_HTTP_HEADER_READ_TIMEOUT", "3s"),
+            ("KEYWARD_HTTP_IDLE_TIMEOUT", "90s"),
+            ("KEYWARD_HTTP_REQUEST_TIMEOUT", "1m"),
+            ("KEYWARD_HTTP_MAX_CONNECTIONS", "64"),
+            ("KEYWARD_METRICS_LISTEN", "127.0.0.1:9200"),
+            ("KEYWARD_METRICS_REQUIRE_TOKEN", "false"),
+        ]);
+        let from_env = Config::load_from(&env, &flags_with(&path)).unwrap();
+        assert_eq!(
+            from_env.http,
+            HttpLimits {
+                header_read_timeout: Std::from_secs(3),
+                idle_timeout: Std::from_secs(90),
+                request_timeout: Std::from_secs(60),
+                max_connections: 64,
+            }
+        );
+        assert_eq!(
+            from_env.metrics.listen,
+            Some("127.0.0.1:9200".parse().unwrap())
+        );
+        assert!(!from_env.metrics.require_token);
+        let shown = format!("{from_env:?}");
+        assert!(shown.contains("max_connections: 64"), "{shown}");
+
+        for (text, expected) in [
+            ("[http]\nidle_timeout = \"soon\"", "http.idle_timeout in "),
+            ("[http]\nmax_connections = 0", "http.max_connections in "),
+            ("[http]\nmax_conns = 5", "unknown field `max_conns`"),
+            ("[metrics]\nlisten = \"nowhere\"", "(line 3)"),
+            (
+                "listen = \"127.0.0.1:8080\"\n[metrics]\nlisten = \"127.0.0.1:8080\"",
+                "metrics.listen (127.0.0.1:8080) is the address of listen",
+            ),
+        ] {
+            let path = write_config(dir.path(), &format!("version = 1\n{text}\n"));
+            let message = err(Config::load_from(&Env::default(), &flags_with(&path)));
+            assert!(message.contains(expected), "{text}: {message}");
+            assert!(!message.contains('\n'), "one line: {message}");
+        }
+        for (var, value) in [
+            ("KEYWARD_HTTP_MAX_CONNECTIONS", "lots"),
+            ("KEYWARD_HTTP_MAX_CONNECTIONS", "0"),
+            ("KEYWARD_HTTP_REQUEST_TIMEOUT", "0s"),
+            ("KEYWARD_HTTP_HEADER_READ_TIMEOUT", "500ms"),
+            ("KEYWARD_METRICS_LISTEN", "9100"),
+            ("KEYWARD_METRICS_REQUIRE_TOKEN", "maybe"),
+        ] {
+            let env = Env::from_pairs([
+                ("KEYWARD_DATA_DIR", dir.path().to_str().unwrap()),
+                (var, value),
+            ]);
+            let message = err(Config::load_from(&env, &Flags::default()));
+            assert!(message.starts_with(var), "{var}={value}: {message}");
         }
     }
 

@@ -146,6 +146,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
     }
 
+    /// 503 `timeout` for a request whose handler ran past the server's request timeout.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long to answer; try again",
+        )
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -10,19 +10,18 @@ mod forward_auth;
 mod oauth;
 pub mod openapi;
 mod ops;
+mod server;
 mod tokens;
 mod verify;
 pub mod wire;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Router, ServiceExt as _};
 use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::{Service, ServiceBuilder};
@@ -32,18 +31,34 @@ use tower_http::trace::TraceLayer;
 
 use crate::service::Keyward;
 pub use error::ApiError;
+pub use server::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT, HttpLimits, ServeOptions, serve,
+};
 
 /// Largest request body accepted. Every keyward request is a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// How often noted uses are written to the store.
 pub const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
-/// The application: every route, then the layers that wrap them all.
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// Every route.
+    All,
+    /// Every route but `/metrics`, which has a listener of its own.
+    AllButMetrics,
+    /// `/metrics` alone, on its own listener.
+    MetricsOnly,
+}
+
+/// The application: the routes `serves` names, then the layers that wrap them all.
 ///
 /// The layers wrap the router as a whole, not each route (what `Router::layer` does), so a
 /// request clones one boxed route rather than one box per layer.
 pub fn app(
     keyward: Arc<Keyward>,
+    serves: Serves,
 ) -> impl Service<Request<Body>, Response = Response, Error = Infallible, Future = impl Send + 'static>
 + Clone
 + Send
@@ -68,11 +83,31 @@ pub fn app(
             },
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .service(traced(routes(keyward)))
+        .service(traced(routes(keyward, serves)))
 }
 
-/// Every route.
-fn routes(keyward: Arc<Keyward>) -> Router {
+/// The routes `serves` names, with the JSON 404 and 405 fallbacks.
+fn routes(keyward: Arc<Keyward>, serves: Serves) -> Router {
+    let metrics = Router::new().route("/metrics", get(ops::metrics));
+    let router = match serves {
+        Serves::All => api_routes().merge(metrics),
+        Serves::AllButMetrics => api_routes(),
+        Serves::MetricsOnly => metrics,
+    };
+    router
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed here",
+            )
+        })
+        .with_state(keyward)
+}
+
+/// Every route but `/metrics`.
+fn api_routes() -> Router<Arc<Keyward>> {
     Router::new()
         .route(
             "/v1/tokens",
@@ -91,18 +126,8 @@ fn routes(keyward: Arc<Keyward>) -> Router {
         .route("/v1/audit", get(tokens::list_audit))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .merge(crate::web::router())
         .merge(openapi::routes())
-        .fallback(|| async { ApiError::not_found() })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this method is not allowed here",
-            )
-        })
-        .with_state(keyward)
 }
 
 /// Adds a debug span per request (inside the router, so it can name the matched route) when
@@ -127,58 +152,4 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
     tracing::debug_span!("request", method = %request.method(), route)
-}
-
-/// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests.
-/// Writes noted token uses every few seconds (and once more at the end) and keeps the metrics
-/// recorder's buffers bounded.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    keyward: Arc<Keyward>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    keyward.track_known_hashes();
-    // Stopped between rounds, never inside one: a flush cut off after it took the noted uses
-    // and before it wrote them would lose them.
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let upkeep = {
-        let keyward = Arc::clone(&keyward);
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(USAGE_FLUSH_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {}
-                    () = stop.notified() => return,
-                }
-                if let Err(e) = keyward.flush_usage().await {
-                    tracing::warn!(error = %e, "could not record token usage; will retry");
-                }
-                if let Err(e) = keyward.record_ended_bursts().await {
-                    tracing::warn!(error = %e, "could not record the end of a sign-in throttle burst");
-                }
-                keyward.publish_metrics();
-                // Drains recorded histogram samples into their buckets; without it they pile
-                // up in memory until someone scrapes /metrics.
-                if let Some(prometheus) = crate::telemetry::prometheus() {
-                    prometheus.run_upkeep();
-                }
-            }
-        })
-    };
-    let service = app(Arc::clone(&keyward)).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    // `notify_one` keeps the permit if the task is mid-round, so it stops at the next select.
-    stop.notify_one();
-    if let Err(e) = upkeep.await {
-        tracing::warn!(error = %e, "the upkeep task failed");
-    }
-    if let Err(e) = keyward.flush_usage().await {
-        tracing::warn!(error = %e, "could not record token usage at shutdown");
-    }
-    tracing::info!("stopped");
-    served
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 use super::error::ApiError;
+use super::extract::{Bearer, ClientIp};
 use crate::service::Keyward;
 
 /// `GET /healthz`: the process serves requests.
@@ -36,13 +37,25 @@ pub async fn readyz(State(kw): State<Arc<Keyward>>) -> Result<Response, ApiError
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format; open unless the deployment requires a token.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn metrics(State(kw): State<Arc<Keyward>>) -> Response {
+    security((), ("bearer" = ["metrics:read"])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "`[metrics] require_token` is set and no active token was sent", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 403, description = "`[metrics] require_token` is set and the token lacks `metrics:read` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+    ))]
+pub async fn metrics(
+    State(kw): State<Arc<Keyward>>,
+    bearer: Bearer,
+    ip: ClientIp,
+) -> Result<Response, ApiError> {
+    kw.authorize_metrics(bearer.as_deref(), ip.0).await?;
     kw.publish_metrics();
     let body = crate::telemetry::prometheus()
         .map(|h| h.render())
         .unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }

@@ -33,6 +33,7 @@ use std::time::{Duration as StdDuration, Instant};
 use time::{Duration, OffsetDateTime};
 
 use crate::telemetry::HotCounter;
+use keyward_core::scope::reserved::METRICS_READ;
 use usage::UsageBatch;
 
 /// Longest revocation reason, in characters.
@@ -57,6 +58,9 @@ pub struct Settings {
     pub secure_cookies: bool,
     /// Which scopes a request proxied to `/v1/auth` needs, by method and path.
     pub forward_auth: ForwardAuthRoutes,
+    /// Whether `/metrics` answers only to a bearer token holding `metrics:read` (it is open
+    /// to anyone who reaches it otherwise).
+    pub metrics_require_token: bool,
 }
 
 impl Default for Settings {
@@ -68,6 +72,7 @@ impl Default for Settings {
             cache_capacity: 1_000_000,
             secure_cookies: false,
             forward_auth: ForwardAuthRoutes::default(),
+            metrics_require_token: false,
         }
     }
 }
@@ -463,6 +468,19 @@ impl Keyward {
             ceiling: Some(token.scopes().clone()),
             expiry_ceiling: token.expires_at(),
         })
+    }
+
+    /// Whether the caller may read the metrics: anyone, unless the deployment requires a token,
+    /// then an active bearer token holding `metrics:read`.
+    pub async fn authorize_metrics(
+        &self,
+        bearer: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> ServiceResult<()> {
+        if self.settings.metrics_require_token {
+            self.authenticate(bearer, Some(&METRICS_READ), ip).await?;
+        }
+        Ok(())
     }
 
     /// Hands the hot-path counts (verifications by result, cache hits and misses) to the metrics

@@ -4,6 +4,7 @@
 use keyward_core::{
     Clock, ManualClock, Scopes, ServerKey, TokenHasher, TokenName, TokenRecord, User, UserName,
 };
+use keyward_server::http::{HttpLimits, ServeOptions};
 use keyward_server::{Acting, Keyward, Settings};
 use keyward_store::{AuditFilter, Page, SqliteStore, StoredAuditEvent};
 use reqwest::header::HeaderMap;
@@ -24,6 +25,10 @@ pub const START: OffsetDateTime = datetime!(2026-03-02 09:00:00 UTC);
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The address behind `base`.
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT` of the listener that serves `/metrics` alone, if there is one.
+    pub metrics_base: Option<String>,
     /// The service the server runs, for set-up and for looking behind the API.
     pub keyward: Arc<Keyward>,
     /// The server's clock.
@@ -129,8 +134,22 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Settings::default()).await
 }
 
+/// How the test server serves: the production defaults unless a test says otherwise.
+#[derive(Debug, Default)]
+pub struct Serving {
+    /// Connection and request limits.
+    pub limits: HttpLimits,
+    /// Whether `/metrics` gets a listener of its own.
+    pub separate_metrics: bool,
+}
+
 /// [`spawn_app`] with other settings.
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    spawn_app_serving(settings, Serving::default()).await
+}
+
+/// [`spawn_app`] with other settings, served with other limits or listeners.
+pub async fn spawn_app_serving(settings: Settings, serving: Serving) -> TestApp {
     // Process-wide and idempotent; must precede `Keyward::new`, which registers the counters.
     keyward_server::telemetry::prometheus();
     let dir = tempfile::tempdir().unwrap();
@@ -152,10 +171,23 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
+    let metrics_listener = if serving.separate_metrics {
+        Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+    } else {
+        None
+    };
+    let metrics_base = metrics_listener
+        .as_ref()
+        .map(|l| format!("http://{}", l.local_addr().unwrap()));
+    let options = ServeOptions {
+        limits: serving.limits,
+        metrics_listener,
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(keyward_server::http::serve(
         listener,
         Arc::clone(&keyward),
+        options,
         async move {
             let _ = rx.await;
         },
@@ -163,6 +195,8 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     TestApp {
         base: format!("http://{addr}"),
+        addr,
+        metrics_base,
         keyward,
         clock,
         store,
@@ -226,6 +260,15 @@ impl TestApp {
         }
         if let Some(body) = body {
             req = req.json(body);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    /// `GET` on another listener of this server (`base` as in [`TestApp::metrics_base`]).
+    pub async fn get_at(&self, base: &str, path: &str, bearer: Option<&str>) -> Resp {
+        let mut req = self.client.get(format!("{base}{path}"));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
         }
         read(req.send().await.unwrap()).await
     }

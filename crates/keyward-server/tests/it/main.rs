@@ -9,6 +9,8 @@ mod at_rest;
 #[cfg(test)]
 mod bad_input;
 #[cfg(test)]
+mod connections;
+#[cfg(test)]
 mod forward_auth;
 #[cfg(test)]
 mod hardening;

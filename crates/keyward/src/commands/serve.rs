@@ -26,6 +26,19 @@ pub(super) async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let metrics_listener = match config.metrics.listen {
+        Some(metrics_addr) => {
+            let listener = tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("cannot listen on {metrics_addr} (metrics.listen)"))?;
+            let bound = listener
+                .local_addr()
+                .context("cannot read the bound metrics address")?;
+            tracing::info!(addr = %bound, "serving /metrics on its own listener");
+            Some(listener)
+        }
+        None => None,
+    };
     tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database, prefix = config.token_prefix.as_str(), "keyward started");
     {
         // The one line on stdout; tests and scripts read the real port from it.
@@ -34,7 +47,11 @@ pub(super) async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
             .and_then(|()| out.flush())
             .context("cannot write to stdout")?;
     }
-    http::serve(listener, keyward, shutdown(terminate, interrupt))
+    let options = http::ServeOptions {
+        limits: config.http,
+        metrics_listener,
+    };
+    http::serve(listener, keyward, options, shutdown(terminate, interrupt))
         .await
         .context("the server failed")?;
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 //! Configuration as the binary reads it: environment, config file, the data dir and key files
 //! it creates, and a one-line error with exit status 2 for anything unusable.
 
-use crate::helpers::{Out, Server, add_user, assert_exit_0, cli, cli_env, is_secret};
+use crate::helpers::{Out, Server, add_user, assert_exit_0, cli, cli_env, create_token, is_secret};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
@@ -159,4 +159,84 @@ fn logs_written_to_a_pipe_carry_no_terminal_escape_codes() {
         "ANSI escape codes in logs written to a pipe: {:?}",
         ended.logs.lines().next()
     );
+}
+
+#[tokio::test]
+async fn the_http_and_metrics_settings_reach_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    add_user(dir, "ops");
+    let (scraper, _) = create_token(dir, "ops", "prometheus", &["metrics:read"]);
+    let (other, _) = create_token(dir, "ops", "ci", &["droplet:read"]);
+    // A free port for /metrics: the main listener's port is the one printed, this one is ours.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(
+        dir.join("keyward.toml"),
+        format!(
+            "version = 1\n\
+             [http]\nheader_read_timeout = \"5s\"\nidle_timeout = \"1m\"\n\
+             request_timeout = \"20s\"\nmax_connections = 100\n\
+             [metrics]\nlisten = \"{metrics_addr}\"\nrequire_token = true\n"
+        ),
+    )
+    .unwrap();
+
+    let server = Server::start(dir, &[]);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |url: String, bearer: Option<&str>| {
+        let mut request = client.get(url);
+        if let Some(b) = bearer {
+            request = request.bearer_auth(b);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let metrics = format!("http://{metrics_addr}/metrics");
+
+    let (status, body) = get(format!("{}/metrics", server.base), Some(&scraper.secret)).await;
+    assert_eq!(
+        status, 404,
+        "the main listener does not serve /metrics: {body}"
+    );
+    assert_eq!(get(metrics.clone(), None).await.0, 401);
+    assert_eq!(get(metrics.clone(), Some(&other.secret)).await.0, 403);
+    let (status, body) = get(metrics, Some(&scraper.secret)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("keyward_http_connections_open"), "{body}");
+    assert_exit_0(&server.stop());
+}
+
+#[test]
+fn bad_http_and_metrics_settings_are_refused_with_status_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let serve = ["serve", "--listen", "127.0.0.1:0"];
+    for (var, value) in [
+        ("KEYWARD_HTTP_HEADER_READ_TIMEOUT", "soon"),
+        ("KEYWARD_HTTP_IDLE_TIMEOUT", "0s"),
+        ("KEYWARD_HTTP_REQUEST_TIMEOUT", "-1s"),
+        ("KEYWARD_HTTP_MAX_CONNECTIONS", "0"),
+        ("KEYWARD_METRICS_LISTEN", "localhost"),
+        ("KEYWARD_METRICS_REQUIRE_TOKEN", "maybe"),
+    ] {
+        assert_config_error(&cli_env(&dir, &[(var, value)], &serve, None), var);
+    }
+
+    let file = tmp.path().join("keyward.toml");
+    let config = file.to_str().unwrap();
+    for (text, mentions) in [
+        ("[http]\nidle_timeout = \"forever\"\n", "http.idle_timeout"),
+        ("[http]\nmax_connections = 0\n", "http.max_connections"),
+        ("[http]\ntimeout = \"1s\"\n", "timeout"),
+        ("[metrics]\nlisten = \"127.0.0.1\"\n", "line 3"),
+        ("[metrics]\nrequire_tokens = true\n", "require_tokens"),
+    ] {
+        std::fs::write(&file, format!("version = 1\n{text}")).unwrap();
+        assert_config_error(&cli(&dir, &["--config", config, "serve"], None), mentions);
+    }
 }

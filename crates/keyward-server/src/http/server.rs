@@ -1,0 +1,529 @@
+//! Serving the application over HTTP/1.1: the accept loop, the limits a server on a public
+//! address needs, and graceful shutdown.
+//!
+//! Timeouts. hyper's HTTP/1 header-read timer (hyper 1.x, `proto/h1/conn.rs`) runs whenever
+//! hyper waits for a request head: from accept, and again from the moment a response is written
+//! on a kept-alive connection. It therefore also bounds the wait for the next request, and cannot
+//! tell a client that is slow to send a head from a proxy's pooled connection that has nothing to
+//! send yet. keyward gives that timer [`HttpLimits::idle_timeout`] and bounds a new connection's
+//! first head itself ([`HttpLimits::header_read_timeout`]), so pooled connections may idle longer
+//! than a stranger may take to send one request. A handler that runs past
+//! [`HttpLimits::request_timeout`] is dropped and answered 503 `timeout`.
+//!
+//! The connection cap. Past [`HttpLimits::max_connections`], a new connection displaces the one
+//! idle longest (no request in flight: waiting for its first or next request), as nginx reuses its
+//! idle connections when it runs out; when every connection has a request in flight, the new one
+//! is closed at once. Either way the listener keeps accepting, so its backlog never fills with
+//! clients waiting for nothing, and idle sockets cannot keep a working client out.
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt as _};
+
+use super::{ApiError, Serves, USAGE_FLUSH_EVERY, app};
+use crate::service::Keyward;
+
+/// Default [`HttpLimits::header_read_timeout`]: a real client sends its head in one packet, so
+/// 10 s is ample on a slow link and holds an idle socket a third as long as hyper's own default
+/// (30 s; nginx's `client_header_timeout` is 60 s, Envoy has none unless configured).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`HttpLimits::idle_timeout`]: nginx's `keepalive_timeout`, longer than the 60 s that
+/// proxies and load balancers keep idle upstream connections (nginx `keepalive_timeout` in an
+/// upstream, AWS ALB), so keyward is not the side that closes a pooled connection as the proxy
+/// reuses it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Default [`HttpLimits::request_timeout`]: every keyward request is answered in milliseconds;
+/// 30 s only cuts a handler stuck behind an unreachable store or a client trickling its body.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`HttpLimits::max_connections`]: the listener `connection_limit` of Envoy's edge
+/// example configuration; lowered at start to what the open-file limit allows.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Open files kept for everything but client connections (database files and pool, listeners,
+/// logs) when `max_connections` is fitted to the open-file limit.
+const RESERVED_FDS: u64 = 128;
+/// How long the accept loop pauses after an accept error other than a dropped connection
+/// (e.g. out of file descriptors), so it does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// How long a displaced connection that has served requests may take to finish writing an
+/// answer before it is closed anyway.
+const DISPLACED_GRACE: Duration = Duration::from_secs(1);
+
+/// Limits on every connection of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// How long a new connection may take to send its first request head.
+    pub header_read_timeout: Duration,
+    /// How long a connection may wait for its next request (from the end of the last response,
+    /// including the time its head takes to arrive) before it is closed.
+    pub idle_timeout: Duration,
+    /// How long a handler may take, reading the body included, before it is answered 503.
+    pub request_timeout: Duration,
+    /// How many connections a listener keeps open at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl HttpLimits {
+    /// These limits with `max_connections` lowered, if need be, to what the process's open-file
+    /// limit leaves for connections: past it, accepting fails and no connection can be let in,
+    /// not even by displacing an idle one.
+    fn fitted_to_open_file_limit(self) -> Self {
+        let Some(soft) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+        else {
+            return self;
+        };
+        let room = soft.saturating_sub(RESERVED_FDS.min(soft / 2)).max(1);
+        let room = usize::try_from(room).unwrap_or(usize::MAX);
+        if self.max_connections <= room {
+            return self;
+        }
+        tracing::warn!(
+            max_connections = self.max_connections,
+            open_file_limit = soft,
+            lowered_to = room,
+            "max_connections is more than the open-file limit (ulimit -n, systemd LimitNOFILE=) \
+             allows; raise the limit to keep more connections"
+        );
+        Self {
+            max_connections: room,
+            ..self
+        }
+    }
+}
+
+/// How [`serve`] serves.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    /// The limits of every listener (the connection cap applies to each on its own).
+    pub limits: HttpLimits,
+    /// A listener that serves `/metrics` alone; when given, the main listener does not serve it.
+    pub metrics_listener: Option<TcpListener>,
+}
+
+/// Serves the API on `listener` (and `/metrics` on `options.metrics_listener`, if given) until
+/// `shutdown` resolves, then finishes in-flight requests. Writes noted token uses every few
+/// seconds (and once more at the end) and keeps the metrics recorder's buffers bounded.
+pub async fn serve(
+    listener: TcpListener,
+    keyward: Arc<Keyward>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    keyward.track_known_hashes();
+    // Stopped between rounds, never inside one: a flush cut off after it took the noted uses
+    // and before it wrote them would lose them.
+    let upkeep_stop = Arc::new(tokio::sync::Notify::new());
+    let upkeep = spawn_upkeep(Arc::clone(&keyward), Arc::clone(&upkeep_stop));
+    let limits = options.limits.fitted_to_open_file_limit();
+    // Every accept loop and connection holds a receiver: the send starts the shutdown, and the
+    // channel closes when the last of them is done.
+    let (stop_tx, stop_rx) = watch::channel(());
+    let main_serves = match options.metrics_listener {
+        Some(_) => Serves::AllButMetrics,
+        None => Serves::All,
+    };
+    let metrics_stop = stop_rx.clone();
+    let main = accept_loop(
+        listener,
+        app(Arc::clone(&keyward), main_serves),
+        limits,
+        stop_rx,
+    );
+    let metrics = async {
+        if let Some(listener) = options.metrics_listener {
+            let metrics_app = app(Arc::clone(&keyward), Serves::MetricsOnly);
+            accept_loop(listener, metrics_app, limits, metrics_stop).await;
+        }
+    };
+    let stop = async {
+        shutdown.await;
+        let _ = stop_tx.send(());
+        stop_tx.closed().await;
+    };
+    tokio::join!(main, metrics, stop);
+
+    // `notify_one` keeps the permit if the task is mid-round, so it stops at its next select.
+    upkeep_stop.notify_one();
+    if let Err(e) = upkeep.await {
+        tracing::warn!(error = %e, "the upkeep task failed");
+    }
+    if let Err(e) = keyward.flush_usage().await {
+        tracing::warn!(error = %e, "could not record token usage at shutdown");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Every few seconds: writes noted uses, records the end of sign-in throttle bursts, and keeps
+/// the metrics recorder's buffers bounded; until `stop` is notified.
+fn spawn_upkeep(
+    keyward: Arc<Keyward>,
+    stop: Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(USAGE_FLUSH_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = stop.notified() => return,
+            }
+            if let Err(e) = keyward.flush_usage().await {
+                tracing::warn!(error = %e, "could not record token usage; will retry");
+            }
+            if let Err(e) = keyward.record_ended_bursts().await {
+                tracing::warn!(error = %e, "could not record the end of a sign-in throttle burst");
+            }
+            keyward.publish_metrics();
+            // Drains recorded histogram samples into their buckets; without it they pile up in
+            // memory until someone scrapes /metrics.
+            if let Some(prometheus) = crate::telemetry::prometheus() {
+                prometheus.run_upkeep();
+            }
+        }
+    })
+}
+
+/// Accepts connections on `listener` until the stop signal, then lets the connections finish.
+async fn accept_loop<S>(
+    listener: TcpListener,
+    app: S,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<()>,
+) where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let connections = Arc::new(Connections::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(e) if is_dropped_connection(&e) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot accept connections");
+                tokio::select! {
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                    _ = stop.changed() => break,
+                }
+            }
+        };
+        // Dropping the stream closes it: every slot has a request in flight.
+        let Some(admitted) = connections.admit() else {
+            continue;
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            remote,
+            app.clone(),
+            limits,
+            admitted,
+            stop.clone(),
+        ));
+    }
+}
+
+/// A client that gave up between its handshake and our accept: nothing to report.
+fn is_dropped_connection(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Serves one connection until it closes, times out, is displaced, or shuts down gracefully.
+async fn serve_connection<S>(
+    stream: TcpStream,
+    remote: SocketAddr,
+    app: S,
+    limits: HttpLimits,
+    admitted: Admitted,
+    mut stop: watch::Receiver<()>,
+) where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let request_slot = Arc::clone(&admitted.slot);
+    let epoch = admitted.connections.epoch;
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let busy = Busy::begin(Arc::clone(&request_slot), epoch);
+        answer(app.clone(), request, remote, busy, limits.request_timeout)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout);
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let slot = &admitted.slot;
+    // One deadline: first the first head's, then, if displaced, the end of the grace.
+    let mut deadline = pin!(tokio::time::sleep(limits.header_read_timeout));
+    let mut armed = Some(Deadline::FirstHead);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "connection closed with an error");
+                }
+                break;
+            }
+            () = &mut deadline, if armed.is_some() => match armed.take() {
+                Some(Deadline::FirstHead) if !slot.served.load(Ordering::Relaxed) => {
+                    tracing::debug!("no request head within header_read_timeout; closing");
+                    break;
+                }
+                Some(Deadline::Displaced) => break,
+                _ => {}
+            },
+            () = slot.displaced.notified(), if armed != Some(Deadline::Displaced) => {
+                tracing::debug!("idle connection displaced by a new one at max_connections");
+                if !slot.served.load(Ordering::Relaxed) {
+                    break;
+                }
+                // A response may still be on its way out: let it finish, briefly.
+                connection.as_mut().graceful_shutdown();
+                deadline.as_mut().reset(Instant::now() + DISPLACED_GRACE);
+                armed = Some(Deadline::Displaced);
+            }
+            _ = stop.changed(), if !stopping => {
+                // Closes an idle connection now; one with a request in flight after its answer.
+                connection.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+        }
+    }
+}
+
+/// What a connection's deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// The first request head must have arrived.
+    FirstHead,
+    /// The connection was displaced and finishes what it is writing.
+    Displaced,
+}
+
+/// Runs one request through the application within the request timeout.
+async fn answer<S>(
+    app: S,
+    mut request: Request<Incoming>,
+    remote: SocketAddr,
+    busy: Busy,
+    timeout: Duration,
+) -> Result<Response, Infallible>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+{
+    request.extensions_mut().insert(ConnectInfo(remote));
+    let method = request.method().clone();
+    let mut handling = pin!(app.oneshot(request.map(Body::new)));
+    // An answer ready at the first poll (a cached forward-auth check, /healthz) never arms a
+    // timer, which takes a clone of the runtime's handle and a timer-wheel entry: a real share
+    // of such an answer's cost.
+    let answered = match std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx))).await {
+        Poll::Ready(answer) => Ok(answer),
+        Poll::Pending => tokio::time::timeout_at(busy.started + timeout, handling).await,
+    };
+    drop(busy);
+    match answered {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(never)) => match never {},
+        Err(_elapsed) => {
+            // The method only: the path may hold a secret pasted where an id belongs.
+            tracing::warn!(%method, ?timeout, "a request ran past request_timeout; answered 503");
+            metrics::counter!("keyward_http_requests_timed_out_total").increment(1);
+            Ok(ApiError::request_timeout().into_response())
+        }
+    }
+}
+
+/// The open connections of one listener, for the cap.
+struct Connections {
+    max: usize,
+    /// What [`Slot::idle_since`] counts from.
+    epoch: Instant,
+    open: Mutex<HashMap<u64, Arc<Slot>>>,
+    next_id: AtomicU64,
+    gauge: metrics::Gauge,
+    displaced: metrics::Counter,
+    refused: metrics::Counter,
+}
+
+/// [`Slot::idle_since`] while a request is in flight.
+const BUSY: u64 = u64::MAX;
+
+/// One open connection, as the cap sees it.
+struct Slot {
+    /// Milliseconds from [`Connections::epoch`] to when the connection was accepted or its last
+    /// request began; [`BUSY`] while a request is in flight.
+    idle_since: AtomicU64,
+    /// Whether a request head has arrived.
+    served: AtomicBool,
+    /// Told when a new connection takes this one's place.
+    displaced: Notify,
+}
+
+impl Connections {
+    fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            epoch: Instant::now(),
+            open: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            gauge: metrics::gauge!("keyward_http_connections_open"),
+            displaced: metrics::counter!("keyward_http_connections_displaced_total"),
+            refused: metrics::counter!("keyward_http_connections_refused_total"),
+        }
+    }
+
+    /// A place for a new connection: a free one, or the one of the connection idle longest,
+    /// which is told to close. `None` when every connection has a request in flight.
+    fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        let slot = Arc::new(Slot {
+            idle_since: AtomicU64::new(millis_since(self.epoch, Instant::now())),
+            served: AtomicBool::new(false),
+            displaced: Notify::new(),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.len() >= self.max {
+            let idlest = open
+                .iter()
+                .map(|(id, slot)| (slot.idle_since.load(Ordering::Relaxed), *id))
+                .filter(|(since, _)| *since != BUSY)
+                .min();
+            let Some(displaced) = idlest.and_then(|(_, id)| open.remove(&id)) else {
+                self.refused.increment(1);
+                tracing::debug!(max_connections = self.max, "refused a connection: all busy");
+                return None;
+            };
+            displaced.displaced.notify_one();
+            self.displaced.increment(1);
+        }
+        open.insert(id, Arc::clone(&slot));
+        self.gauge.increment(1.0);
+        Some(Admitted {
+            id,
+            slot,
+            connections: Arc::clone(self),
+        })
+    }
+}
+
+/// A connection's place; given back when the connection ends.
+struct Admitted {
+    id: u64,
+    slot: Arc<Slot>,
+    connections: Arc<Connections>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        // A displaced connection's place was taken already.
+        self.connections
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+        self.connections.gauge.decrement(1.0);
+    }
+}
+
+/// A request in flight: its connection is busy (not to be displaced) until this is dropped.
+struct Busy {
+    slot: Arc<Slot>,
+    started: Instant,
+    since: u64,
+}
+
+impl Busy {
+    fn begin(slot: Arc<Slot>, epoch: Instant) -> Self {
+        // The one clock read per request; it also sets the request's deadline.
+        let started = Instant::now();
+        slot.served.store(true, Ordering::Relaxed);
+        slot.idle_since.store(BUSY, Ordering::Relaxed);
+        Self {
+            slot,
+            started,
+            since: millis_since(epoch, started),
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        // When the request began, not ended: within request_timeout of it, and no clock read.
+        self.slot.idle_since.store(self.since, Ordering::Relaxed);
+    }
+}
+
+/// Whole milliseconds from `epoch` to `at`, below [`BUSY`].
+fn millis_since(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.duration_since(epoch).as_millis()).map_or(BUSY - 1, |ms| ms.min(BUSY - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_open(connections: &Connections, admitted: &Admitted) -> bool {
+        connections.open.lock().unwrap().contains_key(&admitted.id)
+    }
+
+    #[test]
+    fn the_connection_idle_longest_makes_room_and_a_busy_one_never_does() {
+        let connections = Arc::new(Connections::new(2));
+        let a = connections.admit().unwrap();
+        let b = connections.admit().unwrap();
+        a.slot.idle_since.store(5, Ordering::Relaxed);
+        b.slot.idle_since.store(3, Ordering::Relaxed);
+
+        let c = connections.admit().unwrap();
+        assert!(is_open(&connections, &a) && is_open(&connections, &c));
+        assert!(!is_open(&connections, &b), "b was idle longest");
+        drop(b);
+        assert!(
+            is_open(&connections, &a),
+            "a displaced connection closing frees no other place"
+        );
+
+        a.slot.idle_since.store(BUSY, Ordering::Relaxed);
+        c.slot.idle_since.store(BUSY, Ordering::Relaxed);
+        assert!(connections.admit().is_none(), "every connection is busy");
+        drop(c);
+        let d = connections.admit().unwrap();
+        assert!(is_open(&connections, &a) && is_open(&connections, &d));
+    }
+}
