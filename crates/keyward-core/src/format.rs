@@ -154,6 +154,23 @@ pub fn validate(s: &str) -> Result<(), FormatError> {
     }
 }
 
+/// Whether `text` holds a well-formed token of any prefix (shape and checksum): a secret pasted
+/// into a name or a reason, which must not be stored. A random string passes the checksum once in
+/// 2^32, so this refuses next to nothing else.
+pub fn contains_token(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let tail = 1 + BODY_LEN + CHECKSUM_LEN;
+    bytes.iter().enumerate().any(|(sep, &b)| {
+        b == SEPARATOR as u8
+            && sep + tail <= bytes.len()
+            && PREFIX_LEN.clone().any(|len| {
+                sep.checked_sub(len)
+                    .and_then(|start| std::str::from_utf8(&bytes[start..sep + tail]).ok())
+                    .is_some_and(|candidate| validate(candidate).is_ok())
+            })
+    })
+}
+
 /// A secret string as it arrives, not yet checked: zeroized on drop, redacted in `Debug`, and
 /// with no `Display` or `Serialize`, so it cannot end up in a log or a response by accident.
 pub struct RawSecret(Zeroizing<String>);
@@ -241,6 +258,35 @@ impl TokenSecret {
 impl fmt::Debug for TokenSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TokenSecret({}_[REDACTED])", self.prefix())
+    }
+}
+
+#[cfg(test)]
+mod contains_tests {
+    use super::*;
+
+    #[test]
+    fn a_token_anywhere_in_a_text_is_found() {
+        let token = TokenSecret::generate(&Prefix::default()).unwrap();
+        let t = token.expose();
+        for text in [
+            t.to_owned(),
+            format!("my token {t} for ci"),
+            format!("x{t}"),
+            format!("{t}é"),
+            format!("é{t}"),
+        ] {
+            assert!(contains_token(&text), "{text}");
+        }
+        let other = TokenSecret::generate(&Prefix::parse("acme").unwrap()).unwrap();
+        assert!(contains_token(&format!("old: {}", other.expose())));
+        assert!(!contains_token(&t[1..]), "cut short");
+        assert!(!contains_token(&t[..t.len() - 1]));
+        assert!(!contains_token("kwp_ci deploy token"));
+        assert!(!contains_token(""));
+        let mut typo = t.to_owned().into_bytes();
+        typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+        assert!(!contains_token(std::str::from_utf8(&typo).unwrap()));
     }
 }
 

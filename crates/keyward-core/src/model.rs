@@ -15,6 +15,9 @@ pub enum NameError {
     /// characters.
     #[error("a token name must be 1 to {max} characters, without control characters or invisible formatting characters (such as bidirectional overrides)", max = TokenName::MAX_CHARS)]
     TokenName,
+    /// A name that holds a token's secret: a secret pasted where a name goes must not be stored.
+    #[error("a name must not contain a token's secret; never paste a secret where a name goes")]
+    HoldsSecret,
     /// A user name must be 1 to 64 of `a-z 0-9 . _ -`, starting with a letter or digit.
     #[error(
         "a user name must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
@@ -206,6 +209,9 @@ impl TokenName {
         let count = s.chars().count();
         if count == 0 || count > Self::MAX_CHARS || s.chars().any(is_unsafe_text_char) {
             return Err(NameError::TokenName);
+        }
+        if crate::format::contains_token(s) {
+            return Err(NameError::HoldsSecret);
         }
         Ok(Self(s.to_owned()))
     }

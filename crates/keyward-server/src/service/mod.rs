@@ -743,6 +743,12 @@ impl Keyward {
                     "a reason must be at most 500 characters, without control characters or invisible formatting characters",
                 ));
             }
+            // A secret pasted as the reason would be kept in the record and the audit trail.
+            Some(r) if format::contains_token(&r) => {
+                return Err(ServiceError::Invalid(
+                    "a reason must not contain a token's secret; never paste a secret where text goes",
+                ));
+            }
             r => r,
         };
         let current = self.get_token(acting, id).await?;

@@ -423,3 +423,40 @@ async fn a_path_that_is_not_utf8_gets_the_json_error_shape() {
         r.expect_error(404, "not_found");
     }
 }
+
+/// Found by fuzzing the HTTP surface: a secret sent as a token name or a revocation reason was
+/// stored as it came and shown by every later answer (and kept in the audit trail), so the
+/// plaintext outlived the request. Text that holds a well-formed token is refused.
+#[tokio::test]
+async fn a_secret_pasted_as_a_name_or_a_reason_is_refused() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let admin = app.token(&alice, &["tokens:*", "droplet:read"]).await;
+    let other = app.token(&alice, &["droplet:read"]).await;
+    let path = format!("/v1/tokens/{}", other.id);
+    for text in [other.secret.clone(), format!("ci token: {}", other.secret)] {
+        let r = app
+            .delete(&path, &admin.secret, Some(&json!({"reason": text})))
+            .await;
+        r.expect_error(400, "invalid_request");
+        assert!(!r.text.contains(&other.secret));
+        let r = app
+            .patch(&path, &admin.secret, &json!({"name": text}))
+            .await;
+        r.expect_error(400, "invalid_name");
+        assert!(!r.text.contains(&other.secret));
+        let r = app
+            .post(
+                "/v1/tokens",
+                &admin.secret,
+                &json!({"name": text, "scopes": ["droplet:read"]}),
+            )
+            .await;
+        r.expect_error(400, "invalid_name");
+    }
+    let listed = app.get("/v1/tokens", &admin.secret).await;
+    assert!(!listed.text.contains(&other.secret));
+    let trail = format!("{:?}", app.audit_trail().await);
+    assert!(!trail.contains(&other.secret));
+    assert_eq!(app.verdict(&other.secret, &[]).await, "active");
+}
