@@ -864,7 +864,11 @@ repo = ["read", "write"]
         };
         assert_eq!(needed("GET", "/droplets/1"), "droplet:read");
         assert_eq!(needed("POST", "/droplets"), "droplet:update");
-        assert_eq!(needed("GET", "/volumes"), "NoRoute", "no catch-all: refused");
+        assert_eq!(
+            needed("GET", "/volumes"),
+            "NoRoute",
+            "no catch-all: refused"
+        );
 
         for (bad, expected) in [
             (

@@ -85,9 +85,7 @@ fn original<'a>(
 /// The scopes the proxied request needs (see the module docs).
 fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, Scopes>, ApiError> {
     let from_header = match single(headers, &SCOPE_HEADER)? {
-        Some(text) => {
-            Some(Scopes::parse_space_separated(text.trim()).map_err(ServiceError::from)?)
-        }
+        Some(text) => Some(Scopes::parse_space_separated(text.trim()).map_err(ServiceError::from)?),
         None => None,
     };
     let routes = &kw.settings().forward_auth;

@@ -272,7 +272,7 @@ async fn another_spelling_of_a_path_cannot_skip_its_route() {
     let reader = app.token(&alice, &["droplet:read"]).await;
     let deleter = app.token(&alice, &["droplet:delete"]).await;
     let ask = |token: &str, method: &str, uri: &str| {
-        let headers = vec![
+        let headers = [
             ("x-original-method".to_owned(), method.to_owned()),
             ("x-original-uri".to_owned(), uri.to_owned()),
             ("authorization".to_owned(), format!("Bearer {token}")),
@@ -301,7 +301,11 @@ async fn another_spelling_of_a_path_cannot_skip_its_route() {
     ] {
         let r = ask(&reader.secret, "DELETE", uri).await;
         r.expect_error(403, "insufficient_scope");
-        assert_eq!(ask(&deleter.secret, "DELETE", uri).await.status, 200, "{uri}");
+        assert_eq!(
+            ask(&deleter.secret, "DELETE", uri).await.status,
+            200,
+            "{uri}"
+        );
         assert_eq!(ask(&reader.secret, "GET", uri).await.status, 200, "{uri}");
     }
     for uri in [
@@ -317,7 +321,13 @@ async fn another_spelling_of_a_path_cannot_skip_its_route() {
     ] {
         let r = ask(&reader.secret, "DELETE", uri).await;
         r.expect_error(400, "invalid_uri");
-        assert!(r.json()["error"]["message"].as_str().unwrap().contains("URI"), "{uri}");
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("URI"),
+            "{uri}"
+        );
     }
     // The catch-all lets any active token through elsewhere, and nothing else.
     assert_eq!(ask(&reader.secret, "POST", "/volumes").await.status, 200);
@@ -370,7 +380,10 @@ async fn header_sources_must_agree_and_come_once() {
         ("x-forwarded-uri", "/droplets/7"),
         ("x-keyward-scope", "droplet:read"),
     ] {
-        let mut headers = vec![("x-original-method", "GET"), ("x-original-uri", "/droplets/7")];
+        let mut headers = vec![
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/droplets/7"),
+        ];
         headers.push((twice, value));
         if !twice.starts_with("x-original") {
             headers.push((twice, value));

@@ -104,7 +104,9 @@ pub fn normalize_path(uri: &str) -> Result<String, PathError> {
                 return Err(PathError::Ambiguous("a control character"));
             }
             b if !b.is_ascii() => {
-                return Err(PathError::Ambiguous("characters that are not percent-encoded"));
+                return Err(PathError::Ambiguous(
+                    "characters that are not percent-encoded",
+                ));
             }
             b => {
                 text.push(char::from(b));
@@ -173,7 +175,9 @@ pub enum RouteError {
     Head,
     /// The path prefix does not start with `/`, holds a query or fragment, or is not already in
     /// normal form (it would never match as written).
-    #[error("path_prefix {0:?} must start with '/', hold no '?' or '#', and be a normalized path ({1})")]
+    #[error(
+        "path_prefix {0:?} must start with '/', hold no '?' or '#', and be a normalized path ({1})"
+    )]
     Path(String, String),
     /// Two routes for the same method on the same prefix (compared as requests are).
     #[error("two routes for {method} {path_prefix}")]
@@ -361,7 +365,11 @@ mod tests {
             ("/DROPLETS/7", "/DROPLETS/7"),
         ] {
             assert_eq!(normalize_path(raw).as_deref(), Ok(normal), "{raw}");
-            assert_eq!(normalize_path(normal).as_deref(), Ok(normal), "idempotent: {normal}");
+            assert_eq!(
+                normalize_path(normal).as_deref(),
+                Ok(normal),
+                "idempotent: {normal}"
+            );
         }
     }
 
@@ -450,7 +458,10 @@ mod tests {
         assert_eq!(needs(&table, "GET", "/volumes"), "(refused)");
         assert_eq!(needs(&table, "HEAD", "/droplets/1"), "droplet:read");
         assert!(!table.has_catch_all());
-        assert_eq!(needs(&ForwardAuthRoutes::default(), "GET", "/"), "(no table)");
+        assert_eq!(
+            needs(&ForwardAuthRoutes::default(), "GET", "/"),
+            "(no table)"
+        );
         assert_eq!(
             needs(&ForwardAuthRoutes::default(), "GET", "not even a path"),
             "(no table)"
