@@ -59,6 +59,7 @@ use serde_json::Value;
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tempfile::TempDir;
 use time::macros::datetime;
@@ -142,6 +143,7 @@ impl Harness {
     fn new() -> Self {
         // Process-wide and idempotent; before `Keyward::new`, which registers the counters.
         keyward_server::telemetry::prometheus();
+        remove_stale_scratch();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -211,14 +213,48 @@ fn settings(routed: bool) -> Settings {
     settings
 }
 
+/// Where the databases go: in memory where the machine has a tmpfs, since the fuzzer writes on
+/// most inputs.
+fn scratch_root() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// The prefix of this process's database directories: `keyward-fuzz-PID-`.
+const SCRATCH_PREFIX: &str = "keyward-fuzz-";
+
+/// Removes the database directories of fuzzer processes that are gone: a crash ends the process
+/// without dropping its `TempDir`, and a tmpfs is memory.
+fn remove_stale_scratch() {
+    let Ok(entries) = std::fs::read_dir(scratch_root()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl World {
     async fn new(routed: bool) -> Self {
-        // In memory where the machine has a tmpfs: the fuzzer writes on most inputs.
-        let dir = match std::path::Path::new("/dev/shm") {
-            shm if shm.is_dir() => tempfile::tempdir_in(shm),
-            _ => tempfile::tempdir(),
-        }
-        .expect("a temporary directory");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
+            .tempdir_in(scratch_root())
+            .expect("a temporary directory");
         let store = SqliteStore::open(&dir.path().join("keyward.db"))
             .await
             .expect("a SQLite store");
