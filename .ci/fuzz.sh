@@ -2,7 +2,7 @@
 # CI step "fuzz": builds the fuzz targets in fuzz/ with cargo-fuzz on the stable toolchain
 # (libFuzzer, `--sanitizer none`: see fuzz/README.md for why) and runs each one for a bounded
 # time from its committed seeds, which include every input a fuzzer has crashed on so far.
-# Fails if a target crashes, leaks, hangs, cannot be built or runs without coverage feedback.
+# Fails if a target panics, hangs, outgrows 2 GiB, cannot be built, or runs uninstrumented.
 #
 #   bash .ci/fuzz.sh            # about 100 s of fuzzing after the build
 #   FUZZ_SCALE=10 bash .ci/fuzz.sh   # ten times longer per target
