@@ -73,8 +73,10 @@ for entry in "${TARGETS[@]}"; do
   counters="$(sed -n 's/^INFO: Loaded [0-9]* modules *(\([0-9]*\) inline 8-bit counters).*/\1/p' "$log" | head -1)"
   runs="$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log")"
   if [ "$rc" -ne 0 ]; then
-    echo "!!! $target failed (exit $rc); the end of its log:" >&2
-    tail -n 60 "$log" >&2
+    echo "!!! $target failed (exit $rc):" >&2
+    grep -m1 -A2 'panicked at' "$log" >&2 || true
+    echo "!!! the end of its log:" >&2
+    tail -n 30 "$log" >&2
     for artifact in fuzz/artifacts/"$target"/*; do
       [ -f "$artifact" ] || continue
       echo "!!! crashing input $artifact (base64; replay with: cargo fuzz run -s none $target $artifact):" >&2
