@@ -135,6 +135,9 @@ impl LifetimePolicy {
             })?,
             ExpiryRequest::At(t) => t,
         };
+        // Stored and shown to the second, and truncated before the checks: truncating after
+        // them turned a time within the current second into an expiry already past.
+        let at = at.replace_nanosecond(0).unwrap_or(at);
         if at <= now {
             return Err(ExpiryError::InPast);
         }
@@ -143,14 +146,14 @@ impl LifetimePolicy {
                 max_days: self.max_lifetime.whole_days(),
             });
         }
-        // Stored and shown to the second.
-        Ok(Some(at.replace_nanosecond(0).unwrap_or(at)))
+        Ok(Some(at))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
@@ -220,6 +223,59 @@ mod tests {
             ..p
         };
         assert_eq!(open.resolve(Some(ExpiryRequest::Never), NOW), Ok(None));
+    }
+
+    /// Found by the `expiry` fuzz target (a request of 191 ns at a clock on a whole second):
+    /// the expiry was truncated to the second after it was checked, so a time within the
+    /// current second was accepted and stored as a time not after now.
+    #[test]
+    fn an_expiry_within_the_current_second_is_in_the_past() {
+        let p = LifetimePolicy::default();
+        let in_past = Err(ExpiryError::InPast);
+        assert_eq!(
+            p.resolve(Some(ExpiryRequest::In(Duration::nanoseconds(191))), NOW),
+            in_past
+        );
+        let now = NOW + Duration::milliseconds(500);
+        let within = ExpiryRequest::parse("2026-06-01T12:00:00.9Z").unwrap();
+        assert_eq!(p.resolve(Some(within), now), in_past);
+        assert_eq!(
+            p.resolve(Some(ExpiryRequest::In(Duration::seconds(1))), now),
+            Ok(Some(NOW + Duration::seconds(1)))
+        );
+    }
+
+    proptest! {
+        /// What the `expiry` fuzz target checks, for `cargo test`: whatever is asked, an
+        /// accepted expiry is after now, within the maximum lifetime, and to the second.
+        #[test]
+        fn an_accepted_expiry_is_in_the_future_and_within_policy(
+            now_nanos in 0i64..1_000_000_000,
+            offset_seconds in prop_oneof![-2i64..3, -100_000i64..100_000],
+            offset_nanos in -999_999_999i64..1_000_000_000,
+            max_seconds in 1i64..1_000_000,
+            text in "[0-9]{0,10}[smhdwx]?|never|2026-06-0[12]T1[12]:00:0[0-9](\\.[0-9]{1,3})?Z",
+        ) {
+            let now = NOW + Duration::nanoseconds(now_nanos);
+            let policy = LifetimePolicy {
+                max_lifetime: Duration::seconds(max_seconds),
+                ..LifetimePolicy::default()
+            };
+            let offset = Duration::seconds(offset_seconds) + Duration::nanoseconds(offset_nanos);
+            let mut requests = vec![
+                None,
+                Some(ExpiryRequest::In(offset)),
+                Some(ExpiryRequest::At(now + offset)),
+            ];
+            requests.extend(ExpiryRequest::parse(&text).ok().map(Some));
+            for request in requests {
+                if let Ok(Some(at)) = policy.resolve(request, now) {
+                    prop_assert!(at > now, "{at} for {request:?} at {now}");
+                    prop_assert!(at - now <= policy.max_lifetime);
+                    prop_assert_eq!(at.nanosecond(), 0);
+                }
+            }
+        }
     }
 
     #[test]

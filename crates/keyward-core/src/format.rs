@@ -440,6 +440,27 @@ mod tests {
             let _ = validate(&s);
         }
 
+        /// What the `token_format` fuzz target checks, for `cargo test`: near-valid tokens
+        /// (any prefix-like text, a body, a checksum that is right or not) are accepted by
+        /// `validate` and `parse_str` alike, and a valid one hints its prefix and last four.
+        #[test]
+        fn validate_and_parse_agree_and_the_hint_is_prefix_and_last_four(
+            prefix in "[a-z0-9_]{0,18}",
+            body in "[0-9A-Za-z]{43}",
+            repair in any::<bool>(),
+        ) {
+            let mut s = format!("{prefix}_{body}");
+            let sum = if repair { checksum_of(s.as_bytes()) } else { *b"000000" };
+            s.push_str(std::str::from_utf8(&sum).unwrap());
+            let parsed = TokenSecret::parse_str(&s);
+            prop_assert_eq!(validate(&s), parsed.as_ref().map(|_| ()).map_err(|e| *e));
+            prop_assert_eq!(parsed.is_ok(), repair && Prefix::parse(&prefix).is_ok());
+            if let Ok(t) = parsed {
+                prop_assert_eq!(t.prefix(), prefix.as_str());
+                prop_assert_eq!(t.hint(), format!("{prefix}_…{}", &s[s.len() - 4..]));
+            }
+        }
+
         #[test]
         fn random_base62_bodies_fail_unless_checksum_matches(body in "[0-9A-Za-z]{49}") {
             let s = format!("kwp_{body}");

@@ -40,6 +40,35 @@ fn unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+/// Whether `b` may stand unencoded in an RFC 3986 §3.3 path (`pchar` and `/`).
+fn allowed_in_path(b: u8) -> bool {
+    unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+        )
+}
+
+/// Appends `%XX` for `b`, in upper case (RFC 3986 §6.2.2.1).
+fn push_escape(text: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    text.push('%');
+    text.push(char::from(HEX[usize::from(b >> 4)]));
+    text.push(char::from(HEX[usize::from(b & 0xf)]));
+}
+
 fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -51,8 +80,9 @@ fn hex_value(b: u8) -> Option<u8> {
 
 /// The path of an original request URI (`X-Original-URI`, `X-Forwarded-Uri`), in the form routes
 /// are matched in: no query or fragment, percent-encoded unreserved characters decoded, other
-/// escapes in upper case, dot segments removed, repeated slashes merged. The result starts with
-/// `/`, and normalizing it again gives it back unchanged.
+/// escapes in upper case, characters a path may not hold (a space, `"`, `{`, …) percent-encoded,
+/// dot segments removed, repeated slashes merged. The result is visible ASCII starting with `/`,
+/// and normalizing it again gives it back unchanged.
 pub fn normalize_path(uri: &str) -> Result<String, PathError> {
     if uri.len() > MAX_URI_BYTES {
         return Err(PathError::TooLong);
@@ -88,12 +118,7 @@ pub fn normalize_path(uri: &str) -> Result<String, PathError> {
                         return Err(PathError::Ambiguous("an encoded control character"));
                     }
                     v if unreserved(v) => text.push(char::from(v)),
-                    v => {
-                        const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                        text.push('%');
-                        text.push(char::from(HEX[usize::from(v >> 4)]));
-                        text.push(char::from(HEX[usize::from(v & 0xf)]));
-                    }
+                    v => push_escape(&mut text, v),
                 }
                 decoded.push(value);
                 i += 3;
@@ -107,6 +132,14 @@ pub fn normalize_path(uri: &str) -> Result<String, PathError> {
                 return Err(PathError::Ambiguous(
                     "characters that are not percent-encoded",
                 ));
+            }
+            // A space, `"`, `<`, `>`, `[`, `]`, `^`, `` ` ``, `{`, `|` or `}`: not allowed in a
+            // path, so written as the escape an upstream would decode to the same byte; left
+            // as it came, `/a b` and `/a%20b` would be two paths to the table and one upstream.
+            b if !allowed_in_path(b) => {
+                push_escape(&mut text, b);
+                decoded.push(b);
+                i += 1;
             }
             b => {
                 text.push(char::from(b));
@@ -328,6 +361,7 @@ impl ForwardAuthRoutes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn route(method: &str, prefix: &str, scopes: &[&str]) -> ForwardAuthRoute {
         ForwardAuthRoute::new(method, prefix, Scopes::parse(scopes).unwrap()).unwrap()
@@ -363,6 +397,9 @@ mod tests {
             ("http://api.example.com/droplets/7?q", "/droplets/7"),
             ("HTTPS://api.example.com", "/"),
             ("/DROPLETS/7", "/DROPLETS/7"),
+            ("/a b/%7B%7d", "/a%20b/%7B%7D"),
+            ("/a\"<>[]^`{|}", "/a%22%3C%3E%5B%5D%5E%60%7B%7C%7D"),
+            ("/a!$&'()*+,=:@b", "/a!$&'()*+,=:@b"),
         ] {
             assert_eq!(normalize_path(raw).as_deref(), Ok(normal), "{raw}");
             assert_eq!(
@@ -447,6 +484,71 @@ mod tests {
         }
         for uri in ["/droplets;x=1/7", "/droplets%2F7", "/droplets\\7"] {
             assert!(needs(&table, "DELETE", uri).starts_with("(400"), "{uri}");
+        }
+    }
+
+    /// Found by the `forward_auth_path` fuzz target (input `"GET\n/trop ftft3F7"`): a literal
+    /// space stayed a space, so `/my files` and `/my%20files`, one path to an upstream that
+    /// decodes, were two paths to the table, and one spelling skipped the other's route.
+    #[test]
+    fn characters_a_path_may_not_hold_have_one_spelling() {
+        assert_eq!(
+            normalize_path("/trop ftft3F7").as_deref(),
+            Ok("/trop%20ftft3F7")
+        );
+        let table = ForwardAuthRoutes::new(vec![
+            route("*", "/", &["account:read"]),
+            route("DELETE", "/my files", &["droplet:delete"]),
+        ])
+        .unwrap();
+        for uri in [
+            "/my files/7",
+            "/my%20files/7",
+            "/MY%20Files/7",
+            "/my%20files",
+        ] {
+            assert_eq!(needs(&table, "DELETE", uri), "droplet:delete", "{uri}");
+        }
+        let table = ForwardAuthRoutes::new(vec![
+            route("*", "/", &["account:read"]),
+            route("DELETE", "/my%20files", &["droplet:delete"]),
+        ])
+        .unwrap();
+        assert_eq!(needs(&table, "DELETE", "/my files/7"), "droplet:delete");
+    }
+
+    /// The pieces paths are made of in the property below: separators, dot segments, escapes
+    /// of both kinds, characters a path may not hold, and an absolute-form start.
+    const PIECES: &[&str] = &[
+        "/", ".", "..", "%2e", "%2F", "%41", "%c3%a9", "%ff", "a", "Droplets", " ", "?", "#", ";",
+        "\\", "%", "~", "{", "http://h",
+    ];
+
+    proptest! {
+        /// What the `forward_auth_path` fuzz target checks, for `cargo test`: a normalized path
+        /// is visible ASCII from `/` with no empty or dot segment and no `?`, `#`, `;` or `\`,
+        /// and normalizes to itself; the lower-case spelling finds the same route.
+        #[test]
+        fn normalized_paths_are_fixed_points(
+            pieces in prop::collection::vec(prop::sample::select(PIECES), 0..12),
+        ) {
+            let uri = pieces.concat();
+            let table = ForwardAuthRoutes::new(vec![
+                route("GET", "/droplets", &["droplet:read"]),
+                route("*", "/a", &["droplet:update"]),
+            ])
+            .unwrap();
+            if let Ok(path) = normalize_path(&uri) {
+                prop_assert!(path.starts_with('/'), "{uri:?} -> {path:?}");
+                prop_assert!(path.bytes().all(|b| b.is_ascii_graphic()), "{path:?}");
+                prop_assert!(!path.contains("//") && !path.contains(['?', '#', ';', '\\']));
+                prop_assert!(path.split('/').all(|s| s != "." && s != ".."), "{path:?}");
+                prop_assert_eq!(normalize_path(&path), Ok(path.clone()));
+                prop_assert_eq!(
+                    table.decide("GET", &uri.to_ascii_lowercase()),
+                    table.decide("GET", &uri)
+                );
+            }
         }
     }
 
