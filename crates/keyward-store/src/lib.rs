@@ -21,34 +21,13 @@ use time::OffsetDateTime;
 
 mod decode;
 mod epoch;
+mod error;
 pub mod postgres;
 pub mod sqlite;
 
+pub use error::{BoxError, StoreError, StoreResult};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-
-/// What went wrong in a store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// No such record (or not the caller's: the store does not tell the difference).
-    #[error("not found")]
-    NotFound,
-    /// A unique name is taken.
-    #[error("{0} already exists")]
-    Conflict(String),
-    /// The change is not allowed in the record's current state (e.g. regenerating a revoked token).
-    #[error("{0}")]
-    InvalidState(&'static str),
-    /// The database could not be reached or answered with an error.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The database holds something keyward did not write (a corrupt or foreign row).
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
-}
-
-/// Results from a store.
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A token hash as stored: the keyed hash and the id of the server key that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]

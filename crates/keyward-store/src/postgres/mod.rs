@@ -109,7 +109,7 @@ impl PgStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         // The URL may hold a password, so it never goes into an error.
         let options = PgConnectOptions::from_str(url)
-            .map_err(|_| StoreError::Unavailable("not a valid PostgreSQL URL".to_owned()))?;
+            .map_err(|_| StoreError::unavailable("not a valid PostgreSQL URL".to_owned()))?;
         Self::connect_with(options).await
     }
 
@@ -188,7 +188,7 @@ impl PgStore {
         });
         match task.await {
             Ok(committed) => committed.map_err(db_error),
-            Err(e) => Err(StoreError::Unavailable(format!("commit task failed: {e}"))),
+            Err(e) => Err(StoreError::unavailable(format!("commit task failed: {e}"))),
         }
     }
 
@@ -258,7 +258,7 @@ async fn migrate(options: &PgConnectOptions) -> StoreResult<()> {
             .map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(e)
                 | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => db_error(e),
-                other => StoreError::Corrupt(format!("database schema: {other}")),
+                other => StoreError::corrupt(format!("database schema: {other}")),
             })
     }
     .await;
@@ -272,7 +272,7 @@ async fn bounded<T>(query: impl Future<Output = StoreResult<T>>) -> StoreResult<
     tokio::time::timeout(VERIFY_QUERY_TIMEOUT, query)
         .await
         .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(format!(
+            Err(StoreError::unavailable(format!(
                 "no answer from the database within {VERIFY_QUERY_TIMEOUT:?}"
             )))
         })
@@ -802,7 +802,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool);
         let rows = bounded(async { fetched.await.map_err(db_error) }).await?;
         let Some(first) = rows.first() else {
-            return Err(StoreError::Corrupt("change_log has no row".to_owned()));
+            return Err(StoreError::corrupt("change_log has no row".to_owned()));
         };
         let pruned_through: i64 = rows::get(first, "pruned_through")?;
         let end: i64 = rows::get(first, "log_end")?;

@@ -91,7 +91,7 @@ impl SqliteStore {
     /// same file at once, even a fresh one.
     pub async fn open(path: &Path) -> StoreResult<Self> {
         create_private_file(path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::unavailable(format!("cannot open {}: {e}", path.display())))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -104,7 +104,7 @@ impl SqliteStore {
         let readers = reader::Readers::for_file(path)?.map(Arc::new);
         let epoch_path = Epoch::path_for(path);
         let epoch = Epoch::open(&epoch_path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot map {}: {e}", epoch_path.display()))
+            StoreError::unavailable(format!("cannot map {}: {e}", epoch_path.display()))
         })?;
         // A process that died between a commit and its bump left that change unannounced;
         // announcing "something may have changed" once on start-up covers it.
@@ -146,7 +146,7 @@ impl SqliteStore {
         });
         match task.await {
             Ok(committed) => committed.map_err(db_error),
-            Err(e) => Err(StoreError::Unavailable(format!("commit task failed: {e}"))),
+            Err(e) => Err(StoreError::unavailable(format!("commit task failed: {e}"))),
         }
     }
 
@@ -227,7 +227,7 @@ async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
         .map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e)
             | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => db_error(e),
-            other => StoreError::Corrupt(format!("database schema: {other}")),
+            other => StoreError::corrupt(format!("database schema: {other}")),
         })?;
     tx.commit().await.map_err(db_error)
 }
@@ -832,7 +832,7 @@ impl Store for SqliteStore {
         // seconds. The task finishes, and commits, even if the caller stops waiting.
         if self.readers.is_some() {
             if self.pool.is_closed() {
-                return Err(StoreError::Unavailable("the store is closed".to_owned()));
+                return Err(StoreError::unavailable("the store is closed".to_owned()));
             }
             // The file this store's own connections open.
             let path = self.pool.connect_options().get_filename().to_owned();
@@ -840,7 +840,7 @@ impl Store for SqliteStore {
             let restored = tokio::task::spawn_blocking(move || bulk::restore(&path, &snapshot))
                 .await
                 .unwrap_or_else(|e| {
-                    Err(StoreError::Unavailable(format!("restore task failed: {e}")))
+                    Err(StoreError::unavailable(format!("restore task failed: {e}")))
                 });
             if restored.is_ok() {
                 // Every process's cache starts over and learns the restored hashes.

@@ -79,7 +79,7 @@ impl Readers {
         }
         // Absolute, so a later change of working directory cannot point a new reader elsewhere.
         let path = std::fs::canonicalize(path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::unavailable(format!("cannot open {}: {e}", path.display())))?;
         Ok(Some(Self {
             path,
             idle: Mutex::new(Idle::default()),
@@ -120,7 +120,7 @@ impl Readers {
             // The lock guards only a push or a pop, so a poisoned one still holds a sound list.
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.closed {
-                return Err(StoreError::Unavailable("the store is closed".to_owned()));
+                return Err(StoreError::unavailable("the store is closed".to_owned()));
             }
             if let Some(connection) = idle.connections.pop() {
                 return Ok(connection);
@@ -163,7 +163,7 @@ impl LiteRow<'_> {
     fn get<T: rusqlite::types::FromSql>(&self, column: &str) -> StoreResult<T> {
         self.0
             .get(column)
-            .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+            .map_err(|e| StoreError::corrupt_from(format!("{column}: {e}"), None, e))
     }
 }
 
