@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 mod decode;
 mod epoch;
 mod error;
+mod migrate;
 pub mod postgres;
 pub mod sqlite;
 

@@ -16,15 +16,15 @@ use async_trait::async_trait;
 use keyward_core::{
     AuditEvent, TokenHash, TokenId, TokenName, TokenRecord, TokenState, User, UserId, UserName,
 };
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions as _, Connection as _, Postgres, SqlSafeStr as _, Transaction};
+use sqlx::{ConnectOptions as _, Connection as _, Postgres, Transaction};
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
 
+use crate::migrate::{self, Migrations};
 use crate::{
     AuditFilter, Changes, HashRecord, Lookup, NewUser, Page, Regeneration, Revocation,
     SessionRecord, Snapshot, Store, StoreError, StoreResult, StoredAuditEvent, StoredHash, Usage,
@@ -39,9 +39,8 @@ pub use feed::{HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, PROPAGATION_BOUND};
 use feed::{CHANNEL, Feed, LOG_END_SQL};
 use rows::{db_error, insert_error, unix};
 
-/// The schema, embedded at compile time. Append a file and a line to change it; never edit an
-/// applied migration (its checksum is recorded, and a mismatch stops `connect`).
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+/// The schema (see [`Migrations`]).
+const MIGRATIONS: Migrations = &[
     (
         1,
         "initial",
@@ -223,23 +222,6 @@ impl PgStore {
 /// throughout. The lock is session-level and the connection is closed afterwards (even on
 /// failure), so a failed migration cannot leave the lock held by a pooled connection.
 async fn migrate(options: &PgConnectOptions) -> StoreResult<()> {
-    let mut migrator = Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(
-                    version,
-                    description.into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    );
-    // Our own lock, taken before sqlx creates its bookkeeping table: two `CREATE TABLE IF NOT
-    // EXISTS` at once can still collide in PostgreSQL's catalog.
-    migrator.set_locking(false);
     let mut conn = options
         .clone()
         .application_name("keyward-migrate")
@@ -252,14 +234,7 @@ async fn migrate(options: &PgConnectOptions) -> StoreResult<()> {
             .execute(&mut conn)
             .await
             .map_err(db_error)?;
-        migrator
-            .run_direct(None, &mut conn, false)
-            .await
-            .map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(e)
-                | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => db_error(e),
-                other => StoreError::corrupt(format!("database schema: {other}")),
-            })
+        migrate::apply(MIGRATIONS, &mut conn, db_error).await
     }
     .await;
     // Closing the session releases the lock.
@@ -961,18 +936,7 @@ mod tests {
 
     #[test]
     fn every_migration_file_is_embedded_in_order() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name.ends_with(".sql"))
-            .collect();
-        files.sort();
-        let embedded: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|(v, d, _)| format!("{v:04}_{d}.sql"))
-            .collect();
-        assert_eq!(files, embedded);
+        crate::migrate::assert_every_file_is_embedded("postgres", MIGRATIONS);
     }
 
     #[test]

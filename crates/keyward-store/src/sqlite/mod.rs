@@ -10,12 +10,11 @@ use async_trait::async_trait;
 use keyward_core::{
     AuditEvent, TokenHash, TokenId, TokenName, TokenRecord, TokenState, User, UserId, UserName,
 };
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{SqlSafeStr as _, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::epoch::Epoch;
+use crate::migrate::{self, Migrations};
 use crate::{
     AuditFilter, Changes, HashRecord, Lookup, NewUser, Page, Regeneration, Revocation,
     SessionRecord, Snapshot, Store, StoreError, StoreResult, StoredAuditEvent, StoredHash, Usage,
@@ -35,9 +35,8 @@ mod sessions;
 
 use rows::{db_error, insert_error, unix};
 
-/// The schema, embedded at compile time. Append a file and a line to change it; never edit an
-/// applied migration (its checksum is recorded, and a mismatch stops `open`).
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+/// The schema (see [`Migrations`]).
+const MIGRATIONS: Migrations = &[
     (
         1,
         "initial",
@@ -205,30 +204,8 @@ async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Erro
 /// migrations, so without it two processes opening a fresh file would both try to create the
 /// schema; with it the second waits, then finds everything applied.
 async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
-    let migrator = Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(
-                    version,
-                    description.into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    );
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-    // `run_direct` rather than `run`: `run`'s `Acquire` bound makes this future not `Send`.
-    migrator
-        .run_direct(None, &mut *tx, false)
-        .await
-        .map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e)
-            | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => db_error(e),
-            other => StoreError::corrupt(format!("database schema: {other}")),
-        })?;
+    migrate::apply(MIGRATIONS, &mut *tx, db_error).await?;
     tx.commit().await.map_err(db_error)
 }
 
@@ -876,21 +853,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn every_migration_file_is_embedded_in_order() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name.ends_with(".sql"))
-            .collect();
-        files.sort();
-        let embedded: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|(v, d, _)| format!("{v:04}_{d}.sql"))
-            .collect();
-        assert_eq!(files, embedded);
+        crate::migrate::assert_every_file_is_embedded("sqlite", super::MIGRATIONS);
     }
 }
