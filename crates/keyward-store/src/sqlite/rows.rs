@@ -10,8 +10,8 @@ pub(super) use crate::decode::{
 /// SQLite's primary result codes: a lock is held, the file is damaged, the file is not a
 /// database.
 const SQLITE_BUSY: i32 = 5;
-const SQLITE_CORRUPT: i32 = 11;
-const SQLITE_NOTADB: i32 = 26;
+pub(super) const SQLITE_CORRUPT: i32 = 11;
+pub(super) const SQLITE_NOTADB: i32 = 26;
 
 /// Whether another connection held a lock that SQLite would not wait for.
 pub(super) fn is_busy(e: &sqlx::Error) -> bool {
@@ -49,30 +49,6 @@ pub(super) fn db_error(e: sqlx::Error) -> StoreError {
         | sqlx::Error::ColumnNotFound(_)
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
         | sqlx::Error::TypeNotFound { .. } => StoreError::corrupt_from(e.to_string(), None, e),
-        _ => StoreError::unavailable_from(e.to_string(), None, e),
-    }
-}
-
-/// Maps an error of a direct read (`reader`) as [`db_error`] maps sqlx's.
-pub(super) fn lite_error(e: rusqlite::Error) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(code, message) => {
-            let what = message.clone().unwrap_or_else(|| code.to_string());
-            let extended = Some(code.extended_code.to_string());
-            if matches!(code.extended_code & 0xff, SQLITE_CORRUPT | SQLITE_NOTADB) {
-                StoreError::corrupt_from(what, extended, e)
-            } else {
-                StoreError::unavailable_from(what, extended, e)
-            }
-        }
-        rusqlite::Error::FromSqlConversionFailure(..)
-        | rusqlite::Error::IntegralValueOutOfRange(..)
-        | rusqlite::Error::Utf8Error(..)
-        | rusqlite::Error::InvalidColumnIndex(_)
-        | rusqlite::Error::InvalidColumnName(_)
-        | rusqlite::Error::InvalidColumnType(..) => {
-            StoreError::corrupt_from(e.to_string(), None, e)
-        }
         _ => StoreError::unavailable_from(e.to_string(), None, e),
     }
 }

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use keyward_core::AuditKind;
 use keyward_core::{Clock as _, SystemClock};
 use keyward_store::postgres::PROPAGATION_BOUND;
+use keyward_store::{ChangeFeed as _, Maintenance as _, TokenStore as _};
 use keyward_store::{PgStore, Store, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions as _, Connection as _};

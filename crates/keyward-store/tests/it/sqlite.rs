@@ -1,6 +1,7 @@
 //! The contract suite on SQLite, a fresh file per test, and checks only SQLite has.
 
 use async_trait::async_trait;
+use keyward_store::{Maintenance as _, TokenStore as _, UserStore as _};
 use keyward_store::{SqliteStore, Store, StoreError};
 use std::path::PathBuf;
 use tempfile::TempDir;

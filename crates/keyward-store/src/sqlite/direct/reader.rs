@@ -30,9 +30,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use super::LOOKUP;
-use super::rows::{self, lite_error};
+use super::lite_error;
 use crate::decode::Columns;
+use crate::sqlite::rows;
+use crate::sqlite::tokens::LOOKUP;
 use crate::{Lookup, StoreError, StoreResult};
 
 /// Idle connections kept for reuse. Each lookup holds one only while it runs, without awaiting,
@@ -47,7 +48,7 @@ const BUSY_ON_TASK: Duration = Duration::from_millis(50);
     clippy::large_enum_variant,
     reason = "returned once per lookup and unpacked at once; a box would add an allocation per miss"
 )]
-pub(super) enum Read {
+pub(in crate::sqlite) enum Read {
     /// The answer.
     Done(Option<Lookup>),
     /// The database stayed locked for [`BUSY_ON_TASK`]: ask through sqlx.
@@ -56,7 +57,7 @@ pub(super) enum Read {
 
 /// Read-only connections to the database file, taken by a lookup and given back after it.
 #[derive(Debug)]
-pub(super) struct Readers {
+pub(in crate::sqlite) struct Readers {
     path: PathBuf,
     idle: Mutex<Idle>,
 }
@@ -71,7 +72,7 @@ impl Readers {
     /// Readers for the database at `path`, or `None` when `path` names no ordinary file that a
     /// second connection could open (`:memory:`, a temporary database, a URI): such a store reads
     /// through sqlx.
-    pub(super) fn for_file(path: &Path) -> StoreResult<Option<Self>> {
+    pub(in crate::sqlite) fn for_file(path: &Path) -> StoreResult<Option<Self>> {
         let name = path.as_os_str();
         let uri = name.to_str().is_some_and(|name| name.starts_with("file:"));
         if name.is_empty() || name == ":memory:" || uri {
@@ -86,8 +87,8 @@ impl Readers {
         }))
     }
 
-    /// The token, owner and validity of the secret with this hash, as `Store::lookup` returns.
-    pub(super) fn lookup(&self, hash: &TokenHash) -> StoreResult<Read> {
+    /// The token, owner and validity of the secret with this hash, as `TokenStore::lookup` returns.
+    pub(in crate::sqlite) fn lookup(&self, hash: &TokenHash) -> StoreResult<Read> {
         let connection = self.take()?;
         let found = connection.prepare_cached(LOOKUP).and_then(|mut statement| {
             statement
@@ -109,7 +110,7 @@ impl Readers {
 
     /// Closes every idle connection and refuses further lookups, so that the writer's connection
     /// is the last one and can checkpoint the WAL when it closes.
-    pub(super) fn close(&self) {
+    pub(in crate::sqlite) fn close(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.closed = true;
         idle.connections.clear();
