@@ -185,7 +185,11 @@ impl PgStore {
         });
         match task.await {
             Ok(committed) => committed.map_err(db_error),
-            Err(e) => Err(StoreError::unavailable(format!("commit task failed: {e}"))),
+            Err(e) => Err(StoreError::unavailable_from(
+                format!("commit task failed: {e}"),
+                None,
+                e,
+            )),
         }
     }
 

@@ -76,7 +76,11 @@ impl Maintenance for SqliteStore {
             let restored = tokio::task::spawn_blocking(move || direct::restore(&path, &snapshot))
                 .await
                 .unwrap_or_else(|e| {
-                    Err(StoreError::unavailable(format!("restore task failed: {e}")))
+                    Err(StoreError::unavailable_from(
+                        format!("restore task failed: {e}"),
+                        None,
+                        e,
+                    ))
                 });
             if restored.is_ok() {
                 // Every process's cache starts over and learns the restored hashes.

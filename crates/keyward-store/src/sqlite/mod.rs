@@ -69,8 +69,9 @@ impl SqliteStore {
     /// any pending migrations. The parent directory must exist. Several processes may open the
     /// same file at once, even a fresh one.
     pub async fn open(path: &Path) -> StoreResult<Self> {
-        create_private_file(path)
-            .map_err(|e| StoreError::unavailable(format!("cannot open {}: {e}", path.display())))?;
+        create_private_file(path).map_err(|e| {
+            StoreError::unavailable_from(format!("cannot open {}: {e}", path.display()), None, e)
+        })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -83,7 +84,11 @@ impl SqliteStore {
         let readers = direct::Readers::for_file(path)?.map(Arc::new);
         let epoch_path = Epoch::path_for(path);
         let epoch = Epoch::open(&epoch_path).map_err(|e| {
-            StoreError::unavailable(format!("cannot map {}: {e}", epoch_path.display()))
+            StoreError::unavailable_from(
+                format!("cannot map {}: {e}", epoch_path.display()),
+                None,
+                e,
+            )
         })?;
         // A process that died between a commit and its bump left that change unannounced;
         // announcing "something may have changed" once on start-up covers it.
@@ -126,7 +131,11 @@ impl SqliteStore {
         });
         match task.await {
             Ok(committed) => committed.map_err(db_error),
-            Err(e) => Err(StoreError::unavailable(format!("commit task failed: {e}"))),
+            Err(e) => Err(StoreError::unavailable_from(
+                format!("commit task failed: {e}"),
+                None,
+                e,
+            )),
         }
     }
 }

@@ -79,8 +79,9 @@ impl Readers {
             return Ok(None);
         }
         // Absolute, so a later change of working directory cannot point a new reader elsewhere.
-        let path = std::fs::canonicalize(path)
-            .map_err(|e| StoreError::unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let path = std::fs::canonicalize(path).map_err(|e| {
+            StoreError::unavailable_from(format!("cannot open {}: {e}", path.display()), None, e)
+        })?;
         Ok(Some(Self {
             path,
             idle: Mutex::new(Idle::default()),
