@@ -3,7 +3,7 @@
 //! Each engine's row type reaches these decoders through [`Columns`], implemented for any sqlx row
 //! whose database decodes the six column types keyward stores (text, integer, boolean, bytes and
 //! their nullable forms), and for the rusqlite rows of SQLite's direct point reads
-//! (`sqlite::reader`). A value that does not decode or parse was not written by keyward, so it
+//! (`sqlite::direct`). A value that does not decode or parse was not written by keyward, so it
 //! is [`StoreError::Corrupt`], never a panic. Error mapping stays with each engine: its codes
 //! differ.
 
