@@ -29,7 +29,7 @@ use keyward_core::{
     TokenSecret,
 };
 use keyward_server::service::{Acting, Keyward, Settings, Verdict};
-use keyward_store::{PgStore, Snapshot, SqliteStore, Store, StoredHash};
+use keyward_store::{Maintenance as _, PgStore, Snapshot, SqliteStore, Store, StoredHash};
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::future::Future;

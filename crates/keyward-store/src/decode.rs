@@ -3,7 +3,7 @@
 //! Each engine's row type reaches these decoders through [`Columns`], implemented for any sqlx row
 //! whose database decodes the six column types keyward stores (text, integer, boolean, bytes and
 //! their nullable forms), and for the rusqlite rows of SQLite's direct point reads
-//! (`sqlite::reader`). A value that does not decode or parse was not written by keyward, so it
+//! (`sqlite::direct`). A value that does not decode or parse was not written by keyward, so it
 //! is [`StoreError::Corrupt`], never a panic. Error mapping stays with each engine: its codes
 //! differ.
 
@@ -45,7 +45,7 @@ where
     for<'c> &'c str: ColumnIndex<R>,
 {
     row.try_get(column)
-        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+        .map_err(|e| StoreError::corrupt_from(format!("{column}: {e}"), None, e))
 }
 
 impl<R> Columns for R
@@ -111,7 +111,7 @@ fn parse<T, E: Display>(
     f: impl FnOnce(&str) -> Result<T, E>,
 ) -> StoreResult<T> {
     let text = row.text(column)?;
-    f(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    f(&text).map_err(|e| StoreError::corrupt(format!("{column}: {e}")))
 }
 
 fn parse_opt<T, E: Display>(
@@ -120,13 +120,13 @@ fn parse_opt<T, E: Display>(
     f: impl FnOnce(&str) -> Result<T, E>,
 ) -> StoreResult<Option<T>> {
     row.opt_text(column)?
-        .map(|t| f(&t).map_err(|e| StoreError::Corrupt(format!("{column}: {e}"))))
+        .map(|t| f(&t).map_err(|e| StoreError::corrupt(format!("{column}: {e}"))))
         .transpose()
 }
 
 fn to_time(column: &str, secs: i64) -> StoreResult<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(secs)
-        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+        .map_err(|e| StoreError::corrupt(format!("{column}: {e}")))
 }
 
 /// A non-null time column.
@@ -186,7 +186,7 @@ pub(crate) fn lookup(row: &impl Columns) -> StoreResult<Lookup> {
 /// A stored 32-byte hash.
 pub(crate) fn hash(row: &impl Columns, column: &str) -> StoreResult<TokenHash> {
     TokenHash::from_slice(&row.bytes(column)?)
-        .ok_or_else(|| StoreError::Corrupt(format!("{column}: not 32 bytes")))
+        .ok_or_else(|| StoreError::corrupt(format!("{column}: not 32 bytes")))
 }
 
 /// An `audit_events` row.

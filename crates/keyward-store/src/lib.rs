@@ -1,16 +1,35 @@
 //! keyward's storage seam.
 //!
-//! [`Store`] is everything keyward asks of a database. Each engine implements it in its own
-//! module with its own migrations ([`SqliteStore`], [`PgStore`]); nothing above this crate knows
-//! which engine it talks to. Every engine passes the same contract suite (`tests/it`).
+//! What keyward asks of a database comes in narrow traits, one per aggregate: [`TokenStore`],
+//! [`UserStore`], [`SessionStore`], [`AuditStore`], [`ChangeFeed`] and [`Maintenance`] (health,
+//! dump, restore). [`Store`] is their sum, implemented for every type that implements them all,
+//! so the server holds one `Arc<dyn Store>` and a caller brings the trait it uses into scope.
+//!
+//! Each engine implements them in its own module with its own migrations ([`SqliteStore`],
+//! [`PgStore`]), laid out the same way so the two read side by side: `tokens.rs`, `users.rs`,
+//! `sessions.rs`, `audit.rs`, `feed.rs` and `backup.rs` hold one trait's implementation each, in
+//! the trait's order, and `mod.rs` opening, closing and committing. Both run their migrations
+//! through one runner (`migrate`), each under its own lock. Nothing above this crate knows which
+//! engine it talks to. Every engine passes the same contract suite (`tests/it`).
 //!
 //! Two rules every implementation keeps:
 //! - a write is acknowledged only after it is durable (committed);
 //! - every committed change that can alter a verification answer (revoke, regenerate, a user
-//!   disabled) appends to the change log and then advances [`Store::change_epoch`], so every
+//!   disabled) appends to the change log and then advances [`ChangeFeed::change_epoch`], so every
 //!   process's verification cache learns of it before its next answer (SQLite: at once, through
 //!   a shared memory map; PostgreSQL: at once in the writing process, within
 //!   [`postgres::PROPAGATION_BOUND`] in the others).
+//!
+//! Errors are one [`StoreError`], whose `Unavailable` and `Corrupt` keep the engine's error as
+//! their source and its code (PostgreSQL's SQLSTATE, SQLite's extended result code).
+//!
+//! **SQLite's two drivers.** The SQLite engine runs on sqlx like the PostgreSQL one, except for
+//! two measured paths that go to SQLite directly through rusqlite: the cold-verification point
+//! read (about 7 µs against sqlx's 115 µs of thread hops; BENCHMARKS.md) and the bulk restore
+//! (seconds instead of minutes for 10^6 tokens). We keep both drivers and fence rusqlite inside
+//! one module, `sqlite::direct`, with its one error mapper; moving everything to rusqlite would
+//! mean an async layer of our own for every write for no measured gain. The reasons are written
+//! out in that module's docs.
 
 use async_trait::async_trait;
 use keyward_core::{
@@ -21,34 +40,14 @@ use time::OffsetDateTime;
 
 mod decode;
 mod epoch;
+mod error;
+mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
+pub use error::{BoxError, StoreError, StoreResult};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-
-/// What went wrong in a store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// No such record (or not the caller's: the store does not tell the difference).
-    #[error("not found")]
-    NotFound,
-    /// A unique name is taken.
-    #[error("{0} already exists")]
-    Conflict(String),
-    /// The change is not allowed in the record's current state (e.g. regenerating a revoked token).
-    #[error("{0}")]
-    InvalidState(&'static str),
-    /// The database could not be reached or answered with an error.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The database holds something keyward did not write (a corrupt or foreign row).
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
-}
-
-/// Results from a store.
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A token hash as stored: the keyed hash and the id of the server key that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,26 +229,12 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
-/// Everything keyward asks of a database. Methods that take an `owner` act only on that user's
-/// tokens and answer [`StoreError::NotFound`] for anyone else's, so ownership is checked in the
-/// same statement that reads or writes (no check-then-act gap). Methods that take an
-/// [`AuditEvent`] write it in the same transaction as the change.
+/// Tokens and their secrets. Methods that take an `owner` act only on that user's tokens and
+/// answer [`StoreError::NotFound`] for anyone else's, so ownership is checked in the same
+/// statement that reads or writes (no check-then-act gap). Methods that take an [`AuditEvent`]
+/// write it in the same transaction as the change.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Checks that the database answers (for `/readyz`).
-    async fn ping(&self) -> StoreResult<()>;
-
-    /// Adds a user; [`StoreError::Conflict`] if the name is taken.
-    async fn add_user(&self, user: &NewUser, audit: &AuditEvent) -> StoreResult<()>;
-    /// A user by name.
-    async fn user_by_name(&self, name: &UserName) -> StoreResult<Option<User>>;
-    /// A user by id.
-    async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>>;
-    /// All users, by name.
-    async fn list_users(&self) -> StoreResult<Vec<User>>;
-    /// A user's password hash (Argon2id PHC string), if they have one.
-    async fn password_hash(&self, id: &UserId) -> StoreResult<Option<String>>;
-
+pub trait TokenStore: Send + Sync {
     /// Stores a new token and its first hash.
     async fn insert_token(
         &self,
@@ -257,15 +242,18 @@ pub trait Store: Send + Sync + 'static {
         hash: &StoredHash,
         audit: &AuditEvent,
     ) -> StoreResult<()>;
+
     /// A token by id, limited to `owner`'s when given.
     async fn token(&self, id: &TokenId, owner: Option<&UserId>)
     -> StoreResult<Option<TokenRecord>>;
+
     /// Tokens newest first, limited to `owner`'s when given.
     async fn list_tokens(
         &self,
         owner: Option<&UserId>,
         page: &Page,
     ) -> StoreResult<Vec<TokenRecord>>;
+
     /// Renames a token; returns the updated record.
     async fn rename_token(
         &self,
@@ -274,6 +262,7 @@ pub trait Store: Send + Sync + 'static {
         name: &TokenName,
         audit: &AuditEvent,
     ) -> StoreResult<TokenRecord>;
+
     /// Gives a token a new secret; previous secrets work until `old_valid_until`. Refuses a
     /// revoked token, or one expired at `regen.at`, with [`StoreError::InvalidState`].
     async fn regenerate_token(
@@ -283,6 +272,7 @@ pub trait Store: Send + Sync + 'static {
         regen: &Regeneration,
         audit: &AuditEvent,
     ) -> StoreResult<TokenRecord>;
+
     /// Revokes a token (all its secrets). Revoking a revoked token changes nothing and returns
     /// it as it is, without a new audit event.
     async fn revoke_token(
@@ -295,6 +285,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finds the token a hash belongs to (any state: the caller decides what it means).
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>>;
+
     /// Every stored hash (of any token, in any state) above `after`, in byte order, at most
     /// `limit`: a cache pages through them to know which hashes exist at all.
     async fn stored_hashes(
@@ -302,52 +293,30 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&TokenHash>,
         limit: u32,
     ) -> StoreResult<Vec<TokenHash>>;
+
     /// Records a batch of uses; for each token keeps the latest use across all writers.
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()>;
+}
 
-    /// Appends an event to the audit trail on its own.
-    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
-    /// Lists audit events newest first.
-    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<StoredAuditEvent>>;
+/// Users, their passwords and whether they may act. Methods that take an [`AuditEvent`] write
+/// it in the same transaction as the change.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Adds a user; [`StoreError::Conflict`] if the name is taken.
+    async fn add_user(&self, user: &NewUser, audit: &AuditEvent) -> StoreResult<()>;
 
-    /// A number that advances after every committed change in the change log, cheap enough to
-    /// read on every verification (no I/O). Seen from any process using the same database: at
-    /// once in the writing process, and within the engine's propagation bound in the others.
-    /// While an engine cannot vouch for it (PostgreSQL's listener is down), it returns a new
-    /// value on every call, so a cache reads the change log before every answer.
-    fn change_epoch(&self) -> u64;
-    /// The change log after `cursor` (`0` = from the start).
-    async fn changes_since(&self, cursor: i64) -> StoreResult<Changes>;
-    /// The change log's current end, to start a cache from.
-    async fn change_cursor(&self) -> StoreResult<i64>;
+    /// A user by name.
+    async fn user_by_name(&self, name: &UserName) -> StoreResult<Option<User>>;
 
-    /// Stores a new web session and records the sign-in, in one transaction. Deletes sessions
-    /// last seen before `stale_before` or past their end, so the table needs no janitor.
-    async fn create_session(
-        &self,
-        session: &SessionRecord,
-        stale_before: OffsetDateTime,
-        audit: &AuditEvent,
-    ) -> StoreResult<()>;
-    /// A session by the hash of its id (expired or not: the caller decides).
-    async fn session(&self, id_hash: &TokenHash) -> StoreResult<Option<SessionRecord>>;
-    /// Notes that a session was used at `at`.
-    async fn touch_session(&self, id_hash: &TokenHash, at: OffsetDateTime) -> StoreResult<()>;
-    /// Ends a session (and its form nonces); with an audit event, records why in the same
-    /// transaction. Ending a session that is gone is not an error.
-    async fn delete_session(
-        &self,
-        id_hash: &TokenHash,
-        audit: Option<&AuditEvent>,
-    ) -> StoreResult<()>;
-    /// Uses up a form's one-time `nonce` within a session: `true` the first time, `false` if it
-    /// was used before (a replayed form), so an action runs once however often it is re-sent.
-    async fn use_form_nonce(
-        &self,
-        session: &TokenHash,
-        nonce: &str,
-        at: OffsetDateTime,
-    ) -> StoreResult<bool>;
+    /// A user by id.
+    async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>>;
+
+    /// All users, by name.
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+
+    /// A user's password hash (Argon2id PHC string), if they have one.
+    async fn password_hash(&self, id: &UserId) -> StoreResult<Option<String>>;
+
     /// Disables (`disabled = true`) or enables a user, returning the updated record. Disabling
     /// ends all their sessions; either way every hash of their tokens goes to the change log,
     /// so every cache drops them at once and verification answers `owner_disabled` (tokens are
@@ -360,12 +329,113 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
         audit: &AuditEvent,
     ) -> StoreResult<User>;
+}
+
+/// Web sign-in sessions and the one-time nonces of their forms.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new web session and records the sign-in, in one transaction. Deletes sessions
+    /// last seen before `stale_before` or past their end, so the table needs no janitor.
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        stale_before: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// A session by the hash of its id (expired or not: the caller decides).
+    async fn session(&self, id_hash: &TokenHash) -> StoreResult<Option<SessionRecord>>;
+
+    /// Notes that a session was used at `at`.
+    async fn touch_session(&self, id_hash: &TokenHash, at: OffsetDateTime) -> StoreResult<()>;
+
+    /// Ends a session (and its form nonces); with an audit event, records why in the same
+    /// transaction. Ending a session that is gone is not an error.
+    async fn delete_session(
+        &self,
+        id_hash: &TokenHash,
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<()>;
+
+    /// Uses up a form's one-time `nonce` within a session: `true` the first time, `false` if it
+    /// was used before (a replayed form), so an action runs once however often it is re-sent.
+    async fn use_form_nonce(
+        &self,
+        session: &TokenHash,
+        nonce: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
+}
+
+/// The audit trail.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends an event to the audit trail on its own.
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+
+    /// Lists audit events newest first.
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<StoredAuditEvent>>;
+}
+
+/// The change log and the epoch that announces it: how verification caches learn that an answer
+/// may have changed (see the crate docs for the rule every write keeps).
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// A number that advances after every committed change in the change log, cheap enough to
+    /// read on every verification (no I/O). Seen from any process using the same database: at
+    /// once in the writing process, and within the engine's propagation bound in the others.
+    /// While an engine cannot vouch for it (PostgreSQL's listener is down), it returns a new
+    /// value on every call, so a cache reads the change log before every answer.
+    fn change_epoch(&self) -> u64;
+
+    /// The change log after `cursor` (`0` = from the start).
+    async fn changes_since(&self, cursor: i64) -> StoreResult<Changes>;
+
+    /// The change log's current end, to start a cache from.
+    async fn change_cursor(&self) -> StoreResult<i64>;
+}
+
+/// The store as a whole: health, and moving everything to another store.
+#[async_trait]
+pub trait Maintenance: Send + Sync {
+    /// Checks that the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
 
     /// Reads everything a [`Snapshot`] carries, in one transaction (a consistent view while
     /// others write).
     async fn dump(&self) -> StoreResult<Snapshot>;
+
     /// Writes `snapshot` into this store in one transaction, keeping every id, time and audit
     /// sequence number. Refuses, with [`StoreError::InvalidState`] and without writing, a store
     /// that already holds a user, a token or an audit event.
     async fn restore(&self, snapshot: &Snapshot) -> StoreResult<()>;
+}
+
+/// Everything keyward asks of a database: the sum of the per-aggregate traits, so a caller that
+/// holds an `Arc<dyn Store>` can use any of them (with the trait in scope). Implemented for every
+/// type that implements them all; an engine implements the parts, never this.
+pub trait Store:
+    TokenStore
+    + UserStore
+    + SessionStore
+    + AuditStore
+    + ChangeFeed
+    + Maintenance
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: TokenStore
+        + UserStore
+        + SessionStore
+        + AuditStore
+        + ChangeFeed
+        + Maintenance
+        + Send
+        + Sync
+        + 'static
+{
 }

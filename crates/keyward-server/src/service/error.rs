@@ -72,10 +72,28 @@ impl From<StoreError> for ServiceError {
             StoreError::NotFound => Self::NotFound,
             StoreError::Conflict(what) => Self::Conflict(what),
             StoreError::InvalidState(why) => Self::InvalidState(why),
-            StoreError::Unavailable(why) => Self::Unavailable(why),
-            StoreError::Corrupt(why) => Self::Internal(format!("corrupt record: {why}")),
+            e @ StoreError::Unavailable { .. } => Self::Unavailable(cause(&e)),
+            e @ StoreError::Corrupt { .. } => Self::Internal(cause(&e)),
         }
     }
+}
+
+/// A store error for the log, which is where its cause goes (never to the client): its message,
+/// the engine's code, and every source in its chain that says more than the message already does.
+fn cause(e: &StoreError) -> String {
+    let mut cause = e.to_string();
+    if let Some(code) = e.code() {
+        cause.push_str(&format!(" (code {code})"));
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        let said = inner.to_string();
+        if !cause.contains(&said) {
+            cause.push_str(&format!("; caused by: {said}"));
+        }
+        source = inner.source();
+    }
+    cause
 }
 
 impl From<keyward_core::RandomError> for ServiceError {
@@ -86,3 +104,25 @@ impl From<keyward_core::RandomError> for ServiceError {
 
 /// Results of service calls.
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_keeps_its_message_and_code_for_the_log() {
+        let err = StoreError::Unavailable {
+            what: "terminating connection due to administrator command".to_owned(),
+            code: Some("57P01".to_owned()),
+            source: Some(Box::new(std::io::Error::other("connection reset"))),
+        };
+        let ServiceError::Unavailable(cause) = ServiceError::from(err) else {
+            panic!("not unavailable");
+        };
+        assert_eq!(
+            cause,
+            "database unavailable: terminating connection due to administrator command \
+             (code 57P01); caused by: connection reset"
+        );
+    }
+}

@@ -14,8 +14,9 @@ use keyward_core::{
 use keyward_server::service::Issued;
 use keyward_server::{Acting, Keyward, Settings, Verdict, VerifiedToken};
 use keyward_store::{
-    AuditFilter, Changes, Lookup, NewUser, Page, Regeneration, Revocation, SessionRecord, Snapshot,
-    SqliteStore, Store, StoreResult, StoredAuditEvent, StoredHash, Usage,
+    AuditFilter, AuditStore, ChangeFeed, Changes, Lookup, Maintenance, NewUser, Page, Regeneration,
+    Revocation, SessionRecord, SessionStore, Snapshot, SqliteStore, Store, StoreResult,
+    StoredAuditEvent, StoredHash, TokenStore, Usage, UserStore,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -63,87 +64,30 @@ impl RacingStore {
     }
 }
 
-#[async_trait]
-impl Store for RacingStore {
-    async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
-    }
+/// Implements a store trait for [`RacingStore`] by passing each listed method to `inner`,
+/// followed by any methods written out (the ones it intercepts).
+macro_rules! pass_through {
+    ($trait:ident { $(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)* } $($own:tt)*) => {
+        #[async_trait]
+        impl $trait for RacingStore {
+            $(async fn $name(&self, $($arg: $ty),*) -> StoreResult<$ret> {
+                self.inner.$name($($arg),*).await
+            })*
+            $($own)*
+        }
+    };
+}
 
-    async fn add_user(&self, user: &NewUser, audit: &AuditEvent) -> StoreResult<()> {
-        self.inner.add_user(user, audit).await
-    }
-
-    async fn user_by_name(&self, name: &UserName) -> StoreResult<Option<User>> {
-        self.inner.user_by_name(name).await
-    }
-
-    async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>> {
-        self.inner.user_by_id(id).await
-    }
-
-    async fn list_users(&self) -> StoreResult<Vec<User>> {
-        self.inner.list_users().await
-    }
-
-    async fn password_hash(&self, id: &UserId) -> StoreResult<Option<String>> {
-        self.inner.password_hash(id).await
-    }
-
-    async fn insert_token(
-        &self,
-        token: &TokenRecord,
-        hash: &StoredHash,
-        audit: &AuditEvent,
-    ) -> StoreResult<()> {
-        self.inner.insert_token(token, hash, audit).await
-    }
-
-    async fn token(
-        &self,
-        id: &TokenId,
-        owner: Option<&UserId>,
-    ) -> StoreResult<Option<TokenRecord>> {
-        self.inner.token(id, owner).await
-    }
-
-    async fn list_tokens(
-        &self,
-        owner: Option<&UserId>,
-        page: &Page,
-    ) -> StoreResult<Vec<TokenRecord>> {
-        self.inner.list_tokens(owner, page).await
-    }
-
-    async fn rename_token(
-        &self,
-        id: &TokenId,
-        owner: Option<&UserId>,
-        name: &TokenName,
-        audit: &AuditEvent,
-    ) -> StoreResult<TokenRecord> {
-        self.inner.rename_token(id, owner, name, audit).await
-    }
-
-    async fn regenerate_token(
-        &self,
-        id: &TokenId,
-        owner: Option<&UserId>,
-        regen: &Regeneration,
-        audit: &AuditEvent,
-    ) -> StoreResult<TokenRecord> {
-        self.inner.regenerate_token(id, owner, regen, audit).await
-    }
-
-    async fn revoke_token(
-        &self,
-        id: &TokenId,
-        owner: Option<&UserId>,
-        revocation: &Revocation,
-        audit: &AuditEvent,
-    ) -> StoreResult<TokenRecord> {
-        self.inner.revoke_token(id, owner, revocation, audit).await
-    }
-
+pass_through!(TokenStore {
+    fn insert_token(token: &TokenRecord, hash: &StoredHash, audit: &AuditEvent) -> ();
+    fn token(id: &TokenId, owner: Option<&UserId>) -> Option<TokenRecord>;
+    fn list_tokens(owner: Option<&UserId>, page: &Page) -> Vec<TokenRecord>;
+    fn rename_token(id: &TokenId, owner: Option<&UserId>, name: &TokenName, audit: &AuditEvent) -> TokenRecord;
+    fn regenerate_token(id: &TokenId, owner: Option<&UserId>, regen: &Regeneration, audit: &AuditEvent) -> TokenRecord;
+    fn revoke_token(id: &TokenId, owner: Option<&UserId>, revocation: &Revocation, audit: &AuditEvent) -> TokenRecord;
+    fn stored_hashes(after: Option<&TokenHash>, limit: u32) -> Vec<TokenHash>;
+    fn record_usage(batch: &[Usage]) -> ();
+}
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         let found = self.inner.lookup(hash).await?;
@@ -162,93 +106,44 @@ impl Store for RacingStore {
         }
         Ok(found)
     }
+);
 
-    async fn stored_hashes(
-        &self,
-        after: Option<&TokenHash>,
-        limit: u32,
-    ) -> StoreResult<Vec<TokenHash>> {
-        self.inner.stored_hashes(after, limit).await
-    }
+pass_through!(UserStore {
+    fn add_user(user: &NewUser, audit: &AuditEvent) -> ();
+    fn user_by_name(name: &UserName) -> Option<User>;
+    fn user_by_id(id: &UserId) -> Option<User>;
+    fn list_users() -> Vec<User>;
+    fn password_hash(id: &UserId) -> Option<String>;
+    fn set_user_disabled(id: &UserId, disabled: bool, at: OffsetDateTime, audit: &AuditEvent) -> User;
+});
 
-    async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()> {
-        self.inner.record_usage(batch).await
-    }
+pass_through!(SessionStore {
+    fn create_session(session: &SessionRecord, stale_before: OffsetDateTime, audit: &AuditEvent) -> ();
+    fn session(id_hash: &TokenHash) -> Option<SessionRecord>;
+    fn touch_session(id_hash: &TokenHash, at: OffsetDateTime) -> ();
+    fn delete_session(id_hash: &TokenHash, audit: Option<&AuditEvent>) -> ();
+    fn use_form_nonce(session: &TokenHash, nonce: &str, at: OffsetDateTime) -> bool;
+});
 
-    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        self.inner.append_audit(event).await
-    }
+pass_through!(AuditStore {
+    fn append_audit(event: &AuditEvent) -> ();
+    fn audit_events(filter: &AuditFilter) -> Vec<StoredAuditEvent>;
+});
 
-    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<StoredAuditEvent>> {
-        self.inner.audit_events(filter).await
-    }
-
+pass_through!(ChangeFeed {
+    fn changes_since(cursor: i64) -> Changes;
+    fn change_cursor() -> i64;
+}
     fn change_epoch(&self) -> u64 {
         self.inner.change_epoch()
     }
+);
 
-    async fn changes_since(&self, cursor: i64) -> StoreResult<Changes> {
-        self.inner.changes_since(cursor).await
-    }
-
-    async fn change_cursor(&self) -> StoreResult<i64> {
-        self.inner.change_cursor().await
-    }
-
-    async fn create_session(
-        &self,
-        session: &SessionRecord,
-        stale_before: OffsetDateTime,
-        audit: &AuditEvent,
-    ) -> StoreResult<()> {
-        self.inner
-            .create_session(session, stale_before, audit)
-            .await
-    }
-
-    async fn session(&self, id_hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
-        self.inner.session(id_hash).await
-    }
-
-    async fn touch_session(&self, id_hash: &TokenHash, at: OffsetDateTime) -> StoreResult<()> {
-        self.inner.touch_session(id_hash, at).await
-    }
-
-    async fn delete_session(
-        &self,
-        id_hash: &TokenHash,
-        audit: Option<&AuditEvent>,
-    ) -> StoreResult<()> {
-        self.inner.delete_session(id_hash, audit).await
-    }
-
-    async fn use_form_nonce(
-        &self,
-        session: &TokenHash,
-        nonce: &str,
-        at: OffsetDateTime,
-    ) -> StoreResult<bool> {
-        self.inner.use_form_nonce(session, nonce, at).await
-    }
-
-    async fn set_user_disabled(
-        &self,
-        id: &UserId,
-        disabled: bool,
-        at: OffsetDateTime,
-        audit: &AuditEvent,
-    ) -> StoreResult<User> {
-        self.inner.set_user_disabled(id, disabled, at, audit).await
-    }
-
-    async fn dump(&self) -> StoreResult<Snapshot> {
-        self.inner.dump().await
-    }
-
-    async fn restore(&self, snapshot: &Snapshot) -> StoreResult<()> {
-        self.inner.restore(snapshot).await
-    }
-}
+pass_through!(Maintenance {
+    fn ping() -> ();
+    fn dump() -> Snapshot;
+    fn restore(snapshot: &Snapshot) -> ();
+});
 
 /// The service over a [`RacingStore`] on a fresh SQLite file, with a manual clock.
 struct Harness {

@@ -14,22 +14,25 @@ pub(super) use crate::decode::{
 const DATA_CORRUPTED: &str = "XX001";
 const INDEX_CORRUPTED: &str = "XX002";
 
-/// Maps an error that has no more specific meaning at the call site.
+/// Maps an error that has no more specific meaning at the call site, keeping it as the source and
+/// its SQLSTATE as the code.
 pub(super) fn db_error(e: sqlx::Error) -> StoreError {
-    match e {
+    match &e {
         sqlx::Error::Database(db) => {
-            if matches!(db.code().as_deref(), Some(DATA_CORRUPTED | INDEX_CORRUPTED)) {
-                StoreError::Corrupt(db.message().to_owned())
+            let what = db.message().to_owned();
+            let code = db.code().map(|c| c.into_owned());
+            if matches!(code.as_deref(), Some(DATA_CORRUPTED | INDEX_CORRUPTED)) {
+                StoreError::corrupt_from(what, code, e)
             } else {
-                StoreError::Unavailable(db.message().to_owned())
+                StoreError::unavailable_from(what, code, e)
             }
         }
-        e @ (sqlx::Error::ColumnDecode { .. }
+        sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
         | sqlx::Error::ColumnNotFound(_)
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. }) => StoreError::Corrupt(e.to_string()),
-        e => StoreError::Unavailable(e.to_string()),
+        | sqlx::Error::TypeNotFound { .. } => StoreError::corrupt_from(e.to_string(), None, e),
+        _ => StoreError::unavailable_from(e.to_string(), None, e),
     }
 }
 
@@ -45,5 +48,5 @@ pub(super) fn get<'r, T: Decode<'r, Postgres> + Type<Postgres>>(
     column: &str,
 ) -> StoreResult<T> {
     row.try_get(column)
-        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+        .map_err(|e| StoreError::corrupt_from(format!("{column}: {e}"), None, e))
 }

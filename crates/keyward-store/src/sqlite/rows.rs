@@ -10,8 +10,8 @@ pub(super) use crate::decode::{
 /// SQLite's primary result codes: a lock is held, the file is damaged, the file is not a
 /// database.
 const SQLITE_BUSY: i32 = 5;
-const SQLITE_CORRUPT: i32 = 11;
-const SQLITE_NOTADB: i32 = 26;
+pub(super) const SQLITE_CORRUPT: i32 = 11;
+pub(super) const SQLITE_NOTADB: i32 = 26;
 
 /// Whether another connection held a lock that SQLite would not wait for.
 pub(super) fn is_busy(e: &sqlx::Error) -> bool {
@@ -28,48 +28,28 @@ fn primary_code(db: &dyn sqlx::error::DatabaseError) -> Option<i32> {
         .map(|c| c & 0xff)
 }
 
-/// Maps an error that has no more specific meaning at the call site.
+/// Maps an error that has no more specific meaning at the call site, keeping it as the source and
+/// SQLite's extended result code as the code.
 pub(super) fn db_error(e: sqlx::Error) -> StoreError {
-    match e {
+    match &e {
         sqlx::Error::Database(db) => {
-            // sqlx reports SQLite's extended result code; its low byte is the primary code.
-            let primary = db
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .map(|c| c & 0xff);
-            if matches!(primary, Some(SQLITE_CORRUPT | SQLITE_NOTADB)) {
-                StoreError::Corrupt(db.message().to_owned())
+            let what = db.message().to_owned();
+            let code = db.code().map(|c| c.into_owned());
+            if matches!(
+                primary_code(db.as_ref()),
+                Some(SQLITE_CORRUPT | SQLITE_NOTADB)
+            ) {
+                StoreError::corrupt_from(what, code, e)
             } else {
-                StoreError::Unavailable(db.message().to_owned())
+                StoreError::unavailable_from(what, code, e)
             }
         }
-        e @ (sqlx::Error::ColumnDecode { .. }
+        sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
         | sqlx::Error::ColumnNotFound(_)
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. }) => StoreError::Corrupt(e.to_string()),
-        e => StoreError::Unavailable(e.to_string()),
-    }
-}
-
-/// Maps an error of a direct read (`reader`) as [`db_error`] maps sqlx's.
-pub(super) fn lite_error(e: rusqlite::Error) -> StoreError {
-    match e {
-        rusqlite::Error::SqliteFailure(code, message) => {
-            let message = message.unwrap_or_else(|| code.to_string());
-            if matches!(code.extended_code & 0xff, SQLITE_CORRUPT | SQLITE_NOTADB) {
-                StoreError::Corrupt(message)
-            } else {
-                StoreError::Unavailable(message)
-            }
-        }
-        e @ (rusqlite::Error::FromSqlConversionFailure(..)
-        | rusqlite::Error::IntegralValueOutOfRange(..)
-        | rusqlite::Error::Utf8Error(..)
-        | rusqlite::Error::InvalidColumnIndex(_)
-        | rusqlite::Error::InvalidColumnName(_)
-        | rusqlite::Error::InvalidColumnType(..)) => StoreError::Corrupt(e.to_string()),
-        e => StoreError::Unavailable(e.to_string()),
+        | sqlx::Error::TypeNotFound { .. } => StoreError::corrupt_from(e.to_string(), None, e),
+        _ => StoreError::unavailable_from(e.to_string(), None, e),
     }
 }
 

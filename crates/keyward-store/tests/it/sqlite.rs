@@ -1,6 +1,7 @@
 //! The contract suite on SQLite, a fresh file per test, and checks only SQLite has.
 
 use async_trait::async_trait;
+use keyward_store::{Maintenance as _, TokenStore as _, UserStore as _};
 use keyward_store::{SqliteStore, Store, StoreError};
 use std::path::PathBuf;
 use tempfile::TempDir;
@@ -65,7 +66,7 @@ async fn open_creates_the_database_and_epoch_files_privately() {
     store.close().await;
     assert!(matches!(
         store.ping().await,
-        Err(StoreError::Unavailable(_))
+        Err(StoreError::Unavailable { .. })
     ));
 }
 
@@ -75,7 +76,7 @@ async fn open_needs_the_parent_directory() {
     let err = SqliteStore::open(&dir.path().join("missing/keyward.db"))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -107,13 +108,13 @@ async fn a_row_keyward_could_not_have_written_is_corrupt() {
         .unwrap();
     let err = store.token(&token.id, None).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Corrupt(ref what) if what.contains("scopes")),
+        matches!(err, StoreError::Corrupt { ref what, .. } if what.contains("scopes")),
         "{err:?}"
     );
     // `lookup` reads through its own connections (rusqlite), and decodes the same way.
     let err = store.lookup(&hash.hash).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Corrupt(ref what) if what.contains("scopes")),
+        matches!(err, StoreError::Corrupt { ref what, .. } if what.contains("scopes")),
         "{err:?}"
     );
 }
@@ -128,7 +129,7 @@ async fn closing_refuses_lookups_and_checkpoints_the_wal() {
     store.close().await;
     assert!(matches!(
         store.lookup(&hash.hash).await,
-        Err(StoreError::Unavailable(_))
+        Err(StoreError::Unavailable { .. })
     ));
     // The last connection to close checkpoints the WAL and removes it; a lookup's read-only
     // connection left open would keep it.

@@ -30,9 +30,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use super::LOOKUP;
-use super::rows::{self, lite_error};
+use super::lite_error;
 use crate::decode::Columns;
+use crate::sqlite::rows;
+use crate::sqlite::tokens::LOOKUP;
 use crate::{Lookup, StoreError, StoreResult};
 
 /// Idle connections kept for reuse. Each lookup holds one only while it runs, without awaiting,
@@ -47,7 +48,7 @@ const BUSY_ON_TASK: Duration = Duration::from_millis(50);
     clippy::large_enum_variant,
     reason = "returned once per lookup and unpacked at once; a box would add an allocation per miss"
 )]
-pub(super) enum Read {
+pub(in crate::sqlite) enum Read {
     /// The answer.
     Done(Option<Lookup>),
     /// The database stayed locked for [`BUSY_ON_TASK`]: ask through sqlx.
@@ -56,7 +57,7 @@ pub(super) enum Read {
 
 /// Read-only connections to the database file, taken by a lookup and given back after it.
 #[derive(Debug)]
-pub(super) struct Readers {
+pub(in crate::sqlite) struct Readers {
     path: PathBuf,
     idle: Mutex<Idle>,
 }
@@ -71,23 +72,24 @@ impl Readers {
     /// Readers for the database at `path`, or `None` when `path` names no ordinary file that a
     /// second connection could open (`:memory:`, a temporary database, a URI): such a store reads
     /// through sqlx.
-    pub(super) fn for_file(path: &Path) -> StoreResult<Option<Self>> {
+    pub(in crate::sqlite) fn for_file(path: &Path) -> StoreResult<Option<Self>> {
         let name = path.as_os_str();
         let uri = name.to_str().is_some_and(|name| name.starts_with("file:"));
         if name.is_empty() || name == ":memory:" || uri {
             return Ok(None);
         }
         // Absolute, so a later change of working directory cannot point a new reader elsewhere.
-        let path = std::fs::canonicalize(path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let path = std::fs::canonicalize(path).map_err(|e| {
+            StoreError::unavailable_from(format!("cannot open {}: {e}", path.display()), None, e)
+        })?;
         Ok(Some(Self {
             path,
             idle: Mutex::new(Idle::default()),
         }))
     }
 
-    /// The token, owner and validity of the secret with this hash, as `Store::lookup` returns.
-    pub(super) fn lookup(&self, hash: &TokenHash) -> StoreResult<Read> {
+    /// The token, owner and validity of the secret with this hash, as `TokenStore::lookup` returns.
+    pub(in crate::sqlite) fn lookup(&self, hash: &TokenHash) -> StoreResult<Read> {
         let connection = self.take()?;
         let found = connection.prepare_cached(LOOKUP).and_then(|mut statement| {
             statement
@@ -109,7 +111,7 @@ impl Readers {
 
     /// Closes every idle connection and refuses further lookups, so that the writer's connection
     /// is the last one and can checkpoint the WAL when it closes.
-    pub(super) fn close(&self) {
+    pub(in crate::sqlite) fn close(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.closed = true;
         idle.connections.clear();
@@ -120,7 +122,7 @@ impl Readers {
             // The lock guards only a push or a pop, so a poisoned one still holds a sound list.
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.closed {
-                return Err(StoreError::Unavailable("the store is closed".to_owned()));
+                return Err(StoreError::unavailable("the store is closed".to_owned()));
             }
             if let Some(connection) = idle.connections.pop() {
                 return Ok(connection);
@@ -163,7 +165,7 @@ impl LiteRow<'_> {
     fn get<T: rusqlite::types::FromSql>(&self, column: &str) -> StoreResult<T> {
         self.0
             .get(column)
-            .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+            .map_err(|e| StoreError::corrupt_from(format!("{column}: {e}"), None, e))
     }
 }
 

@@ -1,23 +1,27 @@
-//! `Store::restore` on a database file, written through rusqlite on a blocking thread.
+//! `Maintenance::restore` on a database file, written through rusqlite on a blocking thread.
 //!
 //! sqlx hands every statement to its connection's worker thread and waits for the answer, about
 //! 100 µs a row; seeding 10^6 tokens (a token row and a hash row each, and their users) took
 //! over five minutes that way. Here one connection of our own binds prepared statements row
-//! after row in one `BEGIN IMMEDIATE` transaction, the way the `reader` module reads, so the
+//! after row in one `BEGIN IMMEDIATE` transaction, the way `reader` reads, so the
 //! cost is SQLite's own.
 //!
-//! The statements and the emptiness check are the parent module's own constants, bound in the
-//! same order as its sqlx writes (`insert_user_row` and the others).
+//! The statements and the emptiness check are the sqlx writes' own constants (`tokens`, `users`,
+//! `audit`, `feed`, `backup`), bound in the same order as those writes (`insert_user_row` and the
+//! others).
 
 use keyward_core::{TokenId, UserId};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use std::path::Path;
 
-use super::rows::{lite_error, unix};
-use super::{
-    BUSY_TIMEOUT, INSERT_AUDIT, INSERT_HASH, INSERT_TOKEN, INSERT_USER, OCCUPIED, RESET_DROP,
-    RESET_MARK, RESET_PRUNE,
-};
+use super::lite_error;
+use crate::sqlite::BUSY_TIMEOUT;
+use crate::sqlite::audit::INSERT_AUDIT;
+use crate::sqlite::backup::OCCUPIED;
+use crate::sqlite::feed::{RESET_DROP, RESET_MARK, RESET_PRUNE};
+use crate::sqlite::rows::unix;
+use crate::sqlite::tokens::{INSERT_HASH, INSERT_TOKEN};
+use crate::sqlite::users::INSERT_USER;
 use crate::{Snapshot, StoreError, StoreResult};
 
 /// Page cache of the restoring connection, in KiB (SQLite's default is 2 MiB), taken only as
@@ -29,7 +33,7 @@ const RESTORE_CACHE_KIB: i64 = 256 * 1024;
 
 /// Writes `snapshot` into the empty database at `path` in one transaction, or nothing: every
 /// error returns before the commit, and dropping the transaction rolls it back.
-pub(super) fn restore(path: &Path, snapshot: &Snapshot) -> StoreResult<()> {
+pub(in crate::sqlite) fn restore(path: &Path, snapshot: &Snapshot) -> StoreResult<()> {
     let mut connection = open(path).map_err(lite_error)?;
     // The write lock is held from the emptiness check to the commit.
     let tx = connection
@@ -165,7 +169,7 @@ fn insert_error(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError
 mod tests {
     use super::*;
     use crate::sqlite::SqliteStore;
-    use crate::{SnapshotUser, Store as _, StoredAuditEvent};
+    use crate::{Maintenance as _, SnapshotUser, StoredAuditEvent};
     use keyward_core::{
         Actor, AuditEvent, AuditKind, Scopes, TokenName, TokenRecord, User, UserName,
     };

@@ -1,0 +1,115 @@
+//! Health and moving a whole store (dump, restore) on SQLite.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::audit::insert_audit_row;
+use super::feed::reset_change_log;
+use super::rows::{self, db_error};
+use super::tokens::{insert_hash_row, insert_token_row};
+use super::users::insert_user_row;
+use super::{SqliteStore, direct};
+use crate::{Maintenance, Snapshot, StoreError, StoreResult};
+
+/// Whether the store holds anything `restore` would refuse to write over.
+pub(super) const OCCUPIED: &str = "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM tokens) \
+     OR EXISTS (SELECT 1 FROM audit_events)";
+
+#[async_trait]
+impl Maintenance for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn dump(&self) -> StoreResult<Snapshot> {
+        // One read transaction: WAL gives it one snapshot from its first read on.
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let users = sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let tokens = sqlx::query("SELECT * FROM tokens ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let hashes = sqlx::query("SELECT * FROM token_hashes ORDER BY token_id, hash")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let audit = sqlx::query("SELECT * FROM audit_events ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.rollback().await.map_err(db_error)?;
+        Ok(Snapshot {
+            users: users
+                .iter()
+                .map(rows::snapshot_user)
+                .collect::<StoreResult<_>>()?,
+            tokens: tokens.iter().map(rows::token).collect::<StoreResult<_>>()?,
+            hashes: hashes
+                .iter()
+                .map(rows::hash_record)
+                .collect::<StoreResult<_>>()?,
+            audit: audit
+                .iter()
+                .map(rows::audit_event)
+                .collect::<StoreResult<_>>()?,
+        })
+    }
+
+    async fn restore(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        // A file (the one `direct::Readers` reads, so not `:memory:` or a URI) is written row by
+        // row without sqlx's thread hops (see `direct::bulk`), off the executor: a large restore takes
+        // seconds. The task finishes, and commits, even if the caller stops waiting.
+        if self.readers.is_some() {
+            if self.pool.is_closed() {
+                return Err(StoreError::unavailable("the store is closed".to_owned()));
+            }
+            // The file this store's own connections open.
+            let path = self.pool.connect_options().get_filename().to_owned();
+            let snapshot = snapshot.clone();
+            let restored = tokio::task::spawn_blocking(move || direct::restore(&path, &snapshot))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StoreError::unavailable_from(
+                        format!("restore task failed: {e}"),
+                        None,
+                        e,
+                    ))
+                });
+            if restored.is_ok() {
+                // Every process's cache starts over and learns the restored hashes.
+                self.epoch.bump();
+            }
+            return restored;
+        }
+        // The write lock is held from the emptiness check to the commit.
+        let mut tx = self.begin_write().await?;
+        let occupied: bool = sqlx::query_scalar(OCCUPIED)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if occupied {
+            return Err(StoreError::InvalidState("the target store is not empty"));
+        }
+        for user in &snapshot.users {
+            insert_user_row(&mut tx, &user.user, user.password_hash.as_deref()).await?;
+        }
+        for token in &snapshot.tokens {
+            insert_token_row(&mut tx, token).await?;
+        }
+        for hash in &snapshot.hashes {
+            insert_hash_row(&mut tx, hash).await?;
+        }
+        for event in &snapshot.audit {
+            insert_audit_row(&mut tx, Some(event.seq), &event.event).await?;
+        }
+        reset_change_log(&mut tx, OffsetDateTime::UNIX_EPOCH).await?;
+        self.commit_and_announce(tx).await
+    }
+}

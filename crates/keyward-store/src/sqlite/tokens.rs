@@ -1,0 +1,317 @@
+//! Tokens and their secrets on SQLite.
+
+use async_trait::async_trait;
+use keyward_core::{AuditEvent, TokenHash, TokenId, TokenName, TokenRecord, TokenState, UserId};
+use sqlx::sqlite::SqliteConnection;
+
+use super::audit::insert_audit;
+use super::feed::log_token_hashes;
+use super::rows::{self, db_error, insert_error, unix};
+use super::{SqliteStore, direct};
+use crate::{
+    HashRecord, Lookup, Page, Regeneration, Revocation, StoreError, StoreResult, StoredHash,
+    TokenStore, Usage,
+};
+
+/// A secret's token, its owner and the secret's own validity, for
+/// `TokenStore::lookup`; decoded by `rows::lookup`. Read through `direct::Readers` (rusqlite), or
+/// through sqlx where the store has no file.
+pub(super) const LOOKUP: &str = "SELECT t.*, u.name AS owner_name, u.disabled_at AS owner_disabled_at, \
+     h.valid_until AS secret_valid_until, h.created_at AS secret_created_at \
+     FROM token_hashes h JOIN tokens t ON t.id = h.token_id JOIN users u ON u.id = t.owner \
+     WHERE h.hash = ?1";
+
+/// A token row. Like every row write here, shared with the bulk restore (`direct::bulk`), which
+/// binds the same parameters in the same order.
+pub(super) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, owner, name, scopes, hint, created_at, \
+     expires_at, regenerated_at, last_used_at, last_used_ip, revoked_at, revoked_by, \
+     revoke_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+/// A secret hash row (shared with `direct::bulk`).
+pub(super) const INSERT_HASH: &str = "INSERT INTO token_hashes (hash, token_id, key_id, created_at, \
+     valid_until) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// A token by id in an open transaction, limited to `owner`'s when given.
+pub(super) async fn token_in(
+    conn: &mut SqliteConnection,
+    id: &TokenId,
+    owner: Option<&UserId>,
+) -> StoreResult<Option<TokenRecord>> {
+    let row = sqlx::query("SELECT * FROM tokens WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)")
+        .bind(id.as_str())
+        .bind(owner.map(UserId::as_str))
+        .fetch_optional(conn)
+        .await
+        .map_err(db_error)?;
+    row.as_ref().map(rows::token).transpose()
+}
+
+pub(super) async fn insert_token_row(
+    conn: &mut SqliteConnection,
+    token: &TokenRecord,
+) -> StoreResult<()> {
+    sqlx::query(INSERT_TOKEN)
+        .bind(token.id.as_str())
+        .bind(token.owner.as_str())
+        .bind(token.name.as_str())
+        .bind(token.scopes.to_string())
+        .bind(token.hint.as_str())
+        .bind(unix(token.created_at))
+        .bind(token.expires_at.map(unix))
+        .bind(token.regenerated_at.map(unix))
+        .bind(token.last_used_at.map(unix))
+        .bind(token.last_used_ip.map(|ip| ip.to_string()))
+        .bind(token.revoked_at.map(unix))
+        .bind(token.revoked_by.as_deref())
+        .bind(token.revoke_reason.as_deref())
+        .execute(conn)
+        .await
+        .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
+    Ok(())
+}
+
+pub(super) async fn insert_hash_row(
+    conn: &mut SqliteConnection,
+    hash: &HashRecord,
+) -> StoreResult<()> {
+    sqlx::query(INSERT_HASH)
+        .bind(hash.hash.hash.0.to_vec())
+        .bind(hash.token_id.as_str())
+        .bind(hash.hash.key_id.as_str())
+        .bind(unix(hash.created_at))
+        .bind(hash.valid_until.map(unix))
+        .execute(conn)
+        .await
+        .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
+    Ok(())
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        hash: &StoredHash,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        insert_token_row(&mut tx, token).await?;
+        let first = HashRecord {
+            token_id: token.id.clone(),
+            hash: hash.clone(),
+            created_at: token.created_at,
+            valid_until: None,
+        };
+        insert_hash_row(&mut tx, &first).await?;
+        // Logged like any change: every cache keeps the set of stored hashes (to answer unknown
+        // tokens without a read) and must learn of this one before it is presented.
+        log_token_hashes(&mut tx, &token.id, token.created_at).await?;
+        insert_audit(&mut tx, audit).await?;
+        self.commit_and_announce(tx).await
+    }
+
+    async fn token(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+    ) -> StoreResult<Option<TokenRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        token_in(&mut conn, id, owner).await
+    }
+
+    async fn list_tokens(
+        &self,
+        owner: Option<&UserId>,
+        page: &Page,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        // One static statement per shape, so each uses its index instead of a catch-all plan.
+        let query = match (owner, &page.after) {
+            (Some(owner), Some(after)) => sqlx::query(
+                "SELECT * FROM tokens WHERE owner = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+            )
+            .bind(owner.as_str())
+            .bind(after.as_str()),
+            (Some(owner), None) => {
+                sqlx::query("SELECT * FROM tokens WHERE owner = ?1 ORDER BY id DESC LIMIT ?2")
+                    .bind(owner.as_str())
+            }
+            (None, Some(after)) => {
+                sqlx::query("SELECT * FROM tokens WHERE id < ?1 ORDER BY id DESC LIMIT ?2")
+                    .bind(after.as_str())
+            }
+            (None, None) => sqlx::query("SELECT * FROM tokens ORDER BY id DESC LIMIT ?1"),
+        };
+        let rows = query
+            .bind(i64::from(page.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(rows::token).collect()
+    }
+
+    async fn rename_token(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        name: &TokenName,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE tokens SET name = ?3 WHERE id = ?1 AND (?2 IS NULL OR owner = ?2) RETURNING *",
+        )
+        .bind(id.as_str())
+        .bind(owner.map(UserId::as_str))
+        .bind(name.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let token = row
+            .as_ref()
+            .map(rows::token)
+            .transpose()?
+            .ok_or(StoreError::NotFound)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(token)
+    }
+
+    async fn regenerate_token(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        regen: &Regeneration,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord> {
+        let mut tx = self.begin_write().await?;
+        // The write lock is already held, so this check and the writes below see one state.
+        let current = token_in(&mut tx, id, owner)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        match current.state(regen.at) {
+            TokenState::Active => {}
+            TokenState::Revoked => return Err(StoreError::InvalidState("token is revoked")),
+            TokenState::Expired => return Err(StoreError::InvalidState("token has expired")),
+        }
+        sqlx::query(
+            "UPDATE token_hashes SET valid_until = min(coalesce(valid_until, ?2), ?2) WHERE token_id = ?1",
+        )
+        .bind(id.as_str())
+        .bind(unix(regen.old_valid_until))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let new_hash = HashRecord {
+            token_id: id.clone(),
+            hash: regen.new_hash.clone(),
+            created_at: regen.at,
+            valid_until: None,
+        };
+        insert_hash_row(&mut tx, &new_hash).await?;
+        let row = sqlx::query(
+            "UPDATE tokens SET hint = ?2, expires_at = ?3, regenerated_at = ?4 WHERE id = ?1 RETURNING *",
+        )
+        .bind(id.as_str())
+        .bind(regen.new_hint.as_str())
+        .bind(regen.new_expires_at.map(unix))
+        .bind(unix(regen.at))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let token = rows::token(&row)?;
+        log_token_hashes(&mut tx, id, regen.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        self.commit_and_announce(tx).await?;
+        Ok(token)
+    }
+
+    async fn revoke_token(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        revocation: &Revocation,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE tokens SET revoked_at = ?3, revoked_by = ?4, revoke_reason = ?5 \
+             WHERE id = ?1 AND (?2 IS NULL OR owner = ?2) AND revoked_at IS NULL RETURNING *",
+        )
+        .bind(id.as_str())
+        .bind(owner.map(UserId::as_str))
+        .bind(unix(revocation.at))
+        .bind(revocation.by.as_str())
+        .bind(revocation.reason.as_deref())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else {
+            // Not updated: either not the caller's (or no such token), or already revoked. Still
+            // under the write lock, so the answer cannot change before we give it.
+            let existing = token_in(&mut tx, id, owner).await?;
+            return existing.ok_or(StoreError::NotFound);
+        };
+        let token = rows::token(&row)?;
+        log_token_hashes(&mut tx, id, revocation.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        self.commit_and_announce(tx).await?;
+        Ok(token)
+    }
+
+    async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
+        if let Some(readers) = &self.readers {
+            // On this task: see `direct::reader` for why a few µs of blocking beat a thread hop. When
+            // the file stays locked, the wait moves to sqlx's thread below.
+            if let direct::Read::Done(found) = readers.lookup(hash)? {
+                return Ok(found);
+            }
+        }
+        let row = sqlx::query(LOOKUP)
+            .bind(hash.0.to_vec())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(rows::lookup).transpose()
+    }
+
+    async fn stored_hashes(
+        &self,
+        after: Option<&TokenHash>,
+        limit: u32,
+    ) -> StoreResult<Vec<TokenHash>> {
+        // The primary key's order (a WITHOUT ROWID table is stored in it): one range scan. Two
+        // statements, because `?1 IS NULL OR hash > ?1` would not use the range.
+        let limit = i64::from(limit);
+        let query = match after {
+            Some(after) => {
+                sqlx::query("SELECT hash FROM token_hashes WHERE hash > ?1 ORDER BY hash LIMIT ?2")
+                    .bind(after.0.to_vec())
+                    .bind(limit)
+            }
+            None => sqlx::query("SELECT hash FROM token_hashes ORDER BY hash LIMIT ?1").bind(limit),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(db_error)?;
+        rows.iter().map(|row| rows::hash(row, "hash")).collect()
+    }
+
+    async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for usage in batch {
+            // Another process (or an older batch) may hold a later use; a use only moves forward.
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = ?2, last_used_ip = ?3 \
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2)",
+            )
+            .bind(usage.token_id.as_str())
+            .bind(unix(usage.at))
+            .bind(usage.ip.map(|ip| ip.to_string()))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+}
