@@ -1375,6 +1375,76 @@ repo = ["read", "write"]
         }
     }
 
+    /// The point of declaring each setting once: every declared setting can be set in the file
+    /// and in the environment, the environment wins, and `Debug` never shows a secret.
+    #[test]
+    fn every_declared_setting_is_set_by_file_and_env_and_env_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |file_line: Option<String>, var: Option<(&str, &str)>| {
+            let path = write_config(
+                dir.path(),
+                &format!("version = 1\n{}\n", file_line.unwrap_or_default()),
+            );
+            let env = Env::from_pairs(var);
+            Config::load_from(&env, &flags_with(&path)).map(|c| format!("{c:?}"))
+        };
+        let unset = load(None, None).unwrap();
+        let mut vars: Vec<&str> = SETTINGS.iter().map(|s| s.env).collect();
+        vars.push(env::CONFIG);
+        vars.sort_unstable();
+        let mut all = env::ALL.to_vec();
+        all.sort_unstable();
+        assert_eq!(all, vars, "env::ALL lists every variable once");
+
+        for setting in SETTINGS {
+            let [a, b] = setting.examples;
+            let (a_text, b_text) = (a.trim_matches('"'), b.trim_matches('"'));
+            let in_file = |value: &str| Some(format!("{} = {value}", setting.key));
+            let env_a = load(None, Some((setting.env, a_text))).unwrap();
+            let env_b = load(None, Some((setting.env, b_text))).unwrap();
+            if setting.secret {
+                assert_ne!(env_b, unset, "{} sets {}", setting.env, setting.key);
+            } else {
+                assert_ne!(env_a, env_b, "{} sets {}", setting.env, setting.key);
+            }
+            let mut shown = vec![env_a.clone(), env_b.clone()];
+            if setting.in_file {
+                let file_a = load(in_file(a), None).unwrap();
+                let file_b = load(in_file(b), None).unwrap();
+                let both = load(in_file(a), Some((setting.env, b_text))).unwrap();
+                if setting.secret {
+                    assert_ne!(file_a, unset, "the file sets {}", setting.key);
+                } else {
+                    // The file's values show through as the variable's do, and differ.
+                    assert_eq!(file_a, env_a, "{} is read from the file", setting.key);
+                    assert_eq!(file_b, env_b, "{} is read from the file", setting.key);
+                    assert_eq!(both, env_b, "{} wins over the file", setting.env);
+                }
+                shown.extend([file_a, file_b, both]);
+            } else {
+                let message = err(Config::load_from(
+                    &Env::default(),
+                    &flags_with(&write_config(
+                        dir.path(),
+                        &format!("version = 1\n{} = {a}\n", setting.key),
+                    )),
+                ));
+                assert!(message.contains(setting.env), "{message}");
+                assert!(!message.contains(a_text), "{message}");
+            }
+            for debug in shown {
+                assert!(!debug.contains("never-shown"), "{debug}");
+                if setting.secret {
+                    assert!(debug.contains("[REDACTED]"), "{debug}");
+                    for text in [a_text, b_text] {
+                        assert!(!debug.contains(text), "{}: {debug}", setting.key);
+                        assert!(!debug.contains(&text[..text.len() / 2]), "{debug}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
