@@ -1446,6 +1446,17 @@ repo = ["read", "write"]
     }
 
     #[test]
+    fn the_readme_lists_every_variable() {
+        let readme = include_str!("../../../README.md");
+        for var in env::ALL {
+            assert!(
+                readme.contains(&format!("`{var}`")),
+                "{var} is not in README.md"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_config(
