@@ -46,16 +46,28 @@
 //!
 //! The server key is deliberately not a file setting: it comes from `KEYWARD_SERVER_KEY` or
 //! from `DATA_DIR/server.key`, so a config file can be shared or committed without it.
+//!
+//! Every setting that is one value (all of the above but `[catalog]` and the route table) is
+//! declared once, in the `settings!` invocation below: its key, its variable, its type, its
+//! default, an optional flag and check, and whether it is secret or kept out of the file. The
+//! type says how the file's value and the variable's text are read (`SettingValue`). The
+//! file's shape, [`env`], [`SETTINGS`], the fields of [`Config`], its redacting `Debug` and the
+//! layering are generated from the declarations, so every setting is layered the same way and
+//! an error always names the setting and where its value came from, in one line:
+//! `KEYWARD_HTTP_IDLE_TIMEOUT: "x" is not a duration ...`,
+//! `max_lifetime in /etc/keyward.toml: ...`, `--database: ...`.
 
 use keyward_core::{Catalog, LifetimePolicy, Prefix, ServerKey, parse_duration};
 use keyward_server::Settings;
 use keyward_server::http::HttpLimits;
 use keyward_server::service::{ForwardAuthRoute, ForwardAuthRoutes};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration as StdDuration;
 use time::Duration;
 
 /// The only config file version this keyward reads.
@@ -68,67 +80,568 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./keyward-data";
 /// The log filter used when none is named.
 pub const DEFAULT_LOG: &str = "info";
+/// The default SQLite file's name in the data dir.
+pub const SQLITE_FILE_NAME: &str = "keyward.db";
 
-/// Environment variables keyward reads; each overrides the file and is overridden by a flag.
-pub mod env {
-    /// Address to listen on.
-    pub const LISTEN: &str = "KEYWARD_LISTEN";
-    /// Data directory (database, server key, default config file).
-    pub const DATA_DIR: &str = "KEYWARD_DATA_DIR";
-    /// Config file path.
-    pub const CONFIG: &str = "KEYWARD_CONFIG";
-    /// Server key, 64 hexadecimal characters (instead of `DATA_DIR/server.key`).
-    pub const SERVER_KEY: &str = "KEYWARD_SERVER_KEY";
-    /// Prefix of new tokens.
-    pub const TOKEN_PREFIX: &str = "KEYWARD_TOKEN_PREFIX";
-    /// Longest token lifetime, e.g. `366d`.
-    pub const MAX_LIFETIME: &str = "KEYWARD_MAX_LIFETIME";
-    /// Lifetime of a token created without an expiry, e.g. `30d`.
-    pub const DEFAULT_LIFETIME: &str = "KEYWARD_DEFAULT_LIFETIME";
-    /// Whether tokens may never expire (`true`/`false`).
-    pub const ALLOW_NEVER: &str = "KEYWARD_ALLOW_NEVER";
-    /// Whether the web page's session cookie is always `Secure` (`true`/`false`).
-    pub const SECURE_COOKIES: &str = "KEYWARD_SECURE_COOKIES";
-    /// How many tokens the verification cache keeps.
-    pub const CACHE_CAPACITY: &str = "KEYWARD_CACHE_CAPACITY";
-    /// The tracing filter, e.g. `info` or `keyward_server=debug`.
-    pub const LOG: &str = "KEYWARD_LOG";
-    /// The database: `sqlite://PATH` or `postgres://...` (default: `DATA_DIR/keyward.db`).
-    pub const DATABASE_URL: &str = "KEYWARD_DATABASE_URL";
-    /// How long a new connection may take to send its first request head, e.g. `10s`.
-    pub const HTTP_HEADER_READ_TIMEOUT: &str = "KEYWARD_HTTP_HEADER_READ_TIMEOUT";
-    /// How long a connection may wait for its next request, e.g. `75s`.
-    pub const HTTP_IDLE_TIMEOUT: &str = "KEYWARD_HTTP_IDLE_TIMEOUT";
-    /// How long a request may take before it is answered 503, e.g. `30s`.
-    pub const HTTP_REQUEST_TIMEOUT: &str = "KEYWARD_HTTP_REQUEST_TIMEOUT";
-    /// How many connections each listener keeps open at once.
-    pub const HTTP_MAX_CONNECTIONS: &str = "KEYWARD_HTTP_MAX_CONNECTIONS";
-    /// A separate address serving `/metrics` alone.
-    pub const METRICS_LISTEN: &str = "KEYWARD_METRICS_LISTEN";
-    /// Whether `/metrics` needs a bearer token holding `metrics:read` (`true`/`false`).
-    pub const METRICS_REQUIRE_TOKEN: &str = "KEYWARD_METRICS_REQUIRE_TOKEN";
+/// Declares every setting once and generates from the declarations: [`env`] (with `env::ALL`),
+/// [`SETTINGS`], the file's shape (`FileConfig` and one struct per table), the fields of
+/// [`Config`], its redacting `Debug`, and `Config::from_layers`, which gives each setting its
+/// flag, else its variable, else its file value, else its default.
+///
+/// A setting reads `name: Type = default, env CONST = "KEYWARD_..."`, then any of, in this
+/// order: `flag field` (the [`Flags`] field over it), `check function` (a further rule on the
+/// value), `secret = true` (`Debug` shows `[REDACTED]`), `file = false` (refused in the file).
+/// A default may use a setting declared above it (`database` is in `data_dir`). A setting in
+/// `tables` is a field of the table's type, which must have exactly the table's settings as
+/// public fields (`[http]` fills the server's `HttpLimits`).
+///
+/// Adding a setting is one declaration (and whatever reads `config.name`):
+///
+/// ```text
+/// /// How long an audit record is kept, e.g. `400d`.
+/// audit_retention: Duration = Duration::days(400),
+///     env AUDIT_RETENTION = "KEYWARD_AUDIT_RETENTION";
+/// ```
+macro_rules! settings {
+    // One setting's [`Setting`]; `$key` is `name` or `table.name`.
+    (@info $key:expr, $var:expr, $ty:ty, [$($doc:literal)*], $($flag:ident)?;
+        $($secret:literal)?; $($in_file:literal)?) => {
+        Setting {
+            key: $key,
+            env: $var,
+            flag: settings!(@or $(Some(stringify!($flag)))?; None),
+            doc: concat!($($doc),*),
+            secret: settings!(@or $($secret)?; false),
+            in_file: settings!(@or $($in_file)?; true),
+            examples: <$ty as SettingValue>::EXAMPLES,
+        }
+    };
+    (@or ; $default:expr) => { $default };
+    (@or $value:expr; $default:expr) => { $value };
+    (@flag $flags:ident, $ty:ty, $flag:ident) => {
+        $flags.$flag.as_ref().map(FlagValue::<$ty>::to_value)
+    };
+    (@flag $flags:ident, $ty:ty) => { None::<Result<$ty, String>> };
+    (@check $ty:ty, $check:path) => { Some($check as Check<$ty>) };
+    (@check $ty:ty) => { None::<Check<$ty>> };
+    (
+        env_only { $( $(#[doc = $edoc:literal])* $EVAR:ident = $evar:literal; )* }
+        file_only { $( $(#[doc = $fdoc:literal])* $fname:ident: $fty:ty, )* }
+        derived { $( $(#[doc = $ddoc:literal])* $dname:ident: $dty:ty, )* }
+        settings { $(
+            $(#[doc = $doc:literal])*
+            $name:ident: $ty:ty = $default:expr, env $VAR:ident = $var:literal
+            $(, flag $flag:ident)? $(, check $check:path)?
+            $(, secret = $secret:literal)? $(, file = $in_file:literal)?;
+        )* }
+        tables { $(
+            $(#[doc = $tdoc:literal])*
+            $table:ident: $Table:ident, file $TableFile:ident { $(
+                $(#[doc = $sdoc:literal])*
+                $sname:ident: $sty:ty = $sdefault:expr, env $SVAR:ident = $svar:literal
+                $(, flag $sflag:ident)? $(, check $scheck:path)?
+                $(, secret = $ssecret:literal)? $(, file = $sin_file:literal)?;
+            )* }
+        )* }
+    ) => {
+        /// Environment variables keyward reads; each overrides the file and is overridden by a
+        /// flag.
+        pub mod env {
+            $( $(#[doc = $edoc])* pub const $EVAR: &str = $evar; )*
+            $( $(#[doc = $doc])* pub const $VAR: &str = $var; )*
+            $($( $(#[doc = $sdoc])* pub const $SVAR: &str = $svar; )*)*
 
-    /// Every variable above.
-    pub const ALL: &[&str] = &[
-        LISTEN,
-        DATA_DIR,
-        CONFIG,
-        SERVER_KEY,
-        TOKEN_PREFIX,
-        MAX_LIFETIME,
-        DEFAULT_LIFETIME,
-        ALLOW_NEVER,
-        SECURE_COOKIES,
-        CACHE_CAPACITY,
-        LOG,
-        DATABASE_URL,
-        HTTP_HEADER_READ_TIMEOUT,
-        HTTP_IDLE_TIMEOUT,
-        HTTP_REQUEST_TIMEOUT,
-        HTTP_MAX_CONNECTIONS,
-        METRICS_LISTEN,
-        METRICS_REQUIRE_TOKEN,
+            /// Every variable above.
+            pub const ALL: &[&str] = &[$($EVAR,)* $($VAR,)* $($($SVAR,)*)*];
+        }
+
+        /// Every setting, as declared.
+        pub const SETTINGS: &[Setting] = &[
+            $( settings!(@info stringify!($name), $var, $ty, [$($doc)*], $($flag)?;
+                $($secret)?; $($in_file)?), )*
+            $($( settings!(@info concat!(stringify!($table), ".", stringify!($sname)), $svar,
+                $sty, [$($sdoc)*], $($sflag)?; $($ssecret)?; $($sin_file)?), )*)*
+        ];
+
+        /// The config file's shape. Every key is optional except `version`.
+        #[derive(Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileConfig {
+            /// Checked by [`VersionProbe`] before this struct is parsed; declared so it is a
+            /// known key.
+            #[serde(rename = "version")]
+            _version: Option<toml::Value>,
+            $( $name: Option<<$ty as SettingValue>::File>, )*
+            $( $table: Option<$TableFile>, )*
+            $( $(#[doc = $fdoc])* $fname: $fty, )*
+        }
+
+        $(
+            #[doc = concat!("`[", stringify!($table), "]` in the config file.")]
+            #[derive(Default, Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct $TableFile {
+                $( $sname: Option<<$sty as SettingValue>::File>, )*
+            }
+        )*
+
+        /// keyward's complete configuration, every layer applied and every value checked.
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+            $( $(#[doc = $tdoc])* pub $table: $Table, )*
+            $( $(#[doc = $ddoc])* pub $dname: $dty, )*
+        }
+
+        /// The fields of [`Config`] that are not one setting, worked out by `load_from`.
+        struct Derived {
+            $( $dname: $dty, )*
+        }
+
+        impl fmt::Debug for Config {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut out = f.debug_struct("Config");
+                $( out.field(
+                    stringify!($name),
+                    &Shown::of(&self.$name, settings!(@or $($secret)?; false)),
+                ); )*
+                $( out.field(stringify!($table), &Table(stringify!($Table), &[$(
+                    (
+                        stringify!($sname),
+                        Shown::of(&self.$table.$sname, settings!(@or $($ssecret)?; false)),
+                    ),
+                )*])); )*
+                $( out.field(stringify!($dname), &self.$dname); )*
+                out.finish()
+            }
+        }
+
+        impl Config {
+            /// Every declared setting from its flag, else its variable, else the file, else its
+            /// default; `origin` names a file key with the file's path.
+            fn from_layers(
+                env: &Env,
+                flags: &Flags,
+                file: FileConfig,
+                origin: &dyn Fn(&str) -> String,
+                derived: Derived,
+            ) -> Result<Self, ConfigError> {
+                $(
+                    let $name: $ty = layer(
+                        &settings!(@info stringify!($name), $var, $ty, [$($doc)*], $($flag)?;
+                            $($secret)?; $($in_file)?),
+                        env,
+                        settings!(@flag flags, $ty $(, $flag)?),
+                        file.$name,
+                        origin,
+                        $default,
+                        settings!(@check $ty $(, $check)?),
+                    )?;
+                )*
+                $(
+                    let $table = {
+                        let file = file.$table.unwrap_or_default();
+                        $(
+                            let $sname: $sty = layer(
+                                &settings!(@info
+                                    concat!(stringify!($table), ".", stringify!($sname)),
+                                    $svar, $sty, [$($sdoc)*], $($sflag)?;
+                                    $($ssecret)?; $($sin_file)?),
+                                env,
+                                settings!(@flag flags, $sty $(, $sflag)?),
+                                file.$sname,
+                                origin,
+                                $sdefault,
+                                settings!(@check $sty $(, $scheck)?),
+                            )?;
+                        )*
+                        $Table { $( $sname, )* }
+                    };
+                )*
+                let Derived { $( $dname, )* } = derived;
+                Ok(Self { $( $name, )* $( $table, )* $( $dname, )* })
+            }
+        }
+    };
+}
+
+settings! {
+    // Variables that are not a setting of their own.
+    env_only {
+        /// Config file path.
+        CONFIG = "KEYWARD_CONFIG";
+    }
+    // Keys of the file that are more than one value, read by `load_from`.
+    file_only {
+        catalog: Option<BTreeMap<String, Vec<String>>>,
+        forward_auth: Option<ForwardAuthFile>,
+    }
+    // Fields of `Config` worked out by `load_from`.
+    derived {
+        /// The config file that was read, if any.
+        config_file: Option<PathBuf>,
+        /// The scopes tokens may carry (`[catalog]`).
+        catalog: Catalog,
+        /// The forward-auth route table (`[[forward_auth.route]]`).
+        forward_auth: ForwardAuthRoutes,
+    }
+    settings {
+        /// Where `keyward serve` listens.
+        // DEFAULT_LISTEN, as a test checks.
+        listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
+            env LISTEN = "KEYWARD_LISTEN", flag listen;
+        /// Where the database, the server key and the default config file live.
+        data_dir: PathBuf = PathBuf::from(DEFAULT_DATA_DIR),
+            env DATA_DIR = "KEYWARD_DATA_DIR", flag data_dir;
+        /// The database every command uses: `sqlite://PATH` or `postgres://...` (default:
+        /// `DATA_DIR/keyward.db`).
+        database: Database = Database::Sqlite(data_dir.join(SQLITE_FILE_NAME)),
+            env DATABASE_URL = "KEYWARD_DATABASE_URL", flag database;
+        /// The prefix of new tokens.
+        token_prefix: Prefix = Prefix::default(), env TOKEN_PREFIX = "KEYWARD_TOKEN_PREFIX";
+        /// The longest a token may live, e.g. `366d`.
+        max_lifetime: Duration = LifetimePolicy::default().max_lifetime,
+            env MAX_LIFETIME = "KEYWARD_MAX_LIFETIME";
+        /// The lifetime of a token created without an expiry, e.g. `30d`.
+        default_lifetime: Duration = LifetimePolicy::default().default_lifetime,
+            env DEFAULT_LIFETIME = "KEYWARD_DEFAULT_LIFETIME";
+        /// Whether tokens may never expire (`true`/`false`).
+        allow_never: bool = false, env ALLOW_NEVER = "KEYWARD_ALLOW_NEVER";
+        /// Whether the web page's session cookie is always `Secure` (serve over HTTPS).
+        secure_cookies: bool = false, env SECURE_COOKIES = "KEYWARD_SECURE_COOKIES";
+        /// How many tokens the verification cache keeps.
+        cache_capacity: u64 = 1_000_000, env CACHE_CAPACITY = "KEYWARD_CACHE_CAPACITY";
+        /// The tracing filter for the server's logs, e.g. `info` or `keyward_server=debug`.
+        log: String = DEFAULT_LOG.to_owned(), env LOG = "KEYWARD_LOG", check log_filter;
+        /// The server key, 64 hexadecimal characters; `None` means `DATA_DIR/server.key`.
+        server_key: Option<ServerKey> = None, env SERVER_KEY = "KEYWARD_SERVER_KEY",
+            secret = true, file = false;
+    }
+    tables {
+        /// Connection and request limits (`[http]`).
+        http: HttpLimits, file HttpFile {
+            /// How long a new connection may take to send its first request head, e.g. `10s`.
+            header_read_timeout: StdDuration = HttpLimits::default().header_read_timeout,
+                env HTTP_HEADER_READ_TIMEOUT = "KEYWARD_HTTP_HEADER_READ_TIMEOUT";
+            /// How long a connection may wait for its next request, e.g. `75s`.
+            idle_timeout: StdDuration = HttpLimits::default().idle_timeout,
+                env HTTP_IDLE_TIMEOUT = "KEYWARD_HTTP_IDLE_TIMEOUT";
+            /// How long a request may take before it is answered 503, e.g. `30s`.
+            request_timeout: StdDuration = HttpLimits::default().request_timeout,
+                env HTTP_REQUEST_TIMEOUT = "KEYWARD_HTTP_REQUEST_TIMEOUT";
+            /// How many connections each listener keeps open at once.
+            max_connections: usize = HttpLimits::default().max_connections,
+                env HTTP_MAX_CONNECTIONS = "KEYWARD_HTTP_MAX_CONNECTIONS", check at_least_one;
+        }
+        /// Where `/metrics` is served and to whom (`[metrics]`).
+        metrics: MetricsConfig, file MetricsFile {
+            /// A separate address serving `/metrics` alone.
+            listen: Option<SocketAddr> = None, env METRICS_LISTEN = "KEYWARD_METRICS_LISTEN";
+            /// Whether `/metrics` needs a bearer token holding `metrics:read` (`true`/`false`).
+            require_token: bool = false,
+                env METRICS_REQUIRE_TOKEN = "KEYWARD_METRICS_REQUIRE_TOKEN";
+        }
+    }
+}
+
+/// One setting as declared: where it may be set and how it is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// Its key in the config file; `table.key` for a key in a table such as `[http]`.
+    pub key: &'static str,
+    /// The environment variable over the file.
+    pub env: &'static str,
+    /// The [`Flags`] field over the variable, if any (`data_dir` is `--data-dir`).
+    pub flag: Option<&'static str>,
+    /// What it is, as its declaration says.
+    pub doc: &'static str,
+    /// Whether its value is secret: `Debug` shows `[REDACTED]` when it is set.
+    pub secret: bool,
+    /// Whether the config file may set it (the server key it may not).
+    pub in_file: bool,
+    /// Two valid values, written as in the config file (the variable takes them unquoted).
+    pub examples: [&'static str; 2],
+}
+
+/// A type a setting can have: how the file's value and a variable's text become one.
+trait SettingValue: Sized + fmt::Debug {
+    /// What the config file holds for it. serde reads it, so a value of the wrong TOML type is
+    /// reported with its line.
+    type File: DeserializeOwned;
+    /// Two valid values as TOML, different from each other (for [`Setting::examples`]).
+    const EXAMPLES: [&'static str; 2];
+    /// The value from the config file.
+    fn from_file(value: Self::File) -> Result<Self, String>;
+    /// The value from an environment variable, or a flag given as text. The message need not
+    /// name the setting, and must not repeat a secret.
+    fn from_text(text: &str) -> Result<Self, String>;
+    /// Whether a value is there at all: only an `Option` may be unset.
+    fn is_set(&self) -> bool {
+        true
+    }
+}
+
+impl SettingValue for SocketAddr {
+    type File = SocketAddr;
+    const EXAMPLES: [&'static str; 2] = ["\"127.0.0.1:9001\"", "\"127.0.0.1:9002\""];
+    fn from_file(value: SocketAddr) -> Result<Self, String> {
+        Ok(value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse()
+            .map_err(|_| format!("{text:?} is not an address such as {DEFAULT_LISTEN}"))
+    }
+}
+
+impl SettingValue for PathBuf {
+    type File = PathBuf;
+    const EXAMPLES: [&'static str; 2] = ["\"/srv/keyward-a\"", "\"/srv/keyward-b\""];
+    fn from_file(value: PathBuf) -> Result<Self, String> {
+        Ok(value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        Ok(PathBuf::from(text))
+    }
+}
+
+impl SettingValue for String {
+    type File = String;
+    const EXAMPLES: [&'static str; 2] = ["\"debug\"", "\"warn\""];
+    fn from_file(value: String) -> Result<Self, String> {
+        Ok(value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        Ok(text.to_owned())
+    }
+}
+
+impl SettingValue for bool {
+    type File = bool;
+    const EXAMPLES: [&'static str; 2] = ["true", "false"];
+    fn from_file(value: bool) -> Result<Self, String> {
+        Ok(value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        parse_bool(text).ok_or_else(|| format!("{text:?} is not true or false"))
+    }
+}
+
+impl SettingValue for u64 {
+    type File = u64;
+    const EXAMPLES: [&'static str; 2] = ["10", "20"];
+    fn from_file(value: u64) -> Result<Self, String> {
+        Ok(value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse()
+            .map_err(|_| format!("{text:?} is not a whole number"))
+    }
+}
+
+impl SettingValue for usize {
+    type File = u64;
+    const EXAMPLES: [&'static str; 2] = ["10", "20"];
+    fn from_file(value: u64) -> Result<Self, String> {
+        usize::try_from(value).map_err(|_| format!("{value} is too large"))
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse()
+            .map_err(|_| format!("{text:?} is not a whole number"))
+    }
+}
+
+/// A lifetime, written `366d` (see [`parse_duration`]).
+impl SettingValue for Duration {
+    type File = String;
+    // Between the defaults of default_lifetime (30d) and max_lifetime (366d), so that either
+    // may be set alone.
+    const EXAMPLES: [&'static str; 2] = ["\"31d\"", "\"32d\""];
+    fn from_file(value: String) -> Result<Self, String> {
+        Self::from_text(&value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        parse_duration(text).map_err(|e| e.to_string())
+    }
+}
+
+/// A timeout, written `10s` (see [`parse_duration`]; always positive).
+impl SettingValue for StdDuration {
+    type File = String;
+    const EXAMPLES: [&'static str; 2] = ["\"5s\"", "\"2m\""];
+    fn from_file(value: String) -> Result<Self, String> {
+        Self::from_text(&value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        let duration = parse_duration(text).map_err(|e| e.to_string())?;
+        StdDuration::try_from(duration).map_err(|_| format!("{text:?} is not positive"))
+    }
+}
+
+impl SettingValue for Prefix {
+    type File = String;
+    const EXAMPLES: [&'static str; 2] = ["\"acme\"", "\"envp\""];
+    fn from_file(value: String) -> Result<Self, String> {
+        Self::from_text(&value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        Prefix::parse(text).map_err(|e| e.to_string())
+    }
+}
+
+impl SettingValue for Database {
+    type File = String;
+    // The second carries a password, which `Debug` must never show.
+    const EXAMPLES: [&'static str; 2] = [
+        "\"sqlite:///srv/keyward/a.db\"",
+        "\"postgres://keyward:pw-never-shown@db.internal:5432/keyward\"",
     ];
+    fn from_file(value: String) -> Result<Self, String> {
+        Self::from_text(&value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        Database::parse(text)
+    }
+}
+
+impl SettingValue for ServerKey {
+    type File = String;
+    const EXAMPLES: [&'static str; 2] = [
+        "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"",
+        "\"f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff\"",
+    ];
+    fn from_file(value: String) -> Result<Self, String> {
+        Self::from_text(&value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        // The message never repeats the text: it is a secret.
+        ServerKey::from_hex(text).map_err(|e| e.to_string())
+    }
+}
+
+/// A setting with no default: unset unless a layer gives it.
+impl<T: SettingValue> SettingValue for Option<T> {
+    type File = T::File;
+    const EXAMPLES: [&'static str; 2] = T::EXAMPLES;
+    fn from_file(value: T::File) -> Result<Self, String> {
+        T::from_file(value).map(Some)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        T::from_text(text).map(Some)
+    }
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+}
+
+/// A flag's value: already of the setting's type (clap parsed it), or text read as the
+/// variable's would be.
+trait FlagValue<T> {
+    /// The setting's value.
+    fn to_value(&self) -> Result<T, String>;
+}
+
+impl<T: SettingValue + Clone> FlagValue<T> for T {
+    fn to_value(&self) -> Result<T, String> {
+        Ok(self.clone())
+    }
+}
+
+impl FlagValue<Database> for String {
+    fn to_value(&self) -> Result<Database, String> {
+        Database::from_text(self)
+    }
+}
+
+/// A further rule on a setting's value (`check` in its declaration).
+type Check<T> = fn(&T) -> Result<(), String>;
+
+/// One setting, layered: the flag, else the variable, else the file, else `default`; then
+/// `check`. An error names the setting where its value came from: `--flag`, `KEYWARD_...` or
+/// `key in FILE`.
+fn layer<T: SettingValue>(
+    setting: &Setting,
+    env: &Env,
+    flag: Option<Result<T, String>>,
+    file: Option<T::File>,
+    origin: &dyn Fn(&str) -> String,
+    default: T,
+    check: Option<Check<T>>,
+) -> Result<T, ConfigError> {
+    let (value, from) = if let Some(value) = flag {
+        let name = setting.flag.unwrap_or(setting.key).replace('_', "-");
+        (value, format!("--{name}"))
+    } else if let Some(text) = env.get(setting.env) {
+        (T::from_text(text), setting.env.to_owned())
+    } else if let Some(value) = file {
+        let from = origin(setting.key);
+        if !setting.in_file {
+            return Err(ConfigError::new(format!(
+                "{from}: not a config file setting; set {} instead",
+                setting.env
+            )));
+        }
+        (T::from_file(value), from)
+    } else {
+        (Ok(default), format!("the default {}", setting.key))
+    };
+    value
+        .and_then(|value| match check {
+            Some(check) => check(&value).map(|()| value),
+            None => Ok(value),
+        })
+        .map_err(|e| ConfigError::new(format!("{from}: {e}")))
+}
+
+fn log_filter(filter: &String) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|e| format!("{filter:?} is not a log filter: {e}"))
+}
+
+fn at_least_one(n: &usize) -> Result<(), String> {
+    if *n >= 1 {
+        Ok(())
+    } else {
+        Err(format!("{n} is not a whole number of at least 1"))
+    }
+}
+
+/// A setting's value in `Debug`: `[REDACTED]` if it is a secret that is set.
+struct Shown<'a> {
+    value: &'a dyn fmt::Debug,
+    redacted: bool,
+}
+
+impl<'a> Shown<'a> {
+    fn of<T: SettingValue>(value: &'a T, secret: bool) -> Self {
+        Self {
+            value,
+            redacted: secret && value.is_set(),
+        }
+    }
+}
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.redacted {
+            // Whether a secret was given, never the secret (not even a key's id: it names it).
+            f.write_str("[REDACTED]")
+        } else {
+            self.value.fmt(f)
+        }
+    }
+}
+
+/// A table's settings in `Debug`, each [`Shown`].
+struct Table<'a>(&'static str, &'a [(&'static str, Shown<'a>)]);
+
+impl fmt::Debug for Table<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = f.debug_struct(self.0);
+        for (name, value) in self.1 {
+            out.field(name, value);
+        }
+        out.finish()
+    }
 }
 
 /// The configuration is unusable; the message says which setting and why, in one line.
@@ -204,47 +717,6 @@ pub struct Flags {
     pub database: Option<String>,
 }
 
-/// The config file's shape. Every key is optional except `version`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    /// Checked by [`VersionProbe`] before this struct is parsed; declared so it is a known key.
-    #[serde(rename = "version")]
-    _version: Option<toml::Value>,
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    database: Option<String>,
-    token_prefix: Option<String>,
-    max_lifetime: Option<String>,
-    default_lifetime: Option<String>,
-    allow_never: Option<bool>,
-    secure_cookies: Option<bool>,
-    cache_capacity: Option<u64>,
-    log: Option<String>,
-    catalog: Option<BTreeMap<String, Vec<String>>>,
-    forward_auth: Option<ForwardAuthFile>,
-    http: Option<HttpFile>,
-    metrics: Option<MetricsFile>,
-}
-
-/// `[http]`: connection and request limits.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HttpFile {
-    header_read_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    request_timeout: Option<String>,
-    max_connections: Option<u64>,
-}
-
-/// `[metrics]`: where `/metrics` is served and to whom.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MetricsFile {
-    listen: Option<SocketAddr>,
-    require_token: Option<bool>,
-}
-
 /// `[forward_auth]`: the route table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -306,69 +778,6 @@ struct VersionProbe {
     version: Option<toml::Value>,
 }
 
-/// keyward's complete configuration, every layer applied and every value checked.
-pub struct Config {
-    /// Where `keyward serve` listens.
-    pub listen: SocketAddr,
-    /// Where the database, the server key and the default config file live.
-    pub data_dir: PathBuf,
-    /// The config file that was read, if any.
-    pub config_file: Option<PathBuf>,
-    /// The database every command uses.
-    pub database: Database,
-    /// The prefix of new tokens.
-    pub token_prefix: Prefix,
-    /// The longest a token may live.
-    pub max_lifetime: Duration,
-    /// The lifetime of a token created without an expiry.
-    pub default_lifetime: Duration,
-    /// Whether tokens may never expire.
-    pub allow_never: bool,
-    /// Whether the web page's session cookie is always `Secure` (serve over HTTPS).
-    pub secure_cookies: bool,
-    /// How many tokens the verification cache keeps.
-    pub cache_capacity: u64,
-    /// The tracing filter for the server's logs.
-    pub log: String,
-    /// The scopes tokens may carry.
-    pub catalog: Catalog,
-    /// The forward-auth route table (`[[forward_auth.route]]`).
-    pub forward_auth: ForwardAuthRoutes,
-    /// Connection and request limits (`[http]`).
-    pub http: HttpLimits,
-    /// Where `/metrics` is served and to whom (`[metrics]`).
-    pub metrics: MetricsConfig,
-    /// The server key from `KEYWARD_SERVER_KEY`; `None` means `DATA_DIR/server.key`.
-    pub server_key: Option<ServerKey>,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("data_dir", &self.data_dir)
-            .field("config_file", &self.config_file)
-            .field("database", &self.database)
-            .field("token_prefix", &self.token_prefix.as_str())
-            .field("max_lifetime", &self.max_lifetime)
-            .field("default_lifetime", &self.default_lifetime)
-            .field("allow_never", &self.allow_never)
-            .field("secure_cookies", &self.secure_cookies)
-            .field("cache_capacity", &self.cache_capacity)
-            .field("log", &self.log)
-            .field("catalog", &self.catalog)
-            .field("forward_auth", &self.forward_auth)
-            .field("http", &self.http)
-            .field("metrics", &self.metrics)
-            // Whether a key was given, never the key (not even its id: it names the secret).
-            .field(
-                "server_key",
-                &self.server_key.as_ref().map(|_| "[REDACTED]"),
-            )
-            .finish()
-    }
-}
-
 impl Config {
     /// The configuration of this process: its `KEYWARD_*` environment and `flags`.
     pub fn load(flags: &Flags) -> Result<Self, ConfigError> {
@@ -377,12 +786,13 @@ impl Config {
 
     /// The configuration from an explicit environment and flags (reads the config file).
     pub fn load_from(env: &Env, flags: &Flags) -> Result<Self, ConfigError> {
+        // The data dir is where the config file is looked for, so it cannot come from the file.
         let data_dir_before_file = flags
             .data_dir
             .clone()
             .or_else(|| env.get(env::DATA_DIR).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let (file, config_file) = match flags
+        let (mut file, config_file) = match flags
             .config
             .clone()
             .or_else(|| env.get(env::CONFIG).map(PathBuf::from))
@@ -402,141 +812,36 @@ impl Config {
             None => key.to_owned(),
         };
 
-        let listen = match (flags.listen, env.get(env::LISTEN)) {
-            (Some(flag), _) => flag,
-            (None, Some(v)) => v.parse().map_err(|_| {
-                ConfigError::new(format!(
-                    "{}: {v:?} is not an address such as 127.0.0.1:8080",
-                    env::LISTEN
-                ))
-            })?,
-            (None, None) => match file.listen {
-                Some(addr) => addr,
-                None => DEFAULT_LISTEN
-                    .parse()
-                    .map_err(|_| ConfigError::new("the default listen address is invalid"))?,
-            },
-        };
-        let data_dir = flags
-            .data_dir
-            .clone()
-            .or_else(|| env.get(env::DATA_DIR).map(PathBuf::from))
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-
-        let database = match flags.database.as_deref() {
-            Some(url) => {
-                Database::parse(url).map_err(|e| ConfigError::new(format!("--database: {e}")))?
-            }
-            None => match layered(env, env::DATABASE_URL, file.database, &origin("database")) {
-                (Some(url), url_origin) => Database::parse(&url)
-                    .map_err(|e| ConfigError::new(format!("{url_origin}: {e}")))?,
-                (None, _) => Database::Sqlite(data_dir.join(SQLITE_FILE_NAME)),
-            },
-        };
-
-        let (prefix_text, prefix_origin) = layered(
-            env,
-            env::TOKEN_PREFIX,
-            file.token_prefix,
-            &origin("token_prefix"),
-        );
-        let token_prefix = match prefix_text {
-            Some(p) => {
-                Prefix::parse(&p).map_err(|e| ConfigError::new(format!("{prefix_origin}: {e}")))?
-            }
-            None => Prefix::default(),
-        };
-
-        let max_lifetime = duration_setting(
-            env,
-            env::MAX_LIFETIME,
-            file.max_lifetime,
-            &origin("max_lifetime"),
-        )?
-        .unwrap_or(LifetimePolicy::default().max_lifetime);
-        let default_lifetime = duration_setting(
-            env,
-            env::DEFAULT_LIFETIME,
-            file.default_lifetime,
-            &origin("default_lifetime"),
-        )?
-        .unwrap_or(LifetimePolicy::default().default_lifetime);
-        if default_lifetime > max_lifetime {
-            return Err(ConfigError::new(format!(
-                "default_lifetime ({} days) is longer than max_lifetime ({} days)",
-                default_lifetime.whole_days(),
-                max_lifetime.whole_days()
-            )));
-        }
-
-        let allow_never = match env.get(env::ALLOW_NEVER) {
-            Some(v) => parse_bool(v).ok_or_else(|| {
-                ConfigError::new(format!("{}: {v:?} is not true or false", env::ALLOW_NEVER))
-            })?,
-            None => file.allow_never.unwrap_or(false),
-        };
-        let secure_cookies = match env.get(env::SECURE_COOKIES) {
-            Some(v) => parse_bool(v).ok_or_else(|| {
-                ConfigError::new(format!(
-                    "{}: {v:?} is not true or false",
-                    env::SECURE_COOKIES
-                ))
-            })?,
-            None => file.secure_cookies.unwrap_or(false),
-        };
-        let cache_capacity = match env.get(env::CACHE_CAPACITY) {
-            Some(v) => v.parse().map_err(|_| {
-                ConfigError::new(format!(
-                    "{}: {v:?} is not a whole number",
-                    env::CACHE_CAPACITY
-                ))
-            })?,
-            None => file.cache_capacity.unwrap_or(1_000_000),
-        };
-
-        let (log, log_origin) = layered(env, env::LOG, file.log, &origin("log"));
-        let log = log.unwrap_or_else(|| DEFAULT_LOG.to_owned());
-        tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| {
-            ConfigError::new(format!("{log_origin}: {log:?} is not a log filter: {e}"))
-        })?;
-
-        let catalog = match file.catalog {
+        let catalog = match file.catalog.take() {
             Some(resources) => Catalog::new(resources)
                 .map_err(|e| ConfigError::new(format!("{}: {e}", origin("[catalog]"))))?,
             None => Catalog::sample(),
         };
-
-        let forward_auth = forward_auth_routes(file.forward_auth, &catalog, &origin)?;
-        let http = http_limits(env, file.http.unwrap_or_default(), &origin)?;
-        let metrics = metrics_config(env, file.metrics.unwrap_or_default(), listen)?;
-
-        let server_key = env
-            .get(env::SERVER_KEY)
-            .map(|hex| {
-                ServerKey::from_hex(hex)
-                    .map_err(|e| ConfigError::new(format!("{}: {e}", env::SERVER_KEY)))
-            })
-            .transpose()?;
-
-        Ok(Self {
-            listen,
-            data_dir,
-            config_file,
-            database,
-            token_prefix,
-            max_lifetime,
-            default_lifetime,
-            allow_never,
-            secure_cookies,
-            cache_capacity,
-            log,
+        let forward_auth = forward_auth_routes(file.forward_auth.take(), &catalog, &origin)?;
+        let derived = Derived {
+            config_file: config_file.clone(),
             catalog,
             forward_auth,
-            http,
-            metrics,
-            server_key,
-        })
+        };
+        let config = Self::from_layers(env, flags, file, &origin, derived)?;
+
+        // Rules between settings.
+        if config.default_lifetime > config.max_lifetime {
+            return Err(ConfigError::new(format!(
+                "default_lifetime ({} days) is longer than max_lifetime ({} days)",
+                config.default_lifetime.whole_days(),
+                config.max_lifetime.whole_days()
+            )));
+        }
+        if let Some(addr) = config.metrics.listen
+            && addr == config.listen
+            && addr.port() != 0
+        {
+            return Err(ConfigError::new(format!(
+                "metrics.listen ({addr}) is the address of listen: give /metrics another port, or leave metrics.listen out to serve it there"
+            )));
+        }
+        Ok(config)
     }
 
     /// The service's rules, as configured.
@@ -576,103 +881,6 @@ pub struct MetricsConfig {
     /// Whether `/metrics` answers only to a bearer token holding `metrics:read`.
     pub require_token: bool,
 }
-
-/// `[http]` with the environment over it.
-fn http_limits(
-    env: &Env,
-    file: HttpFile,
-    origin: &dyn Fn(&str) -> String,
-) -> Result<HttpLimits, ConfigError> {
-    let defaults = HttpLimits::default();
-    let timeout = |var: &str, value: Option<String>, key: &str, default| {
-        duration_setting(env, var, value, &origin(key))?.map_or(Ok(default), |d| {
-            std::time::Duration::try_from(d)
-                .map_err(|_| ConfigError::new(format!("{key}: must be positive")))
-        })
-    };
-    let header_read_timeout = timeout(
-        env::HTTP_HEADER_READ_TIMEOUT,
-        file.header_read_timeout,
-        "http.header_read_timeout",
-        defaults.header_read_timeout,
-    )?;
-    let idle_timeout = timeout(
-        env::HTTP_IDLE_TIMEOUT,
-        file.idle_timeout,
-        "http.idle_timeout",
-        defaults.idle_timeout,
-    )?;
-    let request_timeout = timeout(
-        env::HTTP_REQUEST_TIMEOUT,
-        file.request_timeout,
-        "http.request_timeout",
-        defaults.request_timeout,
-    )?;
-    let (max_connections, max_origin) = match env.get(env::HTTP_MAX_CONNECTIONS) {
-        Some(v) => (
-            v.parse::<u64>().ok(),
-            format!("{}: {v:?}", env::HTTP_MAX_CONNECTIONS),
-        ),
-        None => (
-            file.max_connections
-                .or(Some(defaults.max_connections as u64)),
-            origin("http.max_connections"),
-        ),
-    };
-    let max_connections = max_connections
-        .filter(|&n| n >= 1)
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| {
-            ConfigError::new(format!("{max_origin} is not a whole number of at least 1"))
-        })?;
-    Ok(HttpLimits {
-        header_read_timeout,
-        idle_timeout,
-        request_timeout,
-        max_connections,
-    })
-}
-
-/// `[metrics]` with the environment over it.
-fn metrics_config(
-    env: &Env,
-    file: MetricsFile,
-    main_listen: SocketAddr,
-) -> Result<MetricsConfig, ConfigError> {
-    let listen = match env.get(env::METRICS_LISTEN) {
-        Some(v) => Some(v.parse().map_err(|_| {
-            ConfigError::new(format!(
-                "{}: {v:?} is not an address such as 127.0.0.1:9100",
-                env::METRICS_LISTEN
-            ))
-        })?),
-        None => file.listen,
-    };
-    if let Some(addr) = listen
-        && addr == main_listen
-        && addr.port() != 0
-    {
-        return Err(ConfigError::new(format!(
-            "metrics.listen ({addr}) is the address of listen: give /metrics another port, or leave metrics.listen out to serve it there"
-        )));
-    }
-    let require_token = match env.get(env::METRICS_REQUIRE_TOKEN) {
-        Some(v) => parse_bool(v).ok_or_else(|| {
-            ConfigError::new(format!(
-                "{}: {v:?} is not true or false",
-                env::METRICS_REQUIRE_TOKEN
-            ))
-        })?,
-        None => file.require_token.unwrap_or(false),
-    };
-    Ok(MetricsConfig {
-        listen,
-        require_token,
-    })
-}
-
-/// The default SQLite file's name in the data dir.
-pub const SQLITE_FILE_NAME: &str = "keyward.db";
 
 /// Which database, and where: every command (`serve`, the command line, `migrate`) uses the one
 /// configured.
@@ -732,30 +940,6 @@ impl fmt::Display for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
     }
-}
-
-/// The env value if set, else the file value, with where it came from (for error messages).
-fn layered(
-    env: &Env,
-    var: &str,
-    file: Option<String>,
-    file_origin: &str,
-) -> (Option<String>, String) {
-    match env.get(var) {
-        Some(v) => (Some(v.to_owned()), var.to_owned()),
-        None => (file, file_origin.to_owned()),
-    }
-}
-
-fn duration_setting(
-    env: &Env,
-    var: &str,
-    file: Option<String>,
-    file_origin: &str,
-) -> Result<Option<Duration>, ConfigError> {
-    let (text, origin) = layered(env, var, file, file_origin);
-    text.map(|t| parse_duration(&t).map_err(|e| ConfigError::new(format!("{origin}: {e}"))))
-        .transpose()
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -1188,6 +1372,87 @@ repo = ["read", "write"]
             ]);
             let message = err(Config::load_from(&env, &Flags::default()));
             assert!(message.starts_with(var), "{var}={value}: {message}");
+        }
+    }
+
+    /// The point of declaring each setting once: every declared setting can be set in the file
+    /// and in the environment, the environment wins, and `Debug` never shows a secret.
+    #[test]
+    fn every_declared_setting_is_set_by_file_and_env_and_env_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |file_line: Option<String>, var: Option<(&str, &str)>| {
+            let path = write_config(
+                dir.path(),
+                &format!("version = 1\n{}\n", file_line.unwrap_or_default()),
+            );
+            let env = Env::from_pairs(var);
+            Config::load_from(&env, &flags_with(&path)).map(|c| format!("{c:?}"))
+        };
+        let unset = load(None, None).unwrap();
+        let mut vars: Vec<&str> = SETTINGS.iter().map(|s| s.env).collect();
+        vars.push(env::CONFIG);
+        vars.sort_unstable();
+        let mut all = env::ALL.to_vec();
+        all.sort_unstable();
+        assert_eq!(all, vars, "env::ALL lists every variable once");
+
+        for setting in SETTINGS {
+            let [a, b] = setting.examples;
+            let (a_text, b_text) = (a.trim_matches('"'), b.trim_matches('"'));
+            let in_file = |value: &str| Some(format!("{} = {value}", setting.key));
+            let env_a = load(None, Some((setting.env, a_text))).unwrap();
+            let env_b = load(None, Some((setting.env, b_text))).unwrap();
+            if setting.secret {
+                assert_ne!(env_b, unset, "{} sets {}", setting.env, setting.key);
+            } else {
+                assert_ne!(env_a, env_b, "{} sets {}", setting.env, setting.key);
+            }
+            let mut shown = vec![env_a.clone(), env_b.clone()];
+            if setting.in_file {
+                let file_a = load(in_file(a), None).unwrap();
+                let file_b = load(in_file(b), None).unwrap();
+                let both = load(in_file(a), Some((setting.env, b_text))).unwrap();
+                if setting.secret {
+                    assert_ne!(file_a, unset, "the file sets {}", setting.key);
+                } else {
+                    // The file's values show through as the variable's do, and differ.
+                    assert_eq!(file_a, env_a, "{} is read from the file", setting.key);
+                    assert_eq!(file_b, env_b, "{} is read from the file", setting.key);
+                    assert_eq!(both, env_b, "{} wins over the file", setting.env);
+                }
+                shown.extend([file_a, file_b, both]);
+            } else {
+                let message = err(Config::load_from(
+                    &Env::default(),
+                    &flags_with(&write_config(
+                        dir.path(),
+                        &format!("version = 1\n{} = {a}\n", setting.key),
+                    )),
+                ));
+                assert!(message.contains(setting.env), "{message}");
+                assert!(!message.contains(a_text), "{message}");
+            }
+            for debug in shown {
+                assert!(!debug.contains("never-shown"), "{debug}");
+                if setting.secret {
+                    assert!(debug.contains("[REDACTED]"), "{debug}");
+                    for text in [a_text, b_text] {
+                        assert!(!debug.contains(text), "{}: {debug}", setting.key);
+                        assert!(!debug.contains(&text[..text.len() / 2]), "{debug}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_variable() {
+        let readme = include_str!("../../../README.md");
+        for var in env::ALL {
+            assert!(
+                readme.contains(&format!("`{var}`")),
+                "{var} is not in README.md"
+            );
         }
     }
 
