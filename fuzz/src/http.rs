@@ -273,7 +273,10 @@ impl World {
         };
         let alice = user("alice").await;
         let bob = user("bob").await;
-        let app = BoxCloneService::new(keyward_server::http::app(Arc::clone(&keyward)));
+        let app = BoxCloneService::new(keyward_server::http::app(
+            Arc::clone(&keyward),
+            keyward_server::http::Serves::All,
+        ));
         let unknown = TokenSecret::generate(&Prefix::default())
             .expect("a token")
             .expose()
