@@ -442,11 +442,6 @@ impl VerifyCache {
         metrics::gauge!("keyward_known_hashes").set(self.known.len() as f64);
     }
 
-    /// Forgets everything (used when the store cannot vouch for the cache any more).
-    pub fn clear(&self) {
-        self.entries.clear();
-    }
-
     /// Entries held now (approximate).
     pub fn len(&self) -> u64 {
         self.entries.len() as u64

@@ -1,5 +1,6 @@
 //! keyward-server's integration tests: one binary (linking is the slow part on small machines),
-//! one module per area. Every test drives a real server on an ephemeral port over HTTP.
+//! one module per area. Most drive a real server on an ephemeral port over HTTP; `hot_path`
+//! drives the service directly over a store that counts and stalls its reads.
 //!
 //! The modules are `cfg(test)` so that clippy treats all of them, helpers included, as test code
 //! (where `clippy.toml` allows unwrapping).

@@ -2,8 +2,8 @@
 # Fuzzes the running server against its own /openapi.json with schemathesis (from PyPI, in a
 # virtualenv made here): no 5xx, and every answer conforms to the documented schema.
 #
-#   bash ci/schemathesis.sh            # builds the debug binary if needed
-#   KEYWARD_BIN=target/release/keyward bash ci/schemathesis.sh
+#   bash .ci/schemathesis.sh            # builds the debug binary if needed
+#   KEYWARD_BIN=target/release/keyward bash .ci/schemathesis.sh
 #
 # Env: SCHEMATHESIS_VENV (default target/schemathesis-venv), SCHEMATHESIS_MAX_EXAMPLES (25).
 set -euo pipefail
