@@ -1,5 +1,5 @@
 //! Helpers shared by keyward's benchmarks (the `seed` tool and `cargo bench`): synthetic stores
-//! of any size, built in memory and written through [`keyward_store::Store::restore`] in one
+//! of any size, built in memory and written through [`keyward_store::Maintenance::restore`] in one
 //! transaction.
 
 use keyward_core::{

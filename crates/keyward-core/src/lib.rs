@@ -1,6 +1,6 @@
 //! keyward's core: everything about tokens that needs no I/O.
 //!
-//! - [`format`]: the token text `<prefix>_<body><checksum>` and the secret type that holds it;
+//! - [`format`](mod@format): the token text `<prefix>_<body><checksum>` and the secret type that holds it;
 //! - [`hash`]: the server key and the keyed hash (HMAC-SHA256) that is all a store ever keeps;
 //! - [`scope`]: `resource:action` scopes with wildcards, and the deployment's catalog;
 //! - [`expiry`]: expiry requests, durations and the deployment's lifetime policy;

@@ -8,12 +8,12 @@
 //!    `KEYWARD_BENCH_LARGE=1000000` for 10^6: its set-up warms the cache through 10^6 cold
 //!    lookups, minutes on two cores); criterion's figures first, then the interleaved ratio;
 //! 2. cold verification (a cache miss) on SQLite and on PostgreSQL, beside the bare store lookup
-//!    it makes (HMAC plus `Store::lookup`), interleaved per operation; PostgreSQL is skipped with a
+//!    it makes (HMAC plus `TokenStore::lookup`), interleaved per operation; PostgreSQL is skipped with a
 //!    notice when `psql` cannot create a database at `KEYWARD_BENCH_PG`
 //!    (default `postgres://postgres@127.0.0.1:5432`);
 //! 3. token creation, beside the bare `Store::insert_token` of a prepared record.
 //!
-//! Stores are seeded in one transaction through `Store::restore` (`keyward_bench::synthetic`),
+//! Stores are seeded in one transaction through `Maintenance::restore` (`keyward_bench::synthetic`),
 //! never one service call per token.
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]

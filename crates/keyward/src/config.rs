@@ -51,7 +51,7 @@
 //! declared once, in the `settings!` invocation below: its key, its variable, its type, its
 //! default, an optional flag and check, and whether it is secret or kept out of the file. The
 //! type says how the file's value and the variable's text are read (`SettingValue`). The
-//! file's shape, [`env`], [`SETTINGS`], the fields of [`Config`], its redacting `Debug` and the
+//! file's shape, [`env`](mod@env), [`SETTINGS`], the fields of [`Config`], its redacting `Debug` and the
 //! layering are generated from the declarations, so every setting is layered the same way and
 //! an error always names the setting and where its value came from, in one line:
 //! `KEYWARD_HTTP_IDLE_TIMEOUT: "x" is not a duration ...`,
@@ -83,7 +83,7 @@ pub const DEFAULT_LOG: &str = "info";
 /// The default SQLite file's name in the data dir.
 pub const SQLITE_FILE_NAME: &str = "keyward.db";
 
-/// Declares every setting once and generates from the declarations: [`env`] (with `env::ALL`),
+/// Declares every setting once and generates from the declarations: [`env`](mod@env) (with `env::ALL`),
 /// [`SETTINGS`], the file's shape (`FileConfig` and one struct per table), the fields of
 /// [`Config`], its redacting `Debug`, and `Config::from_layers`, which gives each setting its
 /// flag, else its variable, else its file value, else its default.

@@ -1,5 +1,5 @@
 //! Bulk seeding for keyward's scale benchmarks: writes N tokens into an empty store in one
-//! transaction through [`Store::restore`], the same path `keyward store copy` uses, instead of
+//! transaction through [`Maintenance::restore`](keyward_store::Maintenance::restore), the same path `keyward store copy` uses, instead of
 //! one service call per token.
 //!
 //! `KEYWARD_SERVER_KEY=<hex> seed DATABASE TOKENS SECRETS_FILE [TOKENS_PER_USER]`

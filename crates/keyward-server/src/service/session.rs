@@ -8,7 +8,7 @@
 //! - Sessions end after [`SESSION_IDLE`] without use or [`SESSION_MAX`] after sign-in,
 //!   whichever comes first, at sign-out, and when the user is disabled.
 //! - Failed sign-ins are counted per account name and per client address over a sliding
-//!   [`SIGN_IN_WINDOW`] (see [`super::throttle`]): each attempt reserves its place before the
+//!   [`SIGN_IN_WINDOW`] (see the `throttle` module): each attempt reserves its place before the
 //!   password is checked, and at [`SIGN_IN_LIMIT`] failures further attempts are refused without
 //!   the password being checked, until the window slides past them. The counters are in memory,
 //!   per instance (with N instances behind a balancer the limit is at most N times as loose).

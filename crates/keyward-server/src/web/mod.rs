@@ -307,7 +307,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PagePath {
 }
 
 /// A submitted form's fields, in order; repeated names (the scope checkboxes) are kept. Also
-/// whether the browser said it came from this site (see [`same_origin`]).
+/// whether the browser said it came from this site (see `same_origin`).
 pub struct Fields {
     pairs: Vec<(String, String)>,
     same_origin: bool,

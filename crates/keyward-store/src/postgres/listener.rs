@@ -5,7 +5,7 @@
 //! its transaction, so PostgreSQL delivers the notification to every listener when (and only if)
 //! the change commits. The payload is `"<last change seq> <commit time in unix ms>"`.
 //!
-//! Each [`PgStore`](super::PgStore) keeps a [`Feed`] (the in-memory epoch that
+//! Each [`PgStore`](super::PgStore) keeps a `Feed` (the in-memory epoch that
 //! [`ChangeFeed::change_epoch`](crate::ChangeFeed::change_epoch) reads) and one background task on its own
 //! connection (`LISTEN keyward_changes`, `application_name` `keyward-listener-<pid>-<n>`) that
 //! advances the epoch:
@@ -15,7 +15,7 @@
 //!   caught there), and which fails if it gets no answer within [`HEARTBEAT_TIMEOUT`];
 //! - once after every (re)connection, when `LISTEN` is in place again.
 //!
-//! While the listener's connection is lost, [`Feed::load`] returns a new value on every call, so a
+//! While the listener's connection is lost, `Feed::load` returns a new value on every call, so a
 //! cache never trusts itself: every verification reads the change log from the database (correct
 //! while the database answers, an error — and a 503 — while it does not).
 //!
