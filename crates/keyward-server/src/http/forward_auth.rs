@@ -88,12 +88,14 @@ fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, S
         Some(text) => Some(Scopes::parse_space_separated(text.trim()).map_err(ServiceError::from)?),
         None => None,
     };
+    // Checked with or without a route table: a duplicated or contradictory original request is
+    // a misconfigured proxy or a forging client either way.
+    let method = original(headers, &ORIGINAL_METHOD, &FORWARDED_METHOD)?;
+    let uri = original(headers, &ORIGINAL_URI, &FORWARDED_URI)?;
     let routes = &kw.settings().forward_auth;
     let decision = if routes.is_empty() {
         RouteDecision::NoTable
     } else {
-        let method = original(headers, &ORIGINAL_METHOD, &FORWARDED_METHOD)?;
-        let uri = original(headers, &ORIGINAL_URI, &FORWARDED_URI)?;
         let (Some(method), Some(uri)) = (method, uri) else {
             return Err(bad_header(
                 "the route table needs the original method and URI: the proxy must send \

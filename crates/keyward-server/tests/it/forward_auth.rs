@@ -402,4 +402,25 @@ async fn header_sources_must_agree_and_come_once() {
         )
         .await;
     twice.expect_error(400, "invalid_request");
+
+    // Without a route table too: the proxy's original request comes once, and agrees.
+    let plain = spawn_app().await;
+    let bob = plain.user("bob").await;
+    let t = plain.token(&bob, &["droplet:read"]).await;
+    let bearer = format!("Bearer {}", t.secret);
+    for headers in [
+        vec![("x-original-uri", "/a"), ("x-original-uri", "/b")],
+        vec![("x-original-uri", "/a"), ("x-forwarded-uri", "/b")],
+        vec![
+            ("x-keyward-scope", "droplet:read"),
+            ("x-keyward-scope", "droplet:read"),
+        ],
+    ] {
+        let mut all = headers.clone();
+        all.push(("authorization", bearer.as_str()));
+        plain
+            .raw(Method::GET, "/v1/auth", &all, Vec::new())
+            .await
+            .expect_error(400, "invalid_header");
+    }
 }
