@@ -33,8 +33,6 @@ KEYWARD_SERVER_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 export KEYWARD_SERVER_KEY KEYWARD_LOG=warn
 log "machine: $(machine_line)"
 
-metric() { curl -s "$1/metrics" | awk -v m="$2" '$1 == m { print $2 }' | head -1; }
-
 "$FORGE" "$FORGED" "$WORK/forged" >&2
 start_server hello "$HELLO" 127.0.0.1:0
 run_wrk hello "$URL/hello"
@@ -94,15 +92,7 @@ for engine in $ENGINES; do
 
   # Real tokens, cached after one sweep (the sweep is also their cold read).
   log "$engine: warming the cache over $n real tokens"
-  SECRETS="$WORK/secrets-$engine" SWEEP="$THREADS" wrk -t"$THREADS" -c"$CONN" -d600s \
-    -s "$ROOT/bench/lua/verify.lua" "$URL/v1/verify" >/dev/null 2>&1 &
-  sweep_pid=$!
-  PIDS+=("$sweep_pid")
-  until [ "$(metric "$URL" keyward_cache_misses_total)" -ge "$n" ] 2>/dev/null; do
-    kill -0 "$sweep_pid" 2>/dev/null || { echo "warm-up sweep ended early" >&2; exit 1; }
-    sleep 0.2
-  done
-  stop_pid "$sweep_pid"
+  warm_cache "$URL" "$WORK/secrets-$engine" "$n"
   SECRETS="$WORK/secrets-$engine" run_wrk "real-$engine" "$URL/v1/verify" -s "$ROOT/bench/lua/verify.lua"
 
   lookups_before="$(metric "$URL" keyward_store_lookups_total)"

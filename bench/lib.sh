@@ -65,6 +65,24 @@ start_server() {
   URL="${line#listening on }"
 }
 
+# metric URL NAME : one value from keyward's /metrics.
+metric() { curl -s "$1/metrics" | awk -v m="$2" '$1 == m { print $2 }' | head -1; }
+
+# warm_cache URL SECRETS N : one wrk sweep visits every secret of SECRETS once (each a cold read),
+# stopped when keyward's miss counter reaches N, so every secret is then cached.
+warm_cache() {
+  local url="$1" secrets="$2" n="$3"
+  SECRETS="$secrets" SWEEP="$THREADS" wrk -t"$THREADS" -c"$CONN" -d600s \
+    -s "$ROOT/bench/lua/verify.lua" "$url/v1/verify" >/dev/null 2>&1 &
+  local sweep_pid=$!
+  PIDS+=("$sweep_pid")
+  until [ "$(metric "$url" keyward_cache_misses_total)" -ge "$n" ] 2>/dev/null; do
+    kill -0 "$sweep_pid" 2>/dev/null || { echo "warm-up sweep ended early" >&2; exit 1; }
+    sleep 0.2
+  done
+  stop_pid "$sweep_pid"
+}
+
 # rss_kib PID
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 

@@ -32,10 +32,6 @@ start_server hello "$HELLO" 127.0.0.1:0
 run_wrk hello "$URL/hello"
 stop_pid "$LAST_PID"
 
-misses() {
-  curl -s "$1/metrics" | awk '/^keyward_cache_misses_total/ { print $2 }' | head -1
-}
-
 : >"$WORK/scale"
 for n in $SIZES; do
   data="$WORK/data-$n"
@@ -48,21 +44,13 @@ for n in $SIZES; do
   curl -s -o /dev/null "$URL/healthz"
   rss_before="$(rss_kib "$pid")"
   log "warming the cache: one sweep over $n secrets"
-  SECRETS="$WORK/secrets-$n" SWEEP="$THREADS" wrk -t"$THREADS" -c"$CONN" -d600s \
-    -s "$ROOT/bench/lua/verify.lua" "$URL/v1/verify" >/dev/null 2>&1 &
-  sweep_pid=$!
-  PIDS+=("$sweep_pid")
-  until [ "$(misses "$URL")" -ge "$n" ] 2>/dev/null; do
-    kill -0 "$sweep_pid" 2>/dev/null || { echo "warm-up sweep ended early" >&2; exit 1; }
-    sleep 0.2
-  done
-  stop_pid "$sweep_pid"
+  warm_cache "$URL" "$WORK/secrets-$n" "$n"
   rss_after="$(rss_kib "$pid")"
   SECRETS="$WORK/secrets-$n" SCOPES='["droplet:read"]' \
     run_wrk "verify-$n" "$URL/v1/verify" -s "$ROOT/bench/lua/verify.lua"
   SECRETS="$WORK/secrets-$n" SCOPES='["droplet:read"]' CONN=1 THREADS=1 \
     run_wrk "verify1-$n" "$URL/v1/verify" -s "$ROOT/bench/lua/verify.lua"
-  misses_end="$(misses "$URL")"
+  misses_end="$(metric "$URL" keyward_cache_misses_total)"
   printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$rss_before" "$rss_after" "$db_bytes" "$misses_end" >>"$WORK/scale"
   stop_pid "$pid"
   rm -rf "$data"
