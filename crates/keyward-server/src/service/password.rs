@@ -27,13 +27,9 @@ const QUEUE_PER_SLOT: usize = 16;
 /// What a caller that was turned away is told to wait before retrying (`Retry-After`).
 pub const RETRY_AFTER_SECS: u64 = 2;
 
-/// Hashes a new password, refusing ones outside [`PASSWORD_CHARS`]. Runs on the calling thread:
-/// call it through [`PasswordPool::hash`].
+/// Hashes a new password. Runs on the calling thread: call it through [`PasswordPool::hash`],
+/// which refuses one outside [`PASSWORD_CHARS`] before it queues.
 fn hash_password(password: &RawSecret) -> ServiceResult<String> {
-    let chars = password.expose().chars().count();
-    if !PASSWORD_CHARS.contains(&chars) {
-        return Err(ServiceError::BadPassword);
-    }
     Argon2::default()
         .hash_password(password.expose().as_bytes())
         .map(|h| h.to_string())
