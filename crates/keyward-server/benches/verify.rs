@@ -28,7 +28,7 @@ use keyward_core::{
     Actor, AuditEvent, AuditKind, Scopes, ServerKey, SystemClock, TokenHasher, TokenName,
     TokenSecret,
 };
-use keyward_server::service::{Acting, Keyward, Settings, Verdict};
+use keyward_server::service::{Caller, Keyward, Settings, Verdict};
 use keyward_store::{Maintenance as _, PgStore, Snapshot, SqliteStore, Store, StoredHash};
 use sha2::Sha256;
 use std::collections::HashMap;
@@ -360,7 +360,7 @@ fn creation_report() {
         )
         .await
         .unwrap();
-        let op = Acting::operator("bench");
+        let op = Caller::operator("bench");
         let scopes = Scopes::parse(&["droplet:read", "volume:*"]).unwrap();
         let (mut bare, mut made) = (Vec::new(), Vec::new());
         for (i, (token, hash)) in prepared.iter().zip(&hashes).enumerate() {
@@ -380,7 +380,7 @@ fn creation_report() {
             let name = TokenName::parse(&format!("made {i}")).unwrap();
             let t = Instant::now();
             let issued = keyward
-                .create_token(&op, &owner, name, scopes.clone(), None)
+                .create_token(&op, Some(&owner), name, scopes.clone(), None)
                 .await
                 .unwrap();
             made.push(t.elapsed());

@@ -10,4 +10,4 @@ pub mod service;
 pub mod telemetry;
 pub mod web;
 
-pub use service::{Acting, Keyward, ServiceError, Settings, Verdict, VerifiedToken};
+pub use service::{Caller, Keyward, ServiceError, Settings, Verdict, VerifiedToken};

@@ -45,7 +45,7 @@ pub use keyward_core::{
     TokenRecord, TokenSecret, TokenState, User, UserId, UserName,
 };
 pub use keyward_server::service::{Issued, RegenerateOptions};
-pub use keyward_server::{Acting, Keyward, ServiceError, Settings, Verdict, VerifiedToken};
+pub use keyward_server::{Caller, Keyward, ServiceError, Settings, Verdict, VerifiedToken};
 pub use keyward_store::{PgStore, SqliteStore, Store};
 
 use anyhow::Context as _;

@@ -311,6 +311,7 @@ impl From<ServiceError> for ApiError {
                 error: Some("insufficient_scope"),
                 scope: Some(missing.join(" ")),
             }),
+            e @ ServiceError::Forbidden(_) => Self::new(S::FORBIDDEN, "forbidden", e.to_string()),
             e @ ServiceError::NotPermitted(_) => {
                 Self::new(S::BAD_REQUEST, "unauthorized_client", e.to_string())
             }
@@ -343,7 +344,7 @@ impl From<ServiceError> for ApiError {
                 )
             }
             e @ ServiceError::Busy => Self::new(S::SERVICE_UNAVAILABLE, "busy", e.to_string())
-                .with_retry_after(crate::service::password::RETRY_AFTER_SECS),
+                .with_retry_after(crate::service::sessions::RETRY_AFTER_SECS),
             ServiceError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error")

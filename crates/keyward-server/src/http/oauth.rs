@@ -18,7 +18,7 @@ use super::error::{ApiError, AuthScheme};
 use super::extract::{ClientIp, single_authorization};
 use super::openapi::{IntrospectionAnswer, OAuthErrorSchema};
 use super::wire::{InactiveIntrospectionResponse, IntrospectionResponse, OAuthTokenRequest};
-use crate::service::{Keyward, SecretRevocation};
+use crate::service::{Action, Keyward, SecretRevocation};
 
 /// The caller's credential on an OAuth endpoint: a Bearer token, or HTTP Basic whose password
 /// is the token.
@@ -121,12 +121,13 @@ pub async fn introspect_token(
     body: Result<Form<OAuthTokenRequest>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let oauth = |e: crate::service::ServiceError| ApiError::from(e).for_oauth(credential.scheme);
-    kw.authenticate_introspector(credential.as_deref(), ip.0)
+    let caller = kw
+        .authenticate(credential.as_deref(), ip.0, Action::Introspect)
         .await
         .map_err(oauth)?;
     let req = form(body)?;
     let answer = match kw
-        .introspect(req.token.expose(), ip.0)
+        .introspect(&caller, req.token.expose())
         .await
         .map_err(oauth)?
     {
@@ -168,13 +169,13 @@ pub async fn revoke_token_by_secret(
     body: Result<Form<OAuthTokenRequest>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let oauth = |e: crate::service::ServiceError| ApiError::from(e).for_oauth(credential.scheme);
-    let acting = kw
-        .authenticate(credential.as_deref(), None, ip.0)
+    let caller = kw
+        .authenticate(credential.as_deref(), ip.0, Action::RevokeBySecret)
         .await
         .map_err(oauth)?;
     let req = form(body)?;
     match kw
-        .revoke_by_secret(&acting, req.token.expose())
+        .revoke_by_secret(&caller, req.token.expose())
         .await
         .map_err(oauth)?
     {

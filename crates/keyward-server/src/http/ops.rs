@@ -24,7 +24,7 @@ pub async fn healthz() -> Response {
         (status = 503, description = "The store is unreachable", body = super::openapi::ErrorResponse),
     ))]
 pub async fn readyz(State(kw): State<Arc<Keyward>>) -> Result<Response, ApiError> {
-    match kw.store().ping().await {
+    match kw.readiness().await {
         Ok(()) => Ok(axum::Json(json!({"status": "ready"})).into_response()),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

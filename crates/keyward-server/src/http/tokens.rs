@@ -3,8 +3,7 @@
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keyward_core::{ExpiryRequest, Scope, Scopes, TokenId, TokenName, expiry::parse_grace};
-use keyward_store::Page;
+use keyward_core::{ExpiryRequest, Scopes, TokenId, TokenName, expiry::parse_grace};
 use std::sync::Arc;
 
 use super::error::ApiError;
@@ -14,23 +13,20 @@ use super::wire::{
     RegenerateTokenRequest, RevokeTokenRequest, TokenListResponse, TokenResponse, TokenView,
     UpdateTokenRequest,
 };
-use crate::service::{Acting, Issued, Keyward, RegenerateOptions, ServiceError};
-
-use keyward_core::scope::reserved::{
-    AUDIT_READ, TOKENS_CREATE, TOKENS_DELETE, TOKENS_READ, TOKENS_UPDATE,
+use crate::service::{
+    Action, Caller, DEFAULT_PAGE, Issued, Keyward, RegenerateOptions, ServiceError, TokenPage,
 };
-
-const DEFAULT_PAGE: u32 = 50;
 
 type Kw = State<Arc<Keyward>>;
 
-async fn acting(
+/// The caller behind the bearer token, if it may take `action` (refused before the body is read).
+async fn caller(
     kw: &Keyward,
     bearer: &Bearer,
     ip: ClientIp,
-    needed: Option<&Scope>,
-) -> Result<Acting, ApiError> {
-    Ok(kw.authenticate(bearer.as_deref(), needed, ip.0).await?)
+    action: Action,
+) -> Result<Caller, ApiError> {
+    Ok(kw.authenticate(bearer.as_deref(), ip.0, action).await?)
 }
 
 fn parse_expiry(expires: Option<&str>) -> Result<Option<ExpiryRequest>, ApiError> {
@@ -86,14 +82,13 @@ pub async fn create_token(
     ip: ClientIp,
     body: Result<ApiJson<CreateTokenRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_CREATE)).await?;
+    let caller = caller(&kw, &bearer, ip, Action::CreateToken).await?;
     let ApiJson(req) = body?;
     let name = TokenName::parse(&req.name).map_err(ServiceError::from)?;
     let scopes = Scopes::parse(&req.scopes).map_err(ServiceError::from)?;
     let expires = parse_expiry(req.expires.as_deref())?;
-    let owner = acting.within.clone().ok_or(ServiceError::NotFound)?;
     let issued = kw
-        .create_token(&acting, &owner, name, scopes, expires)
+        .create_token(&caller, None, name, scopes, expires)
         .await?;
     Ok(issued_response(&kw, StatusCode::CREATED, issued))
 }
@@ -122,7 +117,7 @@ pub async fn list_tokens(
     ip: ClientIp,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_READ)).await?;
+    let caller = caller(&kw, &bearer, ip, Action::ReadTokens).await?;
     let Query(query) = query?;
     let after = query
         .after
@@ -138,14 +133,7 @@ pub async fn list_tokens(
         })
         .transpose()?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    let tokens = kw.list_tokens(&acting, None, Page { after, limit }).await?;
-    let full =
-        u32::try_from(tokens.len()).is_ok_and(|n| n == limit.clamp(1, crate::service::MAX_PAGE));
-    let next = if full {
-        tokens.last().map(|t| t.id.clone())
-    } else {
-        None
-    };
+    let TokenPage { tokens, next } = kw.list_tokens(&caller, None, after, limit).await?;
     let now = kw.now();
     let tokens = tokens.into_iter().map(|t| TokenView::new(t, now)).collect();
     Ok(axum::Json(TokenListResponse { tokens, next }).into_response())
@@ -172,8 +160,8 @@ pub async fn get_token(
     ip: ClientIp,
     TokenIdPath(id): TokenIdPath,
 ) -> Result<Response, ApiError> {
-    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_READ)).await?;
-    let record = kw.get_token(&acting, &id).await?;
+    let caller = caller(&kw, &bearer, ip, Action::ReadTokens).await?;
+    let record = kw.get_token(&caller, &id).await?;
     Ok(token_response(&kw, record))
 }
 
@@ -203,10 +191,10 @@ pub async fn update_token(
     TokenIdPath(id): TokenIdPath,
     body: Result<ApiJson<UpdateTokenRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_UPDATE)).await?;
+    let caller = caller(&kw, &bearer, ip, Action::RenameToken).await?;
     let ApiJson(req) = body?;
     let name = TokenName::parse(&req.name).map_err(ServiceError::from)?;
-    let record = kw.rename_token(&acting, &id, name).await?;
+    let record = kw.rename_token(&caller, &id, name).await?;
     Ok(token_response(&kw, record))
 }
 
@@ -251,10 +239,10 @@ pub async fn regenerate_token(
     TokenIdPath(id): TokenIdPath,
     body: Result<OptionalJson<RegenerateTokenRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_UPDATE)).await?;
+    let caller = caller(&kw, &bearer, ip, Action::RegenerateToken).await?;
     let OptionalJson(req) = body?;
     let options = regenerate_options(req)?;
-    let issued = kw.regenerate_token(&acting, &id, options).await?;
+    let issued = kw.regenerate_token(&caller, &id, options).await?;
     Ok(issued_response(&kw, StatusCode::OK, issued))
 }
 
@@ -284,10 +272,10 @@ pub async fn revoke_token(
     TokenIdPath(id): TokenIdPath,
     body: Result<OptionalJson<RevokeTokenRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let acting = acting(&kw, &bearer, ip, Some(&TOKENS_DELETE)).await?;
+    let caller = caller(&kw, &bearer, ip, Action::RevokeToken).await?;
     let OptionalJson(req) = body?;
     let record = kw
-        .revoke_token(&acting, &id, req.and_then(|r| r.reason))
+        .revoke_token(&caller, &id, req.and_then(|r| r.reason))
         .await?;
     Ok(token_response(&kw, record))
 }
@@ -305,9 +293,8 @@ pub async fn revoke_token(
     )
 )]
 pub async fn get_self(State(kw): Kw, bearer: Bearer, ip: ClientIp) -> Result<Response, ApiError> {
-    let acting = acting(&kw, &bearer, ip, None).await?;
-    let id = acting.token().cloned().ok_or(ServiceError::NotFound)?;
-    let record = kw.get_token(&acting, &id).await?;
+    let caller = caller(&kw, &bearer, ip, Action::ReadSelf).await?;
+    let record = kw.own_token(&caller).await?;
     Ok(token_response(&kw, record))
 }
 
@@ -336,11 +323,10 @@ pub async fn regenerate_self(
     ip: ClientIp,
     body: Result<OptionalJson<RegenerateTokenRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let acting = acting(&kw, &bearer, ip, None).await?;
+    let caller = caller(&kw, &bearer, ip, Action::RegenerateSelf).await?;
     let OptionalJson(req) = body?;
-    let id = acting.token().cloned().ok_or(ServiceError::NotFound)?;
     let options = regenerate_options(req)?;
-    let issued = kw.regenerate_token(&acting, &id, options).await?;
+    let issued = kw.regenerate_own_token(&caller, options).await?;
     Ok(issued_response(&kw, StatusCode::OK, issued))
 }
 
@@ -368,13 +354,9 @@ pub async fn list_audit(
     ip: ClientIp,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let acting = acting(&kw, &bearer, ip, Some(&AUDIT_READ)).await?;
+    let caller = caller(&kw, &bearer, ip, Action::ReadAudit).await?;
     let Query(query) = query?;
-    let limit = query
-        .limit
-        .unwrap_or(DEFAULT_PAGE)
-        .clamp(1, crate::service::MAX_PAGE);
-    let events = kw.audit_events(&acting, None, query.before, limit).await?;
-    let full = u32::try_from(events.len()).is_ok_and(|n| n == limit);
-    Ok(axum::Json(AuditListResponse::new(events, full)).into_response())
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    let page = kw.audit_events(&caller, None, query.before, limit).await?;
+    Ok(axum::Json(AuditListResponse::new(page)).into_response())
 }

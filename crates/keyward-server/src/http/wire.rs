@@ -3,11 +3,12 @@
 use keyward_core::{
     InactiveReason, RawSecret, Scopes, TokenId, TokenIdText, TokenRecord, TokenState, UserId,
 };
-use keyward_store::StoredAuditEvent;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+
+use crate::service::AuditPage;
 
 /// `POST /v1/tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -180,13 +181,9 @@ pub struct AuditListResponse {
 }
 
 impl AuditListResponse {
-    /// A page built from stored events; `full` when the page was filled (more may follow).
-    pub fn new(events: Vec<StoredAuditEvent>, full: bool) -> Self {
-        let next = if full {
-            events.last().map(|e| e.seq)
-        } else {
-            None
-        };
+    /// The answer for one page of the trail.
+    pub fn new(page: AuditPage) -> Self {
+        let AuditPage { events, next } = page;
         Self {
             events: events
                 .into_iter()

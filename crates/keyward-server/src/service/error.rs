@@ -27,6 +27,10 @@ pub enum ServiceError {
         /// The scopes the caller lacks.
         missing: Vec<String>,
     },
+    /// The caller is not allowed this action at all (a person who is not an admin, a token
+    /// acting on users).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// The caller may not do this to a record it was shown by secret (RFC 7009: another
     /// owner's token, or one of its own without `tokens:delete`).
     #[error("{0}")]

@@ -6,20 +6,19 @@ use axum::response::{IntoResponse, Redirect, Response};
 use keyward_core::{
     ExpiryRequest, RawSecret, Scopes, TokenId, TokenName, UserId, UserName, expiry::parse_grace,
 };
-use keyward_store::Page;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use time::{Date, Duration, OffsetDateTime, Time};
 
 use super::pages::{self, Nav, ScopeGroup, TokenRow, UserRow, render};
 use super::{
-    Admin, Fields, LOGIN_COOKIE, PageError, PagePath, SESSION_COOKIE, Signed, cookie, over_https,
+    Fields, LOGIN_COOKIE, PageError, PagePath, SESSION_COOKIE, Signed, cookie, over_https,
     set_cookie,
 };
 use crate::http::extract::ClientIp;
-use crate::service::session::{SIGN_IN_FORM_LIFETIME, SIGN_IN_WINDOW};
+use crate::service::sessions::{SIGN_IN_FORM_LIFETIME, SIGN_IN_WINDOW};
 use crate::service::{
-    Issued, Keyward, RegenerateOptions, ServiceError, SignIn, SignInForm, WebSession,
+    Action, Issued, Keyward, RegenerateOptions, ServiceError, SignIn, SignInForm, WebSession,
 };
 use subtle::ConstantTimeEq as _;
 
@@ -110,7 +109,7 @@ pub async fn sign_in(
                 SESSION_COOKIE,
                 secret.expose(),
                 "/",
-                crate::service::session::SESSION_MAX.whole_seconds(),
+                crate::service::sessions::SESSION_MAX.whole_seconds(),
                 secure,
             );
             let done = set_cookie(LOGIN_COOKIE, "", "/login", 0, secure);
@@ -168,16 +167,16 @@ async fn tokens_with_notice(
     session: &WebSession,
     notice: Option<String>,
 ) -> Result<Response, PageError> {
-    let acting = session.acting(None);
+    let caller = session.caller(None);
     let mut all = Vec::new();
     let mut after = None;
     loop {
-        let limit = crate::service::MAX_PAGE;
-        let page = kw.list_tokens(&acting, None, Page { after, limit }).await?;
-        let full = page.len() == limit as usize;
-        after = page.last().map(|t| t.id.clone());
-        all.extend(page);
-        if !full {
+        let page = kw
+            .list_tokens(&caller, None, after, crate::service::MAX_PAGE)
+            .await?;
+        after = page.next;
+        all.extend(page.tokens);
+        if after.is_none() {
             break;
         }
     }
@@ -383,11 +382,10 @@ pub async fn create_token(
     {
         return Ok(already_done(&session, "created"));
     }
-    let acting = session.acting(ip);
     let issued = kw
         .create_token(
-            &acting,
-            &session.user.id,
+            &session.caller(ip),
+            None,
             new.name,
             new.scopes,
             Some(new.expires),
@@ -407,7 +405,7 @@ pub async fn revoke_page(
     PagePath(id): PagePath,
 ) -> Result<Response, PageError> {
     let token = kw
-        .get_token(&session.acting(None), &parse_token_id(&id)?)
+        .get_token(&session.caller(None), &parse_token_id(&id)?)
         .await?;
     let page = pages::RevokePage {
         nav: Nav::of(&session),
@@ -429,7 +427,7 @@ pub async fn revoke_token(
     form.check_csrf(&kw, &session)?;
     let id = parse_token_id(&id)?;
     let reason = form.get("reason").map(str::to_owned);
-    let token = kw.revoke_token(&session.acting(ip), &id, reason).await?;
+    let token = kw.revoke_token(&session.caller(ip), &id, reason).await?;
     let notice = format!(
         "Revoked “{}” ({}). Anything still using it is refused from now on.",
         token.name.as_str(),
@@ -445,7 +443,7 @@ pub async fn regenerate_page(
     PagePath(id): PagePath,
 ) -> Result<Response, PageError> {
     let token = kw
-        .get_token(&session.acting(None), &parse_token_id(&id)?)
+        .get_token(&session.caller(None), &parse_token_id(&id)?)
         .await?;
     let page = pages::RegeneratePage {
         nav: Nav::of(&session),
@@ -472,7 +470,7 @@ pub async fn regenerate_token(
         None => None,
     };
     // Checked before the nonce is used up, so a mistyped id does not spend it.
-    kw.get_token(&session.acting(None), &id).await?;
+    kw.get_token(&session.caller(None), &id).await?;
     if !kw
         .use_form_nonce(&session, form.get("nonce").unwrap_or(""))
         .await?
@@ -484,7 +482,7 @@ pub async fn regenerate_token(
         expires: None,
     };
     let issued = kw
-        .regenerate_token(&session.acting(ip), &id, options)
+        .regenerate_token(&session.caller(ip), &id, options)
         .await?;
     let grace = Some(match grace {
         Some(g) => format!("keeps working until {}", pages::when(kw.now() + g)),
@@ -507,7 +505,7 @@ async fn users_with(
     notice: Option<String>,
     error: Option<String>,
 ) -> Result<Response, PageError> {
-    let users = kw.list_users().await?;
+    let users = kw.list_users(&session.caller(None)).await?;
     let page = pages::UsersPage {
         nav: Nav::of(session),
         section: "admin",
@@ -520,17 +518,19 @@ async fn users_with(
 }
 
 /// `GET /admin/users`
-pub async fn users_page(State(kw): Kw, Admin(session): Admin) -> Result<Response, PageError> {
+pub async fn users_page(State(kw): Kw, Signed(session): Signed) -> Result<Response, PageError> {
     users_with(&kw, &session, None, None).await
 }
 
 /// `POST /admin/users`
 pub async fn add_user(
     State(kw): Kw,
-    Admin(session): Admin,
+    Signed(session): Signed,
     ClientIp(ip): ClientIp,
     form: Fields,
 ) -> Result<Response, PageError> {
+    let caller = session.caller(ip);
+    caller.authorize(Action::AddUser)?;
     form.check_csrf(&kw, &session)?;
     let name = match UserName::parse(form.get("name").unwrap_or("").trim()) {
         Ok(name) => name,
@@ -542,15 +542,7 @@ pub async fn add_user(
     };
     let password = RawSecret::new(form.get("password").unwrap_or("").to_owned());
     let is_admin = form.get("admin").is_some();
-    match kw
-        .add_user(
-            &session.acting_as_admin(ip),
-            name,
-            is_admin,
-            Some(&password),
-        )
-        .await
-    {
+    match kw.add_user(&caller, name, is_admin, Some(&password)).await {
         Ok(user) => users_with(&kw, &session, Some(format!("Added {}.", user.name)), None).await,
         Err(e @ (ServiceError::BadPassword | ServiceError::Conflict(_))) => {
             let mut r = users_with(&kw, &session, None, Some(e.to_string())).await?;
@@ -568,10 +560,12 @@ fn parse_user_id(id: &str) -> Result<UserId, PageError> {
 /// `GET /admin/users/{id}/disable`
 pub async fn disable_page(
     State(kw): Kw,
-    Admin(session): Admin,
+    Signed(session): Signed,
     PagePath(id): PagePath,
 ) -> Result<Response, PageError> {
-    let user = kw.user_by_id(&parse_user_id(&id)?).await?;
+    let caller = session.caller(None);
+    caller.authorize(Action::ManageUsers)?;
+    let user = kw.user_by_id(&caller, &parse_user_id(&id)?).await?;
     let page = pages::DisablePage {
         nav: Nav::of(&session),
         section: "admin",
@@ -585,15 +579,15 @@ pub async fn disable_page(
 /// `POST /admin/users/{id}/disable`
 pub async fn disable_user(
     State(kw): Kw,
-    Admin(session): Admin,
+    Signed(session): Signed,
     ClientIp(ip): ClientIp,
     PagePath(id): PagePath,
     form: Fields,
 ) -> Result<Response, PageError> {
+    let caller = session.caller(ip);
+    caller.authorize(Action::ManageUsers)?;
     form.check_csrf(&kw, &session)?;
-    let user = kw
-        .disable_user(&session.acting_as_admin(ip), &parse_user_id(&id)?)
-        .await?;
+    let user = kw.disable_user(&caller, &parse_user_id(&id)?).await?;
     let notice = format!(
         "Disabled {}: signed out, and their tokens are refused until they are enabled again.",
         user.name
@@ -604,15 +598,15 @@ pub async fn disable_user(
 /// `POST /admin/users/{id}/enable`
 pub async fn enable_user(
     State(kw): Kw,
-    Admin(session): Admin,
+    Signed(session): Signed,
     ClientIp(ip): ClientIp,
     PagePath(id): PagePath,
     form: Fields,
 ) -> Result<Response, PageError> {
+    let caller = session.caller(ip);
+    caller.authorize(Action::ManageUsers)?;
     form.check_csrf(&kw, &session)?;
-    let user = kw
-        .enable_user(&session.acting_as_admin(ip), &parse_user_id(&id)?)
-        .await?;
+    let user = kw.enable_user(&caller, &parse_user_id(&id)?).await?;
     let notice = format!("Enabled {}.", user.name);
     users_with(&kw, &session, Some(notice), None).await
 }

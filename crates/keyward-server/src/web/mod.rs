@@ -177,7 +177,8 @@ pub enum PageError {
 impl From<ServiceError> for PageError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::NotFound => Self::NotFound,
+            // The admin pages do not exist for anyone the service does not let in.
+            ServiceError::NotFound | ServiceError::Forbidden(_) => Self::NotFound,
             ServiceError::Unauthenticated(_)
             | ServiceError::RotatedOut
             | ServiceError::MissingScope { .. }
@@ -240,7 +241,7 @@ impl IntoResponse for PageError {
         if retry_after {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(crate::service::password::RETRY_AFTER_SECS),
+                HeaderValue::from(crate::service::sessions::RETRY_AFTER_SECS),
             );
         }
         response
@@ -267,25 +268,6 @@ impl FromRequestParts<Arc<Keyward>> for Signed {
                 Err(([(header::SET_COOKIE, clear)], Redirect::to("/login")).into_response())
             }
             Err(e) => Err(PageError::from(e).into_response()),
-        }
-    }
-}
-
-/// A signed-in admin; for anyone else the admin pages do not exist (404).
-pub struct Admin(pub WebSession);
-
-impl FromRequestParts<Arc<Keyward>> for Admin {
-    type Rejection = Response;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        kw: &Arc<Keyward>,
-    ) -> Result<Self, Self::Rejection> {
-        let Signed(session) = Signed::from_request_parts(parts, kw).await?;
-        if session.user.is_admin {
-            Ok(Self(session))
-        } else {
-            Err(PageError::NotFound.into_response())
         }
     }
 }

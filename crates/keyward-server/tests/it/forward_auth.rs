@@ -3,7 +3,7 @@
 use crate::helpers::{Resp, TestApp, spawn_app, spawn_app_with};
 use keyward_core::{Scopes, TokenId};
 use keyward_server::service::{ForwardAuthRoute, ForwardAuthRoutes};
-use keyward_server::{Acting, Settings};
+use keyward_server::{Caller, Settings};
 use reqwest::Method;
 
 async fn auth(
@@ -94,7 +94,7 @@ async fn refusals_carry_the_rfc6750_challenge() {
     );
     app.keyward
         .revoke_token(
-            &Acting::operator("test"),
+            &Caller::operator("test"),
             &TokenId::parse(&t.id).unwrap(),
             None,
         )

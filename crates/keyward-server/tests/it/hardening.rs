@@ -4,7 +4,7 @@
 
 use crate::helpers::{Resp, START, TestApp, spawn_app};
 use keyward_core::{ExpiryRequest, Scopes, TokenId, TokenName};
-use keyward_server::Acting;
+use keyward_server::Caller;
 use keyward_server::service::RegenerateOptions;
 use reqwest::Method;
 use serde_json::json;
@@ -194,8 +194,8 @@ async fn children_never_outlive_the_token_that_made_them() {
     let parent = app
         .keyward
         .create_token(
-            &Acting::operator("test"),
-            &alice.id,
+            &Caller::operator("test"),
+            Some(&alice.id),
             TokenName::parse("short").unwrap(),
             Scopes::parse(&["tokens:create", "droplet:read"]).unwrap(),
             Some(ExpiryRequest::In(Duration::hours(1))),
@@ -246,8 +246,8 @@ async fn a_grace_period_ends_no_later_than_the_old_secret() {
     let t = app
         .keyward
         .create_token(
-            &Acting::operator("test"),
-            &alice.id,
+            &Caller::operator("test"),
+            Some(&alice.id),
             TokenName::parse("ending").unwrap(),
             Scopes::parse(&["droplet:read"]).unwrap(),
             Some(ExpiryRequest::In(Duration::minutes(10))),
@@ -258,7 +258,7 @@ async fn a_grace_period_ends_no_later_than_the_old_secret() {
     let regenerated = app
         .keyward
         .regenerate_token(
-            &Acting::operator("test"),
+            &Caller::operator("test"),
             &t.token.id,
             RegenerateOptions {
                 grace: Some(Duration::days(7)),
@@ -284,8 +284,8 @@ async fn a_grace_period_ends_no_later_than_the_old_secret() {
     let maker = app
         .keyward
         .create_token(
-            &Acting::operator("test"),
-            &alice.id,
+            &Caller::operator("test"),
+            Some(&alice.id),
             TokenName::parse("maker").unwrap(),
             Scopes::parse(&["tokens:update", "droplet:read"]).unwrap(),
             Some(ExpiryRequest::In(Duration::hours(1))),
@@ -319,7 +319,7 @@ async fn introspection_iat_is_the_current_secrets_issue_time() {
     let regenerated = app
         .keyward
         .regenerate_token(
-            &Acting::operator("test"),
+            &Caller::operator("test"),
             &TokenId::parse(&t.id).unwrap(),
             RegenerateOptions {
                 grace: Some(Duration::hours(1)),

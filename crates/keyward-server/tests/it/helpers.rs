@@ -5,8 +5,11 @@ use keyward_core::{
     Clock, ManualClock, Scopes, ServerKey, TokenHasher, TokenName, TokenRecord, User, UserName,
 };
 use keyward_server::http::{HttpLimits, ServeOptions};
-use keyward_server::{Acting, Keyward, Settings};
-use keyward_store::{AuditFilter, Page, SqliteStore, StoredAuditEvent};
+use keyward_server::{Caller, Keyward, Settings};
+use keyward_store::{
+    AuditFilter, AuditStore as _, Page, SqliteStore, StoredAuditEvent, TokenStore as _,
+    UserStore as _,
+};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -213,7 +216,7 @@ impl TestApp {
     pub async fn user(&self, name: &str) -> User {
         self.keyward
             .add_user(
-                &Acting::operator("test"),
+                &Caller::operator("test"),
                 UserName::parse(name).unwrap(),
                 false,
                 None,
@@ -232,8 +235,8 @@ impl TestApp {
         let issued = self
             .keyward
             .create_token(
-                &Acting::operator("test"),
-                &user.id,
+                &Caller::operator("test"),
+                Some(&user.id),
                 TokenName::parse(name).unwrap(),
                 Scopes::parse(scopes).unwrap(),
                 None,
@@ -370,7 +373,7 @@ impl TestApp {
 
     /// Everything stored that a request could change (see [`Snapshot`]).
     pub async fn snapshot(&self) -> Snapshot {
-        let store = self.keyward.store();
+        let store = &self.store;
         let mut tokens = store
             .list_tokens(
                 None,
@@ -402,8 +405,7 @@ impl TestApp {
 
     /// The whole audit trail, newest first, straight from the store.
     pub async fn audit_trail(&self) -> Vec<StoredAuditEvent> {
-        self.keyward
-            .store()
+        self.store
             .audit_events(&AuditFilter {
                 subject_user: None,
                 before_seq: None,

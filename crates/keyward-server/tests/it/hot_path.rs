@@ -12,7 +12,7 @@ use keyward_core::{
     TokenHasher, TokenId, TokenName, TokenRecord, TokenSecret, User, UserId, UserName,
 };
 use keyward_server::service::Issued;
-use keyward_server::{Acting, Keyward, Settings, Verdict, VerifiedToken};
+use keyward_server::{Caller, Keyward, Settings, Verdict, VerifiedToken};
 use keyward_store::{
     AuditFilter, AuditStore, ChangeFeed, Changes, Lookup, Maintenance, NewUser, Page, Regeneration,
     Revocation, SessionRecord, SessionStore, Snapshot, SqliteStore, Store, StoreResult,
@@ -190,8 +190,8 @@ fn scopes(s: &[&str]) -> Scopes {
     Scopes::parse(s).unwrap()
 }
 
-fn operator() -> Acting {
-    Acting::operator("test")
+fn operator() -> Caller {
+    Caller::operator("test")
 }
 
 async fn harness() -> Harness {
@@ -233,7 +233,7 @@ impl Harness {
         self.keyward
             .create_token(
                 &operator(),
-                &owner.id,
+                Some(&owner.id),
                 TokenName::parse("hot path").unwrap(),
                 scopes(with),
                 expires,
@@ -256,7 +256,7 @@ impl Harness {
     }
 
     async fn record(&self, id: &TokenId) -> TokenRecord {
-        self.keyward.store().token(id, None).await.unwrap().unwrap()
+        self.store.token(id, None).await.unwrap().unwrap()
     }
 }
 
@@ -578,7 +578,7 @@ async fn forged_tokens_are_answered_without_reading_the_store() {
     let there = other
         .create_token(
             &operator(),
-            &alice.id,
+            Some(&alice.id),
             TokenName::parse("elsewhere").unwrap(),
             scopes(&["droplet:read"]),
             None,
@@ -624,7 +624,7 @@ async fn a_cut_short_change_log_reloads_the_known_hashes() {
     let made_later = later
         .create_token(
             &operator(),
-            &alice.id,
+            Some(&alice.id),
             TokenName::parse("later").unwrap(),
             scopes(&["droplet:read"]),
             None,

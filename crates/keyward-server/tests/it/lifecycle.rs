@@ -4,7 +4,7 @@
 use crate::helpers::{START, spawn_app, spawn_app_with};
 use keyward_core::{ExpiryRequest, Prefix, Scopes, TokenId, TokenName};
 use keyward_server::service::RegenerateOptions;
-use keyward_server::{Acting, Settings};
+use keyward_server::{Caller, Settings};
 use serde_json::{Value, json};
 use time::Duration;
 use time::format_description::well_known::Rfc3339;
@@ -612,7 +612,7 @@ async fn a_revocation_by_another_process_is_seen_by_the_next_verification() {
     let cli = app.second_process().await;
     let id = TokenId::parse(&t.id).unwrap();
     cli.revoke_token(
-        &Acting::operator("root"),
+        &Caller::operator("root"),
         &id,
         Some("from the command line".to_owned()),
     )
@@ -632,7 +632,7 @@ async fn a_regeneration_by_another_process_is_seen_by_the_next_verification() {
     let cli = app.second_process().await;
     let id = TokenId::parse(&t.id).unwrap();
     let issued = cli
-        .regenerate_token(&Acting::operator("root"), &id, Default::default())
+        .regenerate_token(&Caller::operator("root"), &id, Default::default())
         .await
         .unwrap();
     assert_eq!(app.verdict(&t.secret, &[]).await, "revoked");
@@ -671,8 +671,8 @@ async fn the_deployment_sets_the_prefix_and_may_allow_never() {
     let issued = app
         .keyward
         .create_token(
-            &Acting::operator("test"),
-            &alice.id,
+            &Caller::operator("test"),
+            Some(&alice.id),
             TokenName::parse("forever").unwrap(),
             Scopes::parse(&["droplet:read"]).unwrap(),
             Some(ExpiryRequest::Never),
@@ -697,7 +697,7 @@ async fn the_deployment_sets_the_prefix_and_may_allow_never() {
     let regenerated = app
         .keyward
         .regenerate_token(
-            &Acting::operator("test"),
+            &Caller::operator("test"),
             &issued.token.id,
             RegenerateOptions::default(),
         )

@@ -3,7 +3,7 @@
 
 use crate::helpers::{Resp, START, TestApp, spawn_app};
 use keyward_core::{AuditKind, TokenId};
-use keyward_server::Acting;
+use keyward_server::Caller;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -192,7 +192,7 @@ async fn introspection_answers_the_rfc_shape_for_an_active_token() {
     app.keyward.flush_usage().await.unwrap();
     let record = app
         .keyward
-        .get_token(&Acting::operator("test"), &TokenId::parse(&t.id).unwrap())
+        .get_token(&Caller::operator("test"), &TokenId::parse(&t.id).unwrap())
         .await
         .unwrap();
     assert!(record.last_used_at.is_some());
@@ -205,7 +205,7 @@ async fn introspection_of_any_inactive_token_is_active_false_and_nothing_else() 
     let revoked = app.token(&alice, &["droplet:read"]).await;
     app.keyward
         .revoke_token(
-            &Acting::operator("test"),
+            &Caller::operator("test"),
             &TokenId::parse(&revoked.id).unwrap(),
             None,
         )
@@ -368,7 +368,7 @@ async fn an_owner_token_with_tokens_delete_revokes_a_sibling_over_basic() {
     assert_eq!(app.verdict(&admin.secret, &[]).await, "active");
     let record = app
         .keyward
-        .get_token(&Acting::operator("test"), &TokenId::parse(&t.id).unwrap())
+        .get_token(&Caller::operator("test"), &TokenId::parse(&t.id).unwrap())
         .await
         .unwrap();
     assert_eq!(record.revoke_reason.as_deref(), Some("RFC 7009 revocation"));

@@ -2,6 +2,7 @@
 //! expired-token use (written off the request path).
 
 use crate::helpers::{START, spawn_app};
+use keyward_store::TokenStore as _;
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::Duration;
@@ -30,7 +31,7 @@ async fn last_used_is_recorded_in_batches_not_by_the_verification() {
 
     // Verified, but not yet written.
     let id = keyward_core::TokenId::parse(&t.id).unwrap();
-    let stored = app.keyward.store().token(&id, None).await.unwrap().unwrap();
+    let stored = app.store.token(&id, None).await.unwrap().unwrap();
     assert_eq!(
         stored.last_used_at, None,
         "a verification must not write to the database"

@@ -4,7 +4,7 @@
 //! every response, so a test can check what each one carried.
 
 use keyward_core::{RawSecret, UserName};
-use keyward_server::Acting;
+use keyward_server::Caller;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use std::collections::BTreeMap;
@@ -156,7 +156,7 @@ fn location(seen: &Seen) -> &str {
 async fn person(app: &TestApp, name: &str, admin: bool) -> keyward_core::User {
     app.keyward
         .add_user(
-            &Acting::operator("test"),
+            &Caller::operator("test"),
             UserName::parse(name).unwrap(),
             admin,
             Some(&RawSecret::new(PASSWORD.to_owned())),
@@ -274,17 +274,14 @@ async fn a_scripted_session_shows_each_secret_on_its_once_page_only() {
 
     let all = app
         .keyward
-        .list_tokens(
-            &Acting::operator("test"),
-            None,
-            keyward_store::Page {
-                after: None,
-                limit: 10,
-            },
-        )
+        .list_tokens(&Caller::operator("test"), None, None, 10)
         .await
         .unwrap();
-    let deploy = all.iter().find(|t| t.name.as_str() == "ci deploy").unwrap();
+    let deploy = all
+        .tokens
+        .iter()
+        .find(|t| t.name.as_str() == "ci deploy")
+        .unwrap();
     let confirm = b
         .get(&format!("/tokens/{}/revoke", deploy.id))
         .await

@@ -3,8 +3,8 @@
 use super::output::{Table, time_or};
 use super::{Ctx, describe, print, print_json};
 use crate::cli::AuditArgs;
+use keyward::keyward_server::service::AuditEntry;
 use keyward::keyward_server::service::MAX_PAGE;
-use keyward::keyward_store::StoredAuditEvent;
 use keyward::{AuditEvent, UserId, UserName};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -24,24 +24,23 @@ pub(super) async fn run(ctx: &Ctx, args: AuditArgs) -> anyhow::Result<ExitCode> 
         None => None,
     };
     // The service pages at most MAX_PAGE events; a larger --limit walks back page by page.
-    let mut events: Vec<StoredAuditEvent> = Vec::new();
+    let mut events: Vec<AuditEntry> = Vec::new();
     let mut before_seq = None;
     while events.len() < args.limit as usize {
         let want = (args.limit - events.len() as u32).min(MAX_PAGE);
         let page = ctx
             .keyward
             .audit_events(
-                &ctx.acting,
+                &ctx.caller,
                 subject.as_ref().map(|u| &u.id),
                 before_seq,
                 want,
             )
             .await
             .map_err(|e| describe(e, String::new))?;
-        let done = page.len() < want as usize;
-        before_seq = page.last().map(|e| e.seq);
-        events.extend(page);
-        if done || before_seq.is_none() {
+        before_seq = page.next;
+        events.extend(page.events);
+        if before_seq.is_none() {
             break;
         }
     }
@@ -58,7 +57,7 @@ pub(super) async fn run(ctx: &Ctx, args: AuditArgs) -> anyhow::Result<ExitCode> 
     }
     let names: HashMap<UserId, UserName> = ctx
         .keyward
-        .list_users()
+        .list_users(&ctx.caller)
         .await
         .map_err(|e| describe(e, String::new))?
         .into_iter()

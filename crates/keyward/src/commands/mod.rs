@@ -11,7 +11,7 @@ mod user;
 use crate::cli::{Cli, Command, StoreCommand, TokenCommand};
 use anyhow::Context as _;
 use keyward::keyward_server::ServiceError;
-use keyward::{Acting, Config, ConfigError, Flags, Keyward, SetupError, UserName};
+use keyward::{Caller, Config, ConfigError, Flags, Keyward, SetupError, UserName};
 use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,8 +74,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             _ => {}
         }
         let keyward = keyward::open(&config).await?;
-        let acting = Acting::operator(&os_user());
-        let ctx = Ctx { keyward, acting };
+        let caller = Caller::operator(&os_user());
+        let ctx = Ctx { keyward, caller };
         match cli.command {
             Command::User(cmd) => user::run(&ctx, cmd).await,
             Command::Token(cmd) => token::run(&ctx, cmd).await,
@@ -89,7 +89,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// What every database-backed command needs.
 struct Ctx {
     keyward: Arc<Keyward>,
-    acting: Acting,
+    caller: Caller,
 }
 
 impl Ctx {
@@ -98,7 +98,7 @@ impl Ctx {
         let parsed =
             UserName::parse(name).map_err(|_| anyhow::anyhow!("no user {}", shown(name)))?;
         self.keyward
-            .user_by_name(&parsed)
+            .user_by_name(&self.caller, &parsed)
             .await
             .map_err(|e| describe(e, || format!("no user {}", shown(name))))
     }

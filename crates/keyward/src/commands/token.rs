@@ -5,7 +5,6 @@ use super::{Ctx, describe, print, print_json, read_stdin_line, shown};
 use crate::cli::TokenCommand;
 use keyward::keyward_core::{expiry, format};
 use keyward::keyward_server::service::MAX_PAGE;
-use keyward::keyward_store::Page;
 use keyward::{
     ExpiryRequest, Issued, RegenerateOptions, Scopes, TokenId, TokenName, TokenRecord, TokenState,
     UserId, UserName,
@@ -45,7 +44,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
             let expires = expires.as_deref().map(ExpiryRequest::parse).transpose()?;
             let issued = ctx
                 .keyward
-                .create_token(&ctx.acting, &owner.id, name, scopes, expires)
+                .create_token(&ctx.caller, Some(&owner.id), name, scopes, expires)
                 .await
                 .map_err(|e| describe(e, || format!("no user {}", owner.name)))?;
             show_issued(ctx, &issued, Some(&owner.name), json)?;
@@ -55,7 +54,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
             let token_id = token_id(&id)?;
             let token = ctx
                 .keyward
-                .revoke_token(&ctx.acting, &token_id, reason)
+                .revoke_token(&ctx.caller, &token_id, reason)
                 .await
                 .map_err(|e| describe(e, || no_token(&id)))?;
             let by = escaped(token.revoked_by.as_deref().unwrap_or("?"));
@@ -78,10 +77,14 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
             };
             let issued = ctx
                 .keyward
-                .regenerate_token(&ctx.acting, &token_id, options)
+                .regenerate_token(&ctx.caller, &token_id, options)
                 .await
                 .map_err(|e| describe(e, || no_token(&id)))?;
-            let owner = ctx.keyward.user_by_id(&issued.token.owner).await.ok();
+            let owner = ctx
+                .keyward
+                .user_by_id(&ctx.caller, &issued.token.owner)
+                .await
+                .ok();
             show_issued(ctx, &issued, owner.as_ref().map(|u| &u.name), json)?;
         }
         TokenCommand::Check { secret } => return check(secret.as_deref()),
@@ -142,20 +145,16 @@ async fn list(ctx: &Ctx, user: Option<&str>, json: bool) -> anyhow::Result<()> {
         None => None,
     };
     let mut tokens: Vec<TokenRecord> = Vec::new();
-    let mut page = Page {
-        after: None,
-        limit: MAX_PAGE,
-    };
+    let mut after = None;
     loop {
-        let batch = ctx
+        let page = ctx
             .keyward
-            .list_tokens(&ctx.acting, owner.as_ref().map(|u| &u.id), page.clone())
+            .list_tokens(&ctx.caller, owner.as_ref().map(|u| &u.id), after, MAX_PAGE)
             .await
             .map_err(|e| describe(e, || "no such user".to_owned()))?;
-        let full = batch.len() >= MAX_PAGE as usize;
-        page.after = batch.last().map(|t| t.id.clone());
-        tokens.extend(batch);
-        if !full || page.after.is_none() {
+        after = page.next;
+        tokens.extend(page.tokens);
+        if after.is_none() {
             break;
         }
     }
@@ -163,7 +162,7 @@ async fn list(ctx: &Ctx, user: Option<&str>, json: bool) -> anyhow::Result<()> {
         Some(u) => [(u.id.clone(), u.name.clone())].into(),
         None => ctx
             .keyward
-            .list_users()
+            .list_users(&ctx.caller)
             .await
             .map_err(|e| describe(e, String::new))?
             .into_iter()

@@ -23,7 +23,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: UserCommand) -> anyhow::Result<ExitCode>
             };
             let user = ctx
                 .keyward
-                .add_user(&ctx.acting, name, admin, password.as_ref())
+                .add_user(&ctx.caller, name, admin, password.as_ref())
                 .await
                 .map_err(|e| describe(e, || "not found".to_owned()))?;
             let role = if user.is_admin { "admin" } else { "user" };
@@ -32,7 +32,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: UserCommand) -> anyhow::Result<ExitCode>
         UserCommand::List { json } => {
             let users = ctx
                 .keyward
-                .list_users()
+                .list_users(&ctx.caller)
                 .await
                 .map_err(|e| describe(e, String::new))?;
             if json {

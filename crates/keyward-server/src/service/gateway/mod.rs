@@ -7,17 +7,13 @@
 use keyward_core::{InactiveReason, Scopes, TokenRecord, format};
 use std::net::IpAddr;
 
-use super::{Acting, Keyward, ServiceError, ServiceResult, Verdict, VerifiedToken};
+use super::{Action, Caller, Keyward, ServiceError, ServiceResult, Verdict, VerifiedToken};
 
 mod routes;
 pub use routes::{
     ForwardAuthRoute, ForwardAuthRoutes, MAX_URI_BYTES, PathError, RouteDecision, RouteError,
     normalize_path,
 };
-
-use keyward_core::scope::reserved::TOKENS_DELETE;
-/// The scope a caller of RFC 7662 introspection needs.
-pub use keyward_core::scope::reserved::TOKENS_INTROSPECT;
 
 /// The audit reason of a revocation through `POST /oauth/revoke`.
 pub const RFC7009_REASON: &str = "RFC 7009 revocation";
@@ -55,40 +51,34 @@ impl Keyward {
         }
     }
 
-    /// Authenticates a caller of RFC 7662 introspection: an active token with
-    /// `tokens:introspect`.
-    pub async fn authenticate_introspector(
-        &self,
-        credential: Option<&str>,
-        ip: Option<IpAddr>,
-    ) -> ServiceResult<Acting> {
-        self.authenticate(credential, Some(&TOKENS_INTROSPECT), ip)
-            .await
-    }
-
     /// RFC 7662: the token `secret` names if it is active, else `None` (whatever the reason:
     /// the RFC answers every inactive token alike). A successful introspection counts as a use
     /// of the token, like any verification.
+    /// The caller (see [`Keyward::authenticate`]) must be allowed [`Action::Introspect`].
     pub async fn introspect(
         &self,
+        caller: &Caller,
         secret: &str,
-        ip: Option<IpAddr>,
     ) -> ServiceResult<Option<VerifiedToken>> {
-        Ok(match self.verify(secret, &Scopes::default(), ip).await? {
-            Verdict::Active(token) => Some(token),
-            Verdict::Inactive(_) => None,
-        })
+        caller.authorize(Action::Introspect)?;
+        Ok(
+            match self.verify(secret, &Scopes::default(), caller.ip()).await? {
+                Verdict::Active(token) => Some(token),
+                Verdict::Inactive(_) => None,
+            },
+        )
     }
 
-    /// RFC 7009: revokes the token `secret` belongs to. The caller (`acting`) must be that
-    /// token itself, or act for the same owner with `tokens:delete` (an operator may revoke
-    /// any). Malformed, unknown and already revoked secrets change nothing and are not errors
+    /// RFC 7009: revokes the token `secret` belongs to. The caller must be that token itself,
+    /// or act for the same owner and be allowed to revoke others (a token needs
+    /// `tokens:delete`; an operator may revoke any). Malformed, unknown and already revoked secrets change nothing and are not errors
     /// (§2.2); another owner's token is refused without revoking it.
     pub async fn revoke_by_secret(
         &self,
-        acting: &Acting,
+        caller: &Caller,
         secret: &str,
     ) -> ServiceResult<SecretRevocation> {
+        caller.authorize(Action::RevokeBySecret)?;
         if format::validate(secret).is_err() {
             return Ok(SecretRevocation::NoSuchToken);
         }
@@ -98,20 +88,14 @@ impl Keyward {
             return Ok(SecretRevocation::NoSuchToken);
         };
         let token = found.token;
-        let is_self = acting.token() == Some(&token.id);
-        match &acting.within {
+        let is_self = caller.token_id() == Some(&token.id);
+        match caller.within() {
             Some(owner) if *owner != token.owner => {
                 return Err(ServiceError::NotPermitted(
                     "this token belongs to another user",
                 ));
             }
-            Some(_)
-                if !is_self
-                    && !acting
-                        .ceiling
-                        .as_ref()
-                        .is_some_and(|c| c.covers(&TOKENS_DELETE)) =>
-            {
+            Some(_) if !is_self && !caller.may_revoke_others() => {
                 return Err(ServiceError::NotPermitted(
                     "revoking another token needs the scope tokens:delete",
                 ));
@@ -122,7 +106,7 @@ impl Keyward {
             return Ok(SecretRevocation::AlreadyRevoked);
         }
         let record = self
-            .revoke_token(acting, &token.id, Some(RFC7009_REASON.to_owned()))
+            .revoke(caller, &token.id, Some(RFC7009_REASON.to_owned()))
             .await?;
         Ok(SecretRevocation::Revoked(Box::new(record)))
     }

@@ -1,5 +1,5 @@
 //! People at the web page: signing in with a password, sessions, CSRF tokens, one-time form
-//! nonces, sign-in throttling, and disabling users.
+//! nonces and sign-in throttling.
 //!
 //! - A session id is 256 bits from the OS CSPRNG, given to the browser once in a cookie; the
 //!   store keeps only `HMAC(server key, "keyward session v1\0" + id)`.
@@ -12,7 +12,7 @@
 //!   password is checked, and at [`SIGN_IN_LIMIT`] failures further attempts are refused without
 //!   the password being checked, until the window slides past them. The counters are in memory,
 //!   per instance (with N instances behind a balancer the limit is at most N times as loose).
-//! - Passwords are checked in a bounded pool ([`super::password::PasswordPool`]): memory stays
+//! - Passwords are checked in a bounded pool ([`PasswordPool`]): memory stays
 //!   flat however many sign-ins arrive at once, and the surplus is told to retry.
 //! - The answer never tells whether a name exists: unknown names are checked against a dummy
 //!   Argon2id hash, so they take as long as known ones. The audit trail never holds what was
@@ -28,9 +28,15 @@ use subtle::ConstantTimeEq as _;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use super::throttle::{Burst, Reservation, ThrottleSubject};
-pub use super::throttle::{SIGN_IN_LIMIT, SIGN_IN_WINDOW};
-use super::{Acting, Keyward, ServiceError, ServiceResult};
+mod password;
+mod throttle;
+
+pub use password::{PasswordPool, RETRY_AFTER_SECS};
+pub(super) use throttle::SignInThrottle;
+use throttle::{Burst, Reservation, ThrottleSubject};
+pub use throttle::{SIGN_IN_LIMIT, SIGN_IN_WINDOW};
+
+use super::{Caller, Keyward, ServiceError, ServiceResult};
 
 /// A session ends after this long without a request.
 pub const SESSION_IDLE: Duration = Duration::hours(12);
@@ -81,27 +87,9 @@ impl fmt::Debug for WebSession {
 }
 
 impl WebSession {
-    /// The person acting on their own tokens, from `ip`: no scope ceiling, only their tokens.
-    pub fn acting(&self, ip: Option<IpAddr>) -> Acting {
-        Acting {
-            within: Some(self.user.id.clone()),
-            actor: Actor {
-                user: Some(self.user.id.clone()),
-                token: None,
-                label: self.user.name.to_string(),
-            },
-            ip,
-            ceiling: None,
-            expiry_ceiling: None,
-        }
-    }
-
-    /// An admin acting on users (any user's record, not their tokens).
-    pub fn acting_as_admin(&self, ip: Option<IpAddr>) -> Acting {
-        Acting {
-            within: None,
-            ..self.acting(ip)
-        }
+    /// The signed-in person as a caller, from `ip`.
+    pub fn caller(&self, ip: Option<IpAddr>) -> Caller {
+        Caller::person(&self.user, ip)
     }
 }
 
@@ -423,8 +411,8 @@ impl Keyward {
             let detail = format!(
                 "throttle burst over: {refused} attempt{} refused unchecked between {} and {}",
                 if *refused == 1 { "" } else { "s" },
-                super::unix_time(*first),
-                super::unix_time(*last),
+                crate::service::unix_time(*first),
+                crate::service::unix_time(*last),
             );
             let event = self.throttle_event(subject, user.as_ref(), "", now, None, &detail);
             self.store.append_audit(&event).await?;
@@ -539,45 +527,6 @@ impl Keyward {
             .delete_session(&session.id_hash, Some(&event))
             .await?;
         Ok(())
-    }
-
-    /// Disables a user: they cannot sign in, their sessions end, and their tokens stop verifying
-    /// at once (`owner_disabled`) without being revoked, so [`Keyward::enable_user`] brings them
-    /// back. Nobody can disable themselves.
-    pub async fn disable_user(&self, acting: &Acting, id: &UserId) -> ServiceResult<User> {
-        if acting.actor.user.as_ref() == Some(id) {
-            return Err(ServiceError::InvalidState("you cannot disable yourself"));
-        }
-        self.set_disabled(acting, id, true).await
-    }
-
-    /// Enables a disabled user again; their tokens that are neither revoked nor expired work
-    /// again.
-    pub async fn enable_user(&self, acting: &Acting, id: &UserId) -> ServiceResult<User> {
-        self.set_disabled(acting, id, false).await
-    }
-
-    async fn set_disabled(
-        &self,
-        acting: &Acting,
-        id: &UserId,
-        disabled: bool,
-    ) -> ServiceResult<User> {
-        let now = self.now();
-        let kind = if disabled {
-            AuditKind::UserDisabled
-        } else {
-            AuditKind::UserEnabled
-        };
-        let user = self.user_by_id(id).await?;
-        let mut event = self.audit(acting, kind, now, id, None);
-        event.detail = Some(user.name.to_string());
-        let user = self
-            .store
-            .set_user_disabled(id, disabled, now, &event)
-            .await?;
-        tracing::info!(user = %user.name, disabled, actor = %acting.actor.label, "user disabled or enabled");
-        Ok(user)
     }
 }
 

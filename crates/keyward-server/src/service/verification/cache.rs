@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use time::OffsetDateTime;
 
 use super::table::{FingerprintSet, HashTable};
-use super::unix_time;
+use crate::service::unix_time;
 use crate::telemetry::HotCounter;
 
 /// A unix second standing for "never".

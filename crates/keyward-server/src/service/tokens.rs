@@ -1,0 +1,406 @@
+//! Managing tokens: create, read, list, rename, regenerate, revoke; and reading the audit trail.
+//!
+//! Each use case authorizes its [`Action`] first, then acts only within the caller's reach
+//! ([`Caller::within`]) and never beyond its ceilings: a token cannot make or regenerate a
+//! token with scopes it does not hold, or one that outlives it.
+
+use keyward_core::{
+    AuditKind, ExpiryRequest, Scopes, TokenId, TokenName, TokenRecord, TokenSecret, TokenState,
+    UserId, format,
+};
+use keyward_store::{AuditFilter, Page, Regeneration, Revocation, StoredHash};
+use time::{Duration, OffsetDateTime};
+
+/// One event of the audit trail, with its position in it.
+pub use keyward_store::StoredAuditEvent as AuditEntry;
+
+use super::{Action, Caller, Keyward, MAX_PAGE, MAX_REASON_CHARS, ServiceError, ServiceResult};
+
+/// A token just made or regenerated, with the secret that is shown this once.
+pub struct Issued {
+    /// The record.
+    pub token: TokenRecord,
+    /// The secret; exists nowhere else.
+    pub secret: TokenSecret,
+}
+
+/// How to regenerate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegenerateOptions {
+    /// How long the old secret keeps working (none by default); never past the old secret's
+    /// own expiry, nor the acting token's.
+    pub grace: Option<Duration>,
+    /// A new expiry; by default the token keeps the one it has. A token acting cannot set one
+    /// later than its own (the request is clamped to it).
+    pub expires: Option<ExpiryRequest>,
+}
+
+/// A page of tokens, newest first.
+#[derive(Debug, Clone)]
+pub struct TokenPage {
+    /// The tokens.
+    pub tokens: Vec<TokenRecord>,
+    /// Where the next page starts (pass it as `after`); `None` on the last page.
+    pub next: Option<TokenId>,
+}
+
+/// A page of the audit trail, newest first.
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    /// The events.
+    pub events: Vec<AuditEntry>,
+    /// Where the next page starts (pass it as `before`); `None` on the last page.
+    pub next: Option<i64>,
+}
+
+/// Whether a page of `len` records asked for with `limit` may have a successor.
+fn is_full(len: usize, limit: u32) -> bool {
+    u32::try_from(len).is_ok_and(|n| n == limit)
+}
+
+impl Keyward {
+    fn check_ceiling(caller: &Caller, scopes: &Scopes) -> ServiceResult<()> {
+        if let Some(ceiling) = caller.scope_ceiling() {
+            let missing = ceiling.missing(scopes);
+            if !missing.is_empty() {
+                return Err(ServiceError::ScopeCeiling {
+                    missing: missing.iter().map(ToString::to_string).collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `expires_at` (`None` = never), or the caller's own expiry if that comes sooner: nothing a
+    /// token makes outlives it. A person or an operator has no such ceiling.
+    fn clamp_expiry(caller: &Caller, expires_at: Option<OffsetDateTime>) -> Option<OffsetDateTime> {
+        match (expires_at, caller.expiry_ceiling()) {
+            (Some(at), Some(ceiling)) => Some(at.min(ceiling)),
+            (None, ceiling) => ceiling,
+            (at, None) => at,
+        }
+    }
+
+    fn issue_secret(&self) -> ServiceResult<(TokenSecret, StoredHash)> {
+        let secret = TokenSecret::generate(&self.settings.prefix)?;
+        let hash = StoredHash {
+            hash: self.hasher.hash(&secret),
+            key_id: self.hasher.key_id().clone(),
+        };
+        Ok((secret, hash))
+    }
+
+    /// Creates a token for `owner` (the caller's own user when `None`; an operator must name
+    /// one); the secret is returned this once.
+    pub async fn create_token(
+        &self,
+        caller: &Caller,
+        owner: Option<&UserId>,
+        name: TokenName,
+        scopes: Scopes,
+        expires: Option<ExpiryRequest>,
+    ) -> ServiceResult<Issued> {
+        caller.authorize(Action::CreateToken)?;
+        let owner = match (caller.within(), owner) {
+            (Some(within), Some(owner)) if within != owner => return Err(ServiceError::NotFound),
+            (Some(within), _) => within,
+            (None, Some(owner)) => owner,
+            (None, None) => return Err(ServiceError::Invalid("name the token's owner")),
+        };
+        let user = self
+            .store
+            .user_by_id(owner)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if user.disabled_at.is_some() {
+            return Err(ServiceError::InvalidState("the user is disabled"));
+        }
+        self.settings.catalog.check(&scopes)?;
+        Self::check_ceiling(caller, &scopes)?;
+        let now = self.now();
+        let expires_at = Self::clamp_expiry(caller, self.settings.policy.resolve(expires, now)?);
+        let (secret, hash) = self.issue_secret()?;
+        let token = TokenRecord {
+            id: TokenId::generate(now)?,
+            owner: owner.clone(),
+            name,
+            scopes,
+            hint: secret.hint(),
+            created_at: now,
+            expires_at,
+            regenerated_at: None,
+            last_used_at: None,
+            last_used_ip: None,
+            revoked_at: None,
+            revoked_by: None,
+            revoke_reason: None,
+        };
+        let audit = self.audit(caller, AuditKind::TokenCreated, now, owner, Some(&token.id));
+        self.store.insert_token(&token, &hash, &audit).await?;
+        tracing::info!(token_id = %token.id, owner = %owner, actor = %audit.actor.label, "token created");
+        Ok(Issued { token, secret })
+    }
+
+    /// One token, if it is within the caller's reach.
+    pub async fn get_token(&self, caller: &Caller, id: &TokenId) -> ServiceResult<TokenRecord> {
+        caller.authorize(Action::ReadTokens)?;
+        self.find_token(caller, id).await
+    }
+
+    /// The presenting token's own record.
+    pub async fn own_token(&self, caller: &Caller) -> ServiceResult<TokenRecord> {
+        caller.authorize(Action::ReadSelf)?;
+        let id = caller.token_id().ok_or(ServiceError::NotFound)?;
+        self.find_token(caller, id).await
+    }
+
+    /// The record of `id` if the caller reaches it, whatever it may do with it.
+    async fn find_token(&self, caller: &Caller, id: &TokenId) -> ServiceResult<TokenRecord> {
+        self.store
+            .token(id, caller.within())
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    /// A page of tokens, newest first, starting after `after`: the caller's own, or for an
+    /// operator `owner`'s (everyone's if `None`). `limit` is clamped to 1..=[`MAX_PAGE`].
+    pub async fn list_tokens(
+        &self,
+        caller: &Caller,
+        owner: Option<&UserId>,
+        after: Option<TokenId>,
+        limit: u32,
+    ) -> ServiceResult<TokenPage> {
+        caller.authorize(Action::ReadTokens)?;
+        let owner = match (caller.within(), owner) {
+            (Some(within), Some(owner)) if within != owner => {
+                return Ok(TokenPage {
+                    tokens: Vec::new(),
+                    next: None,
+                });
+            }
+            (Some(within), _) => Some(within),
+            (None, owner) => owner,
+        };
+        let limit = limit.clamp(1, MAX_PAGE);
+        let tokens = self
+            .store
+            .list_tokens(owner, &Page { after, limit })
+            .await?;
+        let next = if is_full(tokens.len(), limit) {
+            tokens.last().map(|t| t.id.clone())
+        } else {
+            None
+        };
+        Ok(TokenPage { tokens, next })
+    }
+
+    /// Renames a token.
+    pub async fn rename_token(
+        &self,
+        caller: &Caller,
+        id: &TokenId,
+        name: TokenName,
+    ) -> ServiceResult<TokenRecord> {
+        caller.authorize(Action::RenameToken)?;
+        let current = self.find_token(caller, id).await?;
+        let now = self.now();
+        let mut audit = self.audit(
+            caller,
+            AuditKind::TokenRenamed,
+            now,
+            &current.owner,
+            Some(id),
+        );
+        audit.detail = Some(format!("{} → {}", current.name.as_str(), name.as_str()));
+        Ok(self
+            .store
+            .rename_token(id, caller.within(), &name, &audit)
+            .await?)
+    }
+
+    /// Gives a token a new secret, keeping its id, name and scopes. The old secret stops working
+    /// now, or when the grace period ends.
+    pub async fn regenerate_token(
+        &self,
+        caller: &Caller,
+        id: &TokenId,
+        options: RegenerateOptions,
+    ) -> ServiceResult<Issued> {
+        caller.authorize(Action::RegenerateToken)?;
+        self.regenerate(caller, id, options).await
+    }
+
+    /// The presenting token gives itself a new secret (for automation): it needs no scope, as
+    /// the new secret has exactly the old one's rights.
+    pub async fn regenerate_own_token(
+        &self,
+        caller: &Caller,
+        options: RegenerateOptions,
+    ) -> ServiceResult<Issued> {
+        caller.authorize(Action::RegenerateSelf)?;
+        let id = caller.token_id().ok_or(ServiceError::NotFound)?.clone();
+        self.regenerate(caller, &id, options).await
+    }
+
+    async fn regenerate(
+        &self,
+        caller: &Caller,
+        id: &TokenId,
+        options: RegenerateOptions,
+    ) -> ServiceResult<Issued> {
+        let current = self.find_token(caller, id).await?;
+        Self::check_ceiling(caller, &current.scopes)?;
+        let now = self.now();
+        match current.state(now) {
+            TokenState::Active => {}
+            TokenState::Revoked => {
+                return Err(ServiceError::InvalidState(
+                    "the token is revoked; create a new one",
+                ));
+            }
+            TokenState::Expired => {
+                return Err(ServiceError::InvalidState(
+                    "the token has expired; create a new one",
+                ));
+            }
+        }
+        // The token keeps its expiry unless asked for another; either way, a token acting here
+        // cannot give it one later than its own.
+        let new_expires_at = match (options.expires, current.expires_at) {
+            (Some(request), _) => self.settings.policy.resolve(Some(request), now)?,
+            (None, None) => self
+                .settings
+                .policy
+                .resolve(Some(ExpiryRequest::Never), now)?,
+            (None, Some(current_expiry)) => Some(current_expiry),
+        };
+        let new_expires_at = Self::clamp_expiry(caller, new_expires_at);
+        // The old secret works no longer than it would have without the regeneration.
+        let grace_ends = match options.grace {
+            None => now,
+            Some(grace) => {
+                let wanted = now + grace;
+                Self::clamp_expiry(caller, current.expires_at).map_or(wanted, |end| wanted.min(end))
+            }
+        };
+        let (secret, new_hash) = self.issue_secret()?;
+        let regen = Regeneration {
+            new_hash,
+            new_hint: secret.hint(),
+            new_expires_at,
+            old_valid_until: grace_ends,
+            at: now,
+        };
+        let mut audit = self.audit(
+            caller,
+            AuditKind::TokenRegenerated,
+            now,
+            &current.owner,
+            Some(id),
+        );
+        audit.detail = (grace_ends > now).then(|| {
+            format!(
+                "old secret valid for {} more seconds",
+                (grace_ends - now).whole_seconds()
+            )
+        });
+        let token = self
+            .store
+            .regenerate_token(id, caller.within(), &regen, &audit)
+            .await?;
+        tracing::info!(token_id = %id, actor = %audit.actor.label, "token regenerated");
+        Ok(Issued { token, secret })
+    }
+
+    /// Revokes a token. The record stays, revoked, for the audit trail; revoking twice is a no-op.
+    pub async fn revoke_token(
+        &self,
+        caller: &Caller,
+        id: &TokenId,
+        reason: Option<String>,
+    ) -> ServiceResult<TokenRecord> {
+        caller.authorize(Action::RevokeToken)?;
+        self.revoke(caller, id, reason).await
+    }
+
+    /// [`Self::revoke_token`] once the caller is known to be allowed (also used by the RFC 7009
+    /// revocation, which has rules of its own).
+    pub(super) async fn revoke(
+        &self,
+        caller: &Caller,
+        id: &TokenId,
+        reason: Option<String>,
+    ) -> ServiceResult<TokenRecord> {
+        let reason = match reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+        {
+            Some(r)
+                if r.chars().count() > MAX_REASON_CHARS
+                    || r.chars().any(keyward_core::is_unsafe_text_char) =>
+            {
+                return Err(ServiceError::Invalid(
+                    "a reason must be at most 500 characters, without control characters or invisible formatting characters",
+                ));
+            }
+            // A secret pasted as the reason would be kept in the record and the audit trail.
+            Some(r) if format::contains_token(&r) => {
+                return Err(ServiceError::Invalid(
+                    "a reason must not contain a token's secret; never paste a secret where text goes",
+                ));
+            }
+            r => r,
+        };
+        let current = self.find_token(caller, id).await?;
+        let now = self.now();
+        let mut audit = self.audit(
+            caller,
+            AuditKind::TokenRevoked,
+            now,
+            &current.owner,
+            Some(id),
+        );
+        audit.detail.clone_from(&reason);
+        let revocation = Revocation {
+            at: now,
+            by: audit.actor.label.clone(),
+            reason,
+        };
+        let token = self
+            .store
+            .revoke_token(id, caller.within(), &revocation, &audit)
+            .await?;
+        tracing::info!(token_id = %id, actor = %audit.actor.label, "token revoked");
+        Ok(token)
+    }
+
+    /// A page of the audit trail, newest first, before `before_seq`: the caller's own events,
+    /// or for an operator `subject`'s (all if `None`). `limit` is clamped to 1..=[`MAX_PAGE`].
+    pub async fn audit_events(
+        &self,
+        caller: &Caller,
+        subject: Option<&UserId>,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> ServiceResult<AuditPage> {
+        caller.authorize(Action::ReadAudit)?;
+        let subject_user = match (caller.within(), subject) {
+            (Some(within), _) => Some(within.clone()),
+            (None, subject) => subject.cloned(),
+        };
+        let limit = limit.clamp(1, MAX_PAGE);
+        let filter = AuditFilter {
+            subject_user,
+            before_seq,
+            limit,
+        };
+        let events = self.store.audit_events(&filter).await?;
+        let next = if is_full(events.len(), limit) {
+            events.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        Ok(AuditPage { events, next })
+    }
+}

@@ -1,0 +1,257 @@
+//! The hot path: is this secret an active token granting these scopes?
+//!
+//! One format check, one keyed hash, one lookup in the [`VerifyCache`] (an in-memory table of
+//! the hashes of recently verified tokens, kept coherent with the store through its change
+//! feed); the store is read only on a miss, and never for a hash the [`KnownHashes`] set has
+//! never seen. Uses are noted in memory and written in batches ([`UsageBatch`]); counts and a
+//! sampled latency go to the metrics.
+
+mod cache;
+mod table;
+mod usage;
+
+pub use cache::{CachedToken, KnownHashes, VerifiedToken, VerifyCache};
+pub(super) use usage::UsageBatch;
+
+use keyward_core::{Actor, AuditEvent, AuditKind, InactiveReason, PackedTokenId, Scopes, format};
+use keyward_store::StoreResult;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+use time::OffsetDateTime;
+
+use super::{Keyward, ServiceResult, unix_time};
+use crate::telemetry::HotCounter;
+
+/// The answer to a verification.
+pub enum Verdict {
+    /// The token works and grants what was asked.
+    Active(VerifiedToken),
+    /// It does not, and why.
+    Inactive(InactiveReason),
+}
+
+/// What a verification leaves to note once the cache entry is released.
+enum After {
+    Nothing,
+    /// A use to record as last-used (the first this second).
+    Used(PackedTokenId, i64),
+    /// An expired token was presented.
+    ExpiredUse(Box<VerifiedToken>, i64),
+}
+
+pub(super) struct VerifyMetrics {
+    by_result: [HotCounter; 8],
+    latency: metrics::Histogram,
+}
+
+const RESULT_LABELS: [&str; 8] = [
+    "active",
+    "malformed",
+    "unknown",
+    "expired",
+    "revoked",
+    "insufficient_scope",
+    "owner_disabled",
+    "error",
+];
+
+impl VerifyMetrics {
+    pub(super) fn new() -> Self {
+        Self {
+            by_result: RESULT_LABELS.map(|r| {
+                HotCounter::new(metrics::counter!("keyward_verifications_total", "result" => r))
+            }),
+            latency: metrics::histogram!("keyward_verification_duration_seconds"),
+        }
+    }
+
+    fn record<R>(
+        &self,
+        outcome: &ServiceResult<Result<R, InactiveReason>>,
+        took: Option<StdDuration>,
+    ) {
+        let i = match outcome {
+            Ok(Ok(_)) => 0,
+            Ok(Err(r)) => match r {
+                InactiveReason::Malformed => 1,
+                InactiveReason::Unknown => 2,
+                InactiveReason::Expired => 3,
+                InactiveReason::Revoked => 4,
+                InactiveReason::InsufficientScope => 5,
+                InactiveReason::OwnerDisabled => 6,
+            },
+            Err(_) => 7,
+        };
+        self.by_result[i].increment();
+        if let Some(took) = took {
+            self.latency.record(took.as_secs_f64());
+        }
+    }
+}
+
+/// One verification in this many is timed for the latency histogram. Timing costs two clock
+/// reads, a large share of a cached verification; a regular sample describes the distribution as
+/// well. The counters still count every verification.
+pub const LATENCY_SAMPLE_EVERY: u32 = 16;
+
+/// Whether this thread's current verification is one of the sampled ones.
+fn latency_sample() -> bool {
+    thread_local!(static COUNT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+    COUNT.with(|n| {
+        let next = n.get().wrapping_add(1);
+        n.set(next);
+        next % LATENCY_SAMPLE_EVERY == 0
+    })
+}
+impl Keyward {
+    /// The hot path: is `secret` an active token granting every scope of `wanted`?
+    /// Errors only when the answer cannot be given safely (the store is unreachable).
+    pub async fn verify(
+        &self,
+        secret: &str,
+        wanted: &Scopes,
+        ip: Option<IpAddr>,
+    ) -> ServiceResult<Verdict> {
+        Ok(
+            match self
+                .verify_with(secret, wanted, ip, VerifiedToken::clone)
+                .await?
+            {
+                Ok(token) => Verdict::Active(token),
+                Err(reason) => Verdict::Inactive(reason),
+            },
+        )
+    }
+
+    /// [`Self::verify`], answering with what `f` makes of the active token instead of a copy of
+    /// it: on a cache hit nothing is cloned or allocated. `f` runs while the cache entry is
+    /// read-locked: it must be short (format an answer) and must not call into `Keyward`, which
+    /// could wait on that lock.
+    pub async fn verify_with<R>(
+        &self,
+        secret: &str,
+        wanted: &Scopes,
+        ip: Option<IpAddr>,
+        f: impl FnOnce(&VerifiedToken) -> R,
+    ) -> ServiceResult<Result<R, InactiveReason>> {
+        self.verify_entry_with(secret, wanted, ip, |entry| f(entry.token()))
+            .await
+    }
+
+    /// [`Self::verify_with`], with `f` seeing the cached secret itself (whether it is rotated
+    /// out, for instance), not only its token.
+    pub(super) async fn verify_entry_with<R>(
+        &self,
+        secret: &str,
+        wanted: &Scopes,
+        ip: Option<IpAddr>,
+        f: impl FnOnce(&CachedToken) -> R,
+    ) -> ServiceResult<Result<R, InactiveReason>> {
+        let start = latency_sample().then(Instant::now);
+        let outcome = self.verify_uninstrumented(secret, wanted, ip, f).await;
+        self.metrics.record(&outcome, start.map(|s| s.elapsed()));
+        outcome
+    }
+
+    async fn verify_uninstrumented<R>(
+        &self,
+        secret: &str,
+        wanted: &Scopes,
+        ip: Option<IpAddr>,
+        f: impl FnOnce(&CachedToken) -> R,
+    ) -> ServiceResult<Result<R, InactiveReason>> {
+        // Refused before any lookup: a typo or a random string never costs a hash or a query.
+        if format::validate(secret).is_err() {
+            return Ok(Err(InactiveReason::Malformed));
+        }
+        let hash = self.hasher.hash_str(secret);
+        let judged = self
+            .cache
+            .with(self.store.as_ref(), &hash, |entry| {
+                // Read here, not before a possible store read, so a slow miss judges at the time
+                // it answers.
+                let now = self.clock.now_unix();
+                match Self::judge(entry, wanted, now) {
+                    Ok(after) => (Ok(f(entry)), after),
+                    Err((reason, after)) => (Err(reason), after),
+                }
+            })
+            .await?;
+        let Some((answer, after)) = judged else {
+            return Ok(Err(InactiveReason::Unknown));
+        };
+        // Bookkeeping after the entry's lock is released: it takes locks of its own.
+        match after {
+            After::Nothing => {}
+            After::Used(id, now) => self.usage.note(id, unix_time(now), ip),
+            After::ExpiredUse(token, now) => self.note_expired_use(&token, ip, unix_time(now)),
+        }
+        Ok(answer)
+    }
+
+    /// Whether the token behind `entry` grants `wanted` at `now`, and what to note about it.
+    fn judge(
+        entry: &CachedToken,
+        wanted: &Scopes,
+        now: i64,
+    ) -> Result<After, (InactiveReason, After)> {
+        match entry.state_at(now) {
+            Err(InactiveReason::Expired) => Err((
+                InactiveReason::Expired,
+                After::ExpiredUse(Box::new(entry.token().clone()), now),
+            )),
+            Err(reason) => Err((reason, After::Nothing)),
+            Ok(()) if !entry.token().scopes().covers_all(wanted) => {
+                Err((InactiveReason::InsufficientScope, After::Nothing))
+            }
+            // Only a successful presentation counts as a use.
+            Ok(()) if entry.note_use(now) => Ok(After::Used(entry.token().id_packed(), now)),
+            Ok(()) => Ok(After::Nothing),
+        }
+    }
+
+    fn note_expired_use(&self, token: &VerifiedToken, ip: Option<IpAddr>, now: OffsetDateTime) {
+        let token_id = token.token_id();
+        if self.expired_noted.contains_key(&token_id) {
+            return;
+        }
+        self.expired_noted.insert(token_id.clone(), ());
+        let event = AuditEvent {
+            at: now,
+            kind: AuditKind::TokenExpiredUse,
+            actor: Actor {
+                user: None,
+                token: Some(token_id.clone()),
+                label: "verification".to_owned(),
+            },
+            subject_user: Some(token.owner_id().clone()),
+            token_id: Some(token_id),
+            ip,
+            detail: None,
+        };
+        let store = Arc::clone(&self.store);
+        // Off the request path: an audit write must not slow or fail a verification.
+        tokio::spawn(async move {
+            if let Err(e) = store.append_audit(&event).await {
+                tracing::warn!(error = %e, "could not record an expired-token use");
+            }
+        });
+    }
+
+    /// Hands the hot-path counts (verifications by result, cache hits and misses) to the metrics
+    /// recorder. They are counted per thread and reach the recorder only here: `keyward serve`
+    /// calls it before every `/metrics` answer and every few seconds; an application that
+    /// embeds keyward and exports metrics itself calls it before reading them.
+    pub fn publish_metrics(&self) {
+        for counter in &self.metrics.by_result {
+            counter.publish();
+        }
+        self.cache.publish_metrics();
+    }
+
+    /// Writes the noted uses to the store (called every few seconds and at shutdown).
+    pub async fn flush_usage(&self) -> StoreResult<usize> {
+        self.usage.flush(self.store.as_ref()).await
+    }
+}
