@@ -314,24 +314,33 @@ impl Caller {
 }
 
 impl Keyward {
-    /// The caller behind a bearer token, if it may take `action`: the token must be active and
-    /// must be its token's current secret (a secret in the grace period after a regeneration
-    /// verifies, and does nothing else); then [`Caller::authorize`] decides.
+    /// The caller behind a bearer token, if it may take `action`: [`Self::identify`], then
+    /// [`Caller::authorize`].
     pub async fn authenticate(
         &self,
         bearer: Option<&str>,
         ip: Option<IpAddr>,
         action: Action,
     ) -> ServiceResult<Caller> {
-        let secret = bearer.ok_or(ServiceError::Unauthenticated(None))?;
-        let caller = self
-            .verify_entry_with(secret, &Scopes::default(), ip, |entry| {
-                Caller::token(entry.token(), entry.rotated_out(), ip)
-            })
-            .await?
-            .map_err(|reason| ServiceError::Unauthenticated(Some(reason)))?;
+        let caller = self.identify(bearer, ip).await?;
         caller.authorize(action)?;
         Ok(caller)
+    }
+
+    /// The caller behind a bearer token, whatever it may do: the token must be active. A
+    /// secret in the grace period after a regeneration identifies its token too, marked
+    /// [`TokenCaller::in_grace`], and may take no action.
+    pub async fn identify(
+        &self,
+        bearer: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> ServiceResult<Caller> {
+        let secret = bearer.ok_or(ServiceError::Unauthenticated(None))?;
+        self.verify_entry_with(secret, &Scopes::default(), ip, |entry| {
+            Caller::token(entry.token(), entry.rotated_out(), ip)
+        })
+        .await?
+        .map_err(|reason| ServiceError::Unauthenticated(Some(reason)))
     }
 
     /// Whether a request for the metrics may be answered: always, unless the deployment

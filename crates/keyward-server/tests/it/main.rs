@@ -8,6 +8,8 @@
 #[cfg(test)]
 mod at_rest;
 #[cfg(test)]
+mod authorization;
+#[cfg(test)]
 mod bad_input;
 #[cfg(test)]
 mod connections;
