@@ -248,7 +248,9 @@ impl TokenSecret {
     }
 
     /// A non-secret hint to tell tokens apart: the prefix and the last four characters,
-    /// e.g. `kwp_…x7Qa`. Four of 49 random-looking characters leave 256 - 24 bits unknown.
+    /// e.g. `kwp_…x7Qa`. Those are the low-order end of the checksum (the CRC32 in base62),
+    /// not of the body: they show about 24 bits of a function of the body, so at least
+    /// 256 − 24 of the body's bits stay unknown.
     pub fn hint(&self) -> String {
         let tail = &self.0[self.0.len() - HINT_CHARS..];
         format!("{}{SEPARATOR}…{tail}", self.prefix())

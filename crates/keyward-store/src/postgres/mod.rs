@@ -150,8 +150,9 @@ impl PgStore {
         self.feed.is_connected()
     }
 
-    /// Stops the listener and closes every connection, waiting for running statements. For
-    /// graceful shutdown; the store answers `Unavailable` afterwards.
+    /// For graceful shutdown: stops the change listener (its task is aborted and its connection
+    /// dropped), then waits for the pool's running statements and closes its connections. The
+    /// store answers `Unavailable` afterwards.
     pub async fn close(&self) {
         self.listener.handle.abort();
         self.pool.close().await;

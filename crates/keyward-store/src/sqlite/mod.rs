@@ -100,8 +100,12 @@ impl SqliteStore {
         })
     }
 
-    /// Waits for running statements and closes every connection, so SQLite can checkpoint the
-    /// WAL on the way out. For graceful shutdown; the store answers `Unavailable` afterwards.
+    /// For graceful shutdown: the direct readers refuse new lookups and close their idle
+    /// connections (a lookup still running closes its own connection when it ends, without
+    /// being waited for); then the pool waits for its running statements and closes its
+    /// connections. SQLite checkpoints the WAL when the last connection to the file closes, so
+    /// the checkpoint happens here unless a lookup was still running. The store answers
+    /// `Unavailable` afterwards.
     pub async fn close(&self) {
         if let Some(readers) = &self.readers {
             readers.close();

@@ -110,7 +110,8 @@ impl Readers {
     }
 
     /// Closes every idle connection and refuses further lookups, so that the writer's connection
-    /// is the last one and can checkpoint the WAL when it closes.
+    /// is the last one and can checkpoint the WAL when it closes. A lookup running now is not
+    /// waited for: its connection is closed, not given back, when it ends.
     pub(in crate::sqlite) fn close(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.closed = true;
