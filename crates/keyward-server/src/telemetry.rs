@@ -25,9 +25,94 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                     VERIFY_BUCKETS,
                 )
                 .ok()?;
-            builder.install_recorder().ok()
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            Some(handle)
         })
         .as_ref()
+}
+
+/// Every metric keyward exports, with its `# HELP` text: the one list to extend with a new one
+/// (`promtool check metrics` in CI refuses a metric without help).
+const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
+    (
+        "keyward_verifications_total",
+        Kind::Counter,
+        "Verifications answered, by result (active or the inactive reason, or error).",
+    ),
+    (
+        "keyward_verification_duration_seconds",
+        Kind::Histogram,
+        "Time to answer a verification, sampled: one verification in 16 is timed.",
+    ),
+    (
+        "keyward_cache_hits_total",
+        Kind::Counter,
+        "Verifications answered from the verification cache.",
+    ),
+    (
+        "keyward_cache_misses_total",
+        Kind::Counter,
+        "Verifications whose secret was not in the verification cache.",
+    ),
+    (
+        "keyward_unknown_tokens_ruled_out_total",
+        Kind::Counter,
+        "Cache misses answered unknown from the known-hash set, without reading the store.",
+    ),
+    (
+        "keyward_store_lookups_total",
+        Kind::Counter,
+        "Cache misses that read the store.",
+    ),
+    (
+        "keyward_known_hashes",
+        Kind::Gauge,
+        "Secret hashes in the known-hash set (0 until it has loaded).",
+    ),
+    (
+        "keyward_http_connections_open",
+        Kind::Gauge,
+        "HTTP connections open now, on every listener.",
+    ),
+    (
+        "keyward_http_connections_refused_total",
+        Kind::Counter,
+        "HTTP connections closed at once because the connection limit was reached.",
+    ),
+    (
+        "keyward_http_connections_displaced_total",
+        Kind::Counter,
+        "Idle HTTP connections closed to make room for a new one at the connection limit.",
+    ),
+    (
+        "keyward_http_requests_timed_out_total",
+        Kind::Counter,
+        "Requests answered 503 timeout because their handler ran past request_timeout.",
+    ),
+    (
+        "keyward_revocation_propagation_seconds",
+        Kind::Histogram,
+        "PostgreSQL: time from a change's commit on another instance to this instance learning of it.",
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Hands the recorder the help text of every metric.
+fn describe() {
+    for &(name, kind, help) in DESCRIPTIONS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
 }
 
 /// Cells a [`HotCounter`] spreads over; threads beyond this share cells (still correct).

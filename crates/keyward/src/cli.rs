@@ -52,6 +52,14 @@ pub enum Command {
     /// Move a deployment's data between databases.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Write the manual pages (generated from this help) into DIR: one per command. For
+    /// packagers; hidden from the help.
+    #[command(hide = true)]
+    GenerateMan {
+        /// Where to write `keyward.1`, `keyward-token-create.1`, ….
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// `keyward store ...`.

@@ -2,6 +2,7 @@
 //! operator, and prints. Rules and the audit trail live in the service, never here.
 
 mod audit;
+mod man;
 mod output;
 mod serve;
 mod store;
@@ -48,6 +49,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Token(TokenCommand::Check { secret }) = &cli.command {
         return token::check(secret.as_deref());
     }
+    if let Command::GenerateMan { dir } = &cli.command {
+        return man::generate(dir);
+    }
     let flags = Flags {
         config: cli.config,
         data_dir: cli.data_dir,
@@ -81,7 +85,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Token(cmd) => token::run(&ctx, cmd).await,
             Command::Audit(args) => audit::run(&ctx, args).await,
             // Handled above; kept exhaustive so a new command cannot be forgotten here.
-            Command::Serve(_) | Command::Migrate | Command::Store(_) => Ok(ExitCode::SUCCESS),
+            Command::Serve(_)
+            | Command::Migrate
+            | Command::Store(_)
+            | Command::GenerateMan { .. } => Ok(ExitCode::SUCCESS),
         }
     })
 }
