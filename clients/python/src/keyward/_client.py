@@ -40,7 +40,7 @@ def _request(
     refuse with 400 (a malformed scope or address is the caller's bug, not a refusal)."""
     if not isinstance(token, str):
         raise TypeError("token must be a string")
-    wanted = check_scopes(tuple(scopes))
+    wanted = check_scopes(scopes)
     body: dict[str, Any] = {"token": token}
     if wanted:
         body["scopes"] = list(wanted)

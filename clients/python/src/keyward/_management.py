@@ -92,7 +92,7 @@ class Management:
         ``expires``: a duration (``30d``, ``12h``), an RFC 3339 time or ``never``; the
         deployment's default lifetime when ``None``.
         """
-        body: dict[str, Any] = {"name": name, "scopes": list(check_scopes(tuple(scopes)))}
+        body: dict[str, Any] = {"name": name, "scopes": list(check_scopes(scopes))}
         if expires is not None:
             body["expires"] = expires
         return parse_issued(self._call("POST", "/v1/tokens", body=body))
