@@ -121,6 +121,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         _wait_ready(url)
         doc = httpx.get(f"{url}/openapi.json").json()
         srv = Server(url=url, bin=bin, data=data, checker=OpenApiChecker(doc))
+        _checker_seen.append(srv.checker)
         srv.cli("user", "add", "alice")
         srv.cli("user", "add", "bob")
         with pytest.MonkeyPatch.context() as patch:
@@ -213,3 +214,14 @@ def unreachable() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Which documented answers the run checked against /openapi.json."""
+    checker = _checker_seen[0] if _checker_seen else None
+    if checker is not None:
+        seen = ", ".join(f"{m} {p} {s}" for m, p, s in sorted(checker.checked))
+        terminalreporter.write_line(f"answers checked against /openapi.json: {seen}")
+
+
+_checker_seen: list[OpenApiChecker] = []

@@ -49,7 +49,6 @@ from ._format import check_scopes
 
 __all__ = [
     "HasScopes",
-    "InsufficientScope",
     "KeywardAuthentication",
     "KeywardUnavailable",
     "KeywardUser",
@@ -83,15 +82,6 @@ class KeywardUnavailable(exceptions.APIException):
     status_code = 503
     default_detail = "Token verification is unavailable; try again later."
     default_code = "keyward_unavailable"
-
-
-class InsufficientScope(exceptions.PermissionDenied):
-    """403 with the RFC 6750 ``insufficient_scope`` challenge."""
-
-    def __init__(self, scopes: tuple[str, ...], realm: str) -> None:
-        wanted = " ".join(scopes)
-        super().__init__(f"This token lacks the scope {wanted}.", code="insufficient_scope")
-        self.auth_header = f'Bearer realm="{realm}", error="insufficient_scope", scope="{wanted}"'
 
 
 class KeywardUser:
@@ -198,7 +188,9 @@ class HasScopes(BasePermission):
 
     def __init__(self, *scopes: str) -> None:
         self.scopes = check_scopes(scopes)
+        #: DRF's 403 detail and code when the token lacks the scopes.
         self.message = f"This token lacks the scope {' '.join(self.scopes)}."
+        self.code = "insufficient_scope"
 
     def __call__(self) -> HasScopes:
         # DRF instantiates each entry of permission_classes; an instance stands for itself.
@@ -241,7 +233,9 @@ class HasScopes(BasePermission):
         if checked.active:
             return True
         if checked.reason == "insufficient_scope":
-            raise InsufficientScope(self.scopes, authenticator.www_authenticate_realm)
+            # False, not an exception, so `HasScopes(a) | HasScopes(b)` can try b: DRF answers
+            # 403 with `message` (without an RFC 6750 challenge: DRF sets none on a 403).
+            return False
         # Refused since it was authenticated (revoked in between): 401, not 403.
         raise exceptions.AuthenticationFailed(
             f"The token is not active: {checked.reason}.", code="invalid_token"
