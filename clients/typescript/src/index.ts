@@ -29,3 +29,10 @@ export {
 } from "./express.js";
 export { type Authorization, type AuthorizeOptions, authorize } from "./fetch.js";
 export { isWellFormedToken } from "./format.js";
+export {
+  type IssuedToken,
+  type TokenManager,
+  type TokenRecord,
+  KeywardApiError,
+  tokens,
+} from "./tokens.js";
