@@ -36,3 +36,10 @@ test("the package is versioned with keyward (workspace version in Cargo.toml)", 
   assert.equal(pkg.version, workspace[1]);
   assert.equal(lock.version, workspace[1]);
 });
+
+test("the published entry point (package.json exports) resolves to the built dist/", async () => {
+  const pkg = await import("keyward");
+  for (const name of ["Keyward", "KeywardUnavailableError", "requireScopes", "authorize", "tokens", "isWellFormedToken"]) {
+    assert.equal(typeof (pkg as Record<string, unknown>)[name], "function", name);
+  }
+});
