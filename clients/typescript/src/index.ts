@@ -1,0 +1,38 @@
+/**
+ * keyward's TypeScript client: verify personal access tokens against a keyward server, with a
+ * short cache of positive answers; Express middleware; a Fetch API `authorize(Request)`.
+ *
+ * @packageDocumentation
+ */
+
+export {
+  type ActiveAnswer,
+  type Answer,
+  type InactiveAnswer,
+  type InactiveReason,
+  type KeywardOptions,
+  type Owner,
+  type VerifyOptions,
+  DEFAULT_CAPACITY,
+  DEFAULT_TIMEOUT,
+  DEFAULT_TTL,
+  Keyward,
+  KeywardUnavailableError,
+} from "./client.js";
+export {
+  type Next,
+  type RequestLike,
+  type RequireScopesOptions,
+  type ResponseLike,
+  keywardAnswer,
+  requireScopes,
+} from "./express.js";
+export { type Authorization, type AuthorizeOptions, authorize } from "./fetch.js";
+export { isWellFormedToken } from "./format.js";
+export {
+  type IssuedToken,
+  type TokenManager,
+  type TokenRecord,
+  KeywardApiError,
+  tokens,
+} from "./tokens.js";
