@@ -35,6 +35,7 @@ pub use server::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT, HttpLimits, ServeOptions, serve,
 };
+use wire::ErrorCode;
 
 /// Largest request body accepted. Every keyward request is a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -76,7 +77,7 @@ pub fn app(
                 tracing::error!("a request handler panicked");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "internal error",
                 )
                 .into_response()
@@ -99,7 +100,7 @@ fn routes(keyward: Arc<Keyward>, serves: Serves) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this method is not allowed here",
             )
         })

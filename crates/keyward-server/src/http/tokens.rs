@@ -10,8 +10,8 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::extract::{ApiJson, Bearer, ClientIp, OptionalJson, TokenIdPath};
 use super::wire::{
-    AuditListResponse, AuditQuery, CreateTokenRequest, IssuedResponse, ListQuery,
-    RegenerateTokenRequest, RevokeTokenRequest, TokenListResponse, TokenResponse, TokenView,
+    AuditListResponse, AuditQuery, CreateTokenRequest, ErrorCode, IssuedTokenResponse, ListQuery,
+    RegenerateTokenRequest, RevokeTokenRequest, TokenListResponse, TokenResponse,
     UpdateTokenRequest,
 };
 use crate::service::{Acting, Issued, Keyward, RegenerateOptions, ServiceError};
@@ -42,10 +42,7 @@ fn parse_expiry(expires: Option<&str>) -> Result<Option<ExpiryRequest>, ApiError
 
 /// The secret leaves the server in this response only: never cached by anything on the way.
 fn issued_response(kw: &Keyward, status: StatusCode, issued: Issued) -> Response {
-    let body = IssuedResponse {
-        token: TokenView::new(issued.token, kw.now()),
-        secret: issued.secret.expose(),
-    };
+    let body = IssuedTokenResponse::new(issued.token, issued.secret.expose(), kw.now());
     let mut response = (status, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -54,10 +51,7 @@ fn issued_response(kw: &Keyward, status: StatusCode, issued: Issued) -> Response
 }
 
 fn token_response(kw: &Keyward, record: keyward_core::TokenRecord) -> Response {
-    axum::Json(TokenResponse {
-        token: TokenView::new(record, kw.now()),
-    })
-    .into_response()
+    axum::Json(TokenResponse::new(record, kw.now())).into_response()
 }
 
 /// `POST /v1/tokens`
@@ -66,18 +60,18 @@ fn token_response(kw: &Keyward, record: keyward_core::TokenRecord) -> Response {
     request_body = super::wire::CreateTokenRequest,
     security(("bearer" = ["tokens:create"])),
     responses(
-        (status = 201, description = "Created; the secret is in this response only", body = super::openapi::IssuedTokenResponse,
+        (status = 201, description = "Created; the secret is in this response only", body = super::wire::IssuedTokenResponse<'static>,
          headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "Invalid name, scope or expiry, or a malformed body", body = super::openapi::ErrorResponse),
-        (status = 403, description = "The token lacks `tokens:create`, or asks for scopes it does not hold itself (`scope_exceeds_caller`)", body = super::openapi::ErrorResponse,
+        (status = 400, description = "Invalid name, scope or expiry, or a malformed body", body = super::wire::ErrorResponse<'static>),
+        (status = 403, description = "The token lacks `tokens:create`, or asks for scopes it does not hold itself (`scope_exceeds_caller`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 404, description = "No such resource", body = super::openapi::ErrorResponse),
-        (status = 409, description = "The owner is disabled", body = super::openapi::ErrorResponse),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
-        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+        (status = 404, description = "No such resource", body = super::wire::ErrorResponse<'static>),
+        (status = 409, description = "The owner is disabled", body = super::wire::ErrorResponse<'static>),
+        (status = 413, description = "The body is too large", body = super::wire::ErrorResponse<'static>),
+        (status = 415, description = "The body is not JSON", body = super::wire::ErrorResponse<'static>),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
     )
 )]
 pub async fn create_token(
@@ -107,13 +101,13 @@ pub async fn create_token(
     ),
     security(("bearer" = ["tokens:read"])),
     responses(
-        (status = 200, description = "A page of the caller's tokens, newest first", body = super::openapi::TokenListResponse),
-        (status = 400, description = "A bad query", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+        (status = 200, description = "A page of the caller's tokens, newest first", body = super::wire::TokenListResponse),
+        (status = 400, description = "A bad query", body = super::wire::ErrorResponse<'static>),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:read` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+        (status = 403, description = "The token lacks `tokens:read` (`insufficient_scope`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
     )
 )]
 pub async fn list_tokens(
@@ -131,7 +125,7 @@ pub async fn list_tokens(
             TokenId::parse(after).map_err(|_| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     "`after` must be the `next` value of a previous page",
                 )
             })
@@ -141,14 +135,7 @@ pub async fn list_tokens(
     let tokens = kw.list_tokens(&acting, None, Page { after, limit }).await?;
     let full =
         u32::try_from(tokens.len()).is_ok_and(|n| n == limit.clamp(1, crate::service::MAX_PAGE));
-    let next = if full {
-        tokens.last().map(|t| t.id.clone())
-    } else {
-        None
-    };
-    let now = kw.now();
-    let tokens = tokens.into_iter().map(|t| TokenView::new(t, now)).collect();
-    Ok(axum::Json(TokenListResponse { tokens, next }).into_response())
+    Ok(axum::Json(TokenListResponse::new(tokens, full, kw.now())).into_response())
 }
 
 /// `GET /v1/tokens/{id}`
@@ -157,13 +144,13 @@ pub async fn list_tokens(
     params(("id" = String, Path, description = "The token's id, `tok_…`")),
     security(("bearer" = ["tokens:read"])),
     responses(
-        (status = 200, description = "The token", body = super::openapi::TokenResponse),
-        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+        (status = 200, description = "The token", body = super::wire::TokenResponse),
+        (status = 404, description = "No such token of the caller's", body = super::wire::ErrorResponse<'static>),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:read` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+        (status = 403, description = "The token lacks `tokens:read` (`insufficient_scope`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
     )
 )]
 pub async fn get_token(
@@ -184,16 +171,16 @@ pub async fn get_token(
     request_body = super::wire::UpdateTokenRequest,
     security(("bearer" = ["tokens:update"])),
     responses(
-        (status = 200, description = "Renamed", body = super::openapi::TokenResponse),
-        (status = 400, description = "An invalid name or a malformed body", body = super::openapi::ErrorResponse),
-        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
-        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+        (status = 200, description = "Renamed", body = super::wire::TokenResponse),
+        (status = 400, description = "An invalid name or a malformed body", body = super::wire::ErrorResponse<'static>),
+        (status = 404, description = "No such token of the caller's", body = super::wire::ErrorResponse<'static>),
+        (status = 413, description = "The body is too large", body = super::wire::ErrorResponse<'static>),
+        (status = 415, description = "The body is not JSON", body = super::wire::ErrorResponse<'static>),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:update` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+        (status = 403, description = "The token lacks `tokens:update` (`insufficient_scope`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
     )
 )]
 pub async fn update_token(
@@ -230,18 +217,18 @@ fn regenerate_options(req: Option<RegenerateTokenRequest>) -> Result<RegenerateO
     request_body(content = Option<super::wire::RegenerateTokenRequest>, description = "Optional"),
     security(("bearer" = ["tokens:update"])),
     responses(
-        (status = 200, description = "A new secret, in this response only", body = super::openapi::IssuedTokenResponse,
+        (status = 200, description = "A new secret, in this response only", body = super::wire::IssuedTokenResponse<'static>,
          headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = super::openapi::ErrorResponse),
-        (status = 403, description = "The token lacks `tokens:update`, or the token to regenerate has scopes the caller lacks", body = super::openapi::ErrorResponse,
+        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = super::wire::ErrorResponse<'static>),
+        (status = 403, description = "The token lacks `tokens:update`, or the token to regenerate has scopes the caller lacks", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
-        (status = 409, description = "The token is revoked or expired", body = super::openapi::ErrorResponse),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
-        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+        (status = 404, description = "No such token of the caller's", body = super::wire::ErrorResponse<'static>),
+        (status = 409, description = "The token is revoked or expired", body = super::wire::ErrorResponse<'static>),
+        (status = 413, description = "The body is too large", body = super::wire::ErrorResponse<'static>),
+        (status = 415, description = "The body is not JSON", body = super::wire::ErrorResponse<'static>),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
     )
 )]
 pub async fn regenerate_token(
@@ -265,16 +252,16 @@ pub async fn regenerate_token(
     request_body(content = Option<super::wire::RevokeTokenRequest>, description = "Optional"),
     security(("bearer" = ["tokens:delete"])),
     responses(
-        (status = 200, description = "Revoked (revoking twice changes nothing)", body = super::openapi::TokenResponse),
-        (status = 400, description = "An invalid reason or a malformed body", body = super::openapi::ErrorResponse),
-        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
-        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+        (status = 200, description = "Revoked (revoking twice changes nothing)", body = super::wire::TokenResponse),
+        (status = 400, description = "An invalid reason or a malformed body", body = super::wire::ErrorResponse<'static>),
+        (status = 404, description = "No such token of the caller's", body = super::wire::ErrorResponse<'static>),
+        (status = 413, description = "The body is too large", body = super::wire::ErrorResponse<'static>),
+        (status = 415, description = "The body is not JSON", body = super::wire::ErrorResponse<'static>),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:delete` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+        (status = 403, description = "The token lacks `tokens:delete` (`insufficient_scope`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
     )
 )]
 pub async fn revoke_token(
@@ -297,11 +284,11 @@ pub async fn revoke_token(
     get, path = "/v1/tokens/self", tag = "tokens",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The presented token", body = super::openapi::TokenResponse),
-        (status = 404, description = "No such resource", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+        (status = 200, description = "The presented token", body = super::wire::TokenResponse),
+        (status = 404, description = "No such resource", body = super::wire::ErrorResponse<'static>),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
     )
 )]
 pub async fn get_self(State(kw): Kw, bearer: Bearer, ip: ClientIp) -> Result<Response, ApiError> {
@@ -318,16 +305,16 @@ pub async fn get_self(State(kw): Kw, bearer: Bearer, ip: ClientIp) -> Result<Res
     request_body(content = Option<super::wire::RegenerateTokenRequest>, description = "Optional"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "A new secret, in this response only", body = super::openapi::IssuedTokenResponse,
+        (status = 200, description = "A new secret, in this response only", body = super::wire::IssuedTokenResponse<'static>,
          headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = super::openapi::ErrorResponse),
-        (status = 404, description = "No such resource", body = super::openapi::ErrorResponse),
-        (status = 409, description = "The token is revoked or expired", body = super::openapi::ErrorResponse),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
-        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = super::wire::ErrorResponse<'static>),
+        (status = 404, description = "No such resource", body = super::wire::ErrorResponse<'static>),
+        (status = 409, description = "The token is revoked or expired", body = super::wire::ErrorResponse<'static>),
+        (status = 413, description = "The body is too large", body = super::wire::ErrorResponse<'static>),
+        (status = 415, description = "The body is not JSON", body = super::wire::ErrorResponse<'static>),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
     )
 )]
 pub async fn regenerate_self(
@@ -353,13 +340,13 @@ pub async fn regenerate_self(
     ),
     security(("bearer" = ["audit:read"])),
     responses(
-        (status = 200, description = "A page of the caller's audit events, newest first", body = super::openapi::AuditListResponse),
-        (status = 400, description = "A bad query", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
+        (status = 200, description = "A page of the caller's audit events, newest first", body = super::wire::AuditListResponse),
+        (status = 400, description = "A bad query", body = super::wire::ErrorResponse<'static>),
+        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `audit:read` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+        (status = 403, description = "The token lacks `audit:read` (`insufficient_scope`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
     )
 )]
 pub async fn list_audit(
