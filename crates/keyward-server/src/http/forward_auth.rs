@@ -156,13 +156,11 @@ fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, S
             ("X-Keyward-Scopes" = String, description = "The token's scopes, space-separated"),
          )),
         (status = 400, description = "A deciding header sent twice, X-Original-* and X-Forwarded-* that disagree, an original URI that is ambiguous, or an X-Keyward-Scope that is not scopes", body = super::wire::ErrorResponse<'static>),
-        (status = 401, description = "No token (challenge without error code), or not an active token (`invalid_token`)",
-         body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
         (status = 403, description = "The token lacks a needed scope (`insufficient_scope`, with `scope`), or no route matches (`no_route`)",
          body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
+        super::wire::Unauthenticated,
+        super::wire::StoreUnavailable,
     )
 )]
 pub async fn forward_auth(

@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use super::error::{ApiError, AuthScheme};
 use super::extract::{ClientIp, single_authorization};
-use super::wire::ErrorCode;
-use super::wire::{IntrospectionAnswer, OAuthErrorResponse, OAuthTokenRequest};
+use super::wire::{
+    ErrorCode, IntrospectionAnswer, OAuthErrorResponse, OAuthStoreUnavailable, OAuthTokenRequest,
+};
 use crate::service::{Keyward, SecretRevocation};
 
 /// The caller's credential on an OAuth endpoint: a Bearer token, or HTTP Basic whose password
@@ -111,7 +112,7 @@ fn no_store(mut response: Response) -> Response {
         (status = 401, description = "The caller is not an active token with `tokens:introspect` (RFC 7662 §2.3)",
          body = OAuthErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "Bearer and/or Basic challenge"))),
-        (status = 503, description = "The token store is unavailable", body = OAuthErrorResponse<'static>),
+        OAuthStoreUnavailable,
     )
 )]
 pub async fn introspect_token(
@@ -145,7 +146,7 @@ pub async fn introspect_token(
          body = OAuthErrorResponse<'static>),
         (status = 401, description = "The caller is not an active token", body = OAuthErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "Bearer and/or Basic challenge"))),
-        (status = 503, description = "The token store is unavailable", body = OAuthErrorResponse<'static>),
+        OAuthStoreUnavailable,
     )
 )]
 pub async fn revoke_token_by_secret(

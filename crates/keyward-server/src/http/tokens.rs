@@ -10,9 +10,9 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::extract::{ApiJson, Bearer, ClientIp, OptionalJson, TokenIdPath};
 use super::wire::{
-    AuditListResponse, AuditQuery, CreateTokenRequest, ErrorCode, IssuedTokenResponse, ListQuery,
-    RegenerateTokenRequest, RevokeTokenRequest, TokenListResponse, TokenResponse,
-    UpdateTokenRequest,
+    AuditListResponse, AuditQuery, BearerErrors, CreateTokenRequest, ErrorCode, ErrorResponse,
+    IssuedTokenResponse, JsonBodyErrors, ListQuery, RegenerateTokenRequest, RevokeTokenRequest,
+    StoreUnavailable, TokenListResponse, TokenResponse, Unauthenticated, UpdateTokenRequest,
 };
 use crate::service::{Acting, Issued, Keyward, RegenerateOptions, ServiceError};
 
@@ -60,18 +60,16 @@ fn token_response(kw: &Keyward, record: keyward_core::TokenRecord) -> Response {
     request_body = super::wire::CreateTokenRequest,
     security(("bearer" = ["tokens:create"])),
     responses(
-        (status = 201, description = "Created; the secret is in this response only", body = super::wire::IssuedTokenResponse<'static>,
+        (status = 201, description = "Created; the secret is in this response only", body = IssuedTokenResponse<'static>,
          headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "Invalid name, scope or expiry, or a malformed body", body = super::wire::ErrorResponse<'static>),
-        (status = 403, description = "The token lacks `tokens:create`, or asks for scopes it does not hold itself (`scope_exceeds_caller`)", body = super::wire::ErrorResponse<'static>,
+        (status = 400, description = "Invalid name, scope or expiry, or a malformed body", body = ErrorResponse<'static>),
+        (status = 403, description = "The token lacks `tokens:create`, or asks for scopes it does not hold itself (`scope_exceeds_caller`)", body = ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 404, description = "No such resource", body = super::wire::ErrorResponse<'static>),
-        (status = 409, description = "The owner is disabled", body = super::wire::ErrorResponse<'static>),
-        (status = 413, description = "The body is too large", body = super::wire::ErrorResponse<'static>),
-        (status = 415, description = "The body is not JSON", body = super::wire::ErrorResponse<'static>),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
+        (status = 404, description = "No such resource", body = ErrorResponse<'static>),
+        (status = 409, description = "The owner is disabled", body = ErrorResponse<'static>),
+        Unauthenticated,
+        JsonBodyErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn create_token(
@@ -101,13 +99,10 @@ pub async fn create_token(
     ),
     security(("bearer" = ["tokens:read"])),
     responses(
-        (status = 200, description = "A page of the caller's tokens, newest first", body = super::wire::TokenListResponse),
-        (status = 400, description = "A bad query", body = super::wire::ErrorResponse<'static>),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:read` (`insufficient_scope`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
+        (status = 200, description = "A page of the caller's tokens, newest first", body = TokenListResponse),
+        (status = 400, description = "A bad query", body = ErrorResponse<'static>),
+        BearerErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn list_tokens(
@@ -144,13 +139,10 @@ pub async fn list_tokens(
     params(("id" = String, Path, description = "The token's id, `tok_…`")),
     security(("bearer" = ["tokens:read"])),
     responses(
-        (status = 200, description = "The token", body = super::wire::TokenResponse),
-        (status = 404, description = "No such token of the caller's", body = super::wire::ErrorResponse<'static>),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:read` (`insufficient_scope`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
+        (status = 200, description = "The token", body = TokenResponse),
+        (status = 404, description = "No such token of the caller's", body = ErrorResponse<'static>),
+        BearerErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn get_token(
@@ -171,16 +163,12 @@ pub async fn get_token(
     request_body = super::wire::UpdateTokenRequest,
     security(("bearer" = ["tokens:update"])),
     responses(
-        (status = 200, description = "Renamed", body = super::wire::TokenResponse),
-        (status = 400, description = "An invalid name or a malformed body", body = super::wire::ErrorResponse<'static>),
-        (status = 404, description = "No such token of the caller's", body = super::wire::ErrorResponse<'static>),
-        (status = 413, description = "The body is too large", body = super::wire::ErrorResponse<'static>),
-        (status = 415, description = "The body is not JSON", body = super::wire::ErrorResponse<'static>),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:update` (`insufficient_scope`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
+        (status = 200, description = "Renamed", body = TokenResponse),
+        (status = 400, description = "An invalid name or a malformed body", body = ErrorResponse<'static>),
+        (status = 404, description = "No such token of the caller's", body = ErrorResponse<'static>),
+        BearerErrors,
+        JsonBodyErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn update_token(
@@ -217,18 +205,16 @@ fn regenerate_options(req: Option<RegenerateTokenRequest>) -> Result<RegenerateO
     request_body(content = Option<super::wire::RegenerateTokenRequest>, description = "Optional"),
     security(("bearer" = ["tokens:update"])),
     responses(
-        (status = 200, description = "A new secret, in this response only", body = super::wire::IssuedTokenResponse<'static>,
+        (status = 200, description = "A new secret, in this response only", body = IssuedTokenResponse<'static>,
          headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = super::wire::ErrorResponse<'static>),
-        (status = 403, description = "The token lacks `tokens:update`, or the token to regenerate has scopes the caller lacks", body = super::wire::ErrorResponse<'static>,
+        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = ErrorResponse<'static>),
+        (status = 403, description = "The token lacks `tokens:update`, or the token to regenerate has scopes the caller lacks", body = ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 404, description = "No such token of the caller's", body = super::wire::ErrorResponse<'static>),
-        (status = 409, description = "The token is revoked or expired", body = super::wire::ErrorResponse<'static>),
-        (status = 413, description = "The body is too large", body = super::wire::ErrorResponse<'static>),
-        (status = 415, description = "The body is not JSON", body = super::wire::ErrorResponse<'static>),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
+        (status = 404, description = "No such token of the caller's", body = ErrorResponse<'static>),
+        (status = 409, description = "The token is revoked or expired", body = ErrorResponse<'static>),
+        Unauthenticated,
+        JsonBodyErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn regenerate_token(
@@ -252,16 +238,12 @@ pub async fn regenerate_token(
     request_body(content = Option<super::wire::RevokeTokenRequest>, description = "Optional"),
     security(("bearer" = ["tokens:delete"])),
     responses(
-        (status = 200, description = "Revoked (revoking twice changes nothing)", body = super::wire::TokenResponse),
-        (status = 400, description = "An invalid reason or a malformed body", body = super::wire::ErrorResponse<'static>),
-        (status = 404, description = "No such token of the caller's", body = super::wire::ErrorResponse<'static>),
-        (status = 413, description = "The body is too large", body = super::wire::ErrorResponse<'static>),
-        (status = 415, description = "The body is not JSON", body = super::wire::ErrorResponse<'static>),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:delete` (`insufficient_scope`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
+        (status = 200, description = "Revoked (revoking twice changes nothing)", body = TokenResponse),
+        (status = 400, description = "An invalid reason or a malformed body", body = ErrorResponse<'static>),
+        (status = 404, description = "No such token of the caller's", body = ErrorResponse<'static>),
+        BearerErrors,
+        JsonBodyErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn revoke_token(
@@ -284,11 +266,10 @@ pub async fn revoke_token(
     get, path = "/v1/tokens/self", tag = "tokens",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The presented token", body = super::wire::TokenResponse),
-        (status = 404, description = "No such resource", body = super::wire::ErrorResponse<'static>),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
+        (status = 200, description = "The presented token", body = TokenResponse),
+        (status = 404, description = "No such resource", body = ErrorResponse<'static>),
+        Unauthenticated,
+        StoreUnavailable,
     )
 )]
 pub async fn get_self(State(kw): Kw, bearer: Bearer, ip: ClientIp) -> Result<Response, ApiError> {
@@ -305,16 +286,14 @@ pub async fn get_self(State(kw): Kw, bearer: Bearer, ip: ClientIp) -> Result<Res
     request_body(content = Option<super::wire::RegenerateTokenRequest>, description = "Optional"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "A new secret, in this response only", body = super::wire::IssuedTokenResponse<'static>,
+        (status = 200, description = "A new secret, in this response only", body = IssuedTokenResponse<'static>,
          headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = super::wire::ErrorResponse<'static>),
-        (status = 404, description = "No such resource", body = super::wire::ErrorResponse<'static>),
-        (status = 409, description = "The token is revoked or expired", body = super::wire::ErrorResponse<'static>),
-        (status = 413, description = "The body is too large", body = super::wire::ErrorResponse<'static>),
-        (status = 415, description = "The body is not JSON", body = super::wire::ErrorResponse<'static>),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
+        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = ErrorResponse<'static>),
+        (status = 404, description = "No such resource", body = ErrorResponse<'static>),
+        (status = 409, description = "The token is revoked or expired", body = ErrorResponse<'static>),
+        Unauthenticated,
+        JsonBodyErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn regenerate_self(
@@ -340,13 +319,10 @@ pub async fn regenerate_self(
     ),
     security(("bearer" = ["audit:read"])),
     responses(
-        (status = 200, description = "A page of the caller's audit events, newest first", body = super::wire::AuditListResponse),
-        (status = 400, description = "A bad query", body = super::wire::ErrorResponse<'static>),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `audit:read` (`insufficient_scope`)", body = super::wire::ErrorResponse<'static>,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::wire::ErrorResponse<'static>),
+        (status = 200, description = "A page of the caller's audit events, newest first", body = AuditListResponse),
+        (status = 400, description = "A bad query", body = ErrorResponse<'static>),
+        BearerErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn list_audit(

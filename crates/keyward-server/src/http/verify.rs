@@ -19,8 +19,7 @@ use crate::service::{Keyward, ServiceError};
     responses(
         (status = 200, description = "The answer, active or not", body = super::wire::VerifyAnswer<'static>),
         (status = 400, description = "Not a verification request (malformed JSON, unknown field, a scope that is not a scope)", body = super::wire::ErrorResponse<'static>),
-        (status = 413, description = "The body is too large", body = super::wire::ErrorResponse<'static>),
-        (status = 415, description = "The body is not JSON", body = super::wire::ErrorResponse<'static>),
+        super::wire::JsonBodyErrors,
         (status = 503, description = "The token store cannot vouch for the answer", body = super::wire::ErrorResponse<'static>),
     )
 )]
