@@ -1,5 +1,6 @@
-//! The OpenAPI 3.1 document, served at `GET /openapi.json`, and the router of the standard
-//! interfaces (OAuth, forward-auth, the document itself).
+//! The OpenAPI 3.1 document: its frame (info, tags, security schemes) here, its operations from
+//! the routes registered in [`super`] (utoipa-axum's `OpenApiRouter`), served at
+//! `GET /openapi.json`.
 //!
 //! Nothing in the document is written by hand: every schema is derived from the type that is
 //! serialized (`super::wire`), every operation from its handler's annotation. How it is kept
@@ -9,25 +10,13 @@
 //! it); and CI fuzzes the running server against it with schemathesis (`.ci/schemathesis.sh`),
 //! which checks every answer conforms to the documented schema.
 
-use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::wire;
-use crate::service::Keyward;
-
-/// The routes of the standard interfaces, merged into [`super::app`].
-pub fn routes() -> Router<Arc<Keyward>> {
-    Router::new()
-        .route("/oauth/introspect", post(super::oauth::introspect_token))
-        .route("/oauth/revoke", post(super::oauth::revoke_token_by_secret))
-        .route("/v1/auth", any(super::forward_auth::forward_auth))
-        .route("/openapi.json", get(openapi_json))
-}
 
 /// keyward's API description.
 #[derive(OpenApi)]
@@ -39,25 +28,6 @@ pub fn routes() -> Router<Arc<Keyward>> {
             RFC 6749 §5.2's shape. Every 401/403 of a Bearer-protected endpoint carries an RFC 6750 \
             `WWW-Authenticate` challenge.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
-    ),
-    paths(
-        super::tokens::create_token,
-        super::tokens::list_tokens,
-        super::tokens::get_self,
-        super::tokens::regenerate_self,
-        super::tokens::get_token,
-        super::tokens::update_token,
-        super::tokens::revoke_token,
-        super::tokens::regenerate_token,
-        super::tokens::list_audit,
-        super::verify::verify_token,
-        super::forward_auth::forward_auth,
-        super::oauth::introspect_token,
-        super::oauth::revoke_token_by_secret,
-        super::ops::healthz,
-        super::ops::readyz,
-        super::ops::metrics,
-        openapi_json,
     ),
     components(schemas(wire::ErrorResponse, wire::OAuthErrorResponse)),
     modifiers(&SecuritySchemes),
@@ -89,7 +59,7 @@ impl Modify for SecuritySchemes {
 
 /// The document as served, built once.
 pub static OPENAPI_JSON: LazyLock<String> =
-    LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_default());
+    LazyLock::new(|| super::document().to_json().unwrap_or_default());
 
 /// `GET /openapi.json`: this API's OpenAPI 3.1 document.
 #[utoipa::path(
