@@ -11,8 +11,8 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
+use super::wire::{ErrorCode, ErrorDetail, ErrorResponse, OAuthErrorResponse};
 use crate::service::ServiceError;
 
 /// The realm every challenge names.
@@ -22,7 +22,7 @@ pub const REALM: &str = "keyward";
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     challenge: Option<Challenge>,
     /// Seconds for a `Retry-After` header (RFC 9110 §10.2.3), when the client should come back.
@@ -57,20 +57,9 @@ pub enum Challenge {
     BearerOrBasic,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
 impl ApiError {
     /// An error with a status, a stable machine-readable code and a message for people.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -98,7 +87,7 @@ impl ApiError {
     /// 400 `invalid_request` for a malformed credential (RFC 6750 §3.1), e.g. several
     /// `Authorization` headers.
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message).with_challenge(
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message).with_challenge(
             Challenge::Bearer {
                 error: Some("invalid_request"),
                 scope: None,
@@ -114,27 +103,27 @@ impl ApiError {
     pub fn for_oauth(mut self, scheme: Option<AuthScheme>) -> Self {
         let caller_auth = matches!(
             self.code,
-            "unauthenticated" | "invalid_token" | "insufficient_scope"
+            ErrorCode::Unauthenticated | ErrorCode::InvalidToken | ErrorCode::InsufficientScope
         ) && matches!(self.status.as_u16(), 401 | 403);
         if caller_auth {
             self.status = StatusCode::UNAUTHORIZED;
             match scheme {
                 Some(AuthScheme::Bearer) => {}
                 Some(AuthScheme::Basic) => {
-                    self.code = "invalid_client";
+                    self.code = ErrorCode::InvalidClient;
                     self.challenge = Some(Challenge::Basic);
                 }
                 None => {
-                    self.code = "invalid_client";
+                    self.code = ErrorCode::InvalidClient;
                     self.challenge = Some(Challenge::BearerOrBasic);
                 }
             }
         } else {
             self.code = match (self.code, self.status.as_u16()) {
-                (code @ ("invalid_request" | "unauthorized_client"), _) => code,
-                (_, 503) => "temporarily_unavailable",
-                (_, 500..) => "server_error",
-                _ => "invalid_request",
+                (code @ (ErrorCode::InvalidRequest | ErrorCode::UnauthorizedClient), _) => code,
+                (_, 503) => ErrorCode::TemporarilyUnavailable,
+                (_, 500..) => ErrorCode::ServerError,
+                _ => ErrorCode::InvalidRequest,
             };
         }
         self.oauth = true;
@@ -143,14 +132,18 @@ impl ApiError {
 
     /// 404 for a route or record that does not exist (or is not the caller's).
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such resource",
+        )
     }
 
     /// 503 `timeout` for a request whose handler ran past the server's request timeout.
     pub fn request_timeout() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
+            ErrorCode::Timeout,
             "the request took too long to answer; try again",
         )
     }
@@ -161,7 +154,7 @@ impl ApiError {
     }
 
     /// The machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 
@@ -171,7 +164,7 @@ impl ApiError {
         let challenge = match (&self.challenge, self.status) {
             (Some(c), _) => c.clone(),
             (None, StatusCode::UNAUTHORIZED) => Challenge::Bearer {
-                error: (self.code != "unauthenticated").then_some("invalid_token"),
+                error: (self.code != ErrorCode::Unauthenticated).then_some("invalid_token"),
                 scope: None,
             },
             (None, _) => return Vec::new(),
@@ -214,17 +207,10 @@ pub fn challenge_text(text: &str) -> String {
         .collect()
 }
 
-/// RFC 6749 §5.2's error body.
-#[derive(Serialize)]
-struct OAuthErrorBody<'a> {
-    error: &'a str,
-    error_description: &'a str,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = if self.oauth {
-            let body = OAuthErrorBody {
+            let body = OAuthErrorResponse {
                 error: self.code,
                 error_description: &self.message,
             };
@@ -235,7 +221,7 @@ impl IntoResponse for ApiError {
             headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             response
         } else {
-            let body = ErrorBody {
+            let body = ErrorResponse {
                 error: ErrorDetail {
                     code: self.code,
                     message: &self.message,
@@ -266,7 +252,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Unauthenticated(None) => Self::new(
                 S::UNAUTHORIZED,
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 "authentication required: send Authorization: Bearer <token>",
             )
             .with_challenge(Challenge::Bearer {
@@ -275,7 +261,7 @@ impl From<ServiceError> for ApiError {
             }),
             ServiceError::Unauthenticated(Some(reason)) => Self::new(
                 S::UNAUTHORIZED,
-                "invalid_token",
+                ErrorCode::InvalidToken,
                 format!("the token is not active: {}", reason.as_str()),
             )
             .with_challenge(Challenge::Bearer {
@@ -283,7 +269,7 @@ impl From<ServiceError> for ApiError {
                 scope: None,
             }),
             e @ ServiceError::RotatedOut => {
-                Self::new(S::UNAUTHORIZED, "invalid_token", e.to_string()).with_challenge(
+                Self::new(S::UNAUTHORIZED, ErrorCode::InvalidToken, e.to_string()).with_challenge(
                     Challenge::Bearer {
                         error: Some("invalid_token"),
                         scope: None,
@@ -292,7 +278,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::MissingScope { needed } => Self::new(
                 S::FORBIDDEN,
-                "insufficient_scope",
+                ErrorCode::InsufficientScope,
                 format!("this token lacks the scope {needed}"),
             )
             .with_challenge(Challenge::Bearer {
@@ -301,7 +287,7 @@ impl From<ServiceError> for ApiError {
             }),
             ServiceError::ScopeCeiling { missing } => Self::new(
                 S::FORBIDDEN,
-                "scope_exceeds_caller",
+                ErrorCode::ScopeExceedsCaller,
                 format!(
                     "a token cannot grant scopes it does not hold: {}",
                     missing.join(", ")
@@ -311,43 +297,53 @@ impl From<ServiceError> for ApiError {
                 error: Some("insufficient_scope"),
                 scope: Some(missing.join(" ")),
             }),
-            e @ ServiceError::Forbidden(_) => Self::new(S::FORBIDDEN, "forbidden", e.to_string()),
+            e @ ServiceError::Forbidden(_) => {
+                Self::new(S::FORBIDDEN, ErrorCode::Forbidden, e.to_string())
+            }
             e @ ServiceError::NotPermitted(_) => {
-                Self::new(S::BAD_REQUEST, "unauthorized_client", e.to_string())
+                Self::new(S::BAD_REQUEST, ErrorCode::UnauthorizedClient, e.to_string())
             }
             ServiceError::NotFound => Self::not_found(),
             e @ ServiceError::BadName(_) => {
-                Self::new(S::BAD_REQUEST, "invalid_name", e.to_string())
+                Self::new(S::BAD_REQUEST, ErrorCode::InvalidName, e.to_string())
             }
             e @ ServiceError::BadScope(_) => {
-                Self::new(S::BAD_REQUEST, "invalid_scope", e.to_string())
+                Self::new(S::BAD_REQUEST, ErrorCode::InvalidScope, e.to_string())
             }
             e @ ServiceError::BadExpiry(_) => {
-                Self::new(S::BAD_REQUEST, "invalid_expiry", e.to_string())
+                Self::new(S::BAD_REQUEST, ErrorCode::InvalidExpiry, e.to_string())
             }
             e @ ServiceError::BadPassword => {
-                Self::new(S::BAD_REQUEST, "invalid_password", e.to_string())
+                Self::new(S::BAD_REQUEST, ErrorCode::InvalidPassword, e.to_string())
             }
             e @ ServiceError::Invalid(_) => {
-                Self::new(S::BAD_REQUEST, "invalid_request", e.to_string())
+                Self::new(S::BAD_REQUEST, ErrorCode::InvalidRequest, e.to_string())
             }
-            e @ ServiceError::Conflict(_) => Self::new(S::CONFLICT, "conflict", e.to_string()),
+            e @ ServiceError::Conflict(_) => {
+                Self::new(S::CONFLICT, ErrorCode::Conflict, e.to_string())
+            }
             e @ ServiceError::InvalidState(_) => {
-                Self::new(S::CONFLICT, "invalid_state", e.to_string())
+                Self::new(S::CONFLICT, ErrorCode::InvalidState, e.to_string())
             }
             ServiceError::Unavailable(cause) => {
                 tracing::error!(%cause, "token store unavailable");
                 Self::new(
                     S::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "the token store is unavailable; try again shortly",
                 )
             }
-            e @ ServiceError::Busy => Self::new(S::SERVICE_UNAVAILABLE, "busy", e.to_string())
-                .with_retry_after(crate::service::sessions::RETRY_AFTER_SECS),
+            e @ ServiceError::Busy => {
+                Self::new(S::SERVICE_UNAVAILABLE, ErrorCode::Busy, e.to_string())
+                    .with_retry_after(crate::service::sessions::RETRY_AFTER_SECS)
+            }
             ServiceError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
-                Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error")
+                Self::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal,
+                    "internal error",
+                )
             }
         }
     }
@@ -359,21 +355,21 @@ impl From<JsonRejection> for ApiError {
         match rejection {
             JsonRejection::MissingJsonContentType(_) => Self::new(
                 S::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with Content-Type: application/json",
             ),
             JsonRejection::JsonSyntaxError(e) => {
-                Self::new(S::BAD_REQUEST, "malformed_json", e.body_text())
+                Self::new(S::BAD_REQUEST, ErrorCode::MalformedJson, e.body_text())
             }
             JsonRejection::JsonDataError(e) => {
-                Self::new(S::BAD_REQUEST, "invalid_body", e.body_text())
+                Self::new(S::BAD_REQUEST, ErrorCode::InvalidBody, e.body_text())
             }
             JsonRejection::BytesRejection(e) if e.status() == S::PAYLOAD_TOO_LARGE => Self::new(
                 S::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 "the request body is too large",
             ),
-            other => Self::new(S::BAD_REQUEST, "invalid_body", other.body_text()),
+            other => Self::new(S::BAD_REQUEST, ErrorCode::InvalidBody, other.body_text()),
         }
     }
 }
@@ -382,7 +378,7 @@ impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             rejection.body_text(),
         )
     }
@@ -420,14 +416,14 @@ mod tests {
     #[test]
     fn oauth_errors_take_rfc6749s_codes() {
         let unauth = || ApiError::from(ServiceError::Unauthenticated(None));
-        assert_eq!(unauth().for_oauth(None).code(), "invalid_client");
+        assert_eq!(unauth().for_oauth(None).code(), ErrorCode::InvalidClient);
         assert_eq!(
             unauth().for_oauth(Some(AuthScheme::Basic)).code(),
-            "invalid_client"
+            ErrorCode::InvalidClient
         );
         assert_eq!(
             unauth().for_oauth(Some(AuthScheme::Bearer)).code(),
-            "unauthenticated"
+            ErrorCode::Unauthenticated
         );
         let scope = ApiError::from(ServiceError::MissingScope {
             needed: "tokens:introspect".to_owned(),
@@ -435,11 +431,11 @@ mod tests {
         .for_oauth(Some(AuthScheme::Bearer));
         assert_eq!(
             (scope.status(), scope.code()),
-            (StatusCode::UNAUTHORIZED, "insufficient_scope")
+            (StatusCode::UNAUTHORIZED, ErrorCode::InsufficientScope)
         );
         let down = ApiError::from(ServiceError::Unavailable("x".to_owned())).for_oauth(None);
-        assert_eq!(down.code(), "temporarily_unavailable");
+        assert_eq!(down.code(), ErrorCode::TemporarilyUnavailable);
         let bad = ApiError::from(ServiceError::NotFound).for_oauth(None);
-        assert_eq!(bad.code(), "invalid_request");
+        assert_eq!(bad.code(), ErrorCode::InvalidRequest);
     }
 }

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use super::error::{ApiError, Challenge};
 use super::extract::{Bearer, ClientIp};
+use super::wire::ErrorCode;
 use crate::service::gateway::RouteDecision;
 use crate::service::{Keyward, ServiceError};
 
@@ -48,7 +49,7 @@ const FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method
 const FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 
 fn bad_header(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", message)
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidHeader, message)
 }
 
 /// The one value of `name`, if sent: a second copy is refused, as is a value that is not
@@ -103,14 +104,18 @@ fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, S
                  X-Forwarded-Uri (Traefik, Caddy)",
             ));
         };
-        routes
-            .decide(method.trim(), uri.trim())
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_uri", e.to_string()))?
+        routes.decide(method.trim(), uri.trim()).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidUri,
+                e.to_string(),
+            )
+        })?
     };
     match (decision, from_header) {
         (RouteDecision::NoRoute, _) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "no_route",
+            ErrorCode::NoRoute,
             "no forward-auth route matches this method and path, and the route table has no catch-all",
         )
         .with_challenge(Challenge::Bearer {
@@ -150,14 +155,12 @@ fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, S
             ("X-Keyward-Owner-Id" = String, description = "The owner's user id"),
             ("X-Keyward-Scopes" = String, description = "The token's scopes, space-separated"),
          )),
-        (status = 400, description = "A deciding header sent twice, X-Original-* and X-Forwarded-* that disagree, an original URI that is ambiguous, or an X-Keyward-Scope that is not scopes", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code), or not an active token (`invalid_token`)",
-         body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 400, description = "A deciding header sent twice, X-Original-* and X-Forwarded-* that disagree, an original URI that is ambiguous, or an X-Keyward-Scope that is not scopes", body = super::wire::ErrorResponse<'static>),
         (status = 403, description = "The token lacks a needed scope (`insufficient_scope`, with `scope`), or no route matches (`no_route`)",
-         body = super::openapi::ErrorResponse,
+         body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        super::wire::Unauthenticated,
+        super::wire::StoreUnavailable,
     )
 )]
 pub async fn forward_auth(

@@ -20,7 +20,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::any;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,9 @@ use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::service::Keyward;
 pub use error::ApiError;
@@ -35,6 +38,7 @@ pub use server::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT, HttpLimits, ServeOptions, serve,
 };
+use wire::ErrorCode;
 
 /// Largest request body accepted. Every keyward request is a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -76,7 +80,7 @@ pub fn app(
                 tracing::error!("a request handler panicked");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "internal error",
                 )
                 .into_response()
@@ -88,10 +92,11 @@ pub fn app(
 
 /// The routes `serves` names, with the JSON 404 and 405 fallbacks.
 fn routes(keyward: Arc<Keyward>, serves: Serves) -> Router {
-    let metrics = Router::new().route("/metrics", get(ops::metrics));
+    let (api, _) = api_routes().split_for_parts();
+    let (metrics, _) = metrics_routes().split_for_parts();
     let router = match serves {
-        Serves::All => api_routes().merge(metrics),
-        Serves::AllButMetrics => api_routes(),
+        Serves::All => api.merge(crate::web::router()).merge(metrics),
+        Serves::AllButMetrics => api.merge(crate::web::router()),
         Serves::MetricsOnly => metrics,
     };
     router
@@ -99,35 +104,49 @@ fn routes(keyward: Arc<Keyward>, serves: Serves) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this method is not allowed here",
             )
         })
         .with_state(keyward)
 }
 
-/// Every route but `/metrics`.
-fn api_routes() -> Router<Arc<Keyward>> {
-    Router::new()
-        .route(
-            "/v1/tokens",
-            post(tokens::create_token).get(tokens::list_tokens),
-        )
-        .route("/v1/tokens/self", get(tokens::get_self))
-        .route("/v1/tokens/self/regenerate", post(tokens::regenerate_self))
-        .route(
-            "/v1/tokens/{id}",
-            get(tokens::get_token)
-                .patch(tokens::update_token)
-                .delete(tokens::revoke_token),
-        )
-        .route("/v1/tokens/{id}/regenerate", post(tokens::regenerate_token))
-        .route("/v1/verify", post(verify::verify_token))
-        .route("/v1/audit", get(tokens::list_audit))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .merge(crate::web::router())
-        .merge(openapi::routes())
+/// The one place a route is registered with its documentation: every route of the JSON API and
+/// the standard interfaces but `/metrics` (the web pages, HTML for people, are not documented
+/// and are merged in [`routes`]).
+fn api_routes() -> OpenApiRouter<Arc<Keyward>> {
+    // `/v1/auth` answers every method alike (proxies forward the original one); it is
+    // documented as `GET`.
+    let (schemas, paths, _) = routes!(forward_auth::forward_auth);
+    let forward_auth = (schemas, paths, any(forward_auth::forward_auth));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::get_self))
+        .routes(routes!(tokens::regenerate_self))
+        .routes(routes!(
+            tokens::get_token,
+            tokens::update_token,
+            tokens::revoke_token
+        ))
+        .routes(routes!(tokens::regenerate_token))
+        .routes(routes!(verify::verify_token))
+        .routes(routes!(tokens::list_audit))
+        .routes(routes!(oauth::introspect_token))
+        .routes(routes!(oauth::revoke_token_by_secret))
+        .routes(forward_auth)
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(openapi::openapi_json))
+}
+
+/// `/metrics`, with its documentation: served per [`Serves`], documented always.
+fn metrics_routes() -> OpenApiRouter<Arc<Keyward>> {
+    OpenApiRouter::new().routes(routes!(ops::metrics))
+}
+
+/// The OpenAPI document of every route [`api_routes`] and [`metrics_routes`] register.
+fn document() -> utoipa::openapi::OpenApi {
+    api_routes().merge(metrics_routes()).into_openapi()
 }
 
 /// Adds a debug span per request (inside the router, so it can name the matched route) when

@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use super::error::{ApiError, AuthScheme};
 use super::extract::{ClientIp, single_authorization};
-use super::openapi::{IntrospectionAnswer, OAuthErrorSchema};
-use super::wire::{InactiveIntrospectionResponse, IntrospectionResponse, OAuthTokenRequest};
+use super::wire::{
+    ErrorCode, IntrospectionAnswer, OAuthErrorResponse, OAuthStoreUnavailable, OAuthTokenRequest,
+};
 use crate::service::{Action, Keyward, SecretRevocation};
 
 /// The caller's credential on an OAuth endpoint: a Bearer token, or HTTP Basic whose password
@@ -87,7 +88,7 @@ fn form(
             }
             other => format!("the body is not a token request: {}", other.body_text()),
         };
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message).for_oauth(None)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message).for_oauth(None)
     })
 }
 
@@ -106,12 +107,12 @@ fn no_store(mut response: Response) -> Response {
     security(("bearer" = ["tokens:introspect"]), ("basic" = [])),
     responses(
         (status = 200, description = "The token's state: `{\"active\": false}` and nothing else for any inactive token",
-         body = IntrospectionAnswer),
-        (status = 400, description = "The body is not a token request", body = OAuthErrorSchema),
+         body = IntrospectionAnswer<'static>),
+        (status = 400, description = "The body is not a token request", body = OAuthErrorResponse<'static>),
         (status = 401, description = "The caller is not an active token with `tokens:introspect` (RFC 7662 §2.3)",
-         body = OAuthErrorSchema,
+         body = OAuthErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "Bearer and/or Basic challenge"))),
-        (status = 503, description = "The token store is unavailable", body = OAuthErrorSchema),
+        OAuthStoreUnavailable,
     )
 )]
 pub async fn introspect_token(
@@ -126,24 +127,11 @@ pub async fn introspect_token(
         .await
         .map_err(oauth)?;
     let req = form(body)?;
-    let answer = match kw
+    let token = kw
         .introspect(&caller, req.token.expose())
         .await
-        .map_err(oauth)?
-    {
-        Some(token) => axum::Json(IntrospectionResponse {
-            active: true,
-            scope: token.scopes().to_string(),
-            username: token.owner_name().as_str(),
-            token_type: "Bearer",
-            exp: token.expires_at().map(time::OffsetDateTime::unix_timestamp),
-            iat: token.issued_at().unix_timestamp(),
-            sub: token.owner_id(),
-            jti: token.id_text(),
-        })
-        .into_response(),
-        None => axum::Json(InactiveIntrospectionResponse { active: false }).into_response(),
-    };
+        .map_err(oauth)?;
+    let answer = axum::Json(IntrospectionAnswer::new(token.as_ref())).into_response();
     Ok(no_store(answer))
 }
 
@@ -156,10 +144,10 @@ pub async fn introspect_token(
     responses(
         (status = 200, description = "Revoked, or nothing to revoke (unknown, malformed or already revoked token: RFC 7009 §2.2)"),
         (status = 400, description = "`invalid_request`: not a token request; `unauthorized_client`: the token is another user's, or the caller is another of its owner's tokens without `tokens:delete`",
-         body = OAuthErrorSchema),
-        (status = 401, description = "The caller is not an active token", body = OAuthErrorSchema,
+         body = OAuthErrorResponse<'static>),
+        (status = 401, description = "The caller is not an active token", body = OAuthErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "Bearer and/or Basic challenge"))),
-        (status = 503, description = "The token store is unavailable", body = OAuthErrorSchema),
+        OAuthStoreUnavailable,
     )
 )]
 pub async fn revoke_token_by_secret(

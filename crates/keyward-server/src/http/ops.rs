@@ -3,34 +3,34 @@
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use std::sync::Arc;
 
 use super::error::ApiError;
 use super::extract::{Bearer, ClientIp};
+use super::wire::{ErrorCode, Status};
 use crate::service::Keyward;
 
 /// `GET /healthz`: the process serves requests.
 #[utoipa::path(get, path = "/healthz", tag = "ops",
-    responses((status = 200, description = "The process serves requests", body = super::openapi::Status)))]
+    responses((status = 200, description = "The process serves requests", body = super::wire::Status)))]
 pub async fn healthz() -> Response {
-    axum::Json(json!({"status": "ok"})).into_response()
+    axum::Json(Status::OK).into_response()
 }
 
 /// `GET /readyz`: the store answers.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses(
-        (status = 200, description = "The store answers", body = super::openapi::Status),
-        (status = 503, description = "The store is unreachable", body = super::openapi::ErrorResponse),
+        (status = 200, description = "The store answers", body = super::wire::Status),
+        (status = 503, description = "The store is unreachable", body = super::wire::ErrorResponse<'static>),
     ))]
 pub async fn readyz(State(kw): State<Arc<Keyward>>) -> Result<Response, ApiError> {
     match kw.readiness().await {
-        Ok(()) => Ok(axum::Json(json!({"status": "ready"})).into_response()),
+        Ok(()) => Ok(axum::Json(Status::READY).into_response()),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 "the token store is unreachable",
             ))
         }
@@ -42,9 +42,9 @@ pub async fn readyz(State(kw): State<Arc<Keyward>>) -> Result<Response, ApiError
     security((), ("bearer" = ["metrics:read"])),
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
-        (status = 401, description = "`[metrics] require_token` is set and no active token was sent", body = super::openapi::ErrorResponse,
+        (status = 401, description = "`[metrics] require_token` is set and no active token was sent", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "`[metrics] require_token` is set and the token lacks `metrics:read` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
+        (status = 403, description = "`[metrics] require_token` is set and the token lacks `metrics:read` (`insufficient_scope`)", body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
     ))]
 pub async fn metrics(

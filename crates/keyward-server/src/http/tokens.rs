@@ -9,12 +9,12 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::extract::{ApiJson, Bearer, ClientIp, OptionalJson, TokenIdPath};
 use super::wire::{
-    AuditListResponse, AuditQuery, CreateTokenRequest, IssuedResponse, ListQuery,
-    RegenerateTokenRequest, RevokeTokenRequest, TokenListResponse, TokenResponse, TokenView,
-    UpdateTokenRequest,
+    AuditListResponse, AuditQuery, BearerErrors, CreateTokenRequest, ErrorCode, ErrorResponse,
+    IssuedTokenResponse, JsonBodyErrors, ListQuery, RegenerateTokenRequest, RevokeTokenRequest,
+    StoreUnavailable, TokenListResponse, TokenResponse, Unauthenticated, UpdateTokenRequest,
 };
 use crate::service::{
-    Action, Caller, DEFAULT_PAGE, Issued, Keyward, RegenerateOptions, ServiceError, TokenPage,
+    Action, Caller, DEFAULT_PAGE, Issued, Keyward, RegenerateOptions, ServiceError,
 };
 
 type Kw = State<Arc<Keyward>>;
@@ -38,10 +38,7 @@ fn parse_expiry(expires: Option<&str>) -> Result<Option<ExpiryRequest>, ApiError
 
 /// The secret leaves the server in this response only: never cached by anything on the way.
 fn issued_response(kw: &Keyward, status: StatusCode, issued: Issued) -> Response {
-    let body = IssuedResponse {
-        token: TokenView::new(issued.token, kw.now()),
-        secret: issued.secret.expose(),
-    };
+    let body = IssuedTokenResponse::new(issued.token, issued.secret.expose(), kw.now());
     let mut response = (status, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -50,10 +47,7 @@ fn issued_response(kw: &Keyward, status: StatusCode, issued: Issued) -> Response
 }
 
 fn token_response(kw: &Keyward, record: keyward_core::TokenRecord) -> Response {
-    axum::Json(TokenResponse {
-        token: TokenView::new(record, kw.now()),
-    })
-    .into_response()
+    axum::Json(TokenResponse::new(record, kw.now())).into_response()
 }
 
 /// `POST /v1/tokens`
@@ -62,18 +56,16 @@ fn token_response(kw: &Keyward, record: keyward_core::TokenRecord) -> Response {
     request_body = super::wire::CreateTokenRequest,
     security(("bearer" = ["tokens:create"])),
     responses(
-        (status = 201, description = "Created; the secret is in this response only", body = super::openapi::IssuedTokenResponse,
+        (status = 201, description = "Created; the secret is in this response only", body = IssuedTokenResponse<'static>,
          headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "Invalid name, scope or expiry, or a malformed body", body = super::openapi::ErrorResponse),
-        (status = 403, description = "The token lacks `tokens:create`, or asks for scopes it does not hold itself (`scope_exceeds_caller`)", body = super::openapi::ErrorResponse,
+        (status = 400, description = "Invalid name, scope or expiry, or a malformed body", body = ErrorResponse<'static>),
+        (status = 403, description = "The token lacks `tokens:create`, or asks for scopes it does not hold itself (`scope_exceeds_caller`)", body = ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 404, description = "No such resource", body = super::openapi::ErrorResponse),
-        (status = 409, description = "The owner is disabled", body = super::openapi::ErrorResponse),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
-        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 404, description = "No such resource", body = ErrorResponse<'static>),
+        (status = 409, description = "The owner is disabled", body = ErrorResponse<'static>),
+        Unauthenticated,
+        JsonBodyErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn create_token(
@@ -102,13 +94,10 @@ pub async fn create_token(
     ),
     security(("bearer" = ["tokens:read"])),
     responses(
-        (status = 200, description = "A page of the caller's tokens, newest first", body = super::openapi::TokenListResponse),
-        (status = 400, description = "A bad query", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:read` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 200, description = "A page of the caller's tokens, newest first", body = TokenListResponse),
+        (status = 400, description = "A bad query", body = ErrorResponse<'static>),
+        BearerErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn list_tokens(
@@ -126,17 +115,15 @@ pub async fn list_tokens(
             TokenId::parse(after).map_err(|_| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     "`after` must be the `next` value of a previous page",
                 )
             })
         })
         .transpose()?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    let TokenPage { tokens, next } = kw.list_tokens(&caller, None, after, limit).await?;
-    let now = kw.now();
-    let tokens = tokens.into_iter().map(|t| TokenView::new(t, now)).collect();
-    Ok(axum::Json(TokenListResponse { tokens, next }).into_response())
+    let page = kw.list_tokens(&caller, None, after, limit).await?;
+    Ok(axum::Json(TokenListResponse::new(page, kw.now())).into_response())
 }
 
 /// `GET /v1/tokens/{id}`
@@ -145,13 +132,10 @@ pub async fn list_tokens(
     params(("id" = String, Path, description = "The token's id, `tok_…`")),
     security(("bearer" = ["tokens:read"])),
     responses(
-        (status = 200, description = "The token", body = super::openapi::TokenResponse),
-        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:read` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 200, description = "The token", body = TokenResponse),
+        (status = 404, description = "No such token of the caller's", body = ErrorResponse<'static>),
+        BearerErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn get_token(
@@ -172,16 +156,12 @@ pub async fn get_token(
     request_body = super::wire::UpdateTokenRequest,
     security(("bearer" = ["tokens:update"])),
     responses(
-        (status = 200, description = "Renamed", body = super::openapi::TokenResponse),
-        (status = 400, description = "An invalid name or a malformed body", body = super::openapi::ErrorResponse),
-        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
-        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:update` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 200, description = "Renamed", body = TokenResponse),
+        (status = 400, description = "An invalid name or a malformed body", body = ErrorResponse<'static>),
+        (status = 404, description = "No such token of the caller's", body = ErrorResponse<'static>),
+        BearerErrors,
+        JsonBodyErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn update_token(
@@ -218,18 +198,16 @@ fn regenerate_options(req: Option<RegenerateTokenRequest>) -> Result<RegenerateO
     request_body(content = Option<super::wire::RegenerateTokenRequest>, description = "Optional"),
     security(("bearer" = ["tokens:update"])),
     responses(
-        (status = 200, description = "A new secret, in this response only", body = super::openapi::IssuedTokenResponse,
+        (status = 200, description = "A new secret, in this response only", body = IssuedTokenResponse<'static>,
          headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = super::openapi::ErrorResponse),
-        (status = 403, description = "The token lacks `tokens:update`, or the token to regenerate has scopes the caller lacks", body = super::openapi::ErrorResponse,
+        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = ErrorResponse<'static>),
+        (status = 403, description = "The token lacks `tokens:update`, or the token to regenerate has scopes the caller lacks", body = ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
-        (status = 409, description = "The token is revoked or expired", body = super::openapi::ErrorResponse),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
-        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 404, description = "No such token of the caller's", body = ErrorResponse<'static>),
+        (status = 409, description = "The token is revoked or expired", body = ErrorResponse<'static>),
+        Unauthenticated,
+        JsonBodyErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn regenerate_token(
@@ -253,16 +231,12 @@ pub async fn regenerate_token(
     request_body(content = Option<super::wire::RevokeTokenRequest>, description = "Optional"),
     security(("bearer" = ["tokens:delete"])),
     responses(
-        (status = 200, description = "Revoked (revoking twice changes nothing)", body = super::openapi::TokenResponse),
-        (status = 400, description = "An invalid reason or a malformed body", body = super::openapi::ErrorResponse),
-        (status = 404, description = "No such token of the caller's", body = super::openapi::ErrorResponse),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
-        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `tokens:delete` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 200, description = "Revoked (revoking twice changes nothing)", body = TokenResponse),
+        (status = 400, description = "An invalid reason or a malformed body", body = ErrorResponse<'static>),
+        (status = 404, description = "No such token of the caller's", body = ErrorResponse<'static>),
+        BearerErrors,
+        JsonBodyErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn revoke_token(
@@ -285,11 +259,10 @@ pub async fn revoke_token(
     get, path = "/v1/tokens/self", tag = "tokens",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The presented token", body = super::openapi::TokenResponse),
-        (status = 404, description = "No such resource", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 200, description = "The presented token", body = TokenResponse),
+        (status = 404, description = "No such resource", body = ErrorResponse<'static>),
+        Unauthenticated,
+        StoreUnavailable,
     )
 )]
 pub async fn get_self(State(kw): Kw, bearer: Bearer, ip: ClientIp) -> Result<Response, ApiError> {
@@ -305,16 +278,14 @@ pub async fn get_self(State(kw): Kw, bearer: Bearer, ip: ClientIp) -> Result<Res
     request_body(content = Option<super::wire::RegenerateTokenRequest>, description = "Optional"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "A new secret, in this response only", body = super::openapi::IssuedTokenResponse,
+        (status = 200, description = "A new secret, in this response only", body = IssuedTokenResponse<'static>,
          headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = super::openapi::ErrorResponse),
-        (status = 404, description = "No such resource", body = super::openapi::ErrorResponse),
-        (status = 409, description = "The token is revoked or expired", body = super::openapi::ErrorResponse),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
-        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 400, description = "An invalid grace period or expiry, or a malformed body", body = ErrorResponse<'static>),
+        (status = 404, description = "No such resource", body = ErrorResponse<'static>),
+        (status = 409, description = "The token is revoked or expired", body = ErrorResponse<'static>),
+        Unauthenticated,
+        JsonBodyErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn regenerate_self(
@@ -339,13 +310,10 @@ pub async fn regenerate_self(
     ),
     security(("bearer" = ["audit:read"])),
     responses(
-        (status = 200, description = "A page of the caller's audit events, newest first", body = super::openapi::AuditListResponse),
-        (status = 400, description = "A bad query", body = super::openapi::ErrorResponse),
-        (status = 401, description = "No token (challenge without error code) or not an active token (`invalid_token`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "The token lacks `audit:read` (`insufficient_scope`)", body = super::openapi::ErrorResponse,
-         headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 503, description = "The token store is unavailable", body = super::openapi::ErrorResponse),
+        (status = 200, description = "A page of the caller's audit events, newest first", body = AuditListResponse),
+        (status = 400, description = "A bad query", body = ErrorResponse<'static>),
+        BearerErrors,
+        StoreUnavailable,
     )
 )]
 pub async fn list_audit(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use super::extract::ApiJson;
-use super::wire::{ActiveResponse, InactiveResponse, OwnerView, VerifyRequest, json_response};
+use super::wire::{VerifyActive, VerifyAnswer, VerifyInactive, VerifyRequest, json_response};
 use crate::service::{Keyward, ServiceError};
 
 /// Answers whether a token is active and grants the scopes asked for. 200 for every answer,
@@ -17,11 +17,10 @@ use crate::service::{Keyward, ServiceError};
     post, path = "/v1/verify", tag = "verify",
     request_body = super::wire::VerifyRequest,
     responses(
-        (status = 200, description = "The answer, active or not", body = super::openapi::VerifyAnswer),
-        (status = 400, description = "Not a verification request (malformed JSON, unknown field, a scope that is not a scope)", body = super::openapi::ErrorResponse),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorResponse),
-        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorResponse),
-        (status = 503, description = "The token store cannot vouch for the answer", body = super::openapi::ErrorResponse),
+        (status = 200, description = "The answer, active or not", body = super::wire::VerifyAnswer<'static>),
+        (status = 400, description = "Not a verification request (malformed JSON, unknown field, a scope that is not a scope)", body = super::wire::ErrorResponse<'static>),
+        super::wire::JsonBodyErrors,
+        (status = 503, description = "The token store cannot vouch for the answer", body = super::wire::ErrorResponse<'static>),
     )
 )]
 pub async fn verify_token(
@@ -35,23 +34,11 @@ pub async fn verify_token(
     };
     let answer = kw
         .verify_with(req.token.expose(), &wanted, req.ip, |token| {
-            json_response(&ActiveResponse {
-                active: true,
-                token_id: token.id_text(),
-                owner: OwnerView {
-                    id: token.owner_id(),
-                    name: token.owner_name().as_str(),
-                },
-                scopes: token.scopes(),
-                expires_at: token.expires_at(),
-            })
+            json_response(&VerifyAnswer::Active(VerifyActive::new(token)))
         })
         .await?;
     let response = answer.unwrap_or_else(|reason| {
-        json_response(&InactiveResponse {
-            active: false,
-            reason,
-        })
+        json_response(&VerifyAnswer::Inactive(VerifyInactive::new(reason)))
     });
     Ok(response)
 }

@@ -1,14 +1,21 @@
-//! Request and response bodies, kept apart from the domain types they carry.
+//! The wire format's one owner: every request and response body of the JSON API and of the
+//! standard interfaces, each deriving its OpenAPI schema (none is written by hand), and the
+//! error-response sets the handlers' documentation shares.
+//!
+//! Answers are built from domain types by the constructors here, which name every field they
+//! carry: renaming a domain field breaks the build here, and renaming a wire field shows in the
+//! snapshot tests (`tests/it/wire.rs`). The hot paths' answers (verification, introspection)
+//! borrow from the verified token rather than clone it.
 
-use keyward_core::{
-    InactiveReason, RawSecret, Scopes, TokenId, TokenIdText, TokenRecord, TokenState, UserId,
-};
+use keyward_core::{self as domain, RawSecret, Scopes, TokenId, TokenIdText, TokenName, UserId};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use time::OffsetDateTime;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
-use crate::service::AuditPage;
+use crate::service::VerifiedToken;
+
+use crate::service::{AuditEntry, AuditPage, TokenPage};
 
 /// `POST /v1/tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -84,99 +91,502 @@ pub struct AuditQuery {
     pub before: Option<i64>,
 }
 
-/// A token as the API shows it: the record plus its state now.
-#[derive(Debug, Serialize)]
-pub struct TokenView {
-    /// The record.
-    #[serde(flatten)]
-    pub record: TokenRecord,
-    /// `active`, `expired` or `revoked`.
+// ------------------------------------------------------------------------------- errors
+
+/// Every error code an answer carries: `error.code` of the JSON API, and `error` of the OAuth
+/// endpoints (RFC 6749 §5.2, RFC 6750 §3.1). Clients match on these: they never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No credential was sent.
+    Unauthenticated,
+    /// The credential is not an active token.
+    InvalidToken,
+    /// The token lacks a scope the request needs.
+    InsufficientScope,
+    /// A token tried to grant scopes it does not hold itself.
+    ScopeExceedsCaller,
+    /// The caller may not take this action at all (not an admin; a token acting on users).
+    Forbidden,
+    /// A malformed request (RFC 6749 §5.2, RFC 6750 §3.1), or one the service refuses.
+    InvalidRequest,
+    /// The caller may not do this to that token (RFC 6749 §5.2).
+    UnauthorizedClient,
+    /// The OAuth caller did not authenticate (RFC 6749 §5.2).
+    InvalidClient,
+    /// No such route or record (or not the caller's).
+    NotFound,
+    /// The route does not take this method.
+    MethodNotAllowed,
+    /// Not a valid token name.
+    InvalidName,
+    /// Not a valid scope.
+    InvalidScope,
+    /// Not a valid expiry or grace period.
+    InvalidExpiry,
+    /// Not an acceptable password.
+    InvalidPassword,
+    /// The body is not the request the route takes.
+    InvalidBody,
+    /// The body is not JSON.
+    MalformedJson,
+    /// The query string is not the one the route takes.
+    InvalidQuery,
+    /// A header that decides the answer is malformed, repeated or contradicted.
+    InvalidHeader,
+    /// The original URI is ambiguous.
+    InvalidUri,
+    /// No forward-auth route matches.
+    NoRoute,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is too large.
+    PayloadTooLarge,
+    /// The request conflicts with what is stored.
+    Conflict,
+    /// The token is not in a state that allows this (revoked, expired).
+    InvalidState,
+    /// The token store is unavailable.
+    Unavailable,
+    /// The token store is unavailable (RFC 6749 §5.2's name, on the OAuth endpoints).
+    TemporarilyUnavailable,
+    /// Too many requests at once; `Retry-After` says when to come back.
+    Busy,
+    /// The request took too long to answer.
+    Timeout,
+    /// Something broke inside; the cause is logged, never sent.
+    Internal,
+    /// Something broke inside (RFC 6749 §5.2's name, on the OAuth endpoints).
+    ServerError,
+}
+
+/// Every error outside the OAuth endpoints.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse<'a> {
+    /// What went wrong.
+    pub error: ErrorDetail<'a>,
+}
+
+/// The error's code and message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Stable, machine-readable.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: &'a str,
+}
+
+/// RFC 6749 §5.2: errors of `/oauth/introspect` and `/oauth/revoke`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OAuthError)]
+pub struct OAuthErrorResponse<'a> {
+    /// `invalid_request`, `invalid_client`, `invalid_token`, `insufficient_scope`,
+    /// `unauthorized_client`, `temporarily_unavailable` or `server_error`.
+    pub error: ErrorCode,
+    /// For people.
+    pub error_description: &'a str,
+}
+
+/// The 401 and 403 of an endpoint that takes a Bearer token and needs a scope.
+#[derive(IntoResponses)]
+pub enum BearerErrors {
+    /// No token (challenge without error code) or not an active token (`invalid_token`)
+    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge")))]
+    Unauthorized(ErrorResponse<'static>),
+    /// The token lacks the scope the operation needs (`insufficient_scope`)
+    #[response(status = 403, headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge")))]
+    Forbidden(ErrorResponse<'static>),
+}
+
+/// The 401 of an endpoint that takes a Bearer token (alone: for an endpoint that needs no
+/// scope, or whose 403 says more than [`BearerErrors`]'s).
+#[derive(IntoResponses)]
+pub enum Unauthenticated {
+    /// No token (challenge without error code) or not an active token (`invalid_token`)
+    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge")))]
+    Unauthorized(ErrorResponse<'static>),
+}
+
+/// The refusals of a JSON body before it is read.
+#[derive(IntoResponses)]
+pub enum JsonBodyErrors {
+    /// The body is too large
+    #[response(status = 413)]
+    TooLarge(ErrorResponse<'static>),
+    /// The body is not JSON
+    #[response(status = 415)]
+    NotJson(ErrorResponse<'static>),
+}
+
+/// The 503 of an endpoint that needs the store.
+#[derive(IntoResponses)]
+pub enum StoreUnavailable {
+    /// The token store is unavailable
+    #[response(status = 503)]
+    Unavailable(ErrorResponse<'static>),
+}
+
+/// The 503 of an OAuth endpoint.
+#[derive(IntoResponses)]
+pub enum OAuthStoreUnavailable {
+    /// The token store is unavailable
+    #[response(status = 503)]
+    Unavailable(OAuthErrorResponse<'static>),
+}
+
+// ------------------------------------------------------------------------------- tokens
+
+/// A token's state now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    /// Works.
+    Active,
+    /// Past its expiry.
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+impl From<domain::TokenState> for TokenState {
+    fn from(state: domain::TokenState) -> Self {
+        match state {
+            domain::TokenState::Active => Self::Active,
+            domain::TokenState::Expired => Self::Expired,
+            domain::TokenState::Revoked => Self::Revoked,
+        }
+    }
+}
+
+/// A token as the API shows it: never the secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Token {
+    /// Public id, `tok_…`.
+    #[schema(value_type = String)]
+    pub id: TokenId,
+    /// The owner's user id.
+    #[schema(value_type = String)]
+    pub owner: UserId,
+    /// The owner's label for it.
+    #[schema(value_type = String)]
+    pub name: TokenName,
+    /// What it may do.
+    #[schema(value_type = Vec<String>)]
+    pub scopes: Scopes,
+    /// Prefix and last four characters of the current secret.
+    pub hint: String,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// When it stops working; null = never.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When its secret was last regenerated.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub regenerated_at: Option<OffsetDateTime>,
+    /// When it was last used (recorded in batches, up to a few seconds late).
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// The client address of that use.
+    #[schema(value_type = Option<String>)]
+    pub last_used_ip: Option<IpAddr>,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+    /// Why.
+    pub revoke_reason: Option<String>,
+    /// Its state now.
     pub state: TokenState,
 }
 
-impl TokenView {
-    /// The view of `record` at `now`.
-    pub fn new(record: TokenRecord, now: OffsetDateTime) -> Self {
-        let state = record.state(now);
-        Self { record, state }
+impl Token {
+    /// How `record` looks at `now`.
+    pub fn new(record: domain::TokenRecord, now: OffsetDateTime) -> Self {
+        let state = record.state(now).into();
+        let domain::TokenRecord {
+            id,
+            owner,
+            name,
+            scopes,
+            hint,
+            created_at,
+            expires_at,
+            regenerated_at,
+            last_used_at,
+            last_used_ip,
+            revoked_at,
+            revoked_by,
+            revoke_reason,
+        } = record;
+        Self {
+            id,
+            owner,
+            name,
+            scopes,
+            hint,
+            created_at,
+            expires_at,
+            regenerated_at,
+            last_used_at,
+            last_used_ip,
+            revoked_at,
+            revoked_by,
+            revoke_reason,
+            state,
+        }
     }
 }
 
 /// One token.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
     /// The token.
-    pub token: TokenView,
+    pub token: Token,
 }
 
-/// A token with its secret: only from create and regenerate.
-#[derive(Serialize)]
-pub struct IssuedResponse<'a> {
+impl TokenResponse {
+    /// `record` as it looks at `now`.
+    pub fn new(record: domain::TokenRecord, now: OffsetDateTime) -> Self {
+        Self {
+            token: Token::new(record, now),
+        }
+    }
+}
+
+/// A token with its secret: only from create and regenerate (`Cache-Control: no-store`).
+#[derive(Serialize, ToSchema)]
+pub struct IssuedTokenResponse<'a> {
     /// The token.
-    pub token: TokenView,
+    pub token: Token,
     /// The secret, shown this once.
     pub secret: &'a str,
 }
 
-/// A page of tokens.
-#[derive(Debug, Serialize)]
+impl<'a> IssuedTokenResponse<'a> {
+    /// A token just issued, with its secret, as it looks at `now`.
+    pub fn new(record: domain::TokenRecord, secret: &'a str, now: OffsetDateTime) -> Self {
+        Self {
+            token: Token::new(record, now),
+            secret,
+        }
+    }
+}
+
+/// A page of tokens, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenListResponse {
-    /// Newest first.
-    pub tokens: Vec<TokenView>,
-    /// Pass as `after` for the next page; `null` on the last.
+    /// The tokens.
+    pub tokens: Vec<Token>,
+    /// Pass as `after` for the next page; null on the last.
+    #[schema(value_type = Option<String>)]
     pub next: Option<TokenId>,
 }
 
-/// The owner in a verification answer.
-#[derive(Debug, Serialize)]
-pub struct OwnerView<'a> {
+impl TokenListResponse {
+    /// A page of tokens as they look at `now`.
+    pub fn new(page: TokenPage, now: OffsetDateTime) -> Self {
+        let TokenPage { tokens, next } = page;
+        Self {
+            tokens: tokens.into_iter().map(|t| Token::new(t, now)).collect(),
+            next,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------- verify
+
+/// A token's owner.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Owner<'a> {
     /// User id.
+    #[schema(value_type = String)]
     pub id: &'a UserId,
     /// User name.
     pub name: &'a str,
 }
 
 /// `POST /v1/verify` for an active token.
-#[derive(Debug, Serialize)]
-pub struct ActiveResponse<'a> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyActive<'a> {
     /// Always true.
     pub active: bool,
     /// The token's id.
+    #[schema(value_type = String)]
     pub token_id: TokenIdText,
     /// Its owner.
-    pub owner: OwnerView<'a>,
+    pub owner: Owner<'a>,
     /// Its scopes.
+    #[schema(value_type = Vec<String>)]
     pub scopes: &'a Scopes,
-    /// Its expiry.
+    /// Its expiry; null = never.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
 }
 
-/// `POST /v1/verify` for anything else.
-#[derive(Debug, Serialize)]
-pub struct InactiveResponse {
+impl<'a> VerifyActive<'a> {
+    /// The answer for `token`, borrowed from it.
+    pub fn new(token: &'a VerifiedToken) -> Self {
+        Self {
+            active: true,
+            token_id: token.id_text(),
+            owner: Owner {
+                id: token.owner_id(),
+                name: token.owner_name().as_str(),
+            },
+            scopes: token.scopes(),
+            expires_at: token.expires_at(),
+        }
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InactiveReason {
+    /// Not a keyward token, or a bad checksum (refused before any lookup).
+    Malformed,
+    /// No such token.
+    Unknown,
+    /// Past its expiry.
+    Expired,
+    /// Revoked, or replaced by a regeneration.
+    Revoked,
+    /// Lacks a scope asked for.
+    InsufficientScope,
+    /// Its owner is disabled.
+    OwnerDisabled,
+}
+
+impl From<domain::InactiveReason> for InactiveReason {
+    fn from(reason: domain::InactiveReason) -> Self {
+        match reason {
+            domain::InactiveReason::Malformed => Self::Malformed,
+            domain::InactiveReason::Unknown => Self::Unknown,
+            domain::InactiveReason::Expired => Self::Expired,
+            domain::InactiveReason::Revoked => Self::Revoked,
+            domain::InactiveReason::InsufficientScope => Self::InsufficientScope,
+            domain::InactiveReason::OwnerDisabled => Self::OwnerDisabled,
+        }
+    }
+}
+
+/// `POST /v1/verify` for any other token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyInactive {
     /// Always false.
     pub active: bool,
     /// Why.
     pub reason: InactiveReason,
 }
 
-/// One audit event.
-#[derive(Debug, Serialize)]
-pub struct AuditEventView {
-    /// Position in the trail.
-    pub seq: i64,
-    /// The event.
-    #[serde(flatten)]
-    pub event: keyward_core::AuditEvent,
+impl VerifyInactive {
+    /// The answer for a token refused for `reason`.
+    pub fn new(reason: domain::InactiveReason) -> Self {
+        Self {
+            active: false,
+            reason: reason.into(),
+        }
+    }
 }
 
-/// A page of audit events.
-#[derive(Debug, Serialize)]
+/// The verification answer: one of two shapes, told apart by `active`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum VerifyAnswer<'a> {
+    /// The token is active and grants the scopes asked for.
+    Active(VerifyActive<'a>),
+    /// It is not, or does not.
+    Inactive(VerifyInactive),
+}
+
+// ------------------------------------------------------------------------------- audit
+
+/// Who did something.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Actor {
+    /// The acting user.
+    #[schema(value_type = Option<String>)]
+    pub user: Option<UserId>,
+    /// The token they acted with.
+    #[schema(value_type = Option<String>)]
+    pub token: Option<TokenId>,
+    /// A readable description.
+    pub label: String,
+}
+
+impl From<domain::Actor> for Actor {
+    fn from(actor: domain::Actor) -> Self {
+        let domain::Actor { user, token, label } = actor;
+        Self { user, token, label }
+    }
+}
+
+/// One audit event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEvent {
+    /// Position in the trail.
+    pub seq: i64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// What: `token.created`, `token.revoked`, …
+    #[schema(value_type = String)]
+    pub kind: domain::AuditKind,
+    /// Who.
+    pub actor: Actor,
+    /// The user it concerns.
+    #[schema(value_type = Option<String>)]
+    pub subject_user: Option<UserId>,
+    /// The token it concerns.
+    #[schema(value_type = Option<String>)]
+    pub token_id: Option<TokenId>,
+    /// The client address.
+    #[schema(value_type = Option<String>)]
+    pub ip: Option<IpAddr>,
+    /// A reason or detail.
+    pub detail: Option<String>,
+}
+
+impl From<AuditEntry> for AuditEvent {
+    fn from(stored: AuditEntry) -> Self {
+        let AuditEntry { seq, event } = stored;
+        let domain::AuditEvent {
+            at,
+            kind,
+            actor,
+            subject_user,
+            token_id,
+            ip,
+            detail,
+        } = event;
+        Self {
+            seq,
+            at,
+            kind,
+            actor: actor.into(),
+            subject_user,
+            token_id,
+            ip,
+            detail,
+        }
+    }
+}
+
+/// A page of audit events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditListResponse {
-    /// Newest first.
-    pub events: Vec<AuditEventView>,
-    /// Pass as `before` for the next page; `null` on the last.
+    /// The events.
+    pub events: Vec<AuditEvent>,
+    /// Pass as `before` for the next page; null on the last.
     pub next: Option<i64>,
 }
 
@@ -185,17 +595,13 @@ impl AuditListResponse {
     pub fn new(page: AuditPage) -> Self {
         let AuditPage { events, next } = page;
         Self {
-            events: events
-                .into_iter()
-                .map(|e| AuditEventView {
-                    seq: e.seq,
-                    event: e.event,
-                })
-                .collect(),
+            events: events.into_iter().map(AuditEvent::from).collect(),
             next,
         }
     }
 }
+
+// ------------------------------------------------------------------------------- oauth
 
 /// `POST /oauth/introspect` and `POST /oauth/revoke` (form-encoded). Unknown parameters are
 /// ignored, as RFC 6749 §3.1 requires.
@@ -238,6 +644,58 @@ pub struct IntrospectionResponse<'a> {
 pub struct InactiveIntrospectionResponse {
     /// Always false.
     pub active: bool,
+}
+
+impl<'a> IntrospectionResponse<'a> {
+    /// The answer for `token`, borrowed from it where it can be.
+    pub fn new(token: &'a VerifiedToken) -> Self {
+        Self {
+            active: true,
+            scope: token.scopes().to_string(),
+            username: token.owner_name().as_str(),
+            token_type: "Bearer",
+            exp: token.expires_at().map(OffsetDateTime::unix_timestamp),
+            iat: token.issued_at().unix_timestamp(),
+            sub: token.owner_id(),
+            jti: token.id_text(),
+        }
+    }
+}
+
+/// RFC 7662's answer: one of two shapes, told apart by `active`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum IntrospectionAnswer<'a> {
+    /// The token is active.
+    Active(IntrospectionResponse<'a>),
+    /// It is not, whatever the reason.
+    Inactive(InactiveIntrospectionResponse),
+}
+
+impl<'a> IntrospectionAnswer<'a> {
+    /// The answer for `token`, or the inactive one when there is none.
+    pub fn new(token: Option<&'a VerifiedToken>) -> Self {
+        match token {
+            Some(token) => Self::Active(IntrospectionResponse::new(token)),
+            None => Self::Inactive(InactiveIntrospectionResponse { active: false }),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------- ops
+
+/// `{"status": ...}` of `/healthz` and `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` or `ready`.
+    pub status: &'static str,
+}
+
+impl Status {
+    /// `/healthz`: the process serves requests.
+    pub const OK: Self = Self { status: "ok" };
+    /// `/readyz`: the store answers.
+    pub const READY: Self = Self { status: "ready" };
 }
 
 /// Longest answer [`json_response`] expects; a longer one costs a reallocation, nothing more.

@@ -37,3 +37,5 @@ mod usage;
 mod verify_props;
 #[cfg(test)]
 mod web;
+#[cfg(test)]
+mod wire;

@@ -69,7 +69,7 @@ impl PasswordPool {
         Self::new(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
     }
 
-    /// Hashes a new password (refusing one outside [`PASSWORD_CHARS`] before queueing).
+    /// Hashes a new password (refusing one of the wrong length before queueing).
     pub async fn hash(&self, password: RawSecret) -> ServiceResult<String> {
         let chars = password.expose().chars().count();
         if !PASSWORD_CHARS.contains(&chars) {

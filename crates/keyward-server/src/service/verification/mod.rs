@@ -3,7 +3,7 @@
 //! One format check, one keyed hash, one lookup in the [`VerifyCache`] (an in-memory table of
 //! the hashes of recently verified tokens, kept coherent with the store through its change
 //! feed); the store is read only on a miss, and never for a hash the [`KnownHashes`] set has
-//! never seen. Uses are noted in memory and written in batches ([`UsageBatch`]); counts and a
+//! never seen. Uses are noted in memory and written in batches (the `usage` module); counts and a
 //! sampled latency go to the metrics.
 
 mod cache;
