@@ -412,11 +412,44 @@ pub struct Owner<'a> {
     pub name: &'a str,
 }
 
+/// `"active": true` of an answer: always `true` on the wire, and in the document a boolean that
+/// can only be `true`, so a schema check tells the two shapes of an answer apart.
+#[derive(Debug, Clone, Copy)]
+pub struct Active;
+
+/// `"active": false` of an answer: always `false`, documented as such.
+#[derive(Debug, Clone, Copy)]
+pub struct Inactive;
+
+macro_rules! constant_bool {
+    ($ty:ident, $value:literal) => {
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bool($value)
+            }
+        }
+
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::Boolean)
+                    .enum_values(Some([$value]))
+                    .into()
+            }
+        }
+
+        impl ToSchema for $ty {}
+    };
+}
+
+constant_bool!(Active, true);
+constant_bool!(Inactive, false);
+
 /// `POST /v1/verify` for an active token.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VerifyActive<'a> {
     /// Always true.
-    pub active: bool,
+    pub active: Active,
     /// The token's id.
     #[schema(value_type = String)]
     pub token_id: TokenIdText,
@@ -427,7 +460,7 @@ pub struct VerifyActive<'a> {
     pub scopes: &'a Scopes,
     /// Its expiry; null = never.
     #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub expires_at: Option<OffsetDateTime>,
 }
 
@@ -435,7 +468,7 @@ impl<'a> VerifyActive<'a> {
     /// The answer for `token`, borrowed from it.
     pub fn new(token: &'a VerifiedToken) -> Self {
         Self {
-            active: true,
+            active: Active,
             token_id: token.id_text(),
             owner: Owner {
                 id: token.owner_id(),
@@ -482,7 +515,7 @@ impl From<domain::InactiveReason> for InactiveReason {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VerifyInactive {
     /// Always false.
-    pub active: bool,
+    pub active: Inactive,
     /// Why.
     pub reason: InactiveReason,
 }
@@ -491,7 +524,7 @@ impl VerifyInactive {
     /// The answer for a token refused for `reason`.
     pub fn new(reason: domain::InactiveReason) -> Self {
         Self {
-            active: false,
+            active: Inactive,
             reason: reason.into(),
         }
     }
@@ -619,7 +652,7 @@ pub struct OAuthTokenRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IntrospectionResponse<'a> {
     /// Always true.
-    pub active: bool,
+    pub active: Active,
     /// The token's scopes, space-separated.
     pub scope: String,
     /// The owner's user name.
@@ -643,14 +676,14 @@ pub struct IntrospectionResponse<'a> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InactiveIntrospectionResponse {
     /// Always false.
-    pub active: bool,
+    pub active: Inactive,
 }
 
 impl<'a> IntrospectionResponse<'a> {
     /// The answer for `token`, borrowed from it where it can be.
     pub fn new(token: &'a VerifiedToken) -> Self {
         Self {
-            active: true,
+            active: Active,
             scope: token.scopes().to_string(),
             username: token.owner_name().as_str(),
             token_type: "Bearer",
@@ -677,7 +710,7 @@ impl<'a> IntrospectionAnswer<'a> {
     pub fn new(token: Option<&'a VerifiedToken>) -> Self {
         match token {
             Some(token) => Self::Active(IntrospectionResponse::new(token)),
-            None => Self::Inactive(InactiveIntrospectionResponse { active: false }),
+            None => Self::Inactive(InactiveIntrospectionResponse { active: Inactive }),
         }
     }
 }
