@@ -52,7 +52,7 @@ use keyward_core::{
     format,
 };
 use keyward_server::service::{ForwardAuthRoute, ForwardAuthRoutes};
-use keyward_server::{Acting, Keyward, Settings};
+use keyward_server::{Caller, Keyward, Settings};
 use keyward_store::SqliteStore;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -258,7 +258,7 @@ impl World {
         .await
         .expect("the service starts");
         let keyward = Arc::new(keyward);
-        let operator = Acting::operator("fuzz");
+        let operator = Caller::operator("fuzz");
         let user = |name: &str| {
             let keyward = Arc::clone(&keyward);
             let name = UserName::parse(name).expect("a user name");
@@ -299,7 +299,7 @@ impl World {
 
     /// Fresh fixture tokens.
     async fn mint(&mut self) {
-        let operator = Acting::operator("fuzz");
+        let operator = Caller::operator("fuzz");
         let mut tokens = Vec::with_capacity(3);
         for (owner, scopes) in [
             (
@@ -313,7 +313,7 @@ impl World {
                 .keyward
                 .create_token(
                     &operator,
-                    owner,
+                    Some(owner),
                     TokenName::parse("fixture").expect("a token name"),
                     Scopes::parse(scopes).expect("the fixture's scopes parse"),
                     None,
