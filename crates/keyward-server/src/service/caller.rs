@@ -235,6 +235,17 @@ impl Caller {
         self.user()
     }
 
+    /// Whose records a use case that may name a user acts on: an operator reaches the user
+    /// named (everyone when `named` is `None`); anyone else reaches only their own user, and
+    /// naming another is answered as if that user did not exist.
+    pub fn reach<'a>(&'a self, named: Option<&'a UserId>) -> ServiceResult<Option<&'a UserId>> {
+        match (self.within(), named) {
+            (Some(own), Some(named)) if own != named => Err(ServiceError::NotFound),
+            (Some(own), _) => Ok(Some(own)),
+            (None, named) => Ok(named),
+        }
+    }
+
     /// Who, for the audit trail.
     pub fn actor(&self) -> Actor {
         match &self.kind {

@@ -53,9 +53,11 @@ pub struct AuditPage {
     pub next: Option<i64>,
 }
 
-/// Whether a page of `len` records asked for with `limit` may have a successor.
-fn is_full(len: usize, limit: u32) -> bool {
-    u32::try_from(len).is_ok_and(|n| n == limit)
+/// Where the page after `records` starts: the cursor of its last record when the page is full
+/// (`limit` records; more may follow), else `None`.
+fn next_cursor<T, C>(records: &[T], limit: u32, cursor: impl Fn(&T) -> C) -> Option<C> {
+    let full = u32::try_from(records.len()).is_ok_and(|n| n == limit);
+    records.last().filter(|_| full).map(cursor)
 }
 
 impl Keyward {
@@ -101,12 +103,9 @@ impl Keyward {
         expires: Option<ExpiryRequest>,
     ) -> ServiceResult<Issued> {
         caller.authorize(Action::CreateToken)?;
-        let owner = match (caller.within(), owner) {
-            (Some(within), Some(owner)) if within != owner => return Err(ServiceError::NotFound),
-            (Some(within), _) => within,
-            (None, Some(owner)) => owner,
-            (None, None) => return Err(ServiceError::Invalid("name the token's owner")),
-        };
+        let owner = caller
+            .reach(owner)?
+            .ok_or(ServiceError::Invalid("name the token's owner"))?;
         let user = self
             .store
             .user_by_id(owner)
@@ -163,7 +162,7 @@ impl Keyward {
     }
 
     /// A page of tokens, newest first, starting after `after`: the caller's own, or for an
-    /// operator `owner`'s (everyone's if `None`). `limit` is clamped to 1..=[`MAX_PAGE`].
+    /// operator `owner`'s (everyone's if `None`); see [`Caller::reach`]. `limit` is clamped to 1..=[`MAX_PAGE`].
     pub async fn list_tokens(
         &self,
         caller: &Caller,
@@ -172,26 +171,13 @@ impl Keyward {
         limit: u32,
     ) -> ServiceResult<TokenPage> {
         caller.authorize(Action::ReadTokens)?;
-        let owner = match (caller.within(), owner) {
-            (Some(within), Some(owner)) if within != owner => {
-                return Ok(TokenPage {
-                    tokens: Vec::new(),
-                    next: None,
-                });
-            }
-            (Some(within), _) => Some(within),
-            (None, owner) => owner,
-        };
+        let owner = caller.reach(owner)?;
         let limit = limit.clamp(1, MAX_PAGE);
         let tokens = self
             .store
             .list_tokens(owner, &Page { after, limit })
             .await?;
-        let next = if is_full(tokens.len(), limit) {
-            tokens.last().map(|t| t.id.clone())
-        } else {
-            None
-        };
+        let next = next_cursor(&tokens, limit, |t| t.id.clone());
         Ok(TokenPage { tokens, next })
     }
 
@@ -376,7 +362,7 @@ impl Keyward {
     }
 
     /// A page of the audit trail, newest first, before `before_seq`: the caller's own events,
-    /// or for an operator `subject`'s (all if `None`). `limit` is clamped to 1..=[`MAX_PAGE`].
+    /// or for an operator `subject`'s (all if `None`); see [`Caller::reach`]. `limit` is clamped to 1..=[`MAX_PAGE`].
     pub async fn audit_events(
         &self,
         caller: &Caller,
@@ -385,10 +371,7 @@ impl Keyward {
         limit: u32,
     ) -> ServiceResult<AuditPage> {
         caller.authorize(Action::ReadAudit)?;
-        let subject_user = match (caller.within(), subject) {
-            (Some(within), _) => Some(within.clone()),
-            (None, subject) => subject.cloned(),
-        };
+        let subject_user = caller.reach(subject)?.cloned();
         let limit = limit.clamp(1, MAX_PAGE);
         let filter = AuditFilter {
             subject_user,
@@ -396,11 +379,7 @@ impl Keyward {
             limit,
         };
         let events = self.store.audit_events(&filter).await?;
-        let next = if is_full(events.len(), limit) {
-            events.last().map(|e| e.seq)
-        } else {
-            None
-        };
+        let next = next_cursor(&events, limit, |e| e.seq);
         Ok(AuditPage { events, next })
     }
 }

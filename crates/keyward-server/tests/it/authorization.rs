@@ -166,7 +166,9 @@ enum Call {
         other: bool,
     },
     OwnToken,
-    ListTokens,
+    ListTokens {
+        of_other: bool,
+    },
     RenameToken {
         other: bool,
     },
@@ -177,7 +179,9 @@ enum Call {
     RevokeToken {
         other: bool,
     },
-    AuditEvents,
+    AuditEvents {
+        of_other: bool,
+    },
     AddUser,
     UserByName,
     UserById,
@@ -214,7 +218,10 @@ impl World {
                 outcome(kw.get_token(caller, &target_id(&t)).await)
             }
             Call::OwnToken => outcome(kw.own_token(caller).await),
-            Call::ListTokens => outcome(kw.list_tokens(caller, None, None, 10).await),
+            Call::ListTokens { of_other } => {
+                let whose = of_other.then_some(&self.bob.id);
+                outcome(kw.list_tokens(caller, whose, None, 10).await)
+            }
             Call::RenameToken { other } => {
                 let t = self.target(owner(other)).await;
                 outcome(kw.rename_token(caller, &target_id(&t), name()).await)
@@ -232,7 +239,10 @@ impl World {
                 let t = self.target(owner(other)).await;
                 outcome(kw.revoke_token(caller, &target_id(&t), None).await)
             }
-            Call::AuditEvents => outcome(kw.audit_events(caller, None, None, 10).await),
+            Call::AuditEvents { of_other } => {
+                let whose = of_other.then_some(&self.bob.id);
+                outcome(kw.audit_events(caller, whose, None, 10).await)
+            }
             Call::AddUser => {
                 let name = UserName::parse(&format!("new-{}", unique_suffix())).unwrap();
                 outcome(kw.add_user(caller, name, false, None).await)
@@ -329,7 +339,8 @@ const MATRIX: &[(Call, [&str; 6])] = {
         (Call::GetToken { other: false }, ALICES),
         (Call::GetToken { other: true }, OTHER),
         (Call::OwnToken, SELF_ONLY),
-        (Call::ListTokens, OWN),
+        (Call::ListTokens { of_other: false }, OWN),
+        (Call::ListTokens { of_other: true }, OTHER),
         (Call::RenameToken { other: false }, ALICES),
         (Call::RenameToken { other: true }, OTHER),
         (Call::RegenerateToken { other: false }, ALICES),
@@ -337,7 +348,8 @@ const MATRIX: &[(Call, [&str; 6])] = {
         (Call::RegenerateOwnToken, SELF_ONLY),
         (Call::RevokeToken { other: false }, ALICES),
         (Call::RevokeToken { other: true }, OTHER),
-        (Call::AuditEvents, OWN),
+        (Call::AuditEvents { of_other: false }, OWN),
+        (Call::AuditEvents { of_other: true }, OTHER),
         (Call::AddUser, ADMINS),
         (Call::UserByName, ADMINS),
         (Call::UserById, ADMINS),
