@@ -290,28 +290,63 @@ fn templated(file: &str, proxy: u16, keyward: &str, api: u16) -> String {
         .replace("127.0.0.1:3000", &format!("127.0.0.1:{api}"))
 }
 
+/// What every proxy's test stands on: keyward (with [`ROUTE_TABLE`]) over a fresh data dir with
+/// alice, the echoing upstream, a free port for the proxy, and the proxy's example file
+/// templated into its own config dir.
+struct Stage {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    server: Server,
+    /// Where the proxy listens.
+    port: u16,
+    /// The proxy's config dir, holding the templated example.
+    conf: PathBuf,
+    /// The templated example file.
+    example: PathBuf,
+}
+
+impl Stage {
+    async fn new(proxy: &str, example: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("keyward.toml"), ROUTE_TABLE).unwrap();
+        let server = Server::start(&dir, &[]);
+        add_user(&dir, "alice");
+        let api = upstream().await;
+        let port = free_port();
+        let keyward = server.base.trim_start_matches("http://");
+        let conf = tmp.path().join(proxy);
+        std::fs::create_dir_all(&conf).unwrap();
+        let example_path = conf.join(Path::new(example).file_name().unwrap());
+        std::fs::write(&example_path, templated(example, port, keyward, api)).unwrap();
+        Self {
+            _tmp: tmp,
+            dir,
+            server,
+            port,
+            conf,
+            example: example_path,
+        }
+    }
+
+    /// The acceptance walk and the route-table attack through the proxy once it listens.
+    async fn walk(self, mut proxy: Proxy) {
+        proxy.wait_ready(self.port);
+        walk(self.port, &self.dir).await;
+        walk_route_table(self.port, &self.dir).await;
+        drop(proxy);
+        drop(self.server);
+    }
+}
+
 #[tokio::test]
 async fn the_nginx_example_guards_an_api_with_auth_request() {
     let Some(nginx) = find("nginx", "KEYWARD_REQUIRE_NGINX") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("keyward.toml"), ROUTE_TABLE).unwrap();
-    let server = Server::start(&dir, &[]);
-    add_user(&dir, "alice");
-    let api = upstream().await;
-    let port = free_port();
-    let keyward = server.base.trim_start_matches("http://");
-
-    let conf = tmp.path().join("nginx");
-    std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(
-        conf.join("keyward.conf"),
-        templated("nginx/keyward.conf", port, keyward, api),
-    )
-    .unwrap();
+    let stage = Stage::new("nginx", "nginx/keyward.conf").await;
+    let conf = &stage.conf;
     std::fs::copy(
         Path::new(EXAMPLES).join("nginx/keyward-upstream.conf"),
         conf.join("keyward-upstream.conf"),
@@ -332,7 +367,7 @@ async fn the_nginx_example_guards_an_api_with_auth_request() {
     let log = conf.join("error.log");
     let child = Command::new(nginx)
         .arg("-p")
-        .arg(&conf)
+        .arg(conf)
         .arg("-c")
         .arg(conf.join("nginx.conf"))
         .arg("-e")
@@ -342,12 +377,7 @@ async fn the_nginx_example_guards_an_api_with_auth_request() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut proxy = Proxy { child, log };
-    proxy.wait_ready(port);
-    walk(port, &dir).await;
-    walk_route_table(port, &dir).await;
-    drop(proxy);
-    drop(server);
+    stage.walk(Proxy { child, log }).await;
 }
 
 #[tokio::test]
@@ -355,38 +385,21 @@ async fn the_caddy_example_guards_an_api_with_forward_auth() {
     let Some(caddy) = find("caddy", "KEYWARD_REQUIRE_CADDY") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("keyward.toml"), ROUTE_TABLE).unwrap();
-    let server = Server::start(&dir, &[]);
-    add_user(&dir, "alice");
-    let api = upstream().await;
-    let port = free_port();
-    let keyward = server.base.trim_start_matches("http://");
-
-    let conf = tmp.path().join("caddy");
-    std::fs::create_dir_all(&conf).unwrap();
-    let caddyfile = conf.join("Caddyfile");
-    std::fs::write(&caddyfile, templated("caddy/Caddyfile", port, keyward, api)).unwrap();
+    let stage = Stage::new("caddy", "caddy/Caddyfile").await;
+    let conf = &stage.conf;
     let log = conf.join("caddy.log");
     let child = Command::new(caddy)
         .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&caddyfile)
-        .env("HOME", &conf)
-        .env("XDG_DATA_HOME", &conf)
-        .env("XDG_CONFIG_HOME", &conf)
+        .arg(&stage.example)
+        .env("HOME", conf)
+        .env("XDG_DATA_HOME", conf)
+        .env("XDG_CONFIG_HOME", conf)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut proxy = Proxy { child, log };
-    proxy.wait_ready(port);
-    walk(port, &dir).await;
-    walk_route_table(port, &dir).await;
-    drop(proxy);
-    drop(server);
+    stage.walk(Proxy { child, log }).await;
 }
 
 #[tokio::test]
@@ -394,47 +407,36 @@ async fn the_traefik_example_guards_an_api_with_forward_auth() {
     let Some(traefik) = find("traefik", "KEYWARD_REQUIRE_TRAEFIK") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("keyward.toml"), ROUTE_TABLE).unwrap();
-    let server = Server::start(&dir, &[]);
-    add_user(&dir, "alice");
-    let api = upstream().await;
-    let port = free_port();
-    let keyward = server.base.trim_start_matches("http://");
-
-    let conf = tmp.path().join("traefik");
-    std::fs::create_dir_all(&conf).unwrap();
-    let dynamic = conf.join("dynamic.yml");
-    std::fs::write(
-        &dynamic,
-        templated("traefik/dynamic.yml", port, keyward, api),
-    )
-    .unwrap();
-    let log = conf.join("traefik.log");
+    let stage = Stage::new("traefik", "traefik/dynamic.yml").await;
+    let log = stage.conf.join("traefik.log");
     // The static configuration the example's comment asks for: an entryPoint named `web` and
     // the file provider; nothing phones home.
     let child = Command::new(traefik)
-        .arg(format!("--entryPoints.web.address=127.0.0.1:{port}"))
-        .arg(format!("--providers.file.filename={}", dynamic.display()))
+        .arg(format!(
+            "--entryPoints.web.address=127.0.0.1:{}",
+            stage.port
+        ))
+        .arg(format!(
+            "--providers.file.filename={}",
+            stage.example.display()
+        ))
         .args([
             "--global.checkNewVersion=false",
             "--global.sendAnonymousUsage=false",
             "--log.level=INFO",
         ])
-        .current_dir(&conf)
+        .current_dir(&stage.conf)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let mut proxy = Proxy { child, log };
-    proxy.wait_ready(port);
+    proxy.wait_ready(stage.port);
     // Traefik listens before the file provider's routers are in place: wait until a request
     // reaches keyward (an anonymous one is refused by it, not a 404 from Traefik).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while get(port, "/droplets/7", None, &[]).await.status != 401 {
+    while get(stage.port, "/droplets/7", None, &[]).await.status != 401 {
         assert!(
             Instant::now() < deadline,
             "Traefik did not route to keyward within 20 s: {}",
@@ -442,8 +444,5 @@ async fn the_traefik_example_guards_an_api_with_forward_auth() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    walk(port, &dir).await;
-    walk_route_table(port, &dir).await;
-    drop(proxy);
-    drop(server);
+    stage.walk(proxy).await;
 }
