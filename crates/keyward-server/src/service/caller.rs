@@ -213,7 +213,8 @@ impl Caller {
         self.ip
     }
 
-    /// The user acting: the person, or the token's owner; `None` for an operator.
+    /// The user acting: the person, or the token's owner; `None` for an operator. Also whose
+    /// records the caller reaches (`None`: everyone's; see [`Self::reach`]).
     pub fn user(&self) -> Option<&UserId> {
         match &self.kind {
             CallerKind::Operator { .. } => None,
@@ -230,16 +231,11 @@ impl Caller {
         }
     }
 
-    /// Whose tokens this caller reaches: `None` for everyone's (an operator), else one user's.
-    pub fn within(&self) -> Option<&UserId> {
-        self.user()
-    }
-
     /// Whose records a use case that may name a user acts on: an operator reaches the user
     /// named (everyone when `named` is `None`); anyone else reaches only their own user, and
     /// naming another is answered as if that user did not exist.
     pub fn reach<'a>(&'a self, named: Option<&'a UserId>) -> ServiceResult<Option<&'a UserId>> {
-        match (self.within(), named) {
+        match (self.user(), named) {
             (Some(own), Some(named)) if own != named => Err(ServiceError::NotFound),
             (Some(own), _) => Ok(Some(own)),
             (None, named) => Ok(named),
@@ -283,7 +279,7 @@ impl Caller {
     }
 
     /// Whether this caller may take `action` at all. What it may take it on (whose tokens, up
-    /// to which ceiling) is decided by the use case, from [`Self::within`] and the ceilings.
+    /// to which ceiling) is decided by the use case, from [`Self::reach`] and the ceilings.
     pub fn authorize(&self, action: Action) -> ServiceResult<()> {
         match &self.kind {
             CallerKind::Operator { .. } if action.token_only() && action != Action::Introspect => {

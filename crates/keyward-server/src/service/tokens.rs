@@ -1,7 +1,7 @@
 //! Managing tokens: create, read, list, rename, regenerate, revoke; and reading the audit trail.
 //!
 //! Each use case authorizes its [`Action`] first, then acts only within the caller's reach
-//! ([`Caller::within`]) and never beyond its ceilings: a token cannot make or regenerate a
+//! ([`Caller::reach`]: their own user's tokens, anyone's for an operator) and never beyond its ceilings: a token cannot make or regenerate a
 //! token with scopes it does not hold, or one that outlives it.
 
 use keyward_core::{
@@ -156,7 +156,7 @@ impl Keyward {
     /// The record of `id` if the caller reaches it, whatever it may do with it.
     async fn find_token(&self, caller: &Caller, id: &TokenId) -> ServiceResult<TokenRecord> {
         self.store
-            .token(id, caller.within())
+            .token(id, caller.user())
             .await?
             .ok_or(ServiceError::NotFound)
     }
@@ -201,7 +201,7 @@ impl Keyward {
         audit.detail = Some(format!("{} → {}", current.name.as_str(), name.as_str()));
         Ok(self
             .store
-            .rename_token(id, caller.within(), &name, &audit)
+            .rename_token(id, caller.user(), &name, &audit)
             .await?)
     }
 
@@ -293,7 +293,7 @@ impl Keyward {
         });
         let token = self
             .store
-            .regenerate_token(id, caller.within(), &regen, &audit)
+            .regenerate_token(id, caller.user(), &regen, &audit)
             .await?;
         tracing::info!(token_id = %id, actor = %audit.actor.label, "token regenerated");
         Ok(Issued { token, secret })
@@ -355,7 +355,7 @@ impl Keyward {
         };
         let token = self
             .store
-            .revoke_token(id, caller.within(), &revocation, &audit)
+            .revoke_token(id, caller.user(), &revocation, &audit)
             .await?;
         tracing::info!(token_id = %id, actor = %audit.actor.label, "token revoked");
         Ok(token)

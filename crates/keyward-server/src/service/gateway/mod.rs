@@ -89,7 +89,7 @@ impl Keyward {
         };
         let token = found.token;
         let is_self = caller.token_id() == Some(&token.id);
-        match caller.within() {
+        match caller.user() {
             Some(owner) if *owner != token.owner => {
                 return Err(ServiceError::NotPermitted(
                     "this token belongs to another user",
