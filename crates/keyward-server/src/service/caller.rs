@@ -108,13 +108,9 @@ impl Action {
         matches!(self, Self::AddUser | Self::ReadUsers | Self::ManageUsers)
     }
 
-    /// Whether only a token can take this action (it names the token itself, or is a gateway
-    /// interface).
-    fn token_only(self) -> bool {
-        matches!(
-            self,
-            Self::ReadSelf | Self::RegenerateSelf | Self::Introspect
-        )
+    /// Whether the action names the presenting token itself (so only a token can take it).
+    fn on_itself(self) -> bool {
+        matches!(self, Self::ReadSelf | Self::RegenerateSelf)
     }
 }
 
@@ -282,15 +278,14 @@ impl Caller {
     /// to which ceiling) is decided by the use case, from [`Self::reach`] and the ceilings.
     pub fn authorize(&self, action: Action) -> ServiceResult<()> {
         match &self.kind {
-            CallerKind::Operator { .. } if action.token_only() && action != Action::Introspect => {
-                Err(ServiceError::Forbidden(
-                    "only a token can act on itself; name the token instead",
-                ))
-            }
+            CallerKind::Operator { .. } | CallerKind::Person { .. } if action.on_itself() => Err(
+                ServiceError::Forbidden("only a token can act on itself; name the token instead"),
+            ),
             CallerKind::Operator { .. } => Ok(()),
-            CallerKind::Person { .. } if action.token_only() => Err(ServiceError::Forbidden(
-                "only a token can do this; present one as a bearer token",
-            )),
+            // Introspection is the gateways' interface: a token with `tokens:introspect`.
+            CallerKind::Person { .. } if action == Action::Introspect => Err(
+                ServiceError::Forbidden("only a token can do this; present one as a bearer token"),
+            ),
             CallerKind::Person { admin: false, .. }
                 if action.on_users() || action == Action::ReadMetrics =>
             {
