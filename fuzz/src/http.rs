@@ -51,7 +51,7 @@ use keyward_core::{
     ManualClock, Prefix, Scopes, ServerKey, TokenHasher, TokenName, TokenSecret, UserId, UserName,
     format,
 };
-use keyward_server::service::{ForwardAuthRoute, ForwardAuthRoutes};
+use keyward_server::service::{ForwardAuthRoute, ForwardAuthRoutes, UserRequest};
 use keyward_server::{Caller, Keyward, Settings};
 use keyward_store::SqliteStore;
 use serde_json::Value;
@@ -265,7 +265,7 @@ impl World {
             let operator = operator.clone();
             async move {
                 keyward
-                    .add_user(&operator, name, false, None)
+                    .create_user(&operator, UserRequest::person(name))
                     .await
                     .expect("a user")
                     .id

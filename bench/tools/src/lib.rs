@@ -4,7 +4,7 @@
 
 use keyward_core::{
     Clock as _, Prefix, Scopes, SystemClock, TokenHasher, TokenId, TokenName, TokenRecord,
-    TokenSecret, User, UserId, UserName,
+    TokenSecret, User, UserId, UserKind, UserName,
 };
 use keyward_store::{HashRecord, Snapshot, SnapshotUser, StoredHash};
 use time::Duration;
@@ -22,13 +22,12 @@ pub fn synthetic(
     let scopes = Scopes::parse(&["droplet:read", "volume:*"])?;
     let users: Vec<User> = (0..tokens.div_ceil(per_user).max(1))
         .map(|i| {
-            Ok(User {
-                id: UserId::generate(now)?,
-                name: UserName::parse(&format!("bench{i}"))?,
-                is_admin: false,
-                created_at: now,
-                disabled_at: None,
-            })
+            Ok(User::new(
+                UserId::generate(now)?,
+                UserName::parse(&format!("bench{i}"))?,
+                UserKind::Person,
+                now,
+            ))
         })
         .collect::<anyhow::Result<_>>()?;
     let mut snapshot = Snapshot {
@@ -72,6 +71,7 @@ pub fn synthetic(
         .map(|user| SnapshotUser {
             user,
             password_hash: None,
+            deleted_at: None,
         })
         .collect();
     Ok((snapshot, secrets))

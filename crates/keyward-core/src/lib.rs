@@ -21,8 +21,9 @@ pub use expiry::{ExpiryError, ExpiryRequest, LifetimePolicy, parse_duration};
 pub use format::{FormatError, Prefix, RawSecret, TokenSecret};
 pub use hash::{KeyId, ServerKey, TokenHash, TokenHasher};
 pub use model::{
-    Actor, AuditEvent, AuditKind, InactiveReason, NameError, PackedTokenId, TokenId, TokenIdText,
-    TokenName, TokenRecord, TokenState, User, UserId, UserName, is_unsafe_text_char,
+    Actor, AuditEvent, AuditKind, Email, ExternalId, InactiveReason, NameError, PackedTokenId,
+    TokenId, TokenIdText, TokenName, TokenRecord, TokenState, User, UserId, UserKind, UserName,
+    is_unsafe_text_char,
 };
 pub use scope::{Catalog, Scope, ScopeError, Scopes};
 

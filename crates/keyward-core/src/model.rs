@@ -18,11 +18,24 @@ pub enum NameError {
     /// A name that holds a token's secret: a secret pasted where a name goes must not be stored.
     #[error("a name must not contain a token's secret; never paste a secret where a name goes")]
     HoldsSecret,
-    /// A user name must be 1 to 64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+    /// A user name must be 1 to 128 of `a-z 0-9 . _ - @ +`, starting with a letter or digit
+    /// (so an email address, lowercased, is a user name).
     #[error(
-        "a user name must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+        "a user name must be 1 to 128 characters of a-z, 0-9, '.', '_', '-', '@' or '+', starting with a letter or digit"
     )]
     UserName,
+    /// A user name must not look like a user id: `user show NAME|ID` must tell them apart.
+    #[error("a user name must not start with \"usr_\": that is how user ids start")]
+    UserNameLikeId,
+    /// An external id must be 1 to 255 printable ASCII characters, not starting or ending with
+    /// a space.
+    #[error(
+        "an external id must be 1 to 255 printable ASCII characters, not starting or ending with a space"
+    )]
+    ExternalId,
+    /// Not an email address.
+    #[error("{0:?} is not an email address (local@domain, at most 254 characters)")]
+    Email(String),
     /// Not an id of the expected kind.
     #[error("{0:?} is not a valid id")]
     Id(String),
@@ -240,19 +253,40 @@ impl TokenName {
 pub struct UserName(String);
 
 impl UserName {
-    /// Checks a user name.
+    /// Longest name, in bytes (all ASCII).
+    pub const MAX_LEN: usize = 128;
+
+    /// Checks a user name as stored: the characters. Names for new users and renames go through
+    /// [`Self::parse_new`], which also keeps them apart from ids.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let b = s.as_bytes();
-        let ok = (1..=64).contains(&b.len())
+        let ok = (1..=Self::MAX_LEN).contains(&b.len())
             && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
             && b.iter().all(|&c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || matches!(c, b'.' | b'_' | b'-' | b'@' | b'+')
             });
         if ok {
             Ok(Self(s.to_owned()))
         } else {
             Err(NameError::UserName)
         }
+    }
+
+    /// Checks a name given to a new user or in a rename: [`Self::parse`], and not starting with
+    /// `usr_`, the prefix of user ids (a deleted user's record keeps its id as its name, so the
+    /// name is free again and never taken by mistake).
+    pub fn parse_new(s: &str) -> Result<Self, NameError> {
+        if s.starts_with(UserId::PREFIX) {
+            return Err(NameError::UserNameLikeId);
+        }
+        Self::parse(s)
+    }
+
+    /// The name a deleted user's record keeps: their id, lowercased, which no new name can be.
+    pub fn tombstone(id: &UserId) -> Self {
+        Self(id.as_str().to_ascii_lowercase())
     }
 
     /// The name text.
@@ -267,13 +301,126 @@ impl fmt::Display for UserName {
     }
 }
 
-/// A person who owns tokens.
+/// What kind of account a user is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserKind {
+    /// A person: may sign in to the web page.
+    #[default]
+    Person,
+    /// A service account (a robot): never signs in; admins manage its tokens, and it outlives
+    /// the people who made it.
+    Service,
+}
+
+impl UserKind {
+    /// The kind as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Person => "person",
+            Self::Service => "service",
+        }
+    }
+
+    /// Reads a stored kind.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Person, Self::Service]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// The platform's own id for a user ("our account 4711"), unique among users, so the platform
+/// needs no mapping table. Not a secret.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    /// Longest external id, in characters.
+    pub const MAX_CHARS: usize = 255;
+
+    /// Checks an external id: 1 to 255 printable ASCII characters (so it travels in an HTTP
+    /// header as it is), not starting or ending with a space, holding no token secret. Kept
+    /// exactly as given: it is the platform's key.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let ok = (1..=Self::MAX_CHARS).contains(&s.len())
+            && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+            && !s.starts_with(' ')
+            && !s.ends_with(' ');
+        if !ok {
+            return Err(NameError::ExternalId);
+        }
+        if crate::format::contains_token(s) {
+            return Err(NameError::HoldsSecret);
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The id text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ExternalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user's email address, for the platform's and keyward's messages. Checked for shape only
+/// (one `@`, something on each side, no spaces or control characters, at most 254 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    /// Checks an address's shape.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let bad = || NameError::Email(s.chars().take(40).collect());
+        let (local, domain) = s.split_once('@').ok_or_else(bad)?;
+        let ok = s.len() <= 254
+            && !local.is_empty()
+            && !domain.is_empty()
+            && !domain.contains('@')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !s
+                .chars()
+                .any(|c| c.is_whitespace() || is_unsafe_text_char(c) || c == '<' || c == '>');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(bad())
+        }
+    }
+
+    /// The address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Someone (or something) who owns tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
     /// Public id.
     pub id: UserId,
     /// Login name.
     pub name: UserName,
+    /// A person or a service account.
+    pub kind: UserKind,
+    /// The platform's id for this user, if it gave one.
+    pub external_id: Option<ExternalId>,
+    /// Email address, if known.
+    pub email: Option<Email>,
     /// Whether the user manages other users.
     pub is_admin: bool,
     /// When the user was added.
@@ -282,6 +429,22 @@ pub struct User {
     /// When the user was disabled, if they were.
     #[serde(with = "time::serde::rfc3339::option")]
     pub disabled_at: Option<OffsetDateTime>,
+}
+
+impl User {
+    /// A new user of `kind`, not an admin, with no external id or email.
+    pub fn new(id: UserId, name: UserName, kind: UserKind, created_at: OffsetDateTime) -> Self {
+        Self {
+            id,
+            name,
+            kind,
+            external_id: None,
+            email: None,
+            is_admin: false,
+            created_at,
+            disabled_at: None,
+        }
+    }
 }
 
 /// A token as stored and shown: everything but the secret.
@@ -435,6 +598,15 @@ pub enum AuditKind {
     /// A disabled user was enabled again; their unrevoked, unexpired tokens work again.
     #[serde(rename = "user.enabled")]
     UserEnabled,
+    /// A user's name, email, external id or admin flag changed.
+    #[serde(rename = "user.updated")]
+    UserUpdated,
+    /// A user's password was set, changed or removed.
+    #[serde(rename = "user.password_changed")]
+    UserPasswordChanged,
+    /// A user was deleted for good; their tokens were revoked ("owner deleted").
+    #[serde(rename = "user.deleted")]
+    UserDeleted,
 }
 
 impl AuditKind {
@@ -452,6 +624,9 @@ impl AuditKind {
             Self::UserSignedOut => "user.signed_out",
             Self::UserDisabled => "user.disabled",
             Self::UserEnabled => "user.enabled",
+            Self::UserUpdated => "user.updated",
+            Self::UserPasswordChanged => "user.password_changed",
+            Self::UserDeleted => "user.deleted",
         }
     }
 
@@ -469,6 +644,9 @@ impl AuditKind {
             Self::UserSignedOut,
             Self::UserDisabled,
             Self::UserEnabled,
+            Self::UserUpdated,
+            Self::UserPasswordChanged,
+            Self::UserDeleted,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -569,11 +747,62 @@ mod tests {
 
     #[test]
     fn user_names() {
-        for ok in ["alice", "bob.smith", "ci-bot_2", "7"] {
-            assert!(UserName::parse(ok).is_ok(), "{ok}");
+        for ok in [
+            "alice",
+            "bob.smith",
+            "ci-bot_2",
+            "7",
+            "ada+ci@example.com",
+            &"a".repeat(128),
+        ] {
+            assert!(UserName::parse_new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Alice", "-bob", "a b", "ü", &"a".repeat(65)] {
+        for bad in ["", "Alice", "-bob", "a b", "ü", "@ada", &"a".repeat(129)] {
             assert!(UserName::parse(bad).is_err(), "{bad:?}");
+        }
+        // Names never look like ids; a deleted user's record keeps its id as its name.
+        let id = UserId::parse("usr_01J00000000000000000000000").unwrap();
+        let tombstone = UserName::tombstone(&id);
+        assert!(
+            UserName::parse(tombstone.as_str()).is_ok(),
+            "it still loads"
+        );
+        assert_eq!(
+            UserName::parse_new(tombstone.as_str()),
+            Err(NameError::UserNameLikeId)
+        );
+    }
+
+    #[test]
+    fn external_ids_and_emails() {
+        for ok in ["4711", "account 4711", "a:b/c?d=e", &"x".repeat(255)] {
+            assert_eq!(ExternalId::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in [
+            "",
+            " 4711",
+            "4711 ",
+            "tab\there",
+            "ü",
+            "line\nbreak",
+            &"x".repeat(256),
+        ] {
+            assert!(ExternalId::parse(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["ada@example.com", "a.b+c@sub.example.org"] {
+            assert!(Email::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "a@b@c",
+            "a b@c.d",
+            "ada@.com",
+            "<a@b.c>",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -589,6 +818,9 @@ mod tests {
             AuditKind::UserSignedOut,
             AuditKind::UserDisabled,
             AuditKind::UserEnabled,
+            AuditKind::UserUpdated,
+            AuditKind::UserPasswordChanged,
+            AuditKind::UserDeleted,
         ] {
             assert_eq!(AuditKind::parse(k.as_str()), Some(k));
             assert_eq!(

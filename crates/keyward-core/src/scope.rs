@@ -19,11 +19,16 @@ pub const MAX_SCOPES: usize = 64;
 /// existing management tokens may do. `tokens:introspect` lets a gateway call RFC 7662
 /// introspection on any token it is shown (`tokens:*` includes it); `metrics:read` lets a
 /// scraper read `/metrics` where the deployment requires a token for it.
+///
+/// `users:read|create|update|delete` and `tokens:issue` are administrative: only a token owned
+/// by an admin may hold them by name, and a wildcard (`tokens:*`, `*:*`) grants them only
+/// while its owner is an admin.
 pub const RESERVED: &[(&str, &[&str])] = &[
     (
         "tokens",
-        &["read", "create", "update", "delete", "introspect"],
+        &["read", "create", "update", "delete", "introspect", "issue"],
     ),
+    ("users", &["read", "create", "update", "delete"]),
     ("audit", &["read"]),
     ("metrics", &["read"]),
 ];
@@ -52,6 +57,22 @@ pub mod reserved {
     pub static AUDIT_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("audit", "read"));
     /// `metrics:read`: `/metrics`, when the deployment requires a token for it.
     pub static METRICS_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("metrics", "read"));
+    /// `tokens:issue`: mint tokens for any user, with any scope of the catalog (admins only).
+    pub static TOKENS_ISSUE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "issue"));
+    /// `users:read`: read users (admins only).
+    pub static USERS_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("users", "read"));
+    /// `users:create`: create users (admins only).
+    pub static USERS_CREATE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("users", "create"));
+    /// `users:update`: change, disable and enable users (admins only).
+    pub static USERS_UPDATE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("users", "update"));
+    /// `users:delete`: delete users (admins only).
+    pub static USERS_DELETE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("users", "delete"));
+
+    /// Whether `scope` names an administrative right by itself (a `users` scope or
+    /// `tokens:issue`), wildcards aside: what only an admin's token may be given.
+    pub fn is_administrative(scope: &Scope) -> bool {
+        scope.resource() == "users" || (scope.resource() == "tokens" && scope.action() == "issue")
+    }
 }
 
 /// Why a scope is refused.

@@ -8,8 +8,8 @@
 //! differ.
 
 use keyward_core::{
-    Actor, AuditEvent, AuditKind, KeyId, Scopes, TokenHash, TokenId, TokenName, TokenRecord, User,
-    UserId, UserName,
+    Actor, AuditEvent, AuditKind, Email, ExternalId, KeyId, Scopes, TokenHash, TokenId, TokenName,
+    TokenRecord, User, UserId, UserKind, UserName,
 };
 use sqlx::error::ErrorKind;
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -100,6 +100,26 @@ pub(crate) fn insert_error(
     }
 }
 
+/// What a unique violation on `users` took, from the engine's message (both name the column or
+/// its index): the external id, or else the name; each shown when the write gave it.
+pub(crate) fn user_taken(
+    message: &str,
+    name: Option<&UserName>,
+    external_id: Option<&ExternalId>,
+) -> String {
+    if message.contains("external_id") {
+        external_id.map_or_else(
+            || "a user with that external id".to_owned(),
+            |id| format!("a user with external id {:?}", id.as_str()),
+        )
+    } else {
+        name.map_or_else(
+            || "a user with that name".to_owned(),
+            |name| format!("user {name}"),
+        )
+    }
+}
+
 /// Unix seconds, as stored.
 pub(crate) fn unix(at: OffsetDateTime) -> i64 {
     at.unix_timestamp()
@@ -146,6 +166,11 @@ pub(crate) fn user(row: &impl Columns) -> StoreResult<User> {
     Ok(User {
         id: parse(row, "id", UserId::parse)?,
         name: parse(row, "name", UserName::parse)?,
+        kind: parse(row, "kind", |s| {
+            UserKind::parse(s).ok_or("unknown user kind")
+        })?,
+        external_id: parse_opt(row, "external_id", ExternalId::parse)?,
+        email: parse_opt(row, "email", Email::parse)?,
         is_admin: row.flag("is_admin")?,
         created_at: time(row, "created_at")?,
         disabled_at: opt_time(row, "disabled_at")?,
@@ -171,12 +196,15 @@ pub(crate) fn token(row: &impl Columns) -> StoreResult<TokenRecord> {
     })
 }
 
-/// A lookup row: a `tokens` row with the owner's `owner_name` and `owner_disabled_at` and the
+/// A lookup row: a `tokens` row with the owner's `owner_name`, `owner_external_id`,
+/// `owner_admin` and `owner_disabled_at` and the
 /// secret's `secret_valid_until` and `secret_created_at`.
 pub(crate) fn lookup(row: &impl Columns) -> StoreResult<Lookup> {
     Ok(Lookup {
         token: token(row)?,
         owner_name: parse(row, "owner_name", UserName::parse)?,
+        owner_external_id: parse_opt(row, "owner_external_id", ExternalId::parse)?,
+        owner_admin: row.flag("owner_admin")?,
         owner_disabled: opt_time(row, "owner_disabled_at")?.is_some(),
         secret_valid_until: opt_time(row, "secret_valid_until")?,
         secret_created_at: time(row, "secret_created_at")?,
@@ -216,6 +244,7 @@ pub(crate) fn snapshot_user(row: &impl Columns) -> StoreResult<SnapshotUser> {
     Ok(SnapshotUser {
         user: user(row)?,
         password_hash: row.opt_text("password_hash")?,
+        deleted_at: opt_time(row, "deleted_at")?,
     })
 }
 

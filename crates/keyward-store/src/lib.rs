@@ -33,7 +33,8 @@
 
 use async_trait::async_trait;
 use keyward_core::{
-    AuditEvent, KeyId, TokenHash, TokenId, TokenName, TokenRecord, User, UserId, UserName,
+    AuditEvent, Email, ExternalId, KeyId, TokenHash, TokenId, TokenName, TokenRecord, User, UserId,
+    UserName,
 };
 use std::net::IpAddr;
 use time::OffsetDateTime;
@@ -67,6 +68,43 @@ pub struct NewUser {
     pub password_hash: Option<String>,
 }
 
+/// Which users to list, newest first. Deleted users are never listed.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Only the user with this external id.
+    pub external_id: Option<ExternalId>,
+    /// Only users older than this id (the previous page's last id).
+    pub before: Option<UserId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A change to a user, applied atomically; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserUpdate {
+    /// A new name.
+    pub name: Option<UserName>,
+    /// A new email address (`Some(None)` removes it).
+    pub email: Option<Option<Email>>,
+    /// A new external id (`Some(None)` removes it).
+    pub external_id: Option<Option<ExternalId>>,
+    /// Make an admin, or not.
+    pub is_admin: Option<bool>,
+    /// Disable (ending their sessions), or enable again.
+    pub disabled: Option<bool>,
+}
+
+impl UserUpdate {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.email.is_none()
+            && self.external_id.is_none()
+            && self.is_admin.is_none()
+            && self.disabled.is_none()
+    }
+}
+
 /// What a hash lookup finds: the token, its owner, and how long this particular secret works.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
@@ -74,6 +112,10 @@ pub struct Lookup {
     pub token: TokenRecord,
     /// The owner's name.
     pub owner_name: UserName,
+    /// The owner's external id, if the platform gave one.
+    pub owner_external_id: Option<ExternalId>,
+    /// Whether the owner is an admin (administrative scopes work only then).
+    pub owner_admin: bool,
     /// Whether the owner is disabled.
     pub owner_disabled: bool,
     /// When this secret stops working because the token was regenerated (`None` = current
@@ -209,13 +251,15 @@ pub struct Snapshot {
     pub audit: Vec<StoredAuditEvent>,
 }
 
-/// A user in a [`Snapshot`].
+/// A user in a [`Snapshot`], deleted ones included (their revoked tokens still name them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotUser {
     /// The user record.
     pub user: User,
     /// Argon2id PHC string, if the user has a password.
     pub password_hash: Option<String>,
+    /// When the user was deleted, if they were.
+    pub deleted_at: Option<OffsetDateTime>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -298,11 +342,12 @@ pub trait TokenStore: Send + Sync {
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()>;
 }
 
-/// Users, their passwords and whether they may act. Methods that take an [`AuditEvent`] write
-/// it in the same transaction as the change.
+/// Users, their passwords and whether they may act. Deleted users are gone from every method
+/// here ([`StoreError::NotFound`], or not listed). Methods that take an [`AuditEvent`] write it
+/// in the same transaction as the change.
 #[async_trait]
 pub trait UserStore: Send + Sync {
-    /// Adds a user; [`StoreError::Conflict`] if the name is taken.
+    /// Adds a user; [`StoreError::Conflict`] if the name or the external id is taken.
     async fn add_user(&self, user: &NewUser, audit: &AuditEvent) -> StoreResult<()>;
 
     /// A user by name.
@@ -311,22 +356,45 @@ pub trait UserStore: Send + Sync {
     /// A user by id.
     async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>>;
 
-    /// All users, by name.
-    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Users newest first, as `filter` says.
+    async fn list_users(&self, filter: &UserFilter) -> StoreResult<Vec<User>>;
 
     /// A user's password hash (Argon2id PHC string), if they have one.
     async fn password_hash(&self, id: &UserId) -> StoreResult<Option<String>>;
 
-    /// Disables (`disabled = true`) or enables a user, returning the updated record. Disabling
-    /// ends all their sessions; either way every hash of their tokens goes to the change log,
-    /// so every cache drops them at once and verification answers `owner_disabled` (tokens are
-    /// not revoked: enabling the user makes them work again). Disabling a disabled user keeps
-    /// the first time. [`StoreError::NotFound`] for an unknown user.
-    async fn set_user_disabled(
+    /// Changes a user, returning the updated record; [`StoreError::Conflict`] if the new name or
+    /// external id is taken. Disabling ends all their sessions and keeps the first time if they
+    /// were disabled already. Any change sends every hash of their tokens to the change log, so
+    /// every cache drops what it knew of the owner at once: a disabled owner's tokens answer
+    /// `owner_disabled` (not revoked: enabling makes them work again), a renamed owner or a new
+    /// external id shows in the next answer, and a demoted admin's tokens lose their
+    /// administrative rights. [`StoreError::NotFound`] for an unknown user.
+    async fn update_user(
         &self,
         id: &UserId,
-        disabled: bool,
+        update: &UserUpdate,
         at: OffsetDateTime,
+        audit: &[AuditEvent],
+    ) -> StoreResult<User>;
+
+    /// Sets (or, with `None`, removes) a user's password hash; ends their sessions when it
+    /// changes, so a password changed after a theft locks the thief out.
+    async fn set_password(
+        &self,
+        id: &UserId,
+        password_hash: Option<&str>,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// Deletes a user for good, in one transaction: every token of theirs not yet revoked is
+    /// revoked as `revocation` says, their sessions end, every hash of their tokens goes to the
+    /// change log, and their record keeps only its id (the name becomes the lowercased id, so
+    /// it is free again; external id, email and password are dropped). Returns the user as they
+    /// were. [`StoreError::NotFound`] for an unknown or already deleted user.
+    async fn delete_user(
+        &self,
+        id: &UserId,
+        revocation: &Revocation,
         audit: &AuditEvent,
     ) -> StoreResult<User>;
 }

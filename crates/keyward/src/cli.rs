@@ -89,22 +89,70 @@ pub struct ServeArgs {
 /// `keyward user ...`.
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Add a user.
+    /// Add a user: a person, or with --service a service account (a robot that never signs in).
     Add {
-        /// The user's name: a-z, 0-9, '.', '_' or '-'.
+        /// The user's name: a-z, 0-9, '.', '_', '-', '@' or '+' (an email address works).
         name: String,
-        /// Make the user an admin (manages users).
+        /// Make the user an admin (manages users; may hold users:* and tokens:issue).
         #[arg(long)]
         admin: bool,
+        /// A service account: never signs in; admins manage its tokens.
+        #[arg(long, conflicts_with = "password_stdin")]
+        service: bool,
+        /// The platform's own id for the user (unique).
+        #[arg(long, value_name = "ID")]
+        external_id: Option<String>,
+        /// The user's email address.
+        #[arg(long, value_name = "E")]
+        email: Option<String>,
         /// Read the user's password (for the web page) from the first line of stdin.
         #[arg(long)]
         password_stdin: bool,
     },
-    /// List users.
+    /// Show one user.
+    Show {
+        /// The user's name or id (usr_...).
+        user: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users, newest first.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Disable a user: no sign-in, sessions ended, tokens refused (not revoked).
+    Disable {
+        /// The user's name or id.
+        user: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        /// The user's name or id.
+        user: String,
+    },
+    /// Delete a user for good: every token of theirs is revoked ("owner deleted").
+    Delete {
+        /// The user's name or id.
+        user: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Set a person's password for the web page, from the first line of stdin.
+    Passwd {
+        /// The user's name or id.
+        user: String,
+    },
+    /// Make a user an admin, or not.
+    SetAdmin {
+        /// The user's name or id.
+        user: String,
+        /// true or false.
+        #[arg(action = clap::ArgAction::Set)]
+        admin: bool,
     },
 }
 

@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
-use keyward_core::{RawSecret, TokenId};
+use keyward_core::{RawSecret, TokenId, UserId};
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 
@@ -140,6 +140,22 @@ impl<S: Send + Sync> FromRequestParts<S> for TokenIdPath {
             .await
             .map_err(|_| ApiError::not_found())?;
         TokenId::parse(&id)
+            .map(Self)
+            .map_err(|_| ApiError::not_found())
+    }
+}
+
+/// A `usr_…` path segment; anything else is a 404, as an unknown id is.
+pub struct UserIdPath(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found())?;
+        UserId::parse(&id)
             .map(Self)
             .map_err(|_| ApiError::not_found())
     }

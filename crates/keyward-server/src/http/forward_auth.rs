@@ -37,6 +37,10 @@ pub const TOKEN_ID_HEADER: HeaderName = HeaderName::from_static("x-keyward-token
 pub const OWNER_HEADER: HeaderName = HeaderName::from_static("x-keyward-owner");
 /// Response header: the owner's user id.
 pub const OWNER_ID_HEADER: HeaderName = HeaderName::from_static("x-keyward-owner-id");
+/// Response header: the owner's external id (the platform's own id for them); empty when the
+/// platform gave none, so a proxy that copies it always overwrites what a client sent.
+pub const OWNER_EXTERNAL_ID_HEADER: HeaderName =
+    HeaderName::from_static("x-keyward-owner-external-id");
 /// Response header: the token's scopes, space-separated.
 pub const SCOPES_HEADER: HeaderName = HeaderName::from_static("x-keyward-scopes");
 
@@ -153,6 +157,7 @@ fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, S
             ("X-Keyward-Token-Id" = String, description = "The token's id"),
             ("X-Keyward-Owner" = String, description = "The owner's user name"),
             ("X-Keyward-Owner-Id" = String, description = "The owner's user id"),
+            ("X-Keyward-Owner-External-Id" = String, description = "The owner's external id (the platform's id for them); empty when none was given"),
             ("X-Keyward-Scopes" = String, description = "The token's scopes, space-separated"),
          )),
         (status = 400, description = "A deciding header sent twice, X-Original-* and X-Forwarded-* that disagree, an original URI that is ambiguous, or an X-Keyward-Scope that is not scopes", body = super::wire::ErrorResponse<'static>),
@@ -175,12 +180,16 @@ pub async fn forward_auth(
         .authorize(bearer.as_deref(), &wanted, ip.0, |token| {
             let mut response = StatusCode::OK.into_response();
             let out = response.headers_mut();
-            // Ids, user names and scopes are ASCII by construction; a failure would only drop a
-            // header.
+            // Ids, user names, external ids and scopes are printable ASCII by construction; a
+            // failure would only drop a header.
             for (name, value) in [
                 (TOKEN_ID_HEADER, token.id_text().as_str()),
                 (OWNER_HEADER, token.owner_name().as_str()),
                 (OWNER_ID_HEADER, token.owner_id().as_str()),
+                (
+                    OWNER_EXTERNAL_ID_HEADER,
+                    token.owner_external_id().map_or("", |e| e.as_str()),
+                ),
             ] {
                 if let Ok(value) = HeaderValue::from_str(value) {
                     out.insert(name, value);

@@ -12,6 +12,7 @@ pub mod openapi;
 mod ops;
 mod server;
 mod tokens;
+mod users;
 mod verify;
 pub mod wire;
 
@@ -129,6 +130,13 @@ fn api_routes() -> OpenApiRouter<Arc<Keyward>> {
             tokens::revoke_token
         ))
         .routes(routes!(tokens::regenerate_token))
+        .routes(routes!(users::create_user, users::list_users))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(users::issue_token))
         .routes(routes!(verify::verify_token))
         .routes(routes!(tokens::list_audit))
         .routes(routes!(oauth::introspect_token))

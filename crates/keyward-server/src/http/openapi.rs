@@ -33,6 +33,7 @@ use super::wire;
     modifiers(&SecuritySchemes),
     tags(
         (name = "tokens", description = "Managing one's tokens"),
+        (name = "users", description = "The platform's users and service accounts, and tokens minted for them (an admin's token with `users:*` and `tokens:issue`)"),
         (name = "verify", description = "The verification hot path"),
         (name = "forward-auth", description = "Forward authentication for reverse proxies"),
         (name = "oauth", description = "RFC 7662 introspection and RFC 7009 revocation"),

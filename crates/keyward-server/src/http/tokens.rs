@@ -20,7 +20,7 @@ use crate::service::{
 type Kw = State<Arc<Keyward>>;
 
 /// The caller behind the bearer token, if it may take `action` (refused before the body is read).
-async fn caller(
+pub(super) async fn caller(
     kw: &Keyward,
     bearer: &Bearer,
     ip: ClientIp,
@@ -29,7 +29,7 @@ async fn caller(
     Ok(kw.authenticate(bearer.as_deref(), ip.0, action).await?)
 }
 
-fn parse_expiry(expires: Option<&str>) -> Result<Option<ExpiryRequest>, ApiError> {
+pub(super) fn parse_expiry(expires: Option<&str>) -> Result<Option<ExpiryRequest>, ApiError> {
     Ok(expires
         .map(ExpiryRequest::parse)
         .transpose()
@@ -37,7 +37,7 @@ fn parse_expiry(expires: Option<&str>) -> Result<Option<ExpiryRequest>, ApiError
 }
 
 /// The secret leaves the server in this response only: never cached by anything on the way.
-fn issued_response(kw: &Keyward, status: StatusCode, issued: Issued) -> Response {
+pub(super) fn issued_response(kw: &Keyward, status: StatusCode, issued: Issued) -> Response {
     let body = IssuedTokenResponse::new(issued.token, issued.secret.expose(), kw.now());
     let mut response = (status, axum::Json(body)).into_response();
     let headers = response.headers_mut();

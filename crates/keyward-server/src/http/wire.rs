@@ -7,7 +7,9 @@
 //! snapshot tests (`tests/it/wire.rs`). The hot paths' answers (verification, introspection)
 //! borrow from the verified token rather than clone it.
 
-use keyward_core::{self as domain, RawSecret, Scopes, TokenId, TokenIdText, TokenName, UserId};
+use keyward_core::{
+    self as domain, ExternalId, RawSecret, Scopes, TokenId, TokenIdText, TokenName, UserId,
+};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use time::OffsetDateTime;
@@ -15,7 +17,7 @@ use utoipa::{IntoResponses, ToSchema};
 
 use crate::service::VerifiedToken;
 
-use crate::service::{AuditEntry, AuditPage, TokenPage};
+use crate::service::{AuditEntry, AuditPage, TokenPage, UserPage};
 
 /// `POST /v1/tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -400,6 +402,162 @@ impl TokenListResponse {
     }
 }
 
+// ------------------------------------------------------------------------------- users
+
+/// What kind of account a user is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UserKind {
+    /// A person: may sign in to the web page.
+    Person,
+    /// A service account: never signs in; admins manage its tokens.
+    Service,
+}
+
+impl From<UserKind> for domain::UserKind {
+    fn from(kind: UserKind) -> Self {
+        match kind {
+            UserKind::Person => Self::Person,
+            UserKind::Service => Self::Service,
+        }
+    }
+}
+
+impl From<domain::UserKind> for UserKind {
+    fn from(kind: domain::UserKind) -> Self {
+        match kind {
+            domain::UserKind::Person => Self::Person,
+            domain::UserKind::Service => Self::Service,
+        }
+    }
+}
+
+/// `POST /v1/users`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    /// The name: 1 to 128 of `a-z 0-9 . _ - @ +`, starting with a letter or digit, not `usr_…`.
+    pub name: String,
+    /// The platform's own id for the user (unique among users; 1 to 255 printable ASCII).
+    pub external_id: Option<String>,
+    /// An email address.
+    pub email: Option<String>,
+    /// Whether the user is an admin (manages users; may hold `users:*` and `tokens:issue`).
+    #[serde(default)]
+    pub admin: bool,
+    /// `person` (the default) or `service`.
+    pub kind: Option<UserKind>,
+    /// A password for the web page (people only; 12 to 1024 characters).
+    #[schema(value_type = Option<String>)]
+    pub password: Option<RawSecret>,
+}
+
+/// `PATCH /v1/users/{id}`: only the fields present change; `null` removes an email or an
+/// external id.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new email address, or `null` to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+    /// A new external id, or `null` to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub external_id: Option<Option<String>>,
+    /// Make an admin, or not.
+    pub admin: Option<bool>,
+    /// Disable (sign-in refused, sessions ended, tokens refused but not revoked) or enable.
+    pub disabled: Option<bool>,
+}
+
+/// A field that was sent, even as `null` (`Some(None)`), told apart from one that was not
+/// (`None`, by `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Paging and filtering for `GET /v1/users`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserListQuery {
+    /// Only the user with this external id.
+    pub external_id: Option<String>,
+    /// Page size (1 to 100, default 50).
+    pub limit: Option<u32>,
+    /// The `next` value of the previous page.
+    pub before: Option<String>,
+}
+
+/// A user.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct User {
+    /// `usr_…`
+    #[schema(value_type = String)]
+    pub id: UserId,
+    /// The name.
+    pub name: String,
+    /// `person` or `service`.
+    pub kind: UserKind,
+    /// The platform's id for the user; null when none.
+    #[schema(required = true)]
+    pub external_id: Option<String>,
+    /// Email address; null when none.
+    #[schema(required = true)]
+    pub email: Option<String>,
+    /// Whether the user is an admin.
+    pub admin: bool,
+    /// When the user was added.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// When the user was disabled; null when they are not.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub disabled_at: Option<OffsetDateTime>,
+}
+
+impl From<domain::User> for User {
+    fn from(user: domain::User) -> Self {
+        Self {
+            id: user.id,
+            name: user.name.as_str().to_owned(),
+            kind: user.kind.into(),
+            external_id: user.external_id.map(|e| e.as_str().to_owned()),
+            email: user.email.map(|e| e.as_str().to_owned()),
+            admin: user.is_admin,
+            created_at: user.created_at,
+            disabled_at: user.disabled_at,
+        }
+    }
+}
+
+/// A page of users, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserListResponse {
+    /// The users.
+    pub users: Vec<User>,
+    /// Pass as `before` for the next page; null on the last.
+    #[schema(value_type = Option<String>)]
+    pub next: Option<UserId>,
+}
+
+impl From<UserPage> for UserListResponse {
+    fn from(page: UserPage) -> Self {
+        let UserPage { users, next } = page;
+        Self {
+            users: users.into_iter().map(User::from).collect(),
+            next,
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------- verify
 
 /// A token's owner.
@@ -410,6 +568,9 @@ pub struct Owner<'a> {
     pub id: &'a UserId,
     /// User name.
     pub name: &'a str,
+    /// The platform's id for the user; null when it gave none.
+    #[schema(required = true)]
+    pub external_id: Option<&'a str>,
 }
 
 /// `"active": true` of an answer: always `true` on the wire, and in the document a boolean that
@@ -473,6 +634,7 @@ impl<'a> VerifyActive<'a> {
             owner: Owner {
                 id: token.owner_id(),
                 name: token.owner_name().as_str(),
+                external_id: token.owner_external_id().map(ExternalId::as_str),
             },
             scopes: token.scopes(),
             expires_at: token.expires_at(),

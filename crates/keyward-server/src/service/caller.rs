@@ -16,15 +16,21 @@
 //! | revoke by secret (RFC 7009)    | any      | own    | own   | itself, or own with `tokens:delete` |
 //! | introspect (RFC 7662)          | yes      | —      | —     | with `tokens:introspect`      |
 //! | read metrics                   | yes      | —      | yes   | with `metrics:read`           |
-//! | add, read, disable, enable users | yes    | —      | yes   | —                             |
+//! | read, create, update, delete users | yes  | —      | yes   | an admin's, with `users:read`, `users:create`, `users:update`, `users:delete` |
+//! | issue a token for any user     | yes      | —      | yes   | an admin's, with `tokens:issue` |
+//!
+//! The administrative scopes (`users:*`, `tokens:issue`) work only while the token's owner is an
+//! admin, however they were granted (by name or by a wildcard such as `*:*`): a demoted admin's
+//! tokens lose them at once. An admin on the web page also reaches service accounts' tokens
+//! (see `Keyward::find_token`).
 //!
 //! A token whose secret was replaced by a regeneration and is in its grace period still
 //! verifies, but may take no action at all. Nothing a caller makes outlives or outranks it: a
 //! token's scopes and expiry are the ceiling of what it creates or regenerates.
 
 use keyward_core::scope::reserved::{
-    AUDIT_READ, METRICS_READ, TOKENS_CREATE, TOKENS_DELETE, TOKENS_INTROSPECT, TOKENS_READ,
-    TOKENS_UPDATE,
+    AUDIT_READ, METRICS_READ, TOKENS_CREATE, TOKENS_DELETE, TOKENS_INTROSPECT, TOKENS_ISSUE,
+    TOKENS_READ, TOKENS_UPDATE, USERS_CREATE, USERS_DELETE, USERS_READ, USERS_UPDATE,
 };
 use keyward_core::{Actor, Scope, Scopes, TokenId, UserId, UserName};
 use std::net::IpAddr;
@@ -57,17 +63,21 @@ pub enum Action {
     Introspect,
     /// Read the metrics.
     ReadMetrics,
-    /// Add a user.
-    AddUser,
+    /// Create a user.
+    CreateUser,
     /// Read users.
     ReadUsers,
-    /// Disable or enable a user.
-    ManageUsers,
+    /// Change a user: name, email, external id, admin flag, password, disabled.
+    UpdateUser,
+    /// Delete a user for good.
+    DeleteUser,
+    /// Issue a token for any user, with any scope of the catalog.
+    IssueToken,
 }
 
 impl Action {
     /// Every action (for tests and documentation).
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 16] = [
         Self::CreateToken,
         Self::ReadTokens,
         Self::RenameToken,
@@ -79,9 +89,11 @@ impl Action {
         Self::RevokeBySecret,
         Self::Introspect,
         Self::ReadMetrics,
-        Self::AddUser,
+        Self::CreateUser,
         Self::ReadUsers,
-        Self::ManageUsers,
+        Self::UpdateUser,
+        Self::DeleteUser,
+        Self::IssueToken,
     ];
 
     /// The scope a token needs for this action, if a token may take it with a scope.
@@ -94,18 +106,26 @@ impl Action {
             Self::ReadAudit => Some(&AUDIT_READ),
             Self::Introspect => Some(&TOKENS_INTROSPECT),
             Self::ReadMetrics => Some(&METRICS_READ),
-            Self::ReadSelf
-            | Self::RegenerateSelf
-            | Self::RevokeBySecret
-            | Self::AddUser
-            | Self::ReadUsers
-            | Self::ManageUsers => None,
+            Self::CreateUser => Some(&USERS_CREATE),
+            Self::ReadUsers => Some(&USERS_READ),
+            Self::UpdateUser => Some(&USERS_UPDATE),
+            Self::DeleteUser => Some(&USERS_DELETE),
+            Self::IssueToken => Some(&TOKENS_ISSUE),
+            Self::ReadSelf | Self::RegenerateSelf | Self::RevokeBySecret => None,
         }
     }
 
-    /// Whether this action manages users (an admin's or an operator's).
-    fn on_users(self) -> bool {
-        matches!(self, Self::AddUser | Self::ReadUsers | Self::ManageUsers)
+    /// Whether this action is an admin's (or an operator's): managing users, and issuing
+    /// tokens for others.
+    pub fn is_administrative(self) -> bool {
+        matches!(
+            self,
+            Self::CreateUser
+                | Self::ReadUsers
+                | Self::UpdateUser
+                | Self::DeleteUser
+                | Self::IssueToken
+        )
     }
 
     /// Whether the action names the presenting token itself (so only a token can take it).
@@ -159,6 +179,8 @@ pub struct TokenCaller {
     /// Whether the presented secret was replaced by a regeneration and is in its grace period:
     /// it verifies, and may take no action.
     pub in_grace: bool,
+    /// Whether its owner is an admin: administrative scopes work only then.
+    pub owner_admin: bool,
 }
 
 impl Caller {
@@ -194,6 +216,7 @@ impl Caller {
                 scopes: token.scopes().clone(),
                 expires_at: token.expires_at(),
                 in_grace,
+                owner_admin: token.owner_admin(),
             }),
             ip,
         }
@@ -287,19 +310,22 @@ impl Caller {
                 ServiceError::Forbidden("only a token can do this; present one as a bearer token"),
             ),
             CallerKind::Person { admin: false, .. }
-                if action.on_users() || action == Action::ReadMetrics =>
+                if action.is_administrative() || action == Action::ReadMetrics =>
             {
                 Err(ServiceError::Forbidden("only an admin may do this"))
             }
             CallerKind::Person { .. } => Ok(()),
             CallerKind::Token(t) if t.in_grace => Err(ServiceError::RotatedOut),
-            CallerKind::Token(_) if action.on_users() => Err(ServiceError::Forbidden(
-                "users are managed by an admin on the web page or by an operator",
-            )),
+            // A non-admin's token lacks an administrative scope however it was granted.
             CallerKind::Token(t) => match action.scope() {
-                Some(needed) if !t.scopes.covers(needed) => Err(ServiceError::MissingScope {
-                    needed: needed.to_string(),
-                }),
+                Some(needed)
+                    if !t.scopes.covers(needed)
+                        || (action.is_administrative() && !t.owner_admin) =>
+                {
+                    Err(ServiceError::MissingScope {
+                        needed: needed.to_string(),
+                    })
+                }
                 _ => Ok(()),
             },
         }

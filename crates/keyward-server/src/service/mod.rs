@@ -22,6 +22,7 @@ pub use error::{ServiceError, ServiceResult};
 pub use gateway::{ForwardAuthRoute, ForwardAuthRoutes, SecretRevocation};
 pub use sessions::{SessionSecret, SignIn, SignInForm, WebSession};
 pub use tokens::{AuditEntry, AuditPage, Issued, RegenerateOptions, TokenPage};
+pub use users::{OWNER_DELETED, UserChanges, UserPage, UserRequest};
 pub use verification::{
     CachedToken, KnownHashes, LATENCY_SAMPLE_EVERY, Verdict, VerifiedToken, VerifyCache,
 };

@@ -6,7 +6,7 @@
 
 use keyward_core::{
     AuditKind, ExpiryRequest, Scopes, TokenId, TokenName, TokenRecord, TokenSecret, TokenState,
-    UserId, format,
+    UserId, UserKind, format,
 };
 use keyward_store::{AuditFilter, Page, Regeneration, Revocation, StoredHash};
 use time::{Duration, OffsetDateTime};
@@ -111,11 +111,43 @@ impl Keyward {
             .user_by_id(owner)
             .await?
             .ok_or(ServiceError::NotFound)?;
+        self.settings.catalog.check(&scopes)?;
+        Self::check_ceiling(caller, &scopes)?;
+        self.mint(caller, &user, name, scopes, expires).await
+    }
+
+    /// Issues a token for any user (the platform's backend minting one for its user, or an
+    /// admin for a service account): any scope of the catalog, not only the caller's own — that
+    /// is what `tokens:issue` is for — but administrative scopes only for an admin, and, when a
+    /// token acts, no later expiry than its own. The secret is returned this once.
+    pub async fn issue_token(
+        &self,
+        caller: &Caller,
+        owner: &UserId,
+        name: TokenName,
+        scopes: Scopes,
+        expires: Option<ExpiryRequest>,
+    ) -> ServiceResult<Issued> {
+        caller.authorize(Action::IssueToken)?;
+        let user = self.find_user(owner).await?;
+        self.settings.catalog.check(&scopes)?;
+        self.mint(caller, &user, name, scopes, expires).await
+    }
+
+    /// Makes a token for `user` once the caller's rights are checked.
+    async fn mint(
+        &self,
+        caller: &Caller,
+        user: &keyward_core::User,
+        name: TokenName,
+        scopes: Scopes,
+        expires: Option<ExpiryRequest>,
+    ) -> ServiceResult<Issued> {
         if user.disabled_at.is_some() {
             return Err(ServiceError::InvalidState("the user is disabled"));
         }
-        self.settings.catalog.check(&scopes)?;
-        Self::check_ceiling(caller, &scopes)?;
+        Self::check_administrative(user, &scopes)?;
+        let owner = &user.id;
         let now = self.now();
         let expires_at = Self::clamp_expiry(caller, self.settings.policy.resolve(expires, now)?);
         let (secret, hash) = self.issue_secret()?;
@@ -153,12 +185,49 @@ impl Keyward {
         self.find_token(caller, id).await
     }
 
-    /// The record of `id` if the caller reaches it, whatever it may do with it.
+    /// The record of `id` if the caller reaches it, whatever it may do with it: its own
+    /// user's tokens (anyone's for an operator), and for an admin on the web page a service
+    /// account's too. Later writes name the owner found here, so the store checks it again in
+    /// the same statement.
     async fn find_token(&self, caller: &Caller, id: &TokenId) -> ServiceResult<TokenRecord> {
-        self.store
-            .token(id, caller.user())
+        if let Some(token) = self.store.token(id, caller.user()).await? {
+            return Ok(token);
+        }
+        if Self::is_admin_person(caller)
+            && let Some(token) = self.store.token(id, None).await?
+            && self.is_service_account(&token.owner).await?
+        {
+            return Ok(token);
+        }
+        Err(ServiceError::NotFound)
+    }
+
+    async fn is_service_account(&self, id: &UserId) -> ServiceResult<bool> {
+        Ok(self
+            .store
+            .user_by_id(id)
             .await?
-            .ok_or(ServiceError::NotFound)
+            .is_some_and(|u| u.kind == UserKind::Service))
+    }
+
+    /// Whose tokens a listing reaches: [`Caller::reach`], and for an admin on the web page a
+    /// service account named.
+    async fn reach_owner(
+        &self,
+        caller: &Caller,
+        named: Option<&UserId>,
+    ) -> ServiceResult<Option<UserId>> {
+        match caller.reach(named) {
+            Ok(owner) => Ok(owner.cloned()),
+            Err(ServiceError::NotFound)
+                if Self::is_admin_person(caller)
+                    && let Some(named) = named
+                    && self.is_service_account(named).await? =>
+            {
+                Ok(Some(named.clone()))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A page of tokens, newest first, starting after `after`: the caller's own, or for an
@@ -171,11 +240,11 @@ impl Keyward {
         limit: u32,
     ) -> ServiceResult<TokenPage> {
         caller.authorize(Action::ReadTokens)?;
-        let owner = caller.reach(owner)?;
+        let owner = self.reach_owner(caller, owner).await?;
         let limit = limit.clamp(1, MAX_PAGE);
         let tokens = self
             .store
-            .list_tokens(owner, &Page { after, limit })
+            .list_tokens(owner.as_ref(), &Page { after, limit })
             .await?;
         let next = next_cursor(&tokens, limit, |t| t.id.clone());
         Ok(TokenPage { tokens, next })
@@ -201,7 +270,7 @@ impl Keyward {
         audit.detail = Some(format!("{} → {}", current.name.as_str(), name.as_str()));
         Ok(self
             .store
-            .rename_token(id, caller.user(), &name, &audit)
+            .rename_token(id, Some(&current.owner), &name, &audit)
             .await?)
     }
 
@@ -293,7 +362,7 @@ impl Keyward {
         });
         let token = self
             .store
-            .regenerate_token(id, caller.user(), &regen, &audit)
+            .regenerate_token(id, Some(&current.owner), &regen, &audit)
             .await?;
         tracing::info!(token_id = %id, actor = %audit.actor.label, "token regenerated");
         Ok(Issued { token, secret })
@@ -355,7 +424,7 @@ impl Keyward {
         };
         let token = self
             .store
-            .revoke_token(id, caller.user(), &revocation, &audit)
+            .revoke_token(id, Some(&current.owner), &revocation, &audit)
             .await?;
         tracing::info!(token_id = %id, actor = %audit.actor.label, "token revoked");
         Ok(token)

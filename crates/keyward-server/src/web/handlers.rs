@@ -18,7 +18,8 @@ use super::{
 use crate::http::extract::ClientIp;
 use crate::service::sessions::{SIGN_IN_FORM_LIFETIME, SIGN_IN_WINDOW};
 use crate::service::{
-    Action, Issued, Keyward, RegenerateOptions, ServiceError, SignIn, SignInForm, WebSession,
+    Action, Issued, Keyward, MAX_PAGE, RegenerateOptions, ServiceError, SignIn, SignInForm,
+    UserRequest, WebSession,
 };
 use subtle::ConstantTimeEq as _;
 
@@ -505,7 +506,10 @@ async fn users_with(
     notice: Option<String>,
     error: Option<String>,
 ) -> Result<Response, PageError> {
-    let users = kw.list_users(&session.caller(None)).await?;
+    let users = kw
+        .list_users(&session.caller(None), None, None, MAX_PAGE)
+        .await?
+        .users;
     let page = pages::UsersPage {
         nav: Nav::of(session),
         section: "admin",
@@ -530,9 +534,9 @@ pub async fn add_user(
     form: Fields,
 ) -> Result<Response, PageError> {
     let caller = session.caller(ip);
-    caller.authorize(Action::AddUser)?;
+    caller.authorize(Action::CreateUser)?;
     form.check_csrf(&kw, &session)?;
-    let name = match UserName::parse(form.get("name").unwrap_or("").trim()) {
+    let name = match UserName::parse_new(form.get("name").unwrap_or("").trim()) {
         Ok(name) => name,
         Err(e) => {
             let mut r = users_with(&kw, &session, None, Some(e.to_string())).await?;
@@ -542,7 +546,12 @@ pub async fn add_user(
     };
     let password = RawSecret::new(form.get("password").unwrap_or("").to_owned());
     let is_admin = form.get("admin").is_some();
-    match kw.add_user(&caller, name, is_admin, Some(&password)).await {
+    let request = UserRequest {
+        admin: is_admin,
+        password: Some(password),
+        ..UserRequest::person(name)
+    };
+    match kw.create_user(&caller, request).await {
         Ok(user) => users_with(&kw, &session, Some(format!("Added {}.", user.name)), None).await,
         Err(e @ (ServiceError::BadPassword | ServiceError::Conflict(_))) => {
             let mut r = users_with(&kw, &session, None, Some(e.to_string())).await?;
@@ -564,7 +573,7 @@ pub async fn disable_page(
     PagePath(id): PagePath,
 ) -> Result<Response, PageError> {
     let caller = session.caller(None);
-    caller.authorize(Action::ManageUsers)?;
+    caller.authorize(Action::UpdateUser)?;
     let user = kw.user_by_id(&caller, &parse_user_id(&id)?).await?;
     let page = pages::DisablePage {
         nav: Nav::of(&session),
@@ -585,7 +594,7 @@ pub async fn disable_user(
     form: Fields,
 ) -> Result<Response, PageError> {
     let caller = session.caller(ip);
-    caller.authorize(Action::ManageUsers)?;
+    caller.authorize(Action::UpdateUser)?;
     form.check_csrf(&kw, &session)?;
     let user = kw.disable_user(&caller, &parse_user_id(&id)?).await?;
     let notice = format!(
@@ -604,7 +613,7 @@ pub async fn enable_user(
     form: Fields,
 ) -> Result<Response, PageError> {
     let caller = session.caller(ip);
-    caller.authorize(Action::ManageUsers)?;
+    caller.authorize(Action::UpdateUser)?;
     form.check_csrf(&kw, &session)?;
     let user = kw.enable_user(&caller, &parse_user_id(&id)?).await?;
     let notice = format!("Enabled {}.", user.name);

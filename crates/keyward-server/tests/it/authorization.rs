@@ -9,9 +9,10 @@
 //! belong to bob. Each cell runs against fresh targets and a fresh caller token, so no cell's
 //! effect decides another's answer.
 
-use keyward_core::{RawSecret, Scopes, TokenId, TokenName, User, UserId, UserName};
+use keyward_core::{Email, RawSecret, Scopes, TokenId, TokenName, User, UserId, UserName};
 use keyward_server::service::{
     Action, CallerKind, RegenerateOptions, SecretRevocation, ServiceError, ServiceResult, SignIn,
+    UserChanges, UserRequest,
 };
 use keyward_server::{Caller, Keyward};
 use time::Duration;
@@ -20,6 +21,14 @@ use crate::helpers::{Minted, TestApp, spawn_app};
 
 /// Every reserved scope, and the one the targets hold.
 const EVERYTHING: &[&str] = &["tokens:*", "audit:read", "metrics:read", "droplet:read"];
+/// Every reserved scope an admin's token may hold, the administrative ones included.
+const ADMIN_EVERYTHING: &[&str] = &[
+    "tokens:*",
+    "users:*",
+    "audit:read",
+    "metrics:read",
+    "droplet:read",
+];
 /// A token must hold a scope: this one is of the deployment's catalog, not keyward's own.
 const NO_RESERVED: &[&str] = &["droplet:read"];
 const PASSWORD: &str = "correct horse battery staple";
@@ -32,15 +41,19 @@ enum Kind {
     TokenAll,
     TokenNone,
     TokenGrace,
+    AdminTokenAll,
+    AdminTokenNone,
 }
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 8] = [
     Kind::Operator,
     Kind::Person,
     Kind::Admin,
     Kind::TokenAll,
     Kind::TokenNone,
     Kind::TokenGrace,
+    Kind::AdminTokenAll,
+    Kind::AdminTokenNone,
 ];
 
 /// The answer of one call, by name.
@@ -61,6 +74,7 @@ struct World {
     app: TestApp,
     alice: User,
     bob: User,
+    root: User,
     person: Caller,
     admin: Caller,
 }
@@ -75,20 +89,24 @@ impl World {
             let op = op.clone();
             let password = &password;
             async move {
-                kw.add_user(&op, UserName::parse(name).unwrap(), admin, Some(password))
-                    .await
-                    .unwrap()
+                let request = UserRequest {
+                    admin,
+                    password: Some(RawSecret::new(password.expose().to_owned())),
+                    ..UserRequest::person(UserName::parse(name).unwrap())
+                };
+                kw.create_user(&op, request).await.unwrap()
             }
         };
         let alice = add("alice", false).await;
         let bob = add("bob", false).await;
-        add("root", true).await;
+        let root = add("root", true).await;
         let person = signed_in(kw, "alice").await;
         let admin = signed_in(kw, "root").await;
         Self {
             app,
             alice,
             bob,
+            root,
             person,
             admin,
         }
@@ -111,6 +129,8 @@ impl World {
             Kind::Admin => self.admin.clone(),
             Kind::TokenAll => self.token_caller(EVERYTHING).await,
             Kind::TokenNone => self.token_caller(NO_RESERVED).await,
+            Kind::AdminTokenAll => self.token_caller_of(&self.root, ADMIN_EVERYTHING).await,
+            Kind::AdminTokenNone => self.token_caller_of(&self.root, NO_RESERVED).await,
             Kind::TokenGrace => {
                 let minted = self.app.token(&self.alice, EVERYTHING).await;
                 self.kw()
@@ -136,7 +156,11 @@ impl World {
     }
 
     async fn token_caller(&self, scopes: &[&str]) -> Caller {
-        let minted = self.app.token(&self.alice, scopes).await;
+        self.token_caller_of(&self.alice, scopes).await
+    }
+
+    async fn token_caller_of(&self, user: &User, scopes: &[&str]) -> Caller {
+        let minted = self.app.token(user, scopes).await;
         self.kw()
             .identify(Some(&minted.secret), None)
             .await
@@ -162,6 +186,8 @@ enum Call {
     CreateToken {
         for_other: bool,
     },
+    /// A token with an administrative scope, for the caller's own user.
+    CreateAdministrativeToken,
     GetToken {
         other: bool,
     },
@@ -188,6 +214,9 @@ enum Call {
     ListUsers,
     DisableUser,
     EnableUser,
+    UpdateUser,
+    DeleteUser,
+    IssueToken,
     Introspect,
     RevokeBySecret {
         other: bool,
@@ -211,6 +240,12 @@ impl World {
                     (_, false) => None,
                 };
                 let scopes = Scopes::parse(&["tokens:read"]).unwrap();
+                outcome(kw.create_token(caller, whose, name(), scopes, None).await)
+            }
+            Call::CreateAdministrativeToken => {
+                let whose =
+                    matches!(caller.kind(), CallerKind::Operator { .. }).then_some(&self.alice.id);
+                let scopes = Scopes::parse(&["users:read"]).unwrap();
                 outcome(kw.create_token(caller, whose, name(), scopes, None).await)
             }
             Call::GetToken { other } => {
@@ -245,14 +280,14 @@ impl World {
             }
             Call::AddUser => {
                 let name = UserName::parse(&format!("new-{}", unique_suffix())).unwrap();
-                outcome(kw.add_user(caller, name, false, None).await)
+                outcome(kw.create_user(caller, UserRequest::person(name)).await)
             }
             Call::UserByName => outcome(
                 kw.user_by_name(caller, &UserName::parse("bob").unwrap())
                     .await,
             ),
             Call::UserById => outcome(kw.user_by_id(caller, &self.bob.id).await),
-            Call::ListUsers => outcome(kw.list_users(caller).await),
+            Call::ListUsers => outcome(kw.list_users(caller, None, None, 10).await),
             Call::DisableUser => {
                 let answer = outcome(kw.disable_user(caller, &self.bob.id).await);
                 // Leave bob enabled for the next cell.
@@ -271,6 +306,28 @@ impl World {
                     .await
                     .unwrap();
                 answer
+            }
+            Call::UpdateUser => {
+                let changes = UserChanges {
+                    email: Some(Some(Email::parse("bob@example.com").unwrap())),
+                    ..UserChanges::default()
+                };
+                outcome(kw.update_user(caller, &self.bob.id, changes).await)
+            }
+            Call::DeleteUser => {
+                let name = UserName::parse(&format!("gone-{}", unique_suffix())).unwrap();
+                let doomed = kw
+                    .create_user(&Caller::operator("test"), UserRequest::person(name))
+                    .await
+                    .unwrap();
+                outcome(kw.delete_user(caller, &doomed.id).await)
+            }
+            Call::IssueToken => {
+                let scopes = Scopes::parse(&["droplet:read"]).unwrap();
+                outcome(
+                    kw.issue_token(caller, &self.bob.id, name(), scopes, None)
+                        .await,
+                )
             }
             Call::Introspect => {
                 let t = self.target(&self.bob).await;
@@ -297,45 +354,77 @@ fn unique_suffix() -> String {
 }
 
 /// The matrix: for each use case, the answer for each kind of caller, in the order of `KINDS`:
-/// operator, person, admin, token with every reserved scope, token with none, token in grace.
+/// operator, person, admin, a person's token with every reserved scope, with none, in grace, an
+/// admin's token with every reserved scope (the administrative ones too), and with none.
 /// `OWN` rows act on the caller's own tokens; `ALICES` rows on a token of alice's.
-const MATRIX: &[(Call, [&str; 6])] = {
-    const OWN: [&str; 6] = ["ok", "ok", "ok", "ok", "missing_scope", "rotated_out"];
-    const ALICES: [&str; 6] = [
+const MATRIX: &[(Call, [&str; 8])] = {
+    const OWN: [&str; 8] = [
+        "ok",
+        "ok",
+        "ok",
+        "ok",
+        "missing_scope",
+        "rotated_out",
+        "ok",
+        "missing_scope",
+    ];
+    const ALICES: [&str; 8] = [
         "ok",
         "ok",
         "not_found",
         "ok",
         "missing_scope",
         "rotated_out",
+        "not_found",
+        "missing_scope",
     ];
-    const OTHER: [&str; 6] = [
+    const OTHER: [&str; 8] = [
         "ok",
         "not_found",
         "not_found",
         "not_found",
         "missing_scope",
         "rotated_out",
+        "not_found",
+        "missing_scope",
     ];
-    const SELF_ONLY: [&str; 6] = [
+    const SELF_ONLY: [&str; 8] = [
         "forbidden",
         "forbidden",
         "forbidden",
         "ok",
         "ok",
         "rotated_out",
+        "ok",
+        "ok",
     ];
-    const ADMINS: [&str; 6] = [
+    // A non-admin's token lacks an administrative scope even under a wildcard (`tokens:*`).
+    const ADMINS: [&str; 8] = [
         "ok",
         "forbidden",
         "ok",
-        "forbidden",
-        "forbidden",
+        "missing_scope",
+        "missing_scope",
         "rotated_out",
+        "ok",
+        "missing_scope",
     ];
     &[
         (Call::CreateToken { for_other: false }, OWN),
         (Call::CreateToken { for_other: true }, OTHER),
+        (
+            Call::CreateAdministrativeToken,
+            [
+                "forbidden",
+                "forbidden",
+                "ok",
+                "scope_ceiling",
+                "missing_scope",
+                "rotated_out",
+                "ok",
+                "missing_scope",
+            ],
+        ),
         (Call::GetToken { other: false }, ALICES),
         (Call::GetToken { other: true }, OTHER),
         (Call::OwnToken, SELF_ONLY),
@@ -356,6 +445,9 @@ const MATRIX: &[(Call, [&str; 6])] = {
         (Call::ListUsers, ADMINS),
         (Call::DisableUser, ADMINS),
         (Call::EnableUser, ADMINS),
+        (Call::UpdateUser, ADMINS),
+        (Call::DeleteUser, ADMINS),
+        (Call::IssueToken, ADMINS),
         (
             Call::Introspect,
             [
@@ -365,6 +457,8 @@ const MATRIX: &[(Call, [&str; 6])] = {
                 "ok",
                 "missing_scope",
                 "rotated_out",
+                "ok",
+                "missing_scope",
             ],
         ),
         (
@@ -376,6 +470,8 @@ const MATRIX: &[(Call, [&str; 6])] = {
                 "ok",
                 "not_permitted",
                 "rotated_out",
+                "not_permitted",
+                "not_permitted",
             ],
         ),
         (
@@ -387,6 +483,8 @@ const MATRIX: &[(Call, [&str; 6])] = {
                 "not_permitted",
                 "not_permitted",
                 "rotated_out",
+                "not_permitted",
+                "not_permitted",
             ],
         ),
         (
@@ -398,6 +496,8 @@ const MATRIX: &[(Call, [&str; 6])] = {
                 "ok",
                 "missing_scope",
                 "rotated_out",
+                "ok",
+                "missing_scope",
             ],
         ),
     ]
@@ -441,18 +541,19 @@ async fn a_person_who_is_not_an_admin_cannot_add_users() {
     let world = World::new().await;
     let answer = world
         .kw()
-        .add_user(
+        .create_user(
             &world.person,
-            UserName::parse("mallory").unwrap(),
-            true,
-            None,
+            UserRequest {
+                admin: true,
+                ..UserRequest::person(UserName::parse("mallory").unwrap())
+            },
         )
         .await;
     assert_eq!(outcome(answer), "forbidden");
     assert!(
         world
             .kw()
-            .list_users(&Caller::operator("test"))
+            .all_users(&Caller::operator("test"))
             .await
             .unwrap()
             .iter()

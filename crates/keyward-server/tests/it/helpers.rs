@@ -5,6 +5,7 @@ use keyward_core::{
     Clock, ManualClock, Scopes, ServerKey, TokenHasher, TokenName, TokenRecord, User, UserName,
 };
 use keyward_server::http::{HttpLimits, ServeOptions};
+use keyward_server::service::UserRequest;
 use keyward_server::{Caller, Keyward, Settings};
 use keyward_store::{
     AuditFilter, AuditStore as _, Page, SqliteStore, StoredAuditEvent, TokenStore as _,
@@ -215,11 +216,23 @@ impl TestApp {
     /// Adds a user through the service, as an operator.
     pub async fn user(&self, name: &str) -> User {
         self.keyward
-            .add_user(
+            .create_user(
                 &Caller::operator("test"),
-                UserName::parse(name).unwrap(),
-                false,
-                None,
+                UserRequest::person(UserName::parse(name).unwrap()),
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Adds an admin through the service, as an operator.
+    pub async fn admin(&self, name: &str) -> User {
+        self.keyward
+            .create_user(
+                &Caller::operator("test"),
+                UserRequest {
+                    admin: true,
+                    ..UserRequest::person(UserName::parse(name).unwrap())
+                },
             )
             .await
             .unwrap()
@@ -397,7 +410,13 @@ impl TestApp {
             .await
             .unwrap();
         Snapshot {
-            users: store.list_users().await.unwrap(),
+            users: store
+                .list_users(&keyward_store::UserFilter {
+                    limit: 100_000,
+                    ..keyward_store::UserFilter::default()
+                })
+                .await
+                .unwrap(),
             tokens,
             audit,
         }

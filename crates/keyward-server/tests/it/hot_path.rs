@@ -11,12 +11,12 @@ use keyward_core::{
     AuditEvent, ExpiryRequest, InactiveReason, ManualClock, Prefix, Scopes, ServerKey, TokenHash,
     TokenHasher, TokenId, TokenName, TokenRecord, TokenSecret, User, UserId, UserName,
 };
-use keyward_server::service::Issued;
+use keyward_server::service::{Issued, UserRequest};
 use keyward_server::{Caller, Keyward, Settings, Verdict, VerifiedToken};
 use keyward_store::{
     AuditFilter, AuditStore, ChangeFeed, Changes, Lookup, Maintenance, NewUser, Page, Regeneration,
     Revocation, SessionRecord, SessionStore, Snapshot, SqliteStore, Store, StoreResult,
-    StoredAuditEvent, StoredHash, TokenStore, Usage, UserStore,
+    StoredAuditEvent, StoredHash, TokenStore, Usage, UserFilter, UserStore, UserUpdate,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -112,9 +112,11 @@ pass_through!(UserStore {
     fn add_user(user: &NewUser, audit: &AuditEvent) -> ();
     fn user_by_name(name: &UserName) -> Option<User>;
     fn user_by_id(id: &UserId) -> Option<User>;
-    fn list_users() -> Vec<User>;
+    fn list_users(filter: &UserFilter) -> Vec<User>;
     fn password_hash(id: &UserId) -> Option<String>;
-    fn set_user_disabled(id: &UserId, disabled: bool, at: OffsetDateTime, audit: &AuditEvent) -> User;
+    fn update_user(id: &UserId, update: &UserUpdate, at: OffsetDateTime, audit: &[AuditEvent]) -> User;
+    fn set_password(id: &UserId, password_hash: Option<&str>, audit: &AuditEvent) -> ();
+    fn delete_user(id: &UserId, revocation: &Revocation, audit: &AuditEvent) -> User;
 });
 
 pass_through!(SessionStore {
@@ -224,7 +226,10 @@ async fn harness() -> Harness {
 impl Harness {
     async fn user(&self, name: &str) -> User {
         self.keyward
-            .add_user(&operator(), UserName::parse(name).unwrap(), false, None)
+            .create_user(
+                &operator(),
+                UserRequest::person(UserName::parse(name).unwrap()),
+            )
             .await
             .unwrap()
     }

@@ -69,7 +69,7 @@ async fn create_returns_the_secret_once_and_it_verifies_active() {
     assert_eq!(v["token_id"], id);
     assert_eq!(
         v["owner"],
-        json!({"id": alice.id.as_str(), "name": "alice"})
+        json!({"id": alice.id.as_str(), "name": "alice", "external_id": null})
     );
     assert_eq!(str_list(&v["scopes"]), ["droplet:read"]);
     assert_eq!(v["expires_at"], rfc3339(START + Duration::days(30)));

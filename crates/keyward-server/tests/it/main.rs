@@ -34,6 +34,8 @@ mod ops;
 #[cfg(test)]
 mod usage;
 #[cfg(test)]
+mod users;
+#[cfg(test)]
 mod verify_props;
 #[cfg(test)]
 mod web;

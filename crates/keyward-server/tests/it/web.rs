@@ -5,6 +5,7 @@
 
 use keyward_core::{RawSecret, UserName};
 use keyward_server::Caller;
+use keyward_server::service::UserRequest;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use std::collections::BTreeMap;
@@ -155,11 +156,13 @@ fn location(seen: &Seen) -> &str {
 
 async fn person(app: &TestApp, name: &str, admin: bool) -> keyward_core::User {
     app.keyward
-        .add_user(
+        .create_user(
             &Caller::operator("test"),
-            UserName::parse(name).unwrap(),
-            admin,
-            Some(&RawSecret::new(PASSWORD.to_owned())),
+            UserRequest {
+                admin,
+                password: Some(RawSecret::new(PASSWORD.to_owned())),
+                ..UserRequest::person(UserName::parse(name).unwrap())
+            },
         )
         .await
         .unwrap()

@@ -20,6 +20,7 @@ const HEADERS: &[&str] = &[
     "x-keyward-token-id",
     "x-keyward-owner",
     "x-keyward-owner-id",
+    "x-keyward-owner-external-id",
     "x-keyward-scopes",
 ];
 
@@ -201,6 +202,7 @@ fn settings() -> insta::Settings {
         ".**.regenerated_at",
         ".**.last_used_at",
         ".**.revoked_at",
+        ".**.disabled_at",
         ".**.at",
     ] {
         s.add_redaction(selector, redact_string("[time]", is_rfc3339));
@@ -527,4 +529,81 @@ async fn ops_and_fallback_answers() {
     );
     app.store.close().await;
     assert_answer("readyz_503", &get("/readyz").await);
+}
+
+#[tokio::test]
+async fn user_management_answers() {
+    let app = spawn_app().await;
+    let root = app.admin("root").await;
+    let backend = app
+        .token_named(
+            &root,
+            "backend",
+            &[
+                "users:read",
+                "users:create",
+                "users:update",
+                "users:delete",
+                "tokens:issue",
+            ],
+        )
+        .await;
+    let reader = app.token_named(&root, "reader", &["users:read"]).await;
+    let r = app
+        .post(
+            "/v1/users",
+            &backend.secret,
+            &json!({"name": "ada", "external_id": "4711", "email": "ada@example.com"}),
+        )
+        .await;
+    assert_answer("users_create_201", &r);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_answer(
+        "users_create_409",
+        &app.post("/v1/users", &backend.secret, &json!({"name": "ada"}))
+            .await,
+    );
+    assert_answer(
+        "users_create_403_scope",
+        &app.post("/v1/users", &reader.secret, &json!({"name": "eve"}))
+            .await,
+    );
+    assert_answer(
+        "users_list_200",
+        &app.get("/v1/users?external_id=4711", &reader.secret).await,
+    );
+    assert_answer(
+        "users_get_200",
+        &app.get(&format!("/v1/users/{id}"), &reader.secret).await,
+    );
+    assert_answer(
+        "users_update_200",
+        &app.patch(
+            &format!("/v1/users/{id}"),
+            &backend.secret,
+            &json!({"email": null, "disabled": true}),
+        )
+        .await,
+    );
+    app.patch(
+        &format!("/v1/users/{id}"),
+        &backend.secret,
+        &json!({"disabled": false}),
+    )
+    .await
+    .expect(200);
+    assert_answer(
+        "users_issue_201",
+        &app.post(
+            &format!("/v1/users/{id}/tokens"),
+            &backend.secret,
+            &json!({"name": "minted", "scopes": ["droplet:read"], "expires": "30d"}),
+        )
+        .await,
+    );
+    assert_answer(
+        "users_delete_204",
+        &app.delete(&format!("/v1/users/{id}"), &backend.secret, None)
+            .await,
+    );
 }

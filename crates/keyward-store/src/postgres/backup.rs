@@ -30,7 +30,7 @@ impl Maintenance for PgStore {
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
             .map_err(db_error)?;
-        let users = sqlx::query("SELECT * FROM users ORDER BY name")
+        let users = sqlx::query("SELECT * FROM users ORDER BY id")
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
@@ -84,7 +84,13 @@ impl Maintenance for PgStore {
             return Err(StoreError::InvalidState("the target store is not empty"));
         }
         for user in &snapshot.users {
-            insert_user_row(&mut tx, &user.user, user.password_hash.as_deref()).await?;
+            insert_user_row(
+                &mut tx,
+                &user.user,
+                user.password_hash.as_deref(),
+                user.deleted_at,
+            )
+            .await?;
         }
         for token in &snapshot.tokens {
             insert_token_row(&mut tx, token).await?;

@@ -51,6 +51,11 @@ const MIGRATIONS: Migrations = &[
         "sessions",
         include_str!("../../migrations/postgres/0002_sessions.sql"),
     ),
+    (
+        3,
+        "platform_users",
+        include_str!("../../migrations/postgres/0003_platform_users.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations ("keyward" in ASCII). Advisory locks are

@@ -255,7 +255,8 @@ impl TokenStore for PgStore {
 
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
         let found = sqlx::query(
-            "SELECT t.*, u.name AS owner_name, u.disabled_at AS owner_disabled_at, \
+            "SELECT t.*, u.name AS owner_name, u.external_id AS owner_external_id, \
+             u.is_admin AS owner_admin, u.disabled_at AS owner_disabled_at, \
              h.valid_until AS secret_valid_until, h.created_at AS secret_created_at \
              FROM token_hashes h JOIN tokens t ON t.id = h.token_id JOIN users u ON u.id = t.owner \
              WHERE h.hash = $1",

@@ -28,7 +28,7 @@ impl Maintenance for SqliteStore {
     async fn dump(&self) -> StoreResult<Snapshot> {
         // One read transaction: WAL gives it one snapshot from its first read on.
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let users = sqlx::query("SELECT * FROM users ORDER BY name")
+        let users = sqlx::query("SELECT * FROM users ORDER BY id")
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
@@ -98,7 +98,13 @@ impl Maintenance for SqliteStore {
             return Err(StoreError::InvalidState("the target store is not empty"));
         }
         for user in &snapshot.users {
-            insert_user_row(&mut tx, &user.user, user.password_hash.as_deref()).await?;
+            insert_user_row(
+                &mut tx,
+                &user.user,
+                user.password_hash.as_deref(),
+                user.deleted_at,
+            )
+            .await?;
         }
         for token in &snapshot.tokens {
             insert_token_row(&mut tx, token).await?;

@@ -46,6 +46,11 @@ const MIGRATIONS: Migrations = &[
         "sessions",
         include_str!("../../migrations/sqlite/0002_sessions.sql"),
     ),
+    (
+        3,
+        "platform_users",
+        include_str!("../../migrations/sqlite/0003_platform_users.sql"),
+    ),
 ];
 
 /// How long a statement waits for another process's write lock before giving up.

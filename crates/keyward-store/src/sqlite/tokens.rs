@@ -16,7 +16,8 @@ use crate::{
 /// A secret's token, its owner and the secret's own validity, for
 /// `TokenStore::lookup`; decoded by `rows::lookup`. Read through `direct::Readers` (rusqlite), or
 /// through sqlx where the store has no file.
-pub(super) const LOOKUP: &str = "SELECT t.*, u.name AS owner_name, u.disabled_at AS owner_disabled_at, \
+pub(super) const LOOKUP: &str = "SELECT t.*, u.name AS owner_name, u.external_id AS owner_external_id, \
+     u.is_admin AS owner_admin, u.disabled_at AS owner_disabled_at, \
      h.valid_until AS secret_valid_until, h.created_at AS secret_created_at \
      FROM token_hashes h JOIN tokens t ON t.id = h.token_id JOIN users u ON u.id = t.owner \
      WHERE h.hash = ?1";

@@ -3,9 +3,12 @@
 //! a [`Database`] or, for an engine that may be absent on this machine, an `Option` of one
 //! (`None` skips the check).
 
-use keyward_core::{AuditKind, TokenHash, TokenName, TokenRecord};
+use keyward_core::{
+    AuditKind, Email, ExternalId, TokenHash, TokenName, TokenRecord, UserKind, UserName,
+};
 use keyward_store::{
     AuditFilter, NewUser, Page, Regeneration, Revocation, SessionRecord, Store, StoreError, Usage,
+    UserFilter, UserUpdate,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -44,6 +47,10 @@ macro_rules! contract_suite {
             sessions_are_created_found_touched_and_ended,
             a_form_nonce_is_used_once_per_live_session,
             disabling_a_user_ends_sessions_and_announces_their_tokens,
+            external_ids_are_unique_and_found,
+            an_update_changes_what_it_names_and_announces_it,
+            a_password_change_ends_sessions,
+            deleting_a_user_revokes_their_tokens_and_frees_the_name,
         );
     };
     (@each $fresh:expr; $($check:ident),* $(,)?) => {
@@ -150,6 +157,22 @@ async fn revoke(store: &dyn Store, token: &TokenRecord, at: time::OffsetDateTime
         .unwrap()
 }
 
+/// Every user, in one page.
+fn every_user() -> UserFilter {
+    UserFilter {
+        limit: 100,
+        ..UserFilter::default()
+    }
+}
+
+/// An update that only disables (or enables).
+fn disabling(disabled: bool) -> UserUpdate {
+    UserUpdate {
+        disabled: Some(disabled),
+        ..UserUpdate::default()
+    }
+}
+
 pub async fn users_are_added_listed_and_found(db: &dyn Database) {
     let store = db.open().await;
     let store = &*store;
@@ -182,13 +205,18 @@ pub async fn users_are_added_listed_and_found(db: &dyn Database) {
     let bob = add_user(store, "bob").await;
 
     let names: Vec<_> = store
-        .list_users()
+        .list_users(&every_user())
         .await
         .unwrap()
         .into_iter()
         .map(|u| u.name.as_str().to_owned())
         .collect();
-    assert_eq!(names, ["alice", "bob", "carol"]);
+    assert_eq!(names.len(), 3);
+    assert!(
+        ["alice", "bob", "carol"]
+            .iter()
+            .all(|n| names.contains(&(*n).to_owned()))
+    );
     assert_eq!(
         store.user_by_name(&alice.name).await.unwrap(),
         Some(alice.clone())
@@ -243,7 +271,7 @@ pub async fn a_taken_user_name_is_a_conflict(db: &dyn Database) {
         matches!(err, StoreError::Conflict(ref what) if what.contains("alice")),
         "{err:?}"
     );
-    assert_eq!(store.list_users().await.unwrap().len(), 1);
+    assert_eq!(store.list_users(&every_user()).await.unwrap().len(), 1);
     assert_eq!(
         audit_count(store).await,
         1,
@@ -1362,7 +1390,7 @@ pub async fn restore_refuses_a_store_that_is_not_empty(db: &dyn Database) {
     store_one_more_event(&*target).await;
     let err = target.restore(&snapshot).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidState(_)), "{err:?}");
-    assert!(target.list_users().await.unwrap().is_empty());
+    assert!(target.list_users(&every_user()).await.unwrap().is_empty());
 }
 
 fn session_for(user: &keyward_core::UserId, at: time::OffsetDateTime) -> SessionRecord {
@@ -1497,11 +1525,11 @@ pub async fn disabling_a_user_ends_sessions_and_announces_their_tokens(db: &dyn 
     let epoch = store.change_epoch();
     let at = T0 + Duration::minutes(1);
     let disabled = store
-        .set_user_disabled(
+        .update_user(
             &alice.id,
-            true,
+            &disabling(true),
             at,
-            &audit(AuditKind::UserDisabled, at, Some(&alice.id), None),
+            &[audit(AuditKind::UserDisabled, at, Some(&alice.id), None)],
         )
         .await
         .unwrap();
@@ -1526,11 +1554,11 @@ pub async fn disabling_a_user_ends_sessions_and_announces_their_tokens(db: &dyn 
 
     // Disabling again keeps the first time.
     let again = store
-        .set_user_disabled(
+        .update_user(
             &alice.id,
-            true,
+            &disabling(true),
             at + Duration::hours(1),
-            &audit(AuditKind::UserDisabled, at, Some(&alice.id), None),
+            &[audit(AuditKind::UserDisabled, at, Some(&alice.id), None)],
         )
         .await
         .unwrap();
@@ -1538,11 +1566,11 @@ pub async fn disabling_a_user_ends_sessions_and_announces_their_tokens(db: &dyn 
 
     let cursor = store.change_cursor().await.unwrap();
     let enabled = store
-        .set_user_disabled(
+        .update_user(
             &alice.id,
-            false,
+            &disabling(false),
             at + Duration::hours(2),
-            &audit(AuditKind::UserEnabled, at, Some(&alice.id), None),
+            &[audit(AuditKind::UserEnabled, at, Some(&alice.id), None)],
         )
         .await
         .unwrap();
@@ -1561,13 +1589,255 @@ pub async fn disabling_a_user_ends_sessions_and_announces_their_tokens(db: &dyn 
     let nobody = keyward_core::UserId::generate(T0).unwrap();
     assert!(matches!(
         store
-            .set_user_disabled(
+            .update_user(
                 &nobody,
-                true,
+                &disabling(true),
                 at,
-                &audit(AuditKind::UserDisabled, at, None, None)
+                &[audit(AuditKind::UserDisabled, at, None, None)],
             )
             .await,
         Err(StoreError::NotFound)
     ));
+}
+
+pub async fn external_ids_are_unique_and_found(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let external = ExternalId::parse("account 4711").unwrap();
+    let mut alice = user("alice");
+    alice.external_id = Some(external.clone());
+    alice.email = Some(Email::parse("alice@example.com").unwrap());
+    alice.kind = UserKind::Service;
+    let event = audit(AuditKind::UserAdded, T0, Some(&alice.id), None);
+    let new = NewUser {
+        user: alice.clone(),
+        password_hash: None,
+    };
+    store.add_user(&new, &event).await.unwrap();
+    assert_eq!(
+        store.user_by_id(&alice.id).await.unwrap().as_ref(),
+        Some(&alice),
+        "kind, external id and email come back"
+    );
+    add_user(store, "bob").await;
+
+    let mut again = user("carol");
+    again.external_id = Some(external.clone());
+    let err = store
+        .add_user(
+            &NewUser {
+                user: again,
+                password_hash: None,
+            },
+            &event,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref what) if what.contains("4711")),
+        "{err:?}"
+    );
+
+    let found = store
+        .list_users(&UserFilter {
+            external_id: Some(external),
+            ..every_user()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found, [alice.clone()]);
+    let none = store
+        .list_users(&UserFilter {
+            external_id: Some(ExternalId::parse("4712").unwrap()),
+            ..every_user()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+pub async fn an_update_changes_what_it_names_and_announces_it(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let bob = add_user(store, "bob").await;
+    let (_, hash) = add_token(store, &alice.id, T0).await;
+    let cursor = store.change_cursor().await.unwrap();
+    let at = T0 + Duration::minutes(1);
+    let update = UserUpdate {
+        name: Some(UserName::parse("alice.smith").unwrap()),
+        email: Some(Some(Email::parse("alice@example.com").unwrap())),
+        external_id: Some(Some(ExternalId::parse("4711").unwrap())),
+        is_admin: Some(true),
+        disabled: None,
+    };
+    let events = [
+        audit(AuditKind::UserUpdated, at, Some(&alice.id), None),
+        audit(AuditKind::UserUpdated, at, Some(&alice.id), None),
+    ];
+    let updated = store
+        .update_user(&alice.id, &update, at, &events)
+        .await
+        .unwrap();
+    assert_eq!(updated.name.as_str(), "alice.smith");
+    assert_eq!(updated.external_id.as_ref().unwrap().as_str(), "4711");
+    assert!(updated.is_admin);
+    assert_eq!(updated.disabled_at, None);
+    assert_eq!(
+        store.changes_since(cursor).await.unwrap().hashes,
+        [hash.hash],
+        "caches drop what they knew of the owner"
+    );
+    let found = store.lookup(&hash.hash).await.unwrap().unwrap();
+    assert_eq!(found.owner_name.as_str(), "alice.smith");
+    assert_eq!(found.owner_external_id.unwrap().as_str(), "4711");
+    assert!(found.owner_admin);
+    assert_eq!(audit_count(store).await, 2 + 1 + 2, "both events written");
+
+    // Removing the email and external id; the name is kept.
+    let removed = store
+        .update_user(
+            &alice.id,
+            &UserUpdate {
+                email: Some(None),
+                external_id: Some(None),
+                ..UserUpdate::default()
+            },
+            at,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed.email, None);
+    assert_eq!(removed.external_id, None);
+    assert_eq!(removed.name.as_str(), "alice.smith");
+
+    // Taking bob's name is a conflict that writes nothing.
+    let err = store
+        .update_user(
+            &alice.id,
+            &UserUpdate {
+                name: Some(bob.name.clone()),
+                is_admin: Some(false),
+                ..UserUpdate::default()
+            },
+            at,
+            &[audit(AuditKind::UserUpdated, at, Some(&alice.id), None)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(store.user_by_id(&alice.id).await.unwrap().unwrap().is_admin);
+    assert_eq!(audit_count(store).await, 5);
+}
+
+pub async fn a_password_change_ends_sessions(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let session = session_for(&alice.id, T0);
+    let event = audit(AuditKind::UserSignedIn, T0, Some(&alice.id), None);
+    store.create_session(&session, T0, &event).await.unwrap();
+    let changed = audit(AuditKind::UserPasswordChanged, T0, Some(&alice.id), None);
+    store
+        .set_password(&alice.id, Some(PASSWORD_HASH), &changed)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.password_hash(&alice.id).await.unwrap().as_deref(),
+        Some(PASSWORD_HASH)
+    );
+    assert_eq!(store.session(&session.id_hash).await.unwrap(), None);
+    store.set_password(&alice.id, None, &changed).await.unwrap();
+    assert_eq!(store.password_hash(&alice.id).await.unwrap(), None);
+    let nobody = user("nobody");
+    assert!(matches!(
+        store.set_password(&nobody.id, None, &changed).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn deleting_a_user_revokes_their_tokens_and_frees_the_name(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let mut alice = user("alice");
+    alice.external_id = Some(ExternalId::parse("4711").unwrap());
+    let added = audit(AuditKind::UserAdded, T0, Some(&alice.id), None);
+    let new = NewUser {
+        user: alice.clone(),
+        password_hash: Some(PASSWORD_HASH.to_owned()),
+    };
+    store.add_user(&new, &added).await.unwrap();
+    let bob = add_user(store, "bob").await;
+    let (token, hash) = add_token(store, &alice.id, T0).await;
+    let (_, bobs_hash) = add_token(store, &bob.id, T0).await;
+    let session = session_for(&alice.id, T0);
+    store.create_session(&session, T0, &added).await.unwrap();
+    let cursor = store.change_cursor().await.unwrap();
+    let epoch = store.change_epoch();
+
+    let at = T0 + Duration::minutes(1);
+    let revocation = Revocation {
+        at,
+        by: "root (cli)".to_owned(),
+        reason: Some("owner deleted".to_owned()),
+    };
+    let deleted = audit(AuditKind::UserDeleted, at, Some(&alice.id), None);
+    let gone = store
+        .delete_user(&alice.id, &revocation, &deleted)
+        .await
+        .unwrap();
+    assert_eq!(gone, alice, "the user as they were");
+    assert!(store.change_epoch() > epoch, "caches hear of it at once");
+    assert_eq!(
+        store.changes_since(cursor).await.unwrap().hashes,
+        [hash.hash]
+    );
+    let found = store.lookup(&hash.hash).await.unwrap().unwrap();
+    assert_eq!(found.token.revoked_at, Some(at));
+    assert_eq!(found.token.revoke_reason.as_deref(), Some("owner deleted"));
+    assert_eq!(found.token.id, token.id);
+    assert!(
+        store
+            .lookup(&bobs_hash.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .token
+            .revoked_at
+            .is_none()
+    );
+    assert_eq!(store.session(&session.id_hash).await.unwrap(), None);
+    assert_eq!(store.user_by_id(&alice.id).await.unwrap(), None);
+    assert_eq!(store.user_by_name(&alice.name).await.unwrap(), None);
+    assert_eq!(store.password_hash(&alice.id).await.unwrap(), None);
+    assert_eq!(store.list_users(&every_user()).await.unwrap(), [bob]);
+    assert!(matches!(
+        store.delete_user(&alice.id, &revocation, &deleted).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // The name and the external id are free again; the id is not reused.
+    let mut again = user("alice");
+    again.external_id = Some(ExternalId::parse("4711").unwrap());
+    let new = NewUser {
+        user: again.clone(),
+        password_hash: None,
+    };
+    store.add_user(&new, &added).await.unwrap();
+    assert_ne!(again.id, alice.id);
+
+    // A dump carries the deleted user, so their revoked tokens still have an owner.
+    let snapshot = store.dump().await.unwrap();
+    let tombstone = snapshot
+        .users
+        .iter()
+        .find(|u| u.user.id == alice.id)
+        .unwrap();
+    assert_eq!(tombstone.deleted_at, Some(at));
+    assert_eq!(tombstone.password_hash, None);
+    let sibling = db.sibling().await;
+    let target = sibling.open().await;
+    target.restore(&snapshot).await.unwrap();
+    assert_eq!(target.dump().await.unwrap(), snapshot);
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use keyward_core::{
     Actor, AuditEvent, AuditKind, Prefix, Scopes, ServerKey, TokenHasher, TokenId, TokenName,
-    TokenRecord, TokenSecret, User, UserId, UserName,
+    TokenRecord, TokenSecret, User, UserId, UserKind, UserName,
 };
 use keyward_store::{NewUser, Store, StoredHash};
 use time::macros::datetime;
@@ -24,13 +24,12 @@ pub const T0: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
 
 /// A user record named `name`, added at `T0`.
 pub fn user(name: &str) -> User {
-    User {
-        id: UserId::generate(T0).unwrap(),
-        name: UserName::parse(name).unwrap(),
-        is_admin: false,
-        created_at: T0,
-        disabled_at: None,
-    }
+    User::new(
+        UserId::generate(T0).unwrap(),
+        UserName::parse(name).unwrap(),
+        UserKind::Person,
+        T0,
+    )
 }
 
 /// An audit event of `kind` by an operator at the command line.

@@ -57,7 +57,7 @@ pub(super) async fn run(ctx: &Ctx, args: AuditArgs) -> anyhow::Result<ExitCode> 
     }
     let names: HashMap<UserId, UserName> = ctx
         .keyward
-        .list_users(&ctx.caller)
+        .all_users(&ctx.caller)
         .await
         .map_err(|e| describe(e, String::new))?
         .into_iter()

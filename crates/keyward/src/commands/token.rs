@@ -162,7 +162,7 @@ async fn list(ctx: &Ctx, user: Option<&str>, json: bool) -> anyhow::Result<()> {
         Some(u) => [(u.id.clone(), u.name.clone())].into(),
         None => ctx
             .keyward
-            .list_users(&ctx.caller)
+            .all_users(&ctx.caller)
             .await
             .map_err(|e| describe(e, String::new))?
             .into_iter()

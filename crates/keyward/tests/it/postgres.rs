@@ -267,6 +267,47 @@ async fn a_revocation_through_one_instance_is_refused_by_the_other_within_the_bo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_user_through_one_instance_refuses_their_tokens_on_both() {
+    let Some(db) = PgDb::fresh().await else {
+        return;
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    kw(a_dir.path(), &db, &["migrate"]).ok();
+    kw(a_dir.path(), &db, &["user", "add", "root", "--admin"]).ok();
+    let backend = token(a_dir.path(), &db.env(), "root", &["users:delete"]);
+    let doomed = token(a_dir.path(), &db.env(), "alice", &["droplet:read"]);
+    let a = Server::start(a_dir.path(), &db.env());
+    let b = Server::start(b_dir.path(), &db.env());
+    a.api.assert_active(&doomed.secret).await;
+    b.api.assert_active(&doomed.secret).await;
+
+    let alice = kw(a_dir.path(), &db, &["user", "show", "alice", "--json"]).json();
+    let deleted = a
+        .api
+        .delete(
+            &format!("/v1/users/{}", alice["id"].as_str().unwrap()),
+            &backend.secret,
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+    // The instance that deleted refuses at once; the other within the propagation bound.
+    let (status, body) = verify(&a, &doomed.secret).await;
+    assert_eq!(
+        (status, &body["reason"]),
+        (200, &Value::from("revoked")),
+        "{body}"
+    );
+    let (took, status, body) = until_refused(&b, &doomed.secret).await;
+    assert_eq!(
+        (status, &body["reason"]),
+        (200, &Value::from("revoked")),
+        "{body}"
+    );
+    eprintln!("B refused the deleted user's token {took:?} after A acknowledged the deletion");
+    never_active(&b, &doomed.secret, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_notification_connection_never_lets_a_revoked_token_through() {
     let Some(db) = PgDb::fresh().await else {
         return;
@@ -427,7 +468,11 @@ async fn two_instances_started_at_once_on_an_empty_database_both_come_up() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2], "one schema, each migration applied once");
+    assert_eq!(
+        applied,
+        [1, 2, 3],
+        "one schema, each migration applied once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

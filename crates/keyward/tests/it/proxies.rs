@@ -8,7 +8,7 @@
 //! proxy the test prints a notice and passes, unless `KEYWARD_REQUIRE_NGINX=1` /
 //! `KEYWARD_REQUIRE_CADDY=1` / `KEYWARD_REQUIRE_TRAEFIK=1` (as in CI) make that a failure.
 
-use crate::helpers::{Server, add_user, cli, create_token};
+use crate::helpers::{Server, cli, create_token};
 use axum::http::HeaderMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,8 +61,9 @@ async fn upstream() -> u16 {
                 .to_owned()
         };
         format!(
-            "owner={} token={} scopes={} authorization={}",
+            "owner={} external={} token={} scopes={} authorization={}",
             h("x-keyward-owner"),
+            h("x-keyward-owner-external-id"),
             h("x-keyward-token-id"),
             h("x-keyward-scopes"),
             h("authorization") != "-"
@@ -145,7 +146,7 @@ async fn walk(port: u16, dir: &Path) {
     assert_eq!(
         ok.text,
         format!(
-            "owner=alice token={} scopes=droplet:read authorization=false",
+            "owner=alice external=4711 token={} scopes=droplet:read authorization=false",
             reader.id
         )
     );
@@ -165,11 +166,18 @@ async fn walk(port: u16, dir: &Path) {
         port,
         "/volumes",
         Some(&other.secret),
-        &[("x-keyward-owner", "root")],
+        &[
+            ("x-keyward-owner", "root"),
+            ("x-keyward-owner-external-id", "1"),
+        ],
     )
     .await;
     assert_eq!(spoofed.status, 200, "{}", spoofed.text);
-    assert!(spoofed.text.starts_with("owner=alice "), "{}", spoofed.text);
+    assert!(
+        spoofed.text.starts_with("owner=alice external=4711 "),
+        "{}",
+        spoofed.text
+    );
 
     // Missing or invalid token: 401 with the challenge.
     let none = get(port, "/droplets/7", None, &[]).await;
@@ -312,7 +320,13 @@ impl Stage {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("keyward.toml"), ROUTE_TABLE).unwrap();
         let server = Server::start(&dir, &[]);
-        add_user(&dir, "alice");
+        // The platform's own id for alice reaches the upstream too.
+        cli(
+            &dir,
+            &["user", "add", "alice", "--external-id", "4711"],
+            None,
+        )
+        .ok();
         let api = upstream().await;
         let port = free_port();
         let keyward = server.base.trim_start_matches("http://");

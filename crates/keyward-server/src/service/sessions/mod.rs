@@ -295,13 +295,25 @@ impl Keyward {
         let matched = self.passwords.verify(password, phc).await?;
 
         let user = match user {
-            Some(u) if matched && has_hash && u.disabled_at.is_none() => u,
+            // A service account never signs in, whatever a restored row may hold.
+            Some(u)
+                if matched
+                    && has_hash
+                    && u.disabled_at.is_none()
+                    && u.kind == keyward_core::UserKind::Person =>
+            {
+                u
+            }
             user => {
                 reserved.keep();
                 let (label, why) = match &user {
                     Some(u) if matched && u.disabled_at.is_some() => {
                         (u.name.to_string(), "the user is disabled".to_owned())
                     }
+                    Some(u) if u.kind == keyward_core::UserKind::Service => (
+                        u.name.to_string(),
+                        "a service account cannot sign in".to_owned(),
+                    ),
                     Some(u) => (u.name.to_string(), "wrong password".to_owned()),
                     None => (
                         "web sign-in (unknown user)".to_owned(),
@@ -434,7 +446,11 @@ impl Keyward {
         let user = self.store.user_by_id(&record.user).await?;
         let live = now < record.expires_at && now - record.last_seen_at < SESSION_IDLE;
         let user = match user {
-            Some(u) if live && u.disabled_at.is_none() => u,
+            Some(u)
+                if live && u.disabled_at.is_none() && u.kind == keyward_core::UserKind::Person =>
+            {
+                u
+            }
             _ => {
                 self.store.delete_session(&id_hash, None).await?;
                 return Ok(None);

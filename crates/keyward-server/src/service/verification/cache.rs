@@ -16,7 +16,8 @@
 //! log was cut short), every miss reads the store, as before.
 
 use keyward_core::{
-    InactiveReason, PackedTokenId, Scopes, TokenHash, TokenId, TokenIdText, UserId, UserName,
+    ExternalId, InactiveReason, PackedTokenId, Scopes, TokenHash, TokenId, TokenIdText, UserId,
+    UserName,
 };
 use keyward_store::{Lookup, Store, StoreResult};
 use std::collections::HashSet;
@@ -39,6 +40,10 @@ pub struct Owner {
     pub id: UserId,
     /// The user's name.
     pub name: UserName,
+    /// The platform's id for the user, if it gave one.
+    pub external_id: Option<ExternalId>,
+    /// Whether the user is an admin.
+    pub admin: bool,
 }
 
 /// What a verification tells about a token: who it speaks for and what it grants. Cheap to
@@ -79,6 +84,16 @@ impl VerifiedToken {
     /// The owner's user name.
     pub fn owner_name(&self) -> &UserName {
         &self.owner.name
+    }
+
+    /// The owner's external id, if the platform gave one.
+    pub fn owner_external_id(&self) -> Option<&ExternalId> {
+        self.owner.external_id.as_ref()
+    }
+
+    /// Whether the owner is an admin.
+    pub fn owner_admin(&self) -> bool {
+        self.owner.admin
     }
 
     /// Every scope the token holds.
@@ -391,6 +406,8 @@ impl VerifyCache {
                 owner: self.owners.intern(Owner {
                     id: l.token.owner,
                     name: l.owner_name,
+                    external_id: l.owner_external_id,
+                    admin: l.owner_admin,
                 }),
                 scopes: self.scopes.intern(l.token.scopes),
                 issued_unix: l.secret_created_at.unix_timestamp(),
@@ -495,6 +512,8 @@ mod tests {
                 owner: Arc::new(Owner {
                     id: UserId::parse("usr_01JD8X0VQ5R6M8A5C3E7F9G1HK").unwrap(),
                     name: UserName::parse("ada").unwrap(),
+                    external_id: None,
+                    admin: false,
                 }),
                 scopes: Arc::new(Scopes::default()),
                 issued_unix: 1_800_000_000,

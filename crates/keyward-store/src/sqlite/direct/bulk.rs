@@ -10,7 +10,7 @@
 //! `audit`, `feed`, `backup`), bound in the same order as those writes (`insert_user_row` and the
 //! others).
 
-use keyward_core::{TokenId, UserId};
+use keyward_core::{Email, ExternalId, TokenId, UserId};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use std::path::Path;
 
@@ -65,12 +65,21 @@ fn insert_users(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
             .execute(params![
                 user.id.as_str(),
                 user.name.as_str(),
+                user.kind.as_str(),
+                user.external_id.as_ref().map(ExternalId::as_str),
+                user.email.as_ref().map(Email::as_str),
                 user.is_admin,
                 entry.password_hash.as_deref(),
                 unix(user.created_at),
                 user.disabled_at.map(unix),
+                entry.deleted_at.map(unix),
             ])
-            .map_err(|e| insert_error(e, || format!("user {}", user.name)))?;
+            .map_err(|e| {
+                let message = e.to_string();
+                insert_error(e, || {
+                    crate::decode::user_taken(&message, Some(&user.name), user.external_id.as_ref())
+                })
+            })?;
     }
     Ok(())
 }
@@ -171,7 +180,7 @@ mod tests {
     use crate::sqlite::SqliteStore;
     use crate::{Maintenance as _, SnapshotUser, StoredAuditEvent};
     use keyward_core::{
-        Actor, AuditEvent, AuditKind, Scopes, TokenName, TokenRecord, User, UserName,
+        Actor, AuditEvent, AuditKind, Scopes, TokenName, TokenRecord, User, UserKind, UserName,
     };
     use time::OffsetDateTime;
     use time::macros::datetime;
@@ -179,13 +188,12 @@ mod tests {
     const T0: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
 
     fn snapshot() -> Snapshot {
-        let user = User {
-            id: UserId::generate(T0).unwrap(),
-            name: UserName::parse("alice").unwrap(),
-            is_admin: false,
-            created_at: T0,
-            disabled_at: None,
-        };
+        let user = User::new(
+            UserId::generate(T0).unwrap(),
+            UserName::parse("alice").unwrap(),
+            UserKind::Person,
+            T0,
+        );
         let token = TokenRecord {
             id: TokenId::generate(T0).unwrap(),
             owner: user.id.clone(),
@@ -214,6 +222,7 @@ mod tests {
             users: vec![SnapshotUser {
                 user,
                 password_hash: None,
+                deleted_at: None,
             }],
             tokens: vec![token],
             hashes: Vec::new(),
