@@ -14,8 +14,9 @@
 //! body
 //! ```
 //!
-//! and may name the fixture with placeholders, replaced before sending: `$T0` `$T1` `$T2` the
-//! fixture tokens' secrets, `$I0` `$I1` `$I2` their ids, `$B0` `$B1` `$B2` HTTP Basic
+//! and may name the fixture with placeholders, replaced before sending: `$T0` `$T1` `$T2` `$T3`
+//! the fixture tokens' secrets, `$I0` `$I1` `$I2` `$I3` their ids, `$UC` carol's user id,
+//! `$B0` `$B1` `$B2` HTTP Basic
 //! credentials with their secrets as password, `$X0` `$T0` with a wrong checksum, `$U` a
 //! well-formed token that was never issued, `$NEW` and `$NID` the secret and id of the last
 //! token a response in this input issued, `$BIG` 70 KiB of text (over the body limit). Text is
@@ -23,8 +24,11 @@
 //!
 //! # Fixture
 //!
-//! Users `alice` and `bob`; `$T0` is alice's manager token (`tokens:*`, `droplet:*`,
-//! `volume:*`, `audit:read`), `$T1` alice's `droplet:read`, `$T2` bob's (`tokens:*`, `*:read`).
+//! Users `alice` and `bob`, the admin `root`, and `carol`, whom inputs may change or delete;
+//! `$T0` is alice's manager token (`tokens:*`, `droplet:*`, `volume:*`, `audit:read`), `$T1`
+//! alice's `droplet:read`, `$T2` bob's (`tokens:*`, `*:read`), `$T3` root's platform-backend
+//! token (`users:*`, `tokens:issue`). Carol is made again (or enabled again) before the next
+//! input when one deleted (or disabled) her.
 //! An input that may have changed a fixture token (any 2xx to a request that writes) gets fresh
 //! ones minted before the next input; every [`REBUILD_EVERY`] mints the whole application is
 //! built anew, so a long run does not grow one database without bound.
@@ -98,6 +102,9 @@ struct World {
     store: SqliteStore,
     alice: UserId,
     bob: UserId,
+    root: UserId,
+    /// A user inputs may change, disable or delete (through `$UC`).
+    carol: UserId,
     tokens: Vec<Minted>,
     /// A well-formed token of this deployment's prefix that was never issued.
     unknown: String,
@@ -259,20 +266,26 @@ impl World {
         .expect("the service starts");
         let keyward = Arc::new(keyward);
         let operator = Caller::operator("fuzz");
-        let user = |name: &str| {
+        let user = |name: &str, admin: bool| {
             let keyward = Arc::clone(&keyward);
             let name = UserName::parse(name).expect("a user name");
             let operator = operator.clone();
             async move {
+                let request = UserRequest {
+                    admin,
+                    ..UserRequest::person(name)
+                };
                 keyward
-                    .create_user(&operator, UserRequest::person(name))
+                    .create_user(&operator, request)
                     .await
                     .expect("a user")
                     .id
             }
         };
-        let alice = user("alice").await;
-        let bob = user("bob").await;
+        let alice = user("alice", false).await;
+        let bob = user("bob", false).await;
+        let root = user("root", true).await;
+        let carol = user("carol", false).await;
         let app = BoxCloneService::new(keyward_server::http::app(
             Arc::clone(&keyward),
             keyward_server::http::Serves::All,
@@ -287,6 +300,8 @@ impl World {
             store,
             alice,
             bob,
+            root,
+            carol,
             tokens: Vec::new(),
             unknown,
             mints: 0,
@@ -297,10 +312,29 @@ impl World {
         world
     }
 
-    /// Fresh fixture tokens.
+    /// Fresh fixture tokens, and carol as she was.
     async fn mint(&mut self) {
         let operator = Caller::operator("fuzz");
-        let mut tokens = Vec::with_capacity(3);
+        match self.keyward.user_by_id(&operator, &self.carol).await {
+            Ok(carol) if carol.disabled_at.is_some() => {
+                self.keyward
+                    .enable_user(&operator, &self.carol)
+                    .await
+                    .expect("carol enabled again");
+            }
+            Ok(_) => {}
+            Err(_) => {
+                // Deleted: her name is free again; the new carol has a new id.
+                let name = UserName::parse(&format!("carol-{}", self.mints)).expect("a name");
+                self.carol = self
+                    .keyward
+                    .create_user(&operator, UserRequest::person(name))
+                    .await
+                    .expect("carol again")
+                    .id;
+            }
+        }
+        let mut tokens = Vec::with_capacity(4);
         for (owner, scopes) in [
             (
                 &self.alice,
@@ -308,6 +342,16 @@ impl World {
             ),
             (&self.alice, &["droplet:read"][..]),
             (&self.bob, &["tokens:*", "*:read"][..]),
+            (
+                &self.root,
+                &[
+                    "users:read",
+                    "users:create",
+                    "users:update",
+                    "users:delete",
+                    "tokens:issue",
+                ][..],
+            ),
         ] {
             let issued = self
                 .keyward
@@ -353,9 +397,12 @@ impl World {
             (b"$T0", self.tokens[0].secret.clone().into_bytes()),
             (b"$T1", self.tokens[1].secret.clone().into_bytes()),
             (b"$T2", self.tokens[2].secret.clone().into_bytes()),
+            (b"$T3", self.tokens[3].secret.clone().into_bytes()),
+            (b"$UC", self.carol.as_str().as_bytes().to_vec()),
             (b"$I0", self.tokens[0].id.clone().into_bytes()),
             (b"$I1", self.tokens[1].id.clone().into_bytes()),
             (b"$I2", self.tokens[2].id.clone().into_bytes()),
+            (b"$I3", self.tokens[3].id.clone().into_bytes()),
             (b"$B0", basic(&self.tokens[0].secret).into_bytes()),
             (b"$B1", basic(&self.tokens[1].secret).into_bytes()),
             (b"$B2", basic(&self.tokens[2].secret).into_bytes()),
