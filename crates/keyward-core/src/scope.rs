@@ -105,6 +105,11 @@ pub enum ScopeError {
     /// Too many scopes were given.
     #[error("a token may carry at most {MAX_SCOPES} scopes")]
     TooMany,
+    /// A deployment's catalog names one of keyward's own resources.
+    #[error(
+        "{0:?} is keyward's own resource (tokens, users, audit, metrics are always in the catalog); give your resource another name"
+    )]
+    ReservedResource(String),
 }
 
 /// One side of a scope: a name or the wildcard.
@@ -291,10 +296,14 @@ pub struct Catalog {
 
 impl Catalog {
     /// A catalog of the given resources (each with its actions) plus the reserved ones.
-    /// Names that are not valid scope parts are refused.
+    /// Names that are not valid scope parts are refused, and so are keyward's own resources:
+    /// a deployment's `users:read` must never mean keyward's.
     pub fn new(resources: BTreeMap<String, Vec<String>>) -> Result<Self, ScopeError> {
         let mut all: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (resource, actions) in resources {
+            if RESERVED.iter().any(|(reserved, _)| *reserved == resource) {
+                return Err(ScopeError::ReservedResource(resource));
+            }
             for action in &actions {
                 // Validate both names through the scope parser; wildcards are not catalog entries.
                 let scope = Scope::parse(&format!("{resource}:{action}"))?;
@@ -527,15 +536,15 @@ mod tests {
         assert!(!s("tokens:read").covers(&s("tokens:introspect")));
         let reserved = Scope::reserved("tokens", "introspect");
         assert_eq!(reserved, s("tokens:introspect"));
-        // A deployment cannot take the name away: its own `tokens` actions are merged.
-        let custom: BTreeMap<String, Vec<String>> =
-            [("tokens".to_owned(), vec!["list".to_owned()])].into();
-        let merged = Catalog::new(custom).unwrap();
-        assert!(
-            merged
-                .check(&set(&["tokens:introspect", "tokens:list"]))
-                .is_ok()
-        );
+        // A deployment cannot take a reserved name, nor add to it: its catalog is refused.
+        for resource in ["tokens", "users", "audit", "metrics"] {
+            let custom: BTreeMap<String, Vec<String>> =
+                [(resource.to_owned(), vec!["list".to_owned()])].into();
+            assert_eq!(
+                Catalog::new(custom).unwrap_err(),
+                ScopeError::ReservedResource(resource.to_owned())
+            );
+        }
     }
 
     proptest! {

@@ -81,6 +81,16 @@ fn an_unknown_config_key_is_refused_with_status_2() {
     .unwrap();
     let out = cli(&dir, &["token", "list"], None);
     out.failed_cleanly(2);
+    // keyward's own resources cannot be declared: `users:read` must never mean two things.
+    std::fs::write(
+        dir.join("keyward.toml"),
+        "version = 1\n[catalog]\nusers = [\"read\"]\n",
+    )
+    .unwrap();
+    let line = cli(&dir, &["token", "list"], None)
+        .failed_cleanly(2)
+        .to_owned();
+    assert!(line.contains("keyward's own resource"), "{line}");
 
     // A file without a version, or of another version.
     std::fs::write(&file, "listen = \"127.0.0.1:9999\"\n").unwrap();
