@@ -17,10 +17,12 @@ REASONS = frozenset(
 
 @dataclass(frozen=True)
 class Owner:
-    """A token's owner: keyward's user id (``usr_…``) and user name."""
+    """A token's owner: keyward's user id (``usr_…``), user name and, if the platform gave one,
+    its own id for the user (``external_id``; ``None`` also from servers older than the field)."""
 
     id: str
     name: str
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,11 @@ def parse_verification(body: Any) -> Verification:
     return Verification(
         active=True,
         token_id=_str(obj, "token_id"),
-        owner=Owner(id=_str(owner, "id"), name=_str(owner, "name")),
+        owner=Owner(
+            id=_str(owner, "id"),
+            name=_str(owner, "name"),
+            external_id=_str(owner, "external_id", optional=True),
+        ),
         scopes=_strings(obj, "scopes"),
         expires_at=_time(obj, "expires_at", optional=True),
     )
