@@ -29,10 +29,5 @@ export {
 } from "./express.js";
 export { type Authorization, type AuthorizeOptions, authorize } from "./fetch.js";
 export { isWellFormedToken } from "./format.js";
-export {
-  type IssuedToken,
-  type TokenManager,
-  type TokenRecord,
-  KeywardApiError,
-  tokens,
-} from "./tokens.js";
+export { type ManagementOptions, KeywardApiError } from "./management.js";
+export { type IssuedToken, type TokenManager, type TokenRecord, tokens } from "./tokens.js";
