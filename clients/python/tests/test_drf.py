@@ -31,6 +31,7 @@ def test_a_token_with_the_scope_gets_200_with_user_and_auth(
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["user_name"] == "alice" and body["user_id"].startswith("usr_")
+    assert body["user_external_id"] is None
     assert body["is_authenticated"] is True
     assert body["token_id"] == token.id and body["scopes"] == ["droplet:read"]
 

@@ -26,6 +26,7 @@ def test_an_active_token_is_answered_with_its_owner_scopes_and_expiry(
     assert answer.token_id == answer.id == token.id
     assert answer.owner is not None and answer.owner.name == "alice"
     assert answer.owner.id.startswith("usr_")
+    assert answer.owner.external_id is None  # alice was added without one
     assert set(answer.scopes) == {"droplet:read", "volume:*"}
     assert answer.expires_at is not None and answer.expires_at.tzinfo is not None
     assert timedelta(hours=23) < answer.expires_at - datetime.now(timezone.utc) <= timedelta(days=1)
@@ -251,6 +252,11 @@ def fake_keyward() -> Iterator[tuple[str, list[tuple[int, bytes]]]]:
         (200, b'{"active": "yes"}'),
         (200, b'{"active": true}'),
         (200, b'{"active": true, "token_id": "tok_1", "owner": {"id": "u"}, "scopes": []}'),
+        (
+            200,
+            b'{"active": true, "token_id": "tok_1", "owner": {"id": "u", "name": "n", '
+            b'"external_id": 42}, "scopes": []}',
+        ),
         (200, b'{"active": false}'),
         (200, b"[]"),
     ],
@@ -262,6 +268,26 @@ def test_anything_but_a_verification_answer_raises_unavailable(
     answers.append((status, body))
     with pytest.raises(keyward.Unavailable):
         keyward.Keyward(base).verify(_well_formed())
+
+
+@pytest.mark.parametrize(
+    ("owner", "external_id"),
+    [
+        (b'{"id": "usr_1", "name": "alice", "external_id": "acct-42"}', "acct-42"),
+        (b'{"id": "usr_1", "name": "alice", "external_id": null}', None),
+        # A keyward older than external ids sends no such field.
+        (b'{"id": "usr_1", "name": "alice"}', None),
+    ],
+)
+def test_the_owners_external_id_is_read_and_may_be_absent(
+    fake_keyward: tuple[str, list[tuple[int, bytes]]], owner: bytes, external_id: str | None
+) -> None:
+    base, answers = fake_keyward
+    answers.append(
+        (200, b'{"active": true, "token_id": "tok_1", "owner": ' + owner + b', "scopes": []}')
+    )
+    answer = keyward.Keyward(base).verify(_well_formed())
+    assert answer.owner == keyward.Owner("usr_1", "alice", external_id)
 
 
 def test_bad_scopes_and_addresses_are_the_callers_bug(url: str) -> None:

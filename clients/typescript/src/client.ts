@@ -21,6 +21,8 @@ export interface Owner {
   readonly id: string;
   /** The user name. */
   readonly name: string;
+  /** The platform's own id for the user; `null` when it gave keyward none (or keyward is older than the field). */
+  readonly externalId: string | null;
 }
 
 /** keyward's answer for an active token holding every scope asked for. */
@@ -314,6 +316,7 @@ function parseAnswer(json: unknown): Answer | undefined {
     !isObject(owner) ||
     typeof owner["id"] !== "string" ||
     typeof owner["name"] !== "string" ||
+    !(owner["external_id"] === undefined || owner["external_id"] === null || typeof owner["external_id"] === "string") ||
     !Array.isArray(scopes) ||
     !scopes.every((s) => typeof s === "string")
   ) {
@@ -328,7 +331,7 @@ function parseAnswer(json: unknown): Answer | undefined {
   return Object.freeze({
     active: true,
     tokenId,
-    owner: Object.freeze({ id: owner["id"], name: owner["name"] }),
+    owner: Object.freeze({ id: owner["id"], name: owner["name"], externalId: owner["external_id"] ?? null }),
     scopes: Object.freeze([...(scopes as string[])]),
     expiresAt,
   });

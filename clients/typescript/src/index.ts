@@ -1,6 +1,7 @@
 /**
  * keyward's TypeScript client: verify personal access tokens against a keyward server, with a
- * short cache of positive answers; Express middleware; a Fetch API `authorize(Request)`.
+ * short cache of positive answers; Express middleware; a Fetch API `authorize(Request)`; the
+ * management calls for tokens and, for platform backends, users.
  *
  * @packageDocumentation
  */
@@ -29,10 +30,6 @@ export {
 } from "./express.js";
 export { type Authorization, type AuthorizeOptions, authorize } from "./fetch.js";
 export { isWellFormedToken } from "./format.js";
-export {
-  type IssuedToken,
-  type TokenManager,
-  type TokenRecord,
-  KeywardApiError,
-  tokens,
-} from "./tokens.js";
+export { type ManagementOptions, KeywardApiError } from "./management.js";
+export { type IssuedToken, type TokenManager, type TokenRecord, tokens } from "./tokens.js";
+export { type User, type UserManager, type UserPage, users } from "./users.js";

@@ -4,6 +4,7 @@
  */
 
 import { type Keyward, KeywardUnavailableError } from "./client.js";
+import { caller, type ManagementOptions } from "./management.js";
 
 /** A token's record as keyward shows it: never the secret. */
 export interface TokenRecord {
@@ -31,18 +32,6 @@ export interface IssuedToken {
   readonly secret: string;
 }
 
-/** keyward refused a management call: 4xx with its error code (`not_found`, `invalid_token`, …). */
-export class KeywardApiError extends Error {
-  override readonly name = "KeywardApiError";
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /** The management calls of one token (see {@link tokens}). */
 export interface TokenManager {
   /** `POST /v1/tokens` (`tokens:create`): `expires` is `30d`, an RFC 3339 time or `never`. */
@@ -64,49 +53,11 @@ export interface TokenManager {
  * (4xx) reject with {@link KeywardApiError}; no answer, 5xx or an unreadable body with
  * {@link KeywardUnavailableError}.
  */
-export function tokens(keyward: Keyward, secret: string, options: { fetch?: typeof fetch; timeout?: number } = {}): TokenManager {
-  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const timeout = options.timeout ?? 10_000;
-  async function call(method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
-    const headers: Record<string, string> = { authorization: `Bearer ${secret}`, accept: "application/json" };
-    if (body !== undefined) headers["content-type"] = "application/json";
-    let response: Response;
-    try {
-      response = await doFetch(`${keyward.url}${path}`, {
-        method,
-        headers,
-        signal: AbortSignal.timeout(timeout),
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-    } catch (cause) {
-      throw new KeywardUnavailableError(`keyward at ${keyward.url} did not answer`, { cause });
-    }
-    let json: unknown;
-    try {
-      json = await response.json();
-    } catch (cause) {
-      throw new KeywardUnavailableError(`keyward answered ${response.status} with a body that is not JSON`, {
-        status: response.status,
-        cause,
-      });
-    }
-    const record = typeof json === "object" && json !== null ? (json as Record<string, unknown>) : {};
-    if (response.status >= 400 && response.status < 500) {
-      const error = (record["error"] ?? {}) as { code?: unknown; message?: unknown };
-      throw new KeywardApiError(response.status, String(error.code ?? "unknown"), String(error.message ?? ""));
-    }
-    if (!response.ok) {
-      throw new KeywardUnavailableError(`keyward answered ${response.status}`, { status: response.status });
-    }
-    return record;
-  }
+export function tokens(keyward: Keyward, secret: string, options: ManagementOptions = {}): TokenManager {
+  const call = caller(keyward, secret, options);
   const id = (value: string) => encodeURIComponent(value);
   const one = async (p: Promise<Record<string, unknown>>) => toRecord((await p)["token"]);
-  const issued = async (p: Promise<Record<string, unknown>>): Promise<IssuedToken> => {
-    const r = await p;
-    if (typeof r["secret"] !== "string") throw new KeywardUnavailableError("keyward's answer holds no secret");
-    return { token: toRecord(r["token"]), secret: r["secret"] };
-  };
+  const issued = async (p: Promise<Record<string, unknown>>) => toIssued(await p);
   return {
     create: ({ name, scopes, expires }) =>
       issued(call("POST", "/v1/tokens", { name, scopes, ...(expires === undefined ? {} : { expires }) })),
@@ -131,6 +82,12 @@ export function tokens(keyward: Keyward, secret: string, options: { fetch?: type
     revoke: (tokenId, reason) =>
       one(call("DELETE", `/v1/tokens/${id(tokenId)}`, reason === undefined ? {} : { reason })),
   };
+}
+
+/** `{ token, secret }` of create, regenerate and a user's minted token. */
+export function toIssued(r: Record<string, unknown>): IssuedToken {
+  if (typeof r["secret"] !== "string") throw new KeywardUnavailableError("keyward's answer holds no secret");
+  return { token: toRecord(r["token"]), secret: r["secret"] };
 }
 
 function toRecord(value: unknown): TokenRecord {

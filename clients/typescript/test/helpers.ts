@@ -20,7 +20,9 @@ export interface Server {
   url: string;
   /** Runs the keyward command line on the server's data directory; its stdout. */
   cli(...args: string[]): string;
-  /** A user and a token of theirs with these scopes: its secret and id. */
+  /** Adds a user with `keyward user add <name> <flags…>` (`--service`, `--admin`, …). */
+  addUser(name: string, ...flags: string[]): void;
+  /** A user (added if need be) and a token of theirs with these scopes: its secret and id. */
   token(user: string, scopes: string[], expires?: string): { secret: string; id: string };
   stop(): Promise<void>;
 }
@@ -62,6 +64,10 @@ export async function startKeyward(): Promise<Server> {
   return {
     url,
     cli,
+    addUser(name, ...flags) {
+      cli("user", "add", name, ...flags);
+      users.add(name);
+    },
     token(user, scopes, expires = "1d") {
       if (!users.has(user)) {
         cli("user", "add", user);

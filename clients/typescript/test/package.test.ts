@@ -39,7 +39,7 @@ test("the package is versioned with keyward (workspace version in Cargo.toml)", 
 
 test("the published entry point (package.json exports) resolves to the built dist/", async () => {
   const pkg = await import("keyward");
-  for (const name of ["Keyward", "KeywardUnavailableError", "requireScopes", "authorize", "tokens", "isWellFormedToken"]) {
+  for (const name of ["Keyward", "KeywardUnavailableError", "requireScopes", "authorize", "tokens", "users", "isWellFormedToken"]) {
     assert.equal(typeof (pkg as Record<string, unknown>)[name], "function", name);
   }
 });

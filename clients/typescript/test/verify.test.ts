@@ -35,6 +35,7 @@ describe("verify", () => {
     assert.equal(answer.tokenId, id);
     assert.equal(answer.owner?.name, "alice");
     assert.match(answer.owner?.id ?? "", /^usr_/);
+    assert.equal(answer.owner?.externalId, null, "alice was added without an external id");
     assert.deepEqual([...(answer.scopes ?? [])].sort(), ["droplet:read", "volume:*"]);
     assert.ok(answer.expiresAt instanceof Date && answer.expiresAt.getTime() > Date.now());
     assert.equal(answer.reason, undefined);
@@ -67,6 +68,23 @@ describe("verify", () => {
       assert.deepEqual(await k.verify(bad), { active: false, reason: "malformed" }, bad);
     }
     assert.equal(calls, before);
+  });
+
+  test("the owner's external id: a string, null, or absent (a keyward older than the field)", async () => {
+    const { secret } = server.token("alice", ["droplet:read"]);
+    for (const [owner, externalId] of [
+      [{ id: "usr_1", name: "alice", external_id: "acct-42" }, "acct-42"],
+      [{ id: "usr_1", name: "alice", external_id: null }, null],
+      [{ id: "usr_1", name: "alice" }, null],
+    ] as const) {
+      const k = new Keyward({
+        url: "http://keyward.invalid",
+        ttl: 0,
+        fetch: async () => Response.json({ active: true, token_id: "tok_1", owner, scopes: [], expires_at: null }),
+      });
+      const answer = await k.verify(secret);
+      assert.deepEqual(answer.owner, { id: "usr_1", name: "alice", externalId }, JSON.stringify(owner));
+    }
   });
 
   test("a scope that is not resource:action is a TypeError, not an answer", async () => {
@@ -152,6 +170,11 @@ describe("failing closed", () => {
     ["a 500", (res: import("node:http").ServerResponse) => { res.statusCode = 500; res.end('{"error":{"code":"internal","message":"x"}}'); }],
     ["a 200 that is not JSON", (res: import("node:http").ServerResponse) => res.end("<html>")],
     ["a 200 that is not an answer", (res: import("node:http").ServerResponse) => res.end('{"active":true}')],
+    [
+      "an owner whose external id is not a string",
+      (res: import("node:http").ServerResponse) =>
+        res.end('{"active":true,"token_id":"tok_1","owner":{"id":"usr_1","name":"n","external_id":42},"scopes":[]}'),
+    ],
     ["no answer in time", () => undefined],
   ] as const) {
     test(`${what} throws KeywardUnavailableError`, async () => {

@@ -13,7 +13,16 @@ Integrations: ``keyward.drf`` (Django REST Framework), ``keyward.fastapi`` (Fast
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._answers import REASONS, IssuedToken, Owner, TokenPage, TokenRecord, Verification
+from ._answers import (
+    REASONS,
+    IssuedToken,
+    Owner,
+    TokenPage,
+    TokenRecord,
+    User,
+    UserPage,
+    Verification,
+)
 from ._cache import DEFAULT_CAPACITY, DEFAULT_TTL, AnswerCache
 from ._client import DEFAULT_TIMEOUT, URL_ENV, AsyncKeyward, Keyward
 from ._errors import ApiError, KeywardError, Unavailable
@@ -42,6 +51,8 @@ __all__ = [
     "TokenPage",
     "TokenRecord",
     "Unavailable",
+    "User",
+    "UserPage",
     "Verification",
     "__version__",
     "is_well_formed",

@@ -17,10 +17,12 @@ REASONS = frozenset(
 
 @dataclass(frozen=True)
 class Owner:
-    """A token's owner: keyward's user id (``usr_…``) and user name."""
+    """A token's owner: keyward's user id (``usr_…``), user name and, if the platform gave one,
+    its own id for the user (``external_id``; ``None`` also from servers older than the field)."""
 
     id: str
     name: str
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,34 @@ class TokenPage:
     next: str | None
 
 
+@dataclass(frozen=True)
+class User:
+    """A user as the management API shows it (``GET /v1/users/{id}``)."""
+
+    #: ``usr_…``.
+    id: str
+    name: str
+    #: ``person`` or ``service`` (a service account, which never signs in).
+    kind: str
+    #: The platform's own id for the user, ``None`` when it gave none.
+    external_id: str | None
+    email: str | None
+    #: Whether the user is an admin (manages users; may hold ``users:*`` and ``tokens:issue``).
+    admin: bool
+    created_at: datetime
+    #: When the user was disabled; ``None`` while they are not.
+    disabled_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UserPage:
+    """One page of ``GET /v1/users``, newest first; ``next`` is the ``before`` of the following
+    page (``None`` on the last)."""
+
+    users: tuple[User, ...]
+    next: str | None
+
+
 def _fail(what: str) -> Unavailable:
     return Unavailable(f"keyward's answer is not understood: {what}")
 
@@ -114,6 +144,13 @@ def _time(obj: dict[str, Any], key: str, *, optional: bool = False) -> Any:
     if at.tzinfo is None:
         raise _fail(f"{key!r} has no offset")
     return at.astimezone(timezone.utc)
+
+
+def _bool(obj: dict[str, Any], key: str) -> bool:
+    value = obj.get(key)
+    if not isinstance(value, bool):
+        raise _fail(f"{key!r} is not a boolean")
+    return value
 
 
 def _strings(obj: dict[str, Any], key: str) -> tuple[str, ...]:
@@ -142,7 +179,11 @@ def parse_verification(body: Any) -> Verification:
     return Verification(
         active=True,
         token_id=_str(obj, "token_id"),
-        owner=Owner(id=_str(owner, "id"), name=_str(owner, "name")),
+        owner=Owner(
+            id=_str(owner, "id"),
+            name=_str(owner, "name"),
+            external_id=_str(owner, "external_id", optional=True),
+        ),
         scopes=_strings(obj, "scopes"),
         expires_at=_time(obj, "expires_at", optional=True),
     )
@@ -188,4 +229,30 @@ def parse_page(body: Any) -> TokenPage:
         raise _fail("'tokens' is not a list")
     return TokenPage(
         tokens=tuple(parse_token(t) for t in tokens), next=_str(obj, "next", optional=True)
+    )
+
+
+def parse_user(body: Any) -> User:
+    """A ``User`` object of the management API."""
+    obj = _object(body, "the user")
+    return User(
+        id=_str(obj, "id"),
+        name=_str(obj, "name"),
+        kind=_str(obj, "kind"),
+        external_id=_str(obj, "external_id", optional=True),
+        email=_str(obj, "email", optional=True),
+        admin=_bool(obj, "admin"),
+        created_at=_time(obj, "created_at"),
+        disabled_at=_time(obj, "disabled_at", optional=True),
+    )
+
+
+def parse_user_page(body: Any) -> UserPage:
+    """``{"users", "next"}`` of ``GET /v1/users``."""
+    obj = _object(body, "the answer")
+    users = obj.get("users")
+    if not isinstance(users, list):
+        raise _fail("'users' is not a list")
+    return UserPage(
+        users=tuple(parse_user(u) for u in users), next=_str(obj, "next", optional=True)
     )

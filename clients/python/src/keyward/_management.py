@@ -1,10 +1,12 @@
-"""``Management``: the token endpoints of keyward's HTTP API, for a backend or a script that
-holds a management token (one with ``tokens:*`` or the ``tokens:…`` scopes it needs)."""
+"""``Management``: the token and user endpoints of keyward's HTTP API, for a backend or a script
+that holds a management token (one with ``tokens:*`` or the ``tokens:…`` scopes it needs; for the
+user calls, an admin's token with ``users:…`` and ``tokens:issue``)."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -13,18 +15,29 @@ from ._answers import (
     IssuedToken,
     TokenPage,
     TokenRecord,
+    User,
+    UserPage,
     parse_issued,
     parse_page,
     parse_token_response,
+    parse_user,
+    parse_user_page,
 )
 from ._client import DEFAULT_TIMEOUT, _unavailable, resolve_url
 from ._errors import ApiError, Unavailable
 from ._format import check_scopes
 
 
+class _Unset(enum.Enum):
+    """``update_user``'s default for a field ``None`` would remove: leave it as it is."""
+
+    UNSET = enum.auto()
+
+
 class Management:
     """Create, list, get, revoke and regenerate tokens at the keyward server at ``url``
-    (default: ``$KEYWARD_URL``), authenticated with the management ``token``.
+    (default: ``$KEYWARD_URL``), authenticated with the management ``token``; and, with an
+    admin's token, manage users and mint tokens for them (``create_user`` … ``issue_token``).
 
     keyward refusing a request (4xx: bad input, a token without the scope, another user's token)
     raises ``ApiError`` with its ``status`` and ``code``; a server that cannot answer raises
@@ -67,6 +80,8 @@ class Management:
             )
         except httpx.HTTPError as e:
             raise _unavailable(e) from None
+        if response.status_code == 204:
+            return None
         try:
             answer = response.json()
         except ValueError:
@@ -81,8 +96,8 @@ class Management:
         raise Unavailable(f"keyward answered {response.status_code}")
 
     @staticmethod
-    def _id(token_id: str) -> str:
-        return quote(token_id, safe="")
+    def _id(id: str) -> str:
+        return quote(id, safe="")
 
     def create(
         self, name: str, scopes: Iterable[str], *, expires: str | None = None
@@ -143,6 +158,120 @@ class Management:
             body["expires"] = expires
         return parse_issued(
             self._call("POST", f"/v1/tokens/{self._id(token_id)}/regenerate", body=body)
+        )
+
+    def create_user(
+        self,
+        name: str,
+        *,
+        external_id: str | None = None,
+        email: str | None = None,
+        admin: bool = False,
+        kind: Literal["person", "service"] = "person",
+        password: str | None = None,
+    ) -> User:
+        """A new user (``POST /v1/users``, ``users:create``).
+
+        ``external_id`` is the platform's own id for the user (unique; tokens' verification
+        answers carry it as ``owner.external_id``). A ``service`` account never signs in and takes
+        no ``password``. keyward answers 409 (``ApiError``) for a name or external id taken.
+        """
+        body: dict[str, Any] = {"name": name, "kind": kind, "admin": admin}
+        if external_id is not None:
+            body["external_id"] = external_id
+        if email is not None:
+            body["email"] = email
+        if password is not None:
+            body["password"] = password
+        return parse_user(self._call("POST", "/v1/users", body=body))
+
+    def list_users(
+        self,
+        *,
+        external_id: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> UserPage:
+        """One page of users, newest first (``GET /v1/users``, ``users:read``); pass the page's
+        ``next`` as ``before`` for the following one."""
+        params: dict[str, Any] = {}
+        if external_id is not None:
+            params["external_id"] = external_id
+        if limit is not None:
+            params["limit"] = limit
+        if before is not None:
+            params["before"] = before
+        return parse_user_page(self._call("GET", "/v1/users", params=params))
+
+    def iter_users(
+        self, *, external_id: str | None = None, page_size: int | None = None
+    ) -> Iterator[User]:
+        """Every user, newest first, following ``next`` page by page."""
+        before: str | None = None
+        while True:
+            page = self.list_users(external_id=external_id, limit=page_size, before=before)
+            yield from page.users
+            if page.next is None:
+                return
+            before = page.next
+
+    def get_user(self, user_id: str) -> User:
+        """One user (``GET /v1/users/{id}``, ``users:read``)."""
+        return parse_user(self._call("GET", f"/v1/users/{self._id(user_id)}"))
+
+    def find_user_by_external_id(self, external_id: str) -> User | None:
+        """The user with this external id, or ``None`` if there is none (external ids are
+        unique)."""
+        users = self.list_users(external_id=external_id, limit=1).users
+        return users[0] if users else None
+
+    def update_user(
+        self,
+        user_id: str,
+        *,
+        name: str | None = None,
+        email: str | None | _Unset = _Unset.UNSET,
+        external_id: str | None | _Unset = _Unset.UNSET,
+        admin: bool | None = None,
+        disabled: bool | None = None,
+    ) -> User:
+        """Changes the fields given (``PATCH /v1/users/{id}``, ``users:update``); ``email=None``
+        or ``external_id=None`` removes it. A disabled user's tokens are refused
+        (``owner_disabled``) but not revoked; ``disabled=False`` enables them again."""
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        if not isinstance(email, _Unset):
+            body["email"] = email
+        if not isinstance(external_id, _Unset):
+            body["external_id"] = external_id
+        if admin is not None:
+            body["admin"] = admin
+        if disabled is not None:
+            body["disabled"] = disabled
+        return parse_user(self._call("PATCH", f"/v1/users/{self._id(user_id)}", body=body))
+
+    def delete_user(self, user_id: str) -> None:
+        """Deletes a user for good (``DELETE /v1/users/{id}``, ``users:delete``): every token of
+        theirs is revoked ("owner deleted") before keyward answers."""
+        self._call("DELETE", f"/v1/users/{self._id(user_id)}")
+
+    def issue_token(
+        self,
+        user_id: str,
+        name: str,
+        scopes: Iterable[str],
+        *,
+        expires: str | None = None,
+    ) -> IssuedToken:
+        """A new token of the user ``user_id`` (``POST /v1/users/{id}/tokens``,
+        ``tokens:issue``); its secret is in the answer, this once. ``expires`` as for
+        ``create``; keyward clamps it to the calling token's own expiry."""
+        body: dict[str, Any] = {"name": name, "scopes": list(check_scopes(scopes))}
+        if expires is not None:
+            body["expires"] = expires
+        return parse_issued(
+            self._call("POST", f"/v1/users/{self._id(user_id)}/tokens", body=body)
         )
 
     def close(self) -> None:

@@ -18,8 +18,9 @@ every time) and ``KEYWARD_TIMEOUT`` (seconds, default 10).
   scopes such as ``droplet:*`` count).
 - keyward unreachable, slow or answering nonsense: 503 — never "allowed".
 
-``request.user`` is a ``KeywardUser`` (the owner: ``id``, ``name``; ``is_authenticated`` is true)
-and ``request.auth`` the ``keyward.Verification`` (``token_id``, ``scopes``, ``expires_at``).
+``request.user`` is a ``KeywardUser`` (the owner: ``id``, ``name``, ``external_id``;
+``is_authenticated`` is true) and ``request.auth`` the ``keyward.Verification`` (``token_id``,
+``scopes``, ``expires_at``).
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class KeywardUser:
         self.id = self.pk = owner.id
         #: keyward's user name.
         self.name = self.username = owner.name
+        #: The platform's own id for the user, ``None`` when it gave keyward none.
+        self.external_id = owner.external_id
 
     def get_username(self) -> str:
         return self.name

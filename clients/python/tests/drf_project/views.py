@@ -13,6 +13,7 @@ def _who(request: Request) -> dict[str, Any]:
     return {
         "user_id": request.user.id,
         "user_name": request.user.name,
+        "user_external_id": request.user.external_id,
         "is_authenticated": request.user.is_authenticated,
         "token_id": request.auth.token_id,
         "scopes": list(request.auth.scopes),
