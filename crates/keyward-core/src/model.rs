@@ -18,9 +18,10 @@ pub enum NameError {
     /// A name that holds a token's secret: a secret pasted where a name goes must not be stored.
     #[error("a name must not contain a token's secret; never paste a secret where a name goes")]
     HoldsSecret,
-    /// A user name must be 1 to 64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+    /// A user name must be 1 to 128 of `a-z 0-9 . _ - @ +`, starting with a letter or digit
+    /// (so an email address, lowercased, is a user name).
     #[error(
-        "a user name must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+        "a user name must be 1 to 128 characters of a-z, 0-9, '.', '_', '-', '@' or '+', starting with a letter or digit"
     )]
     UserName,
     /// Not an id of the expected kind.
@@ -240,13 +241,18 @@ impl TokenName {
 pub struct UserName(String);
 
 impl UserName {
+    /// Longest name, in bytes (all ASCII).
+    pub const MAX_LEN: usize = 128;
+
     /// Checks a user name.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let b = s.as_bytes();
-        let ok = (1..=64).contains(&b.len())
+        let ok = (1..=Self::MAX_LEN).contains(&b.len())
             && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
             && b.iter().all(|&c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || matches!(c, b'.' | b'_' | b'-' | b'@' | b'+')
             });
         if ok {
             Ok(Self(s.to_owned()))
@@ -569,10 +575,11 @@ mod tests {
 
     #[test]
     fn user_names() {
-        for ok in ["alice", "bob.smith", "ci-bot_2", "7"] {
+        let longest = "a".repeat(128);
+        for ok in ["alice", "bob.smith", "ci-bot_2", "7", "ann+ci@example.com", &longest] {
             assert!(UserName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Alice", "-bob", "a b", "ü", &"a".repeat(65)] {
+        for bad in ["", "Alice", "-bob", "@ann", "a b", "ü", &"a".repeat(129)] {
             assert!(UserName::parse(bad).is_err(), "{bad:?}");
         }
     }
