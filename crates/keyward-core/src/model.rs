@@ -441,6 +441,9 @@ pub enum AuditKind {
     /// A disabled user was enabled again; their unrevoked, unexpired tokens work again.
     #[serde(rename = "user.enabled")]
     UserEnabled,
+    /// A user became an admin or stopped being one (the OpenID provider's claim said so).
+    #[serde(rename = "user.admin_changed")]
+    UserAdminChanged,
 }
 
 impl AuditKind {
@@ -458,6 +461,7 @@ impl AuditKind {
             Self::UserSignedOut => "user.signed_out",
             Self::UserDisabled => "user.disabled",
             Self::UserEnabled => "user.enabled",
+            Self::UserAdminChanged => "user.admin_changed",
         }
     }
 
@@ -475,6 +479,7 @@ impl AuditKind {
             Self::UserSignedOut,
             Self::UserDisabled,
             Self::UserEnabled,
+            Self::UserAdminChanged,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -576,7 +581,14 @@ mod tests {
     #[test]
     fn user_names() {
         let longest = "a".repeat(128);
-        for ok in ["alice", "bob.smith", "ci-bot_2", "7", "ann+ci@example.com", &longest] {
+        for ok in [
+            "alice",
+            "bob.smith",
+            "ci-bot_2",
+            "7",
+            "ann+ci@example.com",
+            &longest,
+        ] {
             assert!(UserName::parse(ok).is_ok(), "{ok}");
         }
         for bad in ["", "Alice", "-bob", "@ann", "a b", "ü", &"a".repeat(129)] {

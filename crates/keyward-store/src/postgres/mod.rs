@@ -28,6 +28,7 @@ use crate::{StoreError, StoreResult};
 mod audit;
 mod backup;
 mod feed;
+mod identities;
 pub mod listener;
 mod rows;
 mod sessions;
@@ -50,6 +51,11 @@ const MIGRATIONS: Migrations = &[
         2,
         "sessions",
         include_str!("../../migrations/postgres/0002_sessions.sql"),
+    ),
+    (
+        4,
+        "identities",
+        include_str!("../../migrations/postgres/0004_identities.sql"),
     ),
 ];
 

@@ -27,6 +27,7 @@ mod audit;
 mod backup;
 mod direct;
 mod feed;
+mod identities;
 mod rows;
 mod sessions;
 mod tokens;
@@ -45,6 +46,11 @@ const MIGRATIONS: Migrations = &[
         2,
         "sessions",
         include_str!("../../migrations/sqlite/0002_sessions.sql"),
+    ),
+    (
+        4,
+        "identities",
+        include_str!("../../migrations/sqlite/0004_identities.sql"),
     ),
 ];
 

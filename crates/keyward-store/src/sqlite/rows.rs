@@ -4,7 +4,7 @@
 use crate::StoreError;
 
 pub(super) use crate::decode::{
-    audit_event, hash, hash_record, lookup, session, snapshot_user, token, unix, user,
+    audit_event, hash, hash_record, identity, lookup, session, snapshot_user, token, unix, user,
 };
 
 /// SQLite's primary result codes: a lock is held, the file is damaged, the file is not a
