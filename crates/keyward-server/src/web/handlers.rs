@@ -95,6 +95,18 @@ pub async fn sign_in(
     headers: HeaderMap,
     form: Fields,
 ) -> Result<Response, PageError> {
+    if !kw.password_sign_in() {
+        // Said before the form's token is checked: the page has no password form to get one.
+        let form = kw.new_sign_in_form()?;
+        return Ok(sign_in_form(
+            &kw,
+            &headers,
+            form,
+            String::new(),
+            Some(PASSWORDS_OFF.to_owned()),
+            StatusCode::FORBIDDEN,
+        ));
+    }
     // The form's token must be the one derived from a signed, unexpired cookie of ours.
     form.check_origin()?;
     let signed = cookie(&headers, LOGIN_COOKIE)

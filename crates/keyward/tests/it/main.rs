@@ -38,3 +38,5 @@ mod protected_api;
 mod proxies;
 #[cfg(test)]
 mod quickstart;
+#[cfg(test)]
+mod sso;
