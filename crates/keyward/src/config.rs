@@ -1114,6 +1114,10 @@ impl SettingValue for Vec<String> {
     }
 }
 
+#[expect(
+    clippy::ptr_arg,
+    reason = "a check takes a reference to the setting's own type"
+)]
 fn oidc_scopes(scopes: &Vec<String>) -> Result<(), String> {
     match scopes.iter().find(|s| {
         s.is_empty()

@@ -14,9 +14,9 @@ use keyward_core::{
 use keyward_server::service::Issued;
 use keyward_server::{Caller, Keyward, Settings, Verdict, VerifiedToken};
 use keyward_store::{
-    AuditFilter, AuditStore, ChangeFeed, Changes, Lookup, Maintenance, NewUser, Page, Regeneration,
-    Revocation, SessionRecord, SessionStore, Snapshot, SqliteStore, Store, StoreResult,
-    StoredAuditEvent, StoredHash, TokenStore, Usage, UserStore,
+    AuditFilter, AuditStore, ChangeFeed, Changes, IdentityRecord, IdentityStore, Lookup,
+    Maintenance, NewUser, Page, Regeneration, Revocation, SessionRecord, SessionStore, Snapshot,
+    SqliteStore, Store, StoreResult, StoredAuditEvent, StoredHash, TokenStore, Usage, UserStore,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -115,6 +115,13 @@ pass_through!(UserStore {
     fn list_users() -> Vec<User>;
     fn password_hash(id: &UserId) -> Option<String>;
     fn set_user_disabled(id: &UserId, disabled: bool, at: OffsetDateTime, audit: &AuditEvent) -> User;
+});
+
+pass_through!(IdentityStore {
+    fn user_by_identity(issuer: &str, subject: &str) -> Option<User>;
+    fn add_user_with_identity(user: &NewUser, identity: &IdentityRecord, audit: &AuditEvent) -> ();
+    fn identities(user: &UserId) -> Vec<IdentityRecord>;
+    fn set_user_admin(id: &UserId, is_admin: bool, audit: &AuditEvent) -> User;
 });
 
 pass_through!(SessionStore {
