@@ -841,6 +841,14 @@ mod tests {
         assert!(junk.code.is_none() && junk.state.is_none());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_query_reads_without_panicking(query in ".{0,200}") {
+            let read = SsoCallback::from_query(&query);
+            proptest::prop_assert!(read.code.is_none() || query.contains("code"));
+        }
+    }
+
     #[test]
     fn the_client_secret_is_redacted() {
         let secret = OidcClientSecret::new("hunter2".to_owned());
