@@ -23,16 +23,16 @@
 use keyward_core::{AuditEvent, AuditKind, User, UserId, UserName};
 use keyward_store::{IdentityRecord, NewUser};
 use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
-    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
-    CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreAuthDisplay, CoreAuthPrompt, CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim,
+    CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata, CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AdditionalClaims, AsyncHttpClient, AuthenticationFlow, AuthorizationCode, Client, ClientId,
-    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
-    HttpResponse, IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
+    AdditionalClaims, AsyncHttpClient, AuthType, AuthenticationFlow, AuthorizationCode, Client,
+    ClientId, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    HttpRequest, HttpResponse, IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -253,6 +253,17 @@ impl Provider {
             }
         };
         drop(discovery);
+        // HTTP Basic (the default of RFC 6749 and OpenID Connect) unless the provider says it
+        // takes the secret only in the request body.
+        let auth_type = match metadata.token_endpoint_auth_methods_supported() {
+            Some(methods)
+                if !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                    && methods.contains(&CoreClientAuthMethod::ClientSecretPost) =>
+            {
+                AuthType::RequestBody
+            }
+            _ => AuthType::BasicAuth,
+        };
         let client = OidcClient::from_provider_metadata(
             metadata,
             ClientId::new(self.settings.client_id.clone()),
@@ -261,7 +272,8 @@ impl Provider {
                 .as_ref()
                 .map(|s| openidconnect::ClientSecret::new(s.expose().to_owned())),
         )
-        .set_redirect_uri(self.redirect_url.clone());
+        .set_redirect_uri(self.redirect_url.clone())
+        .set_auth_type(auth_type);
         Ok(client)
     }
 }
