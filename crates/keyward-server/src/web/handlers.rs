@@ -177,6 +177,7 @@ fn sso_refused(kw: &Keyward, headers: &HeaderMap, why: &SsoRefusal) -> Result<Re
     let status = match why {
         SsoRefusal::NotConfigured => StatusCode::NOT_FOUND,
         SsoRefusal::Unreachable => StatusCode::SERVICE_UNAVAILABLE,
+        SsoRefusal::Throttled => StatusCode::TOO_MANY_REQUESTS,
         SsoRefusal::Disabled
         | SsoRefusal::Unknown
         | SsoRefusal::NoName

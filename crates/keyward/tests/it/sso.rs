@@ -585,6 +585,22 @@ async fn junk_on_the_way_back_is_answered_with_the_sign_in_page() {
         }
     }
     assert!(!stage.server.logs().contains("panicked"));
+    // 60 failures from one address: the first ten are recorded, then one event for the burst,
+    // and a real sign-in from there is refused until the minute has passed.
+    let audit = stage.audit();
+    let failed = audit.matches("\"user.sign_in_failed\"").count();
+    assert!((10..=12).contains(&failed), "{failed} events: {audit}");
+    assert!(audit.contains("throttled"), "{audit}");
+    let (cookie, location) = stage.start_sso().await;
+    let back = sign_in_at_provider(&location, "ann").await;
+    let (status, cookies, page) = read(stage.callback(&back, Some(&cookie)).await).await;
+    refused(
+        status,
+        &cookies,
+        &page,
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many failed sign-ins",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,10 +15,11 @@
 //! - **A person is their `(issuer, sub)`**, linked to one user in the store. A first sign-in
 //!   creates the user (when `create_users` is on) with the link and its audit event in one
 //!   write. An existing user of the same name who is not linked is never taken over.
-//! - **Audit:** a sign-in, and every refusal of a person the provider vouched for (disabled,
-//!   unknown, a name taken), is an audit event. Failures before that (a forged or stale `state`,
-//!   a code the provider refuses, a token that does not verify) are logged but not audited:
-//!   anyone can cause them, and the audit trail must not grow at an anonymous client's will.
+//! - **Audit and throttle:** every sign-in and every refusal is an audit event, and every
+//!   refusal counts against the client's address in the sign-in throttle, as a failed password
+//!   does (the same key). At the limit, the way back is refused before the provider is asked,
+//!   and the burst is recorded once, so anonymous junk cannot grow the audit trail or make
+//!   keyward call the provider without bound. A refusal with no client address is only logged.
 
 use keyward_core::{AuditEvent, AuditKind, User, UserId, UserName};
 use keyward_store::{IdentityRecord, NewUser};
@@ -44,7 +45,8 @@ use subtle::ConstantTimeEq as _;
 use time::Duration;
 use zeroize::Zeroizing;
 
-use super::{SessionSecret, hex, is_hex, random_hex};
+use super::throttle::{Reservation, ThrottleSubject};
+use super::{Reserved, SessionSecret, hex, is_hex, random_hex};
 use crate::service::{Keyward, ServiceResult};
 
 /// How long a started sign-in (its cookie) may take to come back from the provider.
@@ -371,6 +373,8 @@ pub enum SsoRefusal {
     NoName,
     /// Nobody is linked, and a user with the name exists: never taken over.
     NameTaken(String),
+    /// Too many failed sign-ins from this address; nothing was checked.
+    Throttled,
 }
 
 impl fmt::Display for SsoRefusal {
@@ -402,6 +406,9 @@ impl fmt::Display for SsoRefusal {
                 "Your account at the provider has no name keyward can use as a user name. Ask \
                  an admin to add you.",
             ),
+            Self::Throttled => {
+                f.write_str("Too many failed sign-ins from here. Wait a minute, then try again.")
+            }
             Self::NameTaken(name) => write!(
                 f,
                 "A keyward user named {name} already exists and is not linked to your account, \
@@ -454,6 +461,16 @@ impl SsoCallback {
         }
         callback
     }
+}
+
+/// The person an ID token that verified names.
+struct Vouched {
+    /// Its `iss`.
+    issuer: String,
+    /// Its `sub`.
+    subject: String,
+    /// Every claim.
+    claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The values one sign-in's seed stands for.
@@ -573,13 +590,77 @@ impl Keyward {
         callback: &SsoCallback,
         ip: Option<IpAddr>,
     ) -> ServiceResult<SsoSignIn> {
-        let refused = |why| Ok(SsoSignIn::Refused(why));
         let Some(provider) = &self.oidc else {
-            return refused(SsoRefusal::NotConfigured);
+            return Ok(SsoSignIn::Refused(SsoRefusal::NotConfigured));
         };
+        // Failures count against the client's address as failed password sign-ins do (the same
+        // key): at the limit, a way back is refused before the provider is asked anything.
+        let now = self.now();
+        let at = now.unix_timestamp();
+        let keys: Vec<String> = ip.map(|ip| format!("ip:{ip}")).into_iter().collect();
+        let subjects: Vec<ThrottleSubject> = ip.map(ThrottleSubject::Address).into_iter().collect();
+        if let Reservation::Throttled { started } = self.throttle.reserve(&keys, &subjects, at) {
+            if let (Some(addr), false) = (ip, started.is_empty()) {
+                let event = self.throttle_event(
+                    &ThrottleSubject::Address(addr),
+                    None,
+                    "",
+                    now,
+                    ip,
+                    "throttled: too many failed sign-ins; further refusals are counted until \
+                     the burst ends",
+                );
+                self.store.append_audit(&event).await?;
+            }
+            tracing::warn!(ip = ?ip, "single sign-on throttled");
+            return Ok(SsoSignIn::Refused(SsoRefusal::Throttled));
+        }
+        let reserved = Reserved {
+            keyward: self,
+            keys: &keys,
+            at,
+            keep: false,
+        };
+        let vouched = match self.sso_vouched(provider, cookie, callback, ip).await? {
+            Ok(vouched) => vouched,
+            Err(why) => {
+                reserved.keep();
+                // Anyone can cause these, so they are recorded only as far as the throttle lets
+                // an address (and never without one).
+                if ip.is_some() {
+                    let event = self.sign_in_event(
+                        AuditKind::UserSignInFailed,
+                        now,
+                        None,
+                        "single sign-on",
+                        ip,
+                        Some(&format!("single sign-on: {why}")),
+                    );
+                    self.store.append_audit(&event).await?;
+                }
+                return Ok(SsoSignIn::Refused(why));
+            }
+        };
+        let signed_in = self.sso_sign_in(provider, &vouched, ip).await?;
+        match &signed_in {
+            SsoSignIn::Ok { .. } => drop(reserved),
+            SsoSignIn::Refused(_) => reserved.keep(),
+        }
+        Ok(signed_in)
+    }
+
+    /// The person the provider vouches for, from its redirect back: the cookie's `state`
+    /// matches, the code is exchanged (with the PKCE verifier), and the ID token verifies.
+    async fn sso_vouched(
+        &self,
+        provider: &Provider,
+        cookie: Option<&str>,
+        callback: &SsoCallback,
+        ip: Option<IpAddr>,
+    ) -> ServiceResult<Result<Vouched, SsoRefusal>> {
         let Some(seed) = cookie.and_then(|c| self.sso_seed(c)) else {
             tracing::info!(ip = ?ip, "single sign-on refused: no valid sign-in cookie");
-            return refused(SsoRefusal::Stale);
+            return Ok(Err(SsoRefusal::Stale));
         };
         let derived = self.sso_derive(seed);
         let state_matches = callback
@@ -593,22 +674,22 @@ impl Keyward {
                 && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
             .then(|| error.clone());
             tracing::info!(ip = ?ip, error = ?code, "single sign-on: the provider said no");
-            return refused(SsoRefusal::ProviderSaidNo(code));
+            return Ok(Err(SsoRefusal::ProviderSaidNo(code)));
         }
         if !state_matches {
             tracing::info!(ip = ?ip, "single sign-on refused: the state is not the cookie's");
-            return refused(SsoRefusal::Stale);
+            return Ok(Err(SsoRefusal::Stale));
         }
         let Some(code) = callback
             .code
             .as_deref()
             .filter(|c| (1..=MAX_CODE_CHARS).contains(&c.len()))
         else {
-            return refused(SsoRefusal::CodeRefused);
+            return Ok(Err(SsoRefusal::CodeRefused));
         };
         let client = match provider.client().await {
             Ok(client) => client,
-            Err(refusal) => return refused(refusal),
+            Err(refusal) => return Ok(Err(refusal)),
         };
         let exchanged = match client.exchange_code(AuthorizationCode::new(code.to_owned())) {
             Ok(request) => {
@@ -619,48 +700,52 @@ impl Keyward {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "single sign-on: the provider has no token endpoint");
-                return refused(SsoRefusal::Unreachable);
+                return Ok(Err(SsoRefusal::Unreachable));
             }
         };
         let response = match exchanged {
             Ok(response) => response,
             Err(e) => {
                 tracing::info!(ip = ?ip, error = %error_chain(&e), "single sign-on: code refused");
-                return refused(SsoRefusal::CodeRefused);
+                return Ok(Err(SsoRefusal::CodeRefused));
             }
         };
         let Some(id_token) = response.extra_fields().id_token() else {
             tracing::warn!("single sign-on: the token response has no ID token");
-            return refused(SsoRefusal::Unverified);
+            return Ok(Err(SsoRefusal::Unverified));
         };
         let verifier = client.id_token_verifier();
         let claims = match id_token.claims(&verifier, &Nonce::new(derived.nonce)) {
             Ok(claims) => claims,
             Err(e) => {
                 tracing::warn!(ip = ?ip, error = %error_chain(&e), "single sign-on: ID token refused");
-                return refused(SsoRefusal::Unverified);
+                return Ok(Err(SsoRefusal::Unverified));
             }
         };
         // Every claim as JSON, standard or not, so any of them can name a user or an admin.
-        let all = match serde_json::to_value(claims) {
-            Ok(serde_json::Value::Object(all)) => all,
-            _ => return refused(SsoRefusal::Unverified),
+        let Ok(serde_json::Value::Object(all)) = serde_json::to_value(claims) else {
+            return Ok(Err(SsoRefusal::Unverified));
         };
-        let issuer = claims.issuer().as_str().to_owned();
-        let subject = claims.subject().as_str().to_owned();
-        self.sso_sign_in(provider, &issuer, &subject, &all, ip)
-            .await
+        Ok(Ok(Vouched {
+            issuer: claims.issuer().as_str().to_owned(),
+            subject: claims.subject().as_str().to_owned(),
+            claims: all,
+        }))
     }
 
     /// The person the provider vouched for: found by their link or created, then signed in.
     async fn sso_sign_in(
         &self,
         provider: &Provider,
-        issuer: &str,
-        subject: &str,
-        claims: &serde_json::Map<String, serde_json::Value>,
+        vouched: &Vouched,
         ip: Option<IpAddr>,
     ) -> ServiceResult<SsoSignIn> {
+        let Vouched {
+            issuer,
+            subject,
+            claims,
+        } = vouched;
+        let (issuer, subject) = (issuer.as_str(), subject.as_str());
         let settings = &provider.settings;
         let now = self.now();
         let via = format!("single sign-on ({issuer})");
