@@ -35,6 +35,7 @@ pub fn synthetic(
         tokens: Vec::with_capacity(tokens),
         hashes: Vec::with_capacity(tokens),
         audit: Vec::new(),
+        identities: Vec::new(),
     };
     let mut secrets = Vec::with_capacity(tokens);
     for i in 0..tokens {

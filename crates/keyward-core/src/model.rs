@@ -607,6 +607,9 @@ pub enum AuditKind {
     /// A user was deleted for good; their tokens were revoked ("owner deleted").
     #[serde(rename = "user.deleted")]
     UserDeleted,
+    /// A user became an admin or stopped being one (the OpenID provider's claim said so).
+    #[serde(rename = "user.admin_changed")]
+    UserAdminChanged,
 }
 
 impl AuditKind {
@@ -627,6 +630,7 @@ impl AuditKind {
             Self::UserUpdated => "user.updated",
             Self::UserPasswordChanged => "user.password_changed",
             Self::UserDeleted => "user.deleted",
+            Self::UserAdminChanged => "user.admin_changed",
         }
     }
 
@@ -647,6 +651,7 @@ impl AuditKind {
             Self::UserUpdated,
             Self::UserPasswordChanged,
             Self::UserDeleted,
+            Self::UserAdminChanged,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

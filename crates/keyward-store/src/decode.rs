@@ -18,8 +18,8 @@ use std::net::IpAddr;
 use time::OffsetDateTime;
 
 use crate::{
-    HashRecord, Lookup, SessionRecord, SnapshotUser, StoreError, StoreResult, StoredAuditEvent,
-    StoredHash,
+    HashRecord, IdentityRecord, Lookup, SessionRecord, SnapshotUser, StoreError, StoreResult,
+    StoredAuditEvent, StoredHash,
 };
 
 /// Named column reads, as the decoders need them.
@@ -269,5 +269,16 @@ pub(crate) fn session(row: &impl Columns) -> StoreResult<SessionRecord> {
         created_at: time(row, "created_at")?,
         last_seen_at: time(row, "last_seen_at")?,
         expires_at: time(row, "expires_at")?,
+        signed_in_with: row.opt_text("signed_in_with")?,
+    })
+}
+
+/// A `user_identities` row.
+pub(crate) fn identity(row: &impl Columns) -> StoreResult<IdentityRecord> {
+    Ok(IdentityRecord {
+        issuer: row.text("issuer")?,
+        subject: row.text("subject")?,
+        user: parse(row, "user_id", UserId::parse)?,
+        created_at: time(row, "created_at")?,
     })
 }

@@ -1,13 +1,13 @@
 //! keyward's storage seam.
 //!
 //! What keyward asks of a database comes in narrow traits, one per aggregate: [`TokenStore`],
-//! [`UserStore`], [`SessionStore`], [`AuditStore`], [`ChangeFeed`] and [`Maintenance`] (health,
-//! dump, restore). [`Store`] is their sum, implemented for every type that implements them all,
+//! [`UserStore`], [`IdentityStore`], [`SessionStore`], [`AuditStore`], [`ChangeFeed`] and
+//! [`Maintenance`] (health, dump, restore). [`Store`] is their sum, implemented for every type that implements them all,
 //! so the server holds one `Arc<dyn Store>` and a caller brings the trait it uses into scope.
 //!
 //! Each engine implements them in its own module with its own migrations ([`SqliteStore`],
 //! [`PgStore`]), laid out the same way so the two read side by side: `tokens.rs`, `users.rs`,
-//! `sessions.rs`, `audit.rs`, `feed.rs` and `backup.rs` hold one trait's implementation each, in
+//! `identities.rs`, `sessions.rs`, `audit.rs`, `feed.rs` and `backup.rs` hold one trait's implementation each, in
 //! the trait's order, and `mod.rs` opening, closing and committing. Both run their migrations
 //! through one runner (`migrate`), each under its own lock. Nothing above this crate knows which
 //! engine it talks to. Every engine passes the same contract suite (`tests/it`).
@@ -219,6 +219,22 @@ pub struct SessionRecord {
     pub last_seen_at: OffsetDateTime,
     /// When it ends however active it is.
     pub expires_at: OffsetDateTime,
+    /// How they signed in: the issuer of the OpenID provider, or `None` for a password.
+    pub signed_in_with: Option<String>,
+}
+
+/// A person's account at an OpenID provider, linked to a keyward user. The `(issuer, subject)`
+/// pair is the provider's name for the person for good; a name or email address there may change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRecord {
+    /// The provider's issuer URL, exactly as its ID tokens say it.
+    pub issuer: String,
+    /// The provider's `sub` for the person.
+    pub subject: String,
+    /// The linked user.
+    pub user: UserId,
+    /// When the link was made.
+    pub created_at: OffsetDateTime,
 }
 
 /// One stored secret hash with everything the store keeps about it, for [`Snapshot`]s.
@@ -235,7 +251,8 @@ pub struct HashRecord {
 }
 
 /// Everything a deployment needs to move to another store, as plain data: users (with password
-/// hashes), tokens, every secret hash (with its key id and end), and the audit trail. Not the
+/// hashes), tokens, every secret hash (with its key id and end), the audit trail and the links to
+/// OpenID providers' accounts. Not the
 /// change log: it describes one database's caches, and a new database starts its own.
 ///
 /// Its `Debug` shows only counts: it holds password hashes.
@@ -249,6 +266,8 @@ pub struct Snapshot {
     pub hashes: Vec<HashRecord>,
     /// The audit trail, oldest first, with its sequence numbers.
     pub audit: Vec<StoredAuditEvent>,
+    /// Links to OpenID providers' accounts, by issuer, then subject.
+    pub identities: Vec<IdentityRecord>,
 }
 
 /// A user in a [`Snapshot`], deleted ones included (their revoked tokens still name them).
@@ -269,6 +288,7 @@ impl std::fmt::Debug for Snapshot {
             .field("tokens", &self.tokens.len())
             .field("hashes", &self.hashes.len())
             .field("audit", &self.audit.len())
+            .field("identities", &self.identities.len())
             .finish()
     }
 }
@@ -399,6 +419,27 @@ pub trait UserStore: Send + Sync {
     ) -> StoreResult<User>;
 }
 
+/// Links between keyward users and their accounts at an OpenID provider (single sign-on). Methods
+/// that take an [`AuditEvent`] write it in the same transaction as the change.
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
+    /// The user linked to the provider's `(issuer, subject)`, if any.
+    async fn user_by_identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<User>>;
+
+    /// Adds `new` and links `identity` to it (whose `user` must be `new`'s id), in one
+    /// transaction with `audit`: [`StoreError::Conflict`], and nothing written, if the name is
+    /// taken or the identity is linked already.
+    async fn add_user_with_identity(
+        &self,
+        new: &NewUser,
+        identity: &IdentityRecord,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// A user's links, by issuer, then subject.
+    async fn identities(&self, user: &UserId) -> StoreResult<Vec<IdentityRecord>>;
+}
+
 /// Web sign-in sessions and the one-time nonces of their forms.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -485,6 +526,7 @@ pub trait Maintenance: Send + Sync {
 pub trait Store:
     TokenStore
     + UserStore
+    + IdentityStore
     + SessionStore
     + AuditStore
     + ChangeFeed
@@ -498,6 +540,7 @@ pub trait Store:
 impl<T> Store for T where
     T: TokenStore
         + UserStore
+        + IdentityStore
         + SessionStore
         + AuditStore
         + ChangeFeed

@@ -34,6 +34,22 @@
 //! listen = "127.0.0.1:9100"    # serve /metrics only here (the main listener answers 404)
 //! require_token = true         # only to a bearer token holding `metrics:read`
 //!
+//! # Single sign-on through an OpenID provider: on when `issuer` is set, and then `public_url`
+//! # (top level, the address people use) is required. The provider must allow the redirect URL
+//! # `{public_url}/login/oidc/callback`.
+//! public_url = "https://keyward.example.com"
+//! [oidc]
+//! issuer = "https://accounts.example.com"  # discovery: ISSUER/.well-known/openid-configuration
+//! display_name = "Example SSO"         # "Sign in with ..." (default: the issuer's host)
+//! client_id = "keyward"
+//! client_secret = "..."                # or KEYWARD_OIDC_CLIENT_SECRET (better: not in the file)
+//! scopes = ["openid", "email", "profile"]
+//! name_claim = "preferred_username"    # a new user's name: this claim, else email, else sub
+//! create_users = true                  # a first sign-in creates the person
+//! admin_claim = "groups"               # with admin_value: the provider decides who is admin
+//! admin_value = "keyward-admins"
+//! password_sign_in = true              # false: single sign-on only on the web page
+//!
 //! # Scopes a request proxied to /v1/auth needs, by the original method and normalized path:
 //! # longest path prefix wins; "*" matches any method; HEAD follows GET. With a table, a request
 //! # no route matches is refused unless there is a catch-all (`path_prefix = "/"`); `scopes = []`
@@ -60,7 +76,9 @@
 use keyward_core::{Catalog, LifetimePolicy, Prefix, ServerKey, parse_duration};
 use keyward_server::Settings;
 use keyward_server::http::HttpLimits;
-use keyward_server::service::{ForwardAuthRoute, ForwardAuthRoutes};
+use keyward_server::service::{
+    AdminClaim, ForwardAuthRoute, ForwardAuthRoutes, OidcClientSecret, OidcSettings,
+};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -283,6 +301,8 @@ settings! {
         catalog: Catalog,
         /// The forward-auth route table (`[[forward_auth.route]]`).
         forward_auth: ForwardAuthRoutes,
+        /// Single sign-on as the server takes it, when `[oidc]` turns it on.
+        sso: Option<OidcSettings>,
     }
     settings {
         /// Where `keyward serve` listens.
@@ -315,6 +335,9 @@ settings! {
         /// The server key, 64 hexadecimal characters; `None` means `DATA_DIR/server.key`.
         server_key: Option<ServerKey> = None, env SERVER_KEY = "KEYWARD_SERVER_KEY",
             secret = true, file = false;
+        /// The address people use to reach keyward, e.g. `https://keyward.example.com` (single
+        /// sign-on's redirect URL is under it).
+        public_url: Option<HttpUrl> = None, env PUBLIC_URL = "KEYWARD_PUBLIC_URL";
     }
     tables {
         /// Connection and request limits (`[http]`).
@@ -339,6 +362,34 @@ settings! {
             /// Whether `/metrics` needs a bearer token holding `metrics:read` (`true`/`false`).
             require_token: bool = false,
                 env METRICS_REQUIRE_TOKEN = "KEYWARD_METRICS_REQUIRE_TOKEN";
+        }
+        /// Single sign-on through an OpenID provider (`[oidc]`): on when `issuer` is set.
+        oidc: OidcConfig, file OidcFile {
+            /// The provider's issuer URL, exactly as its ID tokens say it.
+            issuer: Option<HttpUrl> = None, env OIDC_ISSUER = "KEYWARD_OIDC_ISSUER";
+            /// What the sign-in page calls the provider (default: the issuer's host).
+            display_name: Option<String> = None,
+                env OIDC_DISPLAY_NAME = "KEYWARD_OIDC_DISPLAY_NAME";
+            /// keyward's client id at the provider.
+            client_id: String = "keyward".to_owned(), env OIDC_CLIENT_ID = "KEYWARD_OIDC_CLIENT_ID";
+            /// keyward's client secret at the provider (none: a public client, PKCE alone).
+            client_secret: Option<OidcClientSecret> = None,
+                env OIDC_CLIENT_SECRET = "KEYWARD_OIDC_CLIENT_SECRET", secret = true;
+            /// The scopes asked for, e.g. `["openid", "email", "profile"]` (`openid` always).
+            scopes: Vec<String> = DEFAULT_OIDC_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+                env OIDC_SCOPES = "KEYWARD_OIDC_SCOPES", check oidc_scopes;
+            /// The claim a new user's name comes from; then `email`, then `sub`.
+            name_claim: String = "preferred_username".to_owned(),
+                env OIDC_NAME_CLAIM = "KEYWARD_OIDC_NAME_CLAIM";
+            /// Whether a first sign-in creates the person (`true`/`false`).
+            create_users: bool = true, env OIDC_CREATE_USERS = "KEYWARD_OIDC_CREATE_USERS";
+            /// The claim that makes an admin (with `admin_value`), e.g. `groups`.
+            admin_claim: Option<String> = None, env OIDC_ADMIN_CLAIM = "KEYWARD_OIDC_ADMIN_CLAIM";
+            /// The value of `admin_claim` (or one of its values) that makes an admin.
+            admin_value: Option<String> = None, env OIDC_ADMIN_VALUE = "KEYWARD_OIDC_ADMIN_VALUE";
+            /// Whether the web page also offers the password form (`true`/`false`).
+            password_sign_in: bool = true,
+                env OIDC_PASSWORD_SIGN_IN = "KEYWARD_OIDC_PASSWORD_SIGN_IN";
         }
     }
 }
@@ -822,8 +873,10 @@ impl Config {
             config_file: config_file.clone(),
             catalog,
             forward_auth,
+            sso: None,
         };
-        let config = Self::from_layers(env, flags, file, &origin, derived)?;
+        let mut config = Self::from_layers(env, flags, file, &origin, derived)?;
+        config.sso = config.single_sign_on()?;
 
         // Rules between settings.
         if config.default_lifetime > config.max_lifetime {
@@ -844,6 +897,58 @@ impl Config {
         Ok(config)
     }
 
+    /// `[oidc]` and `public_url` as the server takes them, when `oidc.issuer` is set.
+    fn single_sign_on(&self) -> Result<Option<OidcSettings>, ConfigError> {
+        let oidc = &self.oidc;
+        let Some(issuer) = &oidc.issuer else {
+            return Ok(None);
+        };
+        let Some(public_url) = &self.public_url else {
+            return Err(ConfigError::new(format!(
+                "[oidc] needs public_url (or {}): the address people use to reach keyward, \
+                 e.g. https://keyward.example.com; the provider sends them back to \
+                 PUBLIC_URL{}",
+                env::PUBLIC_URL,
+                OidcSettings::CALLBACK_PATH
+            )));
+        };
+        let admin = match (&oidc.admin_claim, &oidc.admin_value) {
+            (Some(claim), Some(value)) => Some(AdminClaim {
+                claim: claim.clone(),
+                value: value.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::new(
+                    "oidc.admin_claim and oidc.admin_value go together: set both, or neither",
+                ));
+            }
+        };
+        let settings = OidcSettings {
+            issuer: issuer.as_str().to_owned(),
+            display_name: oidc
+                .display_name
+                .clone()
+                .unwrap_or_else(|| issuer.host().to_owned()),
+            client_id: oidc.client_id.clone(),
+            client_secret: oidc.client_secret.clone(),
+            redirect_url: format!(
+                "{}{}",
+                public_url.as_str().trim_end_matches('/'),
+                OidcSettings::CALLBACK_PATH
+            ),
+            scopes: oidc.scopes.clone(),
+            name_claim: oidc.name_claim.clone(),
+            create_users: oidc.create_users,
+            admin,
+            password_sign_in: oidc.password_sign_in,
+        };
+        settings
+            .check()
+            .map_err(|e| ConfigError::new(format!("[oidc]: {e}")))?;
+        Ok(Some(settings))
+    }
+
     /// The service's rules, as configured.
     pub fn settings(&self) -> Settings {
         Settings {
@@ -858,6 +963,7 @@ impl Config {
             secure_cookies: self.secure_cookies,
             forward_auth: self.forward_auth.clone(),
             metrics_require_token: self.metrics.require_token,
+            oidc: self.sso.clone(),
         }
     }
 
@@ -880,6 +986,148 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
     /// Whether `/metrics` answers only to a bearer token holding `metrics:read`.
     pub require_token: bool,
+}
+
+/// `[oidc]`, every layer applied (see [`OidcSettings`] for what each means). Single sign-on is
+/// on when `issuer` is set.
+#[derive(Debug, Clone, Default)]
+pub struct OidcConfig {
+    /// The provider's issuer URL.
+    pub issuer: Option<HttpUrl>,
+    /// What the sign-in page calls the provider.
+    pub display_name: Option<String>,
+    /// keyward's client id at the provider.
+    pub client_id: String,
+    /// keyward's client secret at the provider.
+    pub client_secret: Option<OidcClientSecret>,
+    /// The scopes asked for.
+    pub scopes: Vec<String>,
+    /// The claim a new user's name comes from.
+    pub name_claim: String,
+    /// Whether a first sign-in creates the person.
+    pub create_users: bool,
+    /// The claim that makes an admin.
+    pub admin_claim: Option<String>,
+    /// Its value that makes an admin.
+    pub admin_value: Option<String>,
+    /// Whether the password form is offered too.
+    pub password_sign_in: bool,
+}
+
+/// The scopes single sign-on asks for unless told otherwise.
+pub const DEFAULT_OIDC_SCOPES: [&str; 3] = ["openid", "email", "profile"];
+
+/// An `http://` or `https://` URL with a host and no query or fragment, kept as written (an
+/// issuer must match the provider's `iss` claim character for character).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    text: String,
+    host: String,
+}
+
+impl HttpUrl {
+    /// Reads a URL.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = reqwest::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+        let host = match url.host_str() {
+            Some(host) if matches!(url.scheme(), "http" | "https") => host.to_owned(),
+            _ => return Err(format!("{text:?} is not an http:// or https:// URL")),
+        };
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("{text:?} must not have a query or a fragment"));
+        }
+        Ok(Self {
+            text: text.to_owned(),
+            host,
+        })
+    }
+
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Its host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+impl SettingValue for HttpUrl {
+    type File = String;
+    const EXAMPLES: [&'static str; 2] = [
+        "\"https://accounts.example.com\"",
+        "\"https://login.example.org/realms/staff\"",
+    ];
+    fn from_file(value: String) -> Result<Self, String> {
+        Self::parse(&value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
+impl SettingValue for OidcClientSecret {
+    type File = String;
+    const EXAMPLES: [&'static str; 2] = [
+        "\"client-secret-never-shown-1\"",
+        "\"client-secret-never-shown-2\"",
+    ];
+    fn from_file(value: String) -> Result<Self, String> {
+        Self::from_text(&value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        // The message never repeats the text: it is a secret.
+        if text.is_empty() {
+            return Err("the client secret is empty".to_owned());
+        }
+        Ok(OidcClientSecret::new(text.to_owned()))
+    }
+}
+
+/// A list of words: an array in the file; in a variable, words separated by commas or spaces
+/// (or an array written as in the file).
+impl SettingValue for Vec<String> {
+    type File = Vec<String>;
+    const EXAMPLES: [&'static str; 2] = [
+        "[\"openid\", \"email\"]",
+        "[\"openid\", \"profile\", \"groups\"]",
+    ];
+    fn from_file(value: Vec<String>) -> Result<Self, String> {
+        Ok(value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.trim_start().starts_with('[') {
+            #[derive(Deserialize)]
+            struct List {
+                list: Vec<String>,
+            }
+            return toml::from_str::<List>(&format!("list = {text}"))
+                .map(|l| l.list)
+                .map_err(|e| format!("{text:?} is not a list of words: {}", e.message()));
+        }
+        Ok(text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+#[expect(
+    clippy::ptr_arg,
+    reason = "a check takes a reference to the setting's own type"
+)]
+fn oidc_scopes(scopes: &Vec<String>) -> Result<(), String> {
+    match scopes.iter().find(|s| {
+        s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    }) {
+        Some(bad) => Err(format!("{bad:?} is not a scope")),
+        None => Ok(()),
+    }
 }
 
 /// Which database, and where: every command (`serve`, the command line, `migrate`) uses the one
@@ -1275,6 +1523,74 @@ repo = ["read", "write"]
     }
 
     #[test]
+    fn oidc_is_on_with_an_issuer_and_needs_public_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = Config::load_from(
+            &Env::from_pairs([("KEYWARD_DATA_DIR", dir.path().to_str().unwrap())]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert!(off.settings().oidc.is_none());
+
+        let oidc = "[oidc]\nissuer = \"https://accounts.example.com\"\n";
+        let message = err(Config::load_from(
+            &Env::default(),
+            &flags_with(&write_config(dir.path(), &format!("version = 1\n{oidc}"))),
+        ));
+        assert!(message.contains("[oidc] needs public_url"), "{message}");
+        assert!(message.contains("KEYWARD_PUBLIC_URL"), "{message}");
+
+        let path = write_config(
+            dir.path(),
+            &format!(
+                "version = 1\npublic_url = \"https://keyward.example.com/\"\n{oidc}\
+                 admin_claim = \"groups\"\nadmin_value = \"keyward-admins\"\n\
+                 password_sign_in = false\n"
+            ),
+        );
+        let env = Env::from_pairs([("KEYWARD_OIDC_CLIENT_SECRET", "s3cret-never-shown")]);
+        let config = Config::load_from(&env, &flags_with(&path)).unwrap();
+        let sso = config.settings().oidc.unwrap();
+        assert_eq!(sso.issuer, "https://accounts.example.com");
+        assert_eq!(sso.display_name, "accounts.example.com");
+        assert_eq!(sso.client_id, "keyward");
+        assert_eq!(
+            sso.redirect_url,
+            "https://keyward.example.com/login/oidc/callback"
+        );
+        assert_eq!(sso.scopes, ["openid", "email", "profile"]);
+        assert_eq!(sso.name_claim, "preferred_username");
+        assert!(sso.create_users && !sso.password_sign_in);
+        assert_eq!(
+            sso.admin,
+            Some(AdminClaim {
+                claim: "groups".to_owned(),
+                value: "keyward-admins".to_owned()
+            })
+        );
+        assert!(sso.client_secret.is_some());
+        assert!(!format!("{config:?}").contains("s3cret"));
+
+        for (extra, says) in [
+            ("admin_claim = \"groups\"\n", "go together"),
+            ("scopes = [\"openid\", \"a b\"]\n", "is not a scope"),
+        ] {
+            let path = write_config(
+                dir.path(),
+                &format!("version = 1\npublic_url = \"https://k.example\"\n{oidc}{extra}"),
+            );
+            let message = err(Config::load_from(&Env::default(), &flags_with(&path)));
+            assert!(message.contains(says), "{message}");
+        }
+        let path = write_config(
+            dir.path(),
+            "version = 1\npublic_url = \"ftp://k.example\"\n",
+        );
+        let message = err(Config::load_from(&Env::default(), &flags_with(&path)));
+        assert!(message.contains("public_url in"), "{message}");
+    }
+
+    #[test]
     fn http_limits_and_metrics_are_layered_and_checked() {
         use std::time::Duration as Std;
         let dir = tempfile::tempdir().unwrap();
@@ -1380,10 +1696,16 @@ repo = ["read", "write"]
     #[test]
     fn every_declared_setting_is_set_by_file_and_env_and_env_wins() {
         let dir = tempfile::tempdir().unwrap();
+        // `[oidc]` with an issuer needs `public_url` beside it.
+        let base = std::cell::Cell::new("");
         let load = |file_line: Option<String>, var: Option<(&str, &str)>| {
             let path = write_config(
                 dir.path(),
-                &format!("version = 1\n{}\n", file_line.unwrap_or_default()),
+                &format!(
+                    "version = 1\n{}{}\n",
+                    base.get(),
+                    file_line.unwrap_or_default()
+                ),
             );
             let env = Env::from_pairs(var);
             Config::load_from(&env, &flags_with(&path)).map(|c| format!("{c:?}"))
@@ -1397,6 +1719,16 @@ repo = ["read", "write"]
         assert_eq!(all, vars, "env::ALL lists every variable once");
 
         for setting in SETTINGS {
+            base.set(if setting.key.starts_with("oidc.") {
+                "public_url = \"https://keyward.example.com\"\n"
+            } else {
+                ""
+            });
+            let unset = if setting.key.starts_with("oidc.") {
+                load(None, None).unwrap()
+            } else {
+                unset.clone()
+            };
             let [a, b] = setting.examples;
             let (a_text, b_text) = (a.trim_matches('"'), b.trim_matches('"'));
             let in_file = |value: &str| Some(format!("{} = {value}", setting.key));

@@ -20,6 +20,9 @@ pub mod verification;
 pub use caller::{Action, Caller, CallerKind, TokenCaller};
 pub use error::{ServiceError, ServiceResult};
 pub use gateway::{ForwardAuthRoute, ForwardAuthRoutes, SecretRevocation};
+pub use sessions::oidc::{
+    AdminClaim, OidcClientSecret, OidcSettings, SsoCallback, SsoRefusal, SsoSignIn, SsoStart,
+};
 pub use sessions::{SessionSecret, SignIn, SignInForm, WebSession};
 pub use tokens::{AuditEntry, AuditPage, Issued, RegenerateOptions, TokenPage};
 pub use users::{OWNER_DELETED, UserChanges, UserPage, UserRequest};
@@ -64,6 +67,8 @@ pub struct Settings {
     /// Whether `/metrics` answers only to a bearer token holding `metrics:read` (it is open
     /// to anyone who reaches it otherwise).
     pub metrics_require_token: bool,
+    /// Single sign-on through an OpenID provider, if set up.
+    pub oidc: Option<OidcSettings>,
 }
 
 impl Default for Settings {
@@ -76,6 +81,7 @@ impl Default for Settings {
             secure_cookies: false,
             forward_auth: ForwardAuthRoutes::default(),
             metrics_require_token: false,
+            oidc: None,
         }
     }
 }
@@ -92,6 +98,7 @@ pub struct Keyward {
     metrics: VerifyMetrics,
     throttle: sessions::SignInThrottle,
     passwords: sessions::PasswordPool,
+    oidc: Option<sessions::oidc::Provider>,
 }
 
 impl Keyward {
@@ -103,6 +110,14 @@ impl Keyward {
         settings: Settings,
     ) -> StoreResult<Self> {
         let cache = VerifyCache::new(store.as_ref(), settings.cache_capacity).await?;
+        let oidc = settings
+            .oidc
+            .clone()
+            .map(sessions::oidc::Provider::new)
+            .transpose()
+            // Settings that passed `OidcSettings::check` fail here only if the TLS backend cannot
+            // load: keyward cannot reach the provider, and says so at start-up.
+            .map_err(keyward_store::StoreError::unavailable)?;
         Ok(Self {
             store,
             clock,
@@ -118,6 +133,7 @@ impl Keyward {
             metrics: VerifyMetrics::new(),
             throttle: sessions::SignInThrottle::default(),
             passwords: sessions::PasswordPool::per_core(),
+            oidc,
         })
     }
 

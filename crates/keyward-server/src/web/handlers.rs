@@ -1,6 +1,6 @@
 //! The page handlers: extract, check the form, call one service method, render.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_core::{
@@ -12,14 +12,15 @@ use time::{Date, Duration, OffsetDateTime, Time};
 
 use super::pages::{self, Nav, ScopeGroup, TokenRow, UserRow, render};
 use super::{
-    Fields, LOGIN_COOKIE, PageError, PagePath, SESSION_COOKIE, Signed, cookie, over_https,
-    set_cookie,
+    Fields, LOGIN_COOKIE, PageError, PagePath, SESSION_COOKIE, SSO_COOKIE, SSO_COOKIE_PATH, Signed,
+    cookie, over_https, set_cookie, set_lax_cookie,
 };
 use crate::http::extract::ClientIp;
+use crate::service::sessions::oidc::SSO_LIFETIME;
 use crate::service::sessions::{SIGN_IN_FORM_LIFETIME, SIGN_IN_WINDOW};
 use crate::service::{
     Action, Issued, Keyward, MAX_PAGE, RegenerateOptions, ServiceError, SignIn, SignInForm,
-    UserRequest, WebSession,
+    SsoCallback, SsoRefusal, SsoSignIn, UserRequest, WebSession,
 };
 use subtle::ConstantTimeEq as _;
 
@@ -57,7 +58,7 @@ fn sign_in_form(
     headers: &HeaderMap,
     form: SignInForm,
     username: String,
-    error: Option<&'static str>,
+    error: Option<String>,
     status: StatusCode,
 ) -> Response {
     let cookie = set_cookie(
@@ -73,6 +74,8 @@ fn sign_in_form(
         csrf: form.field,
         username,
         error,
+        sso: kw.sso_provider_name().map(str::to_owned),
+        passwords: kw.password_sign_in(),
     };
     let mut response = (status, [(header::SET_COOKIE, cookie)], render(&page)).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -92,6 +95,18 @@ pub async fn sign_in(
     headers: HeaderMap,
     form: Fields,
 ) -> Result<Response, PageError> {
+    if !kw.password_sign_in() {
+        // Said before the form's token is checked: the page has no password form to get one.
+        let form = kw.new_sign_in_form()?;
+        return Ok(sign_in_form(
+            &kw,
+            &headers,
+            form,
+            String::new(),
+            Some(PASSWORDS_OFF.to_owned()),
+            StatusCode::FORBIDDEN,
+        ));
+    }
     // The form's token must be the one derived from a signed, unexpired cookie of ours.
     form.check_origin()?;
     let signed = cookie(&headers, LOGIN_COOKIE)
@@ -128,7 +143,7 @@ pub async fn sign_in(
             &headers,
             signed,
             username,
-            Some("Incorrect username or password."),
+            Some("Incorrect username or password.".to_owned()),
             StatusCode::UNAUTHORIZED,
         )),
         SignIn::Throttled => Ok(sign_in_form(
@@ -136,9 +151,116 @@ pub async fn sign_in(
             &headers,
             signed,
             username,
-            Some("Too many failed sign-in attempts. Wait a minute, then try again."),
+            Some("Too many failed sign-in attempts. Wait a minute, then try again.".to_owned()),
             StatusCode::TOO_MANY_REQUESTS,
         )),
+        SignIn::PasswordsOff => Ok(sign_in_form(
+            &kw,
+            &headers,
+            signed,
+            String::new(),
+            Some(PASSWORDS_OFF.to_owned()),
+            StatusCode::FORBIDDEN,
+        )),
+    }
+}
+
+/// What a password sign-in is told when only single sign-on is on.
+const PASSWORDS_OFF: &str = "Signing in with a password is turned off here: use single sign-on.";
+
+/// The sign-in page with why a single sign-on did not work.
+fn sso_refused(kw: &Keyward, headers: &HeaderMap, why: &SsoRefusal) -> Result<Response, PageError> {
+    let form = match cookie(headers, LOGIN_COOKIE).and_then(|c| kw.sign_in_form(c)) {
+        Some(form) => form,
+        None => kw.new_sign_in_form()?,
+    };
+    let status = match why {
+        SsoRefusal::NotConfigured => StatusCode::NOT_FOUND,
+        SsoRefusal::Unreachable => StatusCode::SERVICE_UNAVAILABLE,
+        SsoRefusal::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        SsoRefusal::Disabled
+        | SsoRefusal::Unknown
+        | SsoRefusal::NoName
+        | SsoRefusal::NameTaken(_) => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    let mut response = sign_in_form(
+        kw,
+        headers,
+        form,
+        String::new(),
+        Some(why.to_string()),
+        status,
+    );
+    // The sign-in this cookie stood for is over, whatever happened.
+    let clear = set_cookie(SSO_COOKIE, "", SSO_COOKIE_PATH, 0, over_https(kw, headers));
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+/// `GET /login/oidc`: off to the OpenID provider, with the cookie the way back needs.
+pub async fn start_sso(State(kw): Kw, headers: HeaderMap) -> Result<Response, PageError> {
+    match kw.start_sso().await? {
+        Ok(start) => {
+            // Lax, not Strict: the browser comes back from the provider's site, a cross-site
+            // navigation, and must bring this cookie along.
+            let cookie = set_lax_cookie(
+                SSO_COOKIE,
+                &start.cookie,
+                SSO_COOKIE_PATH,
+                SSO_LIFETIME.whole_seconds(),
+                over_https(&kw, &headers),
+            );
+            Ok((
+                StatusCode::SEE_OTHER,
+                [
+                    (header::LOCATION, start.location),
+                    (header::SET_COOKIE, cookie),
+                ],
+            )
+                .into_response())
+        }
+        Err(why) => sso_refused(&kw, &headers, &why),
+    }
+}
+
+/// `GET /login/oidc/callback`: the provider's answer, checked by the service.
+pub async fn finish_sso(
+    State(kw): Kw,
+    ClientIp(ip): ClientIp,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let callback = SsoCallback::from_query(query.as_deref().unwrap_or(""));
+    let sso_cookie = cookie(&headers, SSO_COOKIE);
+    match kw.finish_sso(sso_cookie, &callback, ip).await? {
+        SsoSignIn::Ok { secret, .. } => {
+            let secure = over_https(&kw, &headers);
+            let page = pages::SignedInPage {
+                nav: None,
+                section: "",
+            };
+            let mut response = render(&page);
+            let h = response.headers_mut();
+            for c in [
+                set_cookie(
+                    SESSION_COOKIE,
+                    secret.expose(),
+                    "/",
+                    crate::service::sessions::SESSION_MAX.whole_seconds(),
+                    secure,
+                ),
+                set_cookie(SSO_COOKIE, "", SSO_COOKIE_PATH, 0, secure),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    h.append(header::SET_COOKIE, v);
+                }
+            }
+            Ok(response)
+        }
+        SsoSignIn::Refused(why) => sso_refused(&kw, &headers, &why),
     }
 }
 

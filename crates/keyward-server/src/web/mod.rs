@@ -28,6 +28,10 @@ pub const SESSION_COOKIE: &str = "keyward_session";
 /// The sign-in form's CSRF cookie: signed with the server key (there is no session yet to tie a
 /// token to), the form's token derived from it.
 pub const LOGIN_COOKIE: &str = "keyward_login";
+/// A started single sign-on's cookie (seed, expiry, MAC under the server key), sent only to
+/// `/login/oidc` and its callback.
+pub const SSO_COOKIE: &str = "keyward_oidc";
+const SSO_COOKIE_PATH: &str = "/login/oidc";
 
 /// The strict policy every page gets: nothing inline, nothing from elsewhere, no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -43,6 +47,8 @@ pub fn router() -> Router<Arc<Keyward>> {
             "/login",
             get(handlers::sign_in_page).post(handlers::sign_in),
         )
+        .route("/login/oidc", get(handlers::start_sso))
+        .route("/login/oidc/callback", get(handlers::finish_sso))
         .route("/logout", post(handlers::sign_out))
         .route("/tokens", get(handlers::tokens_page))
         .route(
@@ -137,6 +143,15 @@ fn over_https(kw: &Keyward, headers: &HeaderMap) -> bool {
 fn set_cookie(name: &str, value: &str, path: &str, max_age: i64, secure: bool) -> String {
     format!(
         "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// A `Set-Cookie` value like [`set_cookie`]'s but `SameSite=Lax`, for the one cookie that must
+/// come back on a navigation from another site (a single sign-on's return from the provider).
+fn set_lax_cookie(name: &str, value: &str, path: &str, max_age: i64, secure: bool) -> String {
+    format!(
+        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
         if secure { "; Secure" } else { "" }
     )
 }

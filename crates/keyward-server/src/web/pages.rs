@@ -36,6 +36,8 @@ pub(super) struct Nav {
     pub name: String,
     pub is_admin: bool,
     pub csrf: String,
+    /// How they signed in: `password`, or the OpenID provider's name.
+    pub method: String,
 }
 
 impl Nav {
@@ -44,6 +46,7 @@ impl Nav {
             name: session.user.name.to_string(),
             is_admin: session.user.is_admin,
             csrf: session.csrf.clone(),
+            method: session.method.clone(),
         })
     }
 }
@@ -124,7 +127,21 @@ pub(super) struct SignInPage {
     pub section: &'static str,
     pub csrf: String,
     pub username: String,
-    pub error: Option<&'static str>,
+    pub error: Option<String>,
+    /// The OpenID provider's name, when single sign-on is on.
+    pub sso: Option<String>,
+    /// Whether the password form is shown.
+    pub passwords: bool,
+}
+
+/// The page a single sign-on ends on: it moves on to `/tokens` itself. A redirect would not do:
+/// the navigation began at the provider, so the browser would not send the `SameSite=Strict`
+/// session cookie with it.
+#[derive(Template)]
+#[template(path = "signed_in.html")]
+pub(super) struct SignedInPage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
 }
 
 #[derive(Template)]

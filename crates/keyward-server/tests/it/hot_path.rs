@@ -14,9 +14,10 @@ use keyward_core::{
 use keyward_server::service::{Issued, UserRequest};
 use keyward_server::{Caller, Keyward, Settings, Verdict, VerifiedToken};
 use keyward_store::{
-    AuditFilter, AuditStore, ChangeFeed, Changes, Lookup, Maintenance, NewUser, Page, Regeneration,
-    Revocation, SessionRecord, SessionStore, Snapshot, SqliteStore, Store, StoreResult,
-    StoredAuditEvent, StoredHash, TokenStore, Usage, UserFilter, UserStore, UserUpdate,
+    AuditFilter, AuditStore, ChangeFeed, Changes, IdentityRecord, IdentityStore, Lookup,
+    Maintenance, NewUser, Page, Regeneration, Revocation, SessionRecord, SessionStore, Snapshot,
+    SqliteStore, Store, StoreResult, StoredAuditEvent, StoredHash, TokenStore, Usage, UserFilter,
+    UserStore, UserUpdate,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -117,6 +118,12 @@ pass_through!(UserStore {
     fn update_user(id: &UserId, update: &UserUpdate, at: OffsetDateTime, audit: &[AuditEvent]) -> User;
     fn set_password(id: &UserId, password_hash: Option<&str>, audit: &AuditEvent) -> ();
     fn delete_user(id: &UserId, revocation: &Revocation, audit: &AuditEvent) -> User;
+});
+
+pass_through!(IdentityStore {
+    fn user_by_identity(issuer: &str, subject: &str) -> Option<User>;
+    fn add_user_with_identity(user: &NewUser, identity: &IdentityRecord, audit: &AuditEvent) -> ();
+    fn identities(user: &UserId) -> Vec<IdentityRecord>;
 });
 
 pass_through!(SessionStore {

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use super::audit::insert_audit_row;
 use super::feed::reset_change_log;
+use super::identities::insert_identity_row;
 use super::rows::{self, db_error};
 use super::tokens::{insert_hash_row, insert_token_row};
 use super::users::insert_user_row;
@@ -46,6 +47,10 @@ impl Maintenance for PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
+        let identities = sqlx::query("SELECT * FROM user_identities ORDER BY issuer, subject")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
         tx.rollback().await.map_err(db_error)?;
         Ok(Snapshot {
             users: users
@@ -61,6 +66,10 @@ impl Maintenance for PgStore {
                 .iter()
                 .map(rows::audit_event)
                 .collect::<StoreResult<_>>()?,
+            identities: identities
+                .iter()
+                .map(rows::identity)
+                .collect::<StoreResult<_>>()?,
         })
     }
 
@@ -68,7 +77,8 @@ impl Maintenance for PgStore {
         let mut tx = self.begin().await?;
         // Keeps every other writer out from the emptiness check to the commit (readers go on).
         sqlx::query(
-            "LOCK TABLE users, tokens, token_hashes, audit_events IN SHARE ROW EXCLUSIVE MODE",
+            "LOCK TABLE users, tokens, token_hashes, audit_events, user_identities \
+             IN SHARE ROW EXCLUSIVE MODE",
         )
         .execute(&mut *tx)
         .await
@@ -100,6 +110,9 @@ impl Maintenance for PgStore {
         }
         for event in &snapshot.audit {
             insert_audit_row(&mut tx, Some(event.seq), &event.event).await?;
+        }
+        for identity in &snapshot.identities {
+            insert_identity_row(&mut tx, identity).await?;
         }
         // Explicit sequence numbers do not move the identity sequence; new events go after them.
         sqlx::query(

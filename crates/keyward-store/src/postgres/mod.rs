@@ -28,6 +28,7 @@ use crate::{StoreError, StoreResult};
 mod audit;
 mod backup;
 mod feed;
+mod identities;
 pub mod listener;
 mod rows;
 mod sessions;
@@ -55,6 +56,11 @@ const MIGRATIONS: Migrations = &[
         3,
         "platform_users",
         include_str!("../../migrations/postgres/0003_platform_users.sql"),
+    ),
+    (
+        4,
+        "identities",
+        include_str!("../../migrations/postgres/0004_identities.sql"),
     ),
 ];
 

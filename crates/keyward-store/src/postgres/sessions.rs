@@ -25,14 +25,15 @@ impl SessionStore for PgStore {
             .await
             .map_err(db_error)?;
         sqlx::query(
-            "INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at, \
+             signed_in_with) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(session.id_hash.0.to_vec())
         .bind(session.user.as_str())
         .bind(unix(session.created_at))
         .bind(unix(session.last_seen_at))
         .bind(unix(session.expires_at))
+        .bind(session.signed_in_with.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(|e| insert_error(e, || "session".to_owned()))?;

@@ -242,6 +242,12 @@ impl UserStore for PgStore {
         .await
         .map_err(db_error)?;
         end_sessions(&mut tx, id).await?;
+        // No provider account signs in as them again.
+        sqlx::query("DELETE FROM user_identities WHERE user_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         sqlx::query(
             "UPDATE users SET name = $2, external_id = NULL, email = NULL, password_hash = NULL, \
              is_admin = false, disabled_at = coalesce(disabled_at, $3), deleted_at = $3 \

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 
 use super::audit::insert_audit_row;
 use super::feed::reset_change_log;
+use super::identities::insert_identity_row;
 use super::rows::{self, db_error};
 use super::tokens::{insert_hash_row, insert_token_row};
 use super::users::insert_user_row;
@@ -44,6 +45,10 @@ impl Maintenance for SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
+        let identities = sqlx::query("SELECT * FROM user_identities ORDER BY issuer, subject")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
         tx.rollback().await.map_err(db_error)?;
         Ok(Snapshot {
             users: users
@@ -58,6 +63,10 @@ impl Maintenance for SqliteStore {
             audit: audit
                 .iter()
                 .map(rows::audit_event)
+                .collect::<StoreResult<_>>()?,
+            identities: identities
+                .iter()
+                .map(rows::identity)
                 .collect::<StoreResult<_>>()?,
         })
     }
@@ -114,6 +123,9 @@ impl Maintenance for SqliteStore {
         }
         for event in &snapshot.audit {
             insert_audit_row(&mut tx, Some(event.seq), &event.event).await?;
+        }
+        for identity in &snapshot.identities {
+            insert_identity_row(&mut tx, identity).await?;
         }
         reset_change_log(&mut tx, OffsetDateTime::UNIX_EPOCH).await?;
         self.commit_and_announce(tx).await

@@ -27,6 +27,7 @@ mod audit;
 mod backup;
 mod direct;
 mod feed;
+mod identities;
 mod rows;
 mod sessions;
 mod tokens;
@@ -50,6 +51,11 @@ const MIGRATIONS: Migrations = &[
         3,
         "platform_users",
         include_str!("../../migrations/sqlite/0003_platform_users.sql"),
+    ),
+    (
+        4,
+        "identities",
+        include_str!("../../migrations/sqlite/0004_identities.sql"),
     ),
 ];
 

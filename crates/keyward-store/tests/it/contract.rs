@@ -7,8 +7,8 @@ use keyward_core::{
     AuditKind, Email, ExternalId, TokenHash, TokenName, TokenRecord, UserKind, UserName,
 };
 use keyward_store::{
-    AuditFilter, NewUser, Page, Regeneration, Revocation, SessionRecord, Store, StoreError, Usage,
-    UserFilter, UserUpdate,
+    AuditFilter, IdentityRecord, NewUser, Page, Regeneration, Revocation, SessionRecord, Store,
+    StoreError, Usage, UserFilter, UserUpdate,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -51,6 +51,8 @@ macro_rules! contract_suite {
             an_update_changes_what_it_names_and_announces_it,
             a_password_change_ends_sessions,
             deleting_a_user_revokes_their_tokens_and_frees_the_name,
+            an_identity_links_one_new_user_in_one_write,
+            a_session_keeps_how_it_was_signed_in,
         );
     };
     (@each $fresh:expr; $($check:ident),* $(,)?) => {
@@ -1268,6 +1270,18 @@ pub async fn populate(store: &dyn Store) -> Vec<TokenHash> {
         .await
         .unwrap();
     let alice = add_user(store, "alice").await;
+    let ann = user("ann@example.com");
+    store
+        .add_user_with_identity(
+            &NewUser {
+                user: ann.clone(),
+                password_hash: None,
+            },
+            &identity(ISSUER, "ann-sub", &ann.id),
+            &audit(AuditKind::UserAdded, T0, Some(&ann.id), None),
+        )
+        .await
+        .unwrap();
     let (_active, active_hash) = add_token(store, &alice.id, T0).await;
     let (revoked, revoked_hash) = add_token(store, &alice.id, T0 + Duration::seconds(1)).await;
     revoke(store, &revoked, T0 + Duration::minutes(5)).await;
@@ -1305,13 +1319,14 @@ pub async fn dump_and_restore_carry_everything(db: &dyn Database) {
     let source = db.open().await;
     let hashes = populate(&*source).await;
     let snapshot = source.dump().await.unwrap();
-    assert_eq!(snapshot.users.len(), 3);
+    assert_eq!(snapshot.users.len(), 4);
     assert_eq!(snapshot.tokens.len(), 4);
     assert_eq!(snapshot.hashes.len(), 5);
-    assert_eq!(snapshot.audit.len(), 3 + 4 + 1 + 1);
+    assert_eq!(snapshot.audit.len(), 4 + 4 + 1 + 1);
+    assert_eq!(snapshot.identities.len(), 1);
     assert_eq!(
         format!("{snapshot:?}"),
-        "Snapshot { users: 3, tokens: 4, hashes: 5, audit: 9 }",
+        "Snapshot { users: 4, tokens: 4, hashes: 5, audit: 10, identities: 1 }",
         "Debug shows no password hash"
     );
 
@@ -1340,6 +1355,16 @@ pub async fn dump_and_restore_carry_everything(db: &dyn Database) {
     assert_eq!(
         target.password_hash(&root).await.unwrap().as_deref(),
         Some(PASSWORD_HASH)
+    );
+    let ann = &snapshot.identities[0];
+    assert_eq!(
+        target
+            .user_by_identity(ISSUER, "ann-sub")
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(ann.user.clone()),
+        "the link is carried"
     );
     // The change log is not carried; instead a restore tells every cache on the target to
     // start over (a cache from before it sees an incomplete log) and announces it.
@@ -1401,6 +1426,112 @@ fn session_for(user: &keyward_core::UserId, at: time::OffsetDateTime) -> Session
         created_at: at,
         last_seen_at: at,
         expires_at: at + Duration::days(7),
+        signed_in_with: None,
+    }
+}
+
+/// The issuer of the identities these checks link.
+const ISSUER: &str = "https://accounts.example.com";
+
+fn identity(issuer: &str, subject: &str, user: &keyward_core::UserId) -> IdentityRecord {
+    IdentityRecord {
+        issuer: issuer.to_owned(),
+        subject: subject.to_owned(),
+        user: user.clone(),
+        created_at: T0,
+    }
+}
+
+fn new_user(user: &keyward_core::User) -> NewUser {
+    NewUser {
+        user: user.clone(),
+        password_hash: None,
+    }
+}
+
+pub async fn an_identity_links_one_new_user_in_one_write(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let ann = user("ann@example.com");
+    let added = audit(AuditKind::UserAdded, T0, Some(&ann.id), None);
+    let before = audit_count(store).await;
+    store
+        .add_user_with_identity(&new_user(&ann), &identity(ISSUER, "s-1", &ann.id), &added)
+        .await
+        .unwrap();
+    assert_eq!(audit_count(store).await, before + 1);
+    assert_eq!(
+        store.user_by_identity(ISSUER, "s-1").await.unwrap(),
+        Some(ann.clone())
+    );
+    assert_eq!(store.user_by_identity(ISSUER, "s-2").await.unwrap(), None);
+    assert_eq!(
+        store
+            .user_by_identity("https://other.example.com", "s-1")
+            .await
+            .unwrap(),
+        None,
+        "a subject is the provider's own: another issuer's is another person"
+    );
+    assert_eq!(
+        store.identities(&ann.id).await.unwrap(),
+        vec![identity(ISSUER, "s-1", &ann.id)]
+    );
+
+    // A linked identity is not linked twice: neither the second user nor its event is written.
+    let again = user("ann2");
+    let err = store
+        .add_user_with_identity(
+            &new_user(&again),
+            &identity(ISSUER, "s-1", &again.id),
+            &added,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.user_by_name(&again.name).await.unwrap(), None);
+    assert_eq!(audit_count(store).await, before + 1);
+
+    // A taken name is not taken over: the identity stays unlinked.
+    let namesake = user("ann@example.com");
+    let err = store
+        .add_user_with_identity(
+            &new_user(&namesake),
+            &identity(ISSUER, "s-2", &namesake.id),
+            &added,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.user_by_identity(ISSUER, "s-2").await.unwrap(), None);
+
+    // The identity must be the new user's.
+    let bob = user("bob");
+    let err = store
+        .add_user_with_identity(&new_user(&bob), &identity(ISSUER, "s-3", &ann.id), &added)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState(_)), "{err:?}");
+    assert_eq!(store.user_by_name(&bob.name).await.unwrap(), None);
+}
+
+pub async fn a_session_keeps_how_it_was_signed_in(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let signed_in = audit(AuditKind::UserSignedIn, T0, Some(&alice.id), None);
+    let password = session_for(&alice.id, T0);
+    let mut sso = session_for(&alice.id, T0);
+    sso.signed_in_with = Some(ISSUER.to_owned());
+    for session in [&password, &sso] {
+        store
+            .create_session(session, T0 - Duration::hours(12), &signed_in)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.session(&session.id_hash).await.unwrap().as_ref(),
+            Some(session)
+        );
     }
 }
 

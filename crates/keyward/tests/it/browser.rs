@@ -301,3 +301,57 @@ async fn a_person_signs_in_generates_sees_once_revokes_regenerates_and_signs_out
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_through_the_openid_provider() {
+    if !browser_available() || !crate::sso::provider_available() {
+        return;
+    }
+    let stage = crate::sso::Stage::start(&[]);
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let b = driver.browser(profile.path()).await;
+
+    b.goto(&format!("{}/tokens", stage.base)).await.unwrap();
+    assert_eq!(path(&b).await, "/login");
+    screenshot(&b, "sign-in-sso").await;
+    click(&b, "#sso").await;
+    // The provider's own pages: its sign-in form, then its consent, whatever the order.
+    for _ in 0..4 {
+        let url = b.current_url().await.unwrap();
+        if !stage
+            .provider
+            .issuer
+            .contains(&format!(":{}", url.port().unwrap_or(0)))
+        {
+            break;
+        }
+        if let Ok(login) = b.find(Locator::Css("input[name=login]")).await {
+            login.send_keys("ann").await.unwrap();
+            b.find(Locator::Css("input[name=password]"))
+                .await
+                .unwrap()
+                .send_keys("any password")
+                .await
+                .unwrap();
+        }
+        click(&b, "button[type=submit]").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.current_url().await.unwrap() == url {
+            assert!(
+                Instant::now() < deadline,
+                "the provider's page did not move on"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    b.wait()
+        .for_element(Locator::Css("a[href='/tokens/new']"))
+        .await
+        .unwrap();
+    assert_eq!(path(&b).await, "/tokens");
+    let page = b.source().await.unwrap();
+    assert!(page.contains("<strong>ann</strong>"), "{page}");
+    assert!(page.contains("with Test SSO"), "{page}");
+    b.close().await.unwrap();
+}

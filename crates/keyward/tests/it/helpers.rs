@@ -274,10 +274,16 @@ impl Server {
     /// Starts `keyward serve --listen 127.0.0.1:0` on `dir` with `env` and waits (bounded) for
     /// its `listening on http://ADDR` line; the listener is bound before that line is printed.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_at(dir, env, "127.0.0.1:0")
+    }
+
+    /// [`Self::start`] on `listen` (for a server whose address must be known before it starts:
+    /// single sign-on's redirect URL is registered at the provider first).
+    pub fn start_at(dir: &Path, env: &[(&str, &str)], listen: &str) -> Self {
         let mut cmd = keyward_command(env);
         cmd.arg("--data-dir")
             .arg(dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

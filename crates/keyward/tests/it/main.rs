@@ -39,4 +39,6 @@ mod proxies;
 #[cfg(test)]
 mod quickstart;
 #[cfg(test)]
+mod sso;
+#[cfg(test)]
 mod users_cli;

@@ -1,5 +1,5 @@
-//! People at the web page: signing in with a password, sessions, CSRF tokens, one-time form
-//! nonces and sign-in throttling.
+//! People at the web page: signing in with a password or through an OpenID provider (`oidc`),
+//! sessions, CSRF tokens, one-time form nonces and sign-in throttling.
 //!
 //! - A session id is 256 bits from the OS CSPRNG, given to the browser once in a cookie; the
 //!   store keeps only `HMAC(server key, "keyward session v1\0" + id)`.
@@ -28,6 +28,7 @@ use subtle::ConstantTimeEq as _;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
+pub mod oidc;
 mod password;
 mod throttle;
 
@@ -74,6 +75,8 @@ pub struct WebSession {
     pub id_hash: TokenHash,
     /// The CSRF token every form of this session carries.
     pub csrf: String,
+    /// How they signed in, as the page says it: `password`, or the OpenID provider's name.
+    pub method: String,
 }
 
 impl fmt::Debug for WebSession {
@@ -82,6 +85,7 @@ impl fmt::Debug for WebSession {
             .field("user", &self.user)
             .field("id_hash", &self.id_hash)
             .field("csrf", &"[REDACTED]")
+            .field("method", &self.method)
             .finish()
     }
 }
@@ -148,6 +152,8 @@ pub enum SignIn {
     Refused,
     /// Too many failures for this name or address; the password was not checked.
     Throttled,
+    /// Password sign-in is off (single sign-on only); nothing was checked or recorded.
+    PasswordsOff,
 }
 
 /// An Argon2id hash nobody's password matches, checked for unknown names so that a refusal takes
@@ -231,6 +237,9 @@ impl Keyward {
         password: RawSecret,
         ip: Option<IpAddr>,
     ) -> ServiceResult<SignIn> {
+        if !self.password_sign_in() {
+            return Ok(SignIn::PasswordsOff);
+        }
         let now = self.now();
         let at = now.unix_timestamp();
         // What was typed, bounded (a user name is at most 64 characters); only ever kept in
@@ -336,6 +345,23 @@ impl Keyward {
             }
         };
 
+        let secret = self.start_session(&user, None, None, ip).await?;
+        drop(reserved);
+        self.throttle.clear(&account_key);
+        tracing::info!(user = %user.name, "signed in");
+        Ok(SignIn::Ok { secret, user })
+    }
+
+    /// Starts a session for `user`, who signed in with a password (`signed_in_with` `None`) or
+    /// through the OpenID provider `signed_in_with`, and records the sign-in (with `detail`).
+    async fn start_session(
+        &self,
+        user: &User,
+        signed_in_with: Option<&str>,
+        detail: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> ServiceResult<SessionSecret> {
+        let now = self.now();
         let secret = SessionSecret(random_hex(SESSION_ID_BYTES)?);
         let record = SessionRecord {
             id_hash: self.session_hash(secret.expose()),
@@ -343,6 +369,7 @@ impl Keyward {
             created_at: now,
             last_seen_at: now,
             expires_at: now + SESSION_MAX,
+            signed_in_with: signed_in_with.map(str::to_owned),
         };
         let event = self.sign_in_event(
             AuditKind::UserSignedIn,
@@ -350,15 +377,12 @@ impl Keyward {
             Some(&user.id),
             user.name.as_str(),
             ip,
-            None,
+            detail,
         );
         self.store
             .create_session(&record, now - SESSION_IDLE, &event)
             .await?;
-        drop(reserved);
-        self.throttle.clear(&account_key);
-        tracing::info!(user = %user.name, "signed in");
-        Ok(SignIn::Ok { secret, user })
+        Ok(secret)
     }
 
     /// The audit event for a throttle burst on `subject`.
@@ -463,6 +487,7 @@ impl Keyward {
             user,
             id_hash,
             csrf: self.csrf_for(secret),
+            method: self.sign_in_method_name(record.signed_in_with.as_deref()),
         }))
     }
 

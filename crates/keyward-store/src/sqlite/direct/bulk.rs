@@ -7,7 +7,7 @@
 //! cost is SQLite's own.
 //!
 //! The statements and the emptiness check are the sqlx writes' own constants (`tokens`, `users`,
-//! `audit`, `feed`, `backup`), bound in the same order as those writes (`insert_user_row` and the
+//! `identities`, `audit`, `feed`, `backup`), bound in the same order as those writes (`insert_user_row` and the
 //! others).
 
 use keyward_core::{Email, ExternalId, TokenId, UserId};
@@ -19,6 +19,7 @@ use crate::sqlite::BUSY_TIMEOUT;
 use crate::sqlite::audit::INSERT_AUDIT;
 use crate::sqlite::backup::OCCUPIED;
 use crate::sqlite::feed::{RESET_DROP, RESET_MARK, RESET_PRUNE};
+use crate::sqlite::identities::INSERT_IDENTITY;
 use crate::sqlite::rows::unix;
 use crate::sqlite::tokens::{INSERT_HASH, INSERT_TOKEN};
 use crate::sqlite::users::INSERT_USER;
@@ -50,6 +51,7 @@ pub(in crate::sqlite) fn restore(path: &Path, snapshot: &Snapshot) -> StoreResul
     insert_tokens(&tx, snapshot)?;
     insert_hashes(&tx, snapshot)?;
     insert_audit(&tx, snapshot)?;
+    insert_identities(&tx, snapshot)?;
     // Every cache on this database starts over (the caller bumps the epoch after the commit).
     tx.execute(RESET_MARK, params![0_i64]).map_err(lite_error)?;
     tx.execute(RESET_PRUNE, []).map_err(lite_error)?;
@@ -146,6 +148,21 @@ fn insert_audit(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
     Ok(())
 }
 
+fn insert_identities(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
+    let mut insert = tx.prepare_cached(INSERT_IDENTITY).map_err(lite_error)?;
+    for identity in &snapshot.identities {
+        insert
+            .execute(params![
+                identity.issuer.as_str(),
+                identity.subject.as_str(),
+                identity.user.as_str(),
+                unix(identity.created_at),
+            ])
+            .map_err(|e| insert_error(e, || format!("the identity {}", identity.subject)))?;
+    }
+    Ok(())
+}
+
 /// A read-write connection with the settings of the store's sqlx connections. WAL is a property
 /// of the file, already set when the store opened it.
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -178,7 +195,7 @@ fn insert_error(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError
 mod tests {
     use super::*;
     use crate::sqlite::SqliteStore;
-    use crate::{Maintenance as _, SnapshotUser, StoredAuditEvent};
+    use crate::{IdentityRecord, Maintenance as _, SnapshotUser, StoredAuditEvent};
     use keyward_core::{
         Actor, AuditEvent, AuditKind, Scopes, TokenName, TokenRecord, User, UserKind, UserName,
     };
@@ -218,6 +235,12 @@ mod tests {
             ip: None,
             detail: None,
         };
+        let identity = IdentityRecord {
+            issuer: "https://accounts.example.com".to_owned(),
+            subject: "248289761001".to_owned(),
+            user: user.id.clone(),
+            created_at: T0,
+        };
         Snapshot {
             users: vec![SnapshotUser {
                 user,
@@ -227,6 +250,7 @@ mod tests {
             tokens: vec![token],
             hashes: Vec::new(),
             audit: vec![StoredAuditEvent { seq: 7, event }],
+            identities: vec![identity],
         }
     }
 
