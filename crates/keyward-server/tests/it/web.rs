@@ -1088,6 +1088,12 @@ async fn admins_add_people_and_service_accounts_and_change_admin_rights() {
             "{fields:?}: {}",
             r.body
         );
+        if fields.contains(&("name", "dora")) {
+            assert!(
+                r.body.contains("value=\"dora\""),
+                "the form keeps what was typed"
+            );
+        }
         assert_security_headers(r);
     }
     assert!(stored_user(&app, "deploy-bot").await.is_none());
