@@ -1,26 +1,30 @@
 //! The page handlers: extract, check the form, call one service method, render.
 
-use axum::extract::{RawQuery, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_core::{
-    ExpiryRequest, RawSecret, Scopes, TokenId, TokenName, UserId, UserName, expiry::parse_grace,
+    Email, ExpiryRequest, ExternalId, RawSecret, Scopes, TokenId, TokenName, TokenRecord, User,
+    UserId, UserKind, UserName, expiry::parse_grace,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use time::{Date, Duration, OffsetDateTime, Time};
 
-use super::pages::{self, Nav, ScopeGroup, TokenRow, UserRow, render};
+use super::pages::{
+    self, Nav, ScopeGroup, TokenActions, TokenForm, TokenRow, UserDraft, UserRow, render,
+};
 use super::{
-    Fields, LOGIN_COOKIE, PageError, PagePath, SESSION_COOKIE, SSO_COOKIE, SSO_COOKIE_PATH, Signed,
-    cookie, over_https, set_cookie, set_lax_cookie,
+    Fields, LOGIN_COOKIE, PageError, PagePair, PagePath, SESSION_COOKIE, SSO_COOKIE,
+    SSO_COOKIE_PATH, Signed, cookie, over_https, set_cookie, set_lax_cookie,
 };
 use crate::http::extract::ClientIp;
 use crate::service::sessions::oidc::SSO_LIFETIME;
 use crate::service::sessions::{SIGN_IN_FORM_LIFETIME, SIGN_IN_WINDOW};
 use crate::service::{
     Action, Issued, Keyward, MAX_PAGE, RegenerateOptions, ServiceError, SignIn, SignInForm,
-    SsoCallback, SsoRefusal, SsoSignIn, UserRequest, WebSession,
+    SsoCallback, SsoRefusal, SsoSignIn, UserChanges, UserRequest, WebSession,
 };
 use subtle::ConstantTimeEq as _;
 
@@ -280,6 +284,25 @@ pub async fn sign_out(
 
 // ---------------------------------------------------------------------------- tokens
 
+/// Every token of `owner` (the caller's own when `None`), page after page, newest first.
+async fn all_tokens(
+    kw: &Keyward,
+    session: &WebSession,
+    owner: Option<&UserId>,
+) -> Result<Vec<TokenRecord>, PageError> {
+    let caller = session.caller(None);
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = kw.list_tokens(&caller, owner, after, MAX_PAGE).await?;
+        all.extend(page.tokens);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(all),
+        }
+    }
+}
+
 /// `GET /tokens`
 pub async fn tokens_page(State(kw): Kw, Signed(session): Signed) -> Result<Response, PageError> {
     tokens_with_notice(&kw, &session, None).await
@@ -290,21 +313,9 @@ async fn tokens_with_notice(
     session: &WebSession,
     notice: Option<String>,
 ) -> Result<Response, PageError> {
-    let caller = session.caller(None);
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = kw
-            .list_tokens(&caller, None, after, crate::service::MAX_PAGE)
-            .await?;
-        after = page.next;
-        all.extend(page.tokens);
-        if after.is_none() {
-            break;
-        }
-    }
     let now = kw.now();
-    let (active, inactive): (Vec<_>, Vec<_>) = all
+    let (active, inactive): (Vec<_>, Vec<_>) = all_tokens(kw, session, None)
+        .await?
         .iter()
         .map(|t| TokenRow::new(t, now))
         .partition(|row| row.state == "active");
@@ -312,19 +323,24 @@ async fn tokens_with_notice(
         nav: Nav::of(session),
         section: "tokens",
         notice,
+        actions: TokenActions {
+            base: "/tokens".to_owned(),
+            regenerate: true,
+        },
         active,
         inactive,
     };
     Ok(render(&page))
 }
 
-/// The generate form, filled with what was submitted (or the defaults).
-fn new_token_form(
+/// The generate form, filled with what was submitted (or the defaults), posted to `action`.
+fn token_form(
     kw: &Keyward,
     session: &WebSession,
     form: Option<&Fields>,
-    error: Option<String>,
-) -> Result<Response, PageError> {
+    list: &TokenList,
+    action: String,
+) -> Result<TokenForm, PageError> {
     let settings = kw.settings();
     let checked: BTreeSet<&str> = form.map(|f| f.all("scope").collect()).unwrap_or_default();
     let groups = settings
@@ -352,12 +368,11 @@ fn new_token_form(
         .collect();
     let today = kw.now().date();
     let max_days = settings.policy.max_lifetime.whole_days();
-    let page = pages::NewTokenPage {
-        nav: Nav::of(session),
-        section: "tokens",
+    Ok(TokenForm {
+        action,
+        cancel: Some(list.href.clone()),
         csrf: session.csrf.clone(),
         nonce: kw.new_form_nonce()?,
-        error,
         name: form.and_then(|f| f.get("name")).unwrap_or("").to_owned(),
         expires: form
             .and_then(|f| f.get("expires"))
@@ -377,6 +392,27 @@ fn new_token_form(
         ),
         max_days,
         groups,
+    })
+}
+
+/// The generate page, filled with what was submitted (or the defaults).
+fn new_token_form(
+    kw: &Keyward,
+    session: &WebSession,
+    form: Option<&Fields>,
+    error: Option<String>,
+) -> Result<Response, PageError> {
+    let page = pages::NewTokenPage {
+        nav: Nav::of(session),
+        section: "tokens",
+        error,
+        form: token_form(
+            kw,
+            session,
+            form,
+            &TokenList::own(),
+            "/tokens/new".to_owned(),
+        )?,
     };
     Ok(render(&page))
 }
@@ -437,18 +473,53 @@ fn parse_new_token(kw: &Keyward, form: &Fields) -> Result<NewToken, String> {
     })
 }
 
+/// The list a token is in, as the pages around it link back to it: the signed-in person's own
+/// tokens, or a service account's.
+struct TokenList {
+    href: String,
+    /// The breadcrumb's text.
+    crumb: String,
+    /// "back to …".
+    label: String,
+    section: &'static str,
+}
+
+impl TokenList {
+    fn own() -> Self {
+        Self {
+            href: "/tokens".to_owned(),
+            crumb: "API tokens".to_owned(),
+            label: "my tokens".to_owned(),
+            section: "tokens",
+        }
+    }
+
+    fn of_service(account: &User) -> Self {
+        Self {
+            href: format!("/admin/users/{}/tokens", account.id),
+            crumb: format!("Tokens of {}", account.name),
+            label: format!("the tokens of {}", account.name),
+            section: "admin",
+        }
+    }
+}
+
 /// The page that shows a secret, once: the direct answer to the POST that made it.
 fn once_page(
     kw: &Keyward,
     session: &WebSession,
     issued: &Issued,
+    list: TokenList,
     heading: &'static str,
     grace: Option<String>,
 ) -> Response {
     let page = pages::OncePage {
         nav: Nav::of(session),
-        section: "tokens",
+        section: list.section,
         heading,
+        back: list.href,
+        crumb: list.crumb,
+        back_label: list.label,
         name: issued.token.name.as_str().to_owned(),
         secret: issued.secret.expose(),
         scopes: issued
@@ -468,17 +539,17 @@ fn once_page(
 }
 
 /// What a replayed form (a reload of the page that showed a secret) answers.
-fn already_done(session: &WebSession, what: &str) -> Response {
+fn already_done(session: &WebSession, list: TokenList, what: &str) -> Response {
     let page = pages::Message {
         nav: Nav::of(session),
-        section: "tokens",
+        section: list.section,
         heading: format!("This token was already {what}"),
         message: format!(
             "This form was already sent and the token {what}. Its secret was shown once and cannot be shown again: if you did not store it, regenerate the token."
         ),
         tone: "warn",
-        back: "/tokens",
-        back_label: "Back to my tokens",
+        back: list.href,
+        back_label: format!("Back to {}", list.label),
     };
     (StatusCode::CONFLICT, render(&page)).into_response()
 }
@@ -503,7 +574,7 @@ pub async fn create_token(
         .use_form_nonce(&session, form.get("nonce").unwrap_or(""))
         .await?
     {
-        return Ok(already_done(&session, "created"));
+        return Ok(already_done(&session, TokenList::own(), "created"));
     }
     let issued = kw
         .create_token(
@@ -514,7 +585,14 @@ pub async fn create_token(
             Some(new.expires),
         )
         .await?;
-    Ok(once_page(&kw, &session, &issued, "Your new token", None))
+    Ok(once_page(
+        &kw,
+        &session,
+        &issued,
+        TokenList::own(),
+        "Your new token",
+        None,
+    ))
 }
 
 fn parse_token_id(id: &str) -> Result<TokenId, PageError> {
@@ -530,10 +608,14 @@ pub async fn revoke_page(
     let token = kw
         .get_token(&session.caller(None), &parse_token_id(&id)?)
         .await?;
+    let list = TokenList::own();
     let page = pages::RevokePage {
         nav: Nav::of(&session),
-        section: "tokens",
+        section: list.section,
         csrf: session.csrf.clone(),
+        action: format!("/tokens/{}/revoke", token.id),
+        back: list.href,
+        crumb: list.crumb,
         token: TokenRow::new(&token, kw.now()),
     };
     Ok(render(&page))
@@ -598,7 +680,7 @@ pub async fn regenerate_token(
         .use_form_nonce(&session, form.get("nonce").unwrap_or(""))
         .await?
     {
-        return Ok(already_done(&session, "regenerated"));
+        return Ok(already_done(&session, TokenList::own(), "regenerated"));
     }
     let options = RegenerateOptions {
         grace,
@@ -615,6 +697,7 @@ pub async fn regenerate_token(
         &kw,
         &session,
         &issued,
+        TokenList::own(),
         "Your regenerated token",
         grace,
     ))
@@ -622,30 +705,138 @@ pub async fn regenerate_token(
 
 // ---------------------------------------------------------------------------- admin
 
+/// What the users page shows around its table.
+#[derive(Default)]
+struct UsersView {
+    /// The page's cursor: users added before this one (the first page when `None`).
+    before: Option<UserId>,
+    notice: Option<String>,
+    error: Option<String>,
+    draft: UserDraft,
+}
+
 async fn users_with(
     kw: &Keyward,
     session: &WebSession,
-    notice: Option<String>,
-    error: Option<String>,
+    view: UsersView,
 ) -> Result<Response, PageError> {
+    let later = view.before.is_some();
     let users = kw
-        .list_users(&session.caller(None), None, None, MAX_PAGE)
-        .await?
-        .users;
+        .list_users(&session.caller(None), None, view.before, MAX_PAGE)
+        .await?;
     let page = pages::UsersPage {
         nav: Nav::of(session),
         section: "admin",
         csrf: session.csrf.clone(),
-        notice,
-        error,
-        users: users.iter().map(|u| UserRow::new(u, session)).collect(),
+        notice: view.notice,
+        error: view.error,
+        users: users
+            .users
+            .iter()
+            .map(|u| UserRow::new(u, session))
+            .collect(),
+        later,
+        next: users.next.map(|id| id.to_string()),
+        draft: view.draft,
     };
     Ok(render(&page))
 }
 
+/// A refusal a page shows above its form, with its status (409 for a taken name or a state
+/// that forbids the change, as the API answers; 400 for bad input); anything else is an error
+/// page.
+fn refusal(e: ServiceError) -> Result<(StatusCode, String), PageError> {
+    match e {
+        ServiceError::Conflict(_) | ServiceError::InvalidState(_) => {
+            Ok((StatusCode::CONFLICT, e.to_string()))
+        }
+        ServiceError::BadName(_)
+        | ServiceError::BadPassword
+        | ServiceError::BadScope(_)
+        | ServiceError::BadExpiry(_)
+        | ServiceError::Invalid(_) => Ok((StatusCode::BAD_REQUEST, e.to_string())),
+        e => Err(e.into()),
+    }
+}
+
+/// The users page with the service's refusal above the form (which keeps what was typed).
+async fn users_refused(
+    kw: &Keyward,
+    session: &WebSession,
+    e: ServiceError,
+    draft: UserDraft,
+) -> Result<Response, PageError> {
+    let (status, message) = refusal(e)?;
+    let view = UsersView {
+        error: Some(message),
+        draft,
+        ..UsersView::default()
+    };
+    let mut response = users_with(kw, session, view).await?;
+    *response.status_mut() = status;
+    Ok(response)
+}
+
+/// The users page's query: `?before=` a user id, for the pages after the first.
+#[derive(Debug, serde::Deserialize)]
+pub struct UsersQuery {
+    before: Option<String>,
+}
+
 /// `GET /admin/users`
-pub async fn users_page(State(kw): Kw, Signed(session): Signed) -> Result<Response, PageError> {
-    users_with(&kw, &session, None, None).await
+pub async fn users_page(
+    State(kw): Kw,
+    Signed(session): Signed,
+    query: Result<Query<UsersQuery>, QueryRejection>,
+) -> Result<Response, PageError> {
+    session.caller(None).authorize(Action::ReadUsers)?;
+    // A cursor that is not a user id names no page.
+    let Ok(Query(query)) = query else {
+        return Err(PageError::NotFound);
+    };
+    let before = match query.before.as_deref().filter(|b| !b.is_empty()) {
+        Some(id) => Some(parse_user_id(id)?),
+        None => None,
+    };
+    let view = UsersView {
+        before,
+        ..UsersView::default()
+    };
+    users_with(&kw, &session, view).await
+}
+
+/// The add-user form as sent, for the service to check (and the page to show again).
+fn user_draft(form: &Fields) -> UserDraft {
+    let text = |name| form.get(name).unwrap_or("").trim().to_owned();
+    UserDraft {
+        name: text("name"),
+        is_service: form.get("kind") == Some(UserKind::Service.as_str()),
+        external_id: text("external_id"),
+        email: text("email"),
+        is_admin: form.get("admin").is_some(),
+    }
+}
+
+fn user_request(form: &Fields, draft: &UserDraft) -> Result<UserRequest, ServiceError> {
+    let kind = UserKind::parse(form.get("kind").unwrap_or(UserKind::Person.as_str())).ok_or(
+        ServiceError::Invalid("choose a person or a service account"),
+    )?;
+    let optional = |text: &str| Some(text.to_owned()).filter(|t| !t.is_empty());
+    Ok(UserRequest {
+        name: UserName::parse_new(&draft.name)?,
+        kind,
+        admin: draft.is_admin,
+        external_id: optional(&draft.external_id)
+            .map(|x| ExternalId::parse(&x))
+            .transpose()?,
+        email: optional(&draft.email)
+            .map(|e| Email::parse(&e))
+            .transpose()?,
+        password: form
+            .get("password")
+            .filter(|p| !p.is_empty())
+            .map(|p| RawSecret::new(p.to_owned())),
+    })
 }
 
 /// `POST /admin/users`
@@ -658,29 +849,27 @@ pub async fn add_user(
     let caller = session.caller(ip);
     caller.authorize(Action::CreateUser)?;
     form.check_csrf(&kw, &session)?;
-    let name = match UserName::parse_new(form.get("name").unwrap_or("").trim()) {
-        Ok(name) => name,
-        Err(e) => {
-            let mut r = users_with(&kw, &session, None, Some(e.to_string())).await?;
-            *r.status_mut() = StatusCode::BAD_REQUEST;
-            return Ok(r);
-        }
+    let draft = user_draft(&form);
+    let created = match user_request(&form, &draft) {
+        Ok(request) => kw.create_user(&caller, request).await,
+        Err(e) => Err(e),
     };
-    let password = RawSecret::new(form.get("password").unwrap_or("").to_owned());
-    let is_admin = form.get("admin").is_some();
-    let request = UserRequest {
-        admin: is_admin,
-        password: Some(password),
-        ..UserRequest::person(name)
-    };
-    match kw.create_user(&caller, request).await {
-        Ok(user) => users_with(&kw, &session, Some(format!("Added {}.", user.name)), None).await,
-        Err(e @ (ServiceError::BadPassword | ServiceError::Conflict(_))) => {
-            let mut r = users_with(&kw, &session, None, Some(e.to_string())).await?;
-            *r.status_mut() = StatusCode::BAD_REQUEST;
-            Ok(r)
+    match created {
+        Ok(user) => {
+            let notice = match user.kind {
+                UserKind::Person => format!("Added {}.", user.name),
+                UserKind::Service => format!(
+                    "Added the service account {}. Make its tokens from its Tokens page.",
+                    user.name
+                ),
+            };
+            let view = UsersView {
+                notice: Some(notice),
+                ..UsersView::default()
+            };
+            users_with(&kw, &session, view).await
         }
-        Err(e) => Err(e.into()),
+        Err(e) => users_refused(&kw, &session, e, draft).await,
     }
 }
 
@@ -723,7 +912,11 @@ pub async fn disable_user(
         "Disabled {}: signed out, and their tokens are refused until they are enabled again.",
         user.name
     );
-    users_with(&kw, &session, Some(notice), None).await
+    let view = UsersView {
+        notice: Some(notice),
+        ..UsersView::default()
+    };
+    users_with(&kw, &session, view).await
 }
 
 /// `POST /admin/users/{id}/enable`
@@ -738,6 +931,318 @@ pub async fn enable_user(
     caller.authorize(Action::UpdateUser)?;
     form.check_csrf(&kw, &session)?;
     let user = kw.enable_user(&caller, &parse_user_id(&id)?).await?;
-    let notice = format!("Enabled {}.", user.name);
-    users_with(&kw, &session, Some(notice), None).await
+    let view = UsersView {
+        notice: Some(format!("Enabled {}.", user.name)),
+        ..UsersView::default()
+    };
+    users_with(&kw, &session, view).await
+}
+
+/// Makes a user an admin, or not.
+async fn set_admin(
+    kw: &Keyward,
+    session: &WebSession,
+    ip: Option<std::net::IpAddr>,
+    id: &str,
+    form: &Fields,
+    admin: bool,
+) -> Result<Response, PageError> {
+    let caller = session.caller(ip);
+    caller.authorize(Action::UpdateUser)?;
+    form.check_csrf(kw, session)?;
+    let changes = UserChanges {
+        is_admin: Some(admin),
+        ..UserChanges::default()
+    };
+    match kw.update_user(&caller, &parse_user_id(id)?, changes).await {
+        Ok(user) => {
+            let notice = if admin {
+                format!("{} is now an admin.", user.name)
+            } else {
+                format!("{} is no longer an admin.", user.name)
+            };
+            let view = UsersView {
+                notice: Some(notice),
+                ..UsersView::default()
+            };
+            users_with(kw, session, view).await
+        }
+        Err(e) => users_refused(kw, session, e, UserDraft::default()).await,
+    }
+}
+
+/// `POST /admin/users/{id}/make-admin`
+pub async fn make_admin(
+    State(kw): Kw,
+    Signed(session): Signed,
+    ClientIp(ip): ClientIp,
+    PagePath(id): PagePath,
+    form: Fields,
+) -> Result<Response, PageError> {
+    set_admin(&kw, &session, ip, &id, &form, true).await
+}
+
+/// `POST /admin/users/{id}/remove-admin`
+pub async fn remove_admin(
+    State(kw): Kw,
+    Signed(session): Signed,
+    ClientIp(ip): ClientIp,
+    PagePath(id): PagePath,
+    form: Fields,
+) -> Result<Response, PageError> {
+    set_admin(&kw, &session, ip, &id, &form, false).await
+}
+
+/// `GET /admin/users/{id}/delete`
+pub async fn delete_page(
+    State(kw): Kw,
+    Signed(session): Signed,
+    PagePath(id): PagePath,
+) -> Result<Response, PageError> {
+    let caller = session.caller(None);
+    caller.authorize(Action::DeleteUser)?;
+    let user = kw.user_by_id(&caller, &parse_user_id(&id)?).await?;
+    let page = pages::DeletePage {
+        nav: Nav::of(&session),
+        section: "admin",
+        csrf: session.csrf.clone(),
+        id: user.id.to_string(),
+        name: user.name.to_string(),
+    };
+    Ok(render(&page))
+}
+
+/// `POST /admin/users/{id}/delete`
+pub async fn delete_user(
+    State(kw): Kw,
+    Signed(session): Signed,
+    ClientIp(ip): ClientIp,
+    PagePath(id): PagePath,
+    form: Fields,
+) -> Result<Response, PageError> {
+    let caller = session.caller(ip);
+    caller.authorize(Action::DeleteUser)?;
+    form.check_csrf(&kw, &session)?;
+    match kw.delete_user(&caller, &parse_user_id(&id)?).await {
+        Ok(user) => {
+            let notice = format!(
+                "Deleted {}: every token of theirs is revoked (“{}”).",
+                user.name,
+                crate::service::OWNER_DELETED
+            );
+            let view = UsersView {
+                notice: Some(notice),
+                ..UsersView::default()
+            };
+            users_with(&kw, &session, view).await
+        }
+        Err(e) => users_refused(&kw, &session, e, UserDraft::default()).await,
+    }
+}
+
+// ---------------------------------------------------------------------------- service accounts
+
+/// The service account `id` names; any other user (or none, or a caller who may not read
+/// users) is not found: these pages are for service accounts only.
+async fn service_account(kw: &Keyward, session: &WebSession, id: &str) -> Result<User, PageError> {
+    let account = kw
+        .user_by_id(&session.caller(None), &parse_user_id(id)?)
+        .await?;
+    if account.kind == UserKind::Service {
+        Ok(account)
+    } else {
+        Err(PageError::NotFound)
+    }
+}
+
+/// The token `id` of `account`; a token of anyone else is not found here.
+async fn service_token(
+    kw: &Keyward,
+    session: &WebSession,
+    account: &User,
+    id: &str,
+) -> Result<TokenRecord, PageError> {
+    let token = kw
+        .get_token(&session.caller(None), &parse_token_id(id)?)
+        .await?;
+    if token.owner == account.id {
+        Ok(token)
+    } else {
+        Err(PageError::NotFound)
+    }
+}
+
+/// A service account's tokens page; `form` refills the generate form after a refusal.
+async fn service_tokens_with(
+    kw: &Keyward,
+    session: &WebSession,
+    account: &User,
+    form: Option<&Fields>,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Result<Response, PageError> {
+    let now = kw.now();
+    let (active, inactive): (Vec<_>, Vec<_>) = all_tokens(kw, session, Some(&account.id))
+        .await?
+        .iter()
+        .map(|t| TokenRow::new(t, now))
+        .partition(|row| row.state == "active");
+    let list = TokenList::of_service(account);
+    let mut new_form = token_form(kw, session, form, &list, list.href.clone())?;
+    // The form is on the list's own page: "Cancel" would lead nowhere.
+    new_form.cancel = None;
+    let page = pages::ServiceTokensPage {
+        nav: Nav::of(session),
+        section: "admin",
+        notice,
+        error,
+        name: account.name.to_string(),
+        disabled: account.disabled_at.is_some(),
+        actions: TokenActions {
+            base: list.href,
+            regenerate: false,
+        },
+        active,
+        inactive,
+        form: new_form,
+    };
+    Ok(render(&page))
+}
+
+/// `GET /admin/users/{id}/tokens`
+pub async fn service_tokens_page(
+    State(kw): Kw,
+    Signed(session): Signed,
+    PagePath(id): PagePath,
+) -> Result<Response, PageError> {
+    let account = service_account(&kw, &session, &id).await?;
+    service_tokens_with(&kw, &session, &account, None, None, None).await
+}
+
+/// `POST /admin/users/{id}/tokens`: issues a token for the service account, shown once.
+pub async fn create_service_token(
+    State(kw): Kw,
+    Signed(session): Signed,
+    ClientIp(ip): ClientIp,
+    PagePath(id): PagePath,
+    form: Fields,
+) -> Result<Response, PageError> {
+    let caller = session.caller(ip);
+    caller.authorize(Action::IssueToken)?;
+    form.check_csrf(&kw, &session)?;
+    let account = service_account(&kw, &session, &id).await?;
+    let new = match parse_new_token(&kw, &form) {
+        Ok(new) => new,
+        Err(why) => {
+            return service_token_refused(
+                &kw,
+                &session,
+                &account,
+                &form,
+                StatusCode::BAD_REQUEST,
+                why,
+            )
+            .await;
+        }
+    };
+    if !kw
+        .use_form_nonce(&session, form.get("nonce").unwrap_or(""))
+        .await?
+    {
+        return Ok(already_done(
+            &session,
+            TokenList::of_service(&account),
+            "created",
+        ));
+    }
+    let issued = kw
+        .issue_token(
+            &caller,
+            &account.id,
+            new.name,
+            new.scopes,
+            Some(new.expires),
+        )
+        .await;
+    match issued {
+        Ok(issued) => Ok(once_page(
+            &kw,
+            &session,
+            &issued,
+            TokenList::of_service(&account),
+            "New service account token",
+            None,
+        )),
+        // The caller may issue tokens (checked above): a refusal now is about this token,
+        // such as administrative scopes for an account that is not an admin.
+        Err(ServiceError::Forbidden(why)) => {
+            let why = why.to_owned();
+            service_token_refused(&kw, &session, &account, &form, StatusCode::BAD_REQUEST, why)
+                .await
+        }
+        Err(e) => {
+            let (status, why) = refusal(e)?;
+            service_token_refused(&kw, &session, &account, &form, status, why).await
+        }
+    }
+}
+
+/// The service account's page with the generate form refilled and the refusal above it.
+async fn service_token_refused(
+    kw: &Keyward,
+    session: &WebSession,
+    account: &User,
+    form: &Fields,
+    status: StatusCode,
+    why: String,
+) -> Result<Response, PageError> {
+    let mut response =
+        service_tokens_with(kw, session, account, Some(form), None, Some(why)).await?;
+    *response.status_mut() = status;
+    Ok(response)
+}
+
+/// `GET /admin/users/{id}/tokens/{token}/revoke`
+pub async fn revoke_service_token_page(
+    State(kw): Kw,
+    Signed(session): Signed,
+    PagePair(id, token): PagePair,
+) -> Result<Response, PageError> {
+    let account = service_account(&kw, &session, &id).await?;
+    let token = service_token(&kw, &session, &account, &token).await?;
+    let list = TokenList::of_service(&account);
+    let page = pages::RevokePage {
+        nav: Nav::of(&session),
+        section: list.section,
+        csrf: session.csrf.clone(),
+        action: format!("{}/{}/revoke", list.href, token.id),
+        back: list.href,
+        crumb: list.crumb,
+        token: TokenRow::new(&token, kw.now()),
+    };
+    Ok(render(&page))
+}
+
+/// `POST /admin/users/{id}/tokens/{token}/revoke`
+pub async fn revoke_service_token(
+    State(kw): Kw,
+    Signed(session): Signed,
+    ClientIp(ip): ClientIp,
+    PagePair(id, token): PagePair,
+    form: Fields,
+) -> Result<Response, PageError> {
+    let caller = session.caller(ip);
+    caller.authorize(Action::RevokeToken)?;
+    // Found first, so the page is not found for anyone who may not see the account.
+    let account = service_account(&kw, &session, &id).await?;
+    form.check_csrf(&kw, &session)?;
+    let token = service_token(&kw, &session, &account, &token).await?;
+    let reason = form.get("reason").map(str::to_owned);
+    let token = kw.revoke_token(&caller, &token.id, reason).await?;
+    let notice = format!(
+        "Revoked “{}” ({}). Anything still using it is refused from now on.",
+        token.name.as_str(),
+        token.hint
+    );
+    service_tokens_with(&kw, &session, &account, None, Some(notice), None).await
 }

@@ -1,5 +1,6 @@
 //! The web page: server-rendered pages where a person signs in, generates a token and sees it
-//! once, lists, regenerates and revokes their tokens; and admin pages for users.
+//! once, lists, regenerates and revokes their tokens; and admin pages for users (people and
+//! service accounts) and for service accounts' tokens.
 //!
 //! Handlers are thin, as in the JSON API: extract, check the form's CSRF token, call one service
 //! method, render. The rules (sessions, throttling, ownership, lifetimes) are in the service.
@@ -72,6 +73,23 @@ pub fn router() -> Router<Arc<Keyward>> {
             get(handlers::disable_page).post(handlers::disable_user),
         )
         .route("/admin/users/{id}/enable", post(handlers::enable_user))
+        .route("/admin/users/{id}/make-admin", post(handlers::make_admin))
+        .route(
+            "/admin/users/{id}/remove-admin",
+            post(handlers::remove_admin),
+        )
+        .route(
+            "/admin/users/{id}/delete",
+            get(handlers::delete_page).post(handlers::delete_user),
+        )
+        .route(
+            "/admin/users/{id}/tokens",
+            get(handlers::service_tokens_page).post(handlers::create_service_token),
+        )
+        .route(
+            "/admin/users/{id}/tokens/{token}/revoke",
+            get(handlers::revoke_service_token_page).post(handlers::revoke_service_token),
+        )
         .route("/static/keyward.css", get(stylesheet))
         .route("/static/copy.js", get(copy_script))
         // Pages are private to the person signed in: no cache keeps them.
@@ -249,8 +267,8 @@ impl IntoResponse for PageError {
             heading: heading.to_owned(),
             message,
             tone: "error",
-            back: "/tokens",
-            back_label: "Back to my tokens",
+            back: "/tokens".to_owned(),
+            back_label: "Back to my tokens".to_owned(),
         };
         let mut response = (status, pages::render(&page)).into_response();
         if retry_after {
@@ -299,6 +317,21 @@ impl<S: Send + Sync> FromRequestParts<S> for PagePath {
         axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(id)| Self(id))
+            .map_err(|_| PageError::NotFound)
+    }
+}
+
+/// The two path parameters of a page under a user (`/admin/users/{id}/tokens/{token}/…`) as
+/// text; like [`PagePath`], a path that does not decode names nothing.
+pub struct PagePair(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PagePair {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path((a, b))| Self(a, b))
             .map_err(|_| PageError::NotFound)
     }
 }

@@ -3,7 +3,7 @@
 use askama::Template;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use keyward_core::{TokenRecord, TokenState, User};
+use keyward_core::{TokenRecord, TokenState, User, UserKind};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -144,12 +144,20 @@ pub(super) struct SignedInPage {
     pub section: &'static str,
 }
 
+/// Where the token table's row actions lead: `{base}/{id}/revoke` (and `…/regenerate` when
+/// offered).
+pub(super) struct TokenActions {
+    pub base: String,
+    pub regenerate: bool,
+}
+
 #[derive(Template)]
 #[template(path = "tokens.html")]
 pub(super) struct TokensPage {
     pub nav: Option<Nav>,
     pub section: &'static str,
     pub notice: Option<String>,
+    pub actions: TokenActions,
     pub active: Vec<TokenRow>,
     pub inactive: Vec<TokenRow>,
 }
@@ -164,14 +172,14 @@ pub(super) struct ScopeGroup {
     pub actions: Vec<(String, bool)>,
 }
 
-#[derive(Template)]
-#[template(path = "new_token.html")]
-pub(super) struct NewTokenPage {
-    pub nav: Option<Nav>,
-    pub section: &'static str,
+/// The generate form (`token_form.html`), on the generate page and a service account's page.
+pub(super) struct TokenForm {
+    /// Where it is posted.
+    pub action: String,
+    /// Where "Cancel" leads, if anywhere.
+    pub cancel: Option<String>,
     pub csrf: String,
     pub nonce: String,
-    pub error: Option<String>,
     pub name: String,
     pub expires: String,
     pub expires_on: String,
@@ -184,11 +192,24 @@ pub(super) struct NewTokenPage {
 }
 
 #[derive(Template)]
+#[template(path = "new_token.html")]
+pub(super) struct NewTokenPage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub error: Option<String>,
+    pub form: TokenForm,
+}
+
+#[derive(Template)]
 #[template(path = "once.html")]
 pub(super) struct OncePage<'a> {
     pub nav: Option<Nav>,
     pub section: &'static str,
     pub heading: &'static str,
+    /// The list the token is in: its address and what the links back call it.
+    pub back: String,
+    pub crumb: String,
+    pub back_label: String,
     pub name: String,
     /// The secret: this page is the only response that ever carries it.
     pub secret: &'a str,
@@ -203,6 +224,11 @@ pub(super) struct RevokePage {
     pub nav: Option<Nav>,
     pub section: &'static str,
     pub csrf: String,
+    /// Where the form is posted.
+    pub action: String,
+    /// The list the token is in, and what the breadcrumb calls it.
+    pub back: String,
+    pub crumb: String,
     pub token: TokenRow,
 }
 
@@ -225,16 +251,19 @@ pub(super) struct Message {
     pub message: String,
     /// `ok`, `warn` or `error`.
     pub tone: &'static str,
-    pub back: &'static str,
-    pub back_label: &'static str,
+    pub back: String,
+    pub back_label: String,
 }
 
 /// One row of the users table.
 pub(super) struct UserRow {
     pub id: String,
     pub name: String,
+    pub is_service: bool,
     pub is_admin: bool,
     pub is_self: bool,
+    pub external_id: Option<String>,
+    pub email: Option<String>,
     pub created: String,
     pub disabled: Option<String>,
 }
@@ -244,12 +273,25 @@ impl UserRow {
         Self {
             id: u.id.to_string(),
             name: u.name.to_string(),
+            is_service: u.kind == UserKind::Service,
             is_admin: u.is_admin,
             is_self: u.id == viewer.user.id,
+            external_id: u.external_id.as_ref().map(ToString::to_string),
+            email: u.email.as_ref().map(ToString::to_string),
             created: when(u.created_at),
             disabled: u.disabled_at.map(when),
         }
     }
+}
+
+/// What the add-user form shows: empty, or what was sent when it was refused.
+#[derive(Default)]
+pub(super) struct UserDraft {
+    pub name: String,
+    pub is_service: bool,
+    pub external_id: String,
+    pub email: String,
+    pub is_admin: bool,
 }
 
 #[derive(Template)]
@@ -261,6 +303,11 @@ pub(super) struct UsersPage {
     pub notice: Option<String>,
     pub error: Option<String>,
     pub users: Vec<UserRow>,
+    /// Whether this is a later page (so a link leads back to the first).
+    pub later: bool,
+    /// The next page's `before` cursor, if there is one.
+    pub next: Option<String>,
+    pub draft: UserDraft,
 }
 
 #[derive(Template)]
@@ -271,4 +318,30 @@ pub(super) struct DisablePage {
     pub csrf: String,
     pub id: String,
     pub name: String,
+}
+
+#[derive(Template)]
+#[template(path = "confirm_delete.html")]
+pub(super) struct DeletePage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub csrf: String,
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Template)]
+#[template(path = "service_tokens.html")]
+pub(super) struct ServiceTokensPage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    /// The service account's name.
+    pub name: String,
+    pub disabled: bool,
+    pub actions: TokenActions,
+    pub active: Vec<TokenRow>,
+    pub inactive: Vec<TokenRow>,
+    pub form: TokenForm,
 }

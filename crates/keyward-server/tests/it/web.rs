@@ -961,3 +961,460 @@ async fn session_forms_from_another_site_are_refused() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(app.verdict(&t.secret, &[]).await, "active");
 }
+
+// ---------------------------------------------------------------------------- admin pages
+
+async fn service_account(app: &TestApp, name: &str) -> keyward_core::User {
+    app.keyward
+        .create_user(
+            &Caller::operator("test"),
+            UserRequest {
+                kind: keyward_core::UserKind::Service,
+                ..UserRequest::person(UserName::parse(name).unwrap())
+            },
+        )
+        .await
+        .unwrap()
+}
+
+async fn stored_user(app: &TestApp, name: &str) -> Option<keyward_core::User> {
+    app.keyward
+        .user_by_name(&Caller::operator("test"), &UserName::parse(name).unwrap())
+        .await
+        .ok()
+}
+
+/// Whether the users page lists `name` in its table.
+fn lists_user(html: &str, name: &str) -> bool {
+    html.contains(&format!("<th scope=\"row\" class=\"name\">{name}</th>"))
+}
+
+#[tokio::test]
+async fn admins_add_people_and_service_accounts_and_change_admin_rights() {
+    let app = spawn_app().await;
+    let root = person(&app, "root", true).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("root", PASSWORD).await;
+    let csrf = b.csrf().await;
+
+    let r = b
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &csrf),
+                ("kind", "person"),
+                ("name", "carol"),
+                ("external_id", "acct-4711"),
+                ("email", "carol@example.com"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("Added carol."), "{}", r.body);
+    assert!(lists_user(&r.body, "carol"));
+    assert!(r.body.contains("acct-4711") && r.body.contains("carol@example.com"));
+    let carol = stored_user(&app, "carol").await.unwrap();
+    assert_eq!(carol.kind, keyward_core::UserKind::Person);
+    assert_eq!(carol.external_id.unwrap().as_str(), "acct-4711");
+    assert_eq!(carol.email.unwrap().as_str(), "carol@example.com");
+    assert!(!carol.is_admin);
+    Browser::new(&app).sign_in("carol", PASSWORD).await;
+
+    let r = b
+        .post(
+            "/admin/users",
+            &[("csrf", &csrf), ("kind", "service"), ("name", "ci-bot")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let bot = stored_user(&app, "ci-bot").await.unwrap();
+    assert_eq!(bot.kind, keyward_core::UserKind::Service);
+    assert!(r.body.contains("service account"));
+    assert!(
+        r.body
+            .contains(&format!("href=\"/admin/users/{}/tokens\"", bot.id)),
+        "a service account's row links to its tokens"
+    );
+    assert!(
+        !r.body
+            .contains(&format!("href=\"/admin/users/{}/tokens\"", carol.id)),
+        "a person's does not"
+    );
+
+    // Refusals show on the page with the service's message, and keep what was typed.
+    let refused = [
+        (
+            vec![
+                ("kind", "service"),
+                ("name", "deploy-bot"),
+                ("password", PASSWORD),
+            ],
+            StatusCode::BAD_REQUEST,
+            "a service account never signs in, so it cannot have a password",
+        ),
+        (
+            vec![
+                ("kind", "person"),
+                ("name", "carol"),
+                ("password", PASSWORD),
+            ],
+            StatusCode::CONFLICT,
+            "already exists",
+        ),
+        (
+            vec![("name", "Not A Name")],
+            StatusCode::BAD_REQUEST,
+            "Not A Name",
+        ),
+        (
+            vec![("name", "dora"), ("external_id", "tab\there")],
+            StatusCode::BAD_REQUEST,
+            "external id",
+        ),
+        (
+            vec![("name", "dora"), ("email", "not-an-address")],
+            StatusCode::BAD_REQUEST,
+            "not-an-address",
+        ),
+    ];
+    for (fields, status, message) in refused {
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend(fields.iter().copied());
+        let r = b.post("/admin/users", &form).await;
+        assert_eq!(r.status, status, "{fields:?}: {}", r.body);
+        assert!(
+            r.body.contains("alert-error") && r.body.contains(message),
+            "{fields:?}: {}",
+            r.body
+        );
+        if fields.contains(&("name", "dora")) {
+            assert!(
+                r.body.contains("value=\"dora\""),
+                "the form keeps what was typed"
+            );
+        }
+        assert_security_headers(r);
+    }
+    assert!(stored_user(&app, "deploy-bot").await.is_none());
+    assert!(stored_user(&app, "dora").await.is_none());
+
+    // Make an admin, then not.
+    let r = b
+        .post(
+            &format!("/admin/users/{}/make-admin", carol.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("carol is now an admin."));
+    assert!(stored_user(&app, "carol").await.unwrap().is_admin);
+    assert!(r.body.contains(&format!(
+        "action=\"/admin/users/{}/remove-admin\"",
+        carol.id
+    )));
+    let r = b
+        .post(
+            &format!("/admin/users/{}/remove-admin", carol.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("carol is no longer an admin."));
+    assert!(!stored_user(&app, "carol").await.unwrap().is_admin);
+
+    // Nobody demotes themselves; without the CSRF token nothing happens.
+    let r = b
+        .post(
+            &format!("/admin/users/{}/remove-admin", root.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(
+        r.body
+            .contains("you cannot remove your own admin rights; ask another admin"),
+        "{}",
+        r.body
+    );
+    assert!(stored_user(&app, "root").await.unwrap().is_admin);
+    let before = app.snapshot().await;
+    for path in [
+        format!("/admin/users/{}/make-admin", carol.id),
+        format!("/admin/users/{}/delete", carol.id),
+        format!("/admin/users/{}/tokens", bot.id),
+    ] {
+        let r = b
+            .post(&path, &[("name", "x"), ("scope", "droplet:read")])
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let r = b
+        .post(
+            "/admin/users",
+            &[("kind", "service"), ("name", "sneaky-bot")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.snapshot().await, before, "nothing was done");
+}
+
+#[tokio::test]
+async fn deleting_a_user_revokes_every_token_of_theirs() {
+    let app = spawn_app().await;
+    let root = person(&app, "root", true).await;
+    let bob = person(&app, "bob", false).await;
+    let token = app.token(&bob, &["droplet:read"]).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("root", PASSWORD).await;
+    assert!(lists_user(&b.get("/admin/users").await.body, "bob"));
+
+    let confirm = b
+        .get(&format!("/admin/users/{}/delete", bob.id))
+        .await
+        .body
+        .clone();
+    assert!(
+        confirm.contains("Every token of theirs is revoked"),
+        "{confirm}"
+    );
+    assert!(confirm.contains("This cannot be undone"));
+    let csrf = field(&confirm, "csrf");
+
+    // Deleting yourself is refused with the reason.
+    let r = b
+        .post(
+            &format!("/admin/users/{}/delete", root.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body.contains("you cannot delete yourself"), "{}", r.body);
+    assert!(stored_user(&app, "root").await.is_some());
+
+    let r = b
+        .post(
+            &format!("/admin/users/{}/delete", bob.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("Deleted bob"), "{}", r.body);
+    assert!(!lists_user(&r.body, "bob"));
+    assert!(stored_user(&app, "bob").await.is_none());
+    assert_eq!(app.verdict(&token.secret, &[]).await, "revoked");
+    let record = app
+        .keyward
+        .list_tokens(&Caller::operator("test"), None, None, 10)
+        .await
+        .unwrap()
+        .tokens
+        .into_iter()
+        .find(|t| t.id.as_str() == token.id)
+        .unwrap();
+    assert_eq!(record.revoke_reason.as_deref(), Some("owner deleted"));
+
+    // Gone: its pages are not found.
+    assert_eq!(
+        b.get(&format!("/admin/users/{}/delete", bob.id))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// The generate form on `html` filled in: a name, 30 days, one scope.
+fn token_fields(html: &str, name: &str, scope: &str) -> Vec<(String, String)> {
+    vec![
+        ("csrf".to_owned(), field(html, "csrf")),
+        ("nonce".to_owned(), field(html, "nonce")),
+        ("name".to_owned(), name.to_owned()),
+        ("expires".to_owned(), "30".to_owned()),
+        ("scope".to_owned(), scope.to_owned()),
+    ]
+}
+
+#[tokio::test]
+async fn a_service_accounts_page_issues_its_tokens_once_and_revokes_them() {
+    let app = spawn_app().await;
+    let root = person(&app, "root", true).await;
+    let bot = service_account(&app, "ci-bot").await;
+    let mut b = Browser::new(&app);
+    b.sign_in("root", PASSWORD).await;
+    let page_path = format!("/admin/users/{}/tokens", bot.id);
+
+    let page = b.get(&page_path).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("has no active tokens"));
+    let owned = token_fields(&page.body.clone(), "deploy", "droplet:read");
+    let send: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+
+    let once = b.post(&page_path, &send).await;
+    assert_eq!(once.status, StatusCode::OK, "{}", once.body);
+    assert_eq!(once.headers.get("cache-control").unwrap(), "no-store");
+    assert!(once.body.contains("will not be shown again"));
+    assert!(once.body.contains(&format!("href=\"{page_path}\"")));
+    let secret = shown_secret(&once.body);
+    let once_at = b.seen.len() - 1;
+    let answer = app.verify(&secret, &["droplet:read"]).await;
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["owner"]["name"], "ci-bot", "{answer}");
+
+    // Sent again (a reload): no second token.
+    let replay = b.post(&page_path, &send).await;
+    assert_eq!(replay.status, StatusCode::CONFLICT);
+    assert!(replay.body.contains("shown once"));
+
+    // Administrative scopes are for admins' tokens only: refused on the form, kept filled.
+    let fresh = b.get(&page_path).await.body.clone();
+    let admin_scope = token_fields(&fresh, "robot admin", "users:read");
+    let admin_scope: Vec<(&str, &str)> = admin_scope
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let r = b.post(&page_path, &admin_scope).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        r.body.contains("can only be given to an admin"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("value=\"robot admin\""));
+
+    let listed = b.get(&page_path).await.body.clone();
+    assert_eq!(listed.matches("class=\"name\"").count(), 1, "{listed}");
+    let tokens = app
+        .keyward
+        .list_tokens(&Caller::operator("test"), Some(&bot.id), None, 10)
+        .await
+        .unwrap()
+        .tokens;
+    let [token] = tokens.as_slice() else {
+        panic!("one token: {tokens:?}")
+    };
+    let revoke_path = format!("{page_path}/{}/revoke", token.id);
+    assert!(
+        listed.contains(&format!("href=\"{revoke_path}\"")),
+        "{listed}"
+    );
+    assert!(!listed.contains("/regenerate"));
+
+    let confirm = b.get(&revoke_path).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.body.contains(&format!("action=\"{revoke_path}\"")));
+    let csrf = field(&confirm.body.clone(), "csrf");
+    let r = b
+        .post(&revoke_path, &[("csrf", &csrf), ("reason", "rotated")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("Revoked “deploy”"), "{}", r.body);
+    assert_eq!(app.verdict(&secret, &[]).await, "revoked");
+
+    // Only service accounts have this page; a token of anyone else is not found under it.
+    let mine = app.token(&root, &["droplet:read"]).await;
+    for path in [
+        format!("/admin/users/{}/tokens", root.id),
+        format!("{page_path}/{}/revoke", mine.id),
+        "/admin/users/usr_nonsense/tokens".to_owned(),
+    ] {
+        assert_eq!(b.get(&path).await.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let r = b
+        .post(
+            &format!("{page_path}/{}/revoke", mine.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.verdict(&mine.secret, &[]).await, "active");
+
+    for (i, seen) in b.seen.iter().enumerate() {
+        assert_eq!(
+            seen.body.contains(secret.as_str()),
+            i == once_at,
+            "{} ({i})",
+            seen.what
+        );
+    }
+}
+
+#[tokio::test]
+async fn non_admins_find_no_admin_page() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let bob = person(&app, "bob", false).await;
+    let bot = service_account(&app, "ci-bot").await;
+    let bots = app.token(&bot, &["droplet:read"]).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice", PASSWORD).await;
+    let csrf = b.csrf().await;
+    let nonce = field(&b.get("/tokens/new").await.body.clone(), "nonce");
+    let before = app.snapshot().await;
+
+    let tokens = format!("/admin/users/{}/tokens", bot.id);
+    let revoke = format!("{tokens}/{}/revoke", bots.id);
+    for path in [
+        "/admin/users".to_owned(),
+        "/admin/users?before=usr_nonsense".to_owned(),
+        format!("/admin/users/{}/delete", bob.id),
+        tokens.clone(),
+        revoke.clone(),
+    ] {
+        let r = b.get(&path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "GET {path}");
+        assert!(r.body.contains("Not found"));
+    }
+    for path in [
+        "/admin/users".to_owned(),
+        format!("/admin/users/{}/make-admin", bob.id),
+        format!("/admin/users/{}/remove-admin", bob.id),
+        format!("/admin/users/{}/delete", bob.id),
+        tokens,
+        revoke,
+    ] {
+        let r = b
+            .post(
+                &path,
+                &[
+                    ("csrf", &csrf),
+                    ("nonce", &nonce),
+                    ("kind", "service"),
+                    ("name", "sneaky-bot"),
+                    ("expires", "30"),
+                    ("scope", "droplet:read"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "POST {path}");
+    }
+    assert_eq!(app.snapshot().await, before, "nothing was done");
+    assert_eq!(app.verdict(&bots.secret, &[]).await, "active");
+}
+
+#[tokio::test]
+async fn the_users_page_pages_newest_first() {
+    let app = spawn_app().await;
+    person(&app, "root", true).await;
+    for i in 0..100 {
+        // Ids order by time: each a second apart, so "newest first" has one answer.
+        app.advance(Duration::seconds(1));
+        service_account(&app, &format!("bot-{i:03}")).await;
+    }
+    let mut b = Browser::new(&app);
+    b.sign_in("root", PASSWORD).await;
+    let first = b.get("/admin/users").await.body.clone();
+    assert_eq!(first.matches("<th scope=\"row\"").count(), 100);
+    assert!(lists_user(&first, "bot-099") && !lists_user(&first, "root"));
+    let marker = "href=\"/admin/users?before=";
+    let start = first.find(marker).expect("a next page link") + "href=\"".len();
+    let next = first[start..].split('"').next().unwrap().to_owned();
+    let second = b.get(&next).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.body.matches("<th scope=\"row\"").count(), 1);
+    assert!(lists_user(&second.body, "root"));
+    assert!(!second.body.contains(marker), "the last page has no next");
+    assert!(second.body.contains("href=\"/admin/users\">First page"));
+}

@@ -355,3 +355,84 @@ async fn a_person_signs_in_through_the_openid_provider() {
     assert!(page.contains("with Test SSO"), "{page}");
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adds_a_service_account_and_issues_it_a_token() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    cli(
+        dir.path(),
+        &["user", "add", "root", "--admin", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    )
+    .ok();
+    let server = Server::start(dir.path(), &[]);
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let b = driver.browser(profile.path()).await;
+
+    b.goto(&format!("{}/login", server.base)).await.unwrap();
+    fill(&b, "username", "root").await;
+    fill(&b, "password", &format!("{PASSWORD}\u{E007}")).await;
+    b.wait()
+        .for_element(Locator::Css("a[href='/admin/users']"))
+        .await
+        .unwrap();
+
+    // Add the service account from the users page.
+    click(&b, "a[href='/admin/users']").await;
+    b.wait().for_element(Locator::Id("new-name")).await.unwrap();
+    click(&b, "#new-kind-service").await;
+    fill(&b, "new-name", "ci-bot").await;
+    fill(&b, "new-external-id", "robot-17").await;
+    click(&b, "form[action='/admin/users'] button[type=submit]").await;
+    b.wait()
+        .for_element(Locator::Css("p.alert-ok"))
+        .await
+        .unwrap();
+    let users = b.source().await.unwrap();
+    assert!(users.contains("robot-17") && users.contains("service account"));
+    screenshot(&b, "users").await;
+
+    // Its tokens page: generate a token for it, shown once.
+    click(&b, "a[href^='/admin/users/'][href$='/tokens']").await;
+    b.wait().for_element(Locator::Id("name")).await.unwrap();
+    let page = path(&b).await;
+    assert!(page.ends_with("/tokens"), "{page}");
+    fill(&b, "name", "deploy").await;
+    click(&b, "#expires-30").await;
+    click(&b, "#scope-droplet-ro").await;
+    click(&b, &format!("form[action='{page}'] button[type=submit]")).await;
+    let secret = b
+        .wait()
+        .for_element(Locator::Id("secret"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .expect("the secret is in the field");
+    assert_eq!(
+        path(&b).await,
+        page,
+        "the once page is the POST's own answer"
+    );
+    let answer = server.api.verify(&secret, &["droplet:read"]).await;
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["owner"]["name"], "ci-bot", "{answer}");
+    assert_eq!(answer["owner"]["external_id"], "robot-17", "{answer}");
+
+    // Back on its page, the token is listed and the secret is not.
+    click(&b, &format!("a.btn[href='{page}']")).await;
+    b.wait().for_element(Locator::Css("th.name")).await.unwrap();
+    let listed = b.source().await.unwrap();
+    assert!(listed.contains("deploy") && !listed.contains(&secret));
+    screenshot(&b, "service-tokens").await;
+
+    b.close().await.unwrap();
+    drop(driver);
+    let ended = server.stop();
+    assert!(!ended.logs.contains(&secret), "a secret reached the logs");
+}
