@@ -514,6 +514,25 @@ pub trait Maintenance: Send + Sync {
     /// others write).
     async fn dump(&self) -> StoreResult<Snapshot>;
 
+    /// Active tokens (neither revoked nor expired at `now`) with a working secret hashed under
+    /// a server key other than `key`, counted per key id: tokens a server holding only `key`
+    /// cannot verify. Reads only the hashes under other keys (an index on the key id).
+    async fn tokens_under_other_keys(
+        &self,
+        key: &KeyId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(KeyId, u64)>>;
+
+    /// Revokes, in one transaction with `audit`, every token [`Self::tokens_under_other_keys`]
+    /// counts (a deliberate reset of the server key: they can never verify again); returns how
+    /// many. Their hashes go to the change log like any revocation.
+    async fn revoke_under_other_keys(
+        &self,
+        key: &KeyId,
+        revocation: &Revocation,
+        audit: &AuditEvent,
+    ) -> StoreResult<u64>;
+
     /// Writes `snapshot` into this store in one transaction, keeping every id, time and audit
     /// sequence number. Refuses, with [`StoreError::InvalidState`] and without writing, a store
     /// that already holds a user, a token or an audit event.

@@ -1,18 +1,91 @@
 //! Health and moving a whole store (dump, restore) on PostgreSQL.
 
 use async_trait::async_trait;
+use keyward_core::{AuditEvent, KeyId};
+use sqlx::AssertSqlSafe;
+use time::OffsetDateTime;
 
-use super::audit::insert_audit_row;
-use super::feed::reset_change_log;
+use super::audit::{insert_audit, insert_audit_row};
+use super::feed::{change_log_end, prune_changes, reset_change_log};
 use super::identities::insert_identity_row;
-use super::rows::{self, db_error};
+use super::rows::{self, db_error, unix};
 use super::tokens::{insert_hash_row, insert_token_row};
 use super::users::insert_user_row;
 use super::{PgStore, bounded};
-use crate::{Maintenance, Snapshot, StoreError, StoreResult};
+use crate::{Maintenance, Revocation, Snapshot, StoreError, StoreResult};
+
+/// The tokens `Maintenance::tokens_under_other_keys` counts: active at `$2`, with a working
+/// secret under another key than `$1` (two ranges, so the index on `key_id` serves it).
+const OTHER_KEY_TOKENS: &str = "SELECT k.key_id, t.id FROM token_hashes k \
+     JOIN tokens t ON t.id = k.token_id \
+     WHERE (k.key_id < $1 OR k.key_id > $1) AND t.revoked_at IS NULL \
+     AND (t.expires_at IS NULL OR t.expires_at > $2) \
+     AND (k.valid_until IS NULL OR k.valid_until > $2)";
 
 #[async_trait]
 impl Maintenance for PgStore {
+    async fn tokens_under_other_keys(
+        &self,
+        key: &KeyId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(KeyId, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT key_id, count(DISTINCT id) FROM ({OTHER_KEY_TOKENS}) o \
+             GROUP BY key_id ORDER BY key_id"
+        )))
+        .bind(key.as_str())
+        .bind(unix(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, n)| (KeyId::from_stored(id), u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    async fn revoke_under_other_keys(
+        &self,
+        key: &KeyId,
+        revocation: &Revocation,
+        audit: &AuditEvent,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let at = unix(revocation.at);
+        // Held until commit: appends happen one transaction at a time, in commit order.
+        sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        // Their hashes first (all of them: any cache may hold any), then the tokens.
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO changes (hash, at) SELECT h.hash, $2 FROM token_hashes h \
+             WHERE h.token_id IN (SELECT id FROM ({OTHER_KEY_TOKENS}) o) ORDER BY h.hash"
+        )))
+        .bind(key.as_str())
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let revoked = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE tokens SET revoked_at = $2, revoked_by = $3, revoke_reason = $4 \
+             WHERE id IN (SELECT id FROM ({OTHER_KEY_TOKENS}) o)"
+        )))
+        .bind(key.as_str())
+        .bind(at)
+        .bind(revocation.by.as_str())
+        .bind(revocation.reason.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        prune_changes(&mut tx, revocation.at).await?;
+        let seq = change_log_end(&mut tx).await?.1;
+        insert_audit(&mut tx, audit).await?;
+        self.commit_and_announce(tx, seq).await?;
+        Ok(revoked)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         bounded(async {
             sqlx::query("SELECT 1")

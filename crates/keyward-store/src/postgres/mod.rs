@@ -62,6 +62,11 @@ const MIGRATIONS: Migrations = &[
         "identities",
         include_str!("../../migrations/postgres/0004_identities.sql"),
     ),
+    (
+        5,
+        "key_index",
+        include_str!("../../migrations/postgres/0005_key_index.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations ("keyward" in ASCII). Advisory locks are

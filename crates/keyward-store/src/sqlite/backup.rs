@@ -1,23 +1,94 @@
 //! Health and moving a whole store (dump, restore) on SQLite.
 
 use async_trait::async_trait;
+use keyward_core::{AuditEvent, KeyId};
 use time::OffsetDateTime;
 
-use super::audit::insert_audit_row;
-use super::feed::reset_change_log;
+use super::audit::{insert_audit, insert_audit_row};
+use super::feed::{prune_changes, reset_change_log};
 use super::identities::insert_identity_row;
-use super::rows::{self, db_error};
+use super::rows::{self, db_error, unix};
 use super::tokens::{insert_hash_row, insert_token_row};
 use super::users::insert_user_row;
 use super::{SqliteStore, direct};
-use crate::{Maintenance, Snapshot, StoreError, StoreResult};
+use crate::{Maintenance, Revocation, Snapshot, StoreError, StoreResult};
 
 /// Whether the store holds anything `restore` would refuse to write over.
 pub(super) const OCCUPIED: &str = "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM tokens) \
      OR EXISTS (SELECT 1 FROM audit_events)";
 
+/// Active tokens with a working secret under another key than `?1`, per key id, at `?2`. The
+/// key condition is two ranges, so the index on `key_id` serves it.
+const UNDER_OTHER_KEYS: &str = "SELECT k.key_id, count(DISTINCT t.id) FROM token_hashes k \
+     JOIN tokens t ON t.id = k.token_id \
+     WHERE (k.key_id < ?1 OR k.key_id > ?1) AND t.revoked_at IS NULL \
+     AND (t.expires_at IS NULL OR t.expires_at > ?2) \
+     AND (k.valid_until IS NULL OR k.valid_until > ?2) \
+     GROUP BY k.key_id ORDER BY k.key_id";
+
 #[async_trait]
 impl Maintenance for SqliteStore {
+    async fn tokens_under_other_keys(
+        &self,
+        key: &KeyId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(KeyId, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(UNDER_OTHER_KEYS)
+            .bind(key.as_str())
+            .bind(unix(now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, n)| (KeyId::from_stored(id), u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    async fn revoke_under_other_keys(
+        &self,
+        key: &KeyId,
+        revocation: &Revocation,
+        audit: &AuditEvent,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let at = unix(revocation.at);
+        // Their hashes first (all of them: any cache may hold any), then the tokens.
+        sqlx::query(
+            "INSERT INTO changes (hash, at) SELECT h.hash, ?3 FROM token_hashes h \
+             WHERE h.token_id IN (SELECT t.id FROM token_hashes k JOIN tokens t ON t.id = k.token_id \
+                 WHERE (k.key_id < ?1 OR k.key_id > ?1) AND t.revoked_at IS NULL \
+                 AND (t.expires_at IS NULL OR t.expires_at > ?2) \
+                 AND (k.valid_until IS NULL OR k.valid_until > ?2)) \
+             ORDER BY h.hash",
+        )
+        .bind(key.as_str())
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let revoked = sqlx::query(
+            "UPDATE tokens SET revoked_at = ?2, revoked_by = ?3, revoke_reason = ?4 \
+             WHERE id IN (SELECT t.id FROM token_hashes k JOIN tokens t ON t.id = k.token_id \
+                 WHERE (k.key_id < ?1 OR k.key_id > ?1) AND t.revoked_at IS NULL \
+                 AND (t.expires_at IS NULL OR t.expires_at > ?2) \
+                 AND (k.valid_until IS NULL OR k.valid_until > ?2))",
+        )
+        .bind(key.as_str())
+        .bind(at)
+        .bind(revocation.by.as_str())
+        .bind(revocation.reason.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        prune_changes(&mut tx, revocation.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        self.commit_and_announce(tx).await?;
+        Ok(revoked)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

@@ -57,6 +57,11 @@ const MIGRATIONS: Migrations = &[
         "identities",
         include_str!("../../migrations/sqlite/0004_identities.sql"),
     ),
+    (
+        5,
+        "key_index",
+        include_str!("../../migrations/sqlite/0005_key_index.sql"),
+    ),
 ];
 
 /// How long a statement waits for another process's write lock before giving up.

@@ -53,6 +53,7 @@ macro_rules! contract_suite {
             deleting_a_user_revokes_their_tokens_and_frees_the_name,
             an_identity_links_one_new_user_in_one_write,
             a_session_keeps_how_it_was_signed_in,
+            tokens_under_other_keys_are_counted_and_revoked,
         );
     };
     (@each $fresh:expr; $($check:ident),* $(,)?) => {
@@ -1971,4 +1972,76 @@ pub async fn deleting_a_user_revokes_their_tokens_and_frees_the_name(db: &dyn Da
     let target = sibling.open().await;
     target.restore(&snapshot).await.unwrap();
     assert_eq!(target.dump().await.unwrap(), snapshot);
+}
+
+pub async fn tokens_under_other_keys_are_counted_and_revoked(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    // Each fixture token is hashed under a key of its own.
+    let (mine, my_hash) = add_token(store, &alice.id, T0).await;
+    let (revoked, revoked_hash) = add_token(store, &alice.id, T0).await;
+    let (other, other_hash) = add_token(store, &alice.id, T0).await;
+    let key = &my_hash.key_id;
+    let event = audit(
+        AuditKind::TokenRevoked,
+        T0,
+        Some(&alice.id),
+        Some(&revoked.id),
+    );
+    let revocation = Revocation {
+        at: T0,
+        by: "test".to_owned(),
+        reason: None,
+    };
+    store
+        .revoke_token(&revoked.id, None, &revocation, &event)
+        .await
+        .unwrap();
+    let _ = revoked_hash;
+
+    let found = store.tokens_under_other_keys(key, T0).await.unwrap();
+    assert_eq!(
+        found,
+        [(other_hash.key_id.clone(), 1)],
+        "revoked tokens do not count"
+    );
+    // Past every expiry, nothing counts.
+    let later = T0 + Duration::days(91);
+    assert!(
+        store
+            .tokens_under_other_keys(key, later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let cursor = store.change_cursor().await.unwrap();
+    let reset = Revocation {
+        at: T0 + Duration::minutes(1),
+        by: "root (cli)".to_owned(),
+        reason: Some("server key reset".to_owned()),
+    };
+    let event = audit(AuditKind::TokenRevoked, T0, None, None);
+    let n = store
+        .revoke_under_other_keys(key, &reset, &event)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(
+        store
+            .tokens_under_other_keys(key, T0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.changes_since(cursor).await.unwrap().hashes,
+        [other_hash.hash],
+        "caches hear of it"
+    );
+    let gone = store.token(&other.id, None).await.unwrap().unwrap();
+    assert_eq!(gone.revoke_reason.as_deref(), Some("server key reset"));
+    let kept = store.token(&mine.id, None).await.unwrap().unwrap();
+    assert_eq!(kept.revoked_at, None, "the server's own key's tokens stay");
 }
