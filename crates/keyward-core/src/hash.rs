@@ -113,6 +113,12 @@ impl KeyId {
     }
 }
 
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// `HMAC-SHA256(server key, token)`. Not secret on its own, but compared in constant time anyway.
 #[derive(Clone, Copy, Hash, Eq)]
 #[expect(

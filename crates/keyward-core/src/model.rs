@@ -607,6 +607,10 @@ pub enum AuditKind {
     /// A user was deleted for good; their tokens were revoked ("owner deleted").
     #[serde(rename = "user.deleted")]
     UserDeleted,
+    /// The server key was replaced on purpose (`--accept-new-key`): every active token hashed
+    /// under a key the server no longer has was revoked.
+    #[serde(rename = "server_key.reset")]
+    ServerKeyReset,
     /// A user became an admin or stopped being one (the OpenID provider's claim said so).
     #[serde(rename = "user.admin_changed")]
     UserAdminChanged,
@@ -631,6 +635,7 @@ impl AuditKind {
             Self::UserPasswordChanged => "user.password_changed",
             Self::UserDeleted => "user.deleted",
             Self::UserAdminChanged => "user.admin_changed",
+            Self::ServerKeyReset => "server_key.reset",
         }
     }
 
@@ -652,6 +657,7 @@ impl AuditKind {
             Self::UserPasswordChanged,
             Self::UserDeleted,
             Self::UserAdminChanged,
+            Self::ServerKeyReset,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

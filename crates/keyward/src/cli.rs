@@ -29,6 +29,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL")]
     pub database: Option<String>,
 
+    /// Start even though the database holds active tokens hashed under a server key this
+    /// server does not have: they are revoked ("server key reset"), on the record. Only for a
+    /// deliberate reset; a lost key file is better put back.
+    #[arg(long, global = true)]
+    pub accept_new_key: bool,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +58,9 @@ pub enum Command {
     /// Move a deployment's data between databases.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// The server key.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Write the manual pages (generated from this help) into DIR: one per command. For
     /// packagers; hidden from the help.
     #[command(hide = true)]
@@ -60,6 +69,13 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+}
+
+/// `keyward key ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print the server key's id (first word), then where the key comes from. Never the key.
+    Show,
 }
 
 /// `keyward store ...`.

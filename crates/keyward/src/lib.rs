@@ -32,7 +32,7 @@ pub mod verifier;
 
 pub use config::{Config, ConfigError, Database, Env, Flags};
 pub use layer::require_scope;
-pub use setup::{SetupError, load_server_key, prepare_data_dir};
+pub use setup::{SetupError, load_server_key, prepare_data_dir, read_server_key};
 pub use verifier::{Identity, RemoteVerifier, TokenVerifier, Verifier, VerifyError};
 
 pub use keyward_core;
@@ -57,17 +57,84 @@ use std::sync::Arc;
 ///
 /// To have Prometheus metrics, call [`keyward_server::telemetry::prometheus`] before this: the
 /// service takes its metric handles when it is built.
+///
+/// Refuses a store that holds active tokens hashed under a server key other than this one
+/// (a data dir copied without its `server.key`, or a fleet with two keys): they could never
+/// verify. [`open_with`] and [`KeyPolicy::AcceptNewKey`] reset on purpose.
 pub async fn open(config: &Config) -> anyhow::Result<Arc<Keyward>> {
+    open_with(config, KeyPolicy::Refuse).await
+}
+
+/// What [`open_with`] does with active tokens hashed under a server key it does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPolicy {
+    /// Refuse to start, saying which key is missing and where keys are looked for.
+    Refuse,
+    /// A deliberate reset (`--accept-new-key`): revoke those tokens, with an audit event, and
+    /// start on the key at hand.
+    AcceptNewKey,
+}
+
+/// [`open`], with a choice about tokens under a missing server key.
+pub async fn open_with(config: &Config, policy: KeyPolicy) -> anyhow::Result<Arc<Keyward>> {
     prepare_data_dir(&config.data_dir)?;
-    let hasher = match &config.server_key {
-        Some(key) => TokenHasher::new(key),
-        None => TokenHasher::new(&load_server_key(&config.server_key_path())?),
+    let key_path = config.server_key_path();
+    let (hasher, origin) = match &config.server_key {
+        Some(key) => (TokenHasher::new(key), "KEYWARD_SERVER_KEY".to_owned()),
+        None => {
+            let existed = key_path.exists();
+            let key = load_server_key(&key_path)?;
+            let origin = if existed {
+                key_path.display().to_string()
+            } else {
+                format!(
+                    "{}, created just now because there was none",
+                    key_path.display()
+                )
+            };
+            (TokenHasher::new(&key), origin)
+        }
     };
     let store = open_store(&config.database).await?;
     let keyward = Keyward::new(store, Arc::new(SystemClock), hasher, config.settings())
         .await
         .context("cannot start the service")?;
+    let missing = keyward
+        .tokens_under_missing_keys()
+        .await
+        .context("cannot check the store's server keys")?;
+    if !missing.is_empty() {
+        let what = keyward_server::service::keys::describe(&missing);
+        match policy {
+            KeyPolicy::Refuse => return Err(SetupError::KeyMissing(format!(
+                "the database {} holds active tokens hashed under a server key this server does not have: {what}. \
+                 This server's key is {} (from {origin}); keys come from KEYWARD_SERVER_KEY, else DATA_DIR/server.key. \
+                 Put the original key back (restore {} or set KEYWARD_SERVER_KEY to it), or, to give up those tokens \
+                 for good, start once with --accept-new-key (they are revoked, and the audit trail records the reset)",
+                config.database,
+                keyward.key_id(),
+                key_path.display(),
+            ))
+            .into()),
+            KeyPolicy::AcceptNewKey => {
+                let revoked = keyward
+                    .reset_server_key(&Caller::operator(&os_user()))
+                    .await
+                    .context("cannot reset the server key")?;
+                tracing::warn!(revoked, "accepted a new server key: {what} revoked");
+            }
+        }
+    }
     Ok(Arc::new(keyward))
+}
+
+/// The operating-system user running this process, for the audit trail of an operator's acts.
+pub fn os_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .find(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "operator".to_owned())
 }
 
 /// Opens `database`, applying any pending schema migrations (under a lock, so instances starting

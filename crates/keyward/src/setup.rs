@@ -39,6 +39,9 @@ pub enum SetupError {
         /// Why (never the content).
         reason: String,
     },
+    /// The store holds active tokens hashed under a server key this server does not have.
+    #[error("{0}")]
+    KeyMissing(String),
     /// The OS random number generator failed.
     #[error(transparent)]
     Random(#[from] keyward_core::RandomError),
@@ -70,6 +73,14 @@ pub fn load_server_key(path: &Path) -> Result<ServerKey, SetupError> {
             create_key_file(path)
         }
         other => other,
+    }
+}
+
+/// Reads the server key from `path` without creating one (`Ok(None)` when there is no file).
+pub fn read_server_key(path: &Path) -> Result<Option<ServerKey>, SetupError> {
+    match read_key_file(path) {
+        Err(SetupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(None),
+        other => other.map(Some),
     }
 }
 

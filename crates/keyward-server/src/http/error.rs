@@ -333,6 +333,10 @@ impl From<ServiceError> for ApiError {
                     "the token store is unavailable; try again shortly",
                 )
             }
+            ServiceError::KeyMissing(what) => {
+                tracing::error!(%what, "server key missing");
+                Self::new(S::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, what)
+            }
             e @ ServiceError::Busy => {
                 Self::new(S::SERVICE_UNAVAILABLE, ErrorCode::Busy, e.to_string())
                     .with_retry_after(crate::service::sessions::RETRY_AFTER_SECS)

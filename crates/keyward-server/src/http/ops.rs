@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::extract::{Bearer, ClientIp};
 use super::wire::{ErrorCode, Status};
-use crate::service::Keyward;
+use crate::service::{Keyward, ServiceError};
 
 /// `GET /healthz`: the process serves requests.
 #[utoipa::path(get, path = "/healthz", tag = "ops",
@@ -21,11 +21,12 @@ pub async fn healthz() -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses(
         (status = 200, description = "The store answers", body = super::wire::Status),
-        (status = 503, description = "The store is unreachable", body = super::wire::ErrorResponse<'static>),
+        (status = 503, description = "The store is unreachable, or holds active tokens hashed under a server key this instance does not have", body = super::wire::ErrorResponse<'static>),
     ))]
 pub async fn readyz(State(kw): State<Arc<Keyward>>) -> Result<Response, ApiError> {
     match kw.readiness().await {
         Ok(()) => Ok(axum::Json(Status::READY).into_response()),
+        Err(e @ ServiceError::KeyMissing(_)) => Err(e.into()),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             Err(ApiError::new(

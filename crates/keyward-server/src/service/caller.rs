@@ -18,6 +18,7 @@
 //! | read metrics                   | yes      | —      | yes   | with `metrics:read`           |
 //! | read, create, update, delete users | yes  | —      | yes   | an admin's, with `users:read`, `users:create`, `users:update`, `users:delete` |
 //! | issue a token for any user     | yes      | —      | yes   | an admin's, with `tokens:issue` |
+//! | accept a new server key        | yes      | —      | —     | —                             |
 //!
 //! The administrative scopes (`users:*`, `tokens:issue`) work only while the token's owner is an
 //! admin, however they were granted (by name or by a wildcard such as `*:*`): a demoted admin's
@@ -73,11 +74,13 @@ pub enum Action {
     DeleteUser,
     /// Issue a token for any user, with any scope of the catalog.
     IssueToken,
+    /// Accept a new server key: revoke every token hashed under a key this server lacks.
+    ResetServerKey,
 }
 
 impl Action {
     /// Every action (for tests and documentation).
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::CreateToken,
         Self::ReadTokens,
         Self::RenameToken,
@@ -94,6 +97,7 @@ impl Action {
         Self::UpdateUser,
         Self::DeleteUser,
         Self::IssueToken,
+        Self::ResetServerKey,
     ];
 
     /// The scope a token needs for this action, if a token may take it with a scope.
@@ -111,7 +115,9 @@ impl Action {
             Self::UpdateUser => Some(&USERS_UPDATE),
             Self::DeleteUser => Some(&USERS_DELETE),
             Self::IssueToken => Some(&TOKENS_ISSUE),
-            Self::ReadSelf | Self::RegenerateSelf | Self::RevokeBySecret => None,
+            Self::ReadSelf | Self::RegenerateSelf | Self::RevokeBySecret | Self::ResetServerKey => {
+                None
+            }
         }
     }
 
@@ -300,6 +306,16 @@ impl Caller {
     /// Whether this caller may take `action` at all. What it may take it on (whose tokens, up
     /// to which ceiling) is decided by the use case, from [`Self::reach`] and the ceilings.
     pub fn authorize(&self, action: Action) -> ServiceResult<()> {
+        match &self.kind {
+            CallerKind::Operator { .. } => {}
+            // Whoever holds the data dir holds the key; nobody else decides to drop tokens.
+            _ if action == Action::ResetServerKey => {
+                return Err(ServiceError::Forbidden(
+                    "only an operator at the command line may reset the server key",
+                ));
+            }
+            _ => {}
+        }
         match &self.kind {
             CallerKind::Operator { .. } | CallerKind::Person { .. } if action.on_itself() => Err(
                 ServiceError::Forbidden("only a token can act on itself; name the token instead"),

@@ -62,6 +62,10 @@ pub enum ServiceError {
     /// The database is unreachable; the answer cannot be given safely.
     #[error("the token store is unavailable")]
     Unavailable(String),
+    /// Active tokens in the store were hashed under a server key this instance does not hold:
+    /// it cannot verify them (the message names the key ids and counts).
+    #[error("{0}")]
+    KeyMissing(String),
     /// Too many password computations are waiting; the caller should retry shortly.
     #[error("too many sign-ins or password changes at once; try again in a moment")]
     Busy,

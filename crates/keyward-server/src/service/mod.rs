@@ -12,6 +12,7 @@
 pub mod caller;
 mod error;
 pub mod gateway;
+pub mod keys;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
@@ -99,6 +100,7 @@ pub struct Keyward {
     throttle: sessions::SignInThrottle,
     passwords: sessions::PasswordPool,
     oidc: Option<sessions::oidc::Provider>,
+    keys: keys::KeyCheck,
 }
 
 impl Keyward {
@@ -134,6 +136,7 @@ impl Keyward {
             throttle: sessions::SignInThrottle::default(),
             passwords: sessions::PasswordPool::per_core(),
             oidc,
+            keys: keys::KeyCheck::default(),
         })
     }
 
@@ -156,10 +159,11 @@ impl Keyward {
         &self.settings
     }
 
-    /// Whether this instance can answer: the store answers a trivial query. The error says
-    /// why not, for the log.
+    /// Whether this instance can answer: the store answers a trivial query, and holds no active
+    /// token hashed under a server key this instance lacks. The error says why not.
     pub async fn readiness(&self) -> ServiceResult<()> {
-        self.store.ping().await.map_err(ServiceError::from)
+        self.store.ping().await.map_err(ServiceError::from)?;
+        self.check_keys().await
     }
 
     /// The current time, to the second (the precision records are kept at).

@@ -217,6 +217,7 @@ enum Call {
     UpdateUser,
     DeleteUser,
     IssueToken,
+    ResetServerKey,
     Introspect,
     RevokeBySecret {
         other: bool,
@@ -329,6 +330,7 @@ impl World {
                         .await,
                 )
             }
+            Call::ResetServerKey => outcome(kw.reset_server_key(caller).await),
             Call::Introspect => {
                 let t = self.target(&self.bob).await;
                 outcome(kw.introspect(caller, &t.secret).await)
@@ -448,6 +450,20 @@ const MATRIX: &[(Call, [&str; 8])] = {
         (Call::UpdateUser, ADMINS),
         (Call::DeleteUser, ADMINS),
         (Call::IssueToken, ADMINS),
+        // Whoever holds the data dir holds the key; nobody else may drop tokens for it.
+        (
+            Call::ResetServerKey,
+            [
+                "ok",
+                "forbidden",
+                "forbidden",
+                "forbidden",
+                "forbidden",
+                "forbidden",
+                "forbidden",
+                "forbidden",
+            ],
+        ),
         (
             Call::Introspect,
             [

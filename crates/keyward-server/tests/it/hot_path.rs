@@ -8,8 +8,8 @@
 
 use async_trait::async_trait;
 use keyward_core::{
-    AuditEvent, ExpiryRequest, InactiveReason, ManualClock, Prefix, Scopes, ServerKey, TokenHash,
-    TokenHasher, TokenId, TokenName, TokenRecord, TokenSecret, User, UserId, UserName,
+    AuditEvent, ExpiryRequest, InactiveReason, KeyId, ManualClock, Prefix, Scopes, ServerKey,
+    TokenHash, TokenHasher, TokenId, TokenName, TokenRecord, TokenSecret, User, UserId, UserName,
 };
 use keyward_server::service::{Issued, UserRequest};
 use keyward_server::{Caller, Keyward, Settings, Verdict, VerifiedToken};
@@ -152,6 +152,8 @@ pass_through!(Maintenance {
     fn ping() -> ();
     fn dump() -> Snapshot;
     fn restore(snapshot: &Snapshot) -> ();
+    fn tokens_under_other_keys(key: &KeyId, now: OffsetDateTime) -> Vec<(KeyId, u64)>;
+    fn revoke_under_other_keys(key: &KeyId, revocation: &Revocation, audit: &AuditEvent) -> u64;
 });
 
 /// The service over a [`RacingStore`] on a fresh SQLite file, with a manual clock.

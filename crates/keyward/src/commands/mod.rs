@@ -2,6 +2,7 @@
 //! operator, and prints. Rules and the audit trail live in the service, never here.
 
 mod audit;
+mod key;
 mod man;
 mod output;
 mod serve;
@@ -9,10 +10,10 @@ mod store;
 mod token;
 mod user;
 
-use crate::cli::{Cli, Command, StoreCommand, TokenCommand};
+use crate::cli::{Cli, Command, KeyCommand, StoreCommand, TokenCommand};
 use anyhow::Context as _;
 use keyward::keyward_server::ServiceError;
-use keyward::{Caller, Config, ConfigError, Flags, Keyward, SetupError, UserName};
+use keyward::{Caller, Config, ConfigError, Flags, KeyPolicy, Keyward, SetupError, UserName};
 use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -62,13 +63,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         database: cli.database,
     };
     let config = Config::load(&flags)?;
+    if let Command::Key(KeyCommand::Show) = &cli.command {
+        return key::show(&config);
+    }
+    let policy = if cli.accept_new_key {
+        KeyPolicy::AcceptNewKey
+    } else {
+        KeyPolicy::Refuse
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         if let Command::Serve(_) = cli.command {
-            return serve::serve(&config).await;
+            return serve::serve(&config, policy).await;
         }
         init_tracing("warn");
         // These touch only the database: no data dir or server key is created for them.
@@ -77,8 +86,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Store(StoreCommand::Copy { from, to }) => return store::copy(from, to).await,
             _ => {}
         }
-        let keyward = keyward::open(&config).await?;
-        let caller = Caller::operator(&os_user());
+        let keyward = keyward::open_with(&config, policy).await?;
+        let caller = Caller::operator(&keyward::os_user());
         let ctx = Ctx { keyward, caller };
         match cli.command {
             Command::User(cmd) => user::run(&ctx, cmd).await,
@@ -88,6 +97,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Serve(_)
             | Command::Migrate
             | Command::Store(_)
+            | Command::Key(_)
             | Command::GenerateMan { .. } => Ok(ExitCode::SUCCESS),
         }
     })
@@ -109,15 +119,6 @@ impl Ctx {
             .await
             .map_err(|e| describe(e, || format!("no user {}", shown(name))))
     }
-}
-
-/// The operator's login name, for the audit trail.
-fn os_user() -> String {
-    ["USER", "LOGNAME"]
-        .iter()
-        .filter_map(|var| std::env::var(var).ok())
-        .find(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| "operator".to_owned())
 }
 
 /// Logs go to stderr so stdout carries only results (a secret, a listing, JSON).

@@ -2,13 +2,13 @@
 
 use super::init_tracing;
 use anyhow::Context as _;
-use keyward::Config;
 use keyward::keyward_server::{http, telemetry};
+use keyward::{Config, KeyPolicy};
 use std::io::Write as _;
 use std::process::ExitCode;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-pub(super) async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
+pub(super) async fn serve(config: &Config, policy: KeyPolicy) -> anyhow::Result<ExitCode> {
     init_tracing(&config.log);
     // Before the service is built: it takes its metric handles at construction.
     if telemetry::prometheus().is_none() {
@@ -19,7 +19,7 @@ pub(super) async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
 
-    let keyward = keyward::open(config).await?;
+    let keyward = keyward::open_with(config, policy).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -20,6 +20,8 @@ mod hardening;
 #[cfg(test)]
 mod helpers;
 #[cfg(test)]
+mod key_guard;
+#[cfg(test)]
 mod library;
 #[cfg(test)]
 mod live_cli;
