@@ -17,7 +17,7 @@ pub async fn healthz() -> Response {
     axum::Json(Status::OK).into_response()
 }
 
-/// `GET /readyz`: the store answers.
+/// `GET /readyz`: the store answers, and holds no active token this instance cannot verify.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses(
         (status = 200, description = "The store answers", body = super::wire::Status),
