@@ -576,7 +576,7 @@ pub async fn create_token(
     {
         return Ok(already_done(&session, TokenList::own(), "created"));
     }
-    let issued = kw
+    let issued = match kw
         .create_token(
             &session.caller(ip),
             None,
@@ -584,7 +584,17 @@ pub async fn create_token(
             new.scopes,
             Some(new.expires),
         )
-        .await?;
+        .await
+    {
+        Ok(issued) => issued,
+        // Administrative scopes asked for by someone who is not an admin: said on the form.
+        Err(e @ ServiceError::Forbidden(_)) => {
+            let mut response = new_token_form(&kw, &session, Some(&form), Some(e.to_string()))?;
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            return Ok(response);
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(once_page(
         &kw,
         &session,

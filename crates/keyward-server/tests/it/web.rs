@@ -1418,3 +1418,22 @@ async fn the_users_page_pages_newest_first() {
     assert!(!second.body.contains(marker), "the last page has no next");
     assert!(second.body.contains("href=\"/admin/users\">First page"));
 }
+
+#[tokio::test]
+async fn a_person_who_is_not_an_admin_is_told_why_an_administrative_scope_is_refused() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice", PASSWORD).await;
+    let refused = generate(&mut b, "sneaky", &["users:read"]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(
+        refused.body.contains("can only be given to an admin"),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains("will not be shown again"));
+    // The form is shown again, with a fresh nonce: a token without it is made as usual.
+    let once = generate(&mut b, "fine", &["droplet:read"]).await;
+    assert_eq!(once.status, StatusCode::OK, "{}", once.body);
+}
