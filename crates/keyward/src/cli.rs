@@ -202,7 +202,23 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a token; the record stays, revoked, for the audit trail.
+    /// Show one token (never its secret).
+    Show {
+        /// The token id (tok_...).
+        id: String,
+        /// Print the record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename a token.
+    Rename {
+        /// The token id (tok_...).
+        id: String,
+        /// The new label.
+        name: String,
+    },
+    /// Revoke a token; the record stays, revoked, for the audit trail. Revoking a revoked token
+    /// says when, by whom and why it was, and fails.
     Revoke {
         /// The token id (tok_...).
         id: String,

@@ -50,8 +50,99 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
             show_issued(ctx, &issued, Some(&owner.name), json)?;
         }
         TokenCommand::List { user, json } => list(ctx, user.as_deref(), json).await?,
+        TokenCommand::Show { id, json } => {
+            let token_id = token_id(&id)?;
+            let token = ctx
+                .keyward
+                .get_token(&ctx.caller, &token_id)
+                .await
+                .map_err(|e| describe(e, || no_token(&id)))?;
+            let owner = ctx.keyward.user_by_id(&ctx.caller, &token.owner).await.ok();
+            let view = TokenView {
+                token: &token,
+                owner_name: owner.as_ref().map(|u| &u.name),
+                state: token.state(ctx.keyward.now()),
+            };
+            if json {
+                return print_json(&view).map(|()| ExitCode::SUCCESS);
+            }
+            let lines = [
+                ("id", token.id.to_string()),
+                ("name", token.name.as_str().to_owned()),
+                (
+                    "owner",
+                    owner
+                        .as_ref()
+                        .map_or_else(|| token.owner.to_string(), |u| u.name.to_string()),
+                ),
+                ("state", format!("{:?}", view.state).to_lowercase()),
+                ("scopes", token.scopes.to_string()),
+                ("hint", token.hint.clone()),
+                ("created", time_or(Some(token.created_at), "")),
+                ("expires", time_or(token.expires_at, "never")),
+                ("regenerated", time_or(token.regenerated_at, "-")),
+                ("last used", time_or(token.last_used_at, "never")),
+                (
+                    "last used from",
+                    token
+                        .last_used_ip
+                        .map_or("-".to_owned(), |ip| ip.to_string()),
+                ),
+                ("revoked", time_or(token.revoked_at, "-")),
+                (
+                    "revoked by",
+                    token.revoked_by.clone().unwrap_or("-".to_owned()),
+                ),
+                (
+                    "reason",
+                    token.revoke_reason.clone().unwrap_or("-".to_owned()),
+                ),
+            ];
+            let text: String = lines
+                .iter()
+                .map(|(k, v)| format!("{k:<15} {}\n", escaped(v)))
+                .collect();
+            print(&text)?;
+        }
+        TokenCommand::Rename { id, name } => {
+            let token_id = token_id(&id)?;
+            let name = TokenName::parse(&name)?;
+            let before = ctx
+                .keyward
+                .get_token(&ctx.caller, &token_id)
+                .await
+                .map_err(|e| describe(e, || no_token(&id)))?;
+            let token = ctx
+                .keyward
+                .rename_token(&ctx.caller, &token_id, name)
+                .await
+                .map_err(|e| describe(e, || no_token(&id)))?;
+            print(&format!(
+                "renamed {}: {} → {}\n",
+                token.id,
+                escaped(before.name.as_str()),
+                escaped(token.name.as_str())
+            ))?;
+        }
         TokenCommand::Revoke { id, reason } => {
             let token_id = token_id(&id)?;
+            let current = ctx
+                .keyward
+                .get_token(&ctx.caller, &token_id)
+                .await
+                .map_err(|e| describe(e, || no_token(&id)))?;
+            if let Some(at) = current.revoked_at {
+                anyhow::bail!(
+                    "{} was already revoked at {} by {}{}; nothing changed",
+                    current.id,
+                    time_or(Some(at), ""),
+                    escaped(current.revoked_by.as_deref().unwrap_or("?")),
+                    current
+                        .revoke_reason
+                        .as_deref()
+                        .map_or(String::new(), |r| format!(" ({})", escaped(r)))
+                );
+            }
             let token = ctx
                 .keyward
                 .revoke_token(&ctx.caller, &token_id, reason)

@@ -43,4 +43,6 @@ mod quickstart;
 #[cfg(test)]
 mod sso;
 #[cfg(test)]
+mod token_cli;
+#[cfg(test)]
 mod users_cli;
