@@ -13,7 +13,7 @@ pub const MAX_GRACE: Duration = Duration::days(7);
 pub enum ExpiryError {
     /// Not a duration, an RFC 3339 time or `never`.
     #[error(
-        "{0:?} is not an expiry: use a duration such as 30d, 12h or 90m, an RFC 3339 time, or never"
+        "{0:?} is not an expiry: use a duration such as 30d, 12h or 90m, a date (2027-01-01), an RFC 3339 time, or never"
     )]
     Malformed(String),
     /// Not a duration such as `10m`.
@@ -48,7 +48,8 @@ pub enum ExpiryRequest {
 }
 
 impl ExpiryRequest {
-    /// Parses `30d`, `12h`, `2w`, an RFC 3339 time or `never`.
+    /// Parses `30d`, `12h`, `2w`, an RFC 3339 time, a date (`2027-01-01`: its first second,
+    /// UTC, as the web page's date picker means it) or `never`.
     pub fn parse(s: &str) -> Result<Self, ExpiryError> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("never") {
@@ -57,8 +58,11 @@ impl ExpiryRequest {
         if let Ok(d) = parse_duration(s) {
             return Ok(Self::In(d));
         }
-        OffsetDateTime::parse(s, &Rfc3339)
-            .map(Self::At)
+        if let Ok(at) = OffsetDateTime::parse(s, &Rfc3339) {
+            return Ok(Self::At(at));
+        }
+        time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+            .map(|date| Self::At(date.midnight().assume_utc()))
             .map_err(|_| ExpiryError::Malformed(s.chars().take(80).collect()))
     }
 }
@@ -192,10 +196,23 @@ mod tests {
             ExpiryRequest::parse("2026-07-01T00:00:00Z"),
             Ok(ExpiryRequest::At(datetime!(2026-07-01 0:00 UTC)))
         );
-        assert!(matches!(
-            ExpiryRequest::parse("tomorrow"),
-            Err(ExpiryError::Malformed(_))
-        ));
+        // A date is its first second, UTC, as the web page's date picker means it.
+        assert_eq!(
+            ExpiryRequest::parse("2027-01-01"),
+            Ok(ExpiryRequest::At(datetime!(2027-01-01 0:00 UTC)))
+        );
+        for bad in [
+            "tomorrow",
+            "2027-13-01",
+            "2027-02-30",
+            "2027-1-1",
+            "01/01/2027",
+        ] {
+            assert!(
+                matches!(ExpiryRequest::parse(bad), Err(ExpiryError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

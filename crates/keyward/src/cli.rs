@@ -186,7 +186,7 @@ pub enum TokenCommand {
         /// A scope, resource:action (repeat for more), e.g. droplet:read, droplet:*, tokens:create.
         #[arg(long = "scope", value_name = "S", required = true)]
         scopes: Vec<String>,
-        /// When it expires: a duration (30d, 12h), an RFC 3339 time, or never [default: the configured default_lifetime]
+        /// When it expires: a duration (30d, 12h), a date (2027-01-01, midnight UTC), an RFC 3339 time, or never [default: the configured default_lifetime]
         #[arg(long, value_name = "WHEN")]
         expires: Option<String>,
         /// Print {"token": <record>, "secret": "..."} instead of the bare secret.
@@ -233,7 +233,7 @@ pub enum TokenCommand {
         /// How long the old secret keeps working, e.g. 10m (at most 7d) [default: it stops now]
         #[arg(long, value_name = "DURATION")]
         grace: Option<String>,
-        /// A new expiry: a duration, an RFC 3339 time, or never [default: the token keeps its expiry]
+        /// A new expiry: a duration, a date, an RFC 3339 time, or never [default: the token keeps its expiry]
         #[arg(long, value_name = "WHEN")]
         expires: Option<String>,
         /// Print {"token": <record>, "secret": "..."} instead of the bare secret.

@@ -27,7 +27,8 @@ pub struct CreateTokenRequest {
     pub name: String,
     /// Its scopes.
     pub scopes: Vec<String>,
-    /// `30d`, an RFC 3339 time, or `never`; the deployment default when absent.
+    /// `30d`, a date (`2027-01-01`, midnight UTC), an RFC 3339 time, or `never`; the deployment
+    /// default when absent.
     pub expires: Option<String>,
 }
 

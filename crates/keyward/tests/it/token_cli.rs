@@ -22,7 +22,28 @@ fn a_token_is_shown_renamed_and_revoked_once() {
     assert!(!text.contains(&made.secret), "never the secret");
     let json = cli(dir, &["token", "show", &made.id, "--json"], None).json();
     assert_eq!(json["owner_name"], "alice");
-    assert_eq!(json["state"], "active");
+
+    // A date, as the web page's picker gives it: its first second, UTC.
+    let date = (time::OffsetDateTime::now_utc().date() + time::Duration::days(10)).to_string();
+    let dated = cli(
+        dir,
+        &[
+            "token",
+            "create",
+            "--user",
+            "alice",
+            "--name",
+            "dated",
+            "--scope",
+            "droplet:read",
+            "--expires",
+            &date,
+            "--json",
+        ],
+        None,
+    )
+    .json();
+    assert_eq!(dated["token"]["expires_at"], format!("{date}T00:00:00Z"));
 
     let out = cli(dir, &["token", "rename", &made.id, "deploy bot"], None);
     assert!(out.ok().contains("ci deploy → deploy bot"), "{out:?}");
