@@ -1,6 +1,7 @@
 //! `keyward token show|rename|revoke` at the command line, against the real binary.
 
 use crate::helpers::{cli, create_token};
+use keyward::{Clock as _, SystemClock};
 
 #[test]
 fn a_token_is_shown_renamed_and_revoked_once() {
@@ -24,7 +25,7 @@ fn a_token_is_shown_renamed_and_revoked_once() {
     assert_eq!(json["owner_name"], "alice");
 
     // A date, as the web page's picker gives it: its first second, UTC.
-    let date = (time::OffsetDateTime::now_utc().date() + time::Duration::days(10)).to_string();
+    let date = (SystemClock.now().date() + time::Duration::days(10)).to_string();
     let dated = cli(
         dir,
         &[
