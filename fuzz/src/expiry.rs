@@ -101,7 +101,15 @@ pub fn check(data: &[u8]) {
         (Ok(ExpiryRequest::In(d)), Ok(expected)) => assert_eq!(d, expected),
         (Ok(ExpiryRequest::Never), Err(_)) => assert!(text.trim().eq_ignore_ascii_case("never")),
         (Ok(ExpiryRequest::At(t)), Err(_)) => {
-            assert_eq!(OffsetDateTime::parse(text.trim(), &Rfc3339).ok(), Some(*t));
+            // An RFC 3339 time, or a date: its first second, UTC.
+            let date = time::Date::parse(
+                text.trim(),
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .ok()
+            .map(|d| d.midnight().assume_utc());
+            let at = OffsetDateTime::parse(text.trim(), &Rfc3339).ok().or(date);
+            assert_eq!(at, Some(*t), "{text:?}");
         }
         (Err(e), Err(_)) => {
             assert!(matches!(e, ExpiryError::Malformed(_)), "{e:?}");
