@@ -192,6 +192,125 @@ impl fmt::Debug for TokenHasher {
     }
 }
 
+/// The server keys a deployment holds, in order: the first is current (every new hash is made
+/// under it); the others only verify the secrets they hashed before a rotation, until those
+/// move to the current key. Never empty, no key twice.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    hashers: Vec<TokenHasher>,
+}
+
+/// A key ring was given in the wrong form. Never shows a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRingError {
+    /// No key at all.
+    #[error("the key ring holds no key")]
+    Empty,
+    /// A line is not a key.
+    #[error("line {line} is not a server key: {source}")]
+    BadKey {
+        /// The line's number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        source: BadServerKey,
+    },
+    /// The same key twice.
+    #[error("key {0} is in the ring twice")]
+    Duplicate(KeyId),
+}
+
+impl KeyRing {
+    /// A ring of `keys`, the first current.
+    pub fn new(keys: &[ServerKey]) -> Result<Self, KeyRingError> {
+        check_ring(keys)?;
+        Ok(Self {
+            hashers: keys.iter().map(TokenHasher::new).collect(),
+        })
+    }
+
+    /// The hasher of the current key.
+    pub fn current(&self) -> &TokenHasher {
+        &self.hashers[0]
+    }
+
+    /// The hashers of the older keys, newest first.
+    pub fn older(&self) -> &[TokenHasher] {
+        &self.hashers[1..]
+    }
+
+    /// Every key's id, the current first.
+    pub fn ids(&self) -> impl Iterator<Item = &KeyId> {
+        self.hashers.iter().map(TokenHasher::key_id)
+    }
+
+    /// Whether the ring holds the key `id`.
+    pub fn contains(&self, id: &KeyId) -> bool {
+        self.ids().any(|k| k == id)
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.hashers.len()
+    }
+
+    /// Always `false`: a ring holds at least one key.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl From<TokenHasher> for KeyRing {
+    fn from(hasher: TokenHasher) -> Self {
+        Self {
+            hashers: vec![hasher],
+        }
+    }
+}
+
+fn check_ring(keys: &[ServerKey]) -> Result<(), KeyRingError> {
+    if keys.is_empty() {
+        return Err(KeyRingError::Empty);
+    }
+    for (i, key) in keys.iter().enumerate() {
+        if keys[..i].iter().any(|k| k.id == key.id) {
+            return Err(KeyRingError::Duplicate(key.id.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a key ring written one key per line in hexadecimal, the current key first. Blank lines
+/// and lines starting with `#` are skipped; a single key (the older `server.key` form) is a ring
+/// of one.
+pub fn parse_key_ring(text: &str) -> Result<Vec<ServerKey>, KeyRingError> {
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = ServerKey::from_hex(line).map_err(|source| KeyRingError::BadKey {
+            line: i + 1,
+            source,
+        })?;
+        keys.push(key);
+    }
+    check_ring(&keys)?;
+    Ok(keys)
+}
+
+/// Writes `keys` as [`parse_key_ring`] reads them: one per line, in order.
+pub fn format_key_ring(keys: &[ServerKey]) -> Zeroizing<String> {
+    let mut text = Zeroizing::new(String::with_capacity(
+        keys.len() * (SERVER_KEY_BYTES * 2 + 1),
+    ));
+    for key in keys {
+        text.push_str(&key.to_hex());
+        text.push('\n');
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +352,40 @@ mod tests {
     fn debug_redacts_the_key() {
         let key = ServerKey::from_hex(KEY_HEX).unwrap();
         assert!(!format!("{key:?}").contains("0001020304"));
+    }
+
+    #[test]
+    fn a_ring_reads_back_in_order_and_refuses_empty_duplicate_and_bad_lines() {
+        let a = ServerKey::generate().unwrap();
+        let b = ServerKey::from_hex(KEY_HEX).unwrap();
+        let text = format_key_ring(&[a, b]);
+        let keys = parse_key_ring(&format!("# a comment\n\n{}", text.as_str())).unwrap();
+        let ring = KeyRing::new(&keys).unwrap();
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.older()[0].key_id(), keys[1].id());
+        assert_eq!(ring.current().key_id(), keys[0].id());
+        assert!(ring.contains(keys[1].id()));
+        // The older single-key file is a ring of one.
+        assert_eq!(parse_key_ring(KEY_HEX).unwrap().len(), 1);
+        assert_eq!(
+            parse_key_ring("\n# only\n").unwrap_err(),
+            KeyRingError::Empty
+        );
+        let twice = format!("{KEY_HEX}\n{}\n", KEY_HEX.to_uppercase());
+        assert!(matches!(
+            parse_key_ring(&twice),
+            Err(KeyRingError::Duplicate(_))
+        ));
+        let bad = parse_key_ring(&format!("{KEY_HEX}\nnot-a-key-{KEY_HEX}\n")).unwrap_err();
+        assert_eq!(
+            bad,
+            KeyRingError::BadKey {
+                line: 2,
+                source: BadServerKey
+            }
+        );
+        // The error names the line, never its text.
+        assert!(!bad.to_string().contains(KEY_HEX));
     }
 
     #[test]

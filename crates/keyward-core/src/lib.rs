@@ -19,7 +19,10 @@ pub mod scope;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use expiry::{ExpiryError, ExpiryRequest, LifetimePolicy, parse_duration};
 pub use format::{FormatError, Prefix, RawSecret, TokenSecret};
-pub use hash::{KeyId, ServerKey, TokenHash, TokenHasher};
+pub use hash::{
+    KeyId, KeyRing, KeyRingError, ServerKey, TokenHash, TokenHasher, format_key_ring,
+    parse_key_ring,
+};
 pub use model::{
     Actor, AuditEvent, AuditKind, Email, ExternalId, InactiveReason, NameError, PackedTokenId,
     TokenId, TokenIdText, TokenName, TokenRecord, TokenState, User, UserId, UserKind, UserName,

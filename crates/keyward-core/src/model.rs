@@ -611,6 +611,13 @@ pub enum AuditKind {
     /// under a key the server no longer has was revoked.
     #[serde(rename = "server_key.reset")]
     ServerKeyReset,
+    /// A new server key became current (`keyward key rotate`); the previous ones keep verifying
+    /// until their tokens move to the new key.
+    #[serde(rename = "server_key.rotated")]
+    ServerKeyRotated,
+    /// An old server key left the key ring (`keyward key retire`), no active token using it.
+    #[serde(rename = "server_key.retired")]
+    ServerKeyRetired,
     /// A user became an admin or stopped being one (the OpenID provider's claim said so).
     #[serde(rename = "user.admin_changed")]
     UserAdminChanged,
@@ -636,6 +643,8 @@ impl AuditKind {
             Self::UserDeleted => "user.deleted",
             Self::UserAdminChanged => "user.admin_changed",
             Self::ServerKeyReset => "server_key.reset",
+            Self::ServerKeyRotated => "server_key.rotated",
+            Self::ServerKeyRetired => "server_key.retired",
         }
     }
 
@@ -658,6 +667,8 @@ impl AuditKind {
             Self::UserDeleted,
             Self::UserAdminChanged,
             Self::ServerKeyReset,
+            Self::ServerKeyRotated,
+            Self::ServerKeyRetired,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

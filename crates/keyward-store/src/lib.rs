@@ -360,6 +360,20 @@ pub trait TokenStore: Send + Sync {
 
     /// Records a batch of uses; for each token keeps the latest use across all writers.
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()>;
+
+    /// Moves one secret to another server key: the stored hash `old` becomes `new` (same token,
+    /// same validity), and both go to the change log so every cache forgets the old and learns
+    /// the new. `false` when no secret has the hash `old` (another instance moved it first).
+    async fn rekey_secret(
+        &self,
+        old: &TokenHash,
+        new: &StoredHash,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
+
+    /// Active tokens (neither revoked nor expired at `now`) with a working secret, counted per
+    /// key id of that secret (a token with secrets under two keys counts under both).
+    async fn active_tokens_by_key(&self, now: OffsetDateTime) -> StoreResult<Vec<(KeyId, u64)>>;
 }
 
 /// Users, their passwords and whether they may act. Deleted users are gone from every method
@@ -523,12 +537,13 @@ pub trait Maintenance: Send + Sync {
         now: OffsetDateTime,
     ) -> StoreResult<Vec<(KeyId, u64)>>;
 
-    /// Revokes, in one transaction with `audit`, every token [`Self::tokens_under_other_keys`]
-    /// counts (a deliberate reset of the server key: they can never verify again); returns how
-    /// many. Their hashes go to the change log like any revocation.
+    /// Revokes, in one transaction with `audit`, every active token with a working secret under
+    /// a key none of `keep` is (the server's ring, current key first: a deliberate reset of the
+    /// server key, those tokens can never verify again); returns how many. Their hashes go to
+    /// the change log like any revocation. `keep` must not be empty.
     async fn revoke_under_other_keys(
         &self,
-        key: &KeyId,
+        keep: &[KeyId],
         revocation: &Revocation,
         audit: &AuditEvent,
     ) -> StoreResult<u64>;

@@ -71,11 +71,34 @@ pub enum Command {
     },
 }
 
-/// `keyward key ...`.
+/// `keyward key ...`: the server key ring (DATA_DIR/server.key, or KEYWARD_SERVER_KEYS).
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Print the server key's id (first word), then where the key comes from. Never the key.
+    /// Print the current server key's id (first word), then where the keys come from, then any
+    /// older keys still verifying. Never a key.
     Show,
+    /// How many active tokens each key still verifies, and any key the store's tokens use that
+    /// this server lacks.
+    Status,
+    /// Make a new key current (or, with --to, a key already in the ring). Older keys keep
+    /// verifying; a token presented under one moves to the current key. A running server takes
+    /// the new ring within seconds, without a restart.
+    Rotate {
+        /// Promote this key of the ring (added earlier with `key add`) instead of a new one.
+        #[arg(long, value_name = "KEY_ID")]
+        to: Option<String>,
+    },
+    /// Add a new key at the end of the ring, verifying nothing yet: for several instances,
+    /// give every instance the ring with it first, then `key rotate --to` it.
+    Add,
+    /// Remove an older key from the ring. Refused while an active token still uses it.
+    Retire {
+        /// The key's id, as `key status` shows it.
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
+    },
+    /// Print a new random key in hexadecimal, for a ring kept in KEYWARD_SERVER_KEYS.
+    Generate,
 }
 
 /// `keyward store ...`.

@@ -335,6 +335,10 @@ settings! {
         /// The server key, 64 hexadecimal characters; `None` means `DATA_DIR/server.key`.
         server_key: Option<ServerKey> = None, env SERVER_KEY = "KEYWARD_SERVER_KEY",
             secret = true, file = false;
+        /// The server key ring, one key per line, the current key first; wins over
+        /// `KEYWARD_SERVER_KEY` and `DATA_DIR/server.key`.
+        server_keys: Option<ServerKeys> = None, env SERVER_KEYS = "KEYWARD_SERVER_KEYS",
+            secret = true, file = false;
         /// The address people use to reach keyward, e.g. `https://keyward.example.com` (single
         /// sign-on's redirect URL is under it).
         public_url: Option<HttpUrl> = None, env PUBLIC_URL = "KEYWARD_PUBLIC_URL";
@@ -565,6 +569,28 @@ impl SettingValue for ServerKey {
     fn from_text(text: &str) -> Result<Self, String> {
         // The message never repeats the text: it is a secret.
         ServerKey::from_hex(text).map_err(|e| e.to_string())
+    }
+}
+
+/// A key ring given whole (`KEYWARD_SERVER_KEYS`): one key per line, the current key first.
+/// `Debug` shows key ids only.
+#[derive(Debug)]
+pub struct ServerKeys(pub Vec<ServerKey>);
+
+impl SettingValue for ServerKeys {
+    type File = String;
+    const EXAMPLES: [&'static str; 2] = [
+        "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"",
+        "\"f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff\\n000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"",
+    ];
+    fn from_file(value: String) -> Result<Self, String> {
+        Self::from_text(&value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        // The message names a line, never its text: it is a secret.
+        keyward_core::parse_key_ring(text)
+            .map(Self)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -973,7 +999,8 @@ impl Config {
         self.data_dir.join(SQLITE_FILE_NAME)
     }
 
-    /// The server key file (used when `KEYWARD_SERVER_KEY` is not set).
+    /// The server key ring file (used when neither `KEYWARD_SERVER_KEYS` nor
+    /// `KEYWARD_SERVER_KEY` is set).
     pub fn server_key_path(&self) -> PathBuf {
         self.data_dir.join("server.key")
     }

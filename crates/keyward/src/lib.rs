@@ -26,13 +26,17 @@
 //! the items most callers need are also re-exported at the top.
 
 pub mod config;
+pub mod keys;
 pub mod layer;
 pub mod setup;
 pub mod verifier;
 
 pub use config::{Config, ConfigError, Database, Env, Flags};
+pub use keys::{KeySource, LoadedKeys, load_keys, watch_key_file};
 pub use layer::require_scope;
-pub use setup::{SetupError, load_server_key, prepare_data_dir, read_server_key};
+pub use setup::{
+    SetupError, load_key_ring, lock_data_dir, prepare_data_dir, read_key_ring, write_key_ring,
+};
 pub use verifier::{Identity, RemoteVerifier, TokenVerifier, Verifier, VerifyError};
 
 pub use keyward_core;
@@ -78,27 +82,13 @@ pub enum KeyPolicy {
 /// [`open`], with a choice about tokens under a missing server key.
 pub async fn open_with(config: &Config, policy: KeyPolicy) -> anyhow::Result<Arc<Keyward>> {
     prepare_data_dir(&config.data_dir)?;
-    let key_path = config.server_key_path();
-    let (hasher, origin) = match &config.server_key {
-        Some(key) => (TokenHasher::new(key), "KEYWARD_SERVER_KEY".to_owned()),
-        None => {
-            let existed = key_path.exists();
-            let key = load_server_key(&key_path)?;
-            let origin = if existed {
-                key_path.display().to_string()
-            } else {
-                format!(
-                    "{}, created just now because there was none",
-                    key_path.display()
-                )
-            };
-            (TokenHasher::new(&key), origin)
-        }
+    let loaded = load_keys(config, true)?.context("no server key")?;
+    let origin = if loaded.created {
+        format!("{}, created just now because there was none", loaded.source)
+    } else {
+        loaded.source.to_string()
     };
-    let store = open_store(&config.database).await?;
-    let keyward = Keyward::new(store, Arc::new(SystemClock), hasher, config.settings())
-        .await
-        .context("cannot start the service")?;
+    let keyward = build(config, loaded.ring()).await?;
     let missing = keyward
         .tokens_under_missing_keys()
         .await
@@ -108,12 +98,18 @@ pub async fn open_with(config: &Config, policy: KeyPolicy) -> anyhow::Result<Arc
         match policy {
             KeyPolicy::Refuse => return Err(SetupError::KeyMissing(format!(
                 "the database {} holds active tokens hashed under a server key this server does not have: {what}. \
-                 This server's key is {} (from {origin}); keys come from KEYWARD_SERVER_KEY, else DATA_DIR/server.key. \
-                 Put the original key back (restore {} or set KEYWARD_SERVER_KEY to it), or, to give up those tokens \
-                 for good, start once with --accept-new-key (they are revoked, and the audit trail records the reset)",
+                 This server's keys are {} (from {origin}); keys come from KEYWARD_SERVER_KEYS, else KEYWARD_SERVER_KEY, \
+                 else DATA_DIR/server.key. Put the original key back (restore {} or set KEYWARD_SERVER_KEY to it), \
+                 or, to give up those tokens for good, start once with --accept-new-key (they are revoked, and the \
+                 audit trail records the reset)",
                 config.database,
-                keyward.key_id(),
-                key_path.display(),
+                keyward
+                    .key_ring()
+                    .ids()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                config.server_key_path().display(),
             ))
             .into()),
             KeyPolicy::AcceptNewKey => {
@@ -126,6 +122,15 @@ pub async fn open_with(config: &Config, policy: KeyPolicy) -> anyhow::Result<Arc
         }
     }
     Ok(Arc::new(keyward))
+}
+
+/// The service over `config`'s database with `ring`, on the system clock, without looking at
+/// which keys the store's tokens use (the `keyward key` commands show and change exactly that).
+pub async fn build(config: &Config, ring: keyward_core::KeyRing) -> anyhow::Result<Keyward> {
+    let store = open_store(&config.database).await?;
+    Keyward::new(store, Arc::new(SystemClock), ring, config.settings())
+        .await
+        .context("cannot start the service")
 }
 
 /// The operating-system user running this process, for the audit trail of an operator's acts.

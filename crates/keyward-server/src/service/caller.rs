@@ -76,11 +76,13 @@ pub enum Action {
     IssueToken,
     /// Accept a new server key: revoke every token hashed under a key this server lacks.
     ResetServerKey,
+    /// Record a change to the server key ring (a rotation, a retired key).
+    ChangeServerKeys,
 }
 
 impl Action {
     /// Every action (for tests and documentation).
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::CreateToken,
         Self::ReadTokens,
         Self::RenameToken,
@@ -98,6 +100,7 @@ impl Action {
         Self::DeleteUser,
         Self::IssueToken,
         Self::ResetServerKey,
+        Self::ChangeServerKeys,
     ];
 
     /// The scope a token needs for this action, if a token may take it with a scope.
@@ -115,9 +118,11 @@ impl Action {
             Self::UpdateUser => Some(&USERS_UPDATE),
             Self::DeleteUser => Some(&USERS_DELETE),
             Self::IssueToken => Some(&TOKENS_ISSUE),
-            Self::ReadSelf | Self::RegenerateSelf | Self::RevokeBySecret | Self::ResetServerKey => {
-                None
-            }
+            Self::ReadSelf
+            | Self::RegenerateSelf
+            | Self::RevokeBySecret
+            | Self::ResetServerKey
+            | Self::ChangeServerKeys => None,
         }
     }
 
@@ -309,9 +314,9 @@ impl Caller {
         match &self.kind {
             CallerKind::Operator { .. } => {}
             // Whoever holds the data dir holds the key; nobody else decides to drop tokens.
-            _ if action == Action::ResetServerKey => {
+            _ if matches!(action, Action::ResetServerKey | Action::ChangeServerKeys) => {
                 return Err(ServiceError::Forbidden(
-                    "only an operator at the command line may reset the server key",
+                    "only an operator at the command line may change the server keys",
                 ));
             }
             _ => {}

@@ -4,10 +4,16 @@
 //! At start-up the command line refuses to run over such a store unless told to accept a new
 //! key (which revokes those tokens, on the record); while running, readiness fails as long as
 //! the store holds one (another instance with another key may have made it).
+//!
+//! The keys form a ring ([`KeyRing`]): new secrets are hashed under the first, the current key;
+//! a secret presented under an older key verifies, and is moved to the current key on the spot
+//! (the plaintext is in hand), so old keys drain away as their tokens are used and can then be
+//! retired.
 
-use keyward_core::{AuditKind, KeyId};
-use keyward_store::Revocation;
-use std::sync::{Mutex, PoisonError};
+use arc_swap::Guard;
+use keyward_core::{AuditEvent, AuditKind, KeyId, KeyRing, TokenHash};
+use keyward_store::{Lookup, Revocation, StoreResult, StoredHash};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{Action, Caller, Keyward, ServiceError, ServiceResult};
@@ -26,26 +32,182 @@ pub struct MissingKey {
     pub tokens: u64,
 }
 
+/// How many active tokens a server key still verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// The key's id.
+    pub key_id: KeyId,
+    /// Active tokens with a working secret under it.
+    pub tokens: u64,
+    /// Where it stands in this server's ring.
+    pub role: KeyRole,
+}
+
+/// A key's place in the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    /// New secrets are hashed under it.
+    Current,
+    /// It only verifies what it hashed before a rotation.
+    Older,
+    /// Tokens use it, but this server does not have it: they answer `unknown` here.
+    Missing,
+}
+
+impl KeyRole {
+    /// `current`, `older` or `missing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::Older => "older",
+            Self::Missing => "missing",
+        }
+    }
+}
+
 /// The last look at the store's key ids, for readiness.
 #[derive(Debug, Default)]
 pub(super) struct KeyCheck(Mutex<Option<(Instant, Vec<MissingKey>)>>);
 
 impl Keyward {
-    /// The server key's id (what every new hash is stored under).
-    pub fn key_id(&self) -> &KeyId {
-        self.hasher.key_id()
+    /// The current server key's id (what every new hash is stored under).
+    pub fn key_id(&self) -> KeyId {
+        self.keys.load().current().key_id().clone()
+    }
+
+    /// The server keys in use now.
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        self.keys.load_full()
+    }
+
+    /// The ring, for one operation (an atomic load; hold it briefly).
+    pub(super) fn ring(&self) -> Guard<Arc<KeyRing>> {
+        self.keys.load()
+    }
+
+    /// Replaces the server keys (the ring file changed): new secrets are hashed under the new
+    /// ring's first key from now on. Readiness looks at the store's key ids again at once.
+    pub fn set_key_ring(&self, ring: KeyRing) {
+        let ids: Vec<String> = ring.ids().map(ToString::to_string).collect();
+        self.keys.store(Arc::new(ring));
+        *self
+            .key_check
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        tracing::info!(keys = %ids.join(" "), "server key ring loaded; the first key is current");
     }
 
     /// Active tokens (neither revoked nor expired) this server cannot verify, by key id.
     pub async fn tokens_under_missing_keys(&self) -> ServiceResult<Vec<MissingKey>> {
+        let ring = self.key_ring();
         let found = self
             .store
-            .tokens_under_other_keys(self.hasher.key_id(), self.now())
+            .tokens_under_other_keys(ring.current().key_id(), self.now())
             .await?;
         Ok(found
             .into_iter()
+            .filter(|(key_id, _)| !ring.contains(key_id))
             .map(|(key_id, tokens)| MissingKey { key_id, tokens })
             .collect())
+    }
+
+    /// Every key of the ring (current first) and every key the store's active tokens use, with
+    /// how many active tokens each still verifies.
+    pub async fn key_usage(&self) -> ServiceResult<Vec<KeyUsage>> {
+        let ring = self.key_ring();
+        let counts = self.store.active_tokens_by_key(self.now()).await?;
+        let count = |id: &KeyId| counts.iter().find(|(k, _)| k == id).map_or(0, |(_, n)| *n);
+        let mut usage: Vec<KeyUsage> = ring
+            .ids()
+            .enumerate()
+            .map(|(i, id)| KeyUsage {
+                key_id: id.clone(),
+                tokens: count(id),
+                role: if i == 0 {
+                    KeyRole::Current
+                } else {
+                    KeyRole::Older
+                },
+            })
+            .collect();
+        usage.extend(
+            counts
+                .iter()
+                .filter(|(id, _)| !ring.contains(id))
+                .map(|(id, n)| KeyUsage {
+                    key_id: id.clone(),
+                    tokens: *n,
+                    role: KeyRole::Missing,
+                }),
+        );
+        Ok(usage)
+    }
+
+    /// Records an operator's change to the ring ([`AuditKind::ServerKeyRotated`] or
+    /// [`AuditKind::ServerKeyRetired`]), described by `detail` (key ids, never keys).
+    pub async fn record_key_change(
+        &self,
+        caller: &Caller,
+        kind: AuditKind,
+        detail: String,
+    ) -> ServiceResult<()> {
+        caller.authorize(Action::ChangeServerKeys)?;
+        let event = AuditEvent {
+            at: self.now(),
+            kind,
+            actor: caller.actor(),
+            subject_user: None,
+            token_id: None,
+            ip: caller.ip(),
+            detail: Some(detail),
+        };
+        self.store.append_audit(&event).await?;
+        Ok(())
+    }
+
+    /// What the store knows of `secret` under any key of the ring, current first; a secret
+    /// found under an older key is moved to the current one. For the paths that read the store
+    /// directly rather than through the cache.
+    pub(super) async fn lookup_secret(&self, secret: &str) -> StoreResult<Option<Lookup>> {
+        let ring = self.key_ring();
+        let current = ring.current().hash_str(secret);
+        if let Some(found) = self.store.lookup(&current).await? {
+            return Ok(Some(found));
+        }
+        for older in ring.older() {
+            let hash = older.hash_str(secret);
+            if let Some(found) = self.store.lookup(&hash).await? {
+                self.rekey(hash, current, ring.current().key_id());
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Moves the secret stored as `old` (under an older key) to `new` (its hash under the current
+    /// key `key_id`), off the request path and once per secret however often it is presented.
+    pub(super) fn rekey(&self, old: TokenHash, new: TokenHash, key_id: &KeyId) {
+        if self.rekeying.contains_key(&old) {
+            return;
+        }
+        self.rekeying.insert(old, ());
+        let store = Arc::clone(&self.store);
+        let new = StoredHash {
+            hash: new,
+            key_id: key_id.clone(),
+        };
+        let at = self.now();
+        tokio::spawn(async move {
+            match store.rekey_secret(&old, &new, at).await {
+                Ok(moved) => {
+                    tracing::debug!(moved, key_id = %new.key_id, "a secret moved to the current server key");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not move a secret to the current server key; it keeps verifying under its old key");
+                }
+            }
+        });
     }
 
     /// Accepts a new server key on purpose: revokes every token [`Self::tokens_under_missing_keys`]
@@ -63,7 +225,7 @@ impl Keyward {
             ip: caller.ip(),
             detail: Some(format!(
                 "new server key {}; tokens under {} revoked",
-                self.hasher.key_id(),
+                self.key_id(),
                 describe(&missing)
             )),
             actor,
@@ -75,9 +237,13 @@ impl Keyward {
         };
         let revoked = self
             .store
-            .revoke_under_other_keys(self.hasher.key_id(), &revocation, &event)
+            .revoke_under_other_keys(
+                &self.key_ring().ids().cloned().collect::<Vec<_>>(),
+                &revocation,
+                &event,
+            )
             .await?;
-        tracing::warn!(revoked, key_id = %self.hasher.key_id(), "server key reset: tokens under other keys revoked");
+        tracing::warn!(revoked, key_id = %self.key_id(), "server key reset: tokens under other keys revoked");
         Ok(revoked)
     }
 
@@ -85,7 +251,11 @@ impl Keyward {
     /// error while any are found.
     pub(super) async fn check_keys(&self) -> ServiceResult<()> {
         let cached = {
-            let last = self.keys.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let last = self
+                .key_check
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             last.as_ref()
                 .filter(|(at, _)| at.elapsed() < RECHECK_EVERY)
                 .map(|(_, missing)| missing.clone())
@@ -94,7 +264,11 @@ impl Keyward {
             Some(missing) => missing,
             None => {
                 let missing = self.tokens_under_missing_keys().await?;
-                *self.keys.0.lock().unwrap_or_else(PoisonError::into_inner) =
+                *self
+                    .key_check
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) =
                     Some((Instant::now(), missing.clone()));
                 missing
             }
@@ -105,7 +279,11 @@ impl Keyward {
         Err(ServiceError::KeyMissing(format!(
             "active tokens were hashed under a server key this instance does not have ({}); it holds {}",
             describe(&missing),
-            self.hasher.key_id()
+            self.key_ring()
+                .ids()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         )))
     }
 }

@@ -31,8 +31,10 @@ pub use verification::{
     CachedToken, KnownHashes, LATENCY_SAMPLE_EVERY, Verdict, VerifiedToken, VerifyCache,
 };
 
+use arc_swap::ArcSwap;
 use keyward_core::{
-    AuditEvent, AuditKind, Catalog, Clock, LifetimePolicy, Prefix, TokenHasher, TokenId, UserId,
+    AuditEvent, AuditKind, Catalog, Clock, KeyRing, LifetimePolicy, Prefix, TokenHash, TokenId,
+    UserId,
 };
 use keyward_store::{Store, StoreResult};
 use std::sync::Arc;
@@ -91,7 +93,9 @@ impl Default for Settings {
 pub struct Keyward {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    hasher: TokenHasher,
+    /// The server keys: swapped whole when the ring changes (`keyward key rotate`), read with
+    /// one atomic load on the hot path.
+    keys: ArcSwap<KeyRing>,
     settings: Settings,
     cache: VerifyCache,
     usage: UsageBatch,
@@ -100,7 +104,9 @@ pub struct Keyward {
     throttle: sessions::SignInThrottle,
     passwords: sessions::PasswordPool,
     oidc: Option<sessions::oidc::Provider>,
-    keys: keys::KeyCheck,
+    key_check: keys::KeyCheck,
+    /// Old-key secrets being moved to the current key, so a burst of uses moves each once.
+    rekeying: moka::sync::Cache<TokenHash, ()>,
 }
 
 impl Keyward {
@@ -108,7 +114,7 @@ impl Keyward {
     pub async fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        hasher: TokenHasher,
+        keys: impl Into<KeyRing>,
         settings: Settings,
     ) -> StoreResult<Self> {
         let cache = VerifyCache::new(store.as_ref(), settings.cache_capacity).await?;
@@ -123,7 +129,7 @@ impl Keyward {
         Ok(Self {
             store,
             clock,
-            hasher,
+            keys: ArcSwap::from_pointee(keys.into()),
             settings,
             cache,
             usage: UsageBatch::default(),
@@ -136,7 +142,11 @@ impl Keyward {
             throttle: sessions::SignInThrottle::default(),
             passwords: sessions::PasswordPool::per_core(),
             oidc,
-            keys: keys::KeyCheck::default(),
+            key_check: keys::KeyCheck::default(),
+            rekeying: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(StdDuration::from_secs(60))
+                .build(),
         })
     }
 

@@ -85,9 +85,10 @@ impl Keyward {
 
     fn issue_secret(&self) -> ServiceResult<(TokenSecret, StoredHash)> {
         let secret = TokenSecret::generate(&self.settings.prefix)?;
+        let ring = self.ring();
         let hash = StoredHash {
-            hash: self.hasher.hash(&secret),
-            key_id: self.hasher.key_id().clone(),
+            hash: ring.current().hash(&secret),
+            key_id: ring.current().key_id().clone(),
         };
         Ok((secret, hash))
     }

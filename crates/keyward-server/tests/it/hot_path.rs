@@ -88,6 +88,8 @@ pass_through!(TokenStore {
     fn revoke_token(id: &TokenId, owner: Option<&UserId>, revocation: &Revocation, audit: &AuditEvent) -> TokenRecord;
     fn stored_hashes(after: Option<&TokenHash>, limit: u32) -> Vec<TokenHash>;
     fn record_usage(batch: &[Usage]) -> ();
+    fn rekey_secret(old: &TokenHash, new: &StoredHash, at: OffsetDateTime) -> bool;
+    fn active_tokens_by_key(now: OffsetDateTime) -> Vec<(KeyId, u64)>;
 }
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
@@ -153,7 +155,7 @@ pass_through!(Maintenance {
     fn dump() -> Snapshot;
     fn restore(snapshot: &Snapshot) -> ();
     fn tokens_under_other_keys(key: &KeyId, now: OffsetDateTime) -> Vec<(KeyId, u64)>;
-    fn revoke_under_other_keys(key: &KeyId, revocation: &Revocation, audit: &AuditEvent) -> u64;
+    fn revoke_under_other_keys(keep: &[KeyId], revocation: &Revocation, audit: &AuditEvent) -> u64;
 });
 
 /// The service over a [`RacingStore`] on a fresh SQLite file, with a manual clock.

@@ -46,10 +46,14 @@ impl Maintenance for PgStore {
 
     async fn revoke_under_other_keys(
         &self,
-        key: &KeyId,
+        keep: &[KeyId],
         revocation: &Revocation,
         audit: &AuditEvent,
     ) -> StoreResult<u64> {
+        let Some(key) = keep.first() else {
+            return Err(StoreError::InvalidState("no server key to keep"));
+        };
+        let older: Vec<&str> = keep[1..].iter().map(KeyId::as_str).collect();
         let mut tx = self.begin().await?;
         let at = unix(revocation.at);
         // Held until commit: appends happen one transaction at a time, in commit order.
@@ -60,21 +64,24 @@ impl Maintenance for PgStore {
         // Their hashes first (all of them: any cache may hold any), then the tokens.
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO changes (hash, at) SELECT h.hash, $2 FROM token_hashes h \
-             WHERE h.token_id IN (SELECT id FROM ({OTHER_KEY_TOKENS}) o) ORDER BY h.hash"
+             WHERE h.token_id IN (SELECT id FROM ({OTHER_KEY_TOKENS}) o \
+                 WHERE NOT (o.key_id = ANY($3))) ORDER BY h.hash"
         )))
         .bind(key.as_str())
         .bind(at)
+        .bind(&older)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
         let revoked = sqlx::query(AssertSqlSafe(format!(
             "UPDATE tokens SET revoked_at = $2, revoked_by = $3, revoke_reason = $4 \
-             WHERE id IN (SELECT id FROM ({OTHER_KEY_TOKENS}) o)"
+             WHERE id IN (SELECT id FROM ({OTHER_KEY_TOKENS}) o WHERE NOT (o.key_id = ANY($5)))"
         )))
         .bind(key.as_str())
         .bind(at)
         .bind(revocation.by.as_str())
         .bind(revocation.reason.as_deref())
+        .bind(&older)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?

@@ -1,7 +1,7 @@
 //! The change log on PostgreSQL, announced through `NOTIFY` and the listener (`listener`).
 
 use async_trait::async_trait;
-use keyward_core::TokenId;
+use keyward_core::{TokenHash, TokenId};
 use sqlx::postgres::PgConnection;
 use time::OffsetDateTime;
 
@@ -33,6 +33,27 @@ pub(super) async fn prune_changes(conn: &mut PgConnection, now: OffsetDateTime) 
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
+    Ok(())
+}
+
+/// Appends `hash`, a hash that no longer exists (a secret moved to another key), to the change
+/// log; the caller then logs the token's hashes as usual (in the same transaction, which this
+/// already holds the log's lock for).
+pub(super) async fn log_removed_hash(
+    conn: &mut PgConnection,
+    hash: &TokenHash,
+    at: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    sqlx::query("INSERT INTO changes (hash, at) VALUES ($1, $2)")
+        .bind(hash.0.to_vec())
+        .bind(unix(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 

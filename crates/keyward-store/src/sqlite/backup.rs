@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use keyward_core::{AuditEvent, KeyId};
+use sqlx::AssertSqlSafe;
 use time::OffsetDateTime;
 
 use super::audit::{insert_audit, insert_audit_row};
@@ -47,42 +48,56 @@ impl Maintenance for SqliteStore {
 
     async fn revoke_under_other_keys(
         &self,
-        key: &KeyId,
+        keep: &[KeyId],
         revocation: &Revocation,
         audit: &AuditEvent,
     ) -> StoreResult<u64> {
+        let Some(key) = keep.first() else {
+            return Err(StoreError::InvalidState("no server key to keep"));
+        };
+        // The first key is the index's range; the others (older keys of the ring) are few.
+        let others: String = (0..keep.len())
+            .skip(1)
+            .map(|i| format!(", ?{}", i + 4))
+            .collect();
+        let others = format!("AND k.key_id NOT IN (?1{others})");
         let mut tx = self.begin_write().await?;
         let at = unix(revocation.at);
         // Their hashes first (all of them: any cache may hold any), then the tokens.
-        sqlx::query(
+        let mut log = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO changes (hash, at) SELECT h.hash, ?3 FROM token_hashes h \
              WHERE h.token_id IN (SELECT t.id FROM token_hashes k JOIN tokens t ON t.id = k.token_id \
-                 WHERE (k.key_id < ?1 OR k.key_id > ?1) AND t.revoked_at IS NULL \
+                 WHERE (k.key_id < ?1 OR k.key_id > ?1) {others} AND t.revoked_at IS NULL \
                  AND (t.expires_at IS NULL OR t.expires_at > ?2) \
                  AND (k.valid_until IS NULL OR k.valid_until > ?2)) \
-             ORDER BY h.hash",
-        )
+             ORDER BY h.hash"
+        )))
         .bind(key.as_str())
         .bind(at)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let revoked = sqlx::query(
+        .bind(at);
+        for older in &keep[1..] {
+            log = log.bind(older.as_str());
+        }
+        log.execute(&mut *tx).await.map_err(db_error)?;
+        let mut revoke = sqlx::query(AssertSqlSafe(format!(
             "UPDATE tokens SET revoked_at = ?2, revoked_by = ?3, revoke_reason = ?4 \
              WHERE id IN (SELECT t.id FROM token_hashes k JOIN tokens t ON t.id = k.token_id \
-                 WHERE (k.key_id < ?1 OR k.key_id > ?1) AND t.revoked_at IS NULL \
+                 WHERE (k.key_id < ?1 OR k.key_id > ?1) {others} AND t.revoked_at IS NULL \
                  AND (t.expires_at IS NULL OR t.expires_at > ?2) \
-                 AND (k.valid_until IS NULL OR k.valid_until > ?2))",
-        )
+                 AND (k.valid_until IS NULL OR k.valid_until > ?2))"
+        )))
         .bind(key.as_str())
         .bind(at)
         .bind(revocation.by.as_str())
-        .bind(revocation.reason.as_deref())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
+        .bind(revocation.reason.as_deref());
+        for older in &keep[1..] {
+            revoke = revoke.bind(older.as_str());
+        }
+        let revoked = revoke
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
         prune_changes(&mut tx, revocation.at).await?;
         insert_audit(&mut tx, audit).await?;
         self.commit_and_announce(tx).await?;

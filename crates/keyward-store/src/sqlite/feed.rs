@@ -2,7 +2,7 @@
 //! database maps (`crate::epoch`).
 
 use async_trait::async_trait;
-use keyward_core::TokenId;
+use keyward_core::{TokenHash, TokenId};
 use sqlx::sqlite::SqliteConnection;
 use time::OffsetDateTime;
 
@@ -43,6 +43,22 @@ pub(super) async fn prune_changes(
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
+    Ok(())
+}
+
+/// Appends `hash`, a hash that no longer exists (a secret moved to another key), to the change
+/// log; the caller then logs the token's hashes as usual.
+pub(super) async fn log_removed_hash(
+    conn: &mut SqliteConnection,
+    hash: &TokenHash,
+    at: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO changes (hash, at) VALUES (?1, ?2)")
+        .bind(hash.0.to_vec())
+        .bind(unix(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 

@@ -1,11 +1,14 @@
 //! Tokens and their secrets on SQLite.
 
 use async_trait::async_trait;
-use keyward_core::{AuditEvent, TokenHash, TokenId, TokenName, TokenRecord, TokenState, UserId};
+use keyward_core::{
+    AuditEvent, KeyId, TokenHash, TokenId, TokenName, TokenRecord, TokenState, UserId,
+};
 use sqlx::sqlite::SqliteConnection;
+use time::OffsetDateTime;
 
 use super::audit::insert_audit;
-use super::feed::log_token_hashes;
+use super::feed::{log_removed_hash, log_token_hashes};
 use super::rows::{self, db_error, insert_error, unix};
 use super::{SqliteStore, direct};
 use crate::{
@@ -86,6 +89,13 @@ pub(super) async fn insert_hash_row(
         .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
     Ok(())
 }
+
+/// Active tokens with a working secret, per key id of the secret, at `?1`.
+const ACTIVE_BY_KEY: &str = "SELECT k.key_id, count(DISTINCT t.id) FROM token_hashes k \
+     JOIN tokens t ON t.id = k.token_id \
+     WHERE t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?1) \
+     AND (k.valid_until IS NULL OR k.valid_until > ?1) \
+     GROUP BY k.key_id ORDER BY k.key_id";
 
 #[async_trait]
 impl TokenStore for SqliteStore {
@@ -314,5 +324,43 @@ impl TokenStore for SqliteStore {
             .map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)
+    }
+    async fn rekey_secret(
+        &self,
+        old: &TokenHash,
+        new: &StoredHash,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let moved: Option<String> = sqlx::query_scalar(
+            "UPDATE token_hashes SET hash = ?2, key_id = ?3 WHERE hash = ?1 RETURNING token_id",
+        )
+        .bind(old.0.to_vec())
+        .bind(new.hash.0.to_vec())
+        .bind(new.key_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
+        let Some(token) = moved else {
+            return Ok(false);
+        };
+        let token = TokenId::parse(&token)
+            .map_err(|e| StoreError::corrupt(format!("token_hashes.token_id: {e}")))?;
+        log_removed_hash(&mut tx, old, at).await?;
+        log_token_hashes(&mut tx, &token, at).await?;
+        self.commit_and_announce(tx).await?;
+        Ok(true)
+    }
+
+    async fn active_tokens_by_key(&self, now: OffsetDateTime) -> StoreResult<Vec<(KeyId, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(ACTIVE_BY_KEY)
+            .bind(unix(now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, n)| (KeyId::from_stored(key), u64::try_from(n).unwrap_or(0)))
+            .collect())
     }
 }

@@ -2024,7 +2024,7 @@ pub async fn tokens_under_other_keys_are_counted_and_revoked(db: &dyn Database) 
     };
     let event = audit(AuditKind::TokenRevoked, T0, None, None);
     let n = store
-        .revoke_under_other_keys(key, &reset, &event)
+        .revoke_under_other_keys(std::slice::from_ref(key), &reset, &event)
         .await
         .unwrap();
     assert_eq!(n, 1);

@@ -63,8 +63,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         database: cli.database,
     };
     let config = Config::load(&flags)?;
-    if let Command::Key(KeyCommand::Show) = &cli.command {
-        return key::show(&config);
+    match &cli.command {
+        Command::Key(KeyCommand::Show) => return key::show(&config),
+        Command::Key(KeyCommand::Generate) => return key::generate(),
+        _ => {}
     }
     let policy = if cli.accept_new_key {
         KeyPolicy::AcceptNewKey
@@ -84,6 +86,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         match &cli.command {
             Command::Migrate => return store::migrate(&config).await,
             Command::Store(StoreCommand::Copy { from, to }) => return store::copy(from, to).await,
+            // The ring and the store as they are: no check of the keys the tokens use.
+            Command::Key(KeyCommand::Status) => return key::status(&config).await,
+            Command::Key(KeyCommand::Rotate { to }) => {
+                return key::rotate(&config, to.as_deref()).await;
+            }
+            Command::Key(KeyCommand::Add) => return key::add(&config).await,
+            Command::Key(KeyCommand::Retire { key_id }) => {
+                return key::retire(&config, key_id).await;
+            }
             _ => {}
         }
         let keyward = keyward::open_with(&config, policy).await?;

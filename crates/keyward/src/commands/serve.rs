@@ -20,6 +20,10 @@ pub(super) async fn serve(config: &Config, policy: KeyPolicy) -> anyhow::Result<
     let interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
 
     let keyward = keyward::open_with(config, policy).await?;
+    if config.server_keys.is_none() && config.server_key.is_none() {
+        // A rotation rewrites the file; the ring is taken from it without a restart.
+        keyward::watch_key_file(&keyward, config.server_key_path());
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -22,6 +22,8 @@ mod helpers;
 #[cfg(test)]
 mod key_guard;
 #[cfg(test)]
+mod key_rotation;
+#[cfg(test)]
 mod library;
 #[cfg(test)]
 mod live_cli;

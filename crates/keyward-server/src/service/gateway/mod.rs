@@ -82,9 +82,8 @@ impl Keyward {
         if format::validate(secret).is_err() {
             return Ok(SecretRevocation::NoSuchToken);
         }
-        let hash = self.hasher.hash_str(secret);
         // From the store, not the cache: a revocation acts on the record as it is now.
-        let Some(found) = self.store.lookup(&hash).await? else {
+        let Some(found) = self.lookup_secret(secret).await? else {
             return Ok(SecretRevocation::NoSuchToken);
         };
         let token = found.token;

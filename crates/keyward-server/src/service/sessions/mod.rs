@@ -179,19 +179,24 @@ fn hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// A session id's stored form under one server key.
+fn session_hash_under(hasher: &keyward_core::TokenHasher, secret: &str) -> TokenHash {
+    hasher.hash_str(&format!("keyward session v1\0{secret}"))
+}
+
 fn is_hex(s: &str, bytes: usize) -> bool {
     s.len() == bytes * 2 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl Keyward {
     fn session_hash(&self, secret: &str) -> TokenHash {
-        self.hasher
-            .hash_str(&format!("keyward session v1\0{secret}"))
+        session_hash_under(self.ring().current(), secret)
     }
 
     fn csrf_for(&self, secret: &str) -> String {
         hex(&self
-            .hasher
+            .ring()
+            .current()
             .hash_str(&format!("keyward csrf v1\0{secret}"))
             .0)
     }
@@ -223,7 +228,7 @@ impl Keyward {
     /// A keyed hash of a name that is no user's, for the audit trail: repeated attempts with the
     /// same text can be told apart without the text (it may be a password) being kept.
     fn unknown_name_hash(&self, typed: &str) -> String {
-        let hash = self.hasher.hash_str(&format!(
+        let hash = self.ring().current().hash_str(&format!(
             "keyward sign-in name v1\0{}",
             typed.to_lowercase()
         ));
@@ -462,8 +467,17 @@ impl Keyward {
         if !is_hex(secret, SESSION_ID_BYTES) {
             return Ok(None);
         }
-        let id_hash = self.session_hash(secret);
-        let Some(record) = self.store.session(&id_hash).await? else {
+        // Under the current key, else under an older one: a rotation signs nobody out.
+        let ring = self.key_ring();
+        let mut found = None;
+        for hasher in std::iter::once(ring.current()).chain(ring.older()) {
+            let id_hash = session_hash_under(hasher, secret);
+            if let Some(record) = self.store.session(&id_hash).await? {
+                found = Some((id_hash, record));
+                break;
+            }
+        }
+        let Some((id_hash, record)) = found else {
             return Ok(None);
         };
         let now = self.now();
@@ -533,7 +547,8 @@ impl Keyward {
 
     fn sign_in_mac(&self, purpose: &str, text: &str) -> String {
         hex(&self
-            .hasher
+            .ring()
+            .current()
             .hash_str(&format!("keyward sign-in form {purpose} v1\0{text}"))
             .0[..16])
     }

@@ -508,7 +508,8 @@ impl Keyward {
     fn sso_derive(&self, seed: &str) -> Derived {
         let derive = |purpose: &str| {
             hex(&self
-                .hasher
+                .ring()
+                .current()
                 .hash_str(&format!("keyward oidc {purpose} v1\0{seed}"))
                 .0)
         };
@@ -522,7 +523,8 @@ impl Keyward {
 
     fn sso_cookie_mac(&self, payload: &str) -> String {
         hex(&self
-            .hasher
+            .ring()
+            .current()
             .hash_str(&format!("keyward oidc cookie v1\0{payload}"))
             .0[..16])
     }

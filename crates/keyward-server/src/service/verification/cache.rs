@@ -362,23 +362,34 @@ impl VerifyCache {
         hash: &TokenHash,
         f: impl FnOnce(&CachedToken) -> R,
     ) -> StoreResult<Option<R>> {
+        Ok(self.try_with(store, hash, f).await?.ok())
+    }
+
+    /// [`Self::with`], handing `f` back unused when no token has this secret (so the caller can
+    /// try the secret's hash under another key).
+    pub async fn try_with<R, F: FnOnce(&CachedToken) -> R>(
+        &self,
+        store: &dyn Store,
+        hash: &TokenHash,
+        f: F,
+    ) -> StoreResult<Result<R, F>> {
         self.catch_up(store).await?;
         let f = match self.entries.get_with(hash, f) {
             Ok(answer) => {
                 self.hits.increment();
-                return Ok(Some(answer));
+                return Ok(Ok(answer));
             }
             Err(f) => f,
         };
         self.misses.increment();
         if self.known.rules_out(hash) {
             self.ruled_out.increment();
-            return Ok(None);
+            return Ok(Err(f));
         }
         self.lookups.increment();
         let before = store.change_epoch();
         let Some(lookup) = store.lookup(hash).await? else {
-            return Ok(None);
+            return Ok(Err(f));
         };
         let entry = self.entry(lookup);
         let answer = f(&entry);
@@ -389,7 +400,7 @@ impl VerifyCache {
         if store.change_epoch() != before {
             self.entries.remove(hash);
         }
-        Ok(Some(answer))
+        Ok(Ok(answer))
     }
 
     fn entry(&self, l: Lookup) -> CachedToken {

@@ -165,19 +165,54 @@ impl Keyward {
         if format::validate(secret).is_err() {
             return Ok(Err(InactiveReason::Malformed));
         }
-        let hash = self.hasher.hash_str(secret);
-        let judged = self
+        let ring = self.ring();
+        let hash = ring.current().hash_str(secret);
+        let judge = |entry: &CachedToken| {
+            // Read here, not before a possible store read, so a slow miss judges at the time
+            // it answers.
+            let now = self.clock.now_unix();
+            match Self::judge(entry, wanted, now) {
+                Ok(after) => (Ok(f(entry)), after),
+                Err((reason, after)) => (Err(reason), after),
+            }
+        };
+        let judged = match self
             .cache
-            .with(self.store.as_ref(), &hash, |entry| {
-                // Read here, not before a possible store read, so a slow miss judges at the time
-                // it answers.
-                let now = self.clock.now_unix();
-                match Self::judge(entry, wanted, now) {
-                    Ok(after) => (Ok(f(entry)), after),
-                    Err((reason, after)) => (Err(reason), after),
+            .try_with(self.store.as_ref(), &hash, judge)
+            .await?
+        {
+            Ok(judged) => Some(judged),
+            // Not under the current key: under an older one of the ring, if any (a secret
+            // issued before a rotation and not used since).
+            Err(judge) if !ring.older().is_empty() => {
+                let mut judge = judge;
+                let mut found = None;
+                for older in ring.older() {
+                    let old = older.hash_str(secret);
+                    match self
+                        .cache
+                        .try_with(self.store.as_ref(), &old, judge)
+                        .await?
+                    {
+                        Ok(judged) => {
+                            if !matches!(
+                                judged.0,
+                                Err(InactiveReason::Revoked | InactiveReason::Expired)
+                            ) {
+                                // The plaintext is in hand: move the secret to the current key.
+                                self.rekey(old, hash, ring.current().key_id());
+                            }
+                            found = Some(judged);
+                            break;
+                        }
+                        Err(back) => judge = back,
+                    }
                 }
-            })
-            .await?;
+                found
+            }
+            Err(_) => None,
+        };
+        drop(ring);
         let Some((answer, after)) = judged else {
             return Ok(Err(InactiveReason::Unknown));
         };
