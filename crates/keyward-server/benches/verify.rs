@@ -11,7 +11,9 @@
 //!    it makes (HMAC plus `TokenStore::lookup`), interleaved per operation; PostgreSQL is skipped with a
 //!    notice when `psql` cannot create a database at `KEYWARD_BENCH_PG`
 //!    (default `postgres://postgres@127.0.0.1:5432`);
-//! 3. token creation, beside the bare `Store::insert_token` of a prepared record.
+//! 3. token creation, beside the bare `Store::insert_token` of a prepared record;
+//! 4. cached verification during a key rotation (a ring of two keys, every token under the
+//!    current one) beside the same with a ring of one, alternating rounds.
 //!
 //! Stores are seeded in one transaction through `Maintenance::restore` (`keyward_bench::synthetic`),
 //! never one service call per token.
@@ -25,7 +27,7 @@
 use criterion::{BenchmarkId, Criterion};
 use hmac::{Hmac, KeyInit, Mac};
 use keyward_core::{
-    Actor, AuditEvent, AuditKind, Scopes, ServerKey, SystemClock, TokenHasher, TokenName,
+    Actor, AuditEvent, AuditKind, KeyRing, Scopes, ServerKey, SystemClock, TokenHasher, TokenName,
     TokenSecret,
 };
 use keyward_server::service::{Caller, Keyward, Settings, Verdict};
@@ -81,11 +83,12 @@ fn seeded(hasher: &TokenHasher, tokens: usize) -> (Snapshot, Vec<String>) {
     (snapshot, secrets)
 }
 
-fn cached_setup(rt: &tokio::runtime::Runtime, tokens: usize) -> Cached {
+/// A store of `tokens` hashed under the current key of a ring of `ring` keys, every token cached.
+fn cached_setup(rt: &tokio::runtime::Runtime, tokens: usize, ring: usize) -> Cached {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let key = ServerKey::generate().unwrap();
-    let hasher = TokenHasher::new(&key);
+    let keys: Vec<ServerKey> = (0..ring).map(|_| ServerKey::generate().unwrap()).collect();
+    let hasher = TokenHasher::new(&keys[0]);
     let (snapshot, secrets) = seeded(&hasher, tokens);
     let keyward = rt.block_on(async {
         let store = SqliteStore::open(&dir.path().join("keyward.db"))
@@ -97,7 +100,8 @@ fn cached_setup(rt: &tokio::runtime::Runtime, tokens: usize) -> Cached {
             cache_capacity: (tokens as u64) * 2,
             ..Settings::default()
         };
-        Keyward::new(Arc::new(store), Arc::new(SystemClock), hasher, settings)
+        let ring = KeyRing::new(&keys).unwrap();
+        Keyward::new(Arc::new(store), Arc::new(SystemClock), ring, settings)
             .await
             .unwrap()
     });
@@ -120,7 +124,7 @@ fn cached_setup(rt: &tokio::runtime::Runtime, tokens: usize) -> Cached {
         .map(|(i, s)| (baseline_hash(&baseline_key, s), i as u64))
         .collect();
     println!(
-        "set-up: {tokens} tokens seeded and cached in {:.1} s",
+        "set-up: {tokens} tokens seeded and cached in {:.1} s ({ring} key(s) in the ring)",
         started.elapsed().as_secs_f64()
     );
     Cached {
@@ -209,6 +213,33 @@ fn cached_ratio(rt: &tokio::runtime::Runtime, s: &Cached) -> (f64, f64) {
         next = (from + PER_ROUND) % n;
     }
     (median(&mut base), median(&mut kw))
+}
+
+/// Alternates rounds of cached verification on a one-key service and on a two-key one (every
+/// token under the current key), and returns the medians (ns per operation).
+fn ring_ratio(rt: &tokio::runtime::Runtime, one: &Cached, two: &Cached) -> (f64, f64) {
+    const ROUNDS: usize = 21;
+    const PER_ROUND: usize = 100_000;
+    let wanted = Scopes::parse(&["droplet:read"]).unwrap();
+    let (mut a, mut b) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    let mut next = 0usize;
+    for _ in 0..ROUNDS {
+        for (s, out) in [(one, &mut a), (two, &mut b)] {
+            let n = s.secrets.len();
+            let t = Instant::now();
+            for i in 0..PER_ROUND {
+                assert!(verify_once(
+                    rt,
+                    s,
+                    black_box(&s.secrets[(next + i) % n]),
+                    &wanted
+                ));
+            }
+            out.push(t.elapsed().as_nanos() as f64 / PER_ROUND as f64);
+        }
+        next = (next + PER_ROUND) % one.secrets.len();
+    }
+    (median(&mut a), median(&mut b))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -413,11 +444,17 @@ fn main() {
     let _runtime = rt.enter();
     let mut c = Criterion::default().configure_from_args();
     let mut ratios = Vec::new();
+    let mut one_key = None;
     for n in [SMALL, large] {
-        let setup = cached_setup(&rt, n);
+        let setup = cached_setup(&rt, n, 1);
         criterion_benches(&mut c, &rt, &setup);
         ratios.push((n, cached_ratio(&rt, &setup)));
+        one_key.get_or_insert(setup);
     }
+    // During a rotation: a ring of two, every token under the current key (as after the drain,
+    // or for every token made since the rotation).
+    let two_keys = cached_setup(&rt, SMALL, 2);
+    let rotation = ring_ratio(&rt, one_key.as_ref().unwrap(), &two_keys);
     c.final_summary();
     println!();
     println!("cached verify, same-run ratio (21 alternating rounds of 100000, medians):");
@@ -433,6 +470,11 @@ fn main() {
             k1 / k0
         );
     }
+    let (one, two) = rotation;
+    println!(
+        "  {SMALL:>8} tokens under the current key: one-key ring {one:7.1} ns/op, two-key ring {two:7.1} ns/op, ratio {:.2}x   (target 1.00x: an older key costs nothing until a token uses it)",
+        two / one
+    );
     cold_report();
     creation_report();
 }

@@ -572,3 +572,103 @@ async fn store_copy_moves_a_sqlite_deployment_and_every_answer_stays_the_same() 
     let audit_after = kw(pg_dir.path(), &db, &["audit", "--json"]).json();
     assert_eq!(audit_after, audit_before);
 }
+
+/// Waits until `server` has loaded a key ring `times` times since it started.
+async fn until_ring_loads(server: &Server, times: usize) {
+    let start = Instant::now();
+    while server.logs().matches("server key ring loaded").count() < times {
+        assert!(
+            start.elapsed() < WAIT + Duration::from_secs(10),
+            "the instance never took the new ring: {}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_across_two_instances_keeps_every_token_working() {
+    use crate::key_rotation::{status, until_status};
+    let Some(db) = PgDb::fresh().await else {
+        return;
+    };
+    // Each instance reads its own copy of the ring file, as a fleet does; no key in the
+    // environment.
+    let env = [("KEYWARD_DATABASE_URL", db.url.as_str())];
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a_path, b_path) = (a_dir.path(), b_dir.path());
+    let share = || std::fs::copy(a_path.join("server.key"), b_path.join("server.key")).unwrap();
+    cli_env(a_path, &env, &["migrate"], None).ok();
+    cli_env(a_path, &env, &["user", "add", "root", "--admin"], None).ok();
+    let used = token(a_path, &env, "root", &["tokens:*", "droplet:read"]);
+    let idle = token(a_path, &env, "alice", &["droplet:read"]);
+    let revoked = token(a_path, &env, "bob", &["droplet:read"]);
+    cli_env(a_path, &env, &["token", "revoke", &revoked.id], None).ok();
+    share();
+    let first = status(a_path, &env)[0].0.clone();
+    let a = Server::start(a_path, &env);
+    let b = Server::start(b_path, &env);
+    let (a_loads, b_loads) = (
+        a.logs().matches("server key ring loaded").count(),
+        b.logs().matches("server key ring loaded").count(),
+    );
+
+    // The procedure the README gives: add a key, give every instance the ring, then make the
+    // new key current and give every instance the ring again.
+    let added = cli_env(a_path, &env, &["key", "add"], None);
+    let second = added.ok().split_whitespace().next().unwrap().to_owned();
+    share();
+    until_ring_loads(&a, a_loads + 1).await;
+    until_ring_loads(&b, b_loads + 1).await;
+    cli_env(a_path, &env, &["key", "rotate", "--to", &second], None).ok();
+    share();
+    until_ring_loads(&a, a_loads + 2).await;
+    until_ring_loads(&b, b_loads + 2).await;
+    until_status(
+        a_path,
+        &env,
+        &[(&second, "current", 0), (&first, "older", 2)],
+    );
+
+    // Used on B, `used` moves to the new key; A, which cached it under the old one, learns the
+    // change from the feed and still answers it.
+    let fresh = b.api.create(&used.secret, "fresh", &["droplet:read"]).await;
+    until_status(
+        a_path,
+        &env,
+        &[(&second, "current", 2), (&first, "older", 1)],
+    );
+    for server in [&a, &b] {
+        server.api.assert_active(&used.secret).await;
+        until_active(server, &fresh.secret).await;
+        server.api.assert_inactive(&revoked.secret, "revoked").await;
+    }
+    let refused = cli_env(a_path, &env, &["key", "retire", &first], None);
+    assert!(
+        refused.failed_cleanly(1).contains("1 active token"),
+        "{refused:?}"
+    );
+    assert_eq!(status(b_path, &env)[1].0, first, "nothing was retired");
+
+    a.api.assert_active(&idle.secret).await;
+    until_status(
+        a_path,
+        &env,
+        &[(&second, "current", 3), (&first, "older", 0)],
+    );
+    cli_env(a_path, &env, &["key", "retire", &first], None).ok();
+    share();
+    until_ring_loads(&a, a_loads + 3).await;
+    until_ring_loads(&b, b_loads + 3).await;
+    for server in [&a, &b] {
+        for made in [&used, &idle, &fresh] {
+            server.api.assert_active(&made.secret).await;
+        }
+        // Only active tokens move; a revoked one under a retired key is no longer recognised.
+        server.api.assert_inactive(&revoked.secret, "unknown").await;
+        let ready = reqwest::get(format!("{}/readyz", server.base))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+    }
+}
