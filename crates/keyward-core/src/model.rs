@@ -621,6 +621,11 @@ pub enum AuditKind {
     /// A user became an admin or stopped being one (the OpenID provider's claim said so).
     #[serde(rename = "user.admin_changed")]
     UserAdminChanged,
+    /// A kind this release does not know, written by a newer release sharing the database
+    /// during a rolling upgrade. Never written by this release; the stored kind is kept at the
+    /// start of the event's detail.
+    #[serde(rename = "unrecognized")]
+    Unrecognized,
 }
 
 impl AuditKind {
@@ -645,10 +650,12 @@ impl AuditKind {
             Self::ServerKeyReset => "server_key.reset",
             Self::ServerKeyRotated => "server_key.rotated",
             Self::ServerKeyRetired => "server_key.retired",
+            Self::Unrecognized => "unrecognized",
         }
     }
 
-    /// Reads a stored kind.
+    /// Reads a stored kind this release knows (never [`Self::Unrecognized`], which only stands
+    /// for kinds it does not).
     pub fn parse(s: &str) -> Option<Self> {
         [
             Self::TokenCreated,

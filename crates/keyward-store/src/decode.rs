@@ -217,15 +217,26 @@ pub(crate) fn hash(row: &impl Columns, column: &str) -> StoreResult<TokenHash> {
         .ok_or_else(|| StoreError::corrupt(format!("{column}: not 32 bytes")))
 }
 
-/// An `audit_events` row.
+/// An `audit_events` row. A kind written by a newer release (during a rolling upgrade) reads as
+/// [`AuditKind::Unrecognized`], with the stored kind at the start of the detail: the trail stays
+/// readable by every release that shares the database.
 pub(crate) fn audit_event(row: &impl Columns) -> StoreResult<StoredAuditEvent> {
+    let stored_kind = row.text("kind")?;
+    let (kind, detail) = match AuditKind::parse(&stored_kind) {
+        Some(kind) => (kind, row.opt_text("detail")?),
+        None => (
+            AuditKind::Unrecognized,
+            Some(match row.opt_text("detail")? {
+                Some(detail) => format!("{stored_kind}: {detail}"),
+                None => stored_kind,
+            }),
+        ),
+    };
     Ok(StoredAuditEvent {
         seq: row.int("seq")?,
         event: AuditEvent {
             at: time(row, "at")?,
-            kind: parse(row, "kind", |s| {
-                AuditKind::parse(s).ok_or("unknown audit kind")
-            })?,
+            kind,
             actor: Actor {
                 user: parse_opt(row, "actor_user", UserId::parse)?,
                 token: parse_opt(row, "actor_token", TokenId::parse)?,
@@ -234,7 +245,7 @@ pub(crate) fn audit_event(row: &impl Columns) -> StoreResult<StoredAuditEvent> {
             subject_user: parse_opt(row, "subject_user", UserId::parse)?,
             token_id: parse_opt(row, "token_id", TokenId::parse)?,
             ip: parse_opt(row, "ip", str::parse::<IpAddr>)?,
-            detail: row.opt_text("detail")?,
+            detail,
         },
     })
 }

@@ -38,6 +38,10 @@ pub(crate) async fn apply<C: Migrate>(
     // creates its bookkeeping table, where two `CREATE TABLE IF NOT EXISTS` at once can collide
     // in the catalog) and is a no-op on SQLite.
     migrator.set_locking(false);
+    // A fleet upgrades one instance at a time: a newer release may already have applied
+    // migrations this one does not know. They only add to the schema (see the README's
+    // "Upgrading"), so this release runs on it; a changed checksum is still refused.
+    migrator.set_ignore_missing(true);
     // `run_direct` rather than `run`: `run`'s `Acquire` bound makes the future not `Send`.
     migrator
         .run_direct(None, conn, false)

@@ -1,7 +1,7 @@
 //! The contract suite on SQLite, a fresh file per test, and checks only SQLite has.
 
 use async_trait::async_trait;
-use keyward_store::{Maintenance as _, TokenStore as _, UserStore as _};
+use keyward_store::{AuditStore as _, Maintenance as _, TokenStore as _, UserStore as _};
 use keyward_store::{SqliteStore, Store, StoreError};
 use std::path::PathBuf;
 use tempfile::TempDir;
@@ -190,4 +190,54 @@ async fn a_write_held_open_does_not_block_lookups() {
     let found = store.lookup(&hash.hash).await.unwrap().unwrap();
     assert_eq!(found.token.revoked_at, Some(revoked_at));
     assert_eq!(found.token.revoked_by.as_deref(), Some("test"));
+}
+
+#[tokio::test]
+async fn a_newer_release_s_migration_and_audit_kind_are_tolerated() {
+    let db = SqliteDb::fresh().await;
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    store.close().await;
+    // What the next release may have done to the shared database: a migration this one does not
+    // know, and an event of a kind it does not know.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db.path);
+    let mut conn = sqlx::ConnectOptions::connect(&options).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for (kind, detail) in [("token.teleported", Some("to mars")), ("user.cloned", None)] {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, actor_label, detail) VALUES (0, ?1, 'next', ?2)",
+        )
+        .bind(kind)
+        .bind(detail)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    drop(conn);
+
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    let events = store
+        .audit_events(&keyward_store::AuditFilter {
+            subject_user: None,
+            before_seq: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let read: Vec<_> = events
+        .iter()
+        .map(|e| (e.event.kind, e.event.detail.as_deref()))
+        .collect();
+    assert!(
+        read.contains(&(
+            keyward_core::AuditKind::Unrecognized,
+            Some("token.teleported: to mars")
+        )) && read.contains(&(keyward_core::AuditKind::Unrecognized, Some("user.cloned"))),
+        "{read:?}"
+    );
 }

@@ -53,7 +53,12 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// A command for the binary with a clean environment: no `KEYWARD_*` variable of the machine
 /// running the tests leaks in, and the operator name in the audit trail is fixed.
 fn keyward_command(env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
+    program_command(Path::new(BIN), env)
+}
+
+/// [`keyward_command`] for another build of keyward (the previous release, in the upgrade test).
+fn program_command(program: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(program);
     for var in keyward::config::env::ALL {
         cmd.env_remove(var);
     }
@@ -179,6 +184,19 @@ pub fn cli_env(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: Option<&s
     run_bounded(cmd, stdin)
 }
 
+/// [`cli_env`] run by `program`, another build of keyward.
+pub fn cli_program(
+    program: &Path,
+    dir: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Out {
+    let mut cmd = program_command(program, env);
+    cmd.arg("--data-dir").arg(dir).args(args);
+    run_bounded(cmd, stdin)
+}
+
 /// `keyward ARGS...` in the working directory `cwd`, with no `--data-dir`.
 pub fn cli_in(cwd: &Path, args: &[&str], stdin: Option<&str>) -> Out {
     let mut cmd = keyward_command(&[]);
@@ -280,7 +298,12 @@ impl Server {
     /// [`Self::start`] on `listen` (for a server whose address must be known before it starts:
     /// single sign-on's redirect URL is registered at the provider first).
     pub fn start_at(dir: &Path, env: &[(&str, &str)], listen: &str) -> Self {
-        let mut cmd = keyward_command(env);
+        Self::start_program(Path::new(BIN), dir, env, listen)
+    }
+
+    /// [`Self::start_at`] with `program`, another build of keyward (the previous release).
+    pub fn start_program(program: &Path, dir: &Path, env: &[(&str, &str)], listen: &str) -> Self {
+        let mut cmd = program_command(program, env);
         cmd.arg("--data-dir")
             .arg(dir)
             .args(["serve", "--listen", listen])

@@ -47,4 +47,6 @@ mod sso;
 #[cfg(test)]
 mod token_cli;
 #[cfg(test)]
+mod upgrade;
+#[cfg(test)]
 mod users_cli;
