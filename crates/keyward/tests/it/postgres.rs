@@ -30,14 +30,16 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 static SKIP_NOTICE: Once = Once::new();
 
 /// A fresh database, dropped (connections and all) with this value.
-struct PgDb {
+pub(crate) struct PgDb {
     name: String,
     admin: PgConnectOptions,
-    url: String,
+    /// Its URL, for `KEYWARD_DATABASE_URL`.
+    pub(crate) url: String,
 }
 
 impl PgDb {
-    async fn fresh() -> Option<Self> {
+    /// A new database, or `None` (and a notice) when PostgreSQL is not there and not required.
+    pub(crate) async fn fresh() -> Option<Self> {
         let base =
             std::env::var("KEYWARD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
         let admin = PgConnectOptions::from_str(&base).expect("KEYWARD_TEST_DATABASE_URL");

@@ -156,10 +156,10 @@ impl Partial {
                 path,
                 published: false,
             }),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(StoreError::Conflict(format!(
-                "{} (from a backup still running, or killed; remove it if none is running)",
-                path.display()
-            ))),
+            // From a backup still running, or one killed outright: the caller says which.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                Err(StoreError::Conflict(path.display().to_string()))
+            }
             Err(e) => Err(io_error(&path, "create", e)),
         }
     }
