@@ -43,6 +43,11 @@ pub enum StoreError {
         #[source]
         source: Option<BoxError>,
     },
+    /// A long operation (a restore, a backup) stopped because its [`Progress`](crate::Progress)
+    /// said so, before writing anything that stays: the transaction was rolled back, the
+    /// partial file removed.
+    #[error("interrupted before anything was written")]
+    Interrupted,
 }
 
 impl StoreError {
@@ -97,7 +102,7 @@ impl StoreError {
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::Unavailable { code, .. } | Self::Corrupt { code, .. } => code.as_deref(),
-            Self::NotFound | Self::Conflict(_) | Self::InvalidState(_) => None,
+            Self::NotFound | Self::Conflict(_) | Self::InvalidState(_) | Self::Interrupted => None,
         }
     }
 }

@@ -37,6 +37,7 @@ use keyward_core::{
     UserName,
 };
 use std::net::IpAddr;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 mod decode;
@@ -279,6 +280,57 @@ pub struct SnapshotUser {
     pub password_hash: Option<String>,
     /// When the user was deleted, if they were.
     pub deleted_at: Option<OffsetDateTime>,
+}
+
+impl Snapshot {
+    /// How many rows a restore writes: the unit of its [`Progress`].
+    pub fn rows(&self) -> u64 {
+        [
+            self.users.len(),
+            self.tokens.len(),
+            self.hashes.len(),
+            self.audit.len(),
+            self.identities.len(),
+        ]
+        .into_iter()
+        .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+        .fold(0, u64::saturating_add)
+    }
+}
+
+/// Watches a long operation (a restore, a backup): told its size and how far it got, and
+/// asked between units whether to go on. An operation told to stop writes nothing that stays
+/// (it rolls back, or removes its partial file) and returns [`StoreError::Interrupted`].
+///
+/// Called from the thread doing the work, once per unit: keep every method cheap.
+pub trait Progress: Send + Sync {
+    /// The operation's size, once known, in its units (rows for a restore, bytes for a backup).
+    fn start(&self, total: u64);
+    /// `done` more units are written.
+    fn advance(&self, done: u64);
+    /// Whether to stop now (the operator pressed Ctrl-C).
+    fn stopped(&self) -> bool;
+}
+
+/// Before each unit of a watched operation: [`StoreError::Interrupted`] if told to stop.
+pub(crate) fn go_on(progress: &dyn Progress) -> StoreResult<()> {
+    if progress.stopped() {
+        Err(StoreError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+/// A [`Progress`] that shows nothing and never stops.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unwatched;
+
+impl Progress for Unwatched {
+    fn start(&self, _total: u64) {}
+    fn advance(&self, _done: u64) {}
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -551,7 +603,19 @@ pub trait Maintenance: Send + Sync {
     /// Writes `snapshot` into this store in one transaction, keeping every id, time and audit
     /// sequence number. Refuses, with [`StoreError::InvalidState`] and without writing, a store
     /// that already holds a user, a token or an audit event.
-    async fn restore(&self, snapshot: &Snapshot) -> StoreResult<()>;
+    async fn restore(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        self.restore_watched(snapshot, Arc::new(Unwatched)).await
+    }
+
+    /// [`Maintenance::restore`], telling `progress` of every row written (its size is
+    /// [`Snapshot::rows`]) and asking it before each row whether to go on: when it says stop, the
+    /// transaction is rolled back (the store stays empty) and the answer is
+    /// [`StoreError::Interrupted`].
+    async fn restore_watched(
+        &self,
+        snapshot: &Snapshot,
+        progress: Arc<dyn Progress>,
+    ) -> StoreResult<()>;
 }
 
 /// Everything keyward asks of a database: the sum of the per-aggregate traits, so a caller that

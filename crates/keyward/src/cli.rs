@@ -55,7 +55,7 @@ pub enum Command {
     Audit(AuditArgs),
     /// Apply pending schema migrations to the database and exit.
     Migrate,
-    /// Move a deployment's data between databases.
+    /// Move a deployment's data between databases; back it up and restore it.
     #[command(subcommand)]
     Store(StoreCommand),
     /// The server key.
@@ -114,6 +114,31 @@ pub enum StoreCommand {
         /// The target database, which must be empty, e.g. postgres://keyward@db:5432/keyward.
         #[arg(long, value_name = "URL")]
         to: String,
+        /// No progress bar, only the summary line (as when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Write a consistent copy of the configured SQLite database to FILE while the server runs
+    /// (SQLite's online backup). FILE must not exist. For PostgreSQL, use pg_dump. The server
+    /// key ring is not in the copy: back it up separately and keep it apart.
+    Backup {
+        /// The new backup file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// No progress bar, only the summary line (as when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Restore a backup made by `store backup` into the configured database (SQLite or
+    /// PostgreSQL), which must be empty, in one transaction. Tokens verify again with the key
+    /// ring they were made under. FILE itself is only read.
+    Restore {
+        /// The backup file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// No progress bar, only the summary line (as when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 
@@ -357,7 +382,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             cli.command,
-            Command::Store(StoreCommand::Copy { ref from, ref to })
+            Command::Store(StoreCommand::Copy { ref from, ref to, quiet: false })
                 if from == "sqlite://a" && to == "postgres://b"
         ));
     }

@@ -82,6 +82,8 @@ impl From<StoreError> for ServiceError {
             StoreError::InvalidState(why) => Self::InvalidState(why),
             e @ StoreError::Unavailable { .. } => Self::Unavailable(cause(&e)),
             e @ StoreError::Corrupt { .. } => Self::Internal(cause(&e)),
+            // Only the command line's long operations are interrupted, never a request.
+            e @ StoreError::Interrupted => Self::Internal(cause(&e)),
         }
     }
 }

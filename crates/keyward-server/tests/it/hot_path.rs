@@ -15,9 +15,9 @@ use keyward_server::service::{Issued, UserRequest};
 use keyward_server::{Caller, Keyward, Settings, Verdict, VerifiedToken};
 use keyward_store::{
     AuditFilter, AuditStore, ChangeFeed, Changes, IdentityRecord, IdentityStore, Lookup,
-    Maintenance, NewUser, Page, Regeneration, Revocation, SessionRecord, SessionStore, Snapshot,
-    SqliteStore, Store, StoreResult, StoredAuditEvent, StoredHash, TokenStore, Usage, UserFilter,
-    UserStore, UserUpdate,
+    Maintenance, NewUser, Page, Progress, Regeneration, Revocation, SessionRecord, SessionStore,
+    Snapshot, SqliteStore, Store, StoreResult, StoredAuditEvent, StoredHash, TokenStore, Usage,
+    UserFilter, UserStore, UserUpdate,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -153,7 +153,7 @@ pass_through!(ChangeFeed {
 pass_through!(Maintenance {
     fn ping() -> ();
     fn dump() -> Snapshot;
-    fn restore(snapshot: &Snapshot) -> ();
+    fn restore_watched(snapshot: &Snapshot, progress: Arc<dyn Progress>) -> ();
     fn tokens_under_other_keys(key: &KeyId, now: OffsetDateTime) -> Vec<(KeyId, u64)>;
     fn revoke_under_other_keys(keep: &[KeyId], revocation: &Revocation, audit: &AuditEvent) -> u64;
 });

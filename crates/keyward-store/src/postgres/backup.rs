@@ -12,7 +12,8 @@ use super::rows::{self, db_error, unix};
 use super::tokens::{insert_hash_row, insert_token_row};
 use super::users::insert_user_row;
 use super::{PgStore, bounded};
-use crate::{Maintenance, Revocation, Snapshot, StoreError, StoreResult};
+use crate::{Maintenance, Progress, Revocation, Snapshot, StoreError, StoreResult, go_on};
+use std::sync::Arc;
 
 /// The tokens `Maintenance::tokens_under_other_keys` counts: active at `$2`, with a working
 /// secret under another key than `$1` (two ranges, so the index on `key_id` serves it).
@@ -153,7 +154,14 @@ impl Maintenance for PgStore {
         })
     }
 
-    async fn restore(&self, snapshot: &Snapshot) -> StoreResult<()> {
+    async fn restore_watched(
+        &self,
+        snapshot: &Snapshot,
+        progress: Arc<dyn Progress>,
+    ) -> StoreResult<()> {
+        let progress = &*progress;
+        progress.start(snapshot.rows());
+        // Every error (an interruption too) returns before the commit; dropping `tx` rolls back.
         let mut tx = self.begin().await?;
         // Keeps every other writer out from the emptiness check to the commit (readers go on).
         sqlx::query(
@@ -174,6 +182,7 @@ impl Maintenance for PgStore {
             return Err(StoreError::InvalidState("the target store is not empty"));
         }
         for user in &snapshot.users {
+            go_on(progress)?;
             insert_user_row(
                 &mut tx,
                 &user.user,
@@ -181,19 +190,29 @@ impl Maintenance for PgStore {
                 user.deleted_at,
             )
             .await?;
+            progress.advance(1);
         }
         for token in &snapshot.tokens {
+            go_on(progress)?;
             insert_token_row(&mut tx, token).await?;
+            progress.advance(1);
         }
         for hash in &snapshot.hashes {
+            go_on(progress)?;
             insert_hash_row(&mut tx, hash).await?;
+            progress.advance(1);
         }
         for event in &snapshot.audit {
+            go_on(progress)?;
             insert_audit_row(&mut tx, Some(event.seq), &event.event).await?;
+            progress.advance(1);
         }
         for identity in &snapshot.identities {
+            go_on(progress)?;
             insert_identity_row(&mut tx, identity).await?;
+            progress.advance(1);
         }
+        go_on(progress)?;
         // Explicit sequence numbers do not move the identity sequence; new events go after them.
         sqlx::query(
             "SELECT setval(pg_get_serial_sequence('audit_events', 'seq'), max(seq)) \

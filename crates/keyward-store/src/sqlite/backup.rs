@@ -12,7 +12,8 @@ use super::rows::{self, db_error, unix};
 use super::tokens::{insert_hash_row, insert_token_row};
 use super::users::insert_user_row;
 use super::{SqliteStore, direct};
-use crate::{Maintenance, Revocation, Snapshot, StoreError, StoreResult};
+use crate::{Maintenance, Progress, Revocation, Snapshot, StoreError, StoreResult, go_on};
+use std::sync::Arc;
 
 /// Whether the store holds anything `restore` would refuse to write over.
 pub(super) const OCCUPIED: &str = "SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM tokens) \
@@ -157,10 +158,16 @@ impl Maintenance for SqliteStore {
         })
     }
 
-    async fn restore(&self, snapshot: &Snapshot) -> StoreResult<()> {
+    async fn restore_watched(
+        &self,
+        snapshot: &Snapshot,
+        progress: Arc<dyn Progress>,
+    ) -> StoreResult<()> {
+        progress.start(snapshot.rows());
         // A file (the one `direct::Readers` reads, so not `:memory:` or a URI) is written row by
         // row without sqlx's thread hops (see `direct::bulk`), off the executor: a large restore takes
-        // seconds. The task finishes, and commits, even if the caller stops waiting.
+        // seconds. The task finishes, and commits, even if the caller stops waiting: only `progress`
+        // stops it.
         if self.readers.is_some() {
             if self.pool.is_closed() {
                 return Err(StoreError::unavailable("the store is closed".to_owned()));
@@ -168,22 +175,25 @@ impl Maintenance for SqliteStore {
             // The file this store's own connections open.
             let path = self.pool.connect_options().get_filename().to_owned();
             let snapshot = snapshot.clone();
-            let restored = tokio::task::spawn_blocking(move || direct::restore(&path, &snapshot))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(StoreError::unavailable_from(
-                        format!("restore task failed: {e}"),
-                        None,
-                        e,
-                    ))
-                });
+            let restored =
+                tokio::task::spawn_blocking(move || direct::restore(&path, &snapshot, &*progress))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StoreError::unavailable_from(
+                            format!("restore task failed: {e}"),
+                            None,
+                            e,
+                        ))
+                    });
             if restored.is_ok() {
                 // Every process's cache starts over and learns the restored hashes.
                 self.epoch.bump();
             }
             return restored;
         }
-        // The write lock is held from the emptiness check to the commit.
+        let progress = &*progress;
+        // The write lock is held from the emptiness check to the commit. Every error (an
+        // interruption too) returns before the commit; dropping `tx` rolls back.
         let mut tx = self.begin_write().await?;
         let occupied: bool = sqlx::query_scalar(OCCUPIED)
             .fetch_one(&mut *tx)
@@ -193,6 +203,7 @@ impl Maintenance for SqliteStore {
             return Err(StoreError::InvalidState("the target store is not empty"));
         }
         for user in &snapshot.users {
+            go_on(progress)?;
             insert_user_row(
                 &mut tx,
                 &user.user,
@@ -200,19 +211,29 @@ impl Maintenance for SqliteStore {
                 user.deleted_at,
             )
             .await?;
+            progress.advance(1);
         }
         for token in &snapshot.tokens {
+            go_on(progress)?;
             insert_token_row(&mut tx, token).await?;
+            progress.advance(1);
         }
         for hash in &snapshot.hashes {
+            go_on(progress)?;
             insert_hash_row(&mut tx, hash).await?;
+            progress.advance(1);
         }
         for event in &snapshot.audit {
+            go_on(progress)?;
             insert_audit_row(&mut tx, Some(event.seq), &event.event).await?;
+            progress.advance(1);
         }
         for identity in &snapshot.identities {
+            go_on(progress)?;
             insert_identity_row(&mut tx, identity).await?;
+            progress.advance(1);
         }
+        go_on(progress)?;
         reset_change_log(&mut tx, OffsetDateTime::UNIX_EPOCH).await?;
         self.commit_and_announce(tx).await
     }

@@ -35,6 +35,13 @@ mod users;
 
 use rows::db_error;
 
+pub use direct::BackupSummary;
+
+/// Where [`SqliteStore::backup`] writes before the copy is complete: `TARGET.partial`.
+pub fn backup_partial_path(target: &Path) -> std::path::PathBuf {
+    direct::partial_path(target)
+}
+
 /// The schema (see [`Migrations`]).
 const MIGRATIONS: Migrations = &[
     (
@@ -127,6 +134,22 @@ impl SqliteStore {
             readers.close();
         }
         self.pool.close().await;
+    }
+
+    /// Writes a consistent copy of the database file at `source` to the new file `target`,
+    /// while other processes (a running server) go on reading and writing it: the database as
+    /// it was at one commit. `target` must not exist; the pages go to [`backup_partial_path`]
+    /// first and get `target`'s name only once complete and durable, so an error, or `progress`
+    /// saying stop ([`StoreError::Interrupted`]), leaves no file behind. The source is only
+    /// read: neither migrated nor created.
+    ///
+    /// Blocking (disk I/O for the whole copy): call it from a blocking thread.
+    pub fn backup(
+        source: &Path,
+        target: &Path,
+        progress: &dyn crate::Progress,
+    ) -> StoreResult<BackupSummary> {
+        direct::backup(source, target, progress)
     }
 
     /// Starts a write transaction holding the write lock (see the module docs).

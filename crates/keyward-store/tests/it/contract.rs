@@ -7,11 +7,12 @@ use keyward_core::{
     AuditKind, Email, ExternalId, TokenHash, TokenName, TokenRecord, UserKind, UserName,
 };
 use keyward_store::{
-    AuditFilter, IdentityRecord, NewUser, Page, Regeneration, Revocation, SessionRecord, Store,
-    StoreError, Usage, UserFilter, UserUpdate,
+    AuditFilter, IdentityRecord, NewUser, Page, Progress, Regeneration, Revocation, SessionRecord,
+    Store, StoreError, Usage, UserFilter, UserUpdate,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use time::Duration;
 
 use crate::fixtures::{
@@ -44,6 +45,7 @@ macro_rules! contract_suite {
             concurrent_writers_on_two_handles_all_succeed,
             dump_and_restore_carry_everything,
             restore_refuses_a_store_that_is_not_empty,
+            an_interrupted_restore_writes_nothing,
             sessions_are_created_found_touched_and_ended,
             a_form_nonce_is_used_once_per_live_session,
             disabling_a_user_ends_sessions_and_announces_their_tokens,
@@ -1417,6 +1419,56 @@ pub async fn restore_refuses_a_store_that_is_not_empty(db: &dyn Database) {
     let err = target.restore(&snapshot).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidState(_)), "{err:?}");
     assert!(target.list_users(&every_user()).await.unwrap().is_empty());
+}
+
+/// Counts rows and says stop after `after` of them, as Ctrl-C at the command line does.
+struct StopAfter {
+    after: u64,
+    total: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Progress for StopAfter {
+    fn start(&self, total: u64) {
+        self.total.store(total, Ordering::SeqCst);
+    }
+    fn advance(&self, done: u64) {
+        self.done.fetch_add(done, Ordering::SeqCst);
+    }
+    fn stopped(&self) -> bool {
+        self.done.load(Ordering::SeqCst) >= self.after
+    }
+}
+
+pub async fn an_interrupted_restore_writes_nothing(db: &dyn Database) {
+    let source = db.open().await;
+    populate(&*source).await;
+    let snapshot = source.dump().await.unwrap();
+    assert!(snapshot.rows() > 3, "{snapshot:?}");
+
+    let target_db = db.sibling().await;
+    let target = target_db.open().await;
+    let stop = Arc::new(StopAfter {
+        after: 3,
+        total: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+    });
+    let err = target
+        .restore_watched(&snapshot, Arc::clone(&stop) as Arc<dyn Progress>)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Interrupted), "{err:?}");
+    assert_eq!(stop.total.load(Ordering::SeqCst), snapshot.rows());
+    assert_eq!(stop.done.load(Ordering::SeqCst), 3, "stopped where told");
+    assert_eq!(
+        target.dump().await.unwrap(),
+        keyward_store::Snapshot::default(),
+        "the rows written before the stop were rolled back"
+    );
+
+    // Unwatched, the same restore then writes everything.
+    target.restore(&snapshot).await.unwrap();
+    assert_eq!(target.dump().await.unwrap(), snapshot);
 }
 
 fn session_for(user: &keyward_core::UserId, at: time::OffsetDateTime) -> SessionRecord {

@@ -5,6 +5,7 @@ mod audit;
 mod key;
 mod man;
 mod output;
+mod progress;
 mod serve;
 mod store;
 mod token;
@@ -22,6 +23,8 @@ use std::sync::Arc;
 const EXIT_FAILED: u8 = 1;
 /// Exit status when the configuration (or the data dir and key it points at) is unusable.
 const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit status of a long operation stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs the command line and returns the process's exit status; every error is one line on
 /// stderr, `keyward: <message>`.
@@ -29,7 +32,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(error) => {
-            let code = if error
+            let code = if error.is::<progress::Interrupted>() {
+                EXIT_INTERRUPTED
+            } else if error
                 .chain()
                 .any(|e| e.is::<ConfigError>() || e.is::<SetupError>())
             {
@@ -85,7 +90,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         // These touch only the database: no data dir or server key is created for them.
         match &cli.command {
             Command::Migrate => return store::migrate(&config).await,
-            Command::Store(StoreCommand::Copy { from, to }) => return store::copy(from, to).await,
+            Command::Store(StoreCommand::Copy { from, to, quiet }) => {
+                return store::copy(from, to, *quiet).await;
+            }
+            Command::Store(StoreCommand::Backup { file, quiet }) => {
+                return store::backup(&config, file, *quiet).await;
+            }
+            Command::Store(StoreCommand::Restore { file, quiet }) => {
+                return store::restore(&config, file, *quiet).await;
+            }
             // The ring and the store as they are: no check of the keys the tokens use.
             Command::Key(KeyCommand::Status) => return key::status(&config).await,
             Command::Key(KeyCommand::Rotate { to }) => {

@@ -52,7 +52,7 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// A command for the binary with a clean environment: no `KEYWARD_*` variable of the machine
 /// running the tests leaks in, and the operator name in the audit trail is fixed.
-fn keyward_command(env: &[(&str, &str)]) -> Command {
+pub fn keyward_command(env: &[(&str, &str)]) -> Command {
     program_command(Path::new(BIN), env)
 }
 

@@ -6,6 +6,8 @@
 //! (where `clippy.toml` allows unwrapping).
 
 #[cfg(test)]
+mod backup;
+#[cfg(test)]
 mod bad_input;
 #[cfg(test)]
 mod browser;

@@ -33,10 +33,12 @@ static SKIP_NOTICE: Once = Once::new();
 pub(crate) struct PgDb {
     name: String,
     admin: PgConnectOptions,
+    /// Its URL, for `KEYWARD_DATABASE_URL`.
     pub(crate) url: String,
 }
 
 impl PgDb {
+    /// A new database, or `None` (and a notice) when PostgreSQL is not there and not required.
     pub(crate) async fn fresh() -> Option<Self> {
         let base =
             std::env::var("KEYWARD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());

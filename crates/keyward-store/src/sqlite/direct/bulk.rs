@@ -23,7 +23,7 @@ use crate::sqlite::identities::INSERT_IDENTITY;
 use crate::sqlite::rows::unix;
 use crate::sqlite::tokens::{INSERT_HASH, INSERT_TOKEN};
 use crate::sqlite::users::INSERT_USER;
-use crate::{Snapshot, StoreError, StoreResult};
+use crate::{Progress, Snapshot, StoreError, StoreResult, go_on};
 
 /// Page cache of the restoring connection, in KiB (SQLite's default is 2 MiB), taken only as
 /// pages are used. Secret hashes (and a seeded snapshot's ids) are random keys, so inserts land
@@ -33,8 +33,13 @@ use crate::{Snapshot, StoreError, StoreResult};
 const RESTORE_CACHE_KIB: i64 = 256 * 1024;
 
 /// Writes `snapshot` into the empty database at `path` in one transaction, or nothing: every
-/// error returns before the commit, and dropping the transaction rolls it back.
-pub(in crate::sqlite) fn restore(path: &Path, snapshot: &Snapshot) -> StoreResult<()> {
+/// error (an interruption by `progress` too) returns before the commit, and dropping the
+/// transaction rolls it back.
+pub(in crate::sqlite) fn restore(
+    path: &Path,
+    snapshot: &Snapshot,
+    progress: &dyn Progress,
+) -> StoreResult<()> {
     let mut connection = open(path).map_err(lite_error)?;
     // The write lock is held from the emptiness check to the commit.
     let tx = connection
@@ -47,21 +52,23 @@ pub(in crate::sqlite) fn restore(path: &Path, snapshot: &Snapshot) -> StoreResul
         return Err(StoreError::InvalidState("the target store is not empty"));
     }
 
-    insert_users(&tx, snapshot)?;
-    insert_tokens(&tx, snapshot)?;
-    insert_hashes(&tx, snapshot)?;
-    insert_audit(&tx, snapshot)?;
-    insert_identities(&tx, snapshot)?;
+    insert_users(&tx, snapshot, progress)?;
+    insert_tokens(&tx, snapshot, progress)?;
+    insert_hashes(&tx, snapshot, progress)?;
+    insert_audit(&tx, snapshot, progress)?;
+    insert_identities(&tx, snapshot, progress)?;
     // Every cache on this database starts over (the caller bumps the epoch after the commit).
+    go_on(progress)?;
     tx.execute(RESET_MARK, params![0_i64]).map_err(lite_error)?;
     tx.execute(RESET_PRUNE, []).map_err(lite_error)?;
     tx.execute(RESET_DROP, []).map_err(lite_error)?;
     tx.commit().map_err(lite_error)
 }
 
-fn insert_users(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
+fn insert_users(tx: &Connection, snapshot: &Snapshot, progress: &dyn Progress) -> StoreResult<()> {
     let mut insert = tx.prepare_cached(INSERT_USER).map_err(lite_error)?;
     for entry in &snapshot.users {
+        go_on(progress)?;
         let user = &entry.user;
         insert
             .execute(params![
@@ -82,13 +89,15 @@ fn insert_users(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
                     crate::decode::user_taken(&message, Some(&user.name), user.external_id.as_ref())
                 })
             })?;
+        progress.advance(1);
     }
     Ok(())
 }
 
-fn insert_tokens(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
+fn insert_tokens(tx: &Connection, snapshot: &Snapshot, progress: &dyn Progress) -> StoreResult<()> {
     let mut insert = tx.prepare_cached(INSERT_TOKEN).map_err(lite_error)?;
     for token in &snapshot.tokens {
+        go_on(progress)?;
         insert
             .execute(params![
                 token.id.as_str(),
@@ -106,13 +115,15 @@ fn insert_tokens(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
                 token.revoke_reason.as_deref(),
             ])
             .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
+        progress.advance(1);
     }
     Ok(())
 }
 
-fn insert_hashes(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
+fn insert_hashes(tx: &Connection, snapshot: &Snapshot, progress: &dyn Progress) -> StoreResult<()> {
     let mut insert = tx.prepare_cached(INSERT_HASH).map_err(lite_error)?;
     for hash in &snapshot.hashes {
+        go_on(progress)?;
         insert
             .execute(params![
                 &hash.hash.hash.0[..],
@@ -122,13 +133,15 @@ fn insert_hashes(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
                 hash.valid_until.map(unix),
             ])
             .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
+        progress.advance(1);
     }
     Ok(())
 }
 
-fn insert_audit(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
+fn insert_audit(tx: &Connection, snapshot: &Snapshot, progress: &dyn Progress) -> StoreResult<()> {
     let mut insert = tx.prepare_cached(INSERT_AUDIT).map_err(lite_error)?;
     for stored in &snapshot.audit {
+        go_on(progress)?;
         let event = &stored.event;
         insert
             .execute(params![
@@ -144,13 +157,19 @@ fn insert_audit(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
                 stored.seq,
             ])
             .map_err(|e| insert_error(e, || "audit event".to_owned()))?;
+        progress.advance(1);
     }
     Ok(())
 }
 
-fn insert_identities(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
+fn insert_identities(
+    tx: &Connection,
+    snapshot: &Snapshot,
+    progress: &dyn Progress,
+) -> StoreResult<()> {
     let mut insert = tx.prepare_cached(INSERT_IDENTITY).map_err(lite_error)?;
     for identity in &snapshot.identities {
+        go_on(progress)?;
         insert
             .execute(params![
                 identity.issuer.as_str(),
@@ -159,6 +178,7 @@ fn insert_identities(tx: &Connection, snapshot: &Snapshot) -> StoreResult<()> {
                 unix(identity.created_at),
             ])
             .map_err(|e| insert_error(e, || format!("the identity {}", identity.subject)))?;
+        progress.advance(1);
     }
     Ok(())
 }
