@@ -177,6 +177,11 @@ pub(crate) fn user(row: &impl Columns) -> StoreResult<User> {
     })
 }
 
+/// A row of `TokenStore::old_secrets_until`: `token_id` and `until`.
+pub(crate) fn old_secret(row: &impl Columns) -> StoreResult<(TokenId, OffsetDateTime)> {
+    Ok((parse(row, "token_id", TokenId::parse)?, time(row, "until")?))
+}
+
 /// A `tokens` row.
 pub(crate) fn token(row: &impl Columns) -> StoreResult<TokenRecord> {
     Ok(TokenRecord {

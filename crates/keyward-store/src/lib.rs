@@ -399,6 +399,15 @@ pub trait TokenStore: Send + Sync {
         audit: &AuditEvent,
     ) -> StoreResult<TokenRecord>;
 
+    /// Tokens (limited to `owner`'s when given) that are not revoked and whose previous secret
+    /// still works at `now`, after a regeneration with a grace period: each with the end of its
+    /// latest-ending previous secret, by token id.
+    async fn old_secrets_until(
+        &self,
+        owner: Option<&UserId>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(TokenId, OffsetDateTime)>>;
+
     /// Finds the token a hash belongs to (any state: the caller decides what it means).
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>>;
 

@@ -2,7 +2,8 @@
 //!
 //! Handlers are thin: extract, authenticate, call one service method, map the result. Every
 //! error, including axum's own rejections, a 404 route, a 405 method and a panic, leaves as the
-//! same JSON error shape.
+//! same JSON error shape; only a browser asking for HTML (`Accept: text/html`) at an address no
+//! route has gets the web page's 404 or 405 page instead.
 
 pub mod error;
 pub mod extract;
@@ -19,7 +20,7 @@ pub mod wire;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
-use axum::http::{Request, StatusCode, header};
+use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use std::convert::Infallible;
@@ -101,13 +102,25 @@ fn routes(keyward: Arc<Keyward>, serves: Serves) -> Router {
         Serves::MetricsOnly => metrics,
     };
     router
-        .fallback(|| async { ApiError::not_found() })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                ErrorCode::MethodNotAllowed,
-                "this method is not allowed here",
-            )
+        // A browser that asks for HTML gets a page; everyone else the JSON error.
+        .fallback(|headers: HeaderMap| async move {
+            if crate::web::wants_html(&headers) {
+                crate::web::not_a_page(false)
+            } else {
+                ApiError::not_found().into_response()
+            }
+        })
+        .method_not_allowed_fallback(|headers: HeaderMap| async move {
+            if crate::web::wants_html(&headers) {
+                crate::web::not_a_page(true)
+            } else {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    ErrorCode::MethodNotAllowed,
+                    "this method is not allowed here",
+                )
+                .into_response()
+            }
         })
         .with_state(keyward)
 }

@@ -24,7 +24,7 @@ pub use gateway::{ForwardAuthRoute, ForwardAuthRoutes, SecretRevocation};
 pub use sessions::oidc::{
     AdminClaim, OidcClientSecret, OidcSettings, SsoCallback, SsoRefusal, SsoSignIn, SsoStart,
 };
-pub use sessions::{SessionSecret, SignIn, SignInForm, WebSession};
+pub use sessions::{PasswordChange, SessionSecret, SignIn, SignInForm, WebSession};
 pub use tokens::{AuditEntry, AuditPage, Issued, RegenerateOptions, TokenPage};
 pub use users::{OWNER_DELETED, UserChanges, UserPage, UserRequest};
 pub use verification::{

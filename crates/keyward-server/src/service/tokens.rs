@@ -9,6 +9,7 @@ use keyward_core::{
     UserId, UserKind, format,
 };
 use keyward_store::{AuditFilter, Page, Regeneration, Revocation, StoredHash};
+use std::collections::HashMap;
 use time::{Duration, OffsetDateTime};
 
 /// One event of the audit trail, with its position in it.
@@ -249,6 +250,23 @@ impl Keyward {
             .await?;
         let next = next_cursor(&tokens, limit, |t| t.id.clone());
         Ok(TokenPage { tokens, next })
+    }
+
+    /// The tokens whose previous secret still works (a regeneration's grace period), each with
+    /// when it stops: among the caller's own, or for an operator `owner`'s (everyone's if
+    /// `None`), as [`Self::list_tokens`] reaches them.
+    pub async fn old_secrets_until(
+        &self,
+        caller: &Caller,
+        owner: Option<&UserId>,
+    ) -> ServiceResult<HashMap<TokenId, OffsetDateTime>> {
+        caller.authorize(Action::ReadTokens)?;
+        let owner = self.reach_owner(caller, owner).await?;
+        let found = self
+            .store
+            .old_secrets_until(owner.as_ref(), self.now())
+            .await?;
+        Ok(found.into_iter().collect())
     }
 
     /// Renames a token.

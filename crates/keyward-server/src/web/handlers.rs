@@ -5,8 +5,8 @@ use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_core::{
-    Email, ExpiryRequest, ExternalId, RawSecret, Scopes, TokenId, TokenName, TokenRecord, User,
-    UserId, UserKind, UserName, expiry::parse_grace,
+    Email, ExpiryRequest, ExternalId, RawSecret, Scopes, TokenId, TokenName, TokenRecord,
+    TokenState, User, UserId, UserKind, UserName, expiry::parse_grace,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -21,10 +21,10 @@ use super::{
 };
 use crate::http::extract::ClientIp;
 use crate::service::sessions::oidc::SSO_LIFETIME;
-use crate::service::sessions::{SIGN_IN_FORM_LIFETIME, SIGN_IN_WINDOW};
+use crate::service::sessions::{PASSWORD_CHARS, SIGN_IN_FORM_LIFETIME, SIGN_IN_WINDOW};
 use crate::service::{
-    Action, Issued, Keyward, MAX_PAGE, RegenerateOptions, ServiceError, SignIn, SignInForm,
-    SsoCallback, SsoRefusal, SsoSignIn, UserChanges, UserRequest, WebSession,
+    Action, Issued, Keyward, MAX_PAGE, PasswordChange, RegenerateOptions, ServiceError, SignIn,
+    SignInForm, SsoCallback, SsoRefusal, SsoSignIn, UserChanges, UserRequest, WebSession,
 };
 use subtle::ConstantTimeEq as _;
 
@@ -303,6 +303,22 @@ async fn all_tokens(
     }
 }
 
+/// The rows of every token of `owner` (the caller's own when `None`): active ones first, then
+/// expired and revoked ones; each saying until when its previous secret works, if it still does.
+async fn token_rows(
+    kw: &Keyward,
+    session: &WebSession,
+    owner: Option<&UserId>,
+) -> Result<(Vec<TokenRow>, Vec<TokenRow>), PageError> {
+    let tokens = all_tokens(kw, session, owner).await?;
+    let old_secrets = kw.old_secrets_until(&session.caller(None), owner).await?;
+    let now = kw.now();
+    Ok(tokens
+        .iter()
+        .map(|t| TokenRow::new(t, now, old_secrets.get(&t.id).copied()))
+        .partition(|row| row.state == "active"))
+}
+
 /// `GET /tokens`
 pub async fn tokens_page(State(kw): Kw, Signed(session): Signed) -> Result<Response, PageError> {
     tokens_with_notice(&kw, &session, None).await
@@ -313,12 +329,7 @@ async fn tokens_with_notice(
     session: &WebSession,
     notice: Option<String>,
 ) -> Result<Response, PageError> {
-    let now = kw.now();
-    let (active, inactive): (Vec<_>, Vec<_>) = all_tokens(kw, session, None)
-        .await?
-        .iter()
-        .map(|t| TokenRow::new(t, now))
-        .partition(|row| row.state == "active");
+    let (active, inactive) = token_rows(kw, session, None).await?;
     let page = pages::TokensPage {
         nav: Nav::of(session),
         section: "tokens",
@@ -353,8 +364,13 @@ fn token_form(
                     (a.to_owned(), checked.contains(scope.as_str()))
                 })
                 .collect();
+            let only = match actions.as_slice() {
+                [(action, checked)] => Some((action.clone(), *checked)),
+                _ => None,
+            };
             ScopeGroup {
                 resource: resource.to_owned(),
+                only,
                 all_checked: checked.contains(format!("{resource}:*").as_str()),
                 has_read: actions.iter().any(|(a, _)| a == "read"),
                 read_checked: false,
@@ -626,7 +642,7 @@ pub async fn revoke_page(
         action: format!("/tokens/{}/revoke", token.id),
         back: list.href,
         crumb: list.crumb,
-        token: TokenRow::new(&token, kw.now()),
+        token: TokenRow::new(&token, kw.now(), None),
     };
     Ok(render(&page))
 }
@@ -660,14 +676,55 @@ pub async fn regenerate_page(
     let token = kw
         .get_token(&session.caller(None), &parse_token_id(&id)?)
         .await?;
+    let now = kw.now();
+    if token.state(now) != TokenState::Active {
+        return Ok(cannot_regenerate(&session, &token, now));
+    }
     let page = pages::RegeneratePage {
         nav: Nav::of(&session),
         section: "tokens",
         csrf: session.csrf.clone(),
         nonce: kw.new_form_nonce()?,
-        token: TokenRow::new(&token, kw.now()),
+        token: TokenRow::new(&token, now, None),
     };
     Ok(render(&page))
+}
+
+/// The page (409) for a token that cannot be regenerated because it is revoked or expired:
+/// with the navigation, and what to do instead.
+fn cannot_regenerate(session: &WebSession, token: &TokenRecord, now: OffsetDateTime) -> Response {
+    let name = token.name.as_str();
+    let (heading, message) = match (token.revoked_at, token.expires_at) {
+        (Some(at), _) => (
+            "This token is revoked",
+            format!(
+                "“{name}” was revoked on {}, so it cannot be regenerated. Generate a new token instead.",
+                pages::when(at)
+            ),
+        ),
+        (None, Some(at)) if at <= now => (
+            "This token has expired",
+            format!(
+                "“{name}” expired on {}, so it cannot be regenerated. Generate a new token instead.",
+                pages::when(at)
+            ),
+        ),
+        _ => (
+            "This token cannot be regenerated",
+            format!("“{name}” cannot be regenerated now. Generate a new token instead."),
+        ),
+    };
+    let list = TokenList::own();
+    let page = pages::Message {
+        nav: Nav::of(session),
+        section: list.section,
+        heading: heading.to_owned(),
+        message,
+        tone: "warn",
+        back: list.href,
+        back_label: format!("Back to {}", list.label),
+    };
+    (StatusCode::CONFLICT, render(&page)).into_response()
 }
 
 /// `POST /tokens/{id}/regenerate`
@@ -684,8 +741,12 @@ pub async fn regenerate_token(
         Some(g) => Some(parse_grace(g).map_err(ServiceError::from)?),
         None => None,
     };
-    // Checked before the nonce is used up, so a mistyped id does not spend it.
-    kw.get_token(&session.caller(None), &id).await?;
+    // Checked before the nonce is used up, so a mistyped id (or a token that cannot be
+    // regenerated) does not spend it.
+    let token = kw.get_token(&session.caller(None), &id).await?;
+    if token.state(kw.now()) != TokenState::Active {
+        return Ok(cannot_regenerate(&session, &token, kw.now()));
+    }
     if !kw
         .use_form_nonce(&session, form.get("nonce").unwrap_or(""))
         .await?
@@ -696,9 +757,15 @@ pub async fn regenerate_token(
         grace,
         expires: None,
     };
-    let issued = kw
-        .regenerate_token(&session.caller(ip), &id, options)
-        .await?;
+    let issued = match kw.regenerate_token(&session.caller(ip), &id, options).await {
+        Ok(issued) => issued,
+        // Revoked or expired since it was read above.
+        Err(ServiceError::InvalidState(_)) => {
+            let token = kw.get_token(&session.caller(None), &id).await?;
+            return Ok(cannot_regenerate(&session, &token, kw.now()));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let grace = Some(match grace {
         Some(g) => format!("keeps working until {}", pages::when(kw.now() + g)),
         None => "stopped working now".to_owned(),
@@ -711,6 +778,114 @@ pub async fn regenerate_token(
         "Your regenerated token",
         grace,
     ))
+}
+
+// ---------------------------------------------------------------------------- account
+
+/// The change-password page, with a notice or an error, and `status`.
+async fn password_form(
+    kw: &Keyward,
+    session: &WebSession,
+    notice: Option<String>,
+    error: Option<String>,
+    status: StatusCode,
+) -> Result<Response, PageError> {
+    let page = pages::PasswordPage {
+        nav: Nav::of(session),
+        section: "account",
+        csrf: session.csrf.clone(),
+        name: session.user.name.to_string(),
+        method: session.method.clone(),
+        has_password: kw.has_password(session).await?,
+        min_chars: *PASSWORD_CHARS.start(),
+        max_chars: *PASSWORD_CHARS.end(),
+        notice,
+        error,
+    };
+    Ok((status, render(&page)).into_response())
+}
+
+/// `GET /account/password` (`?changed=1` after a change: the form redirects here)
+pub async fn password_page(
+    State(kw): Kw,
+    Signed(session): Signed,
+    RawQuery(query): RawQuery,
+) -> Result<Response, PageError> {
+    let notice = (query.as_deref() == Some("changed=1")).then(|| {
+        "Your password was changed. You are still signed in here; every other session of yours has ended."
+            .to_owned()
+    });
+    password_form(&kw, &session, notice, None, StatusCode::OK).await
+}
+
+/// `POST /account/password`
+pub async fn change_password(
+    State(kw): Kw,
+    Signed(session): Signed,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    form: Fields,
+) -> Result<Response, PageError> {
+    form.check_csrf(&kw, &session)?;
+    let field = |name| form.get(name).unwrap_or("");
+    let refuse =
+        |why: &str, status| password_form(&kw, &session, None, Some(why.to_owned()), status);
+    if field("new") != field("repeat") {
+        return refuse(
+            "The two new passwords are not the same. Type the new password twice.",
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    let current = RawSecret::new(field("current").to_owned());
+    let new = RawSecret::new(field("new").to_owned());
+    match kw.change_own_password(&session, current, new, ip).await {
+        Ok(PasswordChange::Changed(secret)) => {
+            let cookie = set_cookie(
+                SESSION_COOKIE,
+                secret.expose(),
+                "/",
+                crate::service::sessions::SESSION_MAX.whole_seconds(),
+                over_https(&kw, &headers),
+            );
+            Ok((
+                [(header::SET_COOKIE, cookie)],
+                Redirect::to("/account/password?changed=1"),
+            )
+                .into_response())
+        }
+        Ok(PasswordChange::WrongPassword) => {
+            refuse(
+                "Your current password is not right. Nothing was changed.",
+                StatusCode::BAD_REQUEST,
+            )
+            .await
+        }
+        Ok(PasswordChange::Throttled) => {
+            let mut response = refuse(
+                "Too many wrong passwords. Wait a minute, then try again.",
+                StatusCode::TOO_MANY_REQUESTS,
+            )
+            .await?;
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(SIGN_IN_WINDOW.whole_seconds().unsigned_abs()),
+            );
+            Ok(response)
+        }
+        Ok(PasswordChange::NoPassword) => {
+            refuse("You have no password here to change.", StatusCode::CONFLICT).await
+        }
+        Err(ServiceError::BadPassword) => {
+            let why = format!(
+                "The new password must be {} to {} characters long.",
+                PASSWORD_CHARS.start(),
+                PASSWORD_CHARS.end()
+            );
+            refuse(&why, StatusCode::BAD_REQUEST).await
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 // ---------------------------------------------------------------------------- admin
@@ -787,10 +962,23 @@ async fn users_refused(
     Ok(response)
 }
 
-/// The users page's query: `?before=` a user id, for the pages after the first.
+/// The users page's query: `?before=` a user id, for the pages after the first; `?added=` the
+/// user just added (the form redirects here, so a reload does not send it again).
 #[derive(Debug, serde::Deserialize)]
 pub struct UsersQuery {
     before: Option<String>,
+    added: Option<String>,
+}
+
+/// What the users page says about a user just added.
+fn added_notice(user: &User) -> String {
+    match user.kind {
+        UserKind::Person => format!("Added {}.", user.name),
+        UserKind::Service => format!(
+            "Added the service account {}. Make its tokens from its Tokens page.",
+            user.name
+        ),
+    }
 }
 
 /// `GET /admin/users`
@@ -808,8 +996,14 @@ pub async fn users_page(
         Some(id) => Some(parse_user_id(id)?),
         None => None,
     };
+    // Only names a user the viewer can see; anything else adds no notice.
+    let added = match query.added.as_deref().map(UserId::parse) {
+        Some(Ok(id)) => kw.user_by_id(&session.caller(None), &id).await.ok(),
+        _ => None,
+    };
     let view = UsersView {
         before,
+        notice: added.as_ref().map(added_notice),
         ..UsersView::default()
     };
     users_with(&kw, &session, view).await
@@ -865,20 +1059,8 @@ pub async fn add_user(
         Err(e) => Err(e),
     };
     match created {
-        Ok(user) => {
-            let notice = match user.kind {
-                UserKind::Person => format!("Added {}.", user.name),
-                UserKind::Service => format!(
-                    "Added the service account {}. Make its tokens from its Tokens page.",
-                    user.name
-                ),
-            };
-            let view = UsersView {
-                notice: Some(notice),
-                ..UsersView::default()
-            };
-            users_with(&kw, &session, view).await
-        }
+        // Post/redirect/get: a reload of the page it lands on does not add the user again.
+        Ok(user) => Ok(Redirect::to(&format!("/admin/users?added={}", user.id)).into_response()),
         Err(e) => users_refused(&kw, &session, e, draft).await,
     }
 }
@@ -1091,12 +1273,7 @@ async fn service_tokens_with(
     notice: Option<String>,
     error: Option<String>,
 ) -> Result<Response, PageError> {
-    let now = kw.now();
-    let (active, inactive): (Vec<_>, Vec<_>) = all_tokens(kw, session, Some(&account.id))
-        .await?
-        .iter()
-        .map(|t| TokenRow::new(t, now))
-        .partition(|row| row.state == "active");
+    let (active, inactive) = token_rows(kw, session, Some(&account.id)).await?;
     let list = TokenList::of_service(account);
     let mut new_form = token_form(kw, session, form, &list, list.href.clone())?;
     // The form is on the list's own page: "Cancel" would lead nowhere.
@@ -1228,7 +1405,7 @@ pub async fn revoke_service_token_page(
         action: format!("{}/{}/revoke", list.href, token.id),
         back: list.href,
         crumb: list.crumb,
-        token: TokenRow::new(&token, kw.now()),
+        token: TokenRow::new(&token, kw.now(), None),
     };
     Ok(render(&page))
 }

@@ -42,7 +42,7 @@ const COPY_SCRIPT: &str = include_str!("../../static/copy.js");
 
 /// The pages, to be merged into the application router.
 pub fn router() -> Router<Arc<Keyward>> {
-    Router::new()
+    let router = Router::new()
         .route("/", get(|| async { Redirect::to("/tokens") }))
         .route(
             "/login",
@@ -90,29 +90,71 @@ pub fn router() -> Router<Arc<Keyward>> {
             "/admin/users/{id}/tokens/{token}/revoke",
             get(handlers::revoke_service_token_page).post(handlers::revoke_service_token),
         )
+        .route(
+            "/account/password",
+            get(handlers::password_page).post(handlers::change_password),
+        )
         .route("/static/keyward.css", get(stylesheet))
-        .route("/static/copy.js", get(copy_script))
-        // Pages are private to the person signed in: no cache keeps them.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
+        .route("/static/copy.js", get(copy_script));
+    // Pages are private to the person signed in: no cache keeps them.
+    let router = router.layer(SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ));
+    PAGE_HEADERS.iter().fold(router, |router, (name, value)| {
+        router.layer(SetResponseHeaderLayer::overriding(
+            name.clone(),
+            HeaderValue::from_static(value),
         ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
+    })
+}
+
+/// The security headers every page carries (the layers above add them to the pages' routes;
+/// [`not_a_page`] to the answers for addresses no route has).
+const PAGE_HEADERS: [(header::HeaderName, &str); 4] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+];
+
+/// Whether a request asks for HTML by name (`Accept: text/html`), as a browser's navigation
+/// does; API clients (`*/*`, `application/json`, or nothing) do not.
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| {
+            let mut parts = media.split(';').map(str::trim);
+            let html = parts
+                .next()
+                .is_some_and(|t| t.eq_ignore_ascii_case("text/html"));
+            // `q=0` means "not this one".
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
+            });
+            html && !refused
+        })
+}
+
+/// The HTML answer (404 or 405) to a browser that asked for an address no page has, or in a
+/// way no page takes, with the pages' security headers.
+pub fn not_a_page(method_not_allowed: bool) -> Response {
+    let error = if method_not_allowed {
+        PageError::MethodNotAllowed
+    } else {
+        PageError::NotFound
+    };
+    let mut response = error.into_response();
+    let h = response.headers_mut();
+    for (name, value) in &PAGE_HEADERS {
+        h.insert(name.clone(), HeaderValue::from_static(value));
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn stylesheet() -> Response {
@@ -195,6 +237,8 @@ fn same_origin(headers: &HeaderMap) -> Result<(), PageError> {
 pub enum PageError {
     /// No such page or record, or not the viewer's (never told apart).
     NotFound,
+    /// A page asked for with a method it does not take.
+    MethodNotAllowed,
     /// A form without the right CSRF token.
     Forbidden,
     /// Input the service refused; the message says why.
@@ -238,6 +282,11 @@ impl IntoResponse for PageError {
                 StatusCode::NOT_FOUND,
                 "Not found",
                 "There is nothing here, or it is not yours to see.".to_owned(),
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Not allowed here",
+                "This address does not take that kind of request. Use the page's own links and buttons.".to_owned(),
             ),
             Self::Forbidden => (
                 StatusCode::FORBIDDEN,

@@ -89,10 +89,18 @@ pub(super) struct TokenRow {
     pub last_ip: Option<String>,
     pub state: &'static str,
     pub revoked: Option<String>,
+    /// Until when the previous secret still works, after a regeneration with a grace period.
+    pub grace: Option<String>,
 }
 
 impl TokenRow {
-    pub fn new(t: &TokenRecord, now: OffsetDateTime) -> Self {
+    /// The row of `t` at `now`; `old_secret_until` is when its previous secret stops working,
+    /// if one still works (see `TokenStore::old_secrets_until`).
+    pub fn new(
+        t: &TokenRecord,
+        now: OffsetDateTime,
+        old_secret_until: Option<OffsetDateTime>,
+    ) -> Self {
         let state = match t.state(now) {
             TokenState::Active => "active",
             TokenState::Expired => "expired",
@@ -104,7 +112,11 @@ impl TokenRow {
             hint: t.hint.clone(),
             scopes: t.scopes.iter().map(ToString::to_string).collect(),
             created: when(t.created_at),
-            expires: expiry(t.expires_at, now),
+            // A revoked token's expiry no longer means anything: when it ended does.
+            expires: match t.revoked_at {
+                Some(at) => format!("Revoked {}", when(at)),
+                None => expiry(t.expires_at, now),
+            },
             last_used: t.last_used_at.map_or_else(|| "Never".to_owned(), when),
             last_ip: t.last_used_ip.map(|ip| ip.to_string()),
             state,
@@ -116,6 +128,9 @@ impl TokenRow {
                 ),
                 None => format!("{} by {}", when(at), t.revoked_by.as_deref().unwrap_or("?")),
             }),
+            grace: old_secret_until
+                .filter(|until| *until > now && t.state(now) == TokenState::Active)
+                .map(|until| format!("Previous secret works until {}", when(until))),
         }
     }
 }
@@ -165,6 +180,9 @@ pub(super) struct TokensPage {
 /// One resource's checkboxes on the generate page.
 pub(super) struct ScopeGroup {
     pub resource: String,
+    /// A resource with a single action offers just that one choice (and whether it is
+    /// checked): "Full access" and "Read only" would be the same thing twice.
+    pub only: Option<(String, bool)>,
     pub all_checked: bool,
     pub has_read: bool,
     pub read_checked: bool,
@@ -344,4 +362,22 @@ pub(super) struct ServiceTokensPage {
     pub active: Vec<TokenRow>,
     pub inactive: Vec<TokenRow>,
     pub form: TokenForm,
+}
+
+#[derive(Template)]
+#[template(path = "account_password.html")]
+pub(super) struct PasswordPage {
+    pub nav: Option<Nav>,
+    pub section: &'static str,
+    pub csrf: String,
+    /// The signed-in person's name (for password managers, and the page's text).
+    pub name: String,
+    /// How they signed in this time: `password`, or the OpenID provider's name.
+    pub method: String,
+    /// Whether they have a password to change.
+    pub has_password: bool,
+    pub min_chars: usize,
+    pub max_chars: usize,
+    pub notice: Option<String>,
+    pub error: Option<String>,
 }

@@ -90,6 +90,7 @@ pass_through!(TokenStore {
     fn record_usage(batch: &[Usage]) -> ();
     fn rekey_secret(old: &TokenHash, new: &StoredHash, at: OffsetDateTime) -> bool;
     fn active_tokens_by_key(now: OffsetDateTime) -> Vec<(KeyId, u64)>;
+    fn old_secrets_until(owner: Option<&UserId>, now: OffsetDateTime) -> Vec<(TokenId, OffsetDateTime)>;
 }
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
         self.lookups.fetch_add(1, Ordering::SeqCst);

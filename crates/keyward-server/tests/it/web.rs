@@ -145,9 +145,9 @@ fn field(html: &str, name: &str) -> String {
 
 /// The secret shown on a once page.
 fn shown_secret(html: &str) -> String {
-    let marker = "readonly value=\"";
+    let marker = "aria-describedby=\"copy-status\">";
     let start = html.find(marker).expect("a once page shows a secret") + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
+    html[start..].split('<').next().unwrap().to_owned()
 }
 
 fn location(seen: &Seen) -> &str {
@@ -575,7 +575,7 @@ async fn disabling_a_user_signs_them_out_and_suspends_their_tokens() {
             &[("csrf", &csrf), ("name", "dave"), ("password", PASSWORD)],
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let mut dave = Browser::new(&app);
     dave.sign_in("dave", PASSWORD).await;
     let r = admin
@@ -1010,16 +1010,25 @@ async fn admins_add_people_and_service_accounts_and_change_admin_rights() {
             ],
         )
         .await;
+    // Post/redirect/get: the answer sends the browser to the users page, which says who was
+    // added; reloading that page sends nothing again.
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let carol = stored_user(&app, "carol").await.unwrap();
+    assert_eq!(location(r), format!("/admin/users?added={}", carol.id));
+    let r = b.get(&format!("/admin/users?added={}", carol.id)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.contains("Added carol."), "{}", r.body);
     assert!(lists_user(&r.body, "carol"));
     assert!(r.body.contains("acct-4711") && r.body.contains("carol@example.com"));
-    let carol = stored_user(&app, "carol").await.unwrap();
     assert_eq!(carol.kind, keyward_core::UserKind::Person);
     assert_eq!(carol.external_id.unwrap().as_str(), "acct-4711");
     assert_eq!(carol.email.unwrap().as_str(), "carol@example.com");
     assert!(!carol.is_admin);
     Browser::new(&app).sign_in("carol", PASSWORD).await;
+    // A cursor that names nobody (or not a user id) adds no notice.
+    let r = b.get("/admin/users?added=usr_nonsense").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.body.contains("alert-ok"), "{}", r.body);
 
     let r = b
         .post(
@@ -1027,7 +1036,15 @@ async fn admins_add_people_and_service_accounts_and_change_admin_rights() {
             &[("csrf", &csrf), ("kind", "service"), ("name", "ci-bot")],
         )
         .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let to = location(r).to_owned();
+    let r = b.get(&to).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body.contains("Added the service account ci-bot."),
+        "{}",
+        r.body
+    );
     let bot = stored_user(&app, "ci-bot").await.unwrap();
     assert_eq!(bot.kind, keyward_core::UserKind::Service);
     assert!(r.body.contains("service account"));
@@ -1436,4 +1453,367 @@ async fn a_person_who_is_not_an_admin_is_told_why_an_administrative_scope_is_ref
     // The form is shown again, with a fresh nonce: a token without it is made as usual.
     let once = generate(&mut b, "fine", &["droplet:read"]).await;
     assert_eq!(once.status, StatusCode::OK, "{}", once.body);
+}
+
+/// A time as the pages show it.
+fn page_time(at: time::OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
+}
+
+/// The table row of the token named `name` in a tokens page.
+fn token_row<'h>(html: &'h str, name: &str) -> &'h str {
+    let start = html
+        .find(&format!("<bdi>{name}</bdi></th>"))
+        .unwrap_or_else(|| panic!("no row for {name} in {html}"));
+    let end = html[start..].find("</tr>").unwrap() + start;
+    &html[start..end]
+}
+
+/// The id of the token named `name` (from the store).
+async fn token_id(app: &TestApp, name: &str) -> String {
+    let all = app
+        .keyward
+        .list_tokens(&Caller::operator("test"), None, None, 100)
+        .await
+        .unwrap();
+    all.tokens
+        .iter()
+        .find(|t| t.name.as_str() == name)
+        .unwrap()
+        .id
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_list_says_when_a_token_was_revoked_and_until_when_an_old_secret_works() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice", PASSWORD).await;
+    generate(&mut b, "rolled", &["droplet:read"]).await;
+    generate(&mut b, "lost", &["droplet:read"]).await;
+    let (rolled, lost) = (token_id(&app, "rolled").await, token_id(&app, "lost").await);
+
+    // Regenerate with a one-hour grace period: the list says until when the old one works.
+    let confirm = b
+        .get(&format!("/tokens/{rolled}/regenerate"))
+        .await
+        .body
+        .clone();
+    let regen = b
+        .post(
+            &format!("/tokens/{rolled}/regenerate"),
+            &[
+                ("csrf", &field(&confirm, "csrf")),
+                ("nonce", &field(&confirm, "nonce")),
+                ("grace", "1h"),
+            ],
+        )
+        .await;
+    assert_eq!(regen.status, StatusCode::OK, "{}", regen.body);
+    let until = page_time(app.keyward.now() + Duration::hours(1));
+    let list = b.get("/tokens").await.body.clone();
+    assert!(
+        token_row(&list, "rolled").contains(&format!("Previous secret works until {until}")),
+        "{}",
+        token_row(&list, "rolled")
+    );
+    assert!(!token_row(&list, "lost").contains("Previous secret"));
+
+    // Revoke the other: its row says when, not when it would have expired, and offers nothing.
+    let csrf = b.csrf().await;
+    let r = b
+        .post(
+            &format!("/tokens/{lost}/revoke"),
+            &[("csrf", &csrf), ("reason", "laptop lost")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let revoked_at = page_time(app.keyward.now());
+    let list = b.get("/tokens").await.body.clone();
+    let row = token_row(&list, "lost");
+    assert!(row.contains(&format!("Revoked {revoked_at}")), "{row}");
+    assert!(!row.contains("Expires") && !row.contains("days)"), "{row}");
+    assert!(
+        !row.contains("/regenerate") && !row.contains("/revoke"),
+        "{row}"
+    );
+
+    // Asking to regenerate it anyway: a page with the navigation and a sentence, 409, and the
+    // form's nonce is not spent on it.
+    let csrf = b.csrf().await;
+    let nonce = field(&b.get("/tokens/new").await.body, "nonce");
+    b.get(&format!("/tokens/{lost}/regenerate")).await;
+    b.post(
+        &format!("/tokens/{lost}/regenerate"),
+        &[("csrf", &csrf), ("nonce", &nonce), ("grace", "")],
+    )
+    .await;
+    for seen in &b.seen[b.seen.len() - 2..] {
+        assert_eq!(seen.status, StatusCode::CONFLICT, "{}", seen.what);
+        assert!(
+            seen.body.contains("This token is revoked")
+                && seen.body.contains(&format!(
+                    "“lost” was revoked on {revoked_at}, so it cannot be regenerated."
+                )),
+            "{}",
+            seen.body
+        );
+        assert!(
+            seen.body.contains("class=\"signout\"") && seen.body.contains("href=\"/tokens\""),
+            "the page has the navigation: {}",
+            seen.body
+        );
+        assert!(!seen.body.contains("is revoked; create"), "{}", seen.body);
+        assert_security_headers(seen);
+    }
+
+    // After the grace period, the note is gone.
+    app.advance(Duration::hours(1) + Duration::seconds(1));
+    let list = b.get("/tokens").await.body.clone();
+    assert!(!list.contains("Previous secret"), "{list}");
+}
+
+#[tokio::test]
+async fn browsers_get_html_for_unknown_addresses_and_api_clients_json() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let send = |method: reqwest::Method, path: &str, accept: Option<&str>| {
+        let req = client.request(method, format!("{}{path}", app.base));
+        let req = match accept {
+            Some(a) => req.header("accept", a),
+            None => req,
+        };
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            let headers = r.headers().clone();
+            Seen {
+                what: status.to_string(),
+                status,
+                headers,
+                body: r.text().await.unwrap(),
+            }
+        }
+    };
+    use reqwest::Method;
+    for (method, path, status, heading) in [
+        (Method::GET, "/tokenz", StatusCode::NOT_FOUND, "Not found"),
+        (
+            Method::GET,
+            "/v1/tokenz",
+            StatusCode::NOT_FOUND,
+            "Not found",
+        ),
+        (
+            Method::DELETE,
+            "/tokens",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Not allowed here",
+        ),
+        (
+            Method::GET,
+            "/logout",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Not allowed here",
+        ),
+    ] {
+        let page = send(method.clone(), path, Some(browser_accept)).await;
+        assert_eq!(page.status, status, "{method} {path}");
+        assert!(
+            page.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{method} {path}"
+        );
+        assert!(
+            page.body.contains(&format!("<h1>{heading}</h1>")),
+            "{}",
+            page.body
+        );
+        assert_security_headers(&page);
+        assert_eq!(page.headers["cache-control"], "no-store");
+        for accept in [
+            None,
+            Some("application/json"),
+            Some("*/*"),
+            Some("text/html;q=0"),
+        ] {
+            let api = send(method.clone(), path, accept).await;
+            assert_eq!(api.status, status, "{method} {path} {accept:?}");
+            let json: serde_json::Value = serde_json::from_str(&api.body)
+                .unwrap_or_else(|e| panic!("{method} {path} {accept:?}: {e}: {}", api.body));
+            assert!(json["error"]["code"].is_string(), "{json}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_person_changes_their_own_password_and_their_other_sessions_end() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let mut here = Browser::new(&app);
+    here.sign_in("alice", PASSWORD).await;
+    let mut elsewhere = Browser::new(&app);
+    elsewhere.sign_in("alice", PASSWORD).await;
+
+    let page = here.get("/account/password").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("aria-current=\"page\">Password</a>"));
+    assert!(page.body.contains("minlength=\"12\""), "{}", page.body);
+    let csrf = field(&page.body, "csrf");
+    let new_password = "a much longer new passphrase";
+
+    // Refusals: each says why, changes nothing, and keeps the person signed in.
+    for (form, status, why) in [
+        (
+            vec![
+                ("current", PASSWORD),
+                ("new", new_password),
+                ("repeat", "something else"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "The two new passwords are not the same.",
+        ),
+        (
+            vec![("current", PASSWORD), ("new", "short"), ("repeat", "short")],
+            StatusCode::BAD_REQUEST,
+            "The new password must be 12 to 1024 characters long.",
+        ),
+        (
+            vec![
+                ("current", "not my password"),
+                ("new", new_password),
+                ("repeat", new_password),
+            ],
+            StatusCode::BAD_REQUEST,
+            "Your current password is not right.",
+        ),
+    ] {
+        let mut fields = vec![("csrf", csrf.as_str())];
+        fields.extend(form);
+        let r = here.post("/account/password", &fields).await;
+        assert_eq!(r.status, status, "{}", r.body);
+        assert!(r.body.contains(why), "{}", r.body);
+        assert!(r.body.contains("alert-error"));
+        assert_security_headers(r);
+    }
+    let no_csrf = here
+        .post(
+            "/account/password",
+            &[
+                ("current", PASSWORD),
+                ("new", new_password),
+                ("repeat", new_password),
+            ],
+        )
+        .await;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+    assert_eq!(elsewhere.get("/tokens").await.status, StatusCode::OK);
+
+    let done = here
+        .post(
+            "/account/password",
+            &[
+                ("csrf", &csrf),
+                ("current", PASSWORD),
+                ("new", new_password),
+                ("repeat", new_password),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(location(done), "/account/password?changed=1");
+    assert!(
+        done.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("keyward_session=")),
+        "a new session replaces this one"
+    );
+    let after = here.get("/account/password?changed=1").await;
+    assert_eq!(after.status, StatusCode::OK, "still signed in here");
+    assert!(
+        after.body.contains("Your password was changed."),
+        "{}",
+        after.body
+    );
+    assert_eq!(
+        location(elsewhere.get("/tokens").await),
+        "/login",
+        "the other session has ended"
+    );
+    Browser::new(&app).sign_in("alice", new_password).await;
+    let kinds: Vec<String> = app
+        .audit_trail()
+        .await
+        .iter()
+        .map(|e| e.event.kind.as_str().to_owned())
+        .collect();
+    assert!(
+        kinds.contains(&"user.password_changed".to_owned()),
+        "{kinds:?}"
+    );
+
+    // Guessing the current password through an open session is throttled like signing in.
+    let csrf = field(&here.get("/account/password").await.body, "csrf");
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let r = here
+            .post(
+                "/account/password",
+                &[
+                    ("csrf", &csrf),
+                    ("current", "a wrong guess here"),
+                    ("new", new_password),
+                    ("repeat", new_password),
+                ],
+            )
+            .await;
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::BAD_REQUEST)
+            .count()
+            <= 10,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_scope_group_with_one_action_offers_one_choice() {
+    let app = spawn_app().await;
+    person(&app, "alice", true).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice", PASSWORD).await;
+    let form = b.get("/tokens/new").await.body.clone();
+    assert_eq!(
+        form.matches("name=\"scope\" value=\"audit:").count(),
+        1,
+        "{form}"
+    );
+    assert!(form.contains("name=\"scope\" value=\"audit:read\""));
+    assert!(!form.contains("value=\"audit:*\""));
+    // A resource with several actions keeps its shortcuts.
+    assert!(form.contains("value=\"droplet:*\"") && form.contains("value=\"droplet:read\""));
+    let once = generate(&mut b, "auditor", &["audit:read"]).await;
+    assert_eq!(once.status, StatusCode::OK, "{}", once.body);
+    let secret = shown_secret(&once.body);
+    assert_eq!(app.verdict(&secret, &["audit:read"]).await, "active");
 }

@@ -7,8 +7,8 @@ use sqlx::{Decode, Postgres, Row, Type};
 use crate::{StoreError, StoreResult};
 
 pub(super) use crate::decode::{
-    audit_event, hash, hash_record, identity, lookup, session, snapshot_user, token, unix, user,
-    user_taken,
+    audit_event, hash, hash_record, identity, lookup, old_secret, session, snapshot_user, token,
+    unix, user, user_taken,
 };
 
 /// SQLSTATEs for damaged data and a damaged index (class XX, internal error).

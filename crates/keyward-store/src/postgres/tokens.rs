@@ -89,6 +89,13 @@ const ACTIVE_BY_KEY: &str = "SELECT k.key_id, count(DISTINCT t.id) FROM token_ha
      AND (k.valid_until IS NULL OR k.valid_until > $1) \
      GROUP BY k.key_id ORDER BY k.key_id";
 
+/// For each token (of `$1` when not null) not revoked, the end of its latest previous secret
+/// still working at `$2` (a current secret's `valid_until` is null, so never matches).
+const OLD_SECRETS_UNTIL: &str = "SELECT h.token_id, max(h.valid_until) AS until FROM token_hashes h \
+     JOIN tokens t ON t.id = h.token_id \
+     WHERE ($1::text IS NULL OR t.owner = $1) AND t.revoked_at IS NULL AND h.valid_until > $2 \
+     GROUP BY h.token_id ORDER BY h.token_id";
+
 #[async_trait]
 impl TokenStore for PgStore {
     async fn insert_token(
@@ -261,6 +268,20 @@ impl TokenStore for PgStore {
         insert_audit(&mut tx, audit).await?;
         self.commit_and_announce(tx, seq).await?;
         Ok(token)
+    }
+
+    async fn old_secrets_until(
+        &self,
+        owner: Option<&UserId>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(TokenId, OffsetDateTime)>> {
+        let found = sqlx::query(OLD_SECRETS_UNTIL)
+            .bind(owner.map(UserId::as_str))
+            .bind(unix(now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        found.iter().map(rows::old_secret).collect()
     }
 
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {

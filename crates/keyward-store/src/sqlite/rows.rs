@@ -4,8 +4,8 @@
 use crate::StoreError;
 
 pub(super) use crate::decode::{
-    audit_event, hash, hash_record, identity, lookup, session, snapshot_user, token, unix, user,
-    user_taken,
+    audit_event, hash, hash_record, identity, lookup, old_secret, session, snapshot_user, token,
+    unix, user, user_taken,
 };
 
 /// SQLite's primary result codes: a lock is held, the file is damaged, the file is not a

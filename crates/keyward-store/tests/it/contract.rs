@@ -32,6 +32,7 @@ macro_rules! contract_suite {
             rename_changes_only_the_name,
             regenerate_replaces_the_secret_and_logs_the_old_ones,
             regenerate_refuses_revoked_and_expired_tokens,
+            old_secrets_in_their_grace_period_are_listed_per_owner,
             revoke_is_idempotent,
             lookup_finds_the_token_and_its_owner,
             record_usage_keeps_the_latest_use,
@@ -701,6 +702,62 @@ pub async fn regenerate_refuses_revoked_and_expired_tokens(db: &dyn Database) {
     assert_eq!(store.change_epoch(), epoch);
     assert_eq!(store.change_cursor().await.unwrap(), cursor);
     assert_eq!(audit_count(store).await, audits);
+}
+
+pub async fn old_secrets_in_their_grace_period_are_listed_per_owner(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let bob = add_user(store, "bob").await;
+    let regenerate = |token: TokenRecord, at, grace| async move {
+        let (regen, _) = regeneration(at, grace);
+        let event = audit(
+            AuditKind::TokenRegenerated,
+            at,
+            Some(&token.owner),
+            Some(&token.id),
+        );
+        store
+            .regenerate_token(&token.id, None, &regen, &event)
+            .await
+            .unwrap();
+    };
+    let at = T0 + Duration::hours(1);
+    // Alice: one token rolled twice with grace (the later end counts), one rolled without
+    // grace, one never rolled, one rolled with grace and then revoked. Bob: one with grace.
+    let (rolled, _) = add_token(store, &alice.id, T0).await;
+    regenerate(rolled.clone(), at, Duration::hours(2)).await;
+    regenerate(rolled.clone(), at + Duration::minutes(5), Duration::days(1)).await;
+    let (no_grace, _) = add_token(store, &alice.id, T0).await;
+    regenerate(no_grace.clone(), at, Duration::ZERO).await;
+    add_token(store, &alice.id, T0).await;
+    let (revoked, _) = add_token(store, &alice.id, T0).await;
+    regenerate(revoked.clone(), at, Duration::days(1)).await;
+    revoke(store, &revoked, at + Duration::minutes(1)).await;
+    let (bobs, _) = add_token(store, &bob.id, T0).await;
+    regenerate(bobs.clone(), at, Duration::hours(3)).await;
+
+    let now = at + Duration::minutes(10);
+    let later = at + Duration::minutes(5) + Duration::days(1);
+    assert_eq!(
+        store.old_secrets_until(Some(&alice.id), now).await.unwrap(),
+        vec![(rolled.id.clone(), later)],
+        "only alice's unrevoked token whose old secret still works, with its latest end"
+    );
+    let mut everyone = vec![
+        (rolled.id.clone(), later),
+        (bobs.id.clone(), at + Duration::hours(3)),
+    ];
+    everyone.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    assert_eq!(store.old_secrets_until(None, now).await.unwrap(), everyone);
+    assert_eq!(
+        store
+            .old_secrets_until(Some(&alice.id), later)
+            .await
+            .unwrap(),
+        vec![],
+        "at its end, the old secret no longer works"
+    );
 }
 
 pub async fn revoke_is_idempotent(db: &dyn Database) {

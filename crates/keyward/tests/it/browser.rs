@@ -436,3 +436,230 @@ async fn an_admin_adds_a_service_account_and_issues_it_a_token() {
     let ended = server.stop();
     assert!(!ended.logs.contains(&secret), "a secret reached the logs");
 }
+
+/// The widths every page is checked at: a phone's (an iPhone's 390 CSS pixels) and a desktop's.
+const WIDTHS: [(u32, u32); 2] = [(390, 844), (1280, 860)];
+
+/// What is off-screen on the page shown: the page scrolling sideways, a table scrolling inside
+/// its box, any control or heading reaching past the viewport's edges, the secret not shown
+/// whole. Answers `{width, problems}`.
+const LAYOUT_CHECK: &str = r##"
+const width = window.innerWidth;
+const problems = [];
+const root = document.documentElement;
+if (root.scrollWidth > width) problems.push(`the page scrolls sideways: ${root.scrollWidth} > ${width}`);
+const name = (el) => `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""} "${(el.textContent || el.value || "").trim().slice(0, 40)}"`;
+for (const el of document.querySelectorAll(".table-wrap, .secret-row, .buttons, .top-inner")) {
+  if (el.scrollWidth > el.clientWidth + 1) problems.push(`${name(el)} overflows: ${el.scrollWidth} > ${el.clientWidth}`);
+}
+for (const el of document.querySelectorAll("button, a.btn, nav a, input, select, textarea, label, h1, h2, td, th, code")) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 && r.height === 0) continue;
+  if (getComputedStyle(el).visibility === "hidden") continue;
+  if (r.left < -0.5 || r.right > width + 0.5) problems.push(`${name(el)} is off-screen: ${Math.round(r.left)}..${Math.round(r.right)} of ${width}`);
+}
+const secret = document.getElementById("secret");
+if (secret && (secret.scrollWidth > secret.clientWidth + 1 || secret.scrollHeight > secret.clientHeight + 1)) {
+  problems.push(`the secret is not shown whole: ${secret.scrollWidth}x${secret.scrollHeight} in ${secret.clientWidth}x${secret.clientHeight}`);
+}
+return { width, problems };
+"##;
+
+/// Checks the page shown at each of [`WIDTHS`]: a screenshot of each (`target/screenshots/layout/`,
+/// never tracked) and nothing off-screen. Leaves the window at the desktop width.
+async fn check_layout(b: &Client, name: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots/layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (width, height) in WIDTHS {
+        b.set_window_size(width, height).await.unwrap();
+        b.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+        let report = b.execute(LAYOUT_CHECK, vec![]).await.unwrap();
+        let shot = b.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{name}-{width}.png")), shot).unwrap();
+        assert_eq!(
+            report["width"],
+            serde_json::json!(width),
+            "{name}: the viewport is not {width} px wide"
+        );
+        let problems = report["problems"].as_array().unwrap();
+        assert!(
+            problems.is_empty(),
+            "{name} at {width} px ({}): {problems:#?}",
+            path(b).await
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_fits_a_phone_and_a_desktop() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    cli(
+        dir.path(),
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    )
+    .ok();
+    cli(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "bob",
+            "--external-id",
+            "acct-20917",
+            "--email",
+            "bob@example.com",
+        ],
+        None,
+    )
+    .ok();
+    let server = Server::start(dir.path(), &[]);
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let b = driver.browser(profile.path()).await;
+
+    b.goto(&format!("{}/login", server.base)).await.unwrap();
+    check_layout(&b, "sign-in").await;
+    fill(&b, "username", "alice").await;
+    fill(&b, "password", &format!("{PASSWORD}\u{E007}")).await;
+    b.wait()
+        .for_element(Locator::Css("a[href='/tokens/new']"))
+        .await
+        .unwrap();
+    check_layout(&b, "tokens-empty").await;
+
+    b.goto(&format!("{}/tokens/new", server.base))
+        .await
+        .unwrap();
+    check_layout(&b, "generate").await;
+    let deploy = generate(
+        &b,
+        "CI deploy",
+        &["scope-droplet-ro", "scope-volume-all", "scope-account-ro"],
+        None,
+    )
+    .await;
+    // The once page: the whole secret and its copy button, on a phone too.
+    check_layout(&b, "once").await;
+    let deploy_id = server.api.assert_active(&deploy).await["token_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let laptop = generate(&b, "laptop", &["scope-droplet-ro"], None).await;
+    let laptop_id = server.api.assert_active(&laptop).await["token_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    generate(
+        &b,
+        "staging monitor on the second cluster",
+        &["scope-droplet-ro", "scope-volume-ro"],
+        None,
+    )
+    .await;
+
+    // Regenerate "laptop" with a grace period, from the list's own button.
+    b.goto(&format!("{}/tokens", server.base)).await.unwrap();
+    click(&b, &format!("a[href='/tokens/{laptop_id}/regenerate']")).await;
+    b.wait().for_element(Locator::Id("grace")).await.unwrap();
+    check_layout(&b, "regenerate").await;
+    click(&b, "#grace option[value='1h']").await;
+    click(&b, "form[action$='/regenerate'] button[type=submit]").await;
+    b.wait().for_element(Locator::Id("secret")).await.unwrap();
+    check_layout(&b, "once-regenerated").await;
+
+    // Revoke "CI deploy" from the list's own button.
+    b.goto(&format!("{}/tokens", server.base)).await.unwrap();
+    click(&b, &format!("a[href='/tokens/{deploy_id}/revoke']")).await;
+    b.wait().for_element(Locator::Id("reason")).await.unwrap();
+    check_layout(&b, "revoke").await;
+    fill(&b, "reason", "rotated after the demo").await;
+    click(&b, "button.btn-danger").await;
+    b.wait()
+        .for_element(Locator::Css("p.alert-ok"))
+        .await
+        .unwrap();
+
+    // The list with an active, a regenerated (old secret in its grace period) and a revoked
+    // token: on a phone, each row's buttons are on screen, and the README shows it.
+    b.goto(&format!("{}/tokens", server.base)).await.unwrap();
+    let list = b.source().await.unwrap();
+    assert!(list.contains("Previous secret works until"), "{list}");
+    assert!(list.contains("Revoked 20"), "{list}");
+    check_layout(&b, "tokens").await;
+    b.set_window_size(390, 844).await.unwrap();
+    screenshot(&b, "phone-tokens").await;
+    // Every row's buttons can be pressed at the phone's width without scrolling sideways.
+    click(&b, &format!("a[href='/tokens/{laptop_id}/revoke']")).await;
+    b.wait().for_element(Locator::Id("reason")).await.unwrap();
+    b.back().await.unwrap();
+    b.set_window_size(1280, 860).await.unwrap();
+
+    // Asking to regenerate the revoked token: a page that says why, with the navigation.
+    b.goto(&format!("{}/tokens/{deploy_id}/regenerate", server.base))
+        .await
+        .unwrap();
+    assert!(b.source().await.unwrap().contains("This token is revoked"));
+    check_layout(&b, "cannot-regenerate").await;
+
+    // The admin pages.
+    b.goto(&format!("{}/admin/users", server.base))
+        .await
+        .unwrap();
+    click(&b, "#new-kind-service").await;
+    fill(&b, "new-name", "ci-bot").await;
+    click(&b, "form[action='/admin/users'] button[type=submit]").await;
+    b.wait()
+        .for_element(Locator::Css("p.alert-ok"))
+        .await
+        .unwrap();
+    assert!(
+        path(&b).await.ends_with("/admin/users"),
+        "post/redirect/get"
+    );
+    check_layout(&b, "users").await;
+    let hrefs = b
+        .execute(
+            "return [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let hrefs: Vec<String> = serde_json::from_value(hrefs).unwrap();
+    let find = |suffix: &str| {
+        hrefs
+            .iter()
+            .find(|h| h.starts_with("/admin/users/") && h.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no link to …{suffix} in {hrefs:?}"))
+            .clone()
+    };
+    for (page, name) in [
+        (find("/disable"), "disable"),
+        (find("/delete"), "delete"),
+        (find("/tokens"), "service-tokens"),
+    ] {
+        b.goto(&format!("{}{page}", server.base)).await.unwrap();
+        check_layout(&b, name).await;
+    }
+
+    b.goto(&format!("{}/account/password", server.base))
+        .await
+        .unwrap();
+    check_layout(&b, "password").await;
+    b.goto(&format!("{}/tokenz", server.base)).await.unwrap();
+    assert!(b.source().await.unwrap().contains("Not found"));
+    check_layout(&b, "not-found").await;
+
+    b.close().await.unwrap();
+    drop(driver);
+    let ended = server.stop();
+    for secret in [&deploy, &laptop] {
+        assert!(
+            !ended.logs.contains(secret.as_str()),
+            "a secret reached the logs"
+        );
+    }
+}

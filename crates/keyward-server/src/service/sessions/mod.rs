@@ -32,7 +32,7 @@ pub mod oidc;
 mod password;
 mod throttle;
 
-pub use password::{PasswordPool, RETRY_AFTER_SECS};
+pub use password::{PASSWORD_CHARS, PasswordPool, RETRY_AFTER_SECS};
 pub(super) use throttle::SignInThrottle;
 use throttle::{Burst, Reservation, ThrottleSubject};
 pub use throttle::{SIGN_IN_LIMIT, SIGN_IN_WINDOW};
@@ -154,6 +154,19 @@ pub enum SignIn {
     Throttled,
     /// Password sign-in is off (single sign-on only); nothing was checked or recorded.
     PasswordsOff,
+}
+
+/// How a signed-in person's change of their own password went.
+pub enum PasswordChange {
+    /// Changed. Every session of theirs has ended, the one they changed it in too; this new
+    /// session replaces it (set its cookie), so they stay signed in here and nowhere else.
+    Changed(SessionSecret),
+    /// The current password given was wrong (it counts against the sign-in throttle).
+    WrongPassword,
+    /// Too many wrong passwords for this account lately; nothing was checked.
+    Throttled,
+    /// They have no password to change (they sign in through the OpenID provider).
+    NoPassword,
 }
 
 /// An Argon2id hash nobody's password matches, checked for unknown names so that a refusal takes
@@ -567,6 +580,89 @@ impl Keyward {
             .store
             .use_form_nonce(&session.id_hash, nonce, self.now())
             .await?)
+    }
+
+    /// Whether the signed-in person has a password (people who sign in only through the OpenID
+    /// provider have none).
+    pub async fn has_password(&self, session: &WebSession) -> ServiceResult<bool> {
+        Ok(self.store.password_hash(&session.user.id).await?.is_some())
+    }
+
+    /// Changes the signed-in person's own password: `current` must be their password now, and
+    /// `new` is held to the same length rule as every password ([`ServiceError::BadPassword`]).
+    /// Wrong current passwords count against the account's sign-in throttle, so a session left
+    /// open cannot be used to guess it. On success every session of theirs ends (the store does
+    /// that with any password change) and a new one starts in its place.
+    pub async fn change_own_password(
+        &self,
+        session: &WebSession,
+        current: RawSecret,
+        new: RawSecret,
+        ip: Option<IpAddr>,
+    ) -> ServiceResult<PasswordChange> {
+        let user = &session.user;
+        let Some(phc) = self.store.password_hash(&user.id).await? else {
+            return Ok(PasswordChange::NoPassword);
+        };
+        if !password::PASSWORD_CHARS.contains(&new.expose().chars().count()) {
+            return Err(ServiceError::BadPassword);
+        }
+        let now = self.now();
+        let at = now.unix_timestamp();
+        let keys = [format!("user:{}", user.name.as_str().to_lowercase())];
+        let subjects = [ThrottleSubject::Account(Some(user.id.clone()))];
+        if let Reservation::Throttled { started } = self.throttle.reserve(&keys, &subjects, at) {
+            if !started.is_empty() {
+                let event = self.throttle_event(
+                    &subjects[0],
+                    Some(user),
+                    "",
+                    now,
+                    ip,
+                    "throttled: too many wrong passwords; further refusals are counted until the \
+                     burst ends",
+                );
+                self.store.append_audit(&event).await?;
+            }
+            return Ok(PasswordChange::Throttled);
+        }
+        let reserved = Reserved {
+            keyward: self,
+            keys: &keys,
+            at,
+            keep: false,
+        };
+        if !self.passwords.verify(current, phc).await? {
+            reserved.keep();
+            let event = self.sign_in_event(
+                AuditKind::UserSignInFailed,
+                now,
+                Some(&user.id),
+                user.name.as_str(),
+                ip,
+                Some("wrong current password when changing it"),
+            );
+            self.store.append_audit(&event).await?;
+            return Ok(PasswordChange::WrongPassword);
+        }
+        let hash = self.passwords.hash(new).await?;
+        let event = self.sign_in_event(
+            AuditKind::UserPasswordChanged,
+            now,
+            Some(&user.id),
+            user.name.as_str(),
+            ip,
+            Some(&format!("{}: password changed by themselves", user.name)),
+        );
+        self.store
+            .set_password(&user.id, Some(&hash), &event)
+            .await?;
+        drop(reserved);
+        let secret = self
+            .start_session(user, None, Some("after changing their password"), ip)
+            .await?;
+        tracing::info!(user = %user.name, "password changed by its owner");
+        Ok(PasswordChange::Changed(secret))
     }
 
     /// Ends a session (sign-out).
