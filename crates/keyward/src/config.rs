@@ -1873,7 +1873,11 @@ repo = ["read", "write"]
                 load(None, None).unwrap()
             };
             let [a, b] = setting.examples;
-            let (a_text, b_text) = (a.trim_matches('"'), b.trim_matches('"'));
+            // A variable holds the value of the example's TOML string: its `\n` is a newline
+            // (`KEYWARD_SERVER_KEYS` is a ring, one key per line).
+            let value = |example: &str| example.trim_matches('"').replace("\\n", "\n");
+            let (a_value, b_value) = (value(a), value(b));
+            let (a_text, b_text) = (a_value.as_str(), b_value.as_str());
             let in_file = |value: &str| Some(format!("{} = {value}", setting.key));
             let env_a = load(None, Some((setting.env, a_text))).unwrap();
             let env_b = load(None, Some((setting.env, b_text))).unwrap();
