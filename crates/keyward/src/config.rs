@@ -16,6 +16,7 @@
 //! default_lifetime = "30d"
 //! allow_never = false
 //! secure_cookies = false   # true when served over HTTPS: the sign-in cookie is always Secure
+//!                          # ([tls] implies it)
 //! cache_capacity = 1000000
 //! log = "info"
 //!
@@ -28,6 +29,12 @@
 //! idle_timeout = "75s"         # a connection waiting for its next request is closed after this
 //! request_timeout = "30s"      # a handler taking longer is answered 503 `timeout`
 //! max_connections = 10000      # per listener; lowered to what `ulimit -n` allows
+//!
+//! # HTTPS on the main listener, both or neither (KEYWARD_TLS_CERT, KEYWARD_TLS_KEY). The files
+//! # are re-read every 5 s; a changed pair reaches new connections without a restart.
+//! [tls]
+//! cert = "/etc/keyward/tls/fullchain.pem"  # the certificate, then any intermediates
+//! key = "/etc/keyward/tls/privkey.pem"
 //!
 //! # /metrics: open on the main listener by default.
 //! [metrics]
@@ -75,7 +82,7 @@
 
 use keyward_core::{Catalog, LifetimePolicy, Prefix, ServerKey, parse_duration};
 use keyward_server::Settings;
-use keyward_server::http::HttpLimits;
+use keyward_server::http::{HttpLimits, TlsFiles};
 use keyward_server::service::{
     AdminClaim, ForwardAuthRoute, ForwardAuthRoutes, OidcClientSecret, OidcSettings,
 };
@@ -366,6 +373,14 @@ settings! {
             /// Whether `/metrics` needs a bearer token holding `metrics:read` (`true`/`false`).
             require_token: bool = false,
                 env METRICS_REQUIRE_TOKEN = "KEYWARD_METRICS_REQUIRE_TOKEN";
+        }
+        /// HTTPS on the main listener (`[tls]`): on when `cert` and `key` are set, both or
+        /// neither.
+        tls: TlsConfig, file TlsFile {
+            /// The certificate chain, PEM: the server's certificate first, then intermediates.
+            cert: Option<PathBuf> = None, env TLS_CERT = "KEYWARD_TLS_CERT";
+            /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+            key: Option<PathBuf> = None, env TLS_KEY = "KEYWARD_TLS_KEY";
         }
         /// Single sign-on through an OpenID provider (`[oidc]`): on when `issuer` is set.
         oidc: OidcConfig, file OidcFile {
@@ -912,6 +927,7 @@ impl Config {
                 config.max_lifetime.whole_days()
             )));
         }
+        config.tls.check()?;
         if let Some(addr) = config.metrics.listen
             && addr == config.listen
             && addr.port() != 0
@@ -986,7 +1002,8 @@ impl Config {
                 default_lifetime: self.default_lifetime,
             },
             cache_capacity: self.cache_capacity,
-            secure_cookies: self.secure_cookies,
+            // Over HTTPS the browser always arrives over HTTPS.
+            secure_cookies: self.secure_cookies || self.tls.files().is_some(),
             forward_auth: self.forward_auth.clone(),
             metrics_require_token: self.metrics.require_token,
             oidc: self.sso.clone(),
@@ -1013,6 +1030,44 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
     /// Whether `/metrics` answers only to a bearer token holding `metrics:read`.
     pub require_token: bool,
+}
+
+/// `[tls]`, every layer applied: HTTPS when both files are named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate chain's PEM file.
+    pub cert: Option<PathBuf>,
+    /// The private key's PEM file.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The two files to serve HTTPS with; `None` for plain HTTP.
+    pub fn files(&self) -> Option<TlsFiles> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Both files or neither: one alone would serve plain HTTP where HTTPS was meant.
+    fn check(&self) -> Result<(), ConfigError> {
+        let (given, missing, missing_var) = match (&self.cert, &self.key) {
+            (Some(_), None) => ("tls.cert", "tls.key", env::TLS_KEY),
+            (None, Some(_)) => ("tls.key", "tls.cert", env::TLS_CERT),
+            _ => return Ok(()),
+        };
+        Err(ConfigError::new(format!(
+            "{given} is set but {missing} is not: HTTPS needs both the certificate chain \
+             (tls.cert, {}) and its private key (tls.key, {}); set {missing} (or {missing_var}) \
+             too, or neither to serve plain HTTP",
+            env::TLS_CERT,
+            env::TLS_KEY
+        )))
+    }
 }
 
 /// `[oidc]`, every layer applied (see [`OidcSettings`] for what each means). Single sign-on is
@@ -1550,6 +1605,60 @@ repo = ["read", "write"]
     }
 
     #[test]
+    fn tls_needs_both_files_and_makes_cookies_secure() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let off = Config::load_from(
+            &Env::from_pairs([("KEYWARD_DATA_DIR", data)]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(off.tls.files(), None);
+        assert!(!off.settings().secure_cookies);
+
+        let path = write_config(
+            dir.path(),
+            "version = 1\n[tls]\ncert = \"/etc/k/cert.pem\"\nkey = \"/etc/k/key.pem\"\n",
+        );
+        let on = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
+        assert_eq!(
+            on.tls.files(),
+            Some(TlsFiles {
+                cert: "/etc/k/cert.pem".into(),
+                key: "/etc/k/key.pem".into(),
+            })
+        );
+        assert!(on.settings().secure_cookies, "[tls] implies Secure cookies");
+
+        let env = Env::from_pairs([
+            ("KEYWARD_DATA_DIR", data),
+            ("KEYWARD_TLS_CERT", "/run/cert.pem"),
+            ("KEYWARD_TLS_KEY", "/run/key.pem"),
+        ]);
+        let from_env = Config::load_from(&env, &Flags::default()).unwrap();
+        assert_eq!(
+            from_env.tls.files().map(|f| f.key),
+            Some("/run/key.pem".into())
+        );
+
+        let cert_only = write_config(dir.path(), "version = 1\n[tls]\ncert = \"/etc/k/c.pem\"\n");
+        let message = err(Config::load_from(&Env::default(), &flags_with(&cert_only)));
+        assert!(
+            message.starts_with("tls.cert is set but tls.key is not"),
+            "{message}"
+        );
+        assert!(message.contains("KEYWARD_TLS_KEY"), "{message}");
+        assert!(!message.contains('\n'), "one line: {message}");
+        let key_only = Env::from_pairs([("KEYWARD_DATA_DIR", data), ("KEYWARD_TLS_KEY", "/k.pem")]);
+        let message = err(Config::load_from(&key_only, &Flags::default()));
+        assert!(
+            message.starts_with("tls.key is set but tls.cert is not"),
+            "{message}"
+        );
+        assert!(message.contains("KEYWARD_TLS_CERT"), "{message}");
+    }
+
+    #[test]
     fn oidc_is_on_with_an_issuer_and_needs_public_url() {
         let dir = tempfile::tempdir().unwrap();
         let off = Config::load_from(
@@ -1746,18 +1855,29 @@ repo = ["read", "write"]
         assert_eq!(all, vars, "env::ALL lists every variable once");
 
         for setting in SETTINGS {
-            base.set(if setting.key.starts_with("oidc.") {
-                "public_url = \"https://keyward.example.com\"\n"
-            } else {
-                ""
+            // What a setting needs beside it: `[oidc]` needs `public_url`, and each of `[tls]`'s
+            // two files the other.
+            base.set(match setting.key {
+                key if key.starts_with("oidc.") => "public_url = \"https://keyward.example.com\"\n",
+                "tls.cert" => "tls.key = \"/srv/keyward/key.pem\"\n",
+                "tls.key" => "tls.cert = \"/srv/keyward/cert.pem\"\n",
+                _ => "",
             });
-            let unset = if setting.key.starts_with("oidc.") {
-                load(None, None).unwrap()
-            } else {
+            let unset = if base.get().is_empty() {
                 unset.clone()
+            } else if setting.key.starts_with("tls.") {
+                // Either file alone is refused, so there is no unset state to compare with;
+                // neither is secret, and only a secret's check uses it.
+                String::new()
+            } else {
+                load(None, None).unwrap()
             };
             let [a, b] = setting.examples;
-            let (a_text, b_text) = (a.trim_matches('"'), b.trim_matches('"'));
+            // A variable holds the value of the example's TOML string: its `\n` is a newline
+            // (`KEYWARD_SERVER_KEYS` is a ring, one key per line).
+            let value = |example: &str| example.trim_matches('"').replace("\\n", "\n");
+            let (a_value, b_value) = (value(a), value(b));
+            let (a_text, b_text) = (a_value.as_str(), b_value.as_str());
             let in_file = |value: &str| Some(format!("{} = {value}", setting.key));
             let env_a = load(None, Some((setting.env, a_text))).unwrap();
             let env_b = load(None, Some((setting.env, b_text))).unwrap();

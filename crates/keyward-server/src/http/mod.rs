@@ -12,6 +12,7 @@ mod oauth;
 pub mod openapi;
 mod ops;
 mod server;
+pub mod tls;
 mod tokens;
 mod users;
 mod verify;
@@ -40,6 +41,7 @@ pub use server::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT, HttpLimits, ServeOptions, serve,
 };
+pub use tls::{Tls, TlsError, TlsFiles};
 use wire::ErrorCode;
 
 /// Largest request body accepted. Every keyward request is a few hundred bytes.

@@ -1,5 +1,5 @@
-//! Serving the application over HTTP/1.1: the accept loop, the limits a server on a public
-//! address needs, and graceful shutdown.
+//! Serving the application over HTTP/1.1, in the clear or over TLS ([`super::tls`]): the accept
+//! loop, the limits a server on a public address needs, and graceful shutdown.
 //!
 //! Timeouts. hyper's HTTP/1 header-read timer (hyper 1.x, `proto/h1/conn.rs`) runs whenever
 //! hyper waits for a request head: from accept, and again from the moment a response is written
@@ -7,7 +7,8 @@
 //! tell a client that is slow to send a head from a proxy's pooled connection that has nothing to
 //! send yet. keyward gives that timer [`HttpLimits::idle_timeout`] and bounds a new connection's
 //! first head itself ([`HttpLimits::header_read_timeout`]), so pooled connections may idle longer
-//! than a stranger may take to send one request. A handler that runs past
+//! than a stranger may take to send one request. Over TLS, the handshake counts towards that
+//! first head's time. A handler that runs past
 //! [`HttpLimits::request_timeout`] is dropped and answered 503 `timeout`.
 //!
 //! The connection cap. Past [`HttpLimits::max_connections`], a new connection displaces the one
@@ -32,11 +33,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt as _};
 
+use super::tls::Tls;
 use super::{ApiError, Serves, USAGE_FLUSH_EVERY, app};
 use crate::service::Keyward;
 
@@ -124,12 +127,17 @@ pub struct ServeOptions {
     /// The limits of every listener (the connection cap applies to each on its own).
     pub limits: HttpLimits,
     /// A listener that serves `/metrics` alone; when given, the main listener does not serve it.
+    /// It speaks plain HTTP.
     pub metrics_listener: Option<TcpListener>,
+    /// HTTPS on the main listener: the certificate and key in use, re-read while serving.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Serves the API on `listener` (and `/metrics` on `options.metrics_listener`, if given) until
 /// `shutdown` resolves, then finishes in-flight requests. Writes noted token uses every few
-/// seconds (and once more at the end) and keeps the metrics recorder's buffers bounded.
+/// seconds (and once more at the end) and keeps the metrics recorder's buffers bounded. With
+/// `options.tls`, the main listener speaks HTTPS only and the certificate files are checked
+/// for a new pair every [`super::tls::CHECK_EVERY`].
 pub async fn serve(
     listener: TcpListener,
     keyward: Arc<Keyward>,
@@ -150,16 +158,21 @@ pub async fn serve(
         None => Serves::All,
     };
     let metrics_stop = stop_rx.clone();
+    let reload = options
+        .tls
+        .as_ref()
+        .map(|tls| tokio::spawn(Arc::clone(tls).watch()));
     let main = accept_loop(
         listener,
         app(Arc::clone(&keyward), main_serves),
         limits,
+        options.tls,
         stop_rx,
     );
     let metrics = async {
         if let Some(listener) = options.metrics_listener {
             let metrics_app = app(Arc::clone(&keyward), Serves::MetricsOnly);
-            accept_loop(listener, metrics_app, limits, metrics_stop).await;
+            accept_loop(listener, metrics_app, limits, None, metrics_stop).await;
         }
     };
     let stop = async {
@@ -168,6 +181,9 @@ pub async fn serve(
         stop_tx.closed().await;
     };
     tokio::join!(main, metrics, stop);
+    if let Some(reload) = reload {
+        reload.abort();
+    }
 
     // `notify_one` keeps the permit if the task is mid-round, so it stops at its next select.
     upkeep_stop.notify_one();
@@ -211,11 +227,13 @@ fn spawn_upkeep(
     })
 }
 
-/// Accepts connections on `listener` until the stop signal, then lets the connections finish.
+/// Accepts connections on `listener` (over TLS with `tls`) until the stop signal, then lets the
+/// connections finish.
 async fn accept_loop<S>(
     listener: TcpListener,
     app: S,
     limits: HttpLimits,
+    tls: Option<Arc<Tls>>,
     mut stop: watch::Receiver<()>,
 ) where
     S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -242,14 +260,28 @@ async fn accept_loop<S>(
         let Some(admitted) = connections.admit() else {
             continue;
         };
-        tokio::spawn(serve_connection(
-            stream,
-            remote,
-            app.clone(),
-            limits,
-            admitted,
-            stop.clone(),
-        ));
+        let first_head = Instant::now() + limits.header_read_timeout;
+        match &tls {
+            None => tokio::spawn(serve_connection(
+                stream,
+                remote,
+                app.clone(),
+                limits,
+                admitted,
+                stop.clone(),
+                first_head,
+            )),
+            Some(tls) => tokio::spawn(serve_tls_connection(
+                Arc::clone(tls),
+                stream,
+                remote,
+                app.clone(),
+                limits,
+                admitted,
+                stop.clone(),
+                first_head,
+            )),
+        };
     }
 }
 
@@ -263,17 +295,53 @@ fn is_dropped_connection(e: &std::io::Error) -> bool {
     )
 }
 
-/// Serves one connection until it closes, times out, is displaced, or shuts down gracefully.
-async fn serve_connection<S>(
+/// The TLS handshake, then [`serve_connection`]; the handshake must be done by `first_head`,
+/// and is given up when the connection is displaced or the server stops.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "serve_connection's arguments and the TLS configuration"
+)]
+async fn serve_tls_connection<S>(
+    tls: Arc<Tls>,
     stream: TcpStream,
     remote: SocketAddr,
     app: S,
     limits: HttpLimits,
     admitted: Admitted,
     mut stop: watch::Receiver<()>,
+    first_head: Instant,
 ) where
     S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
+{
+    let handshake = tokio::select! {
+        done = tls.handshake(stream) => done,
+        () = tokio::time::sleep_until(first_head) => {
+            tracing::debug!("no TLS handshake within header_read_timeout; closing");
+            None
+        }
+        () = admitted.slot.displaced.notified() => None,
+        _ = stop.changed() => None,
+    };
+    if let Some(stream) = handshake {
+        serve_connection(stream, remote, app, limits, admitted, stop, first_head).await;
+    }
+}
+
+/// Serves one connection until it closes, times out, is displaced, or shuts down gracefully.
+/// Its first request head must have arrived by `first_head`.
+async fn serve_connection<S, I>(
+    stream: I,
+    remote: SocketAddr,
+    app: S,
+    limits: HttpLimits,
+    admitted: Admitted,
+    mut stop: watch::Receiver<()>,
+    first_head: Instant,
+) where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let request_slot = Arc::clone(&admitted.slot);
     let epoch = admitted.connections.epoch;
@@ -288,7 +356,7 @@ async fn serve_connection<S>(
     let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
     let slot = &admitted.slot;
     // One deadline: first the first head's, then, if displaced, the end of the grace.
-    let mut deadline = pin!(tokio::time::sleep(limits.header_read_timeout));
+    let mut deadline = pin!(tokio::time::sleep_until(first_head));
     let mut armed = Some(Deadline::FirstHead);
     let mut stopping = false;
     loop {

@@ -186,6 +186,7 @@ pub async fn spawn_app_serving(settings: Settings, serving: Serving) -> TestApp 
     let options = ServeOptions {
         limits: serving.limits,
         metrics_listener,
+        tls: None,
     };
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(keyward_server::http::serve(

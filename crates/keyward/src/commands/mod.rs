@@ -14,6 +14,7 @@ mod user;
 use crate::cli::{Cli, Command, KeyCommand, StoreCommand, TokenCommand};
 use anyhow::Context as _;
 use keyward::keyward_server::ServiceError;
+use keyward::keyward_server::http::TlsError;
 use keyward::{Caller, Config, ConfigError, Flags, KeyPolicy, Keyward, SetupError, UserName};
 use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
@@ -36,7 +37,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 EXIT_INTERRUPTED
             } else if error
                 .chain()
-                .any(|e| e.is::<ConfigError>() || e.is::<SetupError>())
+                .any(|e| e.is::<ConfigError>() || e.is::<SetupError>() || e.is::<TlsError>())
             {
                 EXIT_BAD_CONFIG
             } else {

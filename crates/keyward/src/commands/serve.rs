@@ -1,4 +1,4 @@
-//! `keyward serve`: the HTTP API until SIGTERM or Ctrl-C.
+//! `keyward serve`: the HTTP API (HTTPS with `[tls]`) until SIGTERM or Ctrl-C.
 
 use super::init_tracing;
 use anyhow::Context as _;
@@ -6,6 +6,7 @@ use keyward::keyward_server::{http, telemetry};
 use keyward::{Config, KeyPolicy};
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub(super) async fn serve(config: &Config, policy: KeyPolicy) -> anyhow::Result<ExitCode> {
@@ -19,11 +20,19 @@ pub(super) async fn serve(config: &Config, policy: KeyPolicy) -> anyhow::Result<
     let terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
 
+    // First: a certificate that cannot be served stops the start before anything is opened.
+    let tls = match config.tls.files() {
+        Some(files) => Some(Arc::new(
+            http::Tls::load(files).context("cannot serve HTTPS (tls.cert, tls.key)")?,
+        )),
+        None => None,
+    };
     let keyward = keyward::open_with(config, policy).await?;
     if config.server_keys.is_none() && config.server_key.is_none() {
         // A rotation rewrites the file; the ring is taken from it without a restart.
         keyward::watch_key_file(&keyward, config.server_key_path());
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -43,17 +52,18 @@ pub(super) async fn serve(config: &Config, policy: KeyPolicy) -> anyhow::Result<
         }
         None => None,
     };
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database, prefix = config.token_prefix.as_str(), "keyward started");
+    tracing::info!(%addr, %scheme, data_dir = %config.data_dir.display(), database = %config.database, prefix = config.token_prefix.as_str(), "keyward started");
     {
         // The one line on stdout; tests and scripts read the real port from it.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")
+        writeln!(out, "listening on {scheme}://{addr}")
             .and_then(|()| out.flush())
             .context("cannot write to stdout")?;
     }
     let options = http::ServeOptions {
         limits: config.http,
         metrics_listener,
+        tls,
     };
     http::serve(listener, keyward, options, shutdown(terminate, interrupt))
         .await

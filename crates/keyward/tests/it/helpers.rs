@@ -268,9 +268,9 @@ pub fn listed(dir: &Path, id: &str) -> Value {
 /// A running `keyward serve`.
 pub struct Server {
     child: Option<Child>,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` when it serves TLS).
     pub base: String,
-    /// An HTTP client for it.
+    /// An HTTP client for it (one that trusts no test CA: use [`Api::with_client`] over TLS).
     pub api: Api,
     logs: Arc<Mutex<Vec<u8>>>,
     stderr_reader: Option<JoinHandle<()>>,
@@ -290,7 +290,8 @@ pub struct Ended {
 
 impl Server {
     /// Starts `keyward serve --listen 127.0.0.1:0` on `dir` with `env` and waits (bounded) for
-    /// its `listening on http://ADDR` line; the listener is bound before that line is printed.
+    /// its `listening on http://ADDR` line (`https://` with `[tls]`); the listener is bound
+    /// before that line is printed.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
         Self::start_at(dir, env, "127.0.0.1:0")
     }
@@ -353,12 +354,15 @@ impl Server {
                 panic!("no listening line within {START_TIMEOUT:?} ({e}); {ended:?}");
             }
         };
-        let Some(addr) = line.strip_prefix("listening on http://") else {
+        let Some(base) = line
+            .strip_prefix("listening on ")
+            .filter(|base| base.starts_with("http://") || base.starts_with("https://"))
+        else {
             let ended = server.kill9();
             panic!("unexpected first line on stdout {line:?}; {ended:?}");
         };
-        assert!(addr.starts_with("127.0.0.1:"), "{line:?}");
-        server.base = format!("http://{addr}");
+        assert!(base.contains("://127.0.0.1:"), "{line:?}");
+        server.base = base.to_owned();
         server.api = Api::new(&server.base);
         server
     }
@@ -452,6 +456,14 @@ pub struct Api {
 }
 
 impl Api {
+    /// A JSON client for the server at `base` that sends with `client`.
+    pub fn with_client(base: &str, client: reqwest::Client) -> Self {
+        Self {
+            base: base.to_owned(),
+            client,
+        }
+    }
+
     fn new(base: &str) -> Self {
         Self {
             base: base.to_owned(),

@@ -47,6 +47,8 @@ mod quickstart;
 #[cfg(test)]
 mod sso;
 #[cfg(test)]
+mod tls;
+#[cfg(test)]
 mod token_cli;
 #[cfg(test)]
 mod upgrade;
