@@ -279,9 +279,15 @@ async fn a_revocation_through_one_instance_is_refused_by_the_other_within_the_bo
         .text()
         .await
         .unwrap();
+    // A histogram, as the README says (with its buckets, so instances can be aggregated), not
+    // a summary.
     assert!(
-        metrics.contains("keyward_revocation_propagation_seconds"),
-        "B reports the observed delay"
+        metrics.contains("# TYPE keyward_revocation_propagation_seconds histogram"),
+        "B reports the observed delay as a histogram: {metrics}"
+    );
+    assert!(
+        metrics.contains("keyward_revocation_propagation_seconds_bucket{le=\"1\"}"),
+        "{metrics}"
     );
 }
 
