@@ -5,6 +5,9 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The heading of the options every command takes, apart from each command's own.
+const GLOBAL: &str = "Global options";
+
 /// keyward: a self-hosted personal access token service.
 ///
 /// Settings come from defaults, then the config file, then KEYWARD_* environment variables,
@@ -18,21 +21,21 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// Data directory: database, server key, default config file [env: KEYWARD_DATA_DIR] [default: ./keyward-data]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub data_dir: Option<PathBuf>,
 
     /// Config file (TOML, `version = 1`) [env: KEYWARD_CONFIG]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
 
     /// Database: sqlite://PATH or postgres://USER@HOST:PORT/DB [env: KEYWARD_DATABASE_URL] [default: sqlite://DATA_DIR/keyward.db]
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", help_heading = GLOBAL)]
     pub database: Option<String>,
 
     /// Start even though the database holds active tokens hashed under a server key this
     /// server does not have: they are revoked ("server key reset"), on the record. Only for a
     /// deliberate reset; a lost key file is better put back.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub accept_new_key: bool,
 
     /// What to do.
@@ -144,7 +147,8 @@ pub enum UserCommand {
         /// The user's email address.
         #[arg(long, value_name = "E")]
         email: Option<String>,
-        /// Read the user's password (for the web page) from the first line of stdin.
+        /// Give the person a password for the web page, read from stdin: on a terminal, asked
+        /// for twice without echo; from a pipe, its first line.
         #[arg(long)]
         password_stdin: bool,
     },
@@ -180,10 +184,17 @@ pub enum UserCommand {
         #[arg(long)]
         yes: bool,
     },
-    /// Set a person's password for the web page, from the first line of stdin.
-    Passwd {
+    /// Set or change a person's password for the web page (their sessions end). Read from
+    /// stdin: on a terminal, asked for twice without echo; from a pipe, its first line.
+    /// Service accounts never have one.
+    #[command(visible_alias = "passwd")]
+    Password {
         /// The user's name or id.
         user: String,
+        /// Read the password from stdin (what this command always does; accepted for symmetry
+        /// with `user add`).
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Make a user an admin, or not.
     SetAdmin {
@@ -269,7 +280,17 @@ pub enum TokenCommand {
     Check {
         /// The token; - or nothing reads it from stdin.
         secret: Option<String>,
+        /// Shadows the global `--database` (clap does not give a global option to a subcommand
+        /// that has its own of the same id), so the check does not offer what it never uses;
+        /// given after `check`, it is refused with a word why.
+        #[arg(long, hide = true, value_name = "URL", value_parser = no_database)]
+        database: Option<String>,
     },
+}
+
+/// The value parser of `token check --database`: always refused.
+fn no_database(_: &str) -> Result<String, String> {
+    Err("token check reads no database: it checks a token's format and checksum offline".to_owned())
 }
 
 /// `keyward audit`.
@@ -367,12 +388,79 @@ mod tests {
         let cli = Cli::try_parse_from(["keyward", "token", "check", "-"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Token(TokenCommand::Check { secret: Some(secret) }) if secret == "-"
+            Command::Token(TokenCommand::Check { secret: Some(secret), .. }) if secret == "-"
         ));
         let cli = Cli::try_parse_from(["keyward", "token", "check"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Token(TokenCommand::Check { secret: None })
+            Command::Token(TokenCommand::Check { secret: None, .. })
         ));
+    }
+
+    /// The help of `keyward ARGS... --help`, as printed.
+    fn help(args: &[&str]) -> String {
+        let mut argv = vec!["keyward"];
+        argv.extend(args);
+        argv.push("--help");
+        let err = Cli::try_parse_from(argv).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        err.render().to_string()
+    }
+
+    #[test]
+    fn every_help_puts_the_global_options_under_their_own_heading() {
+        for args in [
+            &[][..],
+            &["token", "create"],
+            &["user", "add"],
+            &["serve"],
+            &["migrate"],
+        ] {
+            let text = help(args);
+            let (own, global) = text
+                .split_once("Global options:")
+                .unwrap_or_else(|| panic!("{args:?}: no heading\n{text}"));
+            let listed = |section: &str, flag: &str| {
+                section.lines().any(|l| l.trim_start().starts_with(flag))
+            };
+            for flag in ["--data-dir", "--config", "--database", "--accept-new-key"] {
+                assert!(listed(global, flag), "{args:?}: {flag} not global\n{text}");
+                assert!(!listed(own, flag), "{args:?}: {flag} among its own\n{text}");
+            }
+        }
+        let create = help(&["token", "create"]);
+        let (own, _) = create.split_once("Global options:").unwrap();
+        assert!(
+            own.contains("--scope") && own.contains("--expires"),
+            "{create}"
+        );
+    }
+
+    #[test]
+    fn token_check_does_not_offer_a_database() {
+        let text = help(&["token", "check"]);
+        assert!(!text.contains("--database"), "{text}");
+        let err = Cli::try_parse_from(["keyward", "token", "check", "--database", "sqlite://x"])
+            .unwrap_err();
+        assert!(err.to_string().contains("reads no database"), "{err}");
+        // Before the subcommand it is the global option, which check ignores as before.
+        assert!(
+            Cli::try_parse_from(["keyward", "--database", "sqlite://x", "token", "check"]).is_ok()
+        );
+    }
+
+    #[test]
+    fn user_password_takes_the_flag_and_keeps_its_old_name() {
+        for args in [
+            &["keyward", "user", "password", "ada"][..],
+            &["keyward", "user", "password", "ada", "--password-stdin"],
+            &["keyward", "user", "passwd", "ada"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(
+                matches!(cli.command, Command::User(UserCommand::Password { ref user, .. }) if user == "ada"),
+                "{args:?}"
+            );
+        }
     }
 }

@@ -19,6 +19,17 @@ pub(super) async fn serve(config: &Config, policy: KeyPolicy) -> anyhow::Result<
     let terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
 
+    if config.catalog_is_sample {
+        // Loud on purpose: a deployment that never declared its scopes hands out scopes for an
+        // API it does not have, and refuses every scope of the one it does.
+        tracing::warn!(
+            "no [catalog] is configured: tokens can carry only keyward's built-in SAMPLE scopes \
+             (droplet, volume, account, each with read, create, update, delete), which are an \
+             example, not your API's. Declare your API's resources and actions under [catalog] \
+             in the config file, e.g. `repo = [\"read\", \"write\"]` \
+             (README: Scopes)"
+        );
+    }
     let keyward = keyward::open_with(config, policy).await?;
     if config.server_keys.is_none() && config.server_key.is_none() {
         // A rotation rewrites the file; the ring is taken from it without a restart.
