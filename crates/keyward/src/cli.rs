@@ -280,17 +280,44 @@ pub enum TokenCommand {
     Check {
         /// The token; - or nothing reads it from stdin.
         secret: Option<String>,
-        /// Shadows the global `--database` (clap does not give a global option to a subcommand
-        /// that has its own of the same id), so the check does not offer what it never uses;
-        /// given after `check`, it is refused with a word why.
-        #[arg(long, hide = true, value_name = "URL", value_parser = no_database)]
+        /// These four shadow the global options (clap does not give a global option to a
+        /// subcommand that has its own of the same id), so the check does not offer what it
+        /// never uses; given after `check`, each is refused with a word why.
+        #[arg(long, hide = true, value_name = "URL", value_parser = offline)]
         database: Option<String>,
+        /// See `database`. Each has the global option's type: a global option given before
+        /// the subcommand is copied into the subcommand's matches under the same id.
+        #[arg(long, hide = true, value_name = "DIR", value_parser = offline_path)]
+        data_dir: Option<PathBuf>,
+        /// See `database`.
+        #[arg(long, hide = true, value_name = "FILE", value_parser = offline_path)]
+        config: Option<PathBuf>,
+        /// See `database`.
+        #[arg(long, hide = true, action = clap::ArgAction::SetTrue, value_parser = offline_flag)]
+        accept_new_key: bool,
     },
 }
 
-/// The value parser of `token check --database`: always refused.
-fn no_database(_: &str) -> Result<String, String> {
-    Err("token check reads no database: it checks a token's format and checksum offline".to_owned())
+/// Why `token check` takes none of the global options.
+const OFFLINE: &str = "token check reads no database, data directory, config or key: it checks a token's format and checksum offline";
+
+/// The value parser of `token check --database` (and the other global options): refused.
+fn offline(_: &str) -> Result<String, String> {
+    Err(OFFLINE.to_owned())
+}
+
+/// [`offline`] for `token check --data-dir` and `--config`.
+fn offline_path(_: &str) -> Result<PathBuf, String> {
+    Err(OFFLINE.to_owned())
+}
+
+/// [`offline`] for `token check --accept-new-key`: its absence (clap's default, `false`) is
+/// fine, its presence refused.
+fn offline_flag(value: &str) -> Result<bool, String> {
+    match value {
+        "false" => Ok(false),
+        _ => Err(OFFLINE.to_owned()),
+    }
 }
 
 /// `keyward audit`.
@@ -439,14 +466,42 @@ mod tests {
     #[test]
     fn token_check_does_not_offer_a_database() {
         let text = help(&["token", "check"]);
-        assert!(!text.contains("--database"), "{text}");
-        let err = Cli::try_parse_from(["keyward", "token", "check", "--database", "sqlite://x"])
-            .unwrap_err();
-        assert!(err.to_string().contains("reads no database"), "{err}");
-        // Before the subcommand it is the global option, which check ignores as before.
-        assert!(
-            Cli::try_parse_from(["keyward", "--database", "sqlite://x", "token", "check"]).is_ok()
-        );
+        for flag in ["--database", "--data-dir", "--config", "--accept-new-key"] {
+            assert!(!text.contains(flag), "{flag}: {text}");
+        }
+        for args in [
+            &["--database", "sqlite://x"][..],
+            &["--data-dir", "/d"],
+            &["--config", "/c.toml"],
+            &["--accept-new-key"],
+        ] {
+            let mut argv = vec!["keyward", "token", "check"];
+            argv.extend(args);
+            let err = Cli::try_parse_from(argv).unwrap_err();
+            assert!(
+                err.to_string().contains("reads no database"),
+                "{args:?}: {err}"
+            );
+        }
+        // Before the subcommand they are the global options, which check ignores as before.
+        let cli = Cli::try_parse_from([
+            "keyward",
+            "--database",
+            "sqlite://x",
+            "--data-dir",
+            "/d",
+            "--config",
+            "/c.toml",
+            "--accept-new-key",
+            "token",
+            "check",
+        ])
+        .unwrap();
+        assert_eq!(cli.data_dir, Some(PathBuf::from("/d")));
+        assert!(matches!(
+            cli.command,
+            Command::Token(TokenCommand::Check { secret: None, .. })
+        ));
     }
 
     #[test]

@@ -198,11 +198,12 @@ fn read_new_password() -> anyhow::Result<zeroize::Zeroizing<String>> {
 
 /// Writes `prompt` to stderr and reads one line from the terminal on stdin without echoing it.
 fn prompt_hidden(prompt: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    // Echo off before the prompt shows: whatever is typed once it is visible stays hidden.
+    let _quiet = EchoOff::on_stdin().context("cannot turn the terminal's echo off")?;
     let mut err = std::io::stderr().lock();
     err.write_all(prompt.as_bytes())
         .and_then(|()| err.flush())
         .context("cannot write to stderr")?;
-    let _quiet = EchoOff::on_stdin().context("cannot turn the terminal's echo off")?;
     read_stdin_line("password")
 }
 

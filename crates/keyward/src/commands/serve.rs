@@ -19,6 +19,8 @@ pub(super) async fn serve(config: &Config, policy: KeyPolicy) -> anyhow::Result<
     let terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
 
+    let keyward = keyward::open_with(config, policy).await?;
+    // Once the store is open: a start refused for another reason shows only that reason.
     if config.catalog_is_sample {
         // Loud on purpose: a deployment that never declared its scopes hands out scopes for an
         // API it does not have, and refuses every scope of the one it does.
@@ -30,7 +32,6 @@ pub(super) async fn serve(config: &Config, policy: KeyPolicy) -> anyhow::Result<
              (README: Scopes)"
         );
     }
-    let keyward = keyward::open_with(config, policy).await?;
     if config.server_keys.is_none() && config.server_key.is_none() {
         // A rotation rewrites the file; the ring is taken from it without a restart.
         keyward::watch_key_file(&keyward, config.server_key_path());
