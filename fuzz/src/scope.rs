@@ -1,5 +1,6 @@
-//! Scopes: `Scope::parse`, `Scopes::parse`, `Scopes::parse_space_separated` and
-//! `Catalog::check` against the sample catalog; Display and JSON round trips.
+//! Scopes: `Scope::parse`, `Scopes::parse`, `Scopes::parse_space_separated`,
+//! `Scopes::normalized`, and `Catalog::check` and `Catalog::check_known` against the sample
+//! catalog; Display and JSON round trips.
 
 use keyward_core::scope::{MAX_SCOPES, ScopeError};
 use keyward_core::{Catalog, Scope, Scopes};
@@ -139,6 +140,22 @@ fn check_parsed_set(set: &Scopes, items: usize) {
     );
     assert!(set.covers_all(set));
     assert!(set.missing(set).is_empty());
+    // What a token stores: the same rights, each said once, and nothing new.
+    let normal = set.normalized();
+    assert!(normal.covers_all(set) && set.covers_all(&normal), "{set} vs {normal}");
+    let kept: Vec<&Scope> = normal.iter().collect();
+    assert!(kept.iter().all(|s| all.contains(s)), "{normal} is within {set}");
+    for s in &all {
+        let covered_by_another = all.iter().any(|o| o != s && o.covers(s));
+        assert_eq!(kept.contains(s), !covered_by_another, "{s} in {set}");
+    }
+    assert_eq!(normal.normalized(), normal);
+    // What a verification may ask for: every scope known, however many.
+    assert_eq!(
+        SAMPLE.check_known(set).is_ok(),
+        all.iter().all(|s| model_known(s.resource(), s.action())),
+        "check_known vs the sample catalog: {set}"
+    );
     match SAMPLE.check(set) {
         Ok(()) => {
             assert!((1..=MAX_SCOPES).contains(&set.len()));

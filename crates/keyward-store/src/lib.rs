@@ -48,6 +48,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use error::{BoxError, StoreError, StoreResult};
+pub use migrate::AppliedMigration;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -12,14 +12,47 @@ use crate::{StoreError, StoreResult};
 /// mismatch stops the store from opening).
 pub(crate) type Migrations = &'static [(i64, &'static str, &'static str)];
 
+/// A schema migration that opening a store applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedMigration {
+    /// Its number, from its file name (`0003_platform_users.sql` is 3).
+    pub version: i64,
+    /// What it does, from its file name (`platform_users`).
+    pub description: &'static str,
+}
+
 /// Applies the pending `migrations` on `conn`, which must already hold the engine's migration
-/// lock. `db_error` maps the engine's own errors; anything else sqlx refuses (a changed or
-/// missing migration) is a schema keyward did not write, [`StoreError::Corrupt`].
+/// lock, and returns those it applied. `db_error` maps the engine's own errors; anything else
+/// sqlx refuses (a changed or missing migration) is a schema keyward did not write,
+/// [`StoreError::Corrupt`].
 pub(crate) async fn apply<C: Migrate>(
     migrations: Migrations,
     conn: &mut C,
     db_error: fn(sqlx::Error) -> StoreError,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<AppliedMigration>> {
+    let refused = |e: MigrateError| match e {
+        MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => db_error(e),
+        other => StoreError::corrupt_from(format!("database schema: {other}"), None, other),
+    };
+    // What is pending, read under the same lock the runner then holds: exactly what it applies.
+    conn.ensure_migrations_table(MIGRATIONS_TABLE)
+        .await
+        .map_err(refused)?;
+    let done: Vec<i64> = conn
+        .list_applied_migrations(MIGRATIONS_TABLE)
+        .await
+        .map_err(refused)?
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    let pending = migrations
+        .iter()
+        .filter(|(version, _, _)| !done.contains(version))
+        .map(|&(version, description, _)| AppliedMigration {
+            version,
+            description,
+        })
+        .collect();
     let mut migrator = Migrator::with_migrations(
         migrations
             .iter()
@@ -46,11 +79,12 @@ pub(crate) async fn apply<C: Migrate>(
     migrator
         .run_direct(None, conn, false)
         .await
-        .map_err(|e| match e {
-            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => db_error(e),
-            other => StoreError::corrupt_from(format!("database schema: {other}"), None, other),
-        })
+        .map_err(refused)?;
+    Ok(pending)
 }
+
+/// sqlx's bookkeeping table, the default of its `Migrator`.
+const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
 /// Checks, in each engine's unit tests, that every file in `migrations/<engine>` is embedded
 /// in order, so a new file cannot be forgotten.

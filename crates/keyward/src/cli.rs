@@ -5,6 +5,9 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The heading of the options every command takes, apart from each command's own.
+const GLOBAL: &str = "Global options";
+
 /// keyward: a self-hosted personal access token service.
 ///
 /// Settings come from defaults, then the config file, then KEYWARD_* environment variables,
@@ -18,21 +21,21 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// Data directory: database, server key, default config file [env: KEYWARD_DATA_DIR] [default: ./keyward-data]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub data_dir: Option<PathBuf>,
 
     /// Config file (TOML, `version = 1`) [env: KEYWARD_CONFIG]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
 
     /// Database: sqlite://PATH or postgres://USER@HOST:PORT/DB [env: KEYWARD_DATABASE_URL] [default: sqlite://DATA_DIR/keyward.db]
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", help_heading = GLOBAL)]
     pub database: Option<String>,
 
     /// Start even though the database holds active tokens hashed under a server key this
     /// server does not have: they are revoked ("server key reset"), on the record. Only for a
     /// deliberate reset; a lost key file is better put back.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub accept_new_key: bool,
 
     /// What to do.
@@ -169,7 +172,8 @@ pub enum UserCommand {
         /// The user's email address.
         #[arg(long, value_name = "E")]
         email: Option<String>,
-        /// Read the user's password (for the web page) from the first line of stdin.
+        /// Give the person a password for the web page, read from stdin: on a terminal, asked
+        /// for twice without echo; from a pipe, its first line.
         #[arg(long)]
         password_stdin: bool,
     },
@@ -205,10 +209,17 @@ pub enum UserCommand {
         #[arg(long)]
         yes: bool,
     },
-    /// Set a person's password for the web page, from the first line of stdin.
-    Passwd {
+    /// Set or change a person's password for the web page (their sessions end). Read from
+    /// stdin: on a terminal, asked for twice without echo; from a pipe, its first line.
+    /// Service accounts never have one.
+    #[command(visible_alias = "passwd")]
+    Password {
         /// The user's name or id.
         user: String,
+        /// Read the password from stdin (what this command always does; accepted for symmetry
+        /// with `user add`).
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Make a user an admin, or not.
     SetAdmin {
@@ -294,7 +305,44 @@ pub enum TokenCommand {
     Check {
         /// The token; - or nothing reads it from stdin.
         secret: Option<String>,
+        /// These four shadow the global options (clap does not give a global option to a
+        /// subcommand that has its own of the same id), so the check does not offer what it
+        /// never uses; given after `check`, each is refused with a word why.
+        #[arg(long, hide = true, value_name = "URL", value_parser = offline)]
+        database: Option<String>,
+        /// See `database`. Each has the global option's type: a global option given before
+        /// the subcommand is copied into the subcommand's matches under the same id.
+        #[arg(long, hide = true, value_name = "DIR", value_parser = offline_path)]
+        data_dir: Option<PathBuf>,
+        /// See `database`.
+        #[arg(long, hide = true, value_name = "FILE", value_parser = offline_path)]
+        config: Option<PathBuf>,
+        /// See `database`.
+        #[arg(long, hide = true, action = clap::ArgAction::SetTrue, value_parser = offline_flag)]
+        accept_new_key: bool,
     },
+}
+
+/// Why `token check` takes none of the global options.
+const OFFLINE: &str = "token check reads no database, data directory, config or key: it checks a token's format and checksum offline";
+
+/// The value parser of `token check --database` (and the other global options): refused.
+fn offline(_: &str) -> Result<String, String> {
+    Err(OFFLINE.to_owned())
+}
+
+/// [`offline`] for `token check --data-dir` and `--config`.
+fn offline_path(_: &str) -> Result<PathBuf, String> {
+    Err(OFFLINE.to_owned())
+}
+
+/// [`offline`] for `token check --accept-new-key`: its absence (clap's default, `false`) is
+/// fine, its presence refused.
+fn offline_flag(value: &str) -> Result<bool, String> {
+    match value {
+        "false" => Ok(false),
+        _ => Err(OFFLINE.to_owned()),
+    }
 }
 
 /// `keyward audit`.
@@ -392,12 +440,107 @@ mod tests {
         let cli = Cli::try_parse_from(["keyward", "token", "check", "-"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Token(TokenCommand::Check { secret: Some(secret) }) if secret == "-"
+            Command::Token(TokenCommand::Check { secret: Some(secret), .. }) if secret == "-"
         ));
         let cli = Cli::try_parse_from(["keyward", "token", "check"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Token(TokenCommand::Check { secret: None })
+            Command::Token(TokenCommand::Check { secret: None, .. })
         ));
+    }
+
+    /// The help of `keyward ARGS... --help`, as printed.
+    fn help(args: &[&str]) -> String {
+        let mut argv = vec!["keyward"];
+        argv.extend(args);
+        argv.push("--help");
+        let err = Cli::try_parse_from(argv).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        err.render().to_string()
+    }
+
+    #[test]
+    fn every_help_puts_the_global_options_under_their_own_heading() {
+        for args in [
+            &[][..],
+            &["token", "create"],
+            &["user", "add"],
+            &["serve"],
+            &["migrate"],
+        ] {
+            let text = help(args);
+            let (own, global) = text
+                .split_once("Global options:")
+                .unwrap_or_else(|| panic!("{args:?}: no heading\n{text}"));
+            let listed = |section: &str, flag: &str| {
+                section.lines().any(|l| l.trim_start().starts_with(flag))
+            };
+            for flag in ["--data-dir", "--config", "--database", "--accept-new-key"] {
+                assert!(listed(global, flag), "{args:?}: {flag} not global\n{text}");
+                assert!(!listed(own, flag), "{args:?}: {flag} among its own\n{text}");
+            }
+        }
+        let create = help(&["token", "create"]);
+        let (own, _) = create.split_once("Global options:").unwrap();
+        assert!(
+            own.contains("--scope") && own.contains("--expires"),
+            "{create}"
+        );
+    }
+
+    #[test]
+    fn token_check_does_not_offer_a_database() {
+        let text = help(&["token", "check"]);
+        for flag in ["--database", "--data-dir", "--config", "--accept-new-key"] {
+            assert!(!text.contains(flag), "{flag}: {text}");
+        }
+        for args in [
+            &["--database", "sqlite://x"][..],
+            &["--data-dir", "/d"],
+            &["--config", "/c.toml"],
+            &["--accept-new-key"],
+        ] {
+            let mut argv = vec!["keyward", "token", "check"];
+            argv.extend(args);
+            let err = Cli::try_parse_from(argv).unwrap_err();
+            assert!(
+                err.to_string().contains("reads no database"),
+                "{args:?}: {err}"
+            );
+        }
+        // Before the subcommand they are the global options, which check ignores as before.
+        let cli = Cli::try_parse_from([
+            "keyward",
+            "--database",
+            "sqlite://x",
+            "--data-dir",
+            "/d",
+            "--config",
+            "/c.toml",
+            "--accept-new-key",
+            "token",
+            "check",
+        ])
+        .unwrap();
+        assert_eq!(cli.data_dir, Some(PathBuf::from("/d")));
+        assert!(matches!(
+            cli.command,
+            Command::Token(TokenCommand::Check { secret: None, .. })
+        ));
+    }
+
+    #[test]
+    fn user_password_takes_the_flag_and_keeps_its_old_name() {
+        for args in [
+            &["keyward", "user", "password", "ada"][..],
+            &["keyward", "user", "password", "ada", "--password-stdin"],
+            &["keyward", "user", "passwd", "ada"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(
+                matches!(cli.command, Command::User(UserCommand::Password { ref user, .. }) if user == "ada"),
+                "{args:?}"
+            );
+        }
     }
 }

@@ -306,6 +306,9 @@ settings! {
         config_file: Option<PathBuf>,
         /// The scopes tokens may carry (`[catalog]`).
         catalog: Catalog,
+        /// Whether no `[catalog]` was configured, so `catalog` is keyward's built-in sample
+        /// (`droplet`, `volume`, `account`): `serve` warns about it.
+        catalog_is_sample: bool,
         /// The forward-auth route table (`[[forward_auth.route]]`).
         forward_auth: ForwardAuthRoutes,
         /// Single sign-on as the server takes it, when `[oidc]` turns it on.
@@ -904,7 +907,9 @@ impl Config {
             None => key.to_owned(),
         };
 
-        let catalog = match file.catalog.take() {
+        let declared = file.catalog.take();
+        let catalog_is_sample = declared.is_none();
+        let catalog = match declared {
             Some(resources) => Catalog::new(resources)
                 .map_err(|e| ConfigError::new(format!("{}: {e}", origin("[catalog]"))))?,
             None => Catalog::sample(),
@@ -913,6 +918,7 @@ impl Config {
         let derived = Derived {
             config_file: config_file.clone(),
             catalog,
+            catalog_is_sample,
             forward_auth,
             sso: None,
         };

@@ -159,3 +159,22 @@ pub async fn open_store(database: &Database) -> anyhow::Result<Arc<dyn Store>> {
     };
     Ok(store)
 }
+
+/// Opens `database` as [`open_store`] does and returns the schema migrations that applied, in
+/// order (none when the schema was already up to date): what `keyward migrate` reports.
+pub async fn migrate(database: &Database) -> anyhow::Result<Vec<keyward_store::AppliedMigration>> {
+    let context = || format!("cannot open the database {database}");
+    let applied = match database {
+        Database::Sqlite(path) => SqliteStore::open(path)
+            .await
+            .with_context(context)?
+            .migrations_applied()
+            .to_vec(),
+        Database::Postgres(url) => PgStore::connect(url)
+            .await
+            .with_context(context)?
+            .migrations_applied()
+            .to_vec(),
+    };
+    Ok(applied)
+}

@@ -310,6 +310,9 @@ impl From<ServiceError> for ApiError {
             e @ ServiceError::BadScope(_) => {
                 Self::new(S::BAD_REQUEST, ErrorCode::InvalidScope, e.to_string())
             }
+            e @ ServiceError::UnknownScope(_) => {
+                Self::new(S::BAD_REQUEST, ErrorCode::UnknownScope, e.to_string())
+            }
             e @ ServiceError::BadExpiry(_) => {
                 Self::new(S::BAD_REQUEST, ErrorCode::InvalidExpiry, e.to_string())
             }

@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::error::ApiError;
 use super::wire::ErrorCode;
+use crate::service::{DEFAULT_PAGE, MAX_PAGE};
 
 /// A JSON body; any rejection becomes a JSON error.
 pub struct ApiJson<T>(pub T);
@@ -175,4 +176,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
                 .map(|ConnectInfo(addr)| addr.ip()),
         ))
     }
+}
+
+/// The `limit` of a paged listing as sent: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
+/// Anything else is refused (400 `invalid_query`) rather than clamped, as the document says,
+/// and with a message of ours rather than the deserializer's.
+pub fn page_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_PAGE);
+    };
+    raw.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_PAGE).contains(n))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidQuery,
+                format!("`limit` must be a whole number from 1 to {MAX_PAGE}"),
+            )
+        })
 }

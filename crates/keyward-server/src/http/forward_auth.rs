@@ -136,8 +136,8 @@ fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, S
 
 /// `/v1/auth` (any method): forward authentication.
 #[utoipa::path(
-    get, path = "/v1/auth", tag = "forward-auth",
-    description = "Forward authentication for reverse proxies; answers any method the same way. \
+    method(get, post, put, patch, delete, head, options, trace), path = "/v1/auth", tag = "forward-auth",
+    description = "Forward authentication for reverse proxies; answers every method the same way. \
         Without a route table, the scopes needed come from `X-Keyward-Scope` (none: any active \
         token passes). With a route table, the route matching the original method and the \
         normalized path decides (plus `X-Keyward-Scope` if set), and a request no route matches \

@@ -131,8 +131,8 @@ fn routes(keyward: Arc<Keyward>, serves: Serves) -> Router {
 /// the standard interfaces but `/metrics` (the web pages, HTML for people, are not documented
 /// and are merged in [`routes`]).
 fn api_routes() -> OpenApiRouter<Arc<Keyward>> {
-    // `/v1/auth` answers every method alike (proxies forward the original one); it is
-    // documented as `GET`.
+    // `/v1/auth` answers every method alike (proxies forward the original one), and is
+    // documented with each of them.
     let (schemas, paths, _) = routes!(forward_auth::forward_auth);
     let forward_auth = (schemas, paths, any(forward_auth::forward_auth));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -169,7 +169,35 @@ fn metrics_routes() -> OpenApiRouter<Arc<Keyward>> {
 
 /// The OpenAPI document of every route [`api_routes`] and [`metrics_routes`] register.
 fn document() -> utoipa::openapi::OpenApi {
-    api_routes().merge(metrics_routes()).into_openapi()
+    let mut document = api_routes().merge(metrics_routes()).into_openapi();
+    distinct_operation_ids(&mut document);
+    document
+}
+
+/// OpenAPI wants every `operationId` unique, and an operation documented under several methods
+/// (`/v1/auth`) gets its handler's name under each: the method is added to all but the `GET`.
+fn distinct_operation_ids(document: &mut utoipa::openapi::OpenApi) {
+    for item in document.paths.paths.values_mut() {
+        let get_id = item.get.as_ref().and_then(|op| op.operation_id.clone());
+        let methods = [
+            ("put", &mut item.put),
+            ("post", &mut item.post),
+            ("delete", &mut item.delete),
+            ("options", &mut item.options),
+            ("head", &mut item.head),
+            ("patch", &mut item.patch),
+            ("trace", &mut item.trace),
+        ];
+        for (method, operation) in methods {
+            if let Some(operation) = operation
+                && let Some(id) = &mut operation.operation_id
+                && get_id.as_ref() == Some(id)
+            {
+                id.push('_');
+                id.push_str(method);
+            }
+        }
+    }
 }
 
 /// Adds a debug span per request (inside the router, so it can name the matched route) when

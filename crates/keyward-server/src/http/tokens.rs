@@ -7,15 +7,13 @@ use keyward_core::{ExpiryRequest, Scopes, TokenId, TokenName, expiry::parse_grac
 use std::sync::Arc;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, Bearer, ClientIp, OptionalJson, TokenIdPath};
+use super::extract::{ApiJson, Bearer, ClientIp, OptionalJson, TokenIdPath, page_limit};
 use super::wire::{
     AuditListResponse, AuditQuery, BearerErrors, CreateTokenRequest, ErrorCode, ErrorResponse,
     IssuedTokenResponse, JsonBodyErrors, ListQuery, RegenerateTokenRequest, RevokeTokenRequest,
     StoreUnavailable, TokenListResponse, TokenResponse, Unauthenticated, UpdateTokenRequest,
 };
-use crate::service::{
-    Action, Caller, DEFAULT_PAGE, Issued, Keyward, RegenerateOptions, ServiceError,
-};
+use crate::service::{Action, Caller, Issued, Keyward, RegenerateOptions, ServiceError};
 
 type Kw = State<Arc<Keyward>>;
 
@@ -89,7 +87,7 @@ pub async fn create_token(
 #[utoipa::path(
     get, path = "/v1/tokens", tag = "tokens",
     params(
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 50)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 50)"),
         ("after" = Option<String>, Query, description = "The `next` value of the previous page"),
     ),
     security(("bearer" = ["tokens:read"])),
@@ -121,7 +119,7 @@ pub async fn list_tokens(
             })
         })
         .transpose()?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    let limit = page_limit(query.limit.as_deref())?;
     let page = kw.list_tokens(&caller, None, after, limit).await?;
     Ok(axum::Json(TokenListResponse::new(page, kw.now())).into_response())
 }
@@ -305,7 +303,7 @@ pub async fn regenerate_self(
 #[utoipa::path(
     get, path = "/v1/audit", tag = "tokens",
     params(
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 50)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 50)"),
         ("before" = Option<i64>, Query, description = "The `next` value of the previous page"),
     ),
     security(("bearer" = ["audit:read"])),
@@ -324,7 +322,20 @@ pub async fn list_audit(
 ) -> Result<Response, ApiError> {
     let caller = caller(&kw, &bearer, ip, Action::ReadAudit).await?;
     let Query(query) = query?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    let page = kw.audit_events(&caller, None, query.before, limit).await?;
+    let limit = page_limit(query.limit.as_deref())?;
+    let before = query
+        .before
+        .as_deref()
+        .map(|before| {
+            before.parse::<i64>().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidQuery,
+                    "`before` must be the `next` value of a previous page",
+                )
+            })
+        })
+        .transpose()?;
+    let page = kw.audit_events(&caller, None, before, limit).await?;
     Ok(axum::Json(AuditListResponse::new(page)).into_response())
 }

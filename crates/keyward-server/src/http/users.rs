@@ -9,14 +9,14 @@ use keyward_core::{Email, ExternalId, Scopes, TokenName, UserId, UserName};
 use std::sync::Arc;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, Bearer, ClientIp, UserIdPath};
+use super::extract::{ApiJson, Bearer, ClientIp, UserIdPath, page_limit};
 use super::tokens::{caller, issued_response, parse_expiry};
 use super::wire::{
     BearerErrors, CreateTokenRequest, CreateUserRequest, ErrorCode, ErrorResponse,
     IssuedTokenResponse, JsonBodyErrors, StoreUnavailable, UpdateUserRequest, User, UserListQuery,
     UserListResponse,
 };
-use crate::service::{Action, DEFAULT_PAGE, Keyward, ServiceError, UserChanges, UserRequest};
+use crate::service::{Action, Keyward, ServiceError, UserChanges, UserRequest};
 
 type Kw = State<Arc<Keyward>>;
 
@@ -71,7 +71,7 @@ pub async fn create_user(
     get, path = "/v1/users", tag = "users",
     params(
         ("external_id" = Option<String>, Query, description = "Only the user with this external id"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 50)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 50)"),
         ("before" = Option<String>, Query, description = "The `next` value of the previous page"),
     ),
     security(("bearer" = ["users:read"])),
@@ -105,7 +105,7 @@ pub async fn list_users(
             ExternalId::parse(e).map_err(|_| bad_query("`external_id` is not a valid external id"))
         })
         .transpose()?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    let limit = page_limit(query.limit.as_deref())?;
     let page = kw.list_users(&caller, external, before, limit).await?;
     Ok(axum::Json(UserListResponse::from(page)).into_response())
 }

@@ -78,8 +78,8 @@ pub struct VerifyRequest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Page size (1 to 100, default 50).
-    pub limit: Option<u32>,
+    /// Page size (1 to 100, default 50), as sent: see [`super::extract::page_limit`].
+    pub limit: Option<String>,
     /// The `next` value of the previous page.
     pub after: Option<String>,
 }
@@ -88,10 +88,11 @@ pub struct ListQuery {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// Page size (1 to 100, default 50).
-    pub limit: Option<u32>,
-    /// The `next` value of the previous page.
-    pub before: Option<i64>,
+    /// Page size (1 to 100, default 50), as sent: see [`super::extract::page_limit`].
+    pub limit: Option<String>,
+    /// The `next` value of the previous page, as sent (a number; checked by the handler, so a
+    /// bad one gets a message of ours rather than the deserializer's).
+    pub before: Option<String>,
 }
 
 // ------------------------------------------------------------------------------- errors
@@ -125,6 +126,8 @@ pub enum ErrorCode {
     InvalidName,
     /// Not a valid scope.
     InvalidScope,
+    /// A verification asked for a scope that is not in the deployment's catalog.
+    UnknownScope,
     /// Not a valid expiry or grace period.
     InvalidExpiry,
     /// Not an acceptable password.
@@ -490,8 +493,8 @@ where
 pub struct UserListQuery {
     /// Only the user with this external id.
     pub external_id: Option<String>,
-    /// Page size (1 to 100, default 50).
-    pub limit: Option<u32>,
+    /// Page size (1 to 100, default 50), as sent: see [`super::extract::page_limit`].
+    pub limit: Option<String>,
     /// The `next` value of the previous page.
     pub before: Option<String>,
 }

@@ -44,6 +44,10 @@ pub enum ServiceError {
     /// A scope was refused.
     #[error(transparent)]
     BadScope(#[from] ScopeError),
+    /// A verification asked for a scope the deployment's catalog does not have: a typo in the
+    /// calling API, not a right the token lacks.
+    #[error("{0}; a verification may ask only for scopes of the deployment's catalog")]
+    UnknownScope(ScopeError),
     /// An expiry or duration was refused.
     #[error(transparent)]
     BadExpiry(#[from] ExpiryError),

@@ -157,7 +157,8 @@ impl Keyward {
             id: TokenId::generate(now)?,
             owner: owner.clone(),
             name,
-            scopes,
+            // Stored without a scope another one covers: the same rights, said once.
+            scopes: scopes.normalized(),
             hint: secret.hint(),
             created_at: now,
             expires_at,

@@ -397,10 +397,15 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let same_origin = same_origin(req.headers()).is_ok();
+        // Every form carries a CSRF token, so one that cannot be read (no form body, another
+        // content type) cannot show it came from keyward: refused as a form without it is.
         let axum::Form(pairs) = axum::Form::<Vec<(String, String)>>::from_request(req, state)
             .await
-            .map_err(|e| {
-                PageError::BadRequest(format!("The form could not be read: {}", e.body_text()))
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    PageError::BadRequest(format!("The form could not be read: {}", e.body_text()))
+                }
+                _ => PageError::Forbidden,
             })?;
         Ok(Self { pairs, same_origin })
     }

@@ -100,6 +100,47 @@ async fn create_returns_the_secret_once_and_it_verifies_active() {
 }
 
 #[tokio::test]
+async fn a_token_stores_its_scopes_normalized() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let admin = app.token(&alice, MANAGE).await;
+    let created = app
+        .post(
+            "/v1/tokens",
+            &admin.secret,
+            &json!({"name": "x", "scopes": ["audit:read", "droplet:read", "droplet:*", "audit:*"]}),
+        )
+        .await;
+    // `audit:*` is not within the caller's `audit:read`: refused whole, nothing stored.
+    created.expect_error(403, "scope_exceeds_caller");
+    let created = app
+        .post(
+            "/v1/tokens",
+            &admin.secret,
+            &json!({"name": "x", "scopes": ["droplet:read", "droplet:*", "audit:read", "droplet:delete"]}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(
+        str_list(&created["token"]["scopes"]),
+        ["audit:read", "droplet:*"],
+        "{created}"
+    );
+    let id = created["token"]["id"].as_str().unwrap();
+    let stored = app
+        .get(&format!("/v1/tokens/{id}"), &admin.secret)
+        .await
+        .expect(200);
+    assert_eq!(
+        str_list(&stored["token"]["scopes"]),
+        ["audit:read", "droplet:*"]
+    );
+    let secret = created["secret"].as_str().unwrap();
+    let v = app.verify(secret, &["droplet:read"]).await;
+    assert_eq!(str_list(&v["scopes"]), ["audit:read", "droplet:*"], "{v}");
+}
+
+#[tokio::test]
 async fn created_token_without_expiry_gets_the_default_lifetime() {
     let app = spawn_app().await;
     let alice = app.user("alice").await;

@@ -25,6 +25,13 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/verify"),
     ("get", "/v1/audit"),
     ("get", "/v1/auth"),
+    ("post", "/v1/auth"),
+    ("put", "/v1/auth"),
+    ("patch", "/v1/auth"),
+    ("delete", "/v1/auth"),
+    ("head", "/v1/auth"),
+    ("options", "/v1/auth"),
+    ("trace", "/v1/auth"),
     ("post", "/oauth/introspect"),
     ("post", "/oauth/revoke"),
     ("get", "/healthz"),
@@ -53,7 +60,12 @@ async fn the_served_document_is_openapi_3_1_and_lists_every_route() {
             item.as_object()
                 .unwrap()
                 .keys()
-                .filter(|k| ["get", "post", "put", "patch", "delete"].contains(&k.as_str()))
+                .filter(|k| {
+                    [
+                        "get", "post", "put", "patch", "delete", "head", "options", "trace",
+                    ]
+                    .contains(&k.as_str())
+                })
                 .map(move |method| (method.clone(), path.clone()))
         })
         .collect();
@@ -74,13 +86,16 @@ async fn the_served_document_is_openapi_3_1_and_lists_every_route() {
         }
     }
 
-    // Each operation describes its answers, and every $ref resolves.
+    // Each operation describes its answers and has an id of its own, and every $ref resolves.
+    let mut ids = BTreeSet::new();
     for (_, item) in doc["paths"].as_object().unwrap() {
         for (_, op) in item.as_object().unwrap() {
             assert!(
                 op["responses"].as_object().is_some_and(|r| !r.is_empty()),
                 "{op}"
             );
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "operationId {id} twice");
         }
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();

@@ -358,6 +358,19 @@ async fn forms_without_the_csrf_token_are_refused() {
         assert_security_headers(r);
     }
     assert_eq!(b.post("/logout", &[]).await.status, StatusCode::FORBIDDEN);
+    // Without a form at all (`curl -X POST /logout`), or with another content type: still 403,
+    // as the README says, not 400.
+    let bare = b.client.post(format!("{}/logout", app.base));
+    let r = b.send("POST /logout (no body)".to_owned(), bare).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_security_headers(r);
+    let json = b
+        .client
+        .post(format!("{}/logout", app.base))
+        .header("content-type", "application/json")
+        .body("{}");
+    let r = b.send("POST /logout (JSON)".to_owned(), json).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert_eq!(app.snapshot().await, before, "nothing was done");
     // Still signed in.
     assert_eq!(b.get("/tokens").await.status, StatusCode::OK);

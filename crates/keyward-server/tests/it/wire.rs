@@ -417,6 +417,10 @@ async fn verification_answers() {
     );
     assert_answer(
         "verify_inactive_scope",
+        &verify(json!({"token": t.secret, "scopes": ["droplet:delete"]})).await,
+    );
+    assert_answer(
+        "verify_unknown_scope",
         &verify(json!({"token": t.secret, "scopes": ["droplet:write"]})).await,
     );
     assert_answer(

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::migrate::{self, Migrations};
+use crate::migrate::{self, AppliedMigration, Migrations};
 use crate::{StoreError, StoreResult};
 
 mod audit;
@@ -98,6 +98,8 @@ pub struct PgStore {
     pool: PgPool,
     feed: Arc<Feed>,
     listener: Arc<ListenerTask>,
+    /// What connecting migrated, for `keyward migrate` to report.
+    migrations_applied: Arc<[AppliedMigration]>,
 }
 
 /// The background listener; stops when the last handle on the store is dropped.
@@ -126,7 +128,11 @@ impl PgStore {
 
     /// [`PgStore::connect`] with options already parsed.
     pub async fn connect_with(options: PgConnectOptions) -> StoreResult<Self> {
-        migrate(&options).await?;
+        // PostgreSQL sends a NOTICE for every `IF NOT EXISTS` that finds its object (sqlx's
+        // bookkeeping table on every start) and sqlx logs each at INFO: noise that reads like
+        // a problem. Warnings and errors still come through.
+        let options = options.options([("client_min_messages", "warning")]);
+        let migrations_applied = migrate(&options).await?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -151,7 +157,13 @@ impl PgStore {
                 handle,
                 application_name,
             }),
+            migrations_applied: migrations_applied.into(),
         })
+    }
+
+    /// The schema migrations connecting applied (none if the schema was up to date).
+    pub fn migrations_applied(&self) -> &[AppliedMigration] {
+        &self.migrations_applied
     }
 
     /// The `application_name` of this store's listener connection, as `pg_stat_activity`
@@ -218,7 +230,7 @@ impl PgStore {
 /// Applies pending migrations on a connection of its own that holds the migration advisory lock
 /// throughout. The lock is session-level and the connection is closed afterwards (even on
 /// failure), so a failed migration cannot leave the lock held by a pooled connection.
-async fn migrate(options: &PgConnectOptions) -> StoreResult<()> {
+async fn migrate(options: &PgConnectOptions) -> StoreResult<Vec<AppliedMigration>> {
     let mut conn = options
         .clone()
         .application_name("keyward-migrate")
@@ -236,7 +248,7 @@ async fn migrate(options: &PgConnectOptions) -> StoreResult<()> {
     .await;
     // Closing the session releases the lock.
     let closed = conn.close().await.map_err(db_error);
-    applied.and(closed)
+    applied.and_then(|applied| closed.map(|()| applied))
 }
 
 /// Runs a verification-path query, giving up after [`VERIFY_QUERY_TIMEOUT`].

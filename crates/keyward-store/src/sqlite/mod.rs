@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::epoch::Epoch;
-use crate::migrate::{self, Migrations};
+use crate::migrate::{self, AppliedMigration, Migrations};
 use crate::{StoreError, StoreResult};
 
 mod audit;
@@ -85,6 +85,8 @@ pub struct SqliteStore {
     /// Direct read-only connections for `lookup`, when the database is a file.
     readers: Option<Arc<direct::Readers>>,
     epoch: Arc<Epoch>,
+    /// What opening it migrated, for `keyward migrate` to report.
+    migrations_applied: Arc<[AppliedMigration]>,
 }
 
 impl SqliteStore {
@@ -103,7 +105,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let pool = connect(options).await.map_err(db_error)?;
-        migrate(&pool).await?;
+        let migrations_applied = migrate(&pool).await?;
         let readers = direct::Readers::for_file(path)?.map(Arc::new);
         let epoch_path = Epoch::path_for(path);
         let epoch = Epoch::open(&epoch_path).map_err(|e| {
@@ -120,7 +122,13 @@ impl SqliteStore {
             pool,
             readers,
             epoch: Arc::new(epoch),
+            migrations_applied: migrations_applied.into(),
         })
+    }
+
+    /// The schema migrations opening this store applied (none if the schema was up to date).
+    pub fn migrations_applied(&self) -> &[AppliedMigration] {
+        &self.migrations_applied
     }
 
     /// For graceful shutdown: the direct readers refuse new lookups and close their idle
@@ -221,10 +229,11 @@ async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Erro
 /// Applies pending migrations inside one write transaction. sqlx takes no lock for SQLite
 /// migrations, so without it two processes opening a fresh file would both try to create the
 /// schema; with it the second waits, then finds everything applied.
-async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
+async fn migrate(pool: &SqlitePool) -> StoreResult<Vec<AppliedMigration>> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-    migrate::apply(MIGRATIONS, &mut *tx, db_error).await?;
-    tx.commit().await.map_err(db_error)
+    let applied = migrate::apply(MIGRATIONS, &mut *tx, db_error).await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(applied)
 }
 
 #[cfg(test)]

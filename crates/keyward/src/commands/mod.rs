@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use keyward::keyward_server::ServiceError;
 use keyward::keyward_server::http::TlsError;
 use keyward::{Caller, Config, ConfigError, Flags, KeyPolicy, Keyward, SetupError, UserName};
-use std::io::{BufRead as _, Write as _};
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ pub fn run(cli: Cli) -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // Offline by design: no config, no data dir, no key, so it works anywhere (pre-commit hooks,
     // scanners) and never creates files.
-    if let Command::Token(TokenCommand::Check { secret }) = &cli.command {
+    if let Command::Token(TokenCommand::Check { secret, .. }) = &cli.command {
         return token::check(secret.as_deref());
     }
     if let Command::GenerateMan { dir } = &cli.command {
@@ -193,6 +193,60 @@ fn read_stdin_line(what: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
         anyhow::bail!("no {what} on stdin");
     }
     Ok(line)
+}
+
+/// A new password from stdin. From a pipe or a file, its first line. On a terminal, asked for on
+/// stderr with the echo off (so it shows neither on the screen nor in the scrollback), twice,
+/// and refused if the two differ.
+fn read_new_password() -> anyhow::Result<zeroize::Zeroizing<String>> {
+    if !std::io::stdin().is_terminal() {
+        return read_stdin_line("password");
+    }
+    let first = prompt_hidden("Password: ")?;
+    let again = prompt_hidden("The same password again: ")?;
+    if *first != *again {
+        anyhow::bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(first)
+}
+
+/// Writes `prompt` to stderr and reads one line from the terminal on stdin without echoing it.
+fn prompt_hidden(prompt: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    // Echo off before the prompt shows: whatever is typed once it is visible stays hidden.
+    let _quiet = EchoOff::on_stdin().context("cannot turn the terminal's echo off")?;
+    let mut err = std::io::stderr().lock();
+    err.write_all(prompt.as_bytes())
+        .and_then(|()| err.flush())
+        .context("cannot write to stderr")?;
+    read_stdin_line("password")
+}
+
+/// The terminal on stdin with its echo off (the Enter that ends the line still shows), until
+/// dropped, when its settings are put back.
+struct EchoOff {
+    saved: rustix::termios::Termios,
+}
+
+impl EchoOff {
+    fn on_stdin() -> std::io::Result<Self> {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin)?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        quiet.local_modes.insert(LocalModes::ECHONL);
+        tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
+        Ok(Self { saved })
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        let stdin = std::io::stdin();
+        // Nothing better to do if it fails: the terminal is gone or was taken from us.
+        let _ =
+            rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &self.saved);
+    }
 }
 
 /// Writes `text` to stdout and flushes, so a failure (a closed pipe) is an error, not a panic.

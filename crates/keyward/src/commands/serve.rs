@@ -28,6 +28,18 @@ pub(super) async fn serve(config: &Config, policy: KeyPolicy) -> anyhow::Result<
         None => None,
     };
     let keyward = keyward::open_with(config, policy).await?;
+    // Once the store is open: a start refused for another reason shows only that reason.
+    if config.catalog_is_sample {
+        // Loud on purpose: a deployment that never declared its scopes hands out scopes for an
+        // API it does not have, and refuses every scope of the one it does.
+        tracing::warn!(
+            "no [catalog] is configured: tokens can carry only keyward's built-in SAMPLE scopes \
+             (droplet, volume, account, each with read, create, update, delete), which are an \
+             example, not your API's. Declare your API's resources and actions under [catalog] \
+             in the config file, e.g. `repo = [\"read\", \"write\"]` \
+             (README: Scopes)"
+        );
+    }
     if config.server_keys.is_none() && config.server_key.is_none() {
         // A rotation rewrites the file; the ring is taken from it without a restart.
         keyward::watch_key_file(&keyward, config.server_key_path());

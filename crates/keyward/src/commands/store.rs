@@ -12,13 +12,28 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// Opens the configured database, which applies any pending migrations, and says so.
+/// Opens the configured database, which applies any pending migrations, and says which.
 pub(super) async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
-    keyward::open_store(&config.database).await?;
-    print(&format!(
-        "the schema of {} is up to date\n",
-        config.database
-    ))?;
+    let applied = keyward::migrate(&config.database).await?;
+    let text = if applied.is_empty() {
+        format!(
+            "the schema of {} was already up to date; nothing to apply\n",
+            config.database
+        )
+    } else {
+        let names: Vec<String> = applied
+            .iter()
+            .map(|m| format!("{:04}_{}", m.version, m.description))
+            .collect();
+        format!(
+            "applied {} migration{} to {}: {}\n",
+            applied.len(),
+            if applied.len() == 1 { "" } else { "s" },
+            config.database,
+            names.join(", ")
+        )
+    };
+    print(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 

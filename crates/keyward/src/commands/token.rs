@@ -4,29 +4,19 @@ use super::output::{Table, escaped, time_or};
 use super::{Ctx, describe, print, print_json, read_stdin_line, shown};
 use crate::cli::TokenCommand;
 use keyward::keyward_core::{expiry, format};
+use keyward::keyward_server::http::wire;
 use keyward::keyward_server::service::MAX_PAGE;
 use keyward::{
     ExpiryRequest, Issued, RegenerateOptions, Scopes, TokenId, TokenName, TokenRecord, TokenState,
     UserId, UserName,
 };
-use serde::Serialize;
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-/// A record as the command line shows it: the stored fields plus its state and owner's name.
-#[derive(Serialize)]
-struct TokenView<'a> {
-    #[serde(flatten)]
-    token: &'a TokenRecord,
-    owner_name: Option<&'a UserName>,
-    state: TokenState,
-}
-
-/// `--json` output of create and regenerate; the only place a secret is ever serialized.
-#[derive(Serialize)]
-struct IssuedView<'a> {
-    token: TokenView<'a>,
-    secret: &'a str,
+/// A record as the API shows it (`--json` prints exactly the API's token shape, one shape for
+/// both).
+fn api_token(record: &TokenRecord, now: time::OffsetDateTime) -> wire::Token {
+    wire::Token::new(record.clone(), now)
 }
 
 pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
@@ -47,7 +37,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
                 .create_token(&ctx.caller, Some(&owner.id), name, scopes, expires)
                 .await
                 .map_err(|e| describe(e, || format!("no user {}", owner.name)))?;
-            show_issued(ctx, &issued, Some(&owner.name), json)?;
+            show_issued(ctx, &issued, json)?;
         }
         TokenCommand::List { user, json } => list(ctx, user.as_deref(), json).await?,
         TokenCommand::Show { id, json } => {
@@ -57,15 +47,11 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
                 .get_token(&ctx.caller, &token_id)
                 .await
                 .map_err(|e| describe(e, || no_token(&id)))?;
-            let owner = ctx.keyward.user_by_id(&ctx.caller, &token.owner).await.ok();
-            let view = TokenView {
-                token: &token,
-                owner_name: owner.as_ref().map(|u| &u.name),
-                state: token.state(ctx.keyward.now()),
-            };
+            let now = ctx.keyward.now();
             if json {
-                return print_json(&view).map(|()| ExitCode::SUCCESS);
+                return print_json(&api_token(&token, now)).map(|()| ExitCode::SUCCESS);
             }
+            let owner = ctx.keyward.user_by_id(&ctx.caller, &token.owner).await.ok();
             let lines = [
                 ("id", token.id.to_string()),
                 ("name", token.name.as_str().to_owned()),
@@ -75,7 +61,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
                         .as_ref()
                         .map_or_else(|| token.owner.to_string(), |u| u.name.to_string()),
                 ),
-                ("state", format!("{:?}", view.state).to_lowercase()),
+                ("state", state_str(token.state(now)).to_owned()),
                 ("scopes", token.scopes.to_string()),
                 ("hint", token.hint.clone()),
                 ("created", time_or(Some(token.created_at), "")),
@@ -171,14 +157,9 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
                 .regenerate_token(&ctx.caller, &token_id, options)
                 .await
                 .map_err(|e| describe(e, || no_token(&id)))?;
-            let owner = ctx
-                .keyward
-                .user_by_id(&ctx.caller, &issued.token.owner)
-                .await
-                .ok();
-            show_issued(ctx, &issued, owner.as_ref().map(|u| &u.name), json)?;
+            show_issued(ctx, &issued, json)?;
         }
-        TokenCommand::Check { secret } => return check(secret.as_deref()),
+        TokenCommand::Check { secret, .. } => return check(secret.as_deref()),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -194,23 +175,13 @@ fn token_id(id: &str) -> anyhow::Result<TokenId> {
 
 /// The secret alone on stdout (so `$(keyward token create ...)` captures exactly it), and the
 /// warning on stderr where it cannot end up in that capture.
-fn show_issued(
-    ctx: &Ctx,
-    issued: &Issued,
-    owner_name: Option<&UserName>,
-    json: bool,
-) -> anyhow::Result<()> {
+fn show_issued(ctx: &Ctx, issued: &Issued, json: bool) -> anyhow::Result<()> {
     let now = ctx.keyward.now();
     if json {
-        let view = IssuedView {
-            token: TokenView {
-                token: &issued.token,
-                owner_name,
-                state: issued.token.state(now),
-            },
-            secret: issued.secret.expose(),
-        };
-        print_json(&view)?;
+        // The API's own answer to create and regenerate; the only place a secret is serialized.
+        let answer =
+            wire::IssuedTokenResponse::new(issued.token.clone(), issued.secret.expose(), now);
+        print_json(&answer)?;
     } else {
         let mut line =
             zeroize::Zeroizing::new(String::with_capacity(issued.secret.expose().len() + 1));
@@ -261,36 +232,32 @@ async fn list(ctx: &Ctx, user: Option<&str>, json: bool) -> anyhow::Result<()> {
             .collect(),
     };
     let now = ctx.keyward.now();
-    let views: Vec<TokenView<'_>> = tokens
-        .iter()
-        .map(|t| TokenView {
-            token: t,
-            owner_name: names.get(&t.owner),
-            state: t.state(now),
-        })
-        .collect();
     if json {
-        return print_json(&views);
+        let records: Vec<wire::Token> = tokens.iter().map(|t| api_token(t, now)).collect();
+        return print_json(&records);
     }
     let mut table = Table::new([
         "ID",
         "OWNER",
         "NAME",
+        "HINT",
         "SCOPES",
         "STATE",
         "EXPIRES",
         "LAST USED",
     ]);
-    for v in &views {
+    for t in &tokens {
         table.row([
-            v.token.id.to_string(),
-            v.owner_name
-                .map_or_else(|| v.token.owner.to_string(), ToString::to_string),
-            v.token.name.as_str().to_owned(),
-            v.token.scopes.to_string(),
-            state_str(v.state).to_owned(),
-            time_or(v.token.expires_at, "never"),
-            time_or(v.token.last_used_at, "never"),
+            t.id.to_string(),
+            names
+                .get(&t.owner)
+                .map_or_else(|| t.owner.to_string(), ToString::to_string),
+            t.name.as_str().to_owned(),
+            t.hint.clone(),
+            t.scopes.to_string(),
+            state_str(t.state(now)).to_owned(),
+            time_or(t.expires_at, "never"),
+            time_or(t.last_used_at, "never"),
         ]);
     }
     print(&table.render())

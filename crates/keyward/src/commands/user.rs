@@ -2,11 +2,12 @@
 //! admin flag.
 
 use super::output::{Table, time_or};
-use super::{Ctx, describe, print, print_json, read_stdin_line, shown};
+use super::{Ctx, describe, print, print_json, read_new_password, shown};
 use crate::cli::UserCommand;
 use anyhow::Context as _;
 use keyward::{RawSecret, UserName};
 use keyward_core::{Email, ExternalId, User, UserId, UserKind};
+use keyward_server::ServiceError;
 use keyward_server::service::{UserChanges, UserRequest};
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -24,9 +25,10 @@ pub(super) async fn find(ctx: &Ctx, text: &str) -> anyhow::Result<User> {
     found.map_err(|e| describe(e, not_found))
 }
 
+/// A new password from stdin: typed twice without echo on a terminal, a pipe's first line.
 fn password_from_stdin() -> anyhow::Result<RawSecret> {
     // Moved, not copied: the buffer goes from one zeroizing owner to the next.
-    let mut line = read_stdin_line("password")?;
+    let mut line = read_new_password()?;
     Ok(RawSecret::new(std::mem::take(&mut *line)))
 }
 
@@ -89,7 +91,13 @@ pub(super) async fn run(ctx: &Ctx, cmd: UserCommand) -> anyhow::Result<ExitCode>
                 .keyward
                 .create_user(&ctx.caller, request)
                 .await
-                .map_err(|e| describe(e, || "not found".to_owned()))?;
+                .map_err(|e| match e {
+                    ServiceError::Conflict(what) if password_stdin => anyhow::anyhow!(
+                        "{what} already exists; to set or change a password: keyward user password {}",
+                        shown(&name)
+                    ),
+                    e => describe(e, || "not found".to_owned()),
+                })?;
             print(&format!("added {}\n", describe_user(&user)))?;
         }
         UserCommand::Show { user, json } => {
@@ -189,8 +197,19 @@ pub(super) async fn run(ctx: &Ctx, cmd: UserCommand) -> anyhow::Result<ExitCode>
                 describe_user(&user)
             ))?;
         }
-        UserCommand::Passwd { user } => {
+        UserCommand::Password {
+            user,
+            // Stdin is where the password comes from either way.
+            password_stdin: _,
+        } => {
             let user = find(ctx, &user).await?;
+            if user.kind == UserKind::Service {
+                // Before asking for it: a service account never signs in.
+                anyhow::bail!(
+                    "{} is a service account: it never signs in, so it has no password",
+                    user.name
+                );
+            }
             let password = password_from_stdin()?;
             ctx.keyward
                 .set_password(&ctx.caller, &user.id, Some(password))

@@ -250,3 +250,94 @@ fn bad_http_and_metrics_settings_are_refused_with_status_2() {
         assert_config_error(&cli(&dir, &["--config", config, "serve"], None), mentions);
     }
 }
+
+#[test]
+fn migrate_says_which_migrations_it_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let first = cli(dir, &["migrate"], None);
+    let text = first.ok();
+    assert!(
+        text.starts_with("applied 5 migrations to sqlite://"),
+        "{text}"
+    );
+    assert!(
+        text.contains("0001_initial") && text.contains("0005_key_index"),
+        "{text}"
+    );
+    let again = cli(dir, &["migrate"], None);
+    assert!(
+        again.ok().contains("already up to date; nothing to apply"),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn a_catalog_naming_keywards_own_resources_is_refused_at_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for (resource, line) in [
+        ("tokens", "tokens = [\"read\", \"mint\"]"),
+        ("audit", "audit = [\"read\"]"),
+        ("users", "users = [\"list\"]"),
+        ("metrics", "metrics = [\"read\"]"),
+    ] {
+        let file = dir.join("keyward.toml");
+        std::fs::write(
+            &file,
+            format!("version = 1\n[catalog]\nrepo = [\"read\"]\n{line}\n"),
+        )
+        .unwrap();
+        for args in [&["user", "list"][..], &["serve", "--listen", "127.0.0.1:0"]] {
+            let out = cli(dir, args, None);
+            let message = out.failed_cleanly(2);
+            assert!(
+                message.contains("[catalog]")
+                    && message.contains(&format!("\"{resource}\" is keyward's own resource")),
+                "{args:?}: {message}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_warns_loudly_when_the_catalog_is_the_built_in_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = tmp.path().join("sample");
+    let server = Server::start(&sample, &[]);
+    // Written before the listening line, but read from the pipe by another thread: wait for it.
+    let mut logs = server.logs();
+    let waited = std::time::Instant::now();
+    while !logs.contains("keyward started") && waited.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        logs = server.logs();
+    }
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("[catalog]"))
+        .unwrap_or_else(|| panic!("no warning about the sample catalog: {logs}"));
+    assert!(
+        warning.contains("SAMPLE") && warning.contains("droplet, volume, account"),
+        "{warning}"
+    );
+    drop(server);
+
+    let own = tmp.path().join("own");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(
+        own.join("keyward.toml"),
+        "version = 1\n[catalog]\nrepo = [\"read\", \"write\"]\n",
+    )
+    .unwrap();
+    let server = Server::start(&own, &[]);
+    let waited = std::time::Instant::now();
+    while !server.logs().contains("keyward started") && waited.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        server.logs().contains("keyward started"),
+        "{}",
+        server.logs()
+    );
+    assert!(!server.logs().contains("SAMPLE"), "{}", server.logs());
+}

@@ -581,3 +581,108 @@ pub fn assert_exit_0(ended: &Ended) {
 pub fn assert_killed(ended: &Ended) {
     assert_eq!(ended.status.signal(), Some(9), "{ended:?}");
 }
+
+/// What a command run at a terminal did: how it ended, its stdout and stderr, and everything
+/// the terminal showed (what the line discipline echoed of the typing).
+#[derive(Debug)]
+pub struct AtTerminal {
+    /// How it ended and what it wrote to its stdout and stderr (pipes).
+    pub out: Out,
+    /// What the terminal displayed.
+    pub screen: String,
+}
+
+/// Runs `keyward --data-dir DIR ARGS` with a pseudo-terminal on stdin, typing the next of
+/// `answers` (and Enter) each time its stderr ends with `prompt`, as a person would: only once
+/// asked, so that what the terminal echoes is what the program chose to let it echo.
+pub fn at_terminal(dir: &Path, args: &[&str], prompt: &str, answers: &[&str]) -> AtTerminal {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .expect("open the terminal");
+    let mut cmd = keyward_command(&[]);
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::from(terminal))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn keyward");
+    // The parent's end of the terminal is closed (moved into the command, dropped with it), so
+    // reading the master ends when the child is gone.
+    drop(cmd);
+
+    let mut master = std::fs::File::from(master);
+    let mut screen_reader = master.try_clone().unwrap();
+    let screen = std::thread::spawn(move || {
+        let mut shown = Vec::new();
+        let mut buf = [0u8; 1024];
+        // EIO once the last holder of the terminal's other end has closed it.
+        while let Ok(n) = screen_reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            shown.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&shown).into_owned()
+    });
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut err = Vec::new();
+    let mut typed = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let asked = String::from_utf8_lossy(&err).matches(prompt).count();
+        if asked > typed && typed < answers.len() {
+            master
+                .write_all(format!("{}\n", answers[typed]).as_bytes())
+                .unwrap();
+            typed += 1;
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => err.extend(chunk),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!(
+                    "keyward {args:?} hung at the terminal; stderr so far: {}",
+                    String::from_utf8_lossy(&err)
+                );
+            }
+        }
+    }
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let status = child.wait().unwrap();
+    drop(master);
+    AtTerminal {
+        out: Out {
+            status,
+            stdout,
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+        },
+        screen: screen.join().unwrap(),
+    }
+}

@@ -281,9 +281,15 @@ async fn a_revocation_through_one_instance_is_refused_by_the_other_within_the_bo
         .text()
         .await
         .unwrap();
+    // A histogram, as the README says (with its buckets, so instances can be aggregated), not
+    // a summary.
     assert!(
-        metrics.contains("keyward_revocation_propagation_seconds"),
-        "B reports the observed delay"
+        metrics.contains("# TYPE keyward_revocation_propagation_seconds histogram"),
+        "B reports the observed delay as a histogram: {metrics}"
+    );
+    assert!(
+        metrics.contains("keyward_revocation_propagation_seconds_bucket{le=\"1\"}"),
+        "{metrics}"
     );
 }
 
@@ -467,6 +473,37 @@ async fn an_instance_that_loses_the_database_fails_closed_and_recovers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     b.api.assert_inactive(&revoked.secret, "revoked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_reports_what_it_applied_and_starts_log_no_postgres_notices() {
+    let Some(db) = PgDb::fresh().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let first = kw(dir.path(), &db, &["migrate"]);
+    let text = first.ok();
+    assert!(
+        text.starts_with("applied 5 migrations to postgres://"),
+        "{text}"
+    );
+    assert!(
+        text.contains("0001_initial") && text.contains("0005_key_index"),
+        "{text}"
+    );
+    let again = kw(dir.path(), &db, &["migrate"]);
+    assert!(again.ok().contains("already up to date"), "{again:?}");
+
+    // A start on a migrated database, logging at INFO: sqlx's `IF NOT EXISTS` notices
+    // (`relation "_sqlx_migrations" already exists, skipping`) are not shown.
+    let [url, key] = db.env();
+    let server = Server::start(dir.path(), &[url, key, ("KEYWARD_LOG", "info")]);
+    let made = token(dir.path(), &db.env(), "alice", &["droplet:read"]);
+    server.api.assert_active(&made.secret).await;
+    let logs = server.logs();
+    assert!(logs.contains("keyward started"), "{logs}");
+    assert!(!logs.contains("_sqlx_migrations"), "{logs}");
+    assert!(!logs.contains("already exists"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The README's quick start, step by step, against the real binary (acceptance 9), including
-//! its last promise: a revocation from the command line is seen by the running server's very
-//! next verification (acceptance 8).
+//! its promise that a revocation from the command line is seen by the running server's very
+//! next verification (acceptance 8), and its end: the first admin signed in to the web page,
+//! generating a token there (issue 17).
 
 use crate::helpers::{Server, cli, is_secret, listed};
 use serde_json::{Value, json};
@@ -18,9 +19,14 @@ async fn the_readme_quick_start_walk_works_as_written() {
     let server = Server::start(&dir, &[]);
     let api = &server.api;
 
-    // keyward user add alice
-    let out = cli(&dir, &["user", "add", "alice"], None);
-    assert!(out.ok().contains("alice"), "{out:?}");
+    // keyward user add alice --admin --password-stdin (a pipe here; a terminal is asked twice,
+    // see users_cli.rs)
+    let out = cli(
+        &dir,
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(out.ok().starts_with("added admin alice (usr_"), "{out:?}");
 
     // TOKEN=$(keyward token create --user alice --name laptop --scope 'tokens:*' ...)
     let out = cli(
@@ -121,10 +127,16 @@ async fn the_readme_quick_start_walk_works_as_written() {
         line.contains("laptop") && line.contains("active") && line.contains("alice"),
         "{table}"
     );
+    // The hint column, as the README says: the prefix and the last four characters.
+    assert!(table.lines().next().unwrap().contains("HINT"), "{table}");
+    assert!(
+        line.contains(&format!("kwp_…{}", &token[token.len() - 4..])),
+        "{table}"
+    );
     assert!(!table.contains(token) && !table.contains(&ci_secret));
     let record = listed(&dir, &id);
     assert_eq!(record["name"], "laptop", "{record}");
-    assert_eq!(record["owner_name"], "alice", "{record}");
+    assert_eq!(record["owner"], v["owner"]["id"], "{record}");
     assert_eq!(record["state"], "active", "{record}");
     assert_eq!(
         record["hint"],
@@ -185,4 +197,92 @@ async fn the_readme_quick_start_walk_works_as_written() {
     let record = listed(&dir, &id);
     assert_eq!(record["state"], "revoked", "{record}");
     assert_eq!(record["revoke_reason"], "laptop lost", "{record}");
+
+    // Last: open http://127.0.0.1:8080/login, sign in as alice, generate a token there.
+    let web = reqwest::Client::builder()
+        .cookie_store(true)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let base = &server.base;
+    let login = web.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    let login = login.text().await.unwrap();
+    let signed_in = web
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("csrf", &hidden(&login, "csrf")),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        signed_in.url().path(),
+        "/tokens",
+        "signed in, on the tokens page"
+    );
+    assert_eq!(signed_in.status(), 200);
+    let new_page = web
+        .get(format!("{base}/tokens/new"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let once = web
+        .post(format!("{base}/tokens/new"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("csrf", &hidden(&new_page, "csrf")),
+            ("nonce", &hidden(&new_page, "nonce")),
+            ("name", "from the page"),
+            ("expires", "30"),
+            ("scope", "droplet:read"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(once.status(), 200);
+    let once = once.text().await.unwrap();
+    let at = once.find("kwp_").expect("the secret is shown once");
+    let from_page = &once[at..at + token.len()];
+    assert!(is_secret(from_page, "kwp"), "{from_page}");
+    let v = api.assert_active(from_page).await;
+    assert_eq!(v["owner"]["name"], "alice", "{v}");
+}
+
+/// The password the quick start gives alice.
+const PASSWORD: &str = "correct horse battery staple";
+
+/// The value of the hidden field `name` in a page.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name}: {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// `application/x-www-form-urlencoded`, as a browser sends a form.
+fn form(fields: &[(&str, &str)]) -> String {
+    let enc = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }

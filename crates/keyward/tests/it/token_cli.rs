@@ -1,6 +1,6 @@
 //! `keyward token show|rename|revoke` at the command line, against the real binary.
 
-use crate::helpers::{cli, create_token};
+use crate::helpers::{Server, cli, create_token};
 use keyward::{Clock as _, SystemClock};
 
 #[test]
@@ -22,7 +22,9 @@ fn a_token_is_shown_renamed_and_revoked_once() {
     );
     assert!(!text.contains(&made.secret), "never the secret");
     let json = cli(dir, &["token", "show", &made.id, "--json"], None).json();
-    assert_eq!(json["owner_name"], "alice");
+    let alice = cli(dir, &["user", "show", "alice", "--json"], None).json();
+    assert_eq!(json["owner"], alice["id"], "{json}");
+    assert!(json.get("owner_name").is_none(), "the API's shape: {json}");
 
     // A date, as the web page's picker gives it: its first second, UTC.
     let date = (SystemClock.now().date() + time::Duration::days(10)).to_string();
@@ -74,4 +76,55 @@ fn a_token_is_shown_renamed_and_revoked_once() {
     let json = cli(dir, &["token", "show", &made.id, "--json"], None).json();
     assert_eq!(json["revoke_reason"], "laptop lost");
     assert_eq!(json["state"], "revoked");
+}
+
+#[tokio::test]
+async fn json_tokens_have_exactly_the_apis_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    cli(dir, &["user", "add", "alice"], None).ok();
+    let (manager, _) = create_token(dir, "alice", "manager", &["tokens:read"]);
+    let created = cli(
+        dir,
+        &[
+            "token",
+            "create",
+            "--user",
+            "alice",
+            "--name",
+            "ci",
+            "--scope",
+            "droplet:read",
+            "--json",
+        ],
+        None,
+    )
+    .json();
+    let id = created["token"]["id"].as_str().unwrap().to_owned();
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&created), ["secret", "token"], "{created}");
+
+    let server = Server::start(dir, &[]);
+    let api = server
+        .api
+        .get(&format!("/v1/tokens/{id}"), &manager.secret)
+        .await
+        .expect(200);
+    let api = &api["token"];
+    let shown = cli(dir, &["token", "show", &id, "--json"], None).json();
+    assert_eq!(&shown, api, "token show --json is the API's token");
+    assert_eq!(keys(&created["token"]), keys(api), "{created}");
+    let listed = cli(dir, &["token", "list", "--json"], None).json();
+    let listed = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(&listed, api, "token list --json holds the API's tokens");
 }

@@ -1,6 +1,6 @@
 //! `keyward user ...`: the operator's side of the platform's users, against the real binary.
 
-use crate::helpers::{Server, cli, create_token};
+use crate::helpers::{Server, at_terminal, cli, create_token};
 
 #[tokio::test]
 async fn the_operator_manages_people_and_service_accounts_from_the_command_line() {
@@ -99,4 +99,80 @@ async fn the_operator_manages_people_and_service_accounts_from_the_command_line(
         .find(|t| t["id"] == robot.id.as_str())
         .unwrap();
     assert_eq!(revoked["revoke_reason"], "owner deleted");
+}
+
+#[test]
+fn a_password_typed_at_a_terminal_is_asked_twice_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    const PASSWORD: &str = "correct horse battery staple";
+
+    // Two different answers: refused, and nobody was added.
+    let refused = at_terminal(
+        dir,
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        ": ",
+        &[PASSWORD, "correct horse battery stapler"],
+    );
+    assert_eq!(refused.out.code(), Some(1), "{refused:?}");
+    assert!(refused.out.stderr.contains("Password: "), "{refused:?}");
+    assert!(refused.out.stderr.contains("again: "), "{refused:?}");
+    assert!(refused.out.stderr.contains("differ"), "{refused:?}");
+    assert!(
+        !refused.screen.contains("correct horse"),
+        "echoed: {refused:?}"
+    );
+    cli(dir, &["user", "show", "alice"], None).failed_cleanly(1);
+
+    // The same twice: added, with that password; the typing never showed.
+    let added = at_terminal(
+        dir,
+        &["user", "add", "alice", "--admin", "--password-stdin"],
+        ": ",
+        &[PASSWORD, PASSWORD],
+    );
+    assert!(added.out.ok().starts_with("added admin alice"), "{added:?}");
+    assert!(!added.screen.contains("correct horse"), "echoed: {added:?}");
+    assert!(!added.out.stderr.contains("correct horse"), "{added:?}");
+
+    // Changed the same way; from a pipe, one line as before.
+    let changed = at_terminal(
+        dir,
+        &["user", "password", "alice"],
+        ": ",
+        &["another long passphrase", "another long passphrase"],
+    );
+    assert!(
+        changed.out.ok().contains("password set for admin alice"),
+        "{changed:?}"
+    );
+    assert!(
+        !changed.screen.contains("another long"),
+        "echoed: {changed:?}"
+    );
+    let piped = cli(
+        dir,
+        &["user", "password", "alice", "--password-stdin"],
+        Some("a third long passphrase\n"),
+    );
+    assert!(piped.ok().contains("password set"), "{piped:?}");
+
+    // A service account never has one: refused before anything is asked.
+    cli(dir, &["user", "add", "robot", "--service"], None).ok();
+    let robot = at_terminal(dir, &["user", "password", "robot"], ": ", &[]);
+    assert_eq!(robot.out.code(), Some(1), "{robot:?}");
+    assert!(robot.out.stderr.contains("service account"), "{robot:?}");
+    assert!(!robot.out.stderr.contains("Password"), "{robot:?}");
+
+    // Adding someone who exists says how to change their password.
+    let again = cli(
+        dir,
+        &["user", "add", "alice", "--password-stdin"],
+        Some("yet another passphrase\n"),
+    );
+    again.failed_cleanly(1);
+    assert!(
+        again.stderr.contains("keyward user password alice"),
+        "{again:?}"
+    );
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 use time::OffsetDateTime;
 
-use super::{Keyward, ServiceResult, unix_time};
+use super::{Keyward, ServiceError, ServiceResult, unix_time};
 use crate::telemetry::HotCounter;
 
 /// The answer to a verification.
@@ -122,6 +122,22 @@ impl Keyward {
                 Err(reason) => Verdict::Inactive(reason),
             },
         )
+    }
+
+    /// The scopes a verification asks for, parsed and checked against the catalog: a scope
+    /// that is not a scope is [`ServiceError::BadScope`], one outside the catalog
+    /// [`ServiceError::UnknownScope`] (never answered as `insufficient_scope`, which would
+    /// pass a typo in the calling API off as a token's missing right).
+    pub fn wanted_scopes<S: AsRef<str>>(&self, scopes: &[S]) -> Result<Scopes, ServiceError> {
+        if scopes.is_empty() {
+            return Ok(Scopes::default());
+        }
+        let wanted = Scopes::parse(scopes)?;
+        self.settings
+            .catalog
+            .check_known(&wanted)
+            .map_err(ServiceError::UnknownScope)?;
+        Ok(wanted)
     }
 
     /// [`Self::verify`], answering with what `f` makes of the active token instead of a copy of
