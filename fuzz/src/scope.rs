@@ -142,9 +142,15 @@ fn check_parsed_set(set: &Scopes, items: usize) {
     assert!(set.missing(set).is_empty());
     // What a token stores: the same rights, each said once, and nothing new.
     let normal = set.normalized();
-    assert!(normal.covers_all(set) && set.covers_all(&normal), "{set} vs {normal}");
+    assert!(
+        normal.covers_all(set) && set.covers_all(&normal),
+        "{set} vs {normal}"
+    );
     let kept: Vec<&Scope> = normal.iter().collect();
-    assert!(kept.iter().all(|s| all.contains(s)), "{normal} is within {set}");
+    assert!(
+        kept.iter().all(|s| all.contains(s)),
+        "{normal} is within {set}"
+    );
     for s in &all {
         let covered_by_another = all.iter().any(|o| o != s && o.covers(s));
         assert_eq!(kept.contains(s), !covered_by_another, "{s} in {set}");
