@@ -290,6 +290,7 @@ impl Keyward {
                         _ => ThrottleSubject::Account(user.as_ref().map(|u| u.id.clone())),
                     };
                     let event = self.throttle_event(
+                        AuditKind::SignInThrottled,
                         &subject,
                         user.as_ref(),
                         &typed,
@@ -406,6 +407,7 @@ impl Keyward {
     /// The audit event for a throttle burst on `subject`.
     fn throttle_event(
         &self,
+        kind: AuditKind,
         subject: &ThrottleSubject,
         user: Option<&User>,
         typed: &str,
@@ -436,14 +438,7 @@ impl Keyward {
                 (id.clone(), label, ip, detail)
             }
         };
-        self.sign_in_event(
-            AuditKind::UserSignInFailed,
-            at,
-            user_id.as_ref(),
-            &label,
-            ip,
-            Some(&detail),
-        )
+        self.sign_in_event(kind, at, user_id.as_ref(), &label, ip, Some(&detail))
     }
 
     /// Records every throttle burst that is over: one event each, with how many attempts it
@@ -468,7 +463,15 @@ impl Keyward {
                 crate::service::unix_time(*first),
                 crate::service::unix_time(*last),
             );
-            let event = self.throttle_event(subject, user.as_ref(), "", now, None, &detail);
+            let event = self.throttle_event(
+                AuditKind::UserSignInFailed,
+                subject,
+                user.as_ref(),
+                "",
+                now,
+                None,
+                &detail,
+            );
             self.store.append_audit(&event).await?;
         }
         Ok(ended.len())
@@ -614,6 +617,7 @@ impl Keyward {
         if let Reservation::Throttled { started } = self.throttle.reserve(&keys, &subjects, at) {
             if !started.is_empty() {
                 let event = self.throttle_event(
+                    AuditKind::SignInThrottled,
                     &subjects[0],
                     Some(user),
                     "",
