@@ -1013,6 +1013,8 @@ impl Config {
             forward_auth: self.forward_auth.clone(),
             metrics_require_token: self.metrics.require_token,
             oidc: self.sso.clone(),
+            webhooks: Vec::new(),
+            webhook_retry_for: time::Duration::days(1),
         }
     }
 

@@ -289,8 +289,7 @@ impl Keyward {
                         Some(ThrottleSubject::Address(addr)) => ThrottleSubject::Address(*addr),
                         _ => ThrottleSubject::Account(user.as_ref().map(|u| u.id.clone())),
                     };
-                    let event = self.throttle_event(
-                        AuditKind::SignInThrottled,
+                    let mut event = self.throttle_event(
                         &subject,
                         user.as_ref(),
                         &typed,
@@ -299,6 +298,8 @@ impl Keyward {
                         "throttled: too many failed sign-ins; further refusals are counted until \
                          the burst ends",
                     );
+                    // The start of a burst is an event; the refusals in it are counted.
+                    event.kind = AuditKind::SignInThrottled;
                     self.store.append_audit(&event).await?;
                 }
             }
@@ -407,7 +408,6 @@ impl Keyward {
     /// The audit event for a throttle burst on `subject`.
     fn throttle_event(
         &self,
-        kind: AuditKind,
         subject: &ThrottleSubject,
         user: Option<&User>,
         typed: &str,
@@ -438,7 +438,14 @@ impl Keyward {
                 (id.clone(), label, ip, detail)
             }
         };
-        self.sign_in_event(kind, at, user_id.as_ref(), &label, ip, Some(&detail))
+        self.sign_in_event(
+            AuditKind::UserSignInFailed,
+            at,
+            user_id.as_ref(),
+            &label,
+            ip,
+            Some(&detail),
+        )
     }
 
     /// Records every throttle burst that is over: one event each, with how many attempts it
@@ -463,15 +470,7 @@ impl Keyward {
                 crate::service::unix_time(*first),
                 crate::service::unix_time(*last),
             );
-            let event = self.throttle_event(
-                AuditKind::UserSignInFailed,
-                subject,
-                user.as_ref(),
-                "",
-                now,
-                None,
-                &detail,
-            );
+            let event = self.throttle_event(subject, user.as_ref(), "", now, None, &detail);
             self.store.append_audit(&event).await?;
         }
         Ok(ended.len())
@@ -616,8 +615,7 @@ impl Keyward {
         let subjects = [ThrottleSubject::Account(Some(user.id.clone()))];
         if let Reservation::Throttled { started } = self.throttle.reserve(&keys, &subjects, at) {
             if !started.is_empty() {
-                let event = self.throttle_event(
-                    AuditKind::SignInThrottled,
+                let mut event = self.throttle_event(
                     &subjects[0],
                     Some(user),
                     "",
@@ -626,6 +624,8 @@ impl Keyward {
                     "throttled: too many wrong passwords; further refusals are counted until the \
                      burst ends",
                 );
+                // The start of a burst is an event; the refusals in it are counted.
+                event.kind = AuditKind::SignInThrottled;
                 self.store.append_audit(&event).await?;
             }
             return Ok(PasswordChange::Throttled);
