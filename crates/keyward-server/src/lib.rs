@@ -9,5 +9,6 @@ pub mod http;
 pub mod service;
 pub mod telemetry;
 pub mod web;
+pub mod webhooks;
 
 pub use service::{Caller, Keyward, ServiceError, Settings, Verdict, VerifiedToken};

@@ -124,4 +124,10 @@ impl Keyward {
         };
         Ok(self.store.deliveries(&filter).await?)
     }
+
+    /// The store, for the webhook sender (`crate::webhooks`), which acts for the deployment
+    /// rather than for a caller.
+    pub(crate) fn store(&self) -> &std::sync::Arc<dyn keyward_store::Store> {
+        &self.store
+    }
 }
