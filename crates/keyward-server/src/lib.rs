@@ -5,6 +5,7 @@
 //! - [`telemetry`]: the Prometheus recorder;
 //! - [`web`]: the web page (sign-in, tokens, admin), server-rendered.
 
+pub mod email;
 pub mod http;
 pub mod service;
 pub mod telemetry;

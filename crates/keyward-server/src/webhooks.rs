@@ -54,7 +54,7 @@ pub struct WebhookSender {
 impl WebhookSender {
     /// The sender for `keyward`'s webhooks; `None` when the deployment has none.
     pub fn new(keyward: Arc<Keyward>) -> Result<Option<Self>, String> {
-        if keyward.settings().webhooks.is_empty() {
+        if keyward.settings().webhooks.is_empty() && keyward.settings().smtp.is_none() {
             return Ok(None);
         }
         let client = reqwest::Client::builder()
@@ -68,12 +68,15 @@ impl WebhookSender {
         let mut id = [0u8; 8];
         keyward_core::fill_random(&mut id).map_err(|e| e.to_string())?;
         let instance = id.iter().map(|b| format!("{b:02x}")).collect();
-        let urls = keyward
+        let mut urls: Vec<String> = keyward
             .settings()
             .webhooks
             .iter()
             .map(|w| w.url.clone())
             .collect();
+        if keyward.settings().smtp.is_some() {
+            urls.push(crate::email::EMAIL.to_owned());
+        }
         Ok(Some(Self {
             keyward,
             client,
@@ -114,12 +117,27 @@ impl WebhookSender {
                 .await?;
             more |= read == u64::from(ENQUEUE_BATCH);
         }
+        if self.keyward.settings().smtp.is_some() {
+            let patterns: Vec<String> = crate::email::EMAIL_EVENTS
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect();
+            let read = store
+                .enqueue_deliveries(crate::email::EMAIL, &patterns, now, ENQUEUE_BATCH)
+                .await?;
+            more |= read == u64::from(ENQUEUE_BATCH);
+        }
         let due = store
             .claim_deliveries(&self.urls, &self.instance, now, now + LEASE, IN_FLIGHT)
             .await?;
         more |= due.len() == IN_FLIGHT as usize;
         let mut sends = tokio::task::JoinSet::new();
         for delivery in due {
+            if delivery.webhook == crate::email::EMAIL {
+                let keyward = Arc::clone(&self.keyward);
+                sends.spawn(async move { mail(&keyward, &delivery).await });
+                continue;
+            }
             let Some(hook) = self
                 .keyward
                 .settings()
@@ -162,6 +180,25 @@ impl WebhookSender {
         }
         Ok(more)
     }
+}
+
+/// Sends the email a delivery calls for and records the outcome (250 sent, 204 nothing to send).
+async fn mail(keyward: &Keyward, delivery: &Delivery) -> keyward_store::StoreResult<()> {
+    let Some(smtp) = &keyward.settings().smtp else {
+        return Ok(());
+    };
+    let event = &delivery.event;
+    let attempt = crate::email::deliver(keyward, smtp, &event.event_type, &event.data)
+        .await
+        .map(|sent| if sent { 250 } else { 204 });
+    let outcome = judge(attempt, delivery, keyward.now(), keyward);
+    if let DeliveryOutcome::Failed { error, .. } = &outcome {
+        tracing::warn!(event = %event.id, error = %error, "email failed for good: retries ran out");
+    }
+    keyward
+        .store()
+        .finish_delivery(crate::email::EMAIL, event.seq, &outcome, keyward.now())
+        .await
 }
 
 /// An attempt's result: the status of an answer, or why there was none.

@@ -82,6 +82,7 @@
 
 use keyward_core::{Catalog, LifetimePolicy, Prefix, ServerKey, parse_duration};
 use keyward_server::Settings;
+use keyward_server::email::SmtpSettings;
 use keyward_server::http::{HttpLimits, TlsFiles};
 use keyward_server::service::{
     AdminClaim, ForwardAuthRoute, ForwardAuthRoutes, OidcClientSecret, OidcSettings, WebhookSecret,
@@ -393,6 +394,14 @@ settings! {
             cert: Option<PathBuf> = None, env TLS_CERT = "KEYWARD_TLS_CERT";
             /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
             key: Option<PathBuf> = None, env TLS_KEY = "KEYWARD_TLS_KEY";
+        }
+        /// Email to tokens' owners (`[smtp]`): on when `url` is set.
+        smtp: SmtpConfig, file SmtpFile {
+            /// `smtp://host:port` (add `?tls=required` for STARTTLS), `smtps://host:port`
+            /// (TLS), with `user:password@` to authenticate.
+            url: Option<SmtpUrl> = None, env SMTP_URL = "KEYWARD_SMTP_URL", secret = true;
+            /// The sender, e.g. `keyward <keyward@example.com>`.
+            from: Option<String> = None, env SMTP_FROM = "KEYWARD_SMTP_FROM";
         }
         /// Single sign-on through an OpenID provider (`[oidc]`): on when `issuer` is set.
         oidc: OidcConfig, file OidcFile {
@@ -1004,6 +1013,19 @@ impl Config {
             )));
         }
         config.tls.check()?;
+        if let Some(url) = &config.smtp.url {
+            let Some(from) = &config.smtp.from else {
+                return Err(ConfigError::new(
+                    "[smtp] needs from: the sender of keyward's mail",
+                ));
+            };
+            SmtpSettings {
+                url: url.0.clone(),
+                from: from.clone(),
+            }
+            .check()
+            .map_err(|e| ConfigError::new(format!("[smtp]: {e}")))?;
+        }
         if let Some(addr) = config.metrics.listen
             && addr == config.listen
             && addr.port() != 0
@@ -1085,6 +1107,10 @@ impl Config {
             oidc: self.sso.clone(),
             webhooks: self.webhooks.clone(),
             webhook_retry_for: self.webhook_retry_for,
+            smtp: self.smtp.url.clone().map(|url| SmtpSettings {
+                url: url.0,
+                from: self.smtp.from.clone().unwrap_or_default(),
+            }),
         }
     }
 
@@ -1145,6 +1171,44 @@ impl TlsConfig {
             env::TLS_CERT,
             env::TLS_KEY
         )))
+    }
+}
+
+/// `[smtp]`, every layer applied.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// The SMTP server's URL.
+    pub url: Option<SmtpUrl>,
+    /// The sender.
+    pub from: Option<String>,
+}
+
+/// An SMTP server's URL, `smtp://` or `smtps://`. It may hold a password: its `Debug` shows
+/// nothing and an error never repeats it.
+#[derive(Clone)]
+pub struct SmtpUrl(String);
+
+impl fmt::Debug for SmtpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SmtpUrl([REDACTED])")
+    }
+}
+
+impl SettingValue for SmtpUrl {
+    type File = String;
+    const EXAMPLES: [&'static str; 2] = [
+        "\"smtp://mail.example.com:25\"",
+        "\"smtps://mail.example.com:465\"",
+    ];
+    fn from_file(value: String) -> Result<Self, String> {
+        Self::from_text(&value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.starts_with("smtp://") || text.starts_with("smtps://") {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err("an SMTP URL starts with smtp:// or smtps://".to_owned())
+        }
     }
 }
 
@@ -1939,6 +2003,7 @@ repo = ["read", "write"]
                 key if key.starts_with("oidc.") => "public_url = \"https://keyward.example.com\"\n",
                 "tls.cert" => "tls.key = \"/srv/keyward/key.pem\"\n",
                 "tls.key" => "tls.cert = \"/srv/keyward/cert.pem\"\n",
+                "smtp.url" => "smtp.from = \"keyward@example.com\"\n",
                 _ => "",
             });
             let unset = if base.get().is_empty() {

@@ -78,6 +78,8 @@ pub struct Settings {
     pub webhooks: Vec<WebhookSettings>,
     /// How long a webhook delivery is retried before it is marked failed.
     pub webhook_retry_for: time::Duration,
+    /// Email to tokens' owners (`[smtp]`), if set up.
+    pub smtp: Option<crate::email::SmtpSettings>,
 }
 
 impl Default for Settings {
@@ -93,6 +95,7 @@ impl Default for Settings {
             oidc: None,
             webhooks: Vec::new(),
             webhook_retry_for: time::Duration::days(1),
+            smtp: None,
         }
     }
 }

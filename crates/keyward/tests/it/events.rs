@@ -1,6 +1,7 @@
-//! Events at the command line (`keyward events`, `keyward webhook deliveries`) and webhooks
+//! Events at the command line (`keyward events`, `keyward webhook deliveries`), webhooks
 //! delivered by the real server to a receiver that verifies each delivery with the Standard
-//! Webhooks library (`webhooks/receiver.py`).
+//! Webhooks library (`webhooks/receiver.py`), and email to a real SMTP server (aiosmtpd,
+//! `webhooks/smtp_server.py`).
 
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader};
@@ -90,17 +91,18 @@ fn the_command_line_reads_events_in_order_and_follows_new_ones() {
     assert!(bad.failed_cleanly(1).contains("--state"), "{bad:?}");
 }
 
-/// The Python with `standardwebhooks` (`KEYWARD_WEBHOOKS_PYTHON`, else `target/webhooks-venv`),
-/// or `None` (a notice) when it is not there and `KEYWARD_REQUIRE_WEBHOOKS` is not `1`. Set it up
-/// with `python3 -m venv target/webhooks-venv && target/webhooks-venv/bin/pip install
-/// standardwebhooks==1.0.0` (as `.ci/run` does).
+/// The Python with `standardwebhooks` and `aiosmtpd` (`KEYWARD_WEBHOOKS_PYTHON`, else
+/// `target/webhooks-venv`), or `None` (a notice) when it is not there and
+/// `KEYWARD_REQUIRE_WEBHOOKS` is not `1`. Set it up with `python3 -m venv target/webhooks-venv &&
+/// target/webhooks-venv/bin/pip install standardwebhooks==1.0.0 aiosmtpd==1.4.6` (as `.ci/run`
+/// does).
 fn webhooks_python() -> Option<PathBuf> {
     let named = std::env::var_os("KEYWARD_WEBHOOKS_PYTHON").map(PathBuf::from);
     let default =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/webhooks-venv/bin/python");
     let found = named.or(Some(default)).filter(|p| {
         std::process::Command::new(p)
-            .args(["-c", "import standardwebhooks"])
+            .args(["-c", "import standardwebhooks, aiosmtpd"])
             .status()
             .is_ok_and(|s| s.success())
     });
@@ -109,7 +111,9 @@ fn webhooks_python() -> Option<PathBuf> {
             std::env::var("KEYWARD_REQUIRE_WEBHOOKS").as_deref() != Ok("1"),
             "no Python with standardwebhooks and KEYWARD_REQUIRE_WEBHOOKS=1"
         );
-        eprintln!("NOTICE: no Python with standardwebhooks; skipping the webhook tests");
+        eprintln!(
+            "NOTICE: no Python with standardwebhooks and aiosmtpd; skipping the webhook tests"
+        );
     }
     found
 }
@@ -337,4 +341,92 @@ async fn two_instances_on_postgres_deliver_each_event_once() {
     assert_eq!(ids.len(), expected.len());
     assert_as_sent_in_order(&got_now, &expected);
     drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_by_someone_else_is_emailed_to_the_owner_without_a_secret() {
+    let Some(python) = webhooks_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let record = dir.join("mail.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhooks/smtp_server.py");
+    let mut smtp = std::process::Command::new(&python)
+        .arg(script)
+        .arg(&record)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(smtp.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::write(
+        dir.join("keyward.toml"),
+        format!(
+            "version = 1\n[smtp]\nurl = \"smtp://127.0.0.1:{port}\"\nfrom = \"keyward <keyward@example.com>\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(dir, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    cli(
+        dir,
+        &["user", "add", "alice", "--email", "alice@example.com"],
+        None,
+    )
+    .ok();
+    let (own, _) = create_token(dir, "alice", "mine", &["tokens:delete"]);
+    let (other, _) = create_token(dir, "alice", "theirs", &["droplet:read"]);
+    // Revoked by the operator: mailed. A token revoking itself (the owner acting): not mailed.
+    cli(
+        dir,
+        &["token", "revoke", &other.id, "--reason", "left the team"],
+        None,
+    )
+    .ok();
+    server
+        .api
+        .delete(&format!("/v1/tokens/{}", own.id), &own.secret)
+        .await
+        .expect(200);
+
+    let start = Instant::now();
+    let mails = loop {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        if !text.is_empty() {
+            break text;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no mail arrived");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let mails = std::fs::read_to_string(&record).unwrap_or(mails);
+    let mails: Vec<Value> = mails
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert_eq!(mail["to"], serde_json::json!(["alice@example.com"]));
+    assert_eq!(mail["from"], "keyward@example.com");
+    let data = mail["data"].as_str().unwrap();
+    assert!(data.contains(&other.id), "{data}");
+    assert!(data.contains("left the team"), "{data}");
+    for secret in [&own.secret, &other.secret] {
+        assert!(
+            !data.contains(secret.as_str()),
+            "a secret in the mail: {data}"
+        );
+    }
+    let _ = smtp.kill();
+    let _ = smtp.wait();
+    drop(server);
 }
