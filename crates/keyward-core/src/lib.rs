@@ -24,9 +24,9 @@ pub use hash::{
     parse_key_ring,
 };
 pub use model::{
-    Actor, AuditEvent, AuditKind, Email, ExternalId, InactiveReason, NameError, PackedTokenId,
-    TokenId, TokenIdText, TokenName, TokenRecord, TokenState, User, UserId, UserKind, UserName,
-    is_unsafe_text_char,
+    Actor, AuditEvent, AuditKind, Email, EventId, ExternalId, InactiveReason, NameError,
+    PackedTokenId, TokenId, TokenIdText, TokenName, TokenRecord, TokenState, User, UserId,
+    UserKind, UserName, event_type_matches, is_unsafe_text_char, valid_event_pattern,
 };
 pub use scope::{Catalog, Scope, ScopeError, Scopes};
 

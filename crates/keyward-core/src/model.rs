@@ -111,6 +111,12 @@ public_id!(
     UserId,
     "usr_"
 );
+public_id!(
+    /// An event's id, `evt_` + ULID: the `id` of an event in the outbox, and the `webhook-id`
+    /// of its deliveries.
+    EventId,
+    "evt_"
+);
 
 impl TokenId {
     /// The id in 16 bytes, for tables that hold very many (the verification cache).
@@ -621,6 +627,10 @@ pub enum AuditKind {
     /// A user became an admin or stopped being one (the OpenID provider's claim said so).
     #[serde(rename = "user.admin_changed")]
     UserAdminChanged,
+    /// Sign-ins for an account or from an address started being throttled (once per burst; the
+    /// refused attempts themselves are counted, not recorded one by one).
+    #[serde(rename = "sign_in.throttled")]
+    SignInThrottled,
     /// A kind this release does not know, written by a newer release sharing the database
     /// during a rolling upgrade. Never written by this release; the stored kind is kept at the
     /// start of the event's detail.
@@ -647,6 +657,7 @@ impl AuditKind {
             Self::UserPasswordChanged => "user.password_changed",
             Self::UserDeleted => "user.deleted",
             Self::UserAdminChanged => "user.admin_changed",
+            Self::SignInThrottled => "sign_in.throttled",
             Self::ServerKeyReset => "server_key.reset",
             Self::ServerKeyRotated => "server_key.rotated",
             Self::ServerKeyRetired => "server_key.retired",
@@ -654,32 +665,85 @@ impl AuditKind {
         }
     }
 
+    /// Every kind this release writes (all but [`Self::Unrecognized`]).
+    pub const KNOWN: &'static [Self] = &[
+        Self::TokenCreated,
+        Self::TokenRenamed,
+        Self::TokenRegenerated,
+        Self::TokenRevoked,
+        Self::TokenExpiredUse,
+        Self::UserAdded,
+        Self::UserSignedIn,
+        Self::UserSignInFailed,
+        Self::UserSignedOut,
+        Self::UserDisabled,
+        Self::UserEnabled,
+        Self::UserUpdated,
+        Self::UserPasswordChanged,
+        Self::UserDeleted,
+        Self::UserAdminChanged,
+        Self::SignInThrottled,
+        Self::ServerKeyReset,
+        Self::ServerKeyRotated,
+        Self::ServerKeyRetired,
+    ];
+
     /// Reads a stored kind this release knows (never [`Self::Unrecognized`], which only stands
     /// for kinds it does not).
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::TokenCreated,
-            Self::TokenRenamed,
-            Self::TokenRegenerated,
-            Self::TokenRevoked,
-            Self::TokenExpiredUse,
-            Self::UserAdded,
-            Self::UserSignedIn,
-            Self::UserSignInFailed,
-            Self::UserSignedOut,
-            Self::UserDisabled,
-            Self::UserEnabled,
-            Self::UserUpdated,
-            Self::UserPasswordChanged,
-            Self::UserDeleted,
-            Self::UserAdminChanged,
-            Self::ServerKeyReset,
-            Self::ServerKeyRotated,
-            Self::ServerKeyRetired,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::KNOWN.iter().copied().find(|k| k.as_str() == s)
     }
+
+    /// The type of the event (in the outbox, the events API and webhooks) this kind of audit
+    /// entry also is, if any: the changes a platform reacts to. Entries of other kinds (every
+    /// sign-in attempt, a rename) stay in the audit trail only. An event type is a contract with
+    /// every subscriber: never rename one.
+    pub fn event_type(self) -> Option<&'static str> {
+        match self {
+            Self::TokenCreated => Some("token.created"),
+            Self::TokenRegenerated => Some("token.regenerated"),
+            Self::TokenRevoked => Some("token.revoked"),
+            Self::UserAdded => Some("user.created"),
+            Self::UserDisabled => Some("user.disabled"),
+            Self::UserDeleted => Some("user.deleted"),
+            Self::SignInThrottled => Some("sign_in.throttled"),
+            Self::TokenRenamed
+            | Self::TokenExpiredUse
+            | Self::UserSignedIn
+            | Self::UserSignInFailed
+            | Self::UserSignedOut
+            | Self::UserEnabled
+            | Self::UserUpdated
+            | Self::UserPasswordChanged
+            | Self::UserAdminChanged
+            | Self::ServerKeyReset
+            | Self::ServerKeyRotated
+            | Self::ServerKeyRetired
+            | Self::Unrecognized => None,
+        }
+    }
+
+    /// Every event type this release emits.
+    pub fn event_types() -> impl Iterator<Item = &'static str> {
+        Self::KNOWN.iter().filter_map(|k| k.event_type())
+    }
+}
+
+/// Whether the event type `ty` matches `pattern`: `*` (every type), `family.*` (every type in
+/// that family, such as `token.*`), or one type exactly.
+pub fn event_type_matches(pattern: &str, ty: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) if prefix.ends_with('.') => ty.starts_with(prefix),
+        Some(_) => false,
+        None => pattern == ty,
+    }
+}
+
+/// Checks an event type pattern from configuration: `*`, `family.*`, or one type, matching at
+/// least one type this release emits (a pattern that can never match is a mistake).
+pub fn valid_event_pattern(pattern: &str) -> bool {
+    AuditKind::event_types().any(|ty| event_type_matches(pattern, ty))
 }
 
 /// One entry of the audit trail.
@@ -743,6 +807,24 @@ mod tests {
             serde_json::to_string(&lower.pack().text()).unwrap(),
             "\"tok_01JD8X0VQ5R6M8A5C3E7F9G1HK\""
         );
+    }
+
+    #[test]
+    fn event_types_and_patterns() {
+        assert_eq!(AuditKind::UserAdded.event_type(), Some("user.created"));
+        assert_eq!(AuditKind::UserSignInFailed.event_type(), None);
+        for kind in AuditKind::KNOWN {
+            assert_eq!(AuditKind::parse(kind.as_str()), Some(*kind));
+        }
+        assert!(event_type_matches("*", "user.deleted"));
+        assert!(event_type_matches("token.*", "token.revoked"));
+        assert!(!event_type_matches("token.*", "user.deleted"));
+        assert!(!event_type_matches("tok*", "token.revoked"));
+        assert!(event_type_matches("user.deleted", "user.deleted"));
+        assert!(valid_event_pattern("token.*") && valid_event_pattern("sign_in.throttled"));
+        for bad in ["token.nope", "nope.*", "tok*", "", "token.created*"] {
+            assert!(!valid_event_pattern(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub const RESERVED: &[(&str, &[&str])] = &[
     ("users", &["read", "create", "update", "delete"]),
     ("audit", &["read"]),
     ("metrics", &["read"]),
+    ("events", &["read"]),
+    ("webhooks", &["read"]),
 ];
 
 /// keyward's own scopes as values, for the endpoints that require them: defined once here so
@@ -68,10 +70,18 @@ pub mod reserved {
     /// `users:delete`: delete users (admins only).
     pub static USERS_DELETE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("users", "delete"));
 
-    /// Whether `scope` names an administrative right by itself (a `users` scope or
-    /// `tokens:issue`), wildcards aside: what only an admin's token may be given.
+    /// `events:read`: the events of every user (admins only).
+    pub static EVENTS_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("events", "read"));
+    /// `webhooks:read`: the webhook deliveries (admins only).
+    pub static WEBHOOKS_READ: LazyLock<Scope> =
+        LazyLock::new(|| Scope::reserved("webhooks", "read"));
+
+    /// Whether `scope` names an administrative right by itself (a `users`, `events` or
+    /// `webhooks` scope, or `tokens:issue`), wildcards aside: what only an admin's token may be
+    /// given.
     pub fn is_administrative(scope: &Scope) -> bool {
-        scope.resource() == "users" || (scope.resource() == "tokens" && scope.action() == "issue")
+        matches!(scope.resource(), "users" | "events" | "webhooks")
+            || (scope.resource() == "tokens" && scope.action() == "issue")
     }
 }
 
@@ -107,7 +117,7 @@ pub enum ScopeError {
     TooMany,
     /// A deployment's catalog names one of keyward's own resources.
     #[error(
-        "{0:?} is keyward's own resource (tokens, users, audit, metrics are always in the catalog); give your resource another name"
+        "{0:?} is keyward's own resource (tokens, users, audit, metrics, events, webhooks are always in the catalog); give your resource another name"
     )]
     ReservedResource(String),
 }

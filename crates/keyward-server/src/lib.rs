@@ -5,9 +5,11 @@
 //! - [`telemetry`]: the Prometheus recorder;
 //! - [`web`]: the web page (sign-in, tokens, admin), server-rendered.
 
+pub mod email;
 pub mod http;
 pub mod service;
 pub mod telemetry;
 pub mod web;
+pub mod webhooks;
 
 pub use service::{Caller, Keyward, ServiceError, Settings, Verdict, VerifiedToken};

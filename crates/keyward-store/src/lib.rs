@@ -1,13 +1,14 @@
 //! keyward's storage seam.
 //!
 //! What keyward asks of a database comes in narrow traits, one per aggregate: [`TokenStore`],
-//! [`UserStore`], [`IdentityStore`], [`SessionStore`], [`AuditStore`], [`ChangeFeed`] and
+//! [`UserStore`], [`IdentityStore`], [`SessionStore`], [`AuditStore`], [`EventStore`],
+//! [`WebhookStore`], [`ChangeFeed`] and
 //! [`Maintenance`] (health, dump, restore). [`Store`] is their sum, implemented for every type that implements them all,
 //! so the server holds one `Arc<dyn Store>` and a caller brings the trait it uses into scope.
 //!
 //! Each engine implements them in its own module with its own migrations ([`SqliteStore`],
 //! [`PgStore`]), laid out the same way so the two read side by side: `tokens.rs`, `users.rs`,
-//! `identities.rs`, `sessions.rs`, `audit.rs`, `feed.rs` and `backup.rs` hold one trait's implementation each, in
+//! `identities.rs`, `sessions.rs`, `audit.rs`, `events.rs`, `feed.rs` and `backup.rs` hold one trait's implementation each, in
 //! the trait's order, and `mod.rs` opening, closing and committing. Both run their migrations
 //! through one runner (`migrate`), each under its own lock. Nothing above this crate knows which
 //! engine it talks to. Every engine passes the same contract suite (`tests/it`).
@@ -33,8 +34,8 @@
 
 use async_trait::async_trait;
 use keyward_core::{
-    AuditEvent, Email, ExternalId, KeyId, TokenHash, TokenId, TokenName, TokenRecord, User, UserId,
-    UserName,
+    AuditEvent, Email, EventId, ExternalId, KeyId, TokenHash, TokenId, TokenName, TokenRecord,
+    User, UserId, UserName,
 };
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ mod decode;
 mod epoch;
 mod error;
 mod migrate;
+mod outbox;
 pub mod postgres;
 pub mod sqlite;
 
@@ -166,6 +168,129 @@ pub struct StoredAuditEvent {
     pub seq: i64,
     /// The event.
     pub event: AuditEvent,
+}
+
+/// An event in the outbox, with its position in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the outbox, increasing in commit order.
+    pub seq: i64,
+    /// The event's id.
+    pub id: EventId,
+    /// Its type (`token.created`, …; see `AuditKind::event_type`).
+    pub event_type: String,
+    /// When it happened.
+    pub at: OffsetDateTime,
+    /// The token it concerns.
+    pub token_id: Option<TokenId>,
+    /// The user it concerns.
+    pub user_id: Option<UserId>,
+    /// The event's `data`: a JSON object, kept as written.
+    pub data: String,
+}
+
+/// Where a webhook delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Not delivered yet: due, leased by an instance sending it, or waiting for its next try.
+    Pending,
+    /// The webhook answered 2xx.
+    Delivered,
+    /// Retries ran out; never tried again.
+    Failed,
+}
+
+impl DeliveryState {
+    /// The state as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Reads a stored state.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Failed]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A delivery an instance has leased and now sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The webhook's URL.
+    pub webhook: String,
+    /// The event to send.
+    pub event: StoredEvent,
+    /// How many times it was tried before.
+    pub attempts: u32,
+    /// When the delivery was queued (retries stop a while after it).
+    pub created_at: OffsetDateTime,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The webhook answered 2xx with this status.
+    Delivered {
+        /// The status.
+        status: u16,
+    },
+    /// It failed; try again at `next_attempt_at`.
+    Retry {
+        /// The status, if the webhook answered.
+        status: Option<u16>,
+        /// What went wrong, in words (never a secret).
+        error: String,
+        /// When to try again.
+        next_attempt_at: OffsetDateTime,
+    },
+    /// It failed and retries ran out.
+    Failed {
+        /// The status, if the webhook answered.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// A webhook delivery as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// The webhook's URL.
+    pub webhook: String,
+    /// The event.
+    pub event_id: EventId,
+    /// The event's type.
+    pub event_type: String,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it was queued.
+    pub created_at: OffsetDateTime,
+    /// When it is tried next (while pending).
+    pub next_attempt_at: OffsetDateTime,
+    /// When it was last tried.
+    pub last_attempt_at: Option<OffsetDateTime>,
+    /// The last answer's status, if the webhook answered.
+    pub last_status: Option<u16>,
+    /// What went wrong last, if anything did.
+    pub last_error: Option<String>,
+    /// When it was delivered or given up.
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// Which deliveries to list, newest event first.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only deliveries in this state.
+    pub state: Option<DeliveryState>,
+    /// At most this many.
+    pub limit: u32,
 }
 
 /// The hashes whose verification answer may have changed since a cursor.
@@ -562,6 +687,64 @@ pub trait AuditStore: Send + Sync {
     async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<StoredAuditEvent>>;
 }
 
+/// The outbox: every event, in the order the changes that made them committed. Events are
+/// written by the writes that make them (in the same transaction as the change and its audit
+/// entry, for the kinds `AuditKind::event_type` names), never on their own.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Events after the event `after` (from the first when `None`), oldest first, at most
+    /// `limit`. [`StoreError::NotFound`] if no event has the id `after`. A reader that pages
+    /// through never misses an event: one committed later never sorts before one already read.
+    async fn events_after(
+        &self,
+        after: Option<&EventId>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>>;
+}
+
+/// Webhook deliveries of the outbox's events: queued per webhook, leased by one instance at a
+/// time, kept with their outcome.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Queues a delivery to `webhook` (its URL) for each event past the webhook's cursor whose
+    /// type matches one of `patterns`, reading at most `limit` events, and moves the cursor past
+    /// them; returns how many events it read. A webhook seen for the first time starts after
+    /// the newest event. Instances doing this at once for one webhook take turns.
+    async fn enqueue_deliveries(
+        &self,
+        webhook: &str,
+        patterns: &[String],
+        at: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<u64>;
+
+    /// Leases up to `limit` due deliveries to any of `webhooks` for `instance` until
+    /// `lease_until`: pending, due at `now`, not leased by another instance (or its lease
+    /// expired), and the oldest pending delivery of their token (or user) to their webhook, so
+    /// each token's events go out in order and no two instances send one at once.
+    async fn claim_deliveries(
+        &self,
+        webhooks: &[String],
+        instance: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>>;
+
+    /// Records how an attempt at a pending delivery ended and ends its lease. A delivery no
+    /// longer pending (another instance finished it) is left as it is.
+    async fn finish_delivery(
+        &self,
+        webhook: &str,
+        event_seq: i64,
+        outcome: &DeliveryOutcome,
+        at: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    /// Deliveries, newest event first, as `filter` says.
+    async fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<DeliveryRecord>>;
+}
+
 /// The change log and the epoch that announces it: how verification caches learn that an answer
 /// may have changed (see the crate docs for the rule every write keeps).
 #[async_trait]
@@ -637,6 +820,8 @@ pub trait Store:
     + IdentityStore
     + SessionStore
     + AuditStore
+    + EventStore
+    + WebhookStore
     + ChangeFeed
     + Maintenance
     + Send
@@ -651,6 +836,8 @@ impl<T> Store for T where
         + IdentityStore
         + SessionStore
         + AuditStore
+        + EventStore
+        + WebhookStore
         + ChangeFeed
         + Maintenance
         + Send

@@ -56,6 +56,11 @@ pub enum Command {
     Token(TokenCommand),
     /// Show the audit trail, newest first.
     Audit(AuditArgs),
+    /// Show every user's events in order, oldest first (`--follow` waits for new ones).
+    Events(EventsArgs),
+    /// Webhooks: where their deliveries stand.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Apply pending schema migrations to the database and exit.
     Migrate,
     /// Move a deployment's data between databases; back it up and restore it.
@@ -357,6 +362,44 @@ pub struct AuditArgs {
     /// At most this many events.
     #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
+}
+
+/// `keyward events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Start after this event (its id, `evt_…`); from the first event when absent.
+    #[arg(long, value_name = "ID")]
+    pub after: Option<String>,
+    /// At most this many events (all of them when absent).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+    /// Keep waiting for new events and print them as they come, until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// Print each event as one line of JSON, exactly as the API and webhooks send it.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keyward webhook …`.
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// List webhook deliveries, newest event first.
+    Deliveries(DeliveriesArgs),
+}
+
+/// `keyward webhook deliveries`.
+#[derive(Debug, Args)]
+pub struct DeliveriesArgs {
+    /// Only deliveries in this state: pending, delivered or failed.
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
+    /// At most this many (up to 100).
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub limit: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -82,9 +82,11 @@
 
 use keyward_core::{Catalog, LifetimePolicy, Prefix, ServerKey, parse_duration};
 use keyward_server::Settings;
+use keyward_server::email::SmtpSettings;
 use keyward_server::http::{HttpLimits, TlsFiles};
 use keyward_server::service::{
-    AdminClaim, ForwardAuthRoute, ForwardAuthRoutes, OidcClientSecret, OidcSettings,
+    AdminClaim, ForwardAuthRoute, ForwardAuthRoutes, OidcClientSecret, OidcSettings, WebhookSecret,
+    WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -299,6 +301,7 @@ settings! {
     file_only {
         catalog: Option<BTreeMap<String, Vec<String>>>,
         forward_auth: Option<ForwardAuthFile>,
+        webhooks: Option<Vec<WebhookFile>>,
     }
     // Fields of `Config` worked out by `load_from`.
     derived {
@@ -313,6 +316,9 @@ settings! {
         forward_auth: ForwardAuthRoutes,
         /// Single sign-on as the server takes it, when `[oidc]` turns it on.
         sso: Option<OidcSettings>,
+        /// Where events are sent (`[[webhooks]]`), secrets from the file or
+        /// `KEYWARD_WEBHOOK_SECRET_<N>`.
+        webhooks: Vec<WebhookSettings>,
     }
     settings {
         /// Where `keyward serve` listens.
@@ -352,6 +358,10 @@ settings! {
         /// The address people use to reach keyward, e.g. `https://keyward.example.com` (single
         /// sign-on's redirect URL is under it).
         public_url: Option<HttpUrl> = None, env PUBLIC_URL = "KEYWARD_PUBLIC_URL";
+        /// How long a webhook delivery is retried (with exponential backoff) before it is
+        /// marked failed, e.g. `1d`.
+        webhook_retry_for: Duration = Duration::days(1),
+            env WEBHOOK_RETRY_FOR = "KEYWARD_WEBHOOK_RETRY_FOR";
     }
     tables {
         /// Connection and request limits (`[http]`).
@@ -384,6 +394,14 @@ settings! {
             cert: Option<PathBuf> = None, env TLS_CERT = "KEYWARD_TLS_CERT";
             /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
             key: Option<PathBuf> = None, env TLS_KEY = "KEYWARD_TLS_KEY";
+        }
+        /// Email to tokens' owners (`[smtp]`): on when `url` is set.
+        smtp: SmtpConfig, file SmtpFile {
+            /// `smtp://host:port` (add `?tls=required` for STARTTLS), `smtps://host:port`
+            /// (TLS), with `user:password@` to authenticate.
+            url: Option<SmtpUrl> = None, env SMTP_URL = "KEYWARD_SMTP_URL", secret = true;
+            /// The sender, e.g. `keyward <keyward@example.com>`.
+            from: Option<String> = None, env SMTP_FROM = "KEYWARD_SMTP_FROM";
         }
         /// Single sign-on through an OpenID provider (`[oidc]`): on when `issuer` is set.
         oidc: OidcConfig, file OidcFile {
@@ -866,6 +884,65 @@ fn forward_auth_routes(
         .map_err(|e| ConfigError::new(format!("{}: {e}", origin("[[forward_auth.route]]"))))
 }
 
+/// One `[[webhooks]]`. No `Debug`: it holds the secret's text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookFile {
+    url: String,
+    secret: Option<String>,
+    events: Vec<String>,
+}
+
+/// The variable that gives the `n`th webhook's secret (counting from 1, in file order).
+pub fn webhook_secret_var(n: usize) -> String {
+    format!("KEYWARD_WEBHOOK_SECRET_{n}")
+}
+
+/// Reads `[[webhooks]]`: each secret from `KEYWARD_WEBHOOK_SECRET_<N>` (the Nth webhook,
+/// counting from 1) or else the file, in the Standard Webhooks format; URLs distinct.
+fn webhooks(
+    file: Option<Vec<WebhookFile>>,
+    env: &Env,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<Vec<WebhookSettings>, ConfigError> {
+    let mut parsed: Vec<WebhookSettings> = Vec::new();
+    for (i, hook) in file.unwrap_or_default().into_iter().enumerate() {
+        let var = webhook_secret_var(i + 1);
+        let (text, from) = match (env.get(&var), &hook.secret) {
+            (Some(text), _) => (zeroize::Zeroizing::new(text.to_owned()), var.clone()),
+            (None, Some(text)) => (
+                zeroize::Zeroizing::new(text.clone()),
+                origin(&format!("webhooks[{i}].secret")),
+            ),
+            (None, None) => {
+                return Err(ConfigError::new(format!(
+                    "{}: a webhook needs a secret (secret = \"whsec_…\", or {var})",
+                    origin(&format!("webhooks[{i}]"))
+                )));
+            }
+        };
+        let secret =
+            WebhookSecret::parse(&text).map_err(|e| ConfigError::new(format!("{from}: {e}")))?;
+        let settings = WebhookSettings {
+            url: hook.url,
+            secret,
+            events: hook.events,
+        };
+        settings
+            .check()
+            .map_err(|e| ConfigError::new(format!("{}: {e}", origin(&format!("webhooks[{i}]")))))?;
+        if parsed.iter().any(|p| p.url == settings.url) {
+            return Err(ConfigError::new(format!(
+                "{}: the url {:?} is another webhook's too; give each webhook its own",
+                origin(&format!("webhooks[{i}]")),
+                settings.url
+            )));
+        }
+        parsed.push(settings);
+    }
+    Ok(parsed)
+}
+
 /// Only the version, read first so that a file of another version is refused for its version
 /// rather than for a key this keyward does not know.
 #[derive(Deserialize)]
@@ -915,12 +992,14 @@ impl Config {
             None => Catalog::sample(),
         };
         let forward_auth = forward_auth_routes(file.forward_auth.take(), &catalog, &origin)?;
+        let webhooks = webhooks(file.webhooks.take(), env, &origin)?;
         let derived = Derived {
             config_file: config_file.clone(),
             catalog,
             catalog_is_sample,
             forward_auth,
             sso: None,
+            webhooks,
         };
         let mut config = Self::from_layers(env, flags, file, &origin, derived)?;
         config.sso = config.single_sign_on()?;
@@ -934,6 +1013,19 @@ impl Config {
             )));
         }
         config.tls.check()?;
+        if let Some(url) = &config.smtp.url {
+            let Some(from) = &config.smtp.from else {
+                return Err(ConfigError::new(
+                    "[smtp] needs from: the sender of keyward's mail",
+                ));
+            };
+            SmtpSettings {
+                url: url.0.clone(),
+                from: from.clone(),
+            }
+            .check()
+            .map_err(|e| ConfigError::new(format!("[smtp]: {e}")))?;
+        }
         if let Some(addr) = config.metrics.listen
             && addr == config.listen
             && addr.port() != 0
@@ -1013,6 +1105,12 @@ impl Config {
             forward_auth: self.forward_auth.clone(),
             metrics_require_token: self.metrics.require_token,
             oidc: self.sso.clone(),
+            webhooks: self.webhooks.clone(),
+            webhook_retry_for: self.webhook_retry_for,
+            smtp: self.smtp.url.clone().map(|url| SmtpSettings {
+                url: url.0,
+                from: self.smtp.from.clone().unwrap_or_default(),
+            }),
         }
     }
 
@@ -1073,6 +1171,44 @@ impl TlsConfig {
             env::TLS_CERT,
             env::TLS_KEY
         )))
+    }
+}
+
+/// `[smtp]`, every layer applied.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// The SMTP server's URL.
+    pub url: Option<SmtpUrl>,
+    /// The sender.
+    pub from: Option<String>,
+}
+
+/// An SMTP server's URL, `smtp://` or `smtps://`. It may hold a password: its `Debug` shows
+/// nothing and an error never repeats it.
+#[derive(Clone)]
+pub struct SmtpUrl(String);
+
+impl fmt::Debug for SmtpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SmtpUrl([REDACTED])")
+    }
+}
+
+impl SettingValue for SmtpUrl {
+    type File = String;
+    const EXAMPLES: [&'static str; 2] = [
+        "\"smtp://mail.example.com:25\"",
+        "\"smtps://mail.example.com:465\"",
+    ];
+    fn from_file(value: String) -> Result<Self, String> {
+        Self::from_text(&value)
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.starts_with("smtp://") || text.starts_with("smtps://") {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err("an SMTP URL starts with smtp:// or smtps://".to_owned())
+        }
     }
 }
 
@@ -1867,6 +2003,7 @@ repo = ["read", "write"]
                 key if key.starts_with("oidc.") => "public_url = \"https://keyward.example.com\"\n",
                 "tls.cert" => "tls.key = \"/srv/keyward/key.pem\"\n",
                 "tls.key" => "tls.cert = \"/srv/keyward/cert.pem\"\n",
+                "smtp.url" => "smtp.from = \"keyward@example.com\"\n",
                 _ => "",
             });
             let unset = if base.get().is_empty() {

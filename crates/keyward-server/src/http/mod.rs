@@ -6,6 +6,7 @@
 //! route has gets the web page's 404 or 405 page instead.
 
 pub mod error;
+mod events;
 pub mod extract;
 mod forward_auth;
 mod oauth;
@@ -154,6 +155,8 @@ fn api_routes() -> OpenApiRouter<Arc<Keyward>> {
         .routes(routes!(users::issue_token))
         .routes(routes!(verify::verify_token))
         .routes(routes!(tokens::list_audit))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::list_deliveries))
         .routes(routes!(oauth::introspect_token))
         .routes(routes!(oauth::revoke_token_by_secret))
         .routes(forward_auth)

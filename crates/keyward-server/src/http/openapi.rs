@@ -37,6 +37,7 @@ use super::wire;
         (name = "verify", description = "The verification hot path"),
         (name = "forward-auth", description = "Forward authentication for reverse proxies"),
         (name = "oauth", description = "RFC 7662 introspection and RFC 7009 revocation"),
+        (name = "events", description = "Every user's events in order, and their webhook deliveries (an admin's token with `events:read`, `webhooks:read`)"),
         (name = "ops", description = "Health, readiness, metrics, this document"),
     )
 )]

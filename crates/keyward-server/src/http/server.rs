@@ -149,6 +149,10 @@ pub async fn serve(
     // and before it wrote them would lose them.
     let upkeep_stop = Arc::new(tokio::sync::Notify::new());
     let upkeep = spawn_upkeep(Arc::clone(&keyward), Arc::clone(&upkeep_stop));
+    let webhooks_stop = Arc::new(tokio::sync::Notify::new());
+    let webhooks = crate::webhooks::WebhookSender::new(Arc::clone(&keyward))
+        .map_err(std::io::Error::other)?
+        .map(|sender| tokio::spawn(sender.run(Arc::clone(&webhooks_stop))));
     let limits = options.limits.fitted_to_open_file_limit();
     // Every accept loop and connection holds a receiver: the send starts the shutdown, and the
     // channel closes when the last of them is done.
@@ -187,6 +191,12 @@ pub async fn serve(
 
     // `notify_one` keeps the permit if the task is mid-round, so it stops at its next select.
     upkeep_stop.notify_one();
+    webhooks_stop.notify_one();
+    if let Some(webhooks) = webhooks
+        && let Err(e) = webhooks.await
+    {
+        tracing::warn!(error = %e, "the webhook sender failed");
+    }
     if let Err(e) = upkeep.await {
         tracing::warn!(error = %e, "the upkeep task failed");
     }

@@ -916,3 +916,158 @@ pub fn json_response(value: &impl Serialize) -> axum::response::Response {
             .into_response(),
     }
 }
+
+// ------------------------------------------------------------------------------- events
+
+/// One event: the body of `GET /v1/events`' entries and of every webhook delivery, byte for
+/// byte the same for one event wherever it is read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Event {
+    /// The event's id (`evt_…`): the cursor of `GET /v1/events`, and the `webhook-id` of its
+    /// deliveries.
+    #[schema(value_type = String)]
+    pub id: domain::EventId,
+    /// `token.created`, `token.revoked`, `user.deleted`, …
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When it happened (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: OffsetDateTime,
+    /// What it concerns: `token_id`, `user_id`, `actor` (`label`, `user_id`, `token_id`),
+    /// `ip`, `detail`, each when known. Never a secret.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    /// The event as stored. Its `data` was written as a JSON object by the store; anything else
+    /// (a row not written by keyward) is sent as an empty object rather than failing the read.
+    pub fn new(stored: keyward_store::StoredEvent) -> Self {
+        let keyward_store::StoredEvent {
+            seq: _,
+            id,
+            event_type,
+            at,
+            token_id: _,
+            user_id: _,
+            data,
+        } = stored;
+        let data = serde_json::from_str(&data)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
+        Self {
+            id,
+            event_type,
+            timestamp: at,
+            data,
+        }
+    }
+}
+
+/// Reading the events.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Page size (1 to 100, default 50), as sent.
+    pub limit: Option<String>,
+    /// The id of the last event already read, as sent.
+    pub after: Option<String>,
+}
+
+/// Events in order, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventListResponse {
+    /// The events after `after`.
+    pub events: Vec<Event>,
+    /// Pass as `after` to read on (the last event's id; the `after` given when there is none
+    /// yet, so a follower keeps its place).
+    #[schema(value_type = Option<String>)]
+    pub next: Option<domain::EventId>,
+}
+
+/// One webhook delivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDelivery {
+    /// The webhook's URL.
+    pub webhook: String,
+    /// The event delivered.
+    #[schema(value_type = String)]
+    pub event_id: domain::EventId,
+    /// Its type.
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed` (retries ran out).
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it was queued.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// When it is tried next, while pending.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// When it was last tried.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_attempt_at: Option<OffsetDateTime>,
+    /// The last answer's HTTP status, if the webhook answered.
+    pub last_status: Option<u16>,
+    /// What went wrong last.
+    pub last_error: Option<String>,
+    /// When it was delivered or given up.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+impl From<keyward_store::DeliveryRecord> for WebhookDelivery {
+    fn from(record: keyward_store::DeliveryRecord) -> Self {
+        let keyward_store::DeliveryRecord {
+            webhook,
+            event_id,
+            event_type,
+            state,
+            attempts,
+            created_at,
+            next_attempt_at,
+            last_attempt_at,
+            last_status,
+            last_error,
+            finished_at,
+        } = record;
+        Self {
+            webhook,
+            event_id,
+            event_type,
+            state: state.as_str().to_owned(),
+            attempts,
+            created_at,
+            next_attempt_at: (state == keyward_store::DeliveryState::Pending)
+                .then_some(next_attempt_at),
+            last_attempt_at,
+            last_status,
+            last_error,
+            finished_at,
+        }
+    }
+}
+
+/// Listing webhook deliveries.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {
+    /// Page size (1 to 100, default 50), as sent.
+    pub limit: Option<String>,
+    /// Only `pending`, `delivered` or `failed` ones, as sent.
+    pub state: Option<String>,
+}
+
+/// Webhook deliveries, newest event first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryListResponse {
+    /// The deliveries.
+    pub deliveries: Vec<WebhookDelivery>,
+}

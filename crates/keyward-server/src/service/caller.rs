@@ -30,8 +30,9 @@
 //! token's scopes and expiry are the ceiling of what it creates or regenerates.
 
 use keyward_core::scope::reserved::{
-    AUDIT_READ, METRICS_READ, TOKENS_CREATE, TOKENS_DELETE, TOKENS_INTROSPECT, TOKENS_ISSUE,
-    TOKENS_READ, TOKENS_UPDATE, USERS_CREATE, USERS_DELETE, USERS_READ, USERS_UPDATE,
+    AUDIT_READ, EVENTS_READ, METRICS_READ, TOKENS_CREATE, TOKENS_DELETE, TOKENS_INTROSPECT,
+    TOKENS_ISSUE, TOKENS_READ, TOKENS_UPDATE, USERS_CREATE, USERS_DELETE, USERS_READ, USERS_UPDATE,
+    WEBHOOKS_READ,
 };
 use keyward_core::{Actor, Scope, Scopes, TokenId, UserId, UserName};
 use std::net::IpAddr;
@@ -78,11 +79,15 @@ pub enum Action {
     ResetServerKey,
     /// Record a change to the server key ring (a rotation, a retired key).
     ChangeServerKeys,
+    /// Read the events of every user (the outbox).
+    ReadEvents,
+    /// Read the webhook deliveries.
+    ReadDeliveries,
 }
 
 impl Action {
     /// Every action (for tests and documentation).
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 20] = [
         Self::CreateToken,
         Self::ReadTokens,
         Self::RenameToken,
@@ -101,6 +106,8 @@ impl Action {
         Self::IssueToken,
         Self::ResetServerKey,
         Self::ChangeServerKeys,
+        Self::ReadEvents,
+        Self::ReadDeliveries,
     ];
 
     /// The scope a token needs for this action, if a token may take it with a scope.
@@ -118,6 +125,8 @@ impl Action {
             Self::UpdateUser => Some(&USERS_UPDATE),
             Self::DeleteUser => Some(&USERS_DELETE),
             Self::IssueToken => Some(&TOKENS_ISSUE),
+            Self::ReadEvents => Some(&EVENTS_READ),
+            Self::ReadDeliveries => Some(&WEBHOOKS_READ),
             Self::ReadSelf
             | Self::RegenerateSelf
             | Self::RevokeBySecret
@@ -136,6 +145,8 @@ impl Action {
                 | Self::UpdateUser
                 | Self::DeleteUser
                 | Self::IssueToken
+                | Self::ReadEvents
+                | Self::ReadDeliveries
         )
     }
 

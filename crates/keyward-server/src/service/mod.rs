@@ -11,6 +11,7 @@
 
 pub mod caller;
 mod error;
+pub mod events;
 pub mod gateway;
 pub mod keys;
 pub mod sessions;
@@ -20,6 +21,7 @@ pub mod verification;
 
 pub use caller::{Action, Caller, CallerKind, TokenCaller};
 pub use error::{ServiceError, ServiceResult};
+pub use events::{WebhookSecret, WebhookSettings};
 pub use gateway::{ForwardAuthRoute, ForwardAuthRoutes, SecretRevocation};
 pub use sessions::oidc::{
     AdminClaim, OidcClientSecret, OidcSettings, SsoCallback, SsoRefusal, SsoSignIn, SsoStart,
@@ -72,6 +74,12 @@ pub struct Settings {
     pub metrics_require_token: bool,
     /// Single sign-on through an OpenID provider, if set up.
     pub oidc: Option<OidcSettings>,
+    /// Where events are sent (`[[webhooks]]`).
+    pub webhooks: Vec<WebhookSettings>,
+    /// How long a webhook delivery is retried before it is marked failed.
+    pub webhook_retry_for: time::Duration,
+    /// Email to tokens' owners (`[smtp]`), if set up.
+    pub smtp: Option<crate::email::SmtpSettings>,
 }
 
 impl Default for Settings {
@@ -85,6 +93,9 @@ impl Default for Settings {
             forward_auth: ForwardAuthRoutes::default(),
             metrics_require_token: false,
             oidc: None,
+            webhooks: Vec::new(),
+            webhook_retry_for: time::Duration::days(1),
+            smtp: None,
         }
     }
 }

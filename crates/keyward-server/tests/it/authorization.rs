@@ -25,6 +25,8 @@ const EVERYTHING: &[&str] = &["tokens:*", "audit:read", "metrics:read", "droplet
 const ADMIN_EVERYTHING: &[&str] = &[
     "tokens:*",
     "users:*",
+    "events:read",
+    "webhooks:read",
     "audit:read",
     "metrics:read",
     "droplet:read",
@@ -224,6 +226,8 @@ enum Call {
     },
     /// `/metrics` when the deployment requires a token asks the rule directly.
     ReadMetrics,
+    Events,
+    WebhookDeliveries,
 }
 
 impl World {
@@ -336,6 +340,8 @@ impl World {
                 outcome(kw.introspect(caller, &t.secret).await)
             }
             Call::ReadMetrics => outcome(caller.authorize(Action::ReadMetrics)),
+            Call::Events => outcome(kw.events(caller, None, 10).await),
+            Call::WebhookDeliveries => outcome(kw.webhook_deliveries(caller, None, 10).await),
             Call::RevokeBySecret { other } => {
                 let t = self.target(owner(other)).await;
                 let answer = kw.revoke_by_secret(caller, &t.secret).await;
@@ -450,6 +456,9 @@ const MATRIX: &[(Call, [&str; 8])] = {
         (Call::UpdateUser, ADMINS),
         (Call::DeleteUser, ADMINS),
         (Call::IssueToken, ADMINS),
+        // Events and deliveries cover every user: an admin's.
+        (Call::Events, ADMINS),
+        (Call::WebhookDeliveries, ADMINS),
         // Whoever holds the data dir holds the key; nobody else may drop tokens for it.
         (
             Call::ResetServerKey,

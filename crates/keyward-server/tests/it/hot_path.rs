@@ -8,16 +8,18 @@
 
 use async_trait::async_trait;
 use keyward_core::{
-    AuditEvent, ExpiryRequest, InactiveReason, KeyId, ManualClock, Prefix, Scopes, ServerKey,
-    TokenHash, TokenHasher, TokenId, TokenName, TokenRecord, TokenSecret, User, UserId, UserName,
+    AuditEvent, EventId, ExpiryRequest, InactiveReason, KeyId, ManualClock, Prefix, Scopes,
+    ServerKey, TokenHash, TokenHasher, TokenId, TokenName, TokenRecord, TokenSecret, User, UserId,
+    UserName,
 };
 use keyward_server::service::{Issued, UserRequest};
 use keyward_server::{Caller, Keyward, Settings, Verdict, VerifiedToken};
 use keyward_store::{
-    AuditFilter, AuditStore, ChangeFeed, Changes, IdentityRecord, IdentityStore, Lookup,
-    Maintenance, NewUser, Page, Progress, Regeneration, Revocation, SessionRecord, SessionStore,
-    Snapshot, SqliteStore, Store, StoreResult, StoredAuditEvent, StoredHash, TokenStore, Usage,
-    UserFilter, UserStore, UserUpdate,
+    AuditFilter, AuditStore, ChangeFeed, Changes, Delivery, DeliveryFilter, DeliveryOutcome,
+    DeliveryRecord, EventStore, IdentityRecord, IdentityStore, Lookup, Maintenance, NewUser, Page,
+    Progress, Regeneration, Revocation, SessionRecord, SessionStore, Snapshot, SqliteStore, Store,
+    StoreResult, StoredAuditEvent, StoredEvent, StoredHash, TokenStore, Usage, UserFilter,
+    UserStore, UserUpdate, WebhookStore,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -140,6 +142,17 @@ pass_through!(SessionStore {
 pass_through!(AuditStore {
     fn append_audit(event: &AuditEvent) -> ();
     fn audit_events(filter: &AuditFilter) -> Vec<StoredAuditEvent>;
+});
+
+pass_through!(EventStore {
+    fn events_after(after: Option<&EventId>, limit: u32) -> Vec<StoredEvent>;
+});
+
+pass_through!(WebhookStore {
+    fn enqueue_deliveries(webhook: &str, patterns: &[String], at: OffsetDateTime, limit: u32) -> u64;
+    fn claim_deliveries(webhooks: &[String], instance: &str, now: OffsetDateTime, lease_until: OffsetDateTime, limit: u32) -> Vec<Delivery>;
+    fn finish_delivery(webhook: &str, event_seq: i64, outcome: &DeliveryOutcome, at: OffsetDateTime) -> ();
+    fn deliveries(filter: &DeliveryFilter) -> Vec<DeliveryRecord>;
 });
 
 pass_through!(ChangeFeed {

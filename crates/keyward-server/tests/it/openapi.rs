@@ -24,6 +24,8 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/users/{id}/tokens"),
     ("post", "/v1/verify"),
     ("get", "/v1/audit"),
+    ("get", "/v1/events"),
+    ("get", "/v1/webhooks/deliveries"),
     ("get", "/v1/auth"),
     ("post", "/v1/auth"),
     ("put", "/v1/auth"),

@@ -474,7 +474,11 @@ async fn the_eleventh_wrong_password_in_a_minute_is_refused_without_checking() {
     // this address).
     assert_eq!(
         kinds.iter().filter(|k| *k == "user.sign_in_failed").count(),
-        12
+        10
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "sign_in.throttled").count(),
+        2
     );
     assert_eq!(kinds.iter().filter(|k| *k == "user.signed_in").count(), 1);
 }

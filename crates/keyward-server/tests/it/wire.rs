@@ -156,7 +156,7 @@ fn is_rfc3339(text: &str) -> bool {
 }
 
 fn is_id(text: &str) -> bool {
-    text.starts_with("tok_") || text.starts_with("usr_")
+    text.starts_with("tok_") || text.starts_with("usr_") || text.starts_with("evt_")
 }
 
 /// Snapshots named without the module path.
@@ -179,6 +179,8 @@ fn settings() -> insta::Settings {
         ".**.user",
         ".**.token",
         ".**.next",
+        ".**.user_id",
+        ".**.event_id",
         ".headers[\"x-keyward-token-id\"]",
         ".headers[\"x-keyward-owner-id\"]",
     ];
@@ -204,6 +206,10 @@ fn settings() -> insta::Settings {
         ".**.revoked_at",
         ".**.disabled_at",
         ".**.at",
+        ".**.timestamp",
+        ".**.next_attempt_at",
+        ".**.last_attempt_at",
+        ".**.finished_at",
     ] {
         s.add_redaction(selector, redact_string("[time]", is_rfc3339));
     }
@@ -608,6 +614,55 @@ async fn user_management_answers() {
     assert_answer(
         "users_delete_204",
         &app.delete(&format!("/v1/users/{id}"), &backend.secret, None)
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn event_answers() {
+    let app = spawn_app().await;
+    let root = app.admin("root").await;
+    let reader = app
+        .token_named(
+            &root,
+            "events",
+            &["events:read", "webhooks:read", "tokens:*"],
+        )
+        .await;
+    let other = app.token_named(&root, "other", &["tokens:read"]).await;
+    let alice = app.user("alice").await;
+    let made = app.token_named(&alice, "ci", &["droplet:read"]).await;
+    app.delete(
+        &format!("/v1/tokens/{}", made.id),
+        &reader.secret,
+        Some(&json!({"reason": "rotated out"})),
+    )
+    .await;
+    let r = app.get("/v1/events?limit=3", &reader.secret).await;
+    assert_answer("events_200", &r);
+    let next = r.json()["next"].as_str().unwrap().to_owned();
+    let rest = app
+        .get(&format!("/v1/events?after={next}"), &reader.secret)
+        .await
+        .expect(200);
+    assert!(!rest["events"].as_array().unwrap().is_empty());
+    assert_answer(
+        "events_400_after",
+        &app.get(
+            "/v1/events?after=evt_01JD8X0VQ5R6M8A5C3E7F9G1HK",
+            &reader.secret,
+        )
+        .await,
+    );
+    assert_answer("events_403", &app.get("/v1/events", &other.secret).await);
+    assert_answer(
+        "webhook_deliveries_200",
+        &app.get("/v1/webhooks/deliveries?state=failed", &reader.secret)
+            .await,
+    );
+    assert_answer(
+        "webhook_deliveries_400",
+        &app.get("/v1/webhooks/deliveries?state=lost", &reader.secret)
             .await,
     );
 }

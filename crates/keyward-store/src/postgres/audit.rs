@@ -6,10 +6,46 @@ use sqlx::postgres::PgConnection;
 
 use super::PgStore;
 use super::rows::{self, db_error, insert_error, unix};
+use crate::outbox::OutboxRow;
 use crate::{AuditFilter, AuditStore, StoreResult, StoredAuditEvent};
 
+/// Appends an audit event and, when its kind is an event, the event to the outbox. Call it in
+/// a transaction when the kind is an event: the change, its audit entry and its event commit
+/// together, and the outbox's lock is held until then.
 pub(super) async fn insert_audit(conn: &mut PgConnection, event: &AuditEvent) -> StoreResult<()> {
-    insert_audit_row(conn, None, event).await
+    insert_audit_row(conn, None, event).await?;
+    insert_event(conn, event).await
+}
+
+/// Appends the outbox row for `event`, if its kind is an event.
+///
+/// Sequence numbers are handed out when a row is inserted but become visible when its
+/// transaction commits, so without care a reader past seq N could miss a row with a smaller seq
+/// committed later. Like the change log's appends (`feed`), every append first takes the
+/// `change_log` row lock, held until commit: appends commit one at a time, in seq order. Only
+/// event-producing writes take it (a sign-in attempt's own audit entry does not).
+async fn insert_event(conn: &mut PgConnection, event: &AuditEvent) -> StoreResult<()> {
+    let Some(row) = OutboxRow::for_audit(event)? else {
+        return Ok(());
+    };
+    sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    sqlx::query(
+        "INSERT INTO events (id, type, at, token_id, user_id, data) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(row.id.as_str())
+    .bind(row.event_type)
+    .bind(unix(event.at))
+    .bind(event.token_id.as_ref().map(TokenId::as_str))
+    .bind(event.subject_user.as_ref().map(UserId::as_str))
+    .bind(row.data.as_str())
+    .execute(conn)
+    .await
+    .map_err(|e| insert_error(e, || format!("event {}", row.id)))?;
+    Ok(())
 }
 
 /// Appends an audit event, at sequence number `seq` when given (a restore), else at the next.
@@ -51,6 +87,13 @@ pub(super) async fn insert_audit_row(
 #[async_trait]
 impl AuditStore for PgStore {
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        if event.kind.event_type().is_some() {
+            let mut tx = self.begin().await?;
+            insert_audit(&mut tx, event).await?;
+            return tx.commit().await.map_err(db_error);
+        }
+        // Not an event: one statement, no outbox lock (the sign-in path writes these for
+        // anonymous clients).
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         insert_audit(&mut conn, event).await
     }

@@ -27,6 +27,7 @@ use crate::{StoreError, StoreResult};
 
 mod audit;
 mod backup;
+mod events;
 mod feed;
 mod identities;
 pub mod listener;
@@ -66,6 +67,11 @@ const MIGRATIONS: Migrations = &[
         5,
         "key_index",
         include_str!("../../migrations/postgres/0005_key_index.sql"),
+    ),
+    (
+        6,
+        "events",
+        include_str!("../../migrations/postgres/0006_events.sql"),
     ),
 ];
 

@@ -6,6 +6,7 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::SqliteStore;
 use super::rows::{self, db_error, insert_error, unix};
+use crate::outbox::OutboxRow;
 use crate::{AuditFilter, AuditStore, StoreResult, StoredAuditEvent};
 
 /// An audit event; `?10` is its sequence number, NULL for the next one.
@@ -13,11 +14,35 @@ pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_events \
      (seq, at, kind, actor_user, actor_token, actor_label, subject_user, token_id, ip, detail) \
      VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
+/// Appends an audit event and, when its kind is an event, the event to the outbox (in the
+/// caller's transaction: the change, its audit entry and its event commit together).
 pub(super) async fn insert_audit(
     conn: &mut SqliteConnection,
     event: &AuditEvent,
 ) -> StoreResult<()> {
-    insert_audit_row(conn, None, event).await
+    insert_audit_row(conn, None, event).await?;
+    insert_event(conn, event).await
+}
+
+/// Appends the outbox row for `event`, if its kind is an event.
+async fn insert_event(conn: &mut SqliteConnection, event: &AuditEvent) -> StoreResult<()> {
+    let Some(row) = OutboxRow::for_audit(event)? else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO events (id, type, at, token_id, user_id, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(row.id.as_str())
+    .bind(row.event_type)
+    .bind(unix(event.at))
+    .bind(event.token_id.as_ref().map(TokenId::as_str))
+    .bind(event.subject_user.as_ref().map(UserId::as_str))
+    .bind(row.data.as_str())
+    .execute(conn)
+    .await
+    .map_err(|e| insert_error(e, || format!("event {}", row.id)))?;
+    Ok(())
 }
 
 /// Appends an audit event, at sequence number `seq` when given (a restore), else at the next.

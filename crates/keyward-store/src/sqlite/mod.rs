@@ -26,6 +26,7 @@ use crate::{StoreError, StoreResult};
 mod audit;
 mod backup;
 mod direct;
+mod events;
 mod feed;
 mod identities;
 mod rows;
@@ -68,6 +69,11 @@ const MIGRATIONS: Migrations = &[
         5,
         "key_index",
         include_str!("../../migrations/sqlite/0005_key_index.sql"),
+    ),
+    (
+        6,
+        "events",
+        include_str!("../../migrations/sqlite/0006_events.sql"),
     ),
 ];
 

@@ -7,8 +7,9 @@ use keyward_core::{
     AuditKind, Email, ExternalId, TokenHash, TokenName, TokenRecord, UserKind, UserName,
 };
 use keyward_store::{
-    AuditFilter, IdentityRecord, NewUser, Page, Progress, Regeneration, Revocation, SessionRecord,
-    Store, StoreError, Usage, UserFilter, UserUpdate,
+    AuditFilter, DeliveryFilter, DeliveryOutcome, DeliveryState, IdentityRecord, NewUser, Page,
+    Progress, Regeneration, Revocation, SessionRecord, Store, StoreError, Usage, UserFilter,
+    UserUpdate,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -57,6 +58,10 @@ macro_rules! contract_suite {
             an_identity_links_one_new_user_in_one_write,
             a_session_keeps_how_it_was_signed_in,
             tokens_under_other_keys_are_counted_and_revoked,
+            events_are_written_with_their_change_and_read_in_order,
+            events_are_never_skipped_by_a_reader_while_writers_commit,
+            webhook_deliveries_are_queued_leased_in_order_and_finished,
+            two_handles_never_lease_the_same_delivery,
         );
     };
     (@each $fresh:expr; $($check:ident),* $(,)?) => {
@@ -2153,4 +2158,376 @@ pub async fn tokens_under_other_keys_are_counted_and_revoked(db: &dyn Database) 
     assert_eq!(gone.revoke_reason.as_deref(), Some("server key reset"));
     let kept = store.token(&mine.id, None).await.unwrap().unwrap();
     assert_eq!(kept.revoked_at, None, "the server's own key's tokens stay");
+}
+
+/// Every event in the outbox, oldest first.
+async fn all_events(store: &dyn Store) -> Vec<keyward_store::StoredEvent> {
+    store.events_after(None, 10_000).await.unwrap()
+}
+
+pub async fn events_are_written_with_their_change_and_read_in_order(db: &dyn Database) {
+    let store = db.open().await;
+    let alice = add_user(&*store, "alice").await;
+    let (token, _) = add_token(&*store, &alice.id, T0).await;
+    // Not events: a rename, a failed sign-in. A write refused writes no event either.
+    store
+        .rename_token(
+            &token.id,
+            None,
+            &TokenName::parse("renamed").unwrap(),
+            &audit(
+                AuditKind::TokenRenamed,
+                T0,
+                Some(&alice.id),
+                Some(&token.id),
+            ),
+        )
+        .await
+        .unwrap();
+    store
+        .append_audit(&audit(
+            AuditKind::UserSignInFailed,
+            T0,
+            Some(&alice.id),
+            None,
+        ))
+        .await
+        .unwrap();
+    let again = keyward_store::NewUser {
+        user: user("alice"),
+        password_hash: None,
+    };
+    assert!(matches!(
+        store
+            .add_user(&again, &audit(AuditKind::UserAdded, T0, None, None))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut revoked = audit(
+        AuditKind::TokenRevoked,
+        T0,
+        Some(&alice.id),
+        Some(&token.id),
+    );
+    revoked.detail = Some("rotated out".to_owned());
+    store
+        .revoke_token(&token.id, None, &revocation(T0, "rotated out"), &revoked)
+        .await
+        .unwrap();
+    store
+        .append_audit(&audit(AuditKind::SignInThrottled, T0, None, None))
+        .await
+        .unwrap();
+
+    let events = all_events(&*store).await;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "user.created",
+            "token.created",
+            "token.revoked",
+            "sign_in.throttled"
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.id.as_str().starts_with("evt_") && e.at == T0)
+    );
+    let revoked = &events[2];
+    assert_eq!(revoked.token_id.as_ref(), Some(&token.id));
+    assert_eq!(revoked.user_id.as_ref(), Some(&alice.id));
+    let data: serde_json::Value = serde_json::from_str(&revoked.data).unwrap();
+    assert_eq!(
+        data,
+        serde_json::json!({
+            "token_id": token.id.as_str(),
+            "user_id": alice.id.as_str(),
+            "ip": "192.0.2.7",
+            "detail": "rotated out",
+            "actor": {"label": "cli (root)"},
+        })
+    );
+
+    // Paging: after an event, exactly the ones that follow it.
+    let after = store.events_after(Some(&events[0].id), 2).await.unwrap();
+    assert_eq!(after, events[1..3]);
+    let last = events.last().unwrap();
+    assert!(
+        store
+            .events_after(Some(&last.id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let unknown = keyward_core::EventId::generate(T0).unwrap();
+    assert!(matches!(
+        store.events_after(Some(&unknown), 10).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn events_are_never_skipped_by_a_reader_while_writers_commit(db: &dyn Database) {
+    // Writers on two handles commit events concurrently while a reader follows the outbox page
+    // by page: whatever order transactions commit in, the reader must see every event (an
+    // event that committed after the reader moved past its seq would be lost for good).
+    const TOKENS: usize = 60;
+    let handles: [Arc<dyn Store>; 2] = [Arc::from(db.open().await), Arc::from(db.open().await)];
+    let alice = add_user(&*handles[0], "alice").await;
+    let reader = db.open().await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<keyward_core::EventId> = None;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..TOKENS {
+        let store = Arc::clone(&handles[i % 2]);
+        let owner = alice.id.clone();
+        tasks.spawn(async move {
+            add_token(&*store, &owner, T0).await;
+        });
+    }
+    loop {
+        let finished = tasks.is_empty();
+        let page = reader.events_after(cursor.as_ref(), 7).await.unwrap();
+        if let Some(last) = page.last() {
+            cursor = Some(last.id.clone());
+        }
+        let empty = page.is_empty();
+        seen.extend(page.into_iter().map(|e| e.id));
+        if finished && empty {
+            break;
+        }
+        while let Some(done) = tasks.try_join_next() {
+            done.unwrap();
+        }
+        tokio::task::yield_now().await;
+    }
+    let all: Vec<_> = all_events(&*reader)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(all.len(), TOKENS + 1);
+    assert_eq!(seen, all, "the reader missed or reordered events");
+}
+
+pub async fn webhook_deliveries_are_queued_leased_in_order_and_finished(db: &dyn Database) {
+    let store = db.open().await;
+    let hook = "https://platform.example/hooks".to_owned();
+    let hooks = std::slice::from_ref(&hook);
+    let patterns = vec!["token.*".to_owned()];
+    let alice = add_user(&*store, "alice").await;
+    // A webhook seen for the first time starts after the newest event.
+    assert_eq!(
+        store
+            .enqueue_deliveries(&hook, &patterns, T0, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    let (first, _) = add_token(&*store, &alice.id, T0).await;
+    revoke(&*store, &first, T0).await;
+    let (second, _) = add_token(&*store, &alice.id, T0).await;
+    add_user(&*store, "bob").await;
+    assert_eq!(
+        store
+            .enqueue_deliveries(&hook, &patterns, T0, 100)
+            .await
+            .unwrap(),
+        4
+    );
+    // Enqueueing again queues nothing twice.
+    assert_eq!(
+        store
+            .enqueue_deliveries(&hook, &patterns, T0, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    let lease = T0 + Duration::seconds(30);
+    // Per token in order: `first`'s revocation waits for its creation; `second` is free.
+    let claimed = store
+        .claim_deliveries(hooks, "a", T0, lease, 10)
+        .await
+        .unwrap();
+    let got: Vec<_> = claimed
+        .iter()
+        .map(|d| {
+            (
+                d.event.event_type.as_str(),
+                d.event.token_id.clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("token.created", first.id.clone()),
+            ("token.created", second.id.clone())
+        ]
+    );
+    assert!(claimed.iter().all(|d| d.webhook == hook && d.attempts == 0));
+    // Leased: no one else gets them, nor another webhook's worker.
+    assert!(
+        store
+            .claim_deliveries(hooks, "b", T0, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let other = ["https://elsewhere.example/".to_owned()];
+    assert!(
+        store
+            .claim_deliveries(&other, "b", T0, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // `first`'s creation fails once and waits; the revocation still waits behind it.
+    let retry_at = T0 + Duration::seconds(10);
+    store
+        .finish_delivery(
+            &hook,
+            claimed[0].event.seq,
+            &DeliveryOutcome::Retry {
+                status: Some(503),
+                error: "503 Service Unavailable".to_owned(),
+                next_attempt_at: retry_at,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries(hooks, "b", T0, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_deliveries(hooks, "b", retry_at, retry_at + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event, claimed[0].event);
+    assert_eq!(again[0].attempts, 1);
+    store
+        .finish_delivery(
+            &hook,
+            again[0].event.seq,
+            &DeliveryOutcome::Delivered { status: 204 },
+            retry_at,
+        )
+        .await
+        .unwrap();
+    // Now the revocation is next for `first`. Its lease by "a" runs out and "b" takes over.
+    let revocation = store
+        .claim_deliveries(hooks, "a", retry_at, retry_at + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(revocation.len(), 1);
+    assert_eq!(revocation[0].event.event_type, "token.revoked");
+    let later = retry_at + Duration::seconds(31);
+    let taken = store
+        .claim_deliveries(hooks, "b", later, later + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    let taken: Vec<_> = taken.iter().map(|d| d.event.seq).collect();
+    assert!(taken.contains(&revocation[0].event.seq), "{taken:?}");
+    store
+        .finish_delivery(
+            &hook,
+            revocation[0].event.seq,
+            &DeliveryOutcome::Failed {
+                status: None,
+                error: "connection refused".to_owned(),
+            },
+            later,
+        )
+        .await
+        .unwrap();
+    // A finished delivery stays as it is.
+    store
+        .finish_delivery(
+            &hook,
+            revocation[0].event.seq,
+            &DeliveryOutcome::Delivered { status: 200 },
+            later,
+        )
+        .await
+        .unwrap();
+
+    let failed = store
+        .deliveries(&DeliveryFilter {
+            state: Some(DeliveryState::Failed),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    let failed = &failed[0];
+    assert_eq!(failed.event_id, revocation[0].event.id);
+    assert_eq!(failed.event_type, "token.revoked");
+    assert_eq!(failed.webhook, hook);
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.last_error.as_deref(), Some("connection refused"));
+    assert_eq!(failed.finished_at, Some(later));
+    let all = store
+        .deliveries(&DeliveryFilter {
+            state: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let states: Vec<_> = all.iter().map(|d| d.state).collect();
+    assert_eq!(
+        states,
+        [
+            DeliveryState::Pending,
+            DeliveryState::Failed,
+            DeliveryState::Delivered
+        ]
+    );
+    assert_eq!(all[2].last_status, Some(204));
+    assert_eq!(all[2].attempts, 2);
+}
+
+pub async fn two_handles_never_lease_the_same_delivery(db: &dyn Database) {
+    const TOKENS: usize = 40;
+    let handles: [Arc<dyn Store>; 2] = [Arc::from(db.open().await), Arc::from(db.open().await)];
+    let hook = "https://platform.example/hooks".to_owned();
+    let patterns = vec!["*".to_owned()];
+    handles[0]
+        .enqueue_deliveries(&hook, &patterns, T0, 100)
+        .await
+        .unwrap();
+    let alice = add_user(&*handles[0], "alice").await;
+    for _ in 0..TOKENS {
+        add_token(&*handles[0], &alice.id, T0).await;
+    }
+    // Both handles move the cursor at once: each event is queued once.
+    let (a, b) = tokio::join!(
+        handles[0].enqueue_deliveries(&hook, &patterns, T0, 1000),
+        handles[1].enqueue_deliveries(&hook, &patterns, T0, 1000),
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), TOKENS as u64 + 1);
+    let mut claimed = Vec::new();
+    for round in 0..20 {
+        let lease = T0 + Duration::seconds(60);
+        let (a, b) = tokio::join!(
+            handles[0].claim_deliveries(std::slice::from_ref(&hook), "a", T0, lease, 3),
+            handles[1].claim_deliveries(std::slice::from_ref(&hook), "b", T0, lease, 3),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        if a.is_empty() && b.is_empty() && round > 0 {
+            break;
+        }
+        claimed.extend(a.into_iter().chain(b).map(|d| d.event.seq));
+    }
+    let unique: HashSet<_> = claimed.iter().copied().collect();
+    assert_eq!(unique.len(), claimed.len(), "a delivery was leased twice");
+    assert_eq!(unique.len(), TOKENS + 1);
 }

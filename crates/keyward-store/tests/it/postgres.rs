@@ -414,7 +414,7 @@ async fn many_instances_starting_at_once_apply_the_schema_once() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2, 3, 4, 5], "each migration once");
+    assert_eq!(applied, [1, 2, 3, 4, 5, 6], "each migration once");
 }
 
 /// Runs futures concurrently, each as its own task, and collects their outputs in order.
@@ -501,4 +501,49 @@ async fn a_sqlite_snapshot_restores_into_postgres_unchanged() {
     let back = back_db.open().await;
     back.restore(&pg.dump().await.unwrap()).await.unwrap();
     assert_eq!(back.dump().await.unwrap(), snapshot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_append_waits_for_the_writer_ahead_of_it_but_a_sign_in_attempt_does_not() {
+    // Sequence numbers are handed out at insert and seen at commit: an append must not commit
+    // while a writer that may hold a smaller number is still open, or a reader past it would
+    // skip that event for good. A writer ahead holds the change log's row lock to its commit.
+    let Some(db) = PgDb::fresh().await else {
+        return;
+    };
+    let store = std::sync::Arc::new(db.store().await);
+    let mut ahead = db.options().connect().await.unwrap();
+    let mut tx = ahead.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+
+    let event = |kind| crate::fixtures::audit(kind, crate::fixtures::T0, None, None);
+    // An attempt's own audit entry is no event: it never waits for the outbox.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        keyward_store::AuditStore::append_audit(&*store, &event(AuditKind::UserSignInFailed)),
+    )
+    .await
+    .expect("a sign-in attempt waited for the outbox")
+    .unwrap();
+    let append = tokio::spawn({
+        let store = std::sync::Arc::clone(&store);
+        async move {
+            keyward_store::AuditStore::append_audit(&*store, &event(AuditKind::SignInThrottled))
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !append.is_finished(),
+        "an event committed past a writer ahead of it"
+    );
+    tx.commit().await.unwrap();
+    append.await.unwrap().unwrap();
+    let events = keyward_store::EventStore::events_after(&*store, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
 }

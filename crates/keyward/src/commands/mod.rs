@@ -2,6 +2,7 @@
 //! operator, and prints. Rules and the audit trail live in the service, never here.
 
 mod audit;
+mod events;
 mod key;
 mod man;
 mod output;
@@ -11,7 +12,7 @@ mod store;
 mod token;
 mod user;
 
-use crate::cli::{Cli, Command, KeyCommand, StoreCommand, TokenCommand};
+use crate::cli::{Cli, Command, KeyCommand, StoreCommand, TokenCommand, WebhookCommand};
 use anyhow::Context as _;
 use keyward::keyward_server::ServiceError;
 use keyward::keyward_server::http::TlsError;
@@ -118,6 +119,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::User(cmd) => user::run(&ctx, cmd).await,
             Command::Token(cmd) => token::run(&ctx, cmd).await,
             Command::Audit(args) => audit::run(&ctx, args).await,
+            Command::Events(args) => events::events(&ctx, args).await,
+            Command::Webhook(WebhookCommand::Deliveries(args)) => {
+                events::deliveries(&ctx, args).await
+            }
             // Handled above; kept exhaustive so a new command cannot be forgotten here.
             Command::Serve(_)
             | Command::Migrate

@@ -18,6 +18,8 @@ mod config;
 #[cfg(test)]
 mod durability;
 #[cfg(test)]
+mod events;
+#[cfg(test)]
 mod hardening;
 #[cfg(test)]
 mod helpers;

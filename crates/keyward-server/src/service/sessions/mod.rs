@@ -289,7 +289,7 @@ impl Keyward {
                         Some(ThrottleSubject::Address(addr)) => ThrottleSubject::Address(*addr),
                         _ => ThrottleSubject::Account(user.as_ref().map(|u| u.id.clone())),
                     };
-                    let event = self.throttle_event(
+                    let mut event = self.throttle_event(
                         &subject,
                         user.as_ref(),
                         &typed,
@@ -298,6 +298,8 @@ impl Keyward {
                         "throttled: too many failed sign-ins; further refusals are counted until \
                          the burst ends",
                     );
+                    // The start of a burst is an event; the refusals in it are counted.
+                    event.kind = AuditKind::SignInThrottled;
                     self.store.append_audit(&event).await?;
                 }
             }
@@ -613,7 +615,7 @@ impl Keyward {
         let subjects = [ThrottleSubject::Account(Some(user.id.clone()))];
         if let Reservation::Throttled { started } = self.throttle.reserve(&keys, &subjects, at) {
             if !started.is_empty() {
-                let event = self.throttle_event(
+                let mut event = self.throttle_event(
                     &subjects[0],
                     Some(user),
                     "",
@@ -622,6 +624,8 @@ impl Keyward {
                     "throttled: too many wrong passwords; further refusals are counted until the \
                      burst ends",
                 );
+                // The start of a burst is an event; the refusals in it are counted.
+                event.kind = AuditKind::SignInThrottled;
                 self.store.append_audit(&event).await?;
             }
             return Ok(PasswordChange::Throttled);

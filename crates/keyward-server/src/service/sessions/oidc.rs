@@ -603,7 +603,7 @@ impl Keyward {
         let subjects: Vec<ThrottleSubject> = ip.map(ThrottleSubject::Address).into_iter().collect();
         if let Reservation::Throttled { started } = self.throttle.reserve(&keys, &subjects, at) {
             if let (Some(addr), false) = (ip, started.is_empty()) {
-                let event = self.throttle_event(
+                let mut event = self.throttle_event(
                     &ThrottleSubject::Address(addr),
                     None,
                     "",
@@ -612,6 +612,8 @@ impl Keyward {
                     "throttled: too many failed sign-ins; further refusals are counted until \
                      the burst ends",
                 );
+                // The start of a burst is an event; the refusals in it are counted.
+                event.kind = AuditKind::SignInThrottled;
                 self.store.append_audit(&event).await?;
             }
             tracing::warn!(ip = ?ip, "single sign-on throttled");
