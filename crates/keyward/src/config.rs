@@ -83,8 +83,10 @@
 use keyward_core::{Catalog, LifetimePolicy, Prefix, ServerKey, parse_duration};
 use keyward_server::Settings;
 use keyward_server::http::{HttpLimits, TlsFiles};
+use keyward_server::service::leaks::GITHUB_KEYS_URL;
 use keyward_server::service::{
-    AdminClaim, ForwardAuthRoute, ForwardAuthRoutes, OidcClientSecret, OidcSettings,
+    AdminClaim, ForwardAuthRoute, ForwardAuthRoutes, GithubLeakSettings, GitlabLeakSettings,
+    LeakSettings, OidcClientSecret, OidcSettings, PresharedToken,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -294,11 +296,15 @@ settings! {
     env_only {
         /// Config file path.
         CONFIG = "KEYWARD_CONFIG";
+        /// GitLab's pre-shared token for its token revocation API (over `[leaks.gitlab] token`;
+        /// setting it turns GitLab's reports on).
+        LEAKS_GITLAB_TOKEN = "KEYWARD_LEAKS_GITLAB_TOKEN";
     }
     // Keys of the file that are more than one value, read by `load_from`.
     file_only {
         catalog: Option<BTreeMap<String, Vec<String>>>,
         forward_auth: Option<ForwardAuthFile>,
+        leaks: Option<LeaksFile>,
     }
     // Fields of `Config` worked out by `load_from`.
     derived {
@@ -313,6 +319,8 @@ settings! {
         forward_auth: ForwardAuthRoutes,
         /// Single sign-on as the server takes it, when `[oidc]` turns it on.
         sso: Option<OidcSettings>,
+        /// Which leak reporters are accepted (`[leaks.github]`, `[leaks.gitlab]`).
+        leaks: LeakSettings,
     }
     settings {
         /// Where `keyward serve` listens.
@@ -866,6 +874,83 @@ fn forward_auth_routes(
         .map_err(|e| ConfigError::new(format!("{}: {e}", origin("[[forward_auth.route]]"))))
 }
 
+/// `[leaks]`: the leak reporters outside keyward, each on when its table is there.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaksFile {
+    github: Option<GithubLeaksFile>,
+    gitlab: Option<GitlabLeaksFile>,
+}
+
+/// `[leaks.github]`: GitHub's secret scanning partner program.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GithubLeaksFile {
+    keys_url: Option<String>,
+}
+
+/// `[leaks.gitlab]`: GitLab's token revocation API.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GitlabLeaksFile {
+    token: Option<String>,
+}
+
+/// Shortest pre-shared token GitLab may be given: anyone who has it can revoke any keyward
+/// token they also hold, so it must not be guessable.
+const MIN_GITLAB_TOKEN_CHARS: usize = 24;
+
+/// The leak reporters as the server takes them.
+fn leak_settings(
+    file: Option<LeaksFile>,
+    env: &Env,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<LeakSettings, ConfigError> {
+    let file = file.unwrap_or_default();
+    let github = file
+        .github
+        .map(|github| {
+            let url = github.keys_url.as_deref().unwrap_or(GITHUB_KEYS_URL);
+            HttpUrl::parse(url)
+                .map(|url| GithubLeakSettings {
+                    keys_url: url.as_str().to_owned(),
+                })
+                .map_err(|e| ConfigError::new(format!("{}: {e}", origin("leaks.github.keys_url"))))
+        })
+        .transpose()?;
+    let (token, from) = match env.get(env::LEAKS_GITLAB_TOKEN) {
+        Some(token) => (Some(token.to_owned()), env::LEAKS_GITLAB_TOKEN.to_owned()),
+        None => match file.gitlab {
+            Some(GitlabLeaksFile { token: Some(token) }) => {
+                (Some(token), origin("leaks.gitlab.token"))
+            }
+            Some(GitlabLeaksFile { token: None }) => {
+                return Err(ConfigError::new(format!(
+                    "{} needs token: the pre-shared token GitLab sends (or {})",
+                    origin("[leaks.gitlab]"),
+                    env::LEAKS_GITLAB_TOKEN
+                )));
+            }
+            None => (None, String::new()),
+        },
+    };
+    let gitlab = match token {
+        Some(token)
+            if token.chars().count() < MIN_GITLAB_TOKEN_CHARS
+                || token.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            return Err(ConfigError::new(format!(
+                "{from}: GitLab's token must be at least {MIN_GITLAB_TOKEN_CHARS} characters without spaces (generate one, e.g. openssl rand -hex 32)"
+            )));
+        }
+        Some(token) => Some(GitlabLeakSettings {
+            token: PresharedToken::new(token),
+        }),
+        None => None,
+    };
+    Ok(LeakSettings { github, gitlab })
+}
+
 /// Only the version, read first so that a file of another version is refused for its version
 /// rather than for a key this keyward does not know.
 #[derive(Deserialize)]
@@ -915,12 +1000,14 @@ impl Config {
             None => Catalog::sample(),
         };
         let forward_auth = forward_auth_routes(file.forward_auth.take(), &catalog, &origin)?;
+        let leaks = leak_settings(file.leaks.take(), env, &origin)?;
         let derived = Derived {
             config_file: config_file.clone(),
             catalog,
             catalog_is_sample,
             forward_auth,
             sso: None,
+            leaks,
         };
         let mut config = Self::from_layers(env, flags, file, &origin, derived)?;
         config.sso = config.single_sign_on()?;
@@ -1013,6 +1100,7 @@ impl Config {
             forward_auth: self.forward_auth.clone(),
             metrics_require_token: self.metrics.require_token,
             oidc: self.sso.clone(),
+            leaks: self.leaks.clone(),
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod extract;
 mod forward_auth;
+mod leaks;
 mod oauth;
 pub mod openapi;
 mod ops;
@@ -145,6 +146,11 @@ fn api_routes() -> OpenApiRouter<Arc<Keyward>> {
             tokens::revoke_token
         ))
         .routes(routes!(tokens::regenerate_token))
+        .routes(routes!(tokens::bulk_revoke_tokens))
+        .routes(routes!(leaks::report_github_leaks))
+        .routes(routes!(leaks::gitlab_token_types))
+        .routes(routes!(leaks::gitlab_revoke_tokens))
+        .routes(routes!(leaks::report_leaks))
         .routes(routes!(users::create_user, users::list_users))
         .routes(routes!(
             users::get_user,

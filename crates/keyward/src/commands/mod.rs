@@ -3,6 +3,7 @@
 
 mod audit;
 mod key;
+mod leak;
 mod man;
 mod output;
 mod progress;
@@ -118,6 +119,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::User(cmd) => user::run(&ctx, cmd).await,
             Command::Token(cmd) => token::run(&ctx, cmd).await,
             Command::Audit(args) => audit::run(&ctx, args).await,
+            Command::Leak(cmd) => leak::run(&ctx, cmd).await,
             // Handled above; kept exhaustive so a new command cannot be forgotten here.
             Command::Serve(_)
             | Command::Migrate
