@@ -11,8 +11,8 @@
 
 use keyward_core::{Email, RawSecret, Scopes, TokenId, TokenName, User, UserId, UserName};
 use keyward_server::service::{
-    Action, CallerKind, RegenerateOptions, SecretRevocation, ServiceError, ServiceResult, SignIn,
-    UserChanges, UserRequest,
+    Action, BulkRevokeRequest, CallerKind, Leak, LeakVerdict, RegenerateOptions, SecretRevocation,
+    ServiceError, ServiceResult, SignIn, UserChanges, UserRequest,
 };
 use keyward_server::{Caller, Keyward};
 use time::Duration;
@@ -20,13 +20,20 @@ use time::Duration;
 use crate::helpers::{Minted, TestApp, spawn_app};
 
 /// Every reserved scope, and the one the targets hold.
-const EVERYTHING: &[&str] = &["tokens:*", "audit:read", "metrics:read", "droplet:read"];
+const EVERYTHING: &[&str] = &[
+    "tokens:*",
+    "audit:read",
+    "metrics:read",
+    "leaks:report",
+    "droplet:read",
+];
 /// Every reserved scope an admin's token may hold, the administrative ones included.
 const ADMIN_EVERYTHING: &[&str] = &[
     "tokens:*",
     "users:*",
     "audit:read",
     "metrics:read",
+    "leaks:report",
     "droplet:read",
 ];
 /// A token must hold a scope: this one is of the deployment's catalog, not keyward's own.
@@ -224,6 +231,11 @@ enum Call {
     },
     /// `/metrics` when the deployment requires a token asks the rule directly.
     ReadMetrics,
+    /// A bulk revocation of bob's tokens (its dry run: the same rule, and nothing revoked that
+    /// another cell needs).
+    BulkRevoke,
+    /// Reporting a secret of bob's as leaked.
+    ReportLeak,
 }
 
 impl World {
@@ -336,6 +348,26 @@ impl World {
                 outcome(kw.introspect(caller, &t.secret).await)
             }
             Call::ReadMetrics => outcome(caller.authorize(Action::ReadMetrics)),
+            Call::BulkRevoke => {
+                let request = BulkRevokeRequest {
+                    user: Some("bob".to_owned()),
+                    ..BulkRevokeRequest::default()
+                };
+                outcome(kw.bulk_revoke_preview(caller, &request).await)
+            }
+            Call::ReportLeak => {
+                let t = self.target(&self.bob).await;
+                let leak = Leak {
+                    secret: RawSecret::new(t.secret.clone()),
+                    url: None,
+                    source: None,
+                };
+                let answer = kw.report_leaks(caller, &[leak]).await;
+                if let Ok(done) = &answer {
+                    assert!(matches!(done[..], [LeakVerdict::Revoked(_)]), "{done:?}");
+                }
+                outcome(answer)
+            }
             Call::RevokeBySecret { other } => {
                 let t = self.target(owner(other)).await;
                 let answer = kw.revoke_by_secret(caller, &t.secret).await;
@@ -450,6 +482,9 @@ const MATRIX: &[(Call, [&str; 8])] = {
         (Call::UpdateUser, ADMINS),
         (Call::DeleteUser, ADMINS),
         (Call::IssueToken, ADMINS),
+        (Call::BulkRevoke, ADMINS),
+        // Holding the secret is the right: anyone's token, by anyone allowed to report.
+        (Call::ReportLeak, OWN),
         // Whoever holds the data dir holds the key; nobody else may drop tokens for it.
         (
             Call::ResetServerKey,

@@ -23,6 +23,7 @@ mod helpers;
 mod hot_path;
 #[cfg(test)]
 mod isolation;
+mod leaks;
 #[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
