@@ -1753,6 +1753,63 @@ repo = ["read", "write"]
     }
 
     #[test]
+    fn leak_reporters_are_on_when_their_tables_are_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = Config::load_from(
+            &Env::from_pairs([("KEYWARD_DATA_DIR", dir.path().to_str().unwrap())]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert!(off.settings().leaks.github.is_none() && off.settings().leaks.gitlab.is_none());
+
+        let token = "gitlab-preshared-0123456789abcdef";
+        let path = write_config(
+            dir.path(),
+            &format!("version = 1\n[leaks.github]\n[leaks.gitlab]\ntoken = \"{token}\"\n"),
+        );
+        let config = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
+        let leaks = config.settings().leaks;
+        assert_eq!(leaks.github.unwrap().keys_url, GITHUB_KEYS_URL);
+        assert!(leaks.gitlab.is_some());
+        assert!(
+            !format!("{config:?}").contains(token),
+            "the token is redacted"
+        );
+
+        let path = write_config(
+            dir.path(),
+            "version = 1\n[leaks.github]\nkeys_url = \"http://127.0.0.1:9/keys\"\n",
+        );
+        let config = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
+        assert_eq!(
+            config.settings().leaks.github.unwrap().keys_url,
+            "http://127.0.0.1:9/keys"
+        );
+
+        for (bad, says) in [
+            ("[leaks.gitlab]\n", "needs token"),
+            ("[leaks.gitlab]\ntoken = \"short\"\n", "at least 24"),
+            (
+                "[leaks.github]\nkeys_url = \"ftp://x\"\n",
+                "leaks.github.keys_url",
+            ),
+            ("[leaks.bitbucket]\n", "unknown field"),
+        ] {
+            let path = write_config(dir.path(), &format!("version = 1\n{bad}"));
+            let message = err(Config::load_from(&Env::default(), &flags_with(&path)));
+            assert!(message.contains(says), "{bad}: {message}");
+        }
+        // The variable turns GitLab's reports on by itself.
+        let env = Env::from_pairs([
+            ("KEYWARD_DATA_DIR", dir.path().to_str().unwrap()),
+            ("KEYWARD_LEAKS_GITLAB_TOKEN", token),
+        ]);
+        let path = write_config(dir.path(), "version = 1\n");
+        let config = Config::load_from(&env, &flags_with(&path)).unwrap();
+        assert!(config.settings().leaks.gitlab.is_some());
+    }
+
+    #[test]
     fn oidc_is_on_with_an_issuer_and_needs_public_url() {
         let dir = tempfile::tempdir().unwrap();
         let off = Config::load_from(
@@ -1943,6 +2000,7 @@ repo = ["read", "write"]
         let unset = load(None, None).unwrap();
         let mut vars: Vec<&str> = SETTINGS.iter().map(|s| s.env).collect();
         vars.push(env::CONFIG);
+        vars.push(env::LEAKS_GITLAB_TOKEN);
         vars.sort_unstable();
         let mut all = env::ALL.to_vec();
         all.sort_unstable();
