@@ -216,7 +216,7 @@ async fn a_signed_github_report_revokes_the_leaked_token_within_the_request() {
     ]);
     let body = serde_json::to_vec(&report).unwrap();
     let send = |key_id: &str, signature: &str, body: Vec<u8>| {
-        let headers = vec![
+        let headers = [
             ("content-type", "application/json".to_owned()),
             ("github-public-key-identifier", key_id.to_owned()),
             ("github-public-key-signature", signature.to_owned()),

@@ -23,6 +23,7 @@ mod helpers;
 mod hot_path;
 #[cfg(test)]
 mod isolation;
+#[cfg(test)]
 mod leaks;
 #[cfg(test)]
 mod lifecycle;
