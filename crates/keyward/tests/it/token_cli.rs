@@ -141,7 +141,9 @@ fn a_bulk_revocation_revokes_what_its_dry_run_listed() {
     let (b1, _) = create_token(dir, "bob", "bob's", &["droplet:read"]);
 
     // A bulk revocation is asked for with --all; conditions need it.
-    cli(dir, &["token", "revoke", "--user", "alice"], None).failed_cleanly(2);
+    let usage = cli(dir, &["token", "revoke", "--user", "alice"], None);
+    assert_eq!(usage.code(), Some(2), "{usage:?}");
+    assert!(usage.stderr.contains("--all"), "{usage:?}");
     cli(dir, &["token", "revoke", "--all", "--user", "nobody"], None).failed_cleanly(1);
     cli(
         dir,
