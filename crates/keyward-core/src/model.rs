@@ -583,6 +583,10 @@ pub enum AuditKind {
     /// A token was revoked.
     #[serde(rename = "token.revoked")]
     TokenRevoked,
+    /// A token's secret was reported leaked (by GitHub's secret scanning, GitLab, or an
+    /// in-house scanner) and the token was revoked; the detail says where it was found.
+    #[serde(rename = "token.leaked")]
+    TokenLeaked,
     /// An expired token was presented.
     #[serde(rename = "token.expired_use")]
     TokenExpiredUse,
@@ -646,6 +650,7 @@ impl AuditKind {
             Self::TokenRenamed => "token.renamed",
             Self::TokenRegenerated => "token.regenerated",
             Self::TokenRevoked => "token.revoked",
+            Self::TokenLeaked => "token.leaked",
             Self::TokenExpiredUse => "token.expired_use",
             Self::UserAdded => "user.added",
             Self::UserSignedIn => "user.signed_in",
@@ -671,6 +676,7 @@ impl AuditKind {
         Self::TokenRenamed,
         Self::TokenRegenerated,
         Self::TokenRevoked,
+        Self::TokenLeaked,
         Self::TokenExpiredUse,
         Self::UserAdded,
         Self::UserSignedIn,
@@ -703,6 +709,7 @@ impl AuditKind {
             Self::TokenCreated => Some("token.created"),
             Self::TokenRegenerated => Some("token.regenerated"),
             Self::TokenRevoked => Some("token.revoked"),
+            Self::TokenLeaked => Some("token.leaked"),
             Self::UserAdded => Some("user.created"),
             Self::UserDisabled => Some("user.disabled"),
             Self::UserDeleted => Some("user.deleted"),

@@ -20,19 +20,32 @@ pub const MAX_SCOPES: usize = 64;
 /// introspection on any token it is shown (`tokens:*` includes it); `metrics:read` lets a
 /// scraper read `/metrics` where the deployment requires a token for it.
 ///
-/// `users:read|create|update|delete` and `tokens:issue` are administrative: only a token owned
+/// `leaks:report` lets an in-house secret scanner report secrets it found, which revokes their
+/// tokens whoever owns them (holding a secret is all the right a report needs, as for GitHub's
+/// and GitLab's reports). `tokens:revoke-any` revokes any user's tokens in bulk.
+///
+/// `users:read|create|update|delete`, `tokens:issue` and `tokens:revoke-any` are administrative: only a token owned
 /// by an admin may hold them by name, and a wildcard (`tokens:*`, `*:*`) grants them only
 /// while its owner is an admin.
 pub const RESERVED: &[(&str, &[&str])] = &[
     (
         "tokens",
-        &["read", "create", "update", "delete", "introspect", "issue"],
+        &[
+            "read",
+            "create",
+            "update",
+            "delete",
+            "introspect",
+            "issue",
+            "revoke-any",
+        ],
     ),
     ("users", &["read", "create", "update", "delete"]),
     ("audit", &["read"]),
     ("metrics", &["read"]),
     ("events", &["read"]),
     ("webhooks", &["read"]),
+    ("leaks", &["report"]),
 ];
 
 /// keyward's own scopes as values, for the endpoints that require them: defined once here so
@@ -61,6 +74,11 @@ pub mod reserved {
     pub static METRICS_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("metrics", "read"));
     /// `tokens:issue`: mint tokens for any user, with any scope of the catalog (admins only).
     pub static TOKENS_ISSUE: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("tokens", "issue"));
+    /// `tokens:revoke-any`: revoke any user's tokens in bulk (admins only).
+    pub static TOKENS_REVOKE_ANY: LazyLock<Scope> =
+        LazyLock::new(|| Scope::reserved("tokens", "revoke-any"));
+    /// `leaks:report`: report leaked secrets, revoking their tokens whoever owns them.
+    pub static LEAKS_REPORT: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("leaks", "report"));
     /// `users:read`: read users (admins only).
     pub static USERS_READ: LazyLock<Scope> = LazyLock::new(|| Scope::reserved("users", "read"));
     /// `users:create`: create users (admins only).
@@ -77,11 +95,11 @@ pub mod reserved {
         LazyLock::new(|| Scope::reserved("webhooks", "read"));
 
     /// Whether `scope` names an administrative right by itself (a `users`, `events` or
-    /// `webhooks` scope, or `tokens:issue`), wildcards aside: what only an admin's token may be
-    /// given.
+    /// `webhooks` scope, `tokens:issue` or `tokens:revoke-any`), wildcards aside: what only an
+    /// admin's token may be given.
     pub fn is_administrative(scope: &Scope) -> bool {
         matches!(scope.resource(), "users" | "events" | "webhooks")
-            || (scope.resource() == "tokens" && scope.action() == "issue")
+            || (scope.resource() == "tokens" && matches!(scope.action(), "issue" | "revoke-any"))
     }
 }
 
@@ -117,7 +135,7 @@ pub enum ScopeError {
     TooMany,
     /// A deployment's catalog names one of keyward's own resources.
     #[error(
-        "{0:?} is keyward's own resource (tokens, users, audit, metrics, events, webhooks are always in the catalog); give your resource another name"
+        "{0:?} is keyward's own resource (tokens, users, audit, metrics, events, webhooks, leaks are always in the catalog); give your resource another name"
     )]
     ReservedResource(String),
 }
@@ -616,7 +634,7 @@ mod tests {
         let reserved = Scope::reserved("tokens", "introspect");
         assert_eq!(reserved, s("tokens:introspect"));
         // A deployment cannot take a reserved name, nor add to it: its catalog is refused.
-        for resource in ["tokens", "users", "audit", "metrics"] {
+        for resource in ["tokens", "users", "audit", "metrics", "leaks"] {
             let custom: BTreeMap<String, Vec<String>> =
                 [(resource.to_owned(), vec!["list".to_owned()])].into();
             assert_eq!(
@@ -656,6 +674,8 @@ mod tests {
             &*reserved::TOKENS_INTROSPECT,
             &*reserved::AUDIT_READ,
             &*reserved::METRICS_READ,
+            &*reserved::TOKENS_REVOKE_ANY,
+            &*reserved::LEAKS_REPORT,
         ] {
             assert!(
                 RESERVED.iter().any(|(resource, actions)| {

@@ -34,8 +34,8 @@
 
 use async_trait::async_trait;
 use keyward_core::{
-    AuditEvent, Email, EventId, ExternalId, KeyId, TokenHash, TokenId, TokenName, TokenRecord,
-    User, UserId, UserName,
+    AuditEvent, Email, EventId, ExternalId, KeyId, Scope, TokenHash, TokenId, TokenName,
+    TokenRecord, User, UserId, UserName,
 };
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -332,6 +332,63 @@ pub struct Revocation {
     pub reason: Option<String>,
 }
 
+/// Which tokens a bulk revocation reaches: every token not yet revoked (expired ones included,
+/// so the set does not change with the clock between a dry run and the real one) that meets
+/// every condition given. The default, no condition, matches every such token: the service
+/// refuses it unless asked for everything in so many words.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenFilter {
+    /// Only this user's tokens.
+    pub owner: Option<UserId>,
+    /// Only tokens created before this time.
+    pub created_before: Option<OffsetDateTime>,
+    /// Only tokens created after this time.
+    pub created_after: Option<OffsetDateTime>,
+    /// Only tokens whose scopes grant this one (`droplet:read` matches a token holding
+    /// `droplet:read`, `droplet:*`, `*:read` or `*:*`).
+    pub scope: Option<Scope>,
+    /// Only tokens not used since this time (never used, or last used before it).
+    pub unused_since: Option<OffsetDateTime>,
+}
+
+impl TokenFilter {
+    /// Whether it has no condition at all (it matches every token not yet revoked).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The scope condition as the store tests it, on the token's space-separated scopes with a
+    /// space added on each side: every spelling of a scope that grants the filter's, space
+    /// delimited, four of them (repeated when fewer differ), or none without the condition.
+    pub(crate) fn scope_needles(&self) -> [Option<String>; 4] {
+        let Some(scope) = &self.scope else {
+            return [None, None, None, None];
+        };
+        let (resource, action) = (scope.resource(), scope.action());
+        let wild = keyward_core::scope::WILDCARD;
+        let needle = |r: &str, a: &str| Some(format!(" {r}:{a} "));
+        [
+            needle(resource, action),
+            needle(resource, wild),
+            needle(wild, action),
+            needle(wild, wild),
+        ]
+    }
+}
+
+/// The events of a bulk revocation's `audit` as written for one token it revoked: with that
+/// token's id and owner.
+pub(crate) fn audit_for<'a>(
+    audit: &'a [AuditEvent],
+    token: &'a TokenRecord,
+) -> impl Iterator<Item = AuditEvent> + 'a {
+    audit.iter().map(|event| AuditEvent {
+        token_id: Some(token.id.clone()),
+        subject_user: Some(token.owner.clone()),
+        ..event.clone()
+    })
+}
+
 /// A web sign-in session as stored. The store keeps a keyed hash of the session id, never the
 /// id itself, so a copy of the database cannot be used to take over a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -524,6 +581,27 @@ pub trait TokenStore: Send + Sync {
         revocation: &Revocation,
         audit: &AuditEvent,
     ) -> StoreResult<TokenRecord>;
+
+    /// The ids of the tokens `filter` matches, in id order, after `after`, at most `limit`: a
+    /// bulk revocation's list, page by page (its dry run shows exactly this).
+    async fn matching_tokens(
+        &self,
+        filter: &TokenFilter,
+        after: Option<&TokenId>,
+        limit: u32,
+    ) -> StoreResult<Vec<TokenId>>;
+
+    /// Revokes, in one transaction, each token of `ids` that `filter` still matches (a token
+    /// revoked or changed since it was listed is left as it is), writing for each the events of
+    /// `audit` with the token's id and owner filled in. Returns the tokens revoked, in the order
+    /// of `ids`. Their hashes go to the change log like any revocation.
+    async fn revoke_tokens(
+        &self,
+        ids: &[TokenId],
+        filter: &TokenFilter,
+        revocation: &Revocation,
+        audit: &[AuditEvent],
+    ) -> StoreResult<Vec<TokenRecord>>;
 
     /// Tokens (limited to `owner`'s when given) that are not revoked and whose previous secret
     /// still works at `now`, after a regeneration with a grace period: each with the end of its

@@ -61,6 +61,9 @@ pub enum Command {
     /// Webhooks: where their deliveries stand.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Report leaked secrets.
+    #[command(subcommand)]
+    Leak(LeakCommand),
     /// Apply pending schema migrations to the database and exit.
     Migrate,
     /// Move a deployment's data between databases; back it up and restore it.
@@ -76,6 +79,19 @@ pub enum Command {
         /// Where to write `keyward.1`, `keyward-token-create.1`, ….
         #[arg(value_name = "DIR")]
         dir: PathBuf,
+    },
+}
+
+/// `keyward leak ...`.
+#[derive(Debug, Subcommand)]
+pub enum LeakCommand {
+    /// Revoke the token of every secret read from stdin (one per line), whoever owns it: for
+    /// secrets an in-house scanner found. Prints how many were keyward's and how many were
+    /// revoked now.
+    Report {
+        /// Where they were found, for the audit trail (a scanner's name, a URL).
+        #[arg(long, value_name = "TEXT")]
+        source: Option<String>,
     },
 }
 
@@ -282,13 +298,41 @@ pub enum TokenCommand {
         name: String,
     },
     /// Revoke a token; the record stays, revoked, for the audit trail. Revoking a revoked token
-    /// says when, by whom and why it was, and fails.
+    /// says when, by whom and why it was, and fails. With --all instead of an id: revoke every
+    /// token (expired ones included) that meets all the conditions given, 100 per transaction;
+    /// Ctrl-C stops between two and says how many were revoked.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
     Revoke {
         /// The token id (tok_...).
-        id: String,
+        id: Option<String>,
         /// Why, for the audit trail.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// Revoke in bulk: every token the conditions match (with none: every token of the
+        /// deployment).
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Only this user's tokens (a name or usr_... id).
+        #[arg(long, value_name = "USER", requires = "all")]
+        user: Option<String>,
+        /// Only tokens created before this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long, value_name = "TIME", requires = "all")]
+        created_before: Option<String>,
+        /// Only tokens created after this time (RFC 3339).
+        #[arg(long, value_name = "TIME", requires = "all")]
+        created_after: Option<String>,
+        /// Only tokens whose scopes grant this one (droplet:read matches droplet:* too).
+        #[arg(long, value_name = "SCOPE", requires = "all")]
+        scope: Option<String>,
+        /// Only tokens not used since this time (RFC 3339): never used, or last used before.
+        #[arg(long, value_name = "TIME", requires = "all")]
+        unused_since: Option<String>,
+        /// List the ids of the tokens that would be revoked, one per line, and revoke nothing.
+        #[arg(long, requires = "all")]
+        dry_run: bool,
+        /// No progress bar, only the summary line (as when stderr is not a terminal).
+        #[arg(long, short, requires = "all")]
+        quiet: bool,
     },
     /// Give a token a new secret (same id, name and scopes); printed on stdout, once.
     Regenerate {

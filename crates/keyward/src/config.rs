@@ -84,9 +84,10 @@ use keyward_core::{Catalog, LifetimePolicy, Prefix, ServerKey, parse_duration};
 use keyward_server::Settings;
 use keyward_server::email::SmtpSettings;
 use keyward_server::http::{HttpLimits, TlsFiles};
+use keyward_server::service::leaks::GITHUB_KEYS_URL;
 use keyward_server::service::{
-    AdminClaim, ForwardAuthRoute, ForwardAuthRoutes, OidcClientSecret, OidcSettings, WebhookSecret,
-    WebhookSettings,
+    AdminClaim, ForwardAuthRoute, ForwardAuthRoutes, GithubLeakSettings, GitlabLeakSettings,
+    LeakSettings, OidcClientSecret, OidcSettings, PresharedToken, WebhookSecret, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -296,12 +297,16 @@ settings! {
     env_only {
         /// Config file path.
         CONFIG = "KEYWARD_CONFIG";
+        /// GitLab's pre-shared token for its token revocation API (over `[leaks.gitlab] token`;
+        /// setting it turns GitLab's reports on).
+        LEAKS_GITLAB_TOKEN = "KEYWARD_LEAKS_GITLAB_TOKEN";
     }
     // Keys of the file that are more than one value, read by `load_from`.
     file_only {
         catalog: Option<BTreeMap<String, Vec<String>>>,
         forward_auth: Option<ForwardAuthFile>,
         webhooks: Option<Vec<WebhookFile>>,
+        leaks: Option<LeaksFile>,
     }
     // Fields of `Config` worked out by `load_from`.
     derived {
@@ -319,6 +324,8 @@ settings! {
         /// Where events are sent (`[[webhooks]]`), secrets from the file or
         /// `KEYWARD_WEBHOOK_SECRET_<N>`.
         webhooks: Vec<WebhookSettings>,
+        /// Which leak reporters are accepted (`[leaks.github]`, `[leaks.gitlab]`).
+        leaks: LeakSettings,
     }
     settings {
         /// Where `keyward serve` listens.
@@ -943,6 +950,83 @@ fn webhooks(
     Ok(parsed)
 }
 
+/// `[leaks]`: the leak reporters outside keyward, each on when its table is there.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaksFile {
+    github: Option<GithubLeaksFile>,
+    gitlab: Option<GitlabLeaksFile>,
+}
+
+/// `[leaks.github]`: GitHub's secret scanning partner program.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GithubLeaksFile {
+    keys_url: Option<String>,
+}
+
+/// `[leaks.gitlab]`: GitLab's token revocation API.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GitlabLeaksFile {
+    token: Option<String>,
+}
+
+/// Shortest pre-shared token GitLab may be given: anyone who has it can revoke any keyward
+/// token they also hold, so it must not be guessable.
+const MIN_GITLAB_TOKEN_CHARS: usize = 24;
+
+/// The leak reporters as the server takes them.
+fn leak_settings(
+    file: Option<LeaksFile>,
+    env: &Env,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<LeakSettings, ConfigError> {
+    let file = file.unwrap_or_default();
+    let github = file
+        .github
+        .map(|github| {
+            let url = github.keys_url.as_deref().unwrap_or(GITHUB_KEYS_URL);
+            HttpUrl::parse(url)
+                .map(|url| GithubLeakSettings {
+                    keys_url: url.as_str().to_owned(),
+                })
+                .map_err(|e| ConfigError::new(format!("{}: {e}", origin("leaks.github.keys_url"))))
+        })
+        .transpose()?;
+    let (token, from) = match env.get(env::LEAKS_GITLAB_TOKEN) {
+        Some(token) => (Some(token.to_owned()), env::LEAKS_GITLAB_TOKEN.to_owned()),
+        None => match file.gitlab {
+            Some(GitlabLeaksFile { token: Some(token) }) => {
+                (Some(token), origin("leaks.gitlab.token"))
+            }
+            Some(GitlabLeaksFile { token: None }) => {
+                return Err(ConfigError::new(format!(
+                    "{} needs token: the pre-shared token GitLab sends (or {})",
+                    origin("[leaks.gitlab]"),
+                    env::LEAKS_GITLAB_TOKEN
+                )));
+            }
+            None => (None, String::new()),
+        },
+    };
+    let gitlab = match token {
+        Some(token)
+            if token.chars().count() < MIN_GITLAB_TOKEN_CHARS
+                || token.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            return Err(ConfigError::new(format!(
+                "{from}: GitLab's token must be at least {MIN_GITLAB_TOKEN_CHARS} characters without spaces (generate one, e.g. openssl rand -hex 32)"
+            )));
+        }
+        Some(token) => Some(GitlabLeakSettings {
+            token: PresharedToken::new(token),
+        }),
+        None => None,
+    };
+    Ok(LeakSettings { github, gitlab })
+}
+
 /// Only the version, read first so that a file of another version is refused for its version
 /// rather than for a key this keyward does not know.
 #[derive(Deserialize)]
@@ -993,6 +1077,7 @@ impl Config {
         };
         let forward_auth = forward_auth_routes(file.forward_auth.take(), &catalog, &origin)?;
         let webhooks = webhooks(file.webhooks.take(), env, &origin)?;
+        let leaks = leak_settings(file.leaks.take(), env, &origin)?;
         let derived = Derived {
             config_file: config_file.clone(),
             catalog,
@@ -1000,6 +1085,7 @@ impl Config {
             forward_auth,
             sso: None,
             webhooks,
+            leaks,
         };
         let mut config = Self::from_layers(env, flags, file, &origin, derived)?;
         config.sso = config.single_sign_on()?;
@@ -1111,6 +1197,7 @@ impl Config {
                 url: url.0,
                 from: self.smtp.from.clone().unwrap_or_default(),
             }),
+            leaks: self.leaks.clone(),
         }
     }
 
@@ -1801,6 +1888,63 @@ repo = ["read", "write"]
     }
 
     #[test]
+    fn leak_reporters_are_on_when_their_tables_are_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = Config::load_from(
+            &Env::from_pairs([("KEYWARD_DATA_DIR", dir.path().to_str().unwrap())]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert!(off.settings().leaks.github.is_none() && off.settings().leaks.gitlab.is_none());
+
+        let token = "gitlab-preshared-0123456789abcdef";
+        let path = write_config(
+            dir.path(),
+            &format!("version = 1\n[leaks.github]\n[leaks.gitlab]\ntoken = \"{token}\"\n"),
+        );
+        let config = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
+        let leaks = config.settings().leaks;
+        assert_eq!(leaks.github.unwrap().keys_url, GITHUB_KEYS_URL);
+        assert!(leaks.gitlab.is_some());
+        assert!(
+            !format!("{config:?}").contains(token),
+            "the token is redacted"
+        );
+
+        let path = write_config(
+            dir.path(),
+            "version = 1\n[leaks.github]\nkeys_url = \"http://127.0.0.1:9/keys\"\n",
+        );
+        let config = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
+        assert_eq!(
+            config.settings().leaks.github.unwrap().keys_url,
+            "http://127.0.0.1:9/keys"
+        );
+
+        for (bad, says) in [
+            ("[leaks.gitlab]\n", "needs token"),
+            ("[leaks.gitlab]\ntoken = \"short\"\n", "at least 24"),
+            (
+                "[leaks.github]\nkeys_url = \"ftp://x\"\n",
+                "leaks.github.keys_url",
+            ),
+            ("[leaks.bitbucket]\n", "unknown field"),
+        ] {
+            let path = write_config(dir.path(), &format!("version = 1\n{bad}"));
+            let message = err(Config::load_from(&Env::default(), &flags_with(&path)));
+            assert!(message.contains(says), "{bad}: {message}");
+        }
+        // The variable turns GitLab's reports on by itself.
+        let env = Env::from_pairs([
+            ("KEYWARD_DATA_DIR", dir.path().to_str().unwrap()),
+            ("KEYWARD_LEAKS_GITLAB_TOKEN", token),
+        ]);
+        let path = write_config(dir.path(), "version = 1\n");
+        let config = Config::load_from(&env, &flags_with(&path)).unwrap();
+        assert!(config.settings().leaks.gitlab.is_some());
+    }
+
+    #[test]
     fn oidc_is_on_with_an_issuer_and_needs_public_url() {
         let dir = tempfile::tempdir().unwrap();
         let off = Config::load_from(
@@ -1991,6 +2135,7 @@ repo = ["read", "write"]
         let unset = load(None, None).unwrap();
         let mut vars: Vec<&str> = SETTINGS.iter().map(|s| s.env).collect();
         vars.push(env::CONFIG);
+        vars.push(env::LEAKS_GITLAB_TOKEN);
         vars.sort_unstable();
         let mut all = env::ALL.to_vec();
         all.sort_unstable();

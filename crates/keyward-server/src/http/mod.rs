@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod forward_auth;
+mod leaks;
 mod oauth;
 pub mod openapi;
 mod ops;
@@ -146,6 +147,11 @@ fn api_routes() -> OpenApiRouter<Arc<Keyward>> {
             tokens::revoke_token
         ))
         .routes(routes!(tokens::regenerate_token))
+        .routes(routes!(tokens::bulk_revoke_tokens))
+        .routes(routes!(leaks::report_github_leaks))
+        .routes(routes!(leaks::gitlab_token_types))
+        .routes(routes!(leaks::gitlab_revoke_tokens))
+        .routes(routes!(leaks::report_leaks))
         .routes(routes!(users::create_user, users::list_users))
         .routes(routes!(
             users::get_user,

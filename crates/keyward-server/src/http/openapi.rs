@@ -13,7 +13,7 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::LazyLock;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::wire;
@@ -38,6 +38,7 @@ use super::wire;
         (name = "forward-auth", description = "Forward authentication for reverse proxies"),
         (name = "oauth", description = "RFC 7662 introspection and RFC 7009 revocation"),
         (name = "events", description = "Every user's events in order, and their webhook deliveries (an admin's token with `events:read`, `webhooks:read`)"),
+        (name = "leaks", description = "Leaked secrets reported by GitHub's secret scanning, GitLab's token revocation API and in-house scanners: each token is revoked at once"),
         (name = "ops", description = "Health, readiness, metrics, this document"),
     )
 )]
@@ -55,6 +56,11 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "basic",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        // GitLab's token revocation API: the pre-shared token is the whole header, no scheme.
+        components.add_security_scheme(
+            "gitlab",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("Authorization"))),
         );
     }
 }

@@ -3,15 +3,16 @@
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keyward_core::{ExpiryRequest, Scopes, TokenId, TokenName, expiry::parse_grace};
+use keyward_core::{ExpiryRequest, Scope, Scopes, TokenId, TokenName, expiry::parse_grace};
 use std::sync::Arc;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, Bearer, ClientIp, OptionalJson, TokenIdPath, page_limit};
 use super::wire::{
-    AuditListResponse, AuditQuery, BearerErrors, CreateTokenRequest, ErrorCode, ErrorResponse,
-    IssuedTokenResponse, JsonBodyErrors, ListQuery, RegenerateTokenRequest, RevokeTokenRequest,
-    StoreUnavailable, TokenListResponse, TokenResponse, Unauthenticated, UpdateTokenRequest,
+    AuditListResponse, AuditQuery, BearerErrors, BulkRevokeRequest, BulkRevokeResponse,
+    CreateTokenRequest, ErrorCode, ErrorResponse, IssuedTokenResponse, JsonBodyErrors, ListQuery,
+    RegenerateTokenRequest, RevokeTokenRequest, StoreUnavailable, TokenListResponse, TokenResponse,
+    Unauthenticated, UpdateTokenRequest,
 };
 use crate::service::{Action, Caller, Issued, Keyward, RegenerateOptions, ServiceError};
 
@@ -250,6 +251,62 @@ pub async fn revoke_token(
         .revoke_token(&caller, &id, req.and_then(|r| r.reason))
         .await?;
     Ok(token_response(&kw, record))
+}
+
+/// `POST /v1/tokens/revoke`: revokes every token, of any user, that meets all the conditions
+/// given (an admin's token with `tokens:revoke-any`); with `dry_run`, lists them instead.
+#[utoipa::path(
+    post, path = "/v1/tokens/revoke", tag = "tokens",
+    request_body = super::wire::BulkRevokeRequest,
+    security(("bearer" = ["tokens:revoke-any"])),
+    responses(
+        (status = 200, description = "Revoked (`count`), or on a dry run what would be (`count` and `ids`)", body = BulkRevokeResponse),
+        (status = 400, description = "No condition without `all`, an invalid scope or reason, or a malformed body", body = ErrorResponse<'static>),
+        (status = 404, description = "No such user", body = ErrorResponse<'static>),
+        BearerErrors,
+        JsonBodyErrors,
+        StoreUnavailable,
+    )
+)]
+pub async fn bulk_revoke_tokens(
+    State(kw): Kw,
+    bearer: Bearer,
+    ip: ClientIp,
+    body: Result<ApiJson<BulkRevokeRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&kw, &bearer, ip, Action::RevokeAnyTokens).await?;
+    let ApiJson(req) = body?;
+    let scope = req
+        .scope
+        .as_deref()
+        .map(Scope::parse)
+        .transpose()
+        .map_err(ServiceError::from)?;
+    let request = crate::service::BulkRevokeRequest {
+        user: req.user,
+        created_before: req.created_before,
+        created_after: req.created_after,
+        scope,
+        unused_since: req.unused_since,
+        all: req.all,
+    };
+    let answer = if req.dry_run {
+        let ids = kw.bulk_revoke_preview(&caller, &request).await?;
+        BulkRevokeResponse {
+            count: u64::try_from(ids.len()).unwrap_or(u64::MAX),
+            ids: Some(ids),
+        }
+    } else {
+        // A client that goes away stops it between two batches, like Ctrl-C at the command line.
+        let done = kw
+            .bulk_revoke(&caller, &request, req.reason, &keyward_store::Unwatched)
+            .await?;
+        BulkRevokeResponse {
+            count: done.revoked,
+            ids: None,
+        }
+    };
+    Ok(axum::Json(answer).into_response())
 }
 
 /// `GET /v1/tokens/self`: the presented token's own record; needs no scope.

@@ -59,6 +59,123 @@ pub struct RevokeTokenRequest {
     pub reason: Option<String>,
 }
 
+/// `POST /v1/tokens/revoke`: revoke every token that meets all the conditions given.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRevokeRequest {
+    /// Only this user's tokens: a user id (`usr_…`) or name.
+    pub user: Option<String>,
+    /// Only tokens created before this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub created_before: Option<OffsetDateTime>,
+    /// Only tokens created after this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub created_after: Option<OffsetDateTime>,
+    /// Only tokens whose scopes grant this one (`droplet:read` matches `droplet:*` too).
+    pub scope: Option<String>,
+    /// Only tokens not used since this time (RFC 3339): never used, or last used before it.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub unused_since: Option<OffsetDateTime>,
+    /// Revoke every token of the deployment when no condition is given (refused otherwise).
+    #[serde(default)]
+    pub all: bool,
+    /// List what would be revoked, revoking nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Why, for the audit trail (default `bulk revocation`).
+    pub reason: Option<String>,
+}
+
+/// What a bulk revocation did, or on a dry run would do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkRevokeResponse {
+    /// How many tokens were revoked (on a dry run: would be).
+    pub count: u64,
+    /// On a dry run, the ids of the tokens the real run would revoke, in id order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub ids: Option<Vec<TokenId>>,
+}
+
+/// One secret of a GitHub secret scanning report (`POST /v1/leaks/github`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GithubLeak {
+    /// The secret as found.
+    #[schema(value_type = String)]
+    pub token: RawSecret,
+    /// The token type the partner registered.
+    #[serde(rename = "type", default)]
+    pub token_type: String,
+    /// Where it was found.
+    pub url: Option<String>,
+    /// What kind of place (`content`, `commit`, `gist`, …).
+    pub source: Option<String>,
+}
+
+/// GitHub's feedback on one reported secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GithubLeakFeedback {
+    /// The SHA-256 of the secret as reported, in lowercase hex.
+    pub token_hash: String,
+    /// The type as reported.
+    pub token_type: String,
+    /// `true_positive` for a secret of this deployment, `false_positive` otherwise.
+    pub label: LeakLabel,
+}
+
+/// Whether a reported secret was one of keyward's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakLabel {
+    /// A secret of this deployment (revoked now, or not working already).
+    TruePositive,
+    /// Not a secret of this deployment.
+    FalsePositive,
+}
+
+/// `GET /v1/revocable_token_types`: the types GitLab may send to `POST /v1/revoke_tokens`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevocableTokenTypes {
+    /// The type names.
+    pub types: Vec<&'static str>,
+}
+
+/// One secret of a GitLab token revocation request (`POST /v1/revoke_tokens`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GitlabLeak {
+    /// The type, one of `GET /v1/revocable_token_types`.
+    #[serde(rename = "type")]
+    pub token_type: String,
+    /// The secret as found.
+    #[schema(value_type = String)]
+    pub token: RawSecret,
+    /// Where it was found.
+    pub location: Option<String>,
+}
+
+/// `POST /v1/leaks`: secrets an in-house scanner found.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeakReportRequest {
+    /// The secrets (at most 1000).
+    #[schema(value_type = Vec<String>)]
+    pub tokens: Vec<RawSecret>,
+    /// Where they were found (a scanner's name, a URL).
+    pub source: Option<String>,
+}
+
+/// What `POST /v1/leaks` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeakReportResponse {
+    /// How many of the secrets were keyward's.
+    pub found: u64,
+    /// How many tokens were revoked now (the others were not working already).
+    pub revoked: u64,
+}
+
 /// `POST /v1/verify`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -19,6 +19,11 @@
 //! | read, create, update, delete users | yes  | —      | yes   | an admin's, with `users:read`, `users:create`, `users:update`, `users:delete` |
 //! | issue a token for any user     | yes      | —      | yes   | an admin's, with `tokens:issue` |
 //! | accept a new server key        | yes      | —      | —     | —                             |
+//! | revoke any user's tokens in bulk | yes    | —      | yes   | an admin's, with `tokens:revoke-any` |
+//! | report leaked secrets          | yes      | yes    | yes   | with `leaks:report`           |
+//!
+//! A leak reporter (GitHub's secret scanning or GitLab, once its signature or pre-shared token
+//! is checked) may report leaked secrets and nothing else.
 //!
 //! The administrative scopes (`users:*`, `tokens:issue`) work only while the token's owner is an
 //! admin, however they were granted (by name or by a wildcard such as `*:*`): a demoted admin's
@@ -30,9 +35,9 @@
 //! token's scopes and expiry are the ceiling of what it creates or regenerates.
 
 use keyward_core::scope::reserved::{
-    AUDIT_READ, EVENTS_READ, METRICS_READ, TOKENS_CREATE, TOKENS_DELETE, TOKENS_INTROSPECT,
-    TOKENS_ISSUE, TOKENS_READ, TOKENS_UPDATE, USERS_CREATE, USERS_DELETE, USERS_READ, USERS_UPDATE,
-    WEBHOOKS_READ,
+    AUDIT_READ, EVENTS_READ, LEAKS_REPORT, METRICS_READ, TOKENS_CREATE, TOKENS_DELETE,
+    TOKENS_INTROSPECT, TOKENS_ISSUE, TOKENS_READ, TOKENS_REVOKE_ANY, TOKENS_UPDATE, USERS_CREATE,
+    USERS_DELETE, USERS_READ, USERS_UPDATE, WEBHOOKS_READ,
 };
 use keyward_core::{Actor, Scope, Scopes, TokenId, UserId, UserName};
 use std::net::IpAddr;
@@ -83,11 +88,15 @@ pub enum Action {
     ReadEvents,
     /// Read the webhook deliveries.
     ReadDeliveries,
+    /// Revoke any user's tokens that match a filter, in bulk (incident response).
+    RevokeAnyTokens,
+    /// Report leaked secrets: each one's token is revoked, whoever owns it.
+    ReportLeaks,
 }
 
 impl Action {
     /// Every action (for tests and documentation).
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 22] = [
         Self::CreateToken,
         Self::ReadTokens,
         Self::RenameToken,
@@ -108,6 +117,8 @@ impl Action {
         Self::ChangeServerKeys,
         Self::ReadEvents,
         Self::ReadDeliveries,
+        Self::RevokeAnyTokens,
+        Self::ReportLeaks,
     ];
 
     /// The scope a token needs for this action, if a token may take it with a scope.
@@ -127,6 +138,8 @@ impl Action {
             Self::IssueToken => Some(&TOKENS_ISSUE),
             Self::ReadEvents => Some(&EVENTS_READ),
             Self::ReadDeliveries => Some(&WEBHOOKS_READ),
+            Self::RevokeAnyTokens => Some(&TOKENS_REVOKE_ANY),
+            Self::ReportLeaks => Some(&LEAKS_REPORT),
             Self::ReadSelf
             | Self::RegenerateSelf
             | Self::RevokeBySecret
@@ -135,8 +148,8 @@ impl Action {
         }
     }
 
-    /// Whether this action is an admin's (or an operator's): managing users, and issuing
-    /// tokens for others.
+    /// Whether this action is an admin's (or an operator's): managing users, issuing tokens
+    /// for others, and revoking others' tokens in bulk.
     pub fn is_administrative(self) -> bool {
         matches!(
             self,
@@ -147,6 +160,7 @@ impl Action {
                 | Self::IssueToken
                 | Self::ReadEvents
                 | Self::ReadDeliveries
+                | Self::RevokeAnyTokens
         )
     }
 
@@ -183,6 +197,12 @@ pub enum CallerKind {
     },
     /// A bearer token: acts on its owner's tokens, within its scopes and its lifetime.
     Token(TokenCaller),
+    /// A leak reporter outside keyward (GitHub's secret scanning, GitLab), known by a signature
+    /// or a pre-shared token rather than as a user: it may only report leaked secrets.
+    Reporter {
+        /// Who, for the audit trail (`GitHub secret scanning`, `GitLab`).
+        name: &'static str,
+    },
 }
 
 /// A bearer token acting.
@@ -213,6 +233,14 @@ impl Caller {
                 os_user: os_user.to_owned(),
             },
             ip: None,
+        }
+    }
+
+    /// A leak reporter (made by the service once its signature or pre-shared token checks).
+    pub(super) fn reporter(name: &'static str, ip: Option<IpAddr>) -> Self {
+        Self {
+            kind: CallerKind::Reporter { name },
+            ip,
         }
     }
 
@@ -258,7 +286,8 @@ impl Caller {
     /// records the caller reaches (`None`: everyone's; see [`Self::reach`]).
     pub fn user(&self) -> Option<&UserId> {
         match &self.kind {
-            CallerKind::Operator { .. } => None,
+            // A reporter may take no action that reaches anyone's records (see `authorize`).
+            CallerKind::Operator { .. } | CallerKind::Reporter { .. } => None,
             CallerKind::Person { user, .. } => Some(user),
             CallerKind::Token(t) => Some(&t.owner),
         }
@@ -287,6 +316,11 @@ impl Caller {
     pub fn actor(&self) -> Actor {
         match &self.kind {
             CallerKind::Operator { os_user } => Actor::cli(os_user),
+            CallerKind::Reporter { name } => Actor {
+                user: None,
+                token: None,
+                label: (*name).to_owned(),
+            },
             CallerKind::Person { user, name, .. } => Actor {
                 user: Some(user.clone()),
                 token: None,
@@ -324,6 +358,12 @@ impl Caller {
     pub fn authorize(&self, action: Action) -> ServiceResult<()> {
         match &self.kind {
             CallerKind::Operator { .. } => {}
+            CallerKind::Reporter { .. } if action == Action::ReportLeaks => return Ok(()),
+            CallerKind::Reporter { .. } => {
+                return Err(ServiceError::Forbidden(
+                    "a leak reporter may only report leaked secrets",
+                ));
+            }
             // Whoever holds the data dir holds the key; nobody else decides to drop tokens.
             _ if matches!(action, Action::ResetServerKey | Action::ChangeServerKeys) => {
                 return Err(ServiceError::Forbidden(
@@ -347,6 +387,9 @@ impl Caller {
                 Err(ServiceError::Forbidden("only an admin may do this"))
             }
             CallerKind::Person { .. } => Ok(()),
+            CallerKind::Reporter { .. } => Err(ServiceError::Forbidden(
+                "a leak reporter may only report leaked secrets",
+            )),
             CallerKind::Token(t) if t.in_grace => Err(ServiceError::RotatedOut),
             // A non-admin's token lacks an administrative scope however it was granted.
             CallerKind::Token(t) => match action.scope() {

@@ -6,23 +6,30 @@
 //! `keyward-core`; the store only persists.
 //!
 //! One module per use case: [`verification`] (the hot path: cache, hash table, usage, metrics),
-//! [`tokens`], [`users`], [`sessions`] (the web page's sign-in, sessions and passwords) and
+//! [`tokens`], [`bulk`] (revoking many tokens at once), [`leaks`] (reports of leaked
+//! secrets), [`users`], [`sessions`] (the web page's sign-in, sessions and passwords) and
 //! [`gateway`] (forward-auth, OAuth introspection and revocation).
 
+pub mod bulk;
 pub mod caller;
 mod error;
 pub mod events;
 pub mod gateway;
 pub mod keys;
+pub mod leaks;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
 pub mod verification;
 
+pub use bulk::{BulkRevocation, BulkRevokeRequest};
 pub use caller::{Action, Caller, CallerKind, TokenCaller};
 pub use error::{ServiceError, ServiceResult};
 pub use events::{WebhookSecret, WebhookSettings};
 pub use gateway::{ForwardAuthRoute, ForwardAuthRoutes, SecretRevocation};
+pub use leaks::{
+    GithubLeakSettings, GitlabLeakSettings, Leak, LeakSettings, LeakVerdict, PresharedToken,
+};
 pub use sessions::oidc::{
     AdminClaim, OidcClientSecret, OidcSettings, SsoCallback, SsoRefusal, SsoSignIn, SsoStart,
 };
@@ -80,6 +87,8 @@ pub struct Settings {
     pub webhook_retry_for: time::Duration,
     /// Email to tokens' owners (`[smtp]`), if set up.
     pub smtp: Option<crate::email::SmtpSettings>,
+    /// Which leak reporters outside keyward are accepted (`[leaks.github]`, `[leaks.gitlab]`).
+    pub leaks: LeakSettings,
 }
 
 impl Default for Settings {
@@ -96,6 +105,7 @@ impl Default for Settings {
             webhooks: Vec::new(),
             webhook_retry_for: time::Duration::days(1),
             smtp: None,
+            leaks: LeakSettings::default(),
         }
     }
 }
@@ -118,6 +128,8 @@ pub struct Keyward {
     key_check: keys::KeyCheck,
     /// Old-key secrets being moved to the current key, so a burst of uses moves each once.
     rekeying: moka::sync::Cache<TokenHash, ()>,
+    /// GitHub's secret scanning keys, when its reports are accepted.
+    github_keys: Option<leaks::GithubKeys>,
 }
 
 impl Keyward {
@@ -137,6 +149,14 @@ impl Keyward {
             // Settings that passed `OidcSettings::check` fail here only if the TLS backend cannot
             // load: keyward cannot reach the provider, and says so at start-up.
             .map_err(keyward_store::StoreError::unavailable)?;
+        let github_keys = settings
+            .leaks
+            .github
+            .as_ref()
+            .map(leaks::GithubKeys::new)
+            .transpose()
+            // As for the OpenID provider: only a TLS backend that cannot load fails here.
+            .map_err(|e| keyward_store::StoreError::unavailable(e.to_string()))?;
         Ok(Self {
             store,
             clock,
@@ -158,6 +178,7 @@ impl Keyward {
                 .max_capacity(100_000)
                 .time_to_live(StdDuration::from_secs(60))
                 .build(),
+            github_keys,
         })
     }
 

@@ -407,26 +407,7 @@ impl Keyward {
         id: &TokenId,
         reason: Option<String>,
     ) -> ServiceResult<TokenRecord> {
-        let reason = match reason
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty())
-        {
-            Some(r)
-                if r.chars().count() > MAX_REASON_CHARS
-                    || r.chars().any(keyward_core::is_unsafe_text_char) =>
-            {
-                return Err(ServiceError::Invalid(
-                    "a reason must be at most 500 characters, without control characters or invisible formatting characters",
-                ));
-            }
-            // A secret pasted as the reason would be kept in the record and the audit trail.
-            Some(r) if format::contains_token(&r) => {
-                return Err(ServiceError::Invalid(
-                    "a reason must not contain a token's secret; never paste a secret where text goes",
-                ));
-            }
-            r => r,
-        };
+        let reason = Self::checked_reason(reason)?;
         let current = self.find_token(caller, id).await?;
         let now = self.now();
         let mut audit = self.audit(
@@ -448,6 +429,32 @@ impl Keyward {
             .await?;
         tracing::info!(token_id = %id, actor = %audit.actor.label, "token revoked");
         Ok(token)
+    }
+
+    /// A revocation reason as given, trimmed (`None` if empty), or why it is refused.
+    pub(super) fn checked_reason(reason: Option<String>) -> ServiceResult<Option<String>> {
+        Ok(
+            match reason
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+            {
+                Some(r)
+                    if r.chars().count() > MAX_REASON_CHARS
+                        || r.chars().any(keyward_core::is_unsafe_text_char) =>
+                {
+                    return Err(ServiceError::Invalid(
+                        "a reason must be at most 500 characters, without control characters or invisible formatting characters",
+                    ));
+                }
+                // A secret pasted as the reason would be kept in the record and the audit trail.
+                Some(r) if format::contains_token(&r) => {
+                    return Err(ServiceError::Invalid(
+                        "a reason must not contain a token's secret; never paste a secret where text goes",
+                    ));
+                }
+                r => r,
+            },
+        )
     }
 
     /// A page of the audit trail, newest first, before `before_seq`: the caller's own events,

@@ -11,8 +11,8 @@
 
 use keyward_core::{Email, RawSecret, Scopes, TokenId, TokenName, User, UserId, UserName};
 use keyward_server::service::{
-    Action, CallerKind, RegenerateOptions, SecretRevocation, ServiceError, ServiceResult, SignIn,
-    UserChanges, UserRequest,
+    Action, BulkRevokeRequest, CallerKind, Leak, LeakVerdict, RegenerateOptions, SecretRevocation,
+    ServiceError, ServiceResult, SignIn, UserChanges, UserRequest,
 };
 use keyward_server::{Caller, Keyward};
 use time::Duration;
@@ -20,7 +20,13 @@ use time::Duration;
 use crate::helpers::{Minted, TestApp, spawn_app};
 
 /// Every reserved scope, and the one the targets hold.
-const EVERYTHING: &[&str] = &["tokens:*", "audit:read", "metrics:read", "droplet:read"];
+const EVERYTHING: &[&str] = &[
+    "tokens:*",
+    "audit:read",
+    "metrics:read",
+    "leaks:report",
+    "droplet:read",
+];
 /// Every reserved scope an admin's token may hold, the administrative ones included.
 const ADMIN_EVERYTHING: &[&str] = &[
     "tokens:*",
@@ -29,6 +35,7 @@ const ADMIN_EVERYTHING: &[&str] = &[
     "webhooks:read",
     "audit:read",
     "metrics:read",
+    "leaks:report",
     "droplet:read",
 ];
 /// A token must hold a scope: this one is of the deployment's catalog, not keyward's own.
@@ -228,6 +235,11 @@ enum Call {
     ReadMetrics,
     Events,
     WebhookDeliveries,
+    /// A bulk revocation of bob's tokens (its dry run: the same rule, and nothing revoked that
+    /// another cell needs).
+    BulkRevoke,
+    /// Reporting a secret of bob's as leaked.
+    ReportLeak,
 }
 
 impl World {
@@ -342,6 +354,26 @@ impl World {
             Call::ReadMetrics => outcome(caller.authorize(Action::ReadMetrics)),
             Call::Events => outcome(kw.events(caller, None, 10).await),
             Call::WebhookDeliveries => outcome(kw.webhook_deliveries(caller, None, 10).await),
+            Call::BulkRevoke => {
+                let request = BulkRevokeRequest {
+                    user: Some("bob".to_owned()),
+                    ..BulkRevokeRequest::default()
+                };
+                outcome(kw.bulk_revoke_preview(caller, &request).await)
+            }
+            Call::ReportLeak => {
+                let t = self.target(&self.bob).await;
+                let leak = Leak {
+                    secret: RawSecret::new(t.secret.clone()),
+                    url: None,
+                    source: None,
+                };
+                let answer = kw.report_leaks(caller, &[leak]).await;
+                if let Ok(done) = &answer {
+                    assert!(matches!(done[..], [LeakVerdict::Revoked(_)]), "{done:?}");
+                }
+                outcome(answer)
+            }
             Call::RevokeBySecret { other } => {
                 let t = self.target(owner(other)).await;
                 let answer = kw.revoke_by_secret(caller, &t.secret).await;
@@ -459,6 +491,9 @@ const MATRIX: &[(Call, [&str; 8])] = {
         // Events and deliveries cover every user: an admin's.
         (Call::Events, ADMINS),
         (Call::WebhookDeliveries, ADMINS),
+        (Call::BulkRevoke, ADMINS),
+        // Holding the secret is the right: anyone's token, by anyone allowed to report.
+        (Call::ReportLeak, OWN),
         // Whoever holds the data dir holds the key; nobody else may drop tokens for it.
         (
             Call::ResetServerKey,

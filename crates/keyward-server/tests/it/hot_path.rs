@@ -18,8 +18,8 @@ use keyward_store::{
     AuditFilter, AuditStore, ChangeFeed, Changes, Delivery, DeliveryFilter, DeliveryOutcome,
     DeliveryRecord, EventStore, IdentityRecord, IdentityStore, Lookup, Maintenance, NewUser, Page,
     Progress, Regeneration, Revocation, SessionRecord, SessionStore, Snapshot, SqliteStore, Store,
-    StoreResult, StoredAuditEvent, StoredEvent, StoredHash, TokenStore, Usage, UserFilter,
-    UserStore, UserUpdate, WebhookStore,
+    StoreResult, StoredAuditEvent, StoredEvent, StoredHash, TokenFilter, TokenStore, Usage,
+    UserFilter, UserStore, UserUpdate, WebhookStore,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -88,6 +88,8 @@ pass_through!(TokenStore {
     fn rename_token(id: &TokenId, owner: Option<&UserId>, name: &TokenName, audit: &AuditEvent) -> TokenRecord;
     fn regenerate_token(id: &TokenId, owner: Option<&UserId>, regen: &Regeneration, audit: &AuditEvent) -> TokenRecord;
     fn revoke_token(id: &TokenId, owner: Option<&UserId>, revocation: &Revocation, audit: &AuditEvent) -> TokenRecord;
+    fn matching_tokens(filter: &TokenFilter, after: Option<&TokenId>, limit: u32) -> Vec<TokenId>;
+    fn revoke_tokens(ids: &[TokenId], filter: &TokenFilter, revocation: &Revocation, audit: &[AuditEvent]) -> Vec<TokenRecord>;
     fn stored_hashes(after: Option<&TokenHash>, limit: u32) -> Vec<TokenHash>;
     fn record_usage(batch: &[Usage]) -> ();
     fn rekey_secret(old: &TokenHash, new: &StoredHash, at: OffsetDateTime) -> bool;

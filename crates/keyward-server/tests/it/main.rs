@@ -24,6 +24,8 @@ mod hot_path;
 #[cfg(test)]
 mod isolation;
 #[cfg(test)]
+mod leaks;
+#[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
 mod oauth;

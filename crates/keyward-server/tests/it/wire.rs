@@ -181,6 +181,7 @@ fn settings() -> insta::Settings {
         ".**.next",
         ".**.user_id",
         ".**.event_id",
+        ".**.ids[]",
         ".headers[\"x-keyward-token-id\"]",
         ".headers[\"x-keyward-owner-id\"]",
     ];
@@ -663,6 +664,58 @@ async fn event_answers() {
     assert_answer(
         "webhook_deliveries_400",
         &app.get("/v1/webhooks/deliveries?state=lost", &reader.secret)
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn incident_response_answers() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let root = app.admin("root").await;
+    let admin = app.token(&root, &["tokens:revoke-any"]).await;
+    let scanner = app.token(&alice, &["leaks:report"]).await;
+    let leaked = app.token(&alice, &["droplet:read"]).await;
+    app.token(&alice, &["droplet:read"]).await;
+
+    let bulk = |body: serde_json::Value| {
+        let app = &app;
+        let admin = &admin;
+        async move { app.post("/v1/tokens/revoke", &admin.secret, &body).await }
+    };
+    assert_answer(
+        "tokens_bulk_revoke_200_dry_run",
+        &bulk(json!({"user": "alice", "dry_run": true})).await,
+    );
+    assert_answer(
+        "tokens_bulk_revoke_400_no_condition",
+        &bulk(json!({"dry_run": true})).await,
+    );
+    assert_answer(
+        "tokens_bulk_revoke_403_scope",
+        &app.post(
+            "/v1/tokens/revoke",
+            &scanner.secret,
+            &json!({"user": "alice"}),
+        )
+        .await,
+    );
+    assert_answer(
+        "leaks_report_200",
+        &app.post(
+            "/v1/leaks",
+            &scanner.secret,
+            &json!({"tokens": [leaked.secret, "kwp_nothing"], "source": "scanner"}),
+        )
+        .await,
+    );
+    assert_answer(
+        "tokens_bulk_revoke_200",
+        &bulk(json!({"user": "alice", "scope": "droplet:read"})).await,
+    );
+    assert_answer(
+        "leaks_github_404_not_enabled",
+        &app.raw(Method::POST, "/v1/leaks/github", &[], b"[]".to_vec())
             .await,
     );
 }

@@ -13,7 +13,7 @@ use super::rows::{self, db_error, insert_error, unix};
 use super::{PgStore, bounded};
 use crate::{
     HashRecord, Lookup, Page, Regeneration, Revocation, StoreError, StoreResult, StoredHash,
-    TokenStore, Usage,
+    TokenFilter, TokenStore, Usage, audit_for,
 };
 
 /// A token by id in an open transaction, limited to `owner`'s when given; `lock` reads it
@@ -95,6 +95,39 @@ const OLD_SECRETS_UNTIL: &str = "SELECT h.token_id, max(h.valid_until) AS until 
      JOIN tokens t ON t.id = h.token_id \
      WHERE ($1::text IS NULL OR t.owner = $1) AND t.revoked_at IS NULL AND h.valid_until > $2 \
      GROUP BY h.token_id ORDER BY h.token_id";
+
+/// The conditions of a [`TokenFilter`] on `tokens`, as `$1` to `$8` (see [`bind_filter`]); a
+/// condition whose parameter is null holds for every row.
+macro_rules! matches_filter {
+    () => {
+        "revoked_at IS NULL \
+     AND ($1::text IS NULL OR owner = $1) \
+     AND ($2::bigint IS NULL OR created_at < $2) \
+     AND ($3::bigint IS NULL OR created_at > $3) \
+     AND ($4::bigint IS NULL OR last_used_at IS NULL OR last_used_at < $4) \
+     AND ($5::text IS NULL OR strpos(' ' || scopes || ' ', $5) > 0 \
+          OR strpos(' ' || scopes || ' ', $6::text) > 0 \
+          OR strpos(' ' || scopes || ' ', $7::text) > 0 \
+          OR strpos(' ' || scopes || ' ', $8::text) > 0)"
+    };
+}
+
+/// Binds `filter` as `$1` to `$8` of [`matches_filter`].
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    filter: &'q TokenFilter,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let [a, b, c, d] = filter.scope_needles();
+    query
+        .bind(filter.owner.as_ref().map(UserId::as_str))
+        .bind(filter.created_before.map(unix))
+        .bind(filter.created_after.map(unix))
+        .bind(filter.unused_since.map(unix))
+        .bind(a)
+        .bind(b)
+        .bind(c)
+        .bind(d)
+}
 
 #[async_trait]
 impl TokenStore for PgStore {
@@ -268,6 +301,76 @@ impl TokenStore for PgStore {
         insert_audit(&mut tx, audit).await?;
         self.commit_and_announce(tx, seq).await?;
         Ok(token)
+    }
+
+    async fn matching_tokens(
+        &self,
+        filter: &TokenFilter,
+        after: Option<&TokenId>,
+        limit: u32,
+    ) -> StoreResult<Vec<TokenId>> {
+        let sql = concat!(
+            "SELECT id FROM tokens WHERE ",
+            matches_filter!(),
+            " AND ($9::text IS NULL OR id > $9) ORDER BY id LIMIT $10"
+        );
+        let ids: Vec<String> = bind_filter(sqlx::query(sql), filter)
+            .bind(after.map(TokenId::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|row| sqlx::Row::try_get(row, "id"))
+            .collect::<Result<_, _>>()
+            .map_err(db_error)?;
+        ids.iter()
+            .map(|id| {
+                TokenId::parse(id).map_err(|e| StoreError::corrupt(format!("tokens.id: {e}")))
+            })
+            .collect()
+    }
+
+    async fn revoke_tokens(
+        &self,
+        ids: &[TokenId],
+        filter: &TokenFilter,
+        revocation: &Revocation,
+        audit: &[AuditEvent],
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let sql = concat!(
+            "UPDATE tokens SET revoked_at = $10, revoked_by = $11, revoke_reason = $12 ",
+            "WHERE id = $9 AND ",
+            matches_filter!(),
+            " RETURNING *"
+        );
+        let mut tx = self.begin().await?;
+        let mut revoked = Vec::new();
+        let mut last_seq = None;
+        for id in ids {
+            // A concurrent revocation holds the row until it commits; the statement then
+            // re-checks the conditions on the committed row and updates nothing.
+            let row = bind_filter(sqlx::query(sql), filter)
+                .bind(id.as_str())
+                .bind(unix(revocation.at))
+                .bind(revocation.by.as_str())
+                .bind(revocation.reason.as_deref())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let Some(row) = row else { continue };
+            let token = rows::token(&row)?;
+            last_seq = Some(log_token_hashes(&mut tx, id, revocation.at).await?);
+            for event in audit_for(audit, &token) {
+                insert_audit(&mut tx, &event).await?;
+            }
+            revoked.push(token);
+        }
+        match last_seq {
+            Some(seq) => self.commit_and_announce(tx, seq).await?,
+            None => tx.commit().await.map_err(db_error)?,
+        }
+        Ok(revoked)
     }
 
     async fn old_secrets_until(

@@ -13,7 +13,7 @@ use super::rows::{self, db_error, insert_error, unix};
 use super::{SqliteStore, direct};
 use crate::{
     HashRecord, Lookup, Page, Regeneration, Revocation, StoreError, StoreResult, StoredHash,
-    TokenStore, Usage,
+    TokenFilter, TokenStore, Usage, audit_for,
 };
 
 /// A secret's token, its owner and the secret's own validity, for
@@ -88,6 +88,37 @@ pub(super) async fn insert_hash_row(
         .await
         .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
     Ok(())
+}
+
+/// The conditions of a [`TokenFilter`] on `tokens`, as `?1` to `?8` (see [`bind_filter`]); a
+/// condition whose parameter is null holds for every row.
+macro_rules! matches_filter {
+    () => {
+        "revoked_at IS NULL \
+     AND (?1 IS NULL OR owner = ?1) \
+     AND (?2 IS NULL OR created_at < ?2) \
+     AND (?3 IS NULL OR created_at > ?3) \
+     AND (?4 IS NULL OR last_used_at IS NULL OR last_used_at < ?4) \
+     AND (?5 IS NULL OR instr(' ' || scopes || ' ', ?5) > 0 OR instr(' ' || scopes || ' ', ?6) > 0 \
+          OR instr(' ' || scopes || ' ', ?7) > 0 OR instr(' ' || scopes || ' ', ?8) > 0)"
+    };
+}
+
+/// Binds `filter` as `?1` to `?8` of [`matches_filter`].
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    filter: &'q TokenFilter,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let [a, b, c, d] = filter.scope_needles();
+    query
+        .bind(filter.owner.as_ref().map(UserId::as_str))
+        .bind(filter.created_before.map(unix))
+        .bind(filter.created_after.map(unix))
+        .bind(filter.unused_since.map(unix))
+        .bind(a)
+        .bind(b)
+        .bind(c)
+        .bind(d)
 }
 
 /// Active tokens with a working secret, per key id of the secret, at `?1`.
@@ -274,6 +305,74 @@ impl TokenStore for SqliteStore {
         insert_audit(&mut tx, audit).await?;
         self.commit_and_announce(tx).await?;
         Ok(token)
+    }
+
+    async fn matching_tokens(
+        &self,
+        filter: &TokenFilter,
+        after: Option<&TokenId>,
+        limit: u32,
+    ) -> StoreResult<Vec<TokenId>> {
+        let sql = concat!(
+            "SELECT id FROM tokens WHERE ",
+            matches_filter!(),
+            " AND (?9 IS NULL OR id > ?9) ORDER BY id LIMIT ?10"
+        );
+        let ids: Vec<String> = bind_filter(sqlx::query(sql), filter)
+            .bind(after.map(TokenId::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|row| sqlx::Row::try_get(row, "id"))
+            .collect::<Result<_, _>>()
+            .map_err(db_error)?;
+        ids.iter()
+            .map(|id| {
+                TokenId::parse(id).map_err(|e| StoreError::corrupt(format!("tokens.id: {e}")))
+            })
+            .collect()
+    }
+
+    async fn revoke_tokens(
+        &self,
+        ids: &[TokenId],
+        filter: &TokenFilter,
+        revocation: &Revocation,
+        audit: &[AuditEvent],
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let sql = concat!(
+            "UPDATE tokens SET revoked_at = ?10, revoked_by = ?11, revoke_reason = ?12 ",
+            "WHERE id = ?9 AND ",
+            matches_filter!(),
+            " RETURNING *"
+        );
+        let mut tx = self.begin_write().await?;
+        let mut revoked = Vec::new();
+        for id in ids {
+            let row = bind_filter(sqlx::query(sql), filter)
+                .bind(id.as_str())
+                .bind(unix(revocation.at))
+                .bind(revocation.by.as_str())
+                .bind(revocation.reason.as_deref())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let Some(row) = row else { continue };
+            let token = rows::token(&row)?;
+            log_token_hashes(&mut tx, id, revocation.at).await?;
+            for event in audit_for(audit, &token) {
+                insert_audit(&mut tx, &event).await?;
+            }
+            revoked.push(token);
+        }
+        if revoked.is_empty() {
+            tx.commit().await.map_err(db_error)?;
+        } else {
+            self.commit_and_announce(tx).await?;
+        }
+        Ok(revoked)
     }
 
     async fn old_secrets_until(

@@ -8,8 +8,8 @@ use keyward_core::{
 };
 use keyward_store::{
     AuditFilter, DeliveryFilter, DeliveryOutcome, DeliveryState, IdentityRecord, NewUser, Page,
-    Progress, Regeneration, Revocation, SessionRecord, Store, StoreError, Usage, UserFilter,
-    UserUpdate,
+    Progress, Regeneration, Revocation, SessionRecord, Store, StoreError, TokenFilter, Usage,
+    UserFilter, UserUpdate,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -62,6 +62,7 @@ macro_rules! contract_suite {
             events_are_never_skipped_by_a_reader_while_writers_commit,
             webhook_deliveries_are_queued_leased_in_order_and_finished,
             two_handles_never_lease_the_same_delivery,
+            a_bulk_revocation_revokes_exactly_what_its_listing_showed,
         );
     };
     (@each $fresh:expr; $($check:ident),* $(,)?) => {
@@ -2530,4 +2531,180 @@ pub async fn two_handles_never_lease_the_same_delivery(db: &dyn Database) {
     let unique: HashSet<_> = claimed.iter().copied().collect();
     assert_eq!(unique.len(), claimed.len(), "a delivery was leased twice");
     assert_eq!(unique.len(), TOKENS + 1);
+}
+
+/// A token for `owner` created at `at` with `scopes`.
+async fn add_scoped_token(
+    store: &dyn Store,
+    owner: &keyward_core::UserId,
+    at: time::OffsetDateTime,
+    scopes: &[&str],
+) -> TokenRecord {
+    let (mut record, hash) = token_record(owner, at);
+    record.scopes = keyward_core::Scopes::parse(scopes).unwrap();
+    let event = audit(AuditKind::TokenCreated, at, Some(owner), Some(&record.id));
+    store.insert_token(&record, &hash, &event).await.unwrap();
+    record
+}
+
+/// Every id `filter` matches, one page at a time (pages of two, to cross page boundaries).
+async fn all_matching(store: &dyn Store, filter: &TokenFilter) -> Vec<keyward_core::TokenId> {
+    let mut all = Vec::new();
+    loop {
+        let page = store.matching_tokens(filter, all.last(), 2).await.unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+pub async fn a_bulk_revocation_revokes_exactly_what_its_listing_showed(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let bob = add_user(store, "bob").await;
+    let hour = Duration::hours(1);
+    let old = add_scoped_token(store, &alice.id, T0, &["droplet:read"]).await;
+    let wide = add_scoped_token(store, &alice.id, T0 + hour, &["droplet:*"]).await;
+    let used = add_scoped_token(store, &alice.id, T0 + 2 * hour, &["volume:read"]).await;
+    let gone = add_scoped_token(store, &alice.id, T0 + 3 * hour, &["droplet:read"]).await;
+    let bobs = add_scoped_token(store, &bob.id, T0, &["*:*"]).await;
+    revoke(store, &gone, T0 + 3 * hour).await;
+    store
+        .record_usage(&[Usage {
+            token_id: used.id.clone(),
+            at: T0 + 4 * hour,
+            ip: None,
+        }])
+        .await
+        .unwrap();
+    let alices = TokenFilter {
+        owner: Some(alice.id.clone()),
+        ..TokenFilter::default()
+    };
+    let ids = |tokens: &[&TokenRecord]| tokens.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+
+    // Each condition narrows; a revoked token never matches; ids come in order.
+    assert_eq!(
+        all_matching(store, &alices).await,
+        ids(&[&old, &wide, &used])
+    );
+    assert_eq!(
+        all_matching(store, &TokenFilter::default()).await.len(),
+        4,
+        "no condition: every token not yet revoked"
+    );
+    let scoped = |scope: &str| TokenFilter {
+        scope: Some(keyward_core::Scope::parse(scope).unwrap()),
+        ..alices.clone()
+    };
+    assert_eq!(
+        all_matching(store, &scoped("droplet:read")).await,
+        ids(&[&old, &wide]),
+        "a wildcard grants the scope"
+    );
+    assert_eq!(
+        all_matching(store, &scoped("droplet:delete")).await,
+        ids(&[&wide])
+    );
+    assert_eq!(
+        all_matching(
+            store,
+            &TokenFilter {
+                scope: Some(keyward_core::Scope::parse("volume:delete").unwrap()),
+                ..TokenFilter::default()
+            }
+        )
+        .await,
+        ids(&[&bobs]),
+        "*:* grants everything"
+    );
+    let window = TokenFilter {
+        created_after: Some(T0),
+        created_before: Some(T0 + 2 * hour),
+        ..alices.clone()
+    };
+    assert_eq!(all_matching(store, &window).await, ids(&[&wide]));
+    let unused = TokenFilter {
+        unused_since: Some(T0 + 3 * hour),
+        ..alices.clone()
+    };
+    assert_eq!(all_matching(store, &unused).await, ids(&[&old, &wide]));
+
+    // The dry run's list is what the real run revokes, each with its own audit event, and
+    // every cache hears of it.
+    let listed = all_matching(store, &alices).await;
+    let cursor = store.change_cursor().await.unwrap();
+    let audit_before = audit_count(store).await;
+    let at = T0 + 5 * hour;
+    let event = audit(AuditKind::TokenRevoked, at, None, None);
+    let revoked = store
+        .revoke_tokens(&listed, &alices, &revocation(at, "incident 7"), &[event])
+        .await
+        .unwrap();
+    assert_eq!(
+        revoked.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+        listed
+    );
+    assert!(
+        revoked
+            .iter()
+            .all(|t| t.revoked_at == Some(at) && t.revoke_reason.as_deref() == Some("incident 7"))
+    );
+    assert_eq!(audit_count(store).await, audit_before + 3);
+    let trail = store
+        .audit_events(&AuditFilter {
+            limit: 3,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let mut audited: Vec<_> = trail
+        .iter()
+        .map(|e| {
+            assert_eq!(e.event.kind, AuditKind::TokenRevoked);
+            assert_eq!(e.event.subject_user.as_ref(), Some(&alice.id));
+            e.event.token_id.clone().unwrap()
+        })
+        .collect();
+    audited.sort();
+    assert_eq!(audited, listed);
+    assert_eq!(
+        store.changes_since(cursor).await.unwrap().hashes.len(),
+        3,
+        "every revoked token's hash goes to the change log"
+    );
+    assert!(all_matching(store, &alices).await.is_empty());
+    assert!(
+        store
+            .token(&bobs.id, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+
+    // Ids the filter no longer matches (revoked since, or never matching) are left alone.
+    let again = store
+        .revoke_tokens(
+            &[listed[0].clone(), bobs.id.clone()],
+            &alices,
+            &revocation(at, "again"),
+            &[audit(AuditKind::TokenRevoked, at, None, None)],
+        )
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert_eq!(audit_count(store).await, audit_before + 3);
+    assert!(
+        store
+            .token(&bobs.id, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
 }

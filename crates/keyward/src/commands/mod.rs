@@ -4,6 +4,7 @@
 mod audit;
 mod events;
 mod key;
+mod leak;
 mod man;
 mod output;
 mod progress;
@@ -123,6 +124,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Webhook(WebhookCommand::Deliveries(args)) => {
                 events::deliveries(&ctx, args).await
             }
+            Command::Leak(cmd) => leak::run(&ctx, cmd).await,
             // Handled above; kept exhaustive so a new command cannot be forgotten here.
             Command::Serve(_)
             | Command::Migrate

@@ -1,4 +1,5 @@
-//! Progress and Ctrl-C for the long store operations (`store copy`, `backup`, `restore`).
+//! Progress and Ctrl-C for the long operations (`store copy`, `backup`, `restore`, and
+//! `token revoke --all`).
 //!
 //! On a terminal, a bar on stderr with the rate and the time left; in a pipe, or with
 //! `--quiet`, nothing until the command's one summary line. Ctrl-C does not kill the process: it
@@ -13,7 +14,8 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-/// A long operation stopped by Ctrl-C; the message says what was (not) left behind.
+/// A long operation stopped by Ctrl-C; the message says what was (not) left behind (or, for a
+/// bulk revocation, done).
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted: {0}")]
 pub(super) struct Interrupted(pub(super) String);
@@ -59,6 +61,8 @@ pub(super) enum Unit {
     Rows,
     /// Bytes copied (a backup).
     Bytes,
+    /// Tokens revoked (a bulk revocation).
+    Tokens,
 }
 
 /// A progress bar (hidden unless stderr is a terminal and not `--quiet`) that also carries the
@@ -102,6 +106,9 @@ impl Progress for Meter {
         let template = match self.unit {
             Unit::Rows => "{msg} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, {eta} left",
             Unit::Bytes => "{msg} [{bar:30}] {bytes}/{total_bytes}, {bytes_per_sec}, {eta} left",
+            Unit::Tokens => {
+                "{msg} [{bar:30}] {human_pos}/{human_len} tokens, {per_sec}, {eta} left"
+            }
         };
         self.bar.set_style(style(template).progress_chars("=> "));
         self.bar.set_length(total);

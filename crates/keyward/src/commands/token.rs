@@ -1,11 +1,13 @@
 //! `keyward token ...`: create, list, revoke, regenerate, check.
 
 use super::output::{Table, escaped, time_or};
+use super::progress::{Interrupt, Interrupted, Meter, Unit};
 use super::{Ctx, describe, print, print_json, read_stdin_line, shown};
 use crate::cli::TokenCommand;
+use keyward::keyward_core::Scope;
 use keyward::keyward_core::{expiry, format};
 use keyward::keyward_server::http::wire;
-use keyward::keyward_server::service::MAX_PAGE;
+use keyward::keyward_server::service::{BulkRevokeRequest, MAX_PAGE};
 use keyward::{
     ExpiryRequest, Issued, RegenerateOptions, Scopes, TokenId, TokenName, TokenRecord, TokenState,
     UserId, UserName,
@@ -110,7 +112,34 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
                 escaped(token.name.as_str())
             ))?;
         }
-        TokenCommand::Revoke { id, reason } => {
+        TokenCommand::Revoke {
+            id: None,
+            reason,
+            all: _,
+            user,
+            created_before,
+            created_after,
+            scope,
+            unused_since,
+            dry_run,
+            quiet,
+        } => {
+            let request = BulkRevokeRequest {
+                created_before: rfc3339("created-before", created_before.as_deref())?,
+                created_after: rfc3339("created-after", created_after.as_deref())?,
+                unused_since: rfc3339("unused-since", unused_since.as_deref())?,
+                scope: scope.as_deref().map(Scope::parse).transpose()?,
+                user,
+                // `--all` is how the command line asks for a bulk revocation at all.
+                all: true,
+            };
+            revoke_in_bulk(ctx, &request, reason, dry_run, quiet).await?;
+        }
+        TokenCommand::Revoke {
+            id: Some(id),
+            reason,
+            ..
+        } => {
             let token_id = token_id(&id)?;
             let current = ctx
                 .keyward
@@ -162,6 +191,69 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
         TokenCommand::Check { secret, .. } => return check(secret.as_deref()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A time given as `--flag TIME`, in RFC 3339.
+fn rfc3339(flag: &str, text: Option<&str>) -> anyhow::Result<Option<time::OffsetDateTime>> {
+    text.map(|text| {
+        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "--{flag}: {} is not an RFC 3339 time such as 2026-12-01T00:00:00Z",
+                    shown(text)
+                )
+            })
+    })
+    .transpose()
+}
+
+/// `token revoke --all`: the dry run prints the ids (one per line) and the count on stderr;
+/// the real run shows a bar on a terminal, then one summary line.
+async fn revoke_in_bulk(
+    ctx: &Ctx,
+    request: &BulkRevokeRequest,
+    reason: Option<String>,
+    dry_run: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let no_user = || format!("no user {}", shown(request.user.as_deref().unwrap_or("")));
+    if dry_run {
+        let ids = ctx
+            .keyward
+            .bulk_revoke_preview(&ctx.caller, request)
+            .await
+            .map_err(|e| describe(e, no_user))?;
+        let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+        print(&text)?;
+        eprintln!(
+            "{} {} would be revoked (dry run: nothing was)",
+            ids.len(),
+            tokens_word(ids.len())
+        );
+        return Ok(());
+    }
+    let meter = Meter::new(quiet, Unit::Tokens, Interrupt::listen()?);
+    meter.spin("revoking".to_owned());
+    let done = ctx
+        .keyward
+        .bulk_revoke(&ctx.caller, request, reason, &meter)
+        .await;
+    meter.finish();
+    let done = done.map_err(|e| describe(e, no_user))?;
+    let revoked = usize::try_from(done.revoked).unwrap_or(usize::MAX);
+    if done.stopped {
+        return Err(Interrupted(format!(
+            "{revoked} {} of {} revoked; the others were not",
+            tokens_word(revoked),
+            done.listed
+        ))
+        .into());
+    }
+    print(&format!("revoked {revoked} {}\n", tokens_word(revoked)))
+}
+
+fn tokens_word(n: usize) -> &'static str {
+    if n == 1 { "token" } else { "tokens" }
 }
 
 fn no_token(id: &str) -> String {

@@ -128,3 +128,125 @@ async fn json_tokens_have_exactly_the_apis_shape() {
         .clone();
     assert_eq!(&listed, api, "token list --json holds the API's tokens");
 }
+
+#[test]
+fn a_bulk_revocation_revokes_what_its_dry_run_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    cli(dir, &["user", "add", "alice"], None).ok();
+    cli(dir, &["user", "add", "bob"], None).ok();
+    let (a1, _) = create_token(dir, "alice", "one", &["droplet:read"]);
+    let (a2, _) = create_token(dir, "alice", "two", &["droplet:*"]);
+    let (a3, _) = create_token(dir, "alice", "three", &["volume:read"]);
+    let (b1, _) = create_token(dir, "bob", "bob's", &["droplet:read"]);
+
+    // A bulk revocation is asked for with --all; conditions need it.
+    let usage = cli(dir, &["token", "revoke", "--user", "alice"], None);
+    assert_eq!(usage.code(), Some(2), "{usage:?}");
+    assert!(usage.stderr.contains("--all"), "{usage:?}");
+    cli(dir, &["token", "revoke", "--all", "--user", "nobody"], None).failed_cleanly(1);
+    cli(
+        dir,
+        &[
+            "token",
+            "revoke",
+            "--all",
+            "--user",
+            "alice",
+            "--created-before",
+            "yesterday",
+        ],
+        None,
+    )
+    .failed_cleanly(1);
+
+    let scoped = cli(
+        dir,
+        &[
+            "token",
+            "revoke",
+            "--all",
+            "--user",
+            "alice",
+            "--scope",
+            "droplet:read",
+            "--dry-run",
+        ],
+        None,
+    );
+    let mut expected = vec![a1.id.clone(), a2.id.clone()];
+    expected.sort();
+    assert_eq!(scoped.ok().lines().collect::<Vec<_>>(), expected);
+    assert!(
+        scoped.stderr.contains("2 tokens would be revoked"),
+        "{scoped:?}"
+    );
+
+    let dry = cli(
+        dir,
+        &["token", "revoke", "--all", "--user", "alice", "--dry-run"],
+        None,
+    );
+    let listed: Vec<String> = dry.ok().lines().map(str::to_owned).collect();
+    assert_eq!(listed.len(), 3);
+    for made in [&a1, &a2, &a3, &b1] {
+        assert_eq!(crate::helpers::listed(dir, &made.id)["state"], "active");
+    }
+
+    // In a pipe: no bar, one summary line.
+    let real = cli(
+        dir,
+        &[
+            "token",
+            "revoke",
+            "--all",
+            "--user",
+            "alice",
+            "--reason",
+            "laptop stolen",
+        ],
+        None,
+    );
+    assert_eq!(real.ok(), "revoked 3 tokens\n");
+    assert!(real.stderr.is_empty(), "{real:?}");
+    for id in &listed {
+        let token = crate::helpers::listed(dir, id);
+        assert_eq!(token["state"], "revoked", "{token}");
+        assert_eq!(token["revoke_reason"], "laptop stolen", "{token}");
+    }
+    assert_eq!(crate::helpers::listed(dir, &b1.id)["state"], "active");
+    // The single revocation by id still works beside it.
+    let one = cli(dir, &["token", "revoke", &b1.id], None);
+    assert!(
+        one.ok().starts_with(&format!("revoked {}", b1.id)),
+        "{one:?}"
+    );
+}
+
+#[test]
+fn leak_report_revokes_the_secrets_read_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    cli(dir, &["user", "add", "alice"], None).ok();
+    let (leaked, _) = create_token(dir, "alice", "leaked", &["droplet:read"]);
+    let (kept, _) = create_token(dir, "alice", "kept", &["droplet:read"]);
+    let stdin = format!("{}\n\nkwp_not_a_token\n", leaked.secret);
+    let out = cli(
+        dir,
+        &["leak", "report", "--source", "pre-commit scan"],
+        Some(&stdin),
+    );
+    assert_eq!(
+        out.ok(),
+        "1 of 2 secrets were keyward tokens; 1 revoked now\n"
+    );
+    assert!(!out.stdout.contains(&leaked.secret) && !out.stderr.contains(&leaked.secret));
+    let token = crate::helpers::listed(dir, &leaked.id);
+    assert_eq!(token["state"], "revoked", "{token}");
+    assert_eq!(token["revoke_reason"], "leaked", "{token}");
+    assert_eq!(crate::helpers::listed(dir, &kept.id)["state"], "active");
+    let audit = cli(dir, &["audit", "--json"], None);
+    assert!(audit.ok().contains("token.leaked"), "{audit:?}");
+    assert!(audit.ok().contains("pre-commit scan"), "{audit:?}");
+    cli(dir, &["leak", "report"], Some("\n")).failed_cleanly(1);
+}
