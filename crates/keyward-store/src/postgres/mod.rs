@@ -30,6 +30,7 @@ mod backup;
 mod feed;
 mod identities;
 pub mod listener;
+mod notices;
 mod rows;
 mod sessions;
 mod tokens;
@@ -66,6 +67,11 @@ const MIGRATIONS: Migrations = &[
         5,
         "key_index",
         include_str!("../../migrations/postgres/0005_key_index.sql"),
+    ),
+    (
+        8,
+        "expiry_notices",
+        include_str!("../../migrations/postgres/0008_expiry_notices.sql"),
     ),
 ];
 

@@ -28,6 +28,7 @@ mod backup;
 mod direct;
 mod feed;
 mod identities;
+mod notices;
 mod rows;
 mod sessions;
 mod tokens;
@@ -68,6 +69,11 @@ const MIGRATIONS: Migrations = &[
         5,
         "key_index",
         include_str!("../../migrations/sqlite/0005_key_index.sql"),
+    ),
+    (
+        8,
+        "expiry_notices",
+        include_str!("../../migrations/sqlite/0008_expiry_notices.sql"),
     ),
 ];
 
