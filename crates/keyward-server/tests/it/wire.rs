@@ -22,6 +22,7 @@ const HEADERS: &[&str] = &[
     "x-keyward-owner-id",
     "x-keyward-owner-external-id",
     "x-keyward-scopes",
+    "x-keyward-token-expires",
 ];
 
 /// JSON that keeps its members in the order they were sent (`serde_json::Value` sorts them), so
