@@ -1,8 +1,8 @@
 //! keyward's storage seam.
 //!
 //! What keyward asks of a database comes in narrow traits, one per aggregate: [`TokenStore`],
-//! [`UserStore`], [`IdentityStore`], [`SessionStore`], [`AuditStore`], [`NoticeStore`], [`ChangeFeed`] and
-//! [`Maintenance`] (health, dump, restore). [`Store`] is their sum, implemented for every type that implements them all,
+//! [`UserStore`], [`IdentityStore`], [`SessionStore`], [`AuditStore`], [`NoticeStore`],
+//! [`ChangeFeed`] and [`Maintenance`] (health, dump, restore). [`Store`] is their sum, implemented for every type that implements them all,
 //! so the server holds one `Arc<dyn Store>` and a caller brings the trait it uses into scope.
 //!
 //! Each engine implements them in its own module with its own migrations ([`SqliteStore`],

@@ -6,13 +6,14 @@
 //! `keyward-core`; the store only persists.
 //!
 //! One module per use case: [`verification`] (the hot path: cache, hash table, usage, metrics),
-//! [`tokens`], [`users`], [`sessions`] (the web page's sign-in, sessions and passwords) and
-//! [`gateway`] (forward-auth, OAuth introspection and revocation).
+//! [`tokens`], [`notices`] (expiry reminders), [`users`], [`sessions`] (the web page's sign-in,
+//! sessions and passwords) and [`gateway`] (forward-auth, OAuth introspection and revocation).
 
 pub mod caller;
 mod error;
 pub mod gateway;
 pub mod keys;
+pub mod notices;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
@@ -28,13 +29,14 @@ pub use sessions::{PasswordChange, SessionSecret, SignIn, SignInForm, WebSession
 pub use tokens::{AuditEntry, AuditPage, Issued, RegenerateOptions, TokenPage};
 pub use users::{OWNER_DELETED, UserChanges, UserPage, UserRequest};
 pub use verification::{
-    CachedToken, KnownHashes, LATENCY_SAMPLE_EVERY, Verdict, VerifiedToken, VerifyCache,
+    CachedToken, KnownHashes, LATENCY_SAMPLE_EVERY, REUSE_DETECTION, ROTATED_SECRET_REUSED,
+    Verdict, VerifiedToken, VerifyCache,
 };
 
 use arc_swap::ArcSwap;
 use keyward_core::{
-    AuditEvent, AuditKind, Catalog, Clock, KeyRing, LifetimePolicy, Prefix, TokenHash, TokenId,
-    UserId,
+    AuditEvent, AuditKind, Catalog, Clock, KeyRing, LifetimePolicy, NotifyBefore, Prefix,
+    TokenHash, TokenId, UserId,
 };
 use keyward_store::{Store, StoreResult};
 use std::sync::Arc;
@@ -72,7 +74,18 @@ pub struct Settings {
     pub metrics_require_token: bool,
     /// Single sign-on through an OpenID provider, if set up.
     pub oidc: Option<OidcSettings>,
+    /// When owners are reminded that a token expires (`token.expiring`); empty: never.
+    pub notify_before: NotifyBefore,
+    /// How often each instance looks for tokens due for a reminder or at their expiry.
+    pub notify_interval: StdDuration,
+    /// Whether a replaced secret presented after its grace period revokes the token (it is
+    /// recorded as `token.rotated_secret_used` either way).
+    pub revoke_on_reuse: bool,
 }
+
+/// How often each instance looks for expiry notices to send, by default: well within the minute
+/// a notice is promised in.
+pub const DEFAULT_NOTIFY_INTERVAL: StdDuration = StdDuration::from_secs(20);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -85,6 +98,9 @@ impl Default for Settings {
             forward_auth: ForwardAuthRoutes::default(),
             metrics_require_token: false,
             oidc: None,
+            notify_before: NotifyBefore::default(),
+            notify_interval: DEFAULT_NOTIFY_INTERVAL,
+            revoke_on_reuse: false,
         }
     }
 }
@@ -100,6 +116,8 @@ pub struct Keyward {
     cache: VerifyCache,
     usage: UsageBatch,
     expired_noted: moka::sync::Cache<TokenId, ()>,
+    /// Tokens whose replaced secret was presented lately: one event per token a minute.
+    reuse_noted: moka::sync::Cache<TokenId, ()>,
     metrics: VerifyMetrics,
     throttle: sessions::SignInThrottle,
     passwords: sessions::PasswordPool,
@@ -137,6 +155,12 @@ impl Keyward {
             expired_noted: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(StdDuration::from_secs(3600))
+                .build(),
+            // Anyone holding an old secret can present it in a loop: one event a minute is
+            // enough, and bounds the writes it causes.
+            reuse_noted: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(StdDuration::from_secs(60))
                 .build(),
             metrics: VerifyMetrics::new(),
             throttle: sessions::SignInThrottle::default(),

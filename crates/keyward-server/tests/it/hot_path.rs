@@ -15,9 +15,9 @@ use keyward_server::service::{Issued, UserRequest};
 use keyward_server::{Caller, Keyward, Settings, Verdict, VerifiedToken};
 use keyward_store::{
     AuditFilter, AuditStore, ChangeFeed, Changes, IdentityRecord, IdentityStore, Lookup,
-    Maintenance, NewUser, Page, Progress, Regeneration, Revocation, SessionRecord, SessionStore,
-    Snapshot, SqliteStore, Store, StoreResult, StoredAuditEvent, StoredHash, TokenStore, Usage,
-    UserFilter, UserStore, UserUpdate,
+    Maintenance, NewUser, NoticeStore, Page, Progress, Regeneration, Revocation, SessionRecord,
+    SessionStore, Snapshot, SqliteStore, Store, StoreResult, StoredAuditEvent, StoredHash,
+    TokenStore, Usage, UserFilter, UserStore, UserUpdate,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -140,6 +140,11 @@ pass_through!(SessionStore {
 pass_through!(AuditStore {
     fn append_audit(event: &AuditEvent) -> ();
     fn audit_events(filter: &AuditFilter) -> Vec<StoredAuditEvent>;
+});
+
+pass_through!(NoticeStore {
+    fn due_for_notice(notice: &str, from: OffsetDateTime, to: OffsetDateTime, limit: u32) -> Vec<TokenRecord>;
+    fn record_notice(token: &TokenId, notice: &str, expires_at: OffsetDateTime, at: OffsetDateTime, audit: &AuditEvent) -> bool;
 });
 
 pass_through!(ChangeFeed {

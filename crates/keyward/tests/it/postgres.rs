@@ -484,11 +484,11 @@ async fn migrate_reports_what_it_applied_and_starts_log_no_postgres_notices() {
     let first = kw(dir.path(), &db, &["migrate"]);
     let text = first.ok();
     assert!(
-        text.starts_with("applied 5 migrations to postgres://"),
+        text.starts_with("applied 6 migrations to postgres://"),
         "{text}"
     );
     assert!(
-        text.contains("0001_initial") && text.contains("0005_key_index"),
+        text.contains("0001_initial") && text.contains("0008_expiry_notices"),
         "{text}"
     );
     let again = kw(dir.path(), &db, &["migrate"]);
