@@ -116,8 +116,9 @@ pub struct Keyward {
     cache: VerifyCache,
     usage: UsageBatch,
     expired_noted: moka::sync::Cache<TokenId, ()>,
-    /// Tokens whose replaced secret was presented lately: one event per token a minute.
-    reuse_noted: moka::sync::Cache<TokenId, ()>,
+    /// Tokens whose replaced secret was presented lately, with when (unix seconds): one event
+    /// per token a minute.
+    reuse_noted: moka::sync::Cache<TokenId, i64>,
     metrics: VerifyMetrics,
     throttle: sessions::SignInThrottle,
     passwords: sessions::PasswordPool,

@@ -664,3 +664,40 @@ async fn a_cut_short_change_log_reloads_the_known_hashes() {
     assert_eq!(h.verify(&forged(), &[]).await, Err(InactiveReason::Unknown));
     assert_eq!(h.store.lookups(), lookups);
 }
+
+/// Reuse detection keeps the hot path as it was: a replaced secret is one of the known hashes
+/// (a forged token still costs no read), read from the store once and then answered from the
+/// cache like any other, and a live token's verification is untouched.
+#[tokio::test]
+async fn a_replaced_secret_costs_what_any_known_secret_does() {
+    let h = harness().await;
+    let alice = h.user("alice").await;
+    let issued = h.token(&alice, &["droplet:read"], None).await;
+    let fresh = h
+        .keyward
+        .regenerate_token(&operator(), &issued.token.id, Default::default())
+        .await
+        .unwrap();
+    h.keyward.track_known_hashes();
+    known_hashes_loaded(&h.keyward).await;
+    assert_eq!(h.keyward.known_hashes().len(), 2);
+
+    let lookups = h.store.lookups();
+    for _ in 0..100 {
+        assert_eq!(
+            h.verify(issued.secret.expose(), &[]).await,
+            Err(InactiveReason::Revoked)
+        );
+    }
+    assert_eq!(h.store.lookups(), lookups + 1, "read once, then cached");
+    for _ in 0..1000 {
+        assert_eq!(h.verify(&forged(), &[]).await, Err(InactiveReason::Unknown));
+    }
+    assert_eq!(
+        h.store.lookups(),
+        lookups + 1,
+        "no forged token reached the store"
+    );
+    let answer = h.verify(fresh.secret.expose(), &[]).await;
+    assert_eq!(answer.map(|a| a.0), Ok(issued.token.id.clone()));
+}

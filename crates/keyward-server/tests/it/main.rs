@@ -26,6 +26,8 @@ mod isolation;
 #[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
+mod notices;
+#[cfg(test)]
 mod oauth;
 #[cfg(test)]
 mod openapi;

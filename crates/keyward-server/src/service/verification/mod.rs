@@ -15,6 +15,7 @@ pub(super) use usage::UsageBatch;
 
 use keyward_core::{Actor, AuditEvent, AuditKind, InactiveReason, PackedTokenId, Scopes, format};
 use keyward_store::{Revocation, StoreResult};
+use moka::ops::compute::{CompResult, Op};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
@@ -27,6 +28,8 @@ use crate::telemetry::HotCounter;
 pub const ROTATED_SECRET_REUSED: &str = "rotated secret reused";
 /// Who revokes it, in the record and the audit trail.
 pub const REUSE_DETECTION: &str = "keyward (reuse detection)";
+/// A replaced secret's uses are recorded at most once per token in this many seconds.
+pub(super) const REUSE_NOTED_FOR_SECS: i64 = 60;
 
 /// The answer to a verification.
 pub enum Verdict {
@@ -310,12 +313,16 @@ impl Keyward {
     /// replaced secret.
     fn note_retired_use(&self, token: &VerifiedToken, ip: Option<IpAddr>, now: OffsetDateTime) {
         let token_id = token.token_id();
-        if !self
+        // On the service's clock, in one atomic step: concurrent uses note it once.
+        let at = now.unix_timestamp();
+        let noted = self
             .reuse_noted
             .entry(token_id.clone())
-            .or_insert(())
-            .is_fresh()
-        {
+            .and_compute_with(|last| match last {
+                Some(last) if at - *last.value() < REUSE_NOTED_FOR_SECS => Op::Nop,
+                _ => Op::Put(at),
+            });
+        if matches!(noted, CompResult::Unchanged(_)) {
             return;
         }
         let actor = Actor {
