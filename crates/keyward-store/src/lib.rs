@@ -651,6 +651,16 @@ pub trait Maintenance: Send + Sync {
         audit: &AuditEvent,
     ) -> StoreResult<u64>;
 
+    /// Drops every replaced secret (one whose end has passed at `now`) hashed under `key`, in
+    /// one transaction, each dropped hash going to the change log; returns how many. For a key
+    /// leaving the ring: what reuse detection could still recognise under it goes with it.
+    /// Current secrets are kept, whatever their token's state.
+    async fn drop_replaced_secrets_under(
+        &self,
+        key: &KeyId,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64>;
+
     /// Writes `snapshot` into this store in one transaction, keeping every id, time and audit
     /// sequence number. Refuses, with [`StoreError::InvalidState`] and without writing, a store
     /// that already holds a user, a token or an audit event.

@@ -162,6 +162,7 @@ pass_through!(Maintenance {
     fn restore_watched(snapshot: &Snapshot, progress: Arc<dyn Progress>) -> ();
     fn tokens_under_other_keys(key: &KeyId, now: OffsetDateTime) -> Vec<(KeyId, u64)>;
     fn revoke_under_other_keys(keep: &[KeyId], revocation: &Revocation, audit: &AuditEvent) -> u64;
+    fn drop_replaced_secrets_under(key: &KeyId, now: OffsetDateTime) -> u64;
 });
 
 /// The service over a [`RacingStore`] on a fresh SQLite file, with a manual clock.

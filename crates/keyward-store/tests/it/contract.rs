@@ -60,6 +60,7 @@ macro_rules! contract_suite {
             expiry_notices_are_recorded_once_per_token_and_expiry,
             two_handles_record_a_notice_once,
             regeneration_keeps_the_last_few_retired_secrets,
+            replaced_secrets_under_a_key_are_dropped_with_it,
         );
     };
     (@each $fresh:expr; $($check:ident),* $(,)?) => {
@@ -2377,4 +2378,55 @@ pub async fn regeneration_keeps_the_last_few_retired_secrets(db: &dyn Database) 
     }
     let stored = store.stored_hashes(None, 100).await.unwrap();
     assert_eq!(stored.len(), kept + 1);
+}
+
+pub async fn replaced_secrets_under_a_key_are_dropped_with_it(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let (token, first) = add_token(store, &alice.id, T0).await;
+    let at = T0 + Duration::minutes(1);
+    let (regen, second) = regeneration(at, Duration::hours(1));
+    let event = audit(
+        AuditKind::TokenRegenerated,
+        at,
+        Some(&alice.id),
+        Some(&token.id),
+    );
+    store
+        .regenerate_token(&token.id, None, &regen, &event)
+        .await
+        .unwrap();
+    // In its grace period it still works: kept.
+    assert_eq!(
+        store
+            .drop_replaced_secrets_under(&first.key_id, at)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(store.lookup(&first.hash).await.unwrap().is_some());
+    // The current secret is never dropped.
+    let later = at + Duration::hours(2);
+    assert_eq!(
+        store
+            .drop_replaced_secrets_under(&second.key_id, later)
+            .await
+            .unwrap(),
+        0
+    );
+    let cursor = store.change_cursor().await.unwrap();
+    let epoch = store.change_epoch();
+    assert_eq!(
+        store
+            .drop_replaced_secrets_under(&first.key_id, later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.lookup(&first.hash).await.unwrap().is_none());
+    assert!(store.lookup(&second.hash).await.unwrap().is_some());
+    assert!(store.change_epoch() > epoch, "announced");
+    let changes = store.changes_since(cursor).await.unwrap();
+    assert_eq!(changes.hashes, [first.hash]);
 }

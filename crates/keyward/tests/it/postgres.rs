@@ -605,12 +605,13 @@ async fn store_copy_moves_a_sqlite_deployment_and_every_answer_stays_the_same() 
     assert!(again.failed_cleanly(1).contains("already holds data"));
 
     let pg_dir = tempfile::tempdir().unwrap();
+    // Read before verifying: presenting the replaced secret again records its reuse.
+    let audit_after = kw(pg_dir.path(), &db, &["audit", "--json"]).json();
+    assert_eq!(audit_after, audit_before);
     let server = Server::start(pg_dir.path(), &db.env());
     for (secret, answer) in secrets.iter().zip(&before) {
         assert_eq!(&verify(&server, secret).await, answer, "{secret}");
     }
-    let audit_after = kw(pg_dir.path(), &db, &["audit", "--json"]).json();
-    assert_eq!(audit_after, audit_before);
 }
 
 /// Waits until `server` has loaded a key ring `times` times since it started.
