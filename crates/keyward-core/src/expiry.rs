@@ -154,6 +154,96 @@ impl LifetimePolicy {
     }
 }
 
+/// A duration as the config file writes it, in the largest of `d`, `h`, `m`, `s` that divides
+/// it exactly: `7d`, `12h`, `90s`. [`parse_duration`] reads it back to the same value.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.whole_seconds();
+    match s {
+        _ if s != 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        _ if s != 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        _ if s != 0 && s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+/// When a token's owner is reminded that it expires (`notify_before`): thresholds before the
+/// expiry, largest first. A token gets the reminder of the nearest threshold it is within, once:
+/// one with three days left gets `7d`, and later `1d`; one created with twelve hours left gets
+/// only `1d` (a reminder that it expires within a week would be stale news next to the one
+/// that it expires within a day).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyBefore(Vec<Duration>);
+
+/// One threshold's window: a token whose expiry is more than `after` and at most `before` from
+/// now is due for the reminder named `label`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderWindow {
+    /// The threshold as written, e.g. `7d` (the audit event's detail).
+    pub label: String,
+    /// The threshold.
+    pub before: Duration,
+    /// The next smaller threshold, or zero: closer than this, a nearer reminder is due instead.
+    pub after: Duration,
+}
+
+impl NotifyBefore {
+    /// The thresholds, in any order; duplicates count once. Empty: no reminders.
+    pub fn new(thresholds: impl IntoIterator<Item = Duration>) -> Self {
+        let mut all: Vec<Duration> = thresholds.into_iter().filter(|d| d.is_positive()).collect();
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        all.dedup();
+        Self(all)
+    }
+
+    /// Parses thresholds written as durations (`["7d", "1d"]`).
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, ExpiryError> {
+        items
+            .iter()
+            .map(|s| parse_duration(s.as_ref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self::new)
+    }
+
+    /// The thresholds, largest first.
+    pub fn thresholds(&self) -> &[Duration] {
+        &self.0
+    }
+
+    /// Whether no reminder is sent at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each threshold's window, largest first (see [`ReminderWindow`]).
+    pub fn windows(&self) -> Vec<ReminderWindow> {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, &before)| ReminderWindow {
+                label: format_duration(before),
+                before,
+                after: self.0.get(i + 1).copied().unwrap_or(Duration::ZERO),
+            })
+            .collect()
+    }
+
+    /// The reminder due for a token with `left` until it expires: the nearest threshold at
+    /// least `left`; `None` when it is past its expiry or outside every window.
+    pub fn due(&self, left: Duration) -> Option<Duration> {
+        if !left.is_positive() {
+            return None;
+        }
+        self.0.iter().rev().find(|&&t| left <= t).copied()
+    }
+}
+
+impl Default for NotifyBefore {
+    /// A week and a day before (GitHub's reminders are similar).
+    fn default() -> Self {
+        Self::new([Duration::days(7), Duration::days(1)])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +251,43 @@ mod tests {
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+    #[test]
+    fn durations_format_back_to_themselves() {
+        for (d, text) in [
+            (Duration::days(7), "7d"),
+            (Duration::weeks(2), "14d"),
+            (Duration::hours(12), "12h"),
+            (Duration::minutes(90), "90m"),
+            (Duration::seconds(45), "45s"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
+        }
+    }
+
+    #[test]
+    fn the_nearest_reminder_is_due() {
+        let n = NotifyBefore::parse(&["1d", "7d", "1w"]).unwrap();
+        assert_eq!(n.thresholds(), [Duration::days(7), Duration::days(1)]);
+        assert_eq!(n.due(Duration::days(8)), None);
+        assert_eq!(n.due(Duration::days(7)), Some(Duration::days(7)));
+        assert_eq!(n.due(Duration::days(3)), Some(Duration::days(7)));
+        // Created with twelve hours left: only the nearest threshold.
+        assert_eq!(n.due(Duration::hours(12)), Some(Duration::days(1)));
+        assert_eq!(n.due(Duration::ZERO), None);
+        let windows = n.windows();
+        assert_eq!(windows[0].label, "7d");
+        assert_eq!(windows[0].after, Duration::days(1));
+        assert_eq!(windows[1].label, "1d");
+        assert_eq!(windows[1].after, Duration::ZERO);
+        assert_eq!(
+            NotifyBefore::default(),
+            NotifyBefore::parse(&["7d", "1d"]).unwrap()
+        );
+        assert!(NotifyBefore::parse::<&str>(&[]).unwrap().is_empty());
+        assert!(NotifyBefore::parse(&["soon"]).is_err());
+    }
 
     #[test]
     fn durations_parse() {

@@ -17,7 +17,10 @@ pub mod model;
 pub mod scope;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use expiry::{ExpiryError, ExpiryRequest, LifetimePolicy, parse_duration};
+pub use expiry::{
+    ExpiryError, ExpiryRequest, LifetimePolicy, NotifyBefore, ReminderWindow, format_duration,
+    parse_duration,
+};
 pub use format::{FormatError, Prefix, RawSecret, TokenSecret};
 pub use hash::{
     KeyId, KeyRing, KeyRingError, ServerKey, TokenHash, TokenHasher, format_key_ring,

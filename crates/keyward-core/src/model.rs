@@ -590,6 +590,17 @@ pub enum AuditKind {
     /// An expired token was presented.
     #[serde(rename = "token.expired_use")]
     TokenExpiredUse,
+    /// A token entered a reminder window before its expiry (`notify_before`); the detail names
+    /// the threshold, e.g. `7d`.
+    #[serde(rename = "token.expiring")]
+    TokenExpiring,
+    /// A token reached its expiry (recorded once, by whichever instance sees it first).
+    #[serde(rename = "token.expired")]
+    TokenExpired,
+    /// A secret that a regeneration replaced was presented after its grace period ended: the
+    /// classic sign that it was stolen. The event carries the client address.
+    #[serde(rename = "token.rotated_secret_used")]
+    TokenRotatedSecretUsed,
     /// A user was added.
     #[serde(rename = "user.added")]
     UserAdded,
@@ -652,6 +663,9 @@ impl AuditKind {
             Self::TokenRevoked => "token.revoked",
             Self::TokenLeaked => "token.leaked",
             Self::TokenExpiredUse => "token.expired_use",
+            Self::TokenExpiring => "token.expiring",
+            Self::TokenExpired => "token.expired",
+            Self::TokenRotatedSecretUsed => "token.rotated_secret_used",
             Self::UserAdded => "user.added",
             Self::UserSignedIn => "user.signed_in",
             Self::UserSignInFailed => "user.sign_in_failed",
@@ -678,6 +692,9 @@ impl AuditKind {
         Self::TokenRevoked,
         Self::TokenLeaked,
         Self::TokenExpiredUse,
+        Self::TokenExpiring,
+        Self::TokenExpired,
+        Self::TokenRotatedSecretUsed,
         Self::UserAdded,
         Self::UserSignedIn,
         Self::UserSignInFailed,
@@ -710,6 +727,9 @@ impl AuditKind {
             Self::TokenRegenerated => Some("token.regenerated"),
             Self::TokenRevoked => Some("token.revoked"),
             Self::TokenLeaked => Some("token.leaked"),
+            Self::TokenExpiring => Some("token.expiring"),
+            Self::TokenExpired => Some("token.expired"),
+            Self::TokenRotatedSecretUsed => Some("token.rotated_secret_used"),
             Self::UserAdded => Some("user.created"),
             Self::UserDisabled => Some("user.disabled"),
             Self::UserDeleted => Some("user.deleted"),

@@ -2,13 +2,13 @@
 //!
 //! What keyward asks of a database comes in narrow traits, one per aggregate: [`TokenStore`],
 //! [`UserStore`], [`IdentityStore`], [`SessionStore`], [`AuditStore`], [`EventStore`],
-//! [`WebhookStore`], [`ChangeFeed`] and
+//! [`WebhookStore`], [`NoticeStore`], [`ChangeFeed`] and
 //! [`Maintenance`] (health, dump, restore). [`Store`] is their sum, implemented for every type that implements them all,
 //! so the server holds one `Arc<dyn Store>` and a caller brings the trait it uses into scope.
 //!
 //! Each engine implements them in its own module with its own migrations ([`SqliteStore`],
 //! [`PgStore`]), laid out the same way so the two read side by side: `tokens.rs`, `users.rs`,
-//! `identities.rs`, `sessions.rs`, `audit.rs`, `events.rs`, `feed.rs` and `backup.rs` hold one trait's implementation each, in
+//! `identities.rs`, `sessions.rs`, `audit.rs`, `events.rs`, `notices.rs`, `feed.rs` and `backup.rs` hold one trait's implementation each, in
 //! the trait's order, and `mod.rs` opening, closing and committing. Both run their migrations
 //! through one runner (`migrate`), each under its own lock. Nothing above this crate knows which
 //! engine it talks to. Every engine passes the same contract suite (`tests/it`).
@@ -53,6 +53,16 @@ pub use error::{BoxError, StoreError, StoreResult};
 pub use migrate::AppliedMigration;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// How many secrets a regeneration replaced, and whose grace period is over, each token keeps:
+/// enough to recognise an old secret presented again (reuse detection) and bounded, so a token
+/// regenerated daily for years does not carry thousands of hashes. A regeneration drops the
+/// older ones (and tells every cache through the change log).
+pub const RETIRED_SECRETS_KEPT: i64 = 5;
+
+/// The notice recorded when a token reaches its expiry (the other notices are reminder
+/// thresholds, such as `7d`).
+pub const EXPIRED_NOTICE: &str = "expired";
 
 /// A token hash as stored: the keyed hash and the id of the server key that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -562,7 +572,9 @@ pub trait TokenStore: Send + Sync {
         audit: &AuditEvent,
     ) -> StoreResult<TokenRecord>;
 
-    /// Gives a token a new secret; previous secrets work until `old_valid_until`. Refuses a
+    /// Gives a token a new secret; previous secrets work until `old_valid_until`, and of those
+    /// whose end has passed, only the newest [`RETIRED_SECRETS_KEPT`] replaced secrets are kept
+    /// (the rest are dropped, through the change log). Refuses a
     /// revoked token, or one expired at `regen.at`, with [`StoreError::InvalidState`].
     async fn regenerate_token(
         &self,
@@ -841,6 +853,35 @@ pub trait ChangeFeed: Send + Sync {
     async fn change_cursor(&self) -> StoreResult<i64>;
 }
 
+/// Notices about a token's expiry (reminders before it, and the expiry itself), each recorded
+/// once per token and expiry however many instances look: the record is inserted with its audit
+/// event in one transaction, and a second insert of the same notice does nothing.
+#[async_trait]
+pub trait NoticeStore: Send + Sync {
+    /// Tokens not revoked whose expiry is after `from` and at most `to`, for which `notice` was
+    /// not recorded at that expiry: soonest expiry first, at most `limit` (read through an index
+    /// on the expiry).
+    async fn due_for_notice(
+        &self,
+        notice: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<TokenRecord>>;
+
+    /// Records `notice` for `token` expiring at `expires_at`, with `audit` in the same
+    /// transaction: `false`, and nothing written, when it was recorded already (by this or
+    /// another instance), or the token was revoked or its expiry moved meanwhile.
+    async fn record_notice(
+        &self,
+        token: &TokenId,
+        notice: &str,
+        expires_at: OffsetDateTime,
+        at: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<bool>;
+}
+
 /// The store as a whole: health, and moving everything to another store.
 #[async_trait]
 pub trait Maintenance: Send + Sync {
@@ -869,6 +910,16 @@ pub trait Maintenance: Send + Sync {
         keep: &[KeyId],
         revocation: &Revocation,
         audit: &AuditEvent,
+    ) -> StoreResult<u64>;
+
+    /// Drops every replaced secret (one whose end has passed at `now`) hashed under `key`, in
+    /// one transaction, each dropped hash going to the change log; returns how many. For a key
+    /// leaving the ring: what reuse detection could still recognise under it goes with it.
+    /// Current secrets are kept, whatever their token's state.
+    async fn drop_replaced_secrets_under(
+        &self,
+        key: &KeyId,
+        now: OffsetDateTime,
     ) -> StoreResult<u64>;
 
     /// Writes `snapshot` into this store in one transaction, keeping every id, time and audit
@@ -900,6 +951,7 @@ pub trait Store:
     + AuditStore
     + EventStore
     + WebhookStore
+    + NoticeStore
     + ChangeFeed
     + Maintenance
     + Send
@@ -916,6 +968,7 @@ impl<T> Store for T where
         + AuditStore
         + EventStore
         + WebhookStore
+        + NoticeStore
         + ChangeFeed
         + Maintenance
         + Send

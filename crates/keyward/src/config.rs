@@ -19,6 +19,9 @@
 //!                          # ([tls] implies it)
 //! cache_capacity = 1000000
 //! log = "info"
+//! notify_before = ["7d", "1d"]  # token.expiring reminders before a token expires; [] = none
+//! notify_interval = "20s"       # how often each instance looks for reminders due
+//! revoke_on_reuse = false       # true: a replaced secret used after its grace revokes the token
 //!
 //! [catalog]
 //! droplet = ["read", "create", "update", "delete"]
@@ -80,14 +83,15 @@
 //! `KEYWARD_HTTP_IDLE_TIMEOUT: "x" is not a duration ...`,
 //! `max_lifetime in /etc/keyward.toml: ...`, `--database: ...`.
 
-use keyward_core::{Catalog, LifetimePolicy, Prefix, ServerKey, parse_duration};
+use keyward_core::{Catalog, LifetimePolicy, NotifyBefore, Prefix, ServerKey, parse_duration};
 use keyward_server::Settings;
 use keyward_server::email::SmtpSettings;
 use keyward_server::http::{HttpLimits, TlsFiles};
 use keyward_server::service::leaks::GITHUB_KEYS_URL;
 use keyward_server::service::{
-    AdminClaim, ForwardAuthRoute, ForwardAuthRoutes, GithubLeakSettings, GitlabLeakSettings,
-    LeakSettings, OidcClientSecret, OidcSettings, PresharedToken, WebhookSecret, WebhookSettings,
+    AdminClaim, DEFAULT_NOTIFY_INTERVAL, ForwardAuthRoute, ForwardAuthRoutes, GithubLeakSettings,
+    GitlabLeakSettings, LeakSettings, OidcClientSecret, OidcSettings, PresharedToken,
+    WebhookSecret, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -369,6 +373,17 @@ settings! {
         /// marked failed, e.g. `1d`.
         webhook_retry_for: Duration = Duration::days(1),
             env WEBHOOK_RETRY_FOR = "KEYWARD_WEBHOOK_RETRY_FOR";
+        /// When owners are reminded that a token expires (`token.expiring`), e.g.
+        /// `["7d", "1d"]`; `[]` sends none.
+        notify_before: NotifyBefore = NotifyBefore::default(),
+            env NOTIFY_BEFORE = "KEYWARD_NOTIFY_BEFORE";
+        /// How often each instance looks for tokens due for a reminder or at their expiry,
+        /// e.g. `20s` (tests set `1s`).
+        notify_interval: StdDuration = DEFAULT_NOTIFY_INTERVAL,
+            env NOTIFY_INTERVAL = "KEYWARD_NOTIFY_INTERVAL";
+        /// Whether a replaced secret presented after its grace period revokes its token
+        /// (`true`/`false`); it is recorded as `token.rotated_secret_used` either way.
+        revoke_on_reuse: bool = false, env REVOKE_ON_REUSE = "KEYWARD_REVOKE_ON_REUSE";
     }
     tables {
         /// Connection and request limits (`[http]`).
@@ -571,6 +586,19 @@ impl SettingValue for StdDuration {
     fn from_text(text: &str) -> Result<Self, String> {
         let duration = parse_duration(text).map_err(|e| e.to_string())?;
         StdDuration::try_from(duration).map_err(|_| format!("{text:?} is not positive"))
+    }
+}
+
+/// Expiry reminder thresholds, written `["7d", "1d"]` (each as [`parse_duration`] reads it); a
+/// variable may also list them as `7d,1d`.
+impl SettingValue for NotifyBefore {
+    type File = Vec<String>;
+    const EXAMPLES: [&'static str; 2] = ["[\"14d\", \"2d\"]", "[]"];
+    fn from_file(value: Vec<String>) -> Result<Self, String> {
+        NotifyBefore::parse(&value).map_err(|e| e.to_string())
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        Self::from_file(Vec::<String>::from_text(text)?)
     }
 }
 
@@ -1198,6 +1226,9 @@ impl Config {
                 from: self.smtp.from.clone().unwrap_or_default(),
             }),
             leaks: self.leaks.clone(),
+            notify_before: self.notify_before.clone(),
+            notify_interval: self.notify_interval,
+            revoke_on_reuse: self.revoke_on_reuse,
         }
     }
 

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use keyward_core::Scopes;
 use std::borrow::Cow;
 use std::sync::Arc;
+use time::format_description::well_known::Rfc3339;
 
 use super::error::{ApiError, Challenge};
 use super::extract::{Bearer, ClientIp};
@@ -43,6 +44,9 @@ pub const OWNER_EXTERNAL_ID_HEADER: HeaderName =
     HeaderName::from_static("x-keyward-owner-external-id");
 /// Response header: the token's scopes, space-separated.
 pub const SCOPES_HEADER: HeaderName = HeaderName::from_static("x-keyward-scopes");
+/// Response header: when the token expires (RFC 3339, UTC), as GitHub's API tells a client when
+/// its token expires; absent when it never does.
+pub const TOKEN_EXPIRES_HEADER: HeaderName = HeaderName::from_static("x-keyward-token-expires");
 
 /// nginx's names for the original request (set with `proxy_set_header`). Built names, not
 /// strings: a lookup by string parses the name first.
@@ -159,6 +163,7 @@ fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, S
             ("X-Keyward-Owner-Id" = String, description = "The owner's user id"),
             ("X-Keyward-Owner-External-Id" = String, description = "The owner's external id (the platform's id for them); empty when none was given"),
             ("X-Keyward-Scopes" = String, description = "The token's scopes, space-separated"),
+            ("X-Keyward-Token-Expires" = String, description = "When the token expires (RFC 3339, UTC); absent when it never does"),
          )),
         (status = 400, description = "A deciding header sent twice, X-Original-* and X-Forwarded-* that disagree, an original URI that is ambiguous, or an X-Keyward-Scope that is not scopes", body = super::wire::ErrorResponse<'static>),
         (status = 403, description = "The token lacks a needed scope (`insufficient_scope`, with `scope`), or no route matches (`no_route`)",
@@ -197,6 +202,12 @@ pub async fn forward_auth(
             }
             if let Ok(value) = HeaderValue::from_str(&token.scopes().to_string()) {
                 out.insert(SCOPES_HEADER, value);
+            }
+            if let Some(expires) = token.expires_at()
+                && let Ok(text) = expires.format(&Rfc3339)
+                && let Ok(value) = HeaderValue::from_str(&text)
+            {
+                out.insert(TOKEN_EXPIRES_HEADER, value);
             }
             response
         })

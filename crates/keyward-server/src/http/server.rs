@@ -135,7 +135,8 @@ pub struct ServeOptions {
 
 /// Serves the API on `listener` (and `/metrics` on `options.metrics_listener`, if given) until
 /// `shutdown` resolves, then finishes in-flight requests. Writes noted token uses every few
-/// seconds (and once more at the end) and keeps the metrics recorder's buffers bounded. With
+/// seconds (and once more at the end), records expiry notices (`notify_interval`) and keeps
+/// the metrics recorder's buffers bounded. With
 /// `options.tls`, the main listener speaks HTTPS only and the certificate files are checked
 /// for a new pair every [`super::tls::CHECK_EVERY`].
 pub async fn serve(
@@ -153,6 +154,8 @@ pub async fn serve(
     let webhooks = crate::webhooks::WebhookSender::new(Arc::clone(&keyward))
         .map_err(std::io::Error::other)?
         .map(|sender| tokio::spawn(sender.run(Arc::clone(&webhooks_stop))));
+    let notices_stop = Arc::new(tokio::sync::Notify::new());
+    let notices = spawn_notices(Arc::clone(&keyward), Arc::clone(&notices_stop));
     let limits = options.limits.fitted_to_open_file_limit();
     // Every accept loop and connection holds a receiver: the send starts the shutdown, and the
     // channel closes when the last of them is done.
@@ -200,6 +203,10 @@ pub async fn serve(
     if let Err(e) = upkeep.await {
         tracing::warn!(error = %e, "the upkeep task failed");
     }
+    notices_stop.notify_one();
+    if let Err(e) = notices.await {
+        tracing::warn!(error = %e, "the expiry notice task failed");
+    }
     if let Err(e) = keyward.flush_usage().await {
         tracing::warn!(error = %e, "could not record token usage at shutdown");
     }
@@ -232,6 +239,30 @@ fn spawn_upkeep(
             // memory until someone scrapes /metrics.
             if let Some(prometheus) = crate::telemetry::prometheus() {
                 prometheus.run_upkeep();
+            }
+        }
+    })
+}
+
+/// Every `notify_interval` (and once at the start): records the expiry reminders and expiry
+/// notices due (`Keyward::send_expiry_notices`); until `stop` is notified. Each instance runs
+/// one; the store sees to it that each notice is recorded once among them.
+fn spawn_notices(
+    keyward: Arc<Keyward>,
+    stop: Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(keyward.settings().notify_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = stop.notified() => return,
+            }
+            match keyward.send_expiry_notices().await {
+                Ok(0) => {}
+                Ok(sent) => tracing::info!(sent, "expiry notices recorded"),
+                Err(e) => tracing::warn!(error = %e, "could not record expiry notices; will retry"),
             }
         }
     })

@@ -166,6 +166,21 @@ impl Keyward {
         Ok(())
     }
 
+    /// Drops the replaced secrets hashed under `key`, a key leaving the ring (`keyward key
+    /// retire`): a replaced secret never moves to a new key (it verifies as nothing), so once
+    /// its key is gone it could not be recognised anyway. Returns how many.
+    pub async fn drop_replaced_secrets_under(
+        &self,
+        caller: &Caller,
+        key: &KeyId,
+    ) -> ServiceResult<u64> {
+        caller.authorize(Action::ChangeServerKeys)?;
+        Ok(self
+            .store
+            .drop_replaced_secrets_under(key, self.now())
+            .await?)
+    }
+
     /// What the store knows of `secret` under any key of the ring, current first; a secret
     /// found under an older key is moved to the current one. For the paths that read the store
     /// directly rather than through the cache.

@@ -7,8 +7,8 @@
 //!
 //! One module per use case: [`verification`] (the hot path: cache, hash table, usage, metrics),
 //! [`tokens`], [`bulk`] (revoking many tokens at once), [`leaks`] (reports of leaked
-//! secrets), [`users`], [`sessions`] (the web page's sign-in, sessions and passwords) and
-//! [`gateway`] (forward-auth, OAuth introspection and revocation).
+//! secrets), [`notices`] (expiry reminders), [`users`], [`sessions`] (the web page's sign-in,
+//! sessions and passwords) and [`gateway`] (forward-auth, OAuth introspection and revocation).
 
 pub mod bulk;
 pub mod caller;
@@ -17,6 +17,7 @@ pub mod events;
 pub mod gateway;
 pub mod keys;
 pub mod leaks;
+pub mod notices;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
@@ -37,13 +38,14 @@ pub use sessions::{PasswordChange, SessionSecret, SignIn, SignInForm, WebSession
 pub use tokens::{AuditEntry, AuditPage, Issued, RegenerateOptions, TokenPage};
 pub use users::{OWNER_DELETED, UserChanges, UserPage, UserRequest};
 pub use verification::{
-    CachedToken, KnownHashes, LATENCY_SAMPLE_EVERY, Verdict, VerifiedToken, VerifyCache,
+    CachedToken, KnownHashes, LATENCY_SAMPLE_EVERY, REUSE_DETECTION, ROTATED_SECRET_REUSED,
+    Verdict, VerifiedToken, VerifyCache,
 };
 
 use arc_swap::ArcSwap;
 use keyward_core::{
-    AuditEvent, AuditKind, Catalog, Clock, KeyRing, LifetimePolicy, Prefix, TokenHash, TokenId,
-    UserId,
+    AuditEvent, AuditKind, Catalog, Clock, KeyRing, LifetimePolicy, NotifyBefore, Prefix,
+    TokenHash, TokenId, UserId,
 };
 use keyward_store::{Store, StoreResult};
 use std::sync::Arc;
@@ -89,7 +91,18 @@ pub struct Settings {
     pub smtp: Option<crate::email::SmtpSettings>,
     /// Which leak reporters outside keyward are accepted (`[leaks.github]`, `[leaks.gitlab]`).
     pub leaks: LeakSettings,
+    /// When owners are reminded that a token expires (`token.expiring`); empty: never.
+    pub notify_before: NotifyBefore,
+    /// How often each instance looks for tokens due for a reminder or at their expiry.
+    pub notify_interval: StdDuration,
+    /// Whether a replaced secret presented after its grace period revokes the token (it is
+    /// recorded as `token.rotated_secret_used` either way).
+    pub revoke_on_reuse: bool,
 }
+
+/// How often each instance looks for expiry notices to send, by default: well within the minute
+/// a notice is promised in.
+pub const DEFAULT_NOTIFY_INTERVAL: StdDuration = StdDuration::from_secs(20);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -106,6 +119,9 @@ impl Default for Settings {
             webhook_retry_for: time::Duration::days(1),
             smtp: None,
             leaks: LeakSettings::default(),
+            notify_before: NotifyBefore::default(),
+            notify_interval: DEFAULT_NOTIFY_INTERVAL,
+            revoke_on_reuse: false,
         }
     }
 }
@@ -121,6 +137,9 @@ pub struct Keyward {
     cache: VerifyCache,
     usage: UsageBatch,
     expired_noted: moka::sync::Cache<TokenId, ()>,
+    /// Tokens whose replaced secret was presented lately, with when (unix seconds): one event
+    /// per token a minute.
+    reuse_noted: moka::sync::Cache<TokenId, i64>,
     metrics: VerifyMetrics,
     throttle: sessions::SignInThrottle,
     passwords: sessions::PasswordPool,
@@ -168,6 +187,12 @@ impl Keyward {
             expired_noted: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(StdDuration::from_secs(3600))
+                .build(),
+            // Anyone holding an old secret can present it in a loop: one event a minute is
+            // enough, and bounds the writes it causes.
+            reuse_noted: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(StdDuration::from_secs(60))
                 .build(),
             metrics: VerifyMetrics::new(),
             throttle: sessions::SignInThrottle::default(),

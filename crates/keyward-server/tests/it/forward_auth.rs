@@ -40,7 +40,49 @@ async fn a_token_with_the_scope_passes_with_identity_headers() {
         assert_eq!(r.header("x-keyward-owner-id"), Some(alice.id.as_str()));
         assert_eq!(r.header("x-keyward-scopes"), Some("droplet:read volume:*"));
         assert!(r.header("www-authenticate").is_none());
+        let expires = r.header("x-keyward-token-expires").expect("expires header");
+        let expires =
+            time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        assert_eq!(expires.offset(), time::UtcOffset::UTC);
+        let record = app
+            .keyward
+            .get_token(&Caller::operator("root"), &TokenId::parse(&t.id).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(Some(expires), record.expires_at);
     }
+}
+
+#[tokio::test]
+async fn a_token_that_never_expires_says_no_expiry() {
+    let app = spawn_app_with(Settings {
+        policy: keyward_core::LifetimePolicy {
+            allow_never: true,
+            ..keyward_core::LifetimePolicy::default()
+        },
+        ..Settings::default()
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let issued = app
+        .keyward
+        .create_token(
+            &Caller::operator("test"),
+            Some(&alice.id),
+            keyward_core::TokenName::parse("forever").unwrap(),
+            Scopes::parse(&["droplet:read"]).unwrap(),
+            Some(keyward_core::ExpiryRequest::Never),
+        )
+        .await
+        .unwrap();
+    let r = auth(&app, Method::GET, Some(issued.secret.expose()), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.header("x-keyward-token-id"),
+        Some(issued.token.id.as_str())
+    );
+    assert!(r.header("x-keyward-token-expires").is_none());
 }
 
 #[tokio::test]

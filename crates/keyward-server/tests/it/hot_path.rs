@@ -16,10 +16,10 @@ use keyward_server::service::{Issued, UserRequest};
 use keyward_server::{Caller, Keyward, Settings, Verdict, VerifiedToken};
 use keyward_store::{
     AuditFilter, AuditStore, ChangeFeed, Changes, Delivery, DeliveryFilter, DeliveryOutcome,
-    DeliveryRecord, EventStore, IdentityRecord, IdentityStore, Lookup, Maintenance, NewUser, Page,
-    Progress, Regeneration, Revocation, SessionRecord, SessionStore, Snapshot, SqliteStore, Store,
-    StoreResult, StoredAuditEvent, StoredEvent, StoredHash, TokenFilter, TokenStore, Usage,
-    UserFilter, UserStore, UserUpdate, WebhookStore,
+    DeliveryRecord, EventStore, IdentityRecord, IdentityStore, Lookup, Maintenance, NewUser,
+    NoticeStore, Page, Progress, Regeneration, Revocation, SessionRecord, SessionStore, Snapshot,
+    SqliteStore, Store, StoreResult, StoredAuditEvent, StoredEvent, StoredHash, TokenFilter,
+    TokenStore, Usage, UserFilter, UserStore, UserUpdate, WebhookStore,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -157,6 +157,11 @@ pass_through!(WebhookStore {
     fn deliveries(filter: &DeliveryFilter) -> Vec<DeliveryRecord>;
 });
 
+pass_through!(NoticeStore {
+    fn due_for_notice(notice: &str, from: OffsetDateTime, to: OffsetDateTime, limit: u32) -> Vec<TokenRecord>;
+    fn record_notice(token: &TokenId, notice: &str, expires_at: OffsetDateTime, at: OffsetDateTime, audit: &AuditEvent) -> bool;
+});
+
 pass_through!(ChangeFeed {
     fn changes_since(cursor: i64) -> Changes;
     fn change_cursor() -> i64;
@@ -172,6 +177,7 @@ pass_through!(Maintenance {
     fn restore_watched(snapshot: &Snapshot, progress: Arc<dyn Progress>) -> ();
     fn tokens_under_other_keys(key: &KeyId, now: OffsetDateTime) -> Vec<(KeyId, u64)>;
     fn revoke_under_other_keys(keep: &[KeyId], revocation: &Revocation, audit: &AuditEvent) -> u64;
+    fn drop_replaced_secrets_under(key: &KeyId, now: OffsetDateTime) -> u64;
 });
 
 /// The service over a [`RacingStore`] on a fresh SQLite file, with a manual clock.
@@ -673,4 +679,41 @@ async fn a_cut_short_change_log_reloads_the_known_hashes() {
     let lookups = h.store.lookups();
     assert_eq!(h.verify(&forged(), &[]).await, Err(InactiveReason::Unknown));
     assert_eq!(h.store.lookups(), lookups);
+}
+
+/// Reuse detection keeps the hot path as it was: a replaced secret is one of the known hashes
+/// (a forged token still costs no read), read from the store once and then answered from the
+/// cache like any other, and a live token's verification is untouched.
+#[tokio::test]
+async fn a_replaced_secret_costs_what_any_known_secret_does() {
+    let h = harness().await;
+    let alice = h.user("alice").await;
+    let issued = h.token(&alice, &["droplet:read"], None).await;
+    let fresh = h
+        .keyward
+        .regenerate_token(&operator(), &issued.token.id, Default::default())
+        .await
+        .unwrap();
+    h.keyward.track_known_hashes();
+    known_hashes_loaded(&h.keyward).await;
+    assert_eq!(h.keyward.known_hashes().len(), 2);
+
+    let lookups = h.store.lookups();
+    for _ in 0..100 {
+        assert_eq!(
+            h.verify(issued.secret.expose(), &[]).await,
+            Err(InactiveReason::Revoked)
+        );
+    }
+    assert_eq!(h.store.lookups(), lookups + 1, "read once, then cached");
+    for _ in 0..1000 {
+        assert_eq!(h.verify(&forged(), &[]).await, Err(InactiveReason::Unknown));
+    }
+    assert_eq!(
+        h.store.lookups(),
+        lookups + 1,
+        "no forged token reached the store"
+    );
+    let answer = h.verify(fresh.secret.expose(), &[]).await;
+    assert_eq!(answer.map(|a| a.0), Ok(issued.token.id.clone()));
 }

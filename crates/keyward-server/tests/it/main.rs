@@ -28,6 +28,8 @@ mod leaks;
 #[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
+mod notices;
+#[cfg(test)]
 mod oauth;
 #[cfg(test)]
 mod openapi;

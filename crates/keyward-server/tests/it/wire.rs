@@ -22,6 +22,7 @@ const HEADERS: &[&str] = &[
     "x-keyward-owner-id",
     "x-keyward-owner-external-id",
     "x-keyward-scopes",
+    "x-keyward-token-expires",
 ];
 
 /// JSON that keeps its members in the order they were sent (`serde_json::Value` sorts them), so
@@ -398,6 +399,23 @@ async fn token_management_answers() {
         "self_401_rotated_out",
         &app.get("/v1/tokens/self", &reader.secret).await,
     );
+    // The old secret, presented after its grace, is recorded off the request path: wait for it,
+    // so the trail below is the same on every run.
+    let mut tries = 0;
+    while !app
+        .get("/v1/audit?limit=1", &admin.secret)
+        .await
+        .json()
+        .to_string()
+        .contains("token.rotated_secret_used")
+    {
+        tries += 1;
+        assert!(
+            tries < 500,
+            "the reuse of a rotated-out secret was never recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     assert_answer(
         "audit_200",

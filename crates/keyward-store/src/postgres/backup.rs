@@ -6,7 +6,7 @@ use sqlx::AssertSqlSafe;
 use time::OffsetDateTime;
 
 use super::audit::{insert_audit, insert_audit_row};
-use super::feed::{change_log_end, prune_changes, reset_change_log};
+use super::feed::{change_log_end, log_removed_hash, prune_changes, reset_change_log};
 use super::identities::insert_identity_row;
 use super::rows::{self, db_error, unix};
 use super::tokens::{insert_hash_row, insert_token_row};
@@ -14,6 +14,11 @@ use super::users::insert_user_row;
 use super::{PgStore, bounded};
 use crate::{Maintenance, Progress, Revocation, Snapshot, StoreError, StoreResult, go_on};
 use std::sync::Arc;
+
+/// The replaced secrets under key `$1` whose end has passed at `$2` (the index on the key id),
+/// dropped; returns their hashes.
+const DROP_REPLACED_UNDER_KEY: &str = "DELETE FROM token_hashes \
+     WHERE key_id = $1 AND valid_until IS NOT NULL AND valid_until <= $2 RETURNING hash";
 
 /// The tokens `Maintenance::tokens_under_other_keys` counts: active at `$2`, with a working
 /// secret under another key than `$1` (two ranges, so the index on `key_id` serves it).
@@ -43,6 +48,30 @@ impl Maintenance for PgStore {
             .into_iter()
             .map(|(id, n)| (KeyId::from_stored(id), u64::try_from(n).unwrap_or(0)))
             .collect())
+    }
+
+    async fn drop_replaced_secrets_under(
+        &self,
+        key: &KeyId,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let dropped = sqlx::query(DROP_REPLACED_UNDER_KEY)
+            .bind(key.as_str())
+            .bind(unix(now))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if dropped.is_empty() {
+            return Ok(0);
+        }
+        for row in &dropped {
+            log_removed_hash(&mut tx, &rows::hash(row, "hash")?, now).await?;
+        }
+        prune_changes(&mut tx, now).await?;
+        let seq = change_log_end(&mut tx).await?.1;
+        self.commit_and_announce(tx, seq).await?;
+        Ok(u64::try_from(dropped.len()).unwrap_or(u64::MAX))
     }
 
     async fn revoke_under_other_keys(

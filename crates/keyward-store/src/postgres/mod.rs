@@ -31,6 +31,7 @@ mod events;
 mod feed;
 mod identities;
 pub mod listener;
+mod notices;
 mod rows;
 mod sessions;
 mod tokens;
@@ -72,6 +73,11 @@ const MIGRATIONS: Migrations = &[
         6,
         "events",
         include_str!("../../migrations/postgres/0006_events.sql"),
+    ),
+    (
+        8,
+        "expiry_notices",
+        include_str!("../../migrations/postgres/0008_expiry_notices.sql"),
     ),
 ];
 

@@ -12,8 +12,8 @@ use super::feed::{log_removed_hash, log_token_hashes};
 use super::rows::{self, db_error, insert_error, unix};
 use super::{PgStore, bounded};
 use crate::{
-    HashRecord, Lookup, Page, Regeneration, Revocation, StoreError, StoreResult, StoredHash,
-    TokenFilter, TokenStore, Usage, audit_for,
+    HashRecord, Lookup, Page, RETIRED_SECRETS_KEPT, Regeneration, Revocation, StoreError,
+    StoreResult, StoredHash, TokenFilter, TokenStore, Usage, audit_for,
 };
 
 /// A token by id in an open transaction, limited to `owner`'s when given; `lock` reads it
@@ -128,6 +128,13 @@ fn bind_filter<'q>(
         .bind(c)
         .bind(d)
 }
+/// Drops the secrets of token `$1` whose grace period ended by `$2`, except the newest
+/// `$3` replaced secrets (`RETIRED_SECRETS_KEPT`); returns the dropped hashes.
+const DROP_RETIRED: &str = "DELETE FROM token_hashes \
+     WHERE token_id = $1 AND valid_until IS NOT NULL AND valid_until <= $2 \
+     AND hash NOT IN (SELECT hash FROM token_hashes WHERE token_id = $1 \
+         AND valid_until IS NOT NULL ORDER BY created_at DESC, hash DESC LIMIT $3) \
+     RETURNING hash";
 
 #[async_trait]
 impl TokenStore for PgStore {
@@ -251,6 +258,18 @@ impl TokenStore for PgStore {
             valid_until: None,
         };
         insert_hash_row(&mut tx, &new_hash).await?;
+        // Bounded: only the last few replaced secrets stay recognisable (reuse detection). A
+        // dropped hash goes to the change log so no cache keeps answering for it.
+        let dropped = sqlx::query(DROP_RETIRED)
+            .bind(id.as_str())
+            .bind(unix(regen.at))
+            .bind(RETIRED_SECRETS_KEPT)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        for row in &dropped {
+            log_removed_hash(&mut tx, &rows::hash(row, "hash")?, regen.at).await?;
+        }
         let row = sqlx::query(
             "UPDATE tokens SET hint = $2, expires_at = $3, regenerated_at = $4 WHERE id = $1 RETURNING *",
         )

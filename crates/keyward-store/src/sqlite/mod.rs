@@ -29,6 +29,7 @@ mod direct;
 mod events;
 mod feed;
 mod identities;
+mod notices;
 mod rows;
 mod sessions;
 mod tokens;
@@ -74,6 +75,11 @@ const MIGRATIONS: Migrations = &[
         6,
         "events",
         include_str!("../../migrations/sqlite/0006_events.sql"),
+    ),
+    (
+        8,
+        "expiry_notices",
+        include_str!("../../migrations/sqlite/0008_expiry_notices.sql"),
     ),
 ];
 

@@ -12,8 +12,8 @@ use super::feed::{log_removed_hash, log_token_hashes};
 use super::rows::{self, db_error, insert_error, unix};
 use super::{SqliteStore, direct};
 use crate::{
-    HashRecord, Lookup, Page, Regeneration, Revocation, StoreError, StoreResult, StoredHash,
-    TokenFilter, TokenStore, Usage, audit_for,
+    HashRecord, Lookup, Page, RETIRED_SECRETS_KEPT, Regeneration, Revocation, StoreError,
+    StoreResult, StoredHash, TokenFilter, TokenStore, Usage, audit_for,
 };
 
 /// A secret's token, its owner and the secret's own validity, for
@@ -134,6 +134,14 @@ const OLD_SECRETS_UNTIL: &str = "SELECT h.token_id, max(h.valid_until) AS until 
      JOIN tokens t ON t.id = h.token_id \
      WHERE (?1 IS NULL OR t.owner = ?1) AND t.revoked_at IS NULL AND h.valid_until > ?2 \
      GROUP BY h.token_id ORDER BY h.token_id";
+
+/// Drops the secrets of token `?1` whose grace period ended by `?2`, except the newest
+/// `?3` replaced secrets (`RETIRED_SECRETS_KEPT`); returns the dropped hashes.
+const DROP_RETIRED: &str = "DELETE FROM token_hashes \
+     WHERE token_id = ?1 AND valid_until IS NOT NULL AND valid_until <= ?2 \
+     AND hash NOT IN (SELECT hash FROM token_hashes WHERE token_id = ?1 \
+         AND valid_until IS NOT NULL ORDER BY created_at DESC, hash DESC LIMIT ?3) \
+     RETURNING hash";
 
 #[async_trait]
 impl TokenStore for SqliteStore {
@@ -257,6 +265,18 @@ impl TokenStore for SqliteStore {
             valid_until: None,
         };
         insert_hash_row(&mut tx, &new_hash).await?;
+        // Bounded: only the last few replaced secrets stay recognisable (reuse detection). A
+        // dropped hash goes to the change log so no cache keeps answering for it.
+        let dropped = sqlx::query(DROP_RETIRED)
+            .bind(id.as_str())
+            .bind(unix(regen.at))
+            .bind(RETIRED_SECRETS_KEPT)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        for row in &dropped {
+            log_removed_hash(&mut tx, &rows::hash(row, "hash")?, regen.at).await?;
+        }
         let row = sqlx::query(
             "UPDATE tokens SET hint = ?2, expires_at = ?3, regenerated_at = ?4 WHERE id = ?1 RETURNING *",
         )

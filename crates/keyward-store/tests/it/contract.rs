@@ -7,9 +7,9 @@ use keyward_core::{
     AuditKind, Email, ExternalId, TokenHash, TokenName, TokenRecord, UserKind, UserName,
 };
 use keyward_store::{
-    AuditFilter, DeliveryFilter, DeliveryOutcome, DeliveryState, IdentityRecord, NewUser, Page,
-    Progress, Regeneration, Revocation, SessionRecord, Store, StoreError, TokenFilter, Usage,
-    UserFilter, UserUpdate,
+    AuditFilter, DeliveryFilter, DeliveryOutcome, DeliveryState, EXPIRED_NOTICE, IdentityRecord,
+    NewUser, Page, Progress, RETIRED_SECRETS_KEPT, Regeneration, Revocation, SessionRecord, Store,
+    StoreError, TokenFilter, Usage, UserFilter, UserUpdate,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -63,6 +63,10 @@ macro_rules! contract_suite {
             webhook_deliveries_are_queued_leased_in_order_and_finished,
             two_handles_never_lease_the_same_delivery,
             a_bulk_revocation_revokes_exactly_what_its_listing_showed,
+            expiry_notices_are_recorded_once_per_token_and_expiry,
+            two_handles_record_a_notice_once,
+            regeneration_keeps_the_last_few_retired_secrets,
+            replaced_secrets_under_a_key_are_dropped_with_it,
         );
     };
     (@each $fresh:expr; $($check:ident),* $(,)?) => {
@@ -2547,6 +2551,19 @@ async fn add_scoped_token(
     record
 }
 
+/// Stores a token for `owner` created at `T0` that expires at `expires_at`.
+async fn add_token_expiring(
+    store: &dyn Store,
+    owner: &keyward_core::UserId,
+    expires_at: Option<time::OffsetDateTime>,
+) -> TokenRecord {
+    let (mut record, hash) = token_record(owner, T0);
+    record.expires_at = expires_at;
+    let event = audit(AuditKind::TokenCreated, T0, Some(owner), Some(&record.id));
+    store.insert_token(&record, &hash, &event).await.unwrap();
+    record
+}
+
 /// Every id `filter` matches, one page at a time (pages of two, to cross page boundaries).
 async fn all_matching(store: &dyn Store, filter: &TokenFilter) -> Vec<keyward_core::TokenId> {
     let mut all = Vec::new();
@@ -2707,4 +2724,263 @@ pub async fn a_bulk_revocation_revokes_exactly_what_its_listing_showed(db: &dyn 
             .revoked_at
             .is_none()
     );
+}
+
+fn notice_event(token: &TokenRecord, detail: &str) -> keyward_core::AuditEvent {
+    keyward_core::AuditEvent {
+        detail: Some(detail.to_owned()),
+        ..audit(
+            AuditKind::TokenExpiring,
+            T0,
+            Some(&token.owner),
+            Some(&token.id),
+        )
+    }
+}
+
+pub async fn expiry_notices_are_recorded_once_per_token_and_expiry(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let soon = add_token_expiring(store, &alice.id, Some(T0 + Duration::days(3))).await;
+    let later = add_token_expiring(store, &alice.id, Some(T0 + Duration::days(2))).await;
+    let _far = add_token_expiring(store, &alice.id, Some(T0 + Duration::days(30))).await;
+    let _never = add_token_expiring(store, &alice.id, None).await;
+    let revoked = add_token_expiring(store, &alice.id, Some(T0 + Duration::days(4))).await;
+    revoke(store, &revoked, T0).await;
+    let (from, to) = (T0 + Duration::days(1), T0 + Duration::days(7));
+
+    let due = store.due_for_notice("7d", from, to, 10).await.unwrap();
+    let ids: Vec<_> = due.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(
+        ids,
+        [later.id.clone(), soon.id.clone()],
+        "soonest first; neither the revoked, the far nor the endless token"
+    );
+    assert_eq!(
+        store.due_for_notice("7d", from, to, 1).await.unwrap().len(),
+        1,
+        "at most the limit"
+    );
+
+    let before = audit_count(store).await;
+    let at = T0 + Duration::minutes(1);
+    let expiry = soon.expires_at.unwrap();
+    assert!(
+        store
+            .record_notice(&soon.id, "7d", expiry, at, &notice_event(&soon, "7d"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(audit_count(store).await, before + 1, "with its audit event");
+    assert!(
+        !store
+            .record_notice(&soon.id, "7d", expiry, at, &notice_event(&soon, "7d"))
+            .await
+            .unwrap(),
+        "once"
+    );
+    let other = db.open().await;
+    assert!(
+        !other
+            .record_notice(&soon.id, "7d", expiry, at, &notice_event(&soon, "7d"))
+            .await
+            .unwrap(),
+        "once across handles"
+    );
+    assert_eq!(
+        audit_count(store).await,
+        before + 1,
+        "no event for a repeat"
+    );
+    let due = store.due_for_notice("7d", from, to, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, later.id);
+    // Another notice of the same token is its own.
+    assert_eq!(
+        store
+            .due_for_notice("1d", T0 + Duration::days(2), T0 + Duration::days(3), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .record_notice(
+                &soon.id,
+                EXPIRED_NOTICE,
+                expiry,
+                at,
+                &notice_event(&soon, "x")
+            )
+            .await
+            .unwrap()
+    );
+
+    // Never for a revoked token, nor for an expiry that has moved.
+    assert!(
+        !store
+            .record_notice(
+                &revoked.id,
+                "7d",
+                revoked.expires_at.unwrap(),
+                at,
+                &notice_event(&revoked, "7d")
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_notice(
+                &later.id,
+                "7d",
+                expiry + Duration::hours(1),
+                at,
+                &notice_event(&later, "7d")
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(audit_count(store).await, before + 2);
+
+    // A regeneration that moves the expiry starts the reminders afresh.
+    let (mut regen, _) = regeneration(T0 + Duration::hours(1), Duration::ZERO);
+    regen.new_expires_at = Some(T0 + Duration::days(5));
+    let event = audit(
+        AuditKind::TokenRegenerated,
+        T0,
+        Some(&alice.id),
+        Some(&soon.id),
+    );
+    store
+        .regenerate_token(&soon.id, None, &regen, &event)
+        .await
+        .unwrap();
+    let due = store.due_for_notice("7d", from, to, 10).await.unwrap();
+    let ids: HashSet<_> = due.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(ids, HashSet::from([soon.id.clone(), later.id.clone()]));
+}
+
+pub async fn two_handles_record_a_notice_once(db: &dyn Database) {
+    let store = db.open().await;
+    let alice = add_user(&*store, "alice").await;
+    let token = add_token_expiring(&*store, &alice.id, Some(T0 + Duration::days(1))).await;
+    let expiry = token.expires_at.unwrap();
+    let before = audit_count(&*store).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let handle: Arc<dyn Store> = Arc::from(db.open().await);
+        let token = token.clone();
+        tasks.spawn(async move {
+            let event = notice_event(&token, "1d");
+            handle
+                .record_notice(&token.id, "1d", expiry, T0, &event)
+                .await
+                .unwrap()
+        });
+    }
+    let mut recorded = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        recorded.push(done.unwrap());
+    }
+    assert_eq!(
+        recorded.iter().filter(|r| **r).count(),
+        1,
+        "exactly one handle records it: {recorded:?}"
+    );
+    assert_eq!(audit_count(&*store).await, before + 1);
+}
+
+pub async fn regeneration_keeps_the_last_few_retired_secrets(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let (token, first) = add_token(store, &alice.id, T0).await;
+    let mut hashes = vec![first.hash];
+    let mut at = T0;
+    let mut cursor = store.change_cursor().await.unwrap();
+    let mut dropped_logged = Vec::new();
+    for _ in 0..8 {
+        at += Duration::minutes(1);
+        let (regen, hash) = regeneration(at, Duration::ZERO);
+        let event = audit(
+            AuditKind::TokenRegenerated,
+            at,
+            Some(&alice.id),
+            Some(&token.id),
+        );
+        store
+            .regenerate_token(&token.id, None, &regen, &event)
+            .await
+            .unwrap();
+        hashes.push(hash.hash);
+        let changes = store.changes_since(cursor).await.unwrap();
+        dropped_logged.extend(changes.hashes);
+        cursor = changes.cursor;
+    }
+    let kept = usize::try_from(RETIRED_SECRETS_KEPT).unwrap();
+    // Nine secrets: the current one, the last few replaced ones, and the rest dropped.
+    let (dropped, known) = hashes.split_at(hashes.len() - 1 - kept);
+    for hash in known {
+        assert!(store.lookup(hash).await.unwrap().is_some());
+    }
+    for hash in dropped {
+        assert!(store.lookup(hash).await.unwrap().is_none(), "dropped");
+        assert!(dropped_logged.contains(hash), "a dropped hash is logged");
+    }
+    let stored = store.stored_hashes(None, 100).await.unwrap();
+    assert_eq!(stored.len(), kept + 1);
+}
+
+pub async fn replaced_secrets_under_a_key_are_dropped_with_it(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let alice = add_user(store, "alice").await;
+    let (token, first) = add_token(store, &alice.id, T0).await;
+    let at = T0 + Duration::minutes(1);
+    let (regen, second) = regeneration(at, Duration::hours(1));
+    let event = audit(
+        AuditKind::TokenRegenerated,
+        at,
+        Some(&alice.id),
+        Some(&token.id),
+    );
+    store
+        .regenerate_token(&token.id, None, &regen, &event)
+        .await
+        .unwrap();
+    // In its grace period it still works: kept.
+    assert_eq!(
+        store
+            .drop_replaced_secrets_under(&first.key_id, at)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(store.lookup(&first.hash).await.unwrap().is_some());
+    // The current secret is never dropped.
+    let later = at + Duration::hours(2);
+    assert_eq!(
+        store
+            .drop_replaced_secrets_under(&second.key_id, later)
+            .await
+            .unwrap(),
+        0
+    );
+    let cursor = store.change_cursor().await.unwrap();
+    let epoch = store.change_epoch();
+    assert_eq!(
+        store
+            .drop_replaced_secrets_under(&first.key_id, later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.lookup(&first.hash).await.unwrap().is_none());
+    assert!(store.lookup(&second.hash).await.unwrap().is_some());
+    assert!(store.change_epoch() > epoch, "announced");
+    let changes = store.changes_since(cursor).await.unwrap();
+    assert_eq!(changes.hashes, [first.hash]);
 }

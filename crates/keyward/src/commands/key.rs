@@ -148,11 +148,20 @@ pub(super) async fn retire(config: &Config, id: &str) -> anyhow::Result<ExitCode
     }
     keys.remove(at);
     write_key_ring(&path, &keys)?;
+    // What reuse detection could still recognise under the key goes with it.
+    let dropped = keyward
+        .drop_replaced_secrets_under(&caller(), &key_id)
+        .await
+        .context("the key was retired, but the replaced secrets under it could not be dropped")?;
     keyward
         .record_key_change(
             &caller(),
             AuditKind::ServerKeyRetired,
-            format!("key {key_id} retired; current key {}", keys[0].id()),
+            format!(
+                "key {key_id} retired; current key {}; {dropped} replaced secret{} under it dropped",
+                keys[0].id(),
+                if dropped == 1 { "" } else { "s" }
+            ),
         )
         .await
         .context("the key was retired, but the audit trail could not record it")?;

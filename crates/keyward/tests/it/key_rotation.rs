@@ -2,7 +2,7 @@
 //! the old key keep working and move to the new key as they are used, and a key still in use
 //! cannot be retired.
 
-use crate::helpers::{Server, cli, cli_env, create_token};
+use crate::helpers::{Made, Server, cli, cli_env, create_token};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,15 @@ async fn a_rotation_keeps_every_token_working_and_moves_each_as_it_is_used() {
     let dir = dir.path();
     cli(dir, &["user", "add", "alice", "--admin"], None).ok();
     let (used, _) = create_token(dir, "alice", "used", &["droplet:read", "tokens:create"]);
-    let (idle, _) = create_token(dir, "alice", "idle", &["droplet:read"]);
+    // Regenerated once: its replaced secret is recognised under the old key until it retires.
+    let (replaced, _) = create_token(dir, "alice", "idle", &["droplet:read"]);
+    let idle = Made {
+        secret: cli(dir, &["token", "regenerate", &replaced.id], None)
+            .ok()
+            .trim()
+            .to_owned(),
+        id: replaced.id.clone(),
+    };
     let (revoked, _) = create_token(dir, "alice", "revoked", &["droplet:read"]);
     cli(dir, &["token", "revoke", &revoked.id], None).ok();
     let old = current_id(dir);
@@ -112,6 +120,10 @@ async fn a_rotation_keeps_every_token_working_and_moves_each_as_it_is_used() {
     until_status(dir, &[], &[(&new, "current", 2), (&old, "older", 1)]);
     server.api.assert_active(&used.secret).await;
     server.api.assert_inactive(&revoked.secret, "revoked").await;
+    server
+        .api
+        .assert_inactive(&replaced.secret, "revoked")
+        .await;
 
     // The old key still verifies `idle`: retiring it is refused, and nothing changes.
     let refused = cli(dir, &["key", "retire", &old], None);
@@ -154,6 +166,20 @@ async fn a_rotation_keeps_every_token_working_and_moves_each_as_it_is_used() {
     assert!(
         kinds.contains(&"server_key.rotated") && kinds.contains(&"server_key.retired"),
         "{kinds:?}"
+    );
+    // The replaced secret under the retired key went with it.
+    let retirement = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "server_key.retired")
+        .unwrap();
+    assert!(
+        retirement["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("1 replaced secret under it dropped"),
+        "{retirement}"
     );
 }
 

@@ -34,6 +34,8 @@ mod live_cli;
 #[cfg(test)]
 mod no_plaintext;
 #[cfg(test)]
+mod notices;
+#[cfg(test)]
 mod postgres;
 #[cfg(test)]
 #[path = "../../examples/protected_api.rs"]

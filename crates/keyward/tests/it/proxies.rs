@@ -61,12 +61,13 @@ async fn upstream() -> u16 {
                 .to_owned()
         };
         format!(
-            "owner={} external={} token={} scopes={} authorization={}",
+            "owner={} external={} token={} scopes={} authorization={} expires={}",
             h("x-keyward-owner"),
             h("x-keyward-owner-external-id"),
             h("x-keyward-token-id"),
             h("x-keyward-scopes"),
-            h("authorization") != "-"
+            h("authorization") != "-",
+            h("x-keyward-token-expires"),
         )
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -137,8 +138,16 @@ async fn get(port: u16, path: &str, token: Option<&str>, extra: &[(&str, &str)])
 
 /// The acceptance walk through a proxy on `port`.
 async fn walk(port: u16, dir: &Path) {
-    let (reader, _) = create_token(dir, "alice", "reader", &["droplet:read"]);
-    let (other, _) = create_token(dir, "alice", "other", &["volume:read"]);
+    let (reader, made) = create_token(dir, "alice", "reader", &["droplet:read"]);
+    let expires = made.json()["token"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (other, made) = create_token(dir, "alice", "other", &["volume:read"]);
+    let other_expires = made.json()["token"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // A valid token with the scope passes; the upstream sees who it is, not the token.
     let ok = get(port, "/droplets/7", Some(&reader.secret), &[]).await;
@@ -146,7 +155,8 @@ async fn walk(port: u16, dir: &Path) {
     assert_eq!(
         ok.text,
         format!(
-            "owner=alice external=4711 token={} scopes=droplet:read authorization=false",
+            "owner=alice external=4711 token={} scopes=droplet:read authorization=false \
+             expires={expires}",
             reader.id
         )
     );
@@ -169,12 +179,14 @@ async fn walk(port: u16, dir: &Path) {
         &[
             ("x-keyward-owner", "root"),
             ("x-keyward-owner-external-id", "1"),
+            ("x-keyward-token-expires", "2099-01-01T00:00:00Z"),
         ],
     )
     .await;
     assert_eq!(spoofed.status, 200, "{}", spoofed.text);
     assert!(
-        spoofed.text.starts_with("owner=alice external=4711 "),
+        spoofed.text.starts_with("owner=alice external=4711 ")
+            && spoofed.text.ends_with(&format!(" expires={other_expires}")),
         "{}",
         spoofed.text
     );

@@ -160,6 +160,13 @@ impl CachedToken {
         self.secret_valid_until != NEVER
     }
 
+    /// Whether this is a replaced secret whose grace period is over, of a token that is neither
+    /// revoked nor its owner disabled: presenting it is the sign of a stolen secret (reuse
+    /// detection). Meaningful once [`Self::state_at`] answered `Revoked`.
+    pub fn retired(&self) -> bool {
+        self.blocked.is_none() && self.secret_valid_until != NEVER
+    }
+
     /// Returns true the first time it is called for a given second: the caller then records the
     /// use. Lock-free; at most one use per token per second reaches the batch.
     pub fn note_use(&self, now_unix: i64) -> bool {

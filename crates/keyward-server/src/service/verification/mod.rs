@@ -14,7 +14,8 @@ pub use cache::{CachedToken, KnownHashes, VerifiedToken, VerifyCache};
 pub(super) use usage::UsageBatch;
 
 use keyward_core::{Actor, AuditEvent, AuditKind, InactiveReason, PackedTokenId, Scopes, format};
-use keyward_store::StoreResult;
+use keyward_store::{Revocation, StoreResult};
+use moka::ops::compute::{CompResult, Op};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
@@ -22,6 +23,13 @@ use time::OffsetDateTime;
 
 use super::{Keyward, ServiceError, ServiceResult, unix_time};
 use crate::telemetry::HotCounter;
+
+/// The reason a token revoked on the reuse of a replaced secret carries (`revoke_on_reuse`).
+pub const ROTATED_SECRET_REUSED: &str = "rotated secret reused";
+/// Who revokes it, in the record and the audit trail.
+pub const REUSE_DETECTION: &str = "keyward (reuse detection)";
+/// A replaced secret's uses are recorded at most once per token in this many seconds.
+pub(super) const REUSE_NOTED_FOR_SECS: i64 = 60;
 
 /// The answer to a verification.
 pub enum Verdict {
@@ -38,6 +46,8 @@ enum After {
     Used(PackedTokenId, i64),
     /// An expired token was presented.
     ExpiredUse(Box<VerifiedToken>, i64),
+    /// A replaced secret was presented after its grace period (reuse detection).
+    RetiredUse(Box<VerifiedToken>, i64),
 }
 
 pub(super) struct VerifyMetrics {
@@ -237,6 +247,7 @@ impl Keyward {
             After::Nothing => {}
             After::Used(id, now) => self.usage.note(id, unix_time(now), ip),
             After::ExpiredUse(token, now) => self.note_expired_use(&token, ip, unix_time(now)),
+            After::RetiredUse(token, now) => self.note_retired_use(&token, ip, unix_time(now)),
         }
         Ok(answer)
     }
@@ -251,6 +262,11 @@ impl Keyward {
             Err(InactiveReason::Expired) => Err((
                 InactiveReason::Expired,
                 After::ExpiredUse(Box::new(entry.token().clone()), now),
+            )),
+            // Only past the other answers, so a live token's verification never gets here.
+            Err(InactiveReason::Revoked) if entry.retired() => Err((
+                InactiveReason::Revoked,
+                After::RetiredUse(Box::new(entry.token().clone()), now),
             )),
             Err(reason) => Err((reason, After::Nothing)),
             Ok(()) if !entry.token().scopes().covers_all(wanted) => {
@@ -286,6 +302,74 @@ impl Keyward {
         tokio::spawn(async move {
             if let Err(e) = store.append_audit(&event).await {
                 tracing::warn!(error = %e, "could not record an expired-token use");
+            }
+        });
+    }
+
+    /// Records that a replaced secret of `token` was presented after its grace period ended:
+    /// a `token.rotated_secret_used` event with the client's address (at most one per token a
+    /// minute, however often it is presented), and with `revoke_on_reuse` the token's
+    /// revocation (reason [`ROTATED_SECRET_REUSED`]). The answer stays `revoked`, as for any
+    /// replaced secret.
+    fn note_retired_use(&self, token: &VerifiedToken, ip: Option<IpAddr>, now: OffsetDateTime) {
+        let token_id = token.token_id();
+        // On the service's clock, in one atomic step: concurrent uses note it once.
+        let at = now.unix_timestamp();
+        let noted = self
+            .reuse_noted
+            .entry(token_id.clone())
+            .and_compute_with(|last| match last {
+                Some(last) if at - *last.value() < REUSE_NOTED_FOR_SECS => Op::Nop,
+                _ => Op::Put(at),
+            });
+        if matches!(noted, CompResult::Unchanged(_)) {
+            return;
+        }
+        let actor = Actor {
+            user: None,
+            token: Some(token_id.clone()),
+            label: "verification".to_owned(),
+        };
+        let event = AuditEvent {
+            at: now,
+            kind: AuditKind::TokenRotatedSecretUsed,
+            actor: actor.clone(),
+            subject_user: Some(token.owner_id().clone()),
+            token_id: Some(token_id.clone()),
+            ip,
+            detail: None,
+        };
+        let revoke = self.settings.revoke_on_reuse.then(|| {
+            let revoked = AuditEvent {
+                kind: AuditKind::TokenRevoked,
+                actor: Actor {
+                    token: None,
+                    label: REUSE_DETECTION.to_owned(),
+                    ..actor
+                },
+                detail: Some(ROTATED_SECRET_REUSED.to_owned()),
+                ..event.clone()
+            };
+            let revocation = Revocation {
+                at: now,
+                by: REUSE_DETECTION.to_owned(),
+                reason: Some(ROTATED_SECRET_REUSED.to_owned()),
+            };
+            (revocation, revoked)
+        });
+        let store = Arc::clone(&self.store);
+        tracing::warn!(token_id = %token_id, ip = ?ip, revoke = revoke.is_some(), "a replaced secret was presented after its grace period");
+        // Off the request path, like the expired-use event.
+        tokio::spawn(async move {
+            if let Err(e) = store.append_audit(&event).await {
+                tracing::warn!(error = %e, "could not record a replaced secret's use");
+            }
+            if let Some((revocation, revoked)) = revoke
+                && let Err(e) = store
+                    .revoke_token(&token_id, None, &revocation, &revoked)
+                    .await
+            {
+                tracing::warn!(error = %e, token_id = %token_id, "could not revoke a token whose replaced secret was reused");
             }
         });
     }
