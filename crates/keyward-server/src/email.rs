@@ -2,7 +2,7 @@
 //! rides the same durable delivery queue (`WebhookStore`, under the key [`EMAIL`]), so a message
 //! is sent at least once, retried with the same backoff, and never lost to a restart.
 //!
-//! Which events mail whom is [`message`]: one arm per event type. A message names the token
+//! Which events mail whom is `message`: one arm per event type. A message names the token
 //! and what happened, never a secret.
 
 use lettre::message::Mailbox;
@@ -16,7 +16,7 @@ use crate::Keyward;
 pub const EMAIL: &str = "email:owners";
 
 /// The event types that may be emailed.
-pub const EMAIL_EVENTS: &[&str] = &["token.revoked"];
+pub const EMAIL_EVENTS: &[&str] = &["token.revoked", "token.expiring", "token.leaked"];
 
 /// `[smtp]`: where mail goes out, and from whom.
 #[derive(Clone)]
@@ -64,9 +64,11 @@ fn message(event_type: &str, data: &Value) -> Option<(String, String)> {
         .and_then(Value::as_str)
         .unwrap_or("someone");
     match event_type {
-        // Revoked by someone else (the owner knows what they did themselves).
+        // Revoked by someone else (the owner knows what they did themselves); a leak's
+        // revocation is told by its own `token.leaked` message.
         "token.revoked"
-            if actor.get("user_id").and_then(Value::as_str) != Some(field("user_id")) =>
+            if actor.get("user_id").and_then(Value::as_str) != Some(field("user_id"))
+                && field("detail") != crate::service::leaks::LEAKED_REASON =>
         {
             Some((
                 format!("Your token {} was revoked", field("token_id")),
@@ -81,6 +83,31 @@ fn message(event_type: &str, data: &Value) -> Option<(String, String)> {
                 ),
             ))
         }
+        "token.expiring" => Some((
+            format!("Your token {} expires soon", field("token_id")),
+            format!(
+                "Your keyward token {} expires within {}.\n\nIf you still need it, create a \
+                 new token (or regenerate this one) before then.\n",
+                field("token_id"),
+                match field("detail") {
+                    "" => "a few days",
+                    within => within,
+                }
+            ),
+        )),
+        "token.leaked" => Some((
+            format!("Your token {} leaked and was revoked", field("token_id")),
+            format!(
+                "Your keyward token {} was found where it should not be{}, and keyward revoked \
+                 it at once.\n\nIt no longer works. Create a new token, keep it out of code and \
+                 logs, and look at what used the old one.\n",
+                field("token_id"),
+                match field("detail") {
+                    "" => String::new(),
+                    place => format!(" ({place})"),
+                }
+            ),
+        )),
         _ => None,
     }
 }

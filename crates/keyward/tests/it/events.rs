@@ -344,7 +344,7 @@ async fn two_instances_on_postgres_deliver_each_event_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_by_someone_else_is_emailed_to_the_owner_without_a_secret() {
+async fn revocations_by_others_reminders_and_leaks_are_emailed_to_the_owner_without_a_secret() {
     let Some(python) = webhooks_python() else {
         return;
     };
@@ -371,7 +371,7 @@ async fn a_revocation_by_someone_else_is_emailed_to_the_owner_without_a_secret()
     std::fs::write(
         dir.join("keyward.toml"),
         format!(
-            "version = 1\n[smtp]\nurl = \"smtp://127.0.0.1:{port}\"\nfrom = \"keyward <keyward@example.com>\"\n"
+            "version = 1\nnotify_before = [\"1d\"]\nnotify_interval = \"1s\"\n[smtp]\nurl = \"smtp://127.0.0.1:{port}\"\nfrom = \"keyward <keyward@example.com>\"\n"
         ),
     )
     .unwrap();
@@ -397,14 +397,47 @@ async fn a_revocation_by_someone_else_is_emailed_to_the_owner_without_a_secret()
         .delete(&format!("/v1/tokens/{}", own.id), &own.secret)
         .await
         .expect(200);
+    // Inside the reminder window (1d): the owner is reminded, once.
+    let soon = cli(
+        dir,
+        &[
+            "token",
+            "create",
+            "--user",
+            "alice",
+            "--name",
+            "soon",
+            "--expires",
+            "12h",
+            "--scope",
+            "droplet:read",
+            "--json",
+        ],
+        None,
+    )
+    .json();
+    let soon_id = soon["token"]["id"].as_str().unwrap().to_owned();
+    let soon_secret = soon["secret"].as_str().unwrap().to_owned();
+    // Reported leaked: revoked, and the owner told of the leak (not also of the revocation).
+    let (leaked, _) = create_token(dir, "alice", "pushed", &["droplet:read"]);
+    let reported = cli(
+        dir,
+        &["leak", "report", "--source", "a public gist"],
+        Some(&format!("{}\n", leaked.secret)),
+    );
+    assert!(reported.status.success(), "{reported:?}");
 
     let start = Instant::now();
+    let count = |text: &str| text.lines().count();
     let mails = loop {
         let text = std::fs::read_to_string(&record).unwrap_or_default();
-        if !text.is_empty() {
+        if count(&text) >= 3 {
             break text;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "no mail arrived");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not every mail arrived: {text}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     std::thread::sleep(Duration::from_secs(2));
@@ -413,18 +446,32 @@ async fn a_revocation_by_someone_else_is_emailed_to_the_owner_without_a_secret()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(mails.len(), 1, "{mails:?}");
-    let mail = &mails[0];
-    assert_eq!(mail["to"], serde_json::json!(["alice@example.com"]));
-    assert_eq!(mail["from"], "keyward@example.com");
-    let data = mail["data"].as_str().unwrap();
-    assert!(data.contains(&other.id), "{data}");
-    assert!(data.contains("left the team"), "{data}");
-    for secret in [&own.secret, &other.secret] {
-        assert!(
-            !data.contains(secret.as_str()),
-            "a secret in the mail: {data}"
-        );
+    assert_eq!(mails.len(), 3, "{mails:?}");
+    let about = |id: &str| -> String {
+        let found: Vec<&Value> = mails
+            .iter()
+            .filter(|m| m["data"].as_str().unwrap().contains(id))
+            .collect();
+        assert_eq!(found.len(), 1, "one mail about {id}: {mails:?}");
+        assert_eq!(found[0]["to"], serde_json::json!(["alice@example.com"]));
+        assert_eq!(found[0]["from"], "keyward@example.com");
+        found[0]["data"].as_str().unwrap().to_owned()
+    };
+    let revoked = about(&other.id);
+    assert!(revoked.contains("left the team"), "{revoked}");
+    let reminder = about(&soon_id);
+    assert!(reminder.contains("expires soon"), "{reminder}");
+    assert!(reminder.contains("1d"), "{reminder}");
+    let leak = about(&leaked.id);
+    assert!(leak.contains("leaked and was revoked"), "{leak}");
+    assert!(leak.contains("a public gist"), "{leak}");
+    for data in mails.iter().map(|m| m["data"].as_str().unwrap()) {
+        for secret in [&own.secret, &other.secret, &soon_secret, &leaked.secret] {
+            assert!(
+                !data.contains(secret.as_str()),
+                "a secret in the mail: {data}"
+            );
+        }
     }
     let _ = smtp.kill();
     let _ = smtp.wait();
