@@ -45,7 +45,9 @@ fi
 install -d -o keyward -g keyward -m 0700 /var/lib/keyward
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 as_keyward() { setpriv --reuid=keyward --regid=keyward --init-groups -- "$@"; }
-(cd /var/lib/keyward && KEYWARD_LISTEN="127.0.0.1:$port" as_keyward /usr/bin/keyward --config /etc/keyward/keyward.toml serve) &
+# exec: the server replaces the subshell, so killing $server_pid stops it (not only the subshell).
+(cd /var/lib/keyward && KEYWARD_LISTEN="127.0.0.1:$port" exec setpriv --reuid=keyward --regid=keyward \
+  --init-groups -- /usr/bin/keyward --config /etc/keyward/keyward.toml serve) &
 server_pid=$!
 for _ in $(seq 1 100); do
   if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi

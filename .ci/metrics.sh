@@ -20,7 +20,9 @@ cleanup() {
 trap cleanup EXIT
 kw() { env -u KEYWARD_DATABASE_URL -u KEYWARD_CONFIG "$bin" --data-dir "$work" "$@"; }
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-kw serve --listen "127.0.0.1:$port" > "$work/server.log" 2>&1 &
+# Not through kw: a backgrounded function is a subshell, and killing it would leave the server.
+env -u KEYWARD_DATABASE_URL -u KEYWARD_CONFIG "$bin" --data-dir "$work" serve --listen "127.0.0.1:$port" \
+  > "$work/server.log" 2>&1 &
 server_pid=$!
 base="http://127.0.0.1:$port"
 for _ in $(seq 1 100); do curl -fsS "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done

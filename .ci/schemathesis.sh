@@ -41,7 +41,9 @@ token2="$(kw token create --user rotator --name self-rotation --scope '*:*' --ex
 # Something to find: a few more tokens of the same user.
 kw token create --user fuzzer --name other --scope droplet:read --expires 1d >/dev/null 2>&1
 
-kw serve --listen 127.0.0.1:0 >"$work/stdout" 2>"$work/stderr" &
+# Not through kw: a backgrounded function is a subshell, and killing it would leave the server.
+env -u KEYWARD_DATABASE_URL -u KEYWARD_CONFIG "$bin" --data-dir "$data" serve --listen 127.0.0.1:0 \
+  >"$work/stdout" 2>"$work/stderr" &
 server_pid=$!
 base=""
 for _ in $(seq 1 200); do
