@@ -8,7 +8,7 @@
 //! (`{"error", "error_description"}`), see [`ApiError::for_oauth`].
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -371,12 +371,26 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonDataError(e) => {
                 Self::new(S::BAD_REQUEST, ErrorCode::InvalidBody, e.body_text())
             }
-            JsonRejection::BytesRejection(e) if e.status() == S::PAYLOAD_TOO_LARGE => Self::new(
-                S::PAYLOAD_TOO_LARGE,
+            JsonRejection::BytesRejection(e) => e.into(),
+            other => Self::new(S::BAD_REQUEST, ErrorCode::InvalidBody, other.body_text()),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::PayloadTooLarge,
                 "the request body is too large",
-            ),
-            other => Self::new(S::BAD_REQUEST, ErrorCode::InvalidBody, other.body_text()),
+            )
+        } else {
+            Self::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidBody,
+                rejection.body_text(),
+            )
         }
     }
 }

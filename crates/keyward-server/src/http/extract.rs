@@ -6,7 +6,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use keyward_core::{RawSecret, TokenId, UserId};
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
@@ -50,21 +50,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    ErrorCode::PayloadTooLarge,
-                    "the request body is too large",
-                )
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidBody,
-                    e.body_text(),
-                )
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(None));
         }
@@ -109,16 +95,28 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     }
 }
 
-/// The one `Authorization` header, if any; more than one is refused.
-pub fn single_authorization(parts: &Parts) -> Result<Option<&HeaderValue>, ApiError> {
-    let mut all = parts.headers.get_all(AUTHORIZATION).iter();
+/// The one value of header `name`, if sent; a second copy is refused (which copy a proxy or
+/// the application would read is anyone's guess).
+pub fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a HeaderValue>, ApiError> {
+    let mut all = headers.get_all(name).iter();
     let first = all.next();
     if all.next().is_some() {
-        return Err(ApiError::invalid_request(
-            "send exactly one Authorization header",
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidHeader,
+            format!("send {name} at most once"),
         ));
     }
     Ok(first)
+}
+
+/// The one `Authorization` header, if any; more than one is refused.
+pub fn single_authorization(parts: &Parts) -> Result<Option<&HeaderValue>, ApiError> {
+    single_header(&parts.headers, &AUTHORIZATION)
+        .map_err(|_| ApiError::invalid_request("send exactly one Authorization header"))
 }
 
 impl Bearer {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
 
 use super::error::{ApiError, Challenge};
-use super::extract::{Bearer, ClientIp};
+use super::extract::{Bearer, ClientIp, single_header};
 use super::wire::ErrorCode;
 use crate::service::gateway::RouteDecision;
 use crate::service::{Keyward, ServiceError};
@@ -63,17 +63,13 @@ fn bad_header(message: impl Into<String>) -> ApiError {
 /// The one value of `name`, if sent: a second copy is refused, as is a value that is not
 /// visible ASCII.
 fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
-    let mut all = headers.get_all(name).iter();
-    let Some(first) = all.next() else {
-        return Ok(None);
-    };
-    if all.next().is_some() {
-        return Err(bad_header(format!("send {name} at most once")));
-    }
-    first
-        .to_str()
-        .map(Some)
-        .map_err(|_| bad_header(format!("{name} must be visible ASCII")))
+    single_header(headers, name)?
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| bad_header(format!("{name} must be visible ASCII")))
+        })
+        .transpose()
 }
 
 /// One fact about the original request from the two places proxies put it; when both are

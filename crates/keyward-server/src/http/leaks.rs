@@ -5,12 +5,12 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, Bearer, ClientIp};
+use super::extract::{ApiJson, Bearer, ClientIp, single_header};
 use super::tokens::caller;
 use super::wire::{
     BearerErrors, ErrorCode, ErrorResponse, GithubLeak, GithubLeakFeedback, GitlabLeak,
@@ -35,25 +35,6 @@ fn refused(message: &'static str) -> impl Fn(ServiceError) -> ApiError {
     }
 }
 
-/// The raw body, or a JSON error (too large, unreadable).
-fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::PayloadTooLarge,
-                "the request body is too large",
-            )
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidBody,
-                e.body_text(),
-            )
-        }
-    })
-}
-
 /// `body` as JSON of `T`, or 400.
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
@@ -65,13 +46,13 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// A header's value as text, if present once and readable.
-fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let mut values = headers.get_all(name).iter();
-    match (values.next(), values.next()) {
-        (Some(value), None) => value.to_str().ok(),
-        _ => None,
-    }
+/// GitHub's signature headers.
+const GITHUB_KEY_ID: HeaderName = HeaderName::from_static("github-public-key-identifier");
+const GITHUB_SIGNATURE: HeaderName = HeaderName::from_static("github-public-key-signature");
+
+/// A header's value as text, if sent (once: a second copy is refused) and readable.
+fn header_text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
+    Ok(single_header(headers, name)?.and_then(|value| value.to_str().ok()))
 }
 
 /// `POST /v1/leaks/github`: a report from GitHub's secret scanning partner program.
@@ -97,11 +78,11 @@ pub async fn report_github_leaks(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = raw_body(body)?;
+    let body = body?;
     let caller = kw
         .github_reporter(
-            single_header(&headers, "github-public-key-identifier"),
-            single_header(&headers, "github-public-key-signature"),
+            header_text(&headers, &GITHUB_KEY_ID)?,
+            header_text(&headers, &GITHUB_SIGNATURE)?,
             &body,
             ip.0,
         )
@@ -152,7 +133,7 @@ pub async fn gitlab_token_types(
     ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    kw.gitlab_reporter(gitlab_credential(&headers), ip.0)
+    kw.gitlab_reporter(gitlab_credential(&headers)?, ip.0)
         .map_err(refused(
             "send the pre-shared token as the Authorization header",
         ))?;
@@ -163,12 +144,8 @@ pub async fn gitlab_token_types(
 }
 
 /// The whole `Authorization` header, as GitLab sends its pre-shared token (no scheme).
-fn gitlab_credential(headers: &HeaderMap) -> Option<&[u8]> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    match (values.next(), values.next()) {
-        (Some(value), None) => Some(value.as_bytes()),
-        _ => None,
-    }
+fn gitlab_credential(headers: &HeaderMap) -> Result<Option<&[u8]>, ApiError> {
+    Ok(single_header(headers, &header::AUTHORIZATION)?.map(|value| value.as_bytes()))
 }
 
 /// `POST /v1/revoke_tokens`: GitLab's token revocation API, leaked tokens to revoke.
@@ -192,11 +169,11 @@ pub async fn gitlab_revoke_tokens(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let caller = kw
-        .gitlab_reporter(gitlab_credential(&headers), ip.0)
+        .gitlab_reporter(gitlab_credential(&headers)?, ip.0)
         .map_err(refused(
             "send the pre-shared token as the Authorization header",
         ))?;
-    let body = raw_body(body)?;
+    let body = body?;
     let report: Vec<GitlabLeak> = parse(&body)?;
     let leaks: Vec<Leak> = report
         .into_iter()

@@ -360,9 +360,9 @@ async fn partner_endpoints_are_not_found_unless_configured() {
 
 const GITLAB_TOKEN: &str = "gitlab-preshared-0123456789abcdef";
 
-#[tokio::test]
-async fn gitlab_revokes_with_its_preshared_token_as_gitlab_documents() {
-    let app = spawn_app_with(Settings {
+/// An app that takes GitLab's reports, sent with [`GITLAB_TOKEN`].
+async fn gitlab_app() -> TestApp {
+    spawn_app_with(Settings {
         leaks: LeakSettings {
             github: None,
             gitlab: Some(GitlabLeakSettings {
@@ -371,7 +371,12 @@ async fn gitlab_revokes_with_its_preshared_token_as_gitlab_documents() {
         },
         ..Settings::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn gitlab_revokes_with_its_preshared_token_as_gitlab_documents() {
+    let app = gitlab_app().await;
     let alice = app.user("alice").await;
     let leaked = app.token(&alice, &["droplet:read"]).await;
     let types = "/v1/revocable_token_types";
@@ -489,16 +494,7 @@ async fn an_inhouse_scanner_reports_with_leaks_report() {
 
 #[tokio::test]
 async fn a_leak_reporter_may_report_leaks_and_nothing_else() {
-    let app = spawn_app_with(Settings {
-        leaks: LeakSettings {
-            github: None,
-            gitlab: Some(GitlabLeakSettings {
-                token: PresharedToken::new(GITLAB_TOKEN.to_owned()),
-            }),
-        },
-        ..Settings::default()
-    })
-    .await;
+    let app = gitlab_app().await;
     let kw = &app.keyward;
     let alice = app.user("alice").await;
     let caller = kw
