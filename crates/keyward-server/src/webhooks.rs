@@ -135,7 +135,8 @@ impl WebhookSender {
         for delivery in due {
             if delivery.webhook == crate::email::EMAIL {
                 let keyward = Arc::clone(&self.keyward);
-                sends.spawn(async move { mail(&keyward, &delivery).await });
+                let instance = self.instance.clone();
+                sends.spawn(async move { mail(&keyward, &instance, &delivery).await });
                 continue;
             }
             let Some(hook) = self
@@ -150,6 +151,7 @@ impl WebhookSender {
             };
             let client = self.client.clone();
             let keyward = Arc::clone(&self.keyward);
+            let instance = self.instance.clone();
             sends.spawn(async move {
                 let outcome = send(&client, &hook, &delivery, keyward.now()).await;
                 let outcome = judge(outcome, &delivery, keyward.now(), &keyward);
@@ -166,7 +168,13 @@ impl WebhookSender {
                 }
                 keyward
                     .store()
-                    .finish_delivery(&hook.url, delivery.event.seq, &outcome, keyward.now())
+                    .finish_delivery(
+                        &hook.url,
+                        delivery.event.seq,
+                        &instance,
+                        &outcome,
+                        keyward.now(),
+                    )
                     .await
             });
         }
@@ -183,7 +191,11 @@ impl WebhookSender {
 }
 
 /// Sends the email a delivery calls for and records the outcome (250 sent, 204 nothing to send).
-async fn mail(keyward: &Keyward, delivery: &Delivery) -> keyward_store::StoreResult<()> {
+async fn mail(
+    keyward: &Keyward,
+    instance: &str,
+    delivery: &Delivery,
+) -> keyward_store::StoreResult<()> {
     let Some(smtp) = &keyward.settings().smtp else {
         return Ok(());
     };
@@ -197,7 +209,13 @@ async fn mail(keyward: &Keyward, delivery: &Delivery) -> keyward_store::StoreRes
     }
     keyward
         .store()
-        .finish_delivery(crate::email::EMAIL, event.seq, &outcome, keyward.now())
+        .finish_delivery(
+            crate::email::EMAIL,
+            event.seq,
+            instance,
+            &outcome,
+            keyward.now(),
+        )
         .await
 }
 

@@ -821,12 +821,15 @@ pub trait WebhookStore: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<Delivery>>;
 
-    /// Records how an attempt at a pending delivery ended and ends its lease. A delivery no
-    /// longer pending (another instance finished it) is left as it is.
+    /// Records how `instance`'s attempt at a pending delivery ended and ends its lease. A
+    /// delivery no longer pending (finished), or leased by another instance since (this one's
+    /// lease ran out and was taken over), is left as it is: only the lease holder's word counts,
+    /// so one instance sends an event at a time.
     async fn finish_delivery(
         &self,
         webhook: &str,
         event_seq: i64,
+        instance: &str,
         outcome: &DeliveryOutcome,
         at: OffsetDateTime,
     ) -> StoreResult<()>;

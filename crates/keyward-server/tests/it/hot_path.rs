@@ -153,7 +153,7 @@ pass_through!(EventStore {
 pass_through!(WebhookStore {
     fn enqueue_deliveries(webhook: &str, patterns: &[String], at: OffsetDateTime, limit: u32) -> u64;
     fn claim_deliveries(webhooks: &[String], instance: &str, now: OffsetDateTime, lease_until: OffsetDateTime, limit: u32) -> Vec<Delivery>;
-    fn finish_delivery(webhook: &str, event_seq: i64, outcome: &DeliveryOutcome, at: OffsetDateTime) -> ();
+    fn finish_delivery(webhook: &str, event_seq: i64, instance: &str, outcome: &DeliveryOutcome, at: OffsetDateTime) -> ();
     fn deliveries(filter: &DeliveryFilter) -> Vec<DeliveryRecord>;
 });
 

@@ -168,6 +168,7 @@ impl WebhookStore for PgStore {
         &self,
         webhook: &str,
         event_seq: i64,
+        instance: &str,
         outcome: &DeliveryOutcome,
         at: OffsetDateTime,
     ) -> StoreResult<()> {
@@ -177,7 +178,7 @@ impl WebhookStore for PgStore {
              last_attempt_at = $4, last_status = $5, last_error = $6, next_attempt_at = $7, \
              finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $4 END, \
              lease_owner = NULL, lease_until = NULL \
-             WHERE webhook = $1 AND event_seq = $2 AND state = 'pending'",
+             WHERE webhook = $1 AND event_seq = $2 AND state = 'pending' AND lease_owner = $8",
         )
         .bind(webhook)
         .bind(event_seq)
@@ -186,6 +187,7 @@ impl WebhookStore for PgStore {
         .bind(status)
         .bind(error)
         .bind(unix(next))
+        .bind(instance)
         .execute(&self.pool)
         .await
         .map_err(db_error)?;

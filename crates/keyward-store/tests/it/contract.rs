@@ -2396,6 +2396,7 @@ pub async fn webhook_deliveries_are_queued_leased_in_order_and_finished(db: &dyn
         .finish_delivery(
             &hook,
             claimed[0].event.seq,
+            "a",
             &DeliveryOutcome::Retry {
                 status: Some(503),
                 error: "503 Service Unavailable".to_owned(),
@@ -2423,6 +2424,7 @@ pub async fn webhook_deliveries_are_queued_leased_in_order_and_finished(db: &dyn
         .finish_delivery(
             &hook,
             again[0].event.seq,
+            "b",
             &DeliveryOutcome::Delivered { status: 204 },
             retry_at,
         )
@@ -2442,10 +2444,35 @@ pub async fn webhook_deliveries_are_queued_leased_in_order_and_finished(db: &dyn
         .unwrap();
     let taken: Vec<_> = taken.iter().map(|d| d.event.seq).collect();
     assert!(taken.contains(&revocation[0].event.seq), "{taken:?}");
+    // "a" answers late: its lease is gone, so its word no longer counts, and "b" keeps its own.
     store
         .finish_delivery(
             &hook,
             revocation[0].event.seq,
+            "a",
+            &DeliveryOutcome::Retry {
+                status: None,
+                error: "timed out".to_owned(),
+                next_attempt_at: later,
+            },
+            later,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries(hooks, "c", later, later + Duration::seconds(30), 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.event.seq != revocation[0].event.seq),
+        "a stale lease holder gave the delivery away"
+    );
+    store
+        .finish_delivery(
+            &hook,
+            revocation[0].event.seq,
+            "b",
             &DeliveryOutcome::Failed {
                 status: None,
                 error: "connection refused".to_owned(),
@@ -2459,6 +2486,7 @@ pub async fn webhook_deliveries_are_queued_leased_in_order_and_finished(db: &dyn
         .finish_delivery(
             &hook,
             revocation[0].event.seq,
+            "b",
             &DeliveryOutcome::Delivered { status: 200 },
             later,
         )
