@@ -23,7 +23,7 @@ pub use expiry::{
 };
 pub use format::{FormatError, Prefix, RawSecret, TokenSecret};
 pub use hash::{
-    KeyId, KeyRing, KeyRingError, ServerKey, TokenHash, TokenHasher, format_key_ring,
+    KeyId, KeyRing, KeyRingError, ServerKey, TokenHash, TokenHasher, format_key_ring, hex,
     parse_key_ring,
 };
 pub use model::{

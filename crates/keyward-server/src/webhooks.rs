@@ -67,7 +67,7 @@ impl WebhookSender {
             .map_err(|e| format!("the HTTP client for webhooks: {e}"))?;
         let mut id = [0u8; 8];
         keyward_core::fill_random(&mut id).map_err(|e| e.to_string())?;
-        let instance = id.iter().map(|b| format!("{b:02x}")).collect();
+        let instance = keyward_core::hex(&id);
         let mut urls: Vec<String> = keyward
             .settings()
             .webhooks

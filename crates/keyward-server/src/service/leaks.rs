@@ -136,10 +136,7 @@ impl LeakVerdict {
 
 /// The SHA-256 of a secret as sent, in lowercase hex: how GitHub's feedback names it.
 pub fn secret_sha256(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    keyward_core::hex(&Sha256::digest(secret.as_bytes()))
 }
 
 /// GitHub's keys as last fetched.

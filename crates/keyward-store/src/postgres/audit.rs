@@ -5,6 +5,7 @@ use keyward_core::{AuditEvent, TokenId, UserId};
 use sqlx::postgres::PgConnection;
 
 use super::PgStore;
+use super::feed::lock_change_log;
 use super::rows::{self, db_error, insert_error, unix};
 use crate::outbox::OutboxRow;
 use crate::{AuditFilter, AuditStore, StoreResult, StoredAuditEvent};
@@ -28,10 +29,7 @@ async fn insert_event(conn: &mut PgConnection, event: &AuditEvent) -> StoreResul
     let Some(row) = OutboxRow::for_audit(event)? else {
         return Ok(());
     };
-    sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
+    lock_change_log(conn).await?;
     sqlx::query(
         "INSERT INTO events (id, type, at, token_id, user_id, data) \
          VALUES ($1, $2, $3, $4, $5, $6)",

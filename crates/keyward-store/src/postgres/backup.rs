@@ -6,7 +6,9 @@ use sqlx::AssertSqlSafe;
 use time::OffsetDateTime;
 
 use super::audit::{insert_audit, insert_audit_row};
-use super::feed::{change_log_end, log_removed_hash, prune_changes, reset_change_log};
+use super::feed::{
+    change_log_end, lock_change_log, log_removed_hash, prune_changes, reset_change_log,
+};
 use super::identities::insert_identity_row;
 use super::rows::{self, db_error, unix};
 use super::tokens::{insert_hash_row, insert_token_row};
@@ -87,10 +89,7 @@ impl Maintenance for PgStore {
         let mut tx = self.begin().await?;
         let at = unix(revocation.at);
         // Held until commit: appends happen one transaction at a time, in commit order.
-        sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        lock_change_log(&mut tx).await?;
         // Their hashes first (all of them: any cache may hold any), then the tokens.
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO changes (hash, at) SELECT h.hash, $2 FROM token_hashes h \

@@ -36,6 +36,17 @@ pub(super) async fn prune_changes(conn: &mut PgConnection, now: OffsetDateTime) 
     Ok(())
 }
 
+/// Locks the change log's row until the transaction ends: transactions that append to the log
+/// (or to the outbox) do it one at a time, in commit order, so a reader paging by sequence
+/// number never skips a row that commits later.
+pub(super) async fn lock_change_log(conn: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
 /// Appends `hash`, a hash that no longer exists (a secret moved to another key), to the change
 /// log; the caller then logs the token's hashes as usual (in the same transaction, which this
 /// already holds the log's lock for).
@@ -44,10 +55,7 @@ pub(super) async fn log_removed_hash(
     hash: &TokenHash,
     at: OffsetDateTime,
 ) -> StoreResult<()> {
-    sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
+    lock_change_log(conn).await?;
     sqlx::query("INSERT INTO changes (hash, at) VALUES ($1, $2)")
         .bind(hash.0.to_vec())
         .bind(unix(at))
@@ -65,10 +73,7 @@ pub(super) async fn log_token_hashes(
     at: OffsetDateTime,
 ) -> StoreResult<i64> {
     // Held until commit: appends happen one transaction at a time, in commit order.
-    sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
+    lock_change_log(conn).await?;
     sqlx::query(
         "INSERT INTO changes (hash, at) SELECT hash, $2 FROM token_hashes \
          WHERE token_id = $1 ORDER BY hash",
@@ -85,10 +90,7 @@ pub(super) async fn log_token_hashes(
 /// Tells every cache to start over: one marker entry, pruned at once, so every cursor from
 /// before it reads as incomplete. For writes too large to log hash by hash (a restore).
 pub(super) async fn reset_change_log(conn: &mut PgConnection) -> StoreResult<i64> {
-    sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
+    lock_change_log(conn).await?;
     for statement in [
         "INSERT INTO changes (hash, at) VALUES (decode(repeat('00', 32), 'hex'), 0)",
         "UPDATE change_log SET pruned_through = (SELECT max(seq) FROM changes) WHERE id = 1",

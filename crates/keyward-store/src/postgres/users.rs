@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::PgStore;
 use super::audit::insert_audit;
-use super::feed::{change_log_end, prune_changes};
+use super::feed::{change_log_end, lock_change_log, prune_changes};
 use super::rows::{self, db_error, insert_error, unix};
 use crate::{NewUser, Revocation, StoreError, StoreResult, UserFilter, UserStore, UserUpdate};
 
@@ -50,10 +50,7 @@ async fn log_owner_hashes(
     at: OffsetDateTime,
 ) -> StoreResult<i64> {
     // Held until commit: appends happen one transaction at a time, in commit order.
-    sqlx::query("SELECT 1 FROM change_log WHERE id = 1 FOR UPDATE")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
+    lock_change_log(conn).await?;
     sqlx::query(
         "INSERT INTO changes (hash, at) SELECT h.hash, $2 FROM token_hashes h \
          JOIN tokens t ON t.id = h.token_id WHERE t.owner = $1 ORDER BY h.hash",

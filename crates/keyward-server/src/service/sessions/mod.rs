@@ -19,7 +19,9 @@
 //!   typed for a name that is not a user's (it may be a password typed into the wrong field):
 //!   only "unknown user" and a keyed hash of it, enough to see repeated attempts.
 
-use keyward_core::{Actor, AuditEvent, AuditKind, RawSecret, TokenHash, User, UserId, UserName};
+use keyward_core::{
+    Actor, AuditEvent, AuditKind, RawSecret, TokenHash, User, UserId, UserName, hex,
+};
 use keyward_store::SessionRecord;
 use std::fmt;
 use std::net::IpAddr;
@@ -181,15 +183,6 @@ fn random_hex(bytes: usize) -> ServiceResult<Zeroizing<String>> {
     let mut buf = Zeroizing::new(vec![0u8; bytes]);
     keyward_core::fill_random(&mut buf)?;
     Ok(Zeroizing::new(hex(&buf)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes
-        .iter()
-        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0x0f)]])
-        .map(char::from)
-        .collect()
 }
 
 /// A session id's stored form under one server key.
