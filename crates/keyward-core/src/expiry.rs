@@ -204,16 +204,6 @@ impl NotifyBefore {
             .map(Self::new)
     }
 
-    /// The thresholds, largest first.
-    pub fn thresholds(&self) -> &[Duration] {
-        &self.0
-    }
-
-    /// Whether no reminder is sent at all.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Each threshold's window, largest first (see [`ReminderWindow`]).
     pub fn windows(&self) -> Vec<ReminderWindow> {
         self.0
@@ -225,15 +215,6 @@ impl NotifyBefore {
                 after: self.0.get(i + 1).copied().unwrap_or(Duration::ZERO),
             })
             .collect()
-    }
-
-    /// The reminder due for a token with `left` until it expires: the nearest threshold at
-    /// least `left`; `None` when it is past its expiry or outside every window.
-    pub fn due(&self, left: Duration) -> Option<Duration> {
-        if !left.is_positive() {
-            return None;
-        }
-        self.0.iter().rev().find(|&&t| left <= t).copied()
     }
 }
 
@@ -267,25 +248,28 @@ mod tests {
     }
 
     #[test]
-    fn the_nearest_reminder_is_due() {
+    fn each_threshold_s_window_ends_at_the_next() {
+        // Sorted, largest first, duplicates ("1w" is "7d") once.
         let n = NotifyBefore::parse(&["1d", "7d", "1w"]).unwrap();
-        assert_eq!(n.thresholds(), [Duration::days(7), Duration::days(1)]);
-        assert_eq!(n.due(Duration::days(8)), None);
-        assert_eq!(n.due(Duration::days(7)), Some(Duration::days(7)));
-        assert_eq!(n.due(Duration::days(3)), Some(Duration::days(7)));
-        // Created with twelve hours left: only the nearest threshold.
-        assert_eq!(n.due(Duration::hours(12)), Some(Duration::days(1)));
-        assert_eq!(n.due(Duration::ZERO), None);
         let windows = n.windows();
+        assert_eq!(windows.len(), 2);
         assert_eq!(windows[0].label, "7d");
+        assert_eq!(windows[0].before, Duration::days(7));
+        // Closer than a day to its expiry, a token is in the "1d" window only.
         assert_eq!(windows[0].after, Duration::days(1));
         assert_eq!(windows[1].label, "1d");
+        assert_eq!(windows[1].before, Duration::days(1));
         assert_eq!(windows[1].after, Duration::ZERO);
         assert_eq!(
             NotifyBefore::default(),
             NotifyBefore::parse(&["7d", "1d"]).unwrap()
         );
-        assert!(NotifyBefore::parse::<&str>(&[]).unwrap().is_empty());
+        assert!(
+            NotifyBefore::parse::<&str>(&[])
+                .unwrap()
+                .windows()
+                .is_empty()
+        );
         assert!(NotifyBefore::parse(&["soon"]).is_err());
     }
 

@@ -96,12 +96,13 @@ impl WebhookSender {
                     false
                 }
             };
-            if busy {
-                continue;
-            }
+            // A full round goes straight on, but still stops when told: a backlog waits in
+            // the store, not in the shutdown.
+            let pause = if busy { Duration::ZERO } else { IDLE };
             tokio::select! {
-                () = tokio::time::sleep(IDLE) => {}
+                biased;
                 () = stop.notified() => return,
+                () = tokio::time::sleep(pause) => {}
             }
         }
     }

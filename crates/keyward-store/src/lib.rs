@@ -54,10 +54,10 @@ pub use migrate::AppliedMigration;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-/// How many secrets a regeneration replaced, and whose grace period is over, each token keeps:
-/// enough to recognise an old secret presented again (reuse detection) and bounded, so a token
-/// regenerated daily for years does not carry thousands of hashes. A regeneration drops the
-/// older ones (and tells every cache through the change log).
+/// How many replaced secrets each token keeps, the newest, whether still in their grace period
+/// or past it: enough to recognise an old secret presented again (reuse detection) and bounded,
+/// so a token regenerated daily for years does not carry thousands of hashes. A regeneration
+/// drops older ones whose grace is over (and tells every cache through the change log).
 pub const RETIRED_SECRETS_KEPT: i64 = 5;
 
 /// The notice recorded when a token reaches its expiry (the other notices are reminder

@@ -305,6 +305,12 @@ impl Caller {
     /// named (everyone when `named` is `None`); anyone else reaches only their own user, and
     /// naming another is answered as if that user did not exist.
     pub fn reach<'a>(&'a self, named: Option<&'a UserId>) -> ServiceResult<Option<&'a UserId>> {
+        if matches!(self.kind, CallerKind::Reporter { .. }) {
+            // `user()` is `None` for a reporter too, but it reaches no one's records.
+            return Err(ServiceError::Forbidden(
+                "a leak reporter may only report leaked secrets",
+            ));
+        }
         match (self.user(), named) {
             (Some(own), Some(named)) if own != named => Err(ServiceError::NotFound),
             (Some(own), _) => Ok(Some(own)),
@@ -358,12 +364,6 @@ impl Caller {
     pub fn authorize(&self, action: Action) -> ServiceResult<()> {
         match &self.kind {
             CallerKind::Operator { .. } => {}
-            CallerKind::Reporter { .. } if action == Action::ReportLeaks => return Ok(()),
-            CallerKind::Reporter { .. } => {
-                return Err(ServiceError::Forbidden(
-                    "a leak reporter may only report leaked secrets",
-                ));
-            }
             // Whoever holds the data dir holds the key; nobody else decides to drop tokens.
             _ if matches!(action, Action::ResetServerKey | Action::ChangeServerKeys) => {
                 return Err(ServiceError::Forbidden(
@@ -387,6 +387,7 @@ impl Caller {
                 Err(ServiceError::Forbidden("only an admin may do this"))
             }
             CallerKind::Person { .. } => Ok(()),
+            CallerKind::Reporter { .. } if action == Action::ReportLeaks => Ok(()),
             CallerKind::Reporter { .. } => Err(ServiceError::Forbidden(
                 "a leak reporter may only report leaked secrets",
             )),
@@ -411,7 +412,8 @@ impl Caller {
     pub(super) fn may_revoke_others(&self) -> bool {
         match &self.kind {
             CallerKind::Token(t) => t.scopes.covers(&TOKENS_DELETE),
-            _ => true,
+            CallerKind::Reporter { .. } => false,
+            CallerKind::Operator { .. } | CallerKind::Person { .. } => true,
         }
     }
 }

@@ -62,19 +62,19 @@ impl WebhookSettings {
     /// Checks the settings: an `http(s)` URL without credentials in it, and patterns that each
     /// match an event type.
     pub fn check(&self) -> Result<(), String> {
-        let url = reqwest::Url::parse(&self.url)
-            .map_err(|e| format!("webhook url {:?}: {e}", self.url))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(format!(
-                "webhook url {:?} must be http(s)://host/…",
-                self.url
-            ));
-        }
+        // Until the URL is known to hold no credentials, no message repeats it.
+        let url = reqwest::Url::parse(&self.url).map_err(|e| format!("webhook url: {e}"))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(
                 "a webhook url must not hold credentials; the secret signs each delivery"
                     .to_owned(),
             );
+        }
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!(
+                "webhook url {:?} must be http(s)://host/…",
+                self.url
+            ));
         }
         if self.events.is_empty() {
             return Err(format!("webhook {:?} subscribes to no events", self.url));

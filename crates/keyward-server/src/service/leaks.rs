@@ -200,13 +200,15 @@ impl GithubKeys {
                 Ok(keys) => cache.keys = keys,
                 Err(why) => {
                     tracing::warn!(url = %self.url, error = %why, "leaks: cannot fetch GitHub's secret scanning keys");
-                    if cache.keys.is_empty() {
-                        return Err(ServiceError::Unavailable(
-                            "GitHub's signing keys cannot be fetched".to_owned(),
-                        ));
-                    }
                 }
             }
+        }
+        // No keys at all (the fetch failed, now or within the last minute): nothing can be
+        // checked, so the report is not called forged; GitHub sends it again later.
+        if cache.keys.is_empty() {
+            return Err(ServiceError::Unavailable(
+                "GitHub's signing keys cannot be fetched".to_owned(),
+            ));
         }
         Ok(cache.keys.get(id).copied())
     }

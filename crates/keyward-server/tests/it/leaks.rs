@@ -5,8 +5,8 @@
 use keyward_core::AuditKind;
 use keyward_server::Settings;
 use keyward_server::service::{
-    BulkRevokeRequest, GithubLeakSettings, GitlabLeakSettings, LeakSettings, PresharedToken,
-    ServiceError,
+    Action, BulkRevokeRequest, GithubLeakSettings, GitlabLeakSettings, LeakSettings,
+    PresharedToken, ServiceError,
 };
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
@@ -517,4 +517,17 @@ async fn a_leak_reporter_may_report_leaks_and_nothing_else() {
         Err(ServiceError::Forbidden(_))
     ));
     assert!(kw.report_leaks(&caller, &[]).await.is_ok());
+    // The rule itself, for every action there is: reporting leaks and nothing else, and no
+    // one's records within reach.
+    for action in Action::ALL {
+        assert_eq!(
+            caller.authorize(action).is_ok(),
+            action == Action::ReportLeaks,
+            "{action:?}"
+        );
+    }
+    assert!(matches!(
+        caller.reach(Some(&alice.id)),
+        Err(ServiceError::Forbidden(_))
+    ));
 }

@@ -234,6 +234,50 @@ async fn an_old_secret_is_fine_in_its_grace_and_reported_after_it() {
 }
 
 #[tokio::test]
+async fn an_expired_token_s_old_secret_is_not_a_reuse() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let regenerate = |id: TokenId| {
+        let app = &app;
+        async move {
+            app.keyward
+                .regenerate_token(
+                    &operator(),
+                    &id,
+                    RegenerateOptions {
+                        grace: Some(Duration::minutes(10)),
+                        expires: None,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let dead = app
+        .keyward
+        .create_token(
+            &operator(),
+            Some(&alice.id),
+            TokenName::parse("short").unwrap(),
+            Scopes::parse(&["droplet:read"]).unwrap(),
+            Some(ExpiryRequest::parse("2h").unwrap()),
+        )
+        .await
+        .unwrap();
+    regenerate(dead.token.id.clone()).await;
+    let live = app.token(&alice, &["droplet:read"]).await;
+    regenerate(TokenId::parse(&live.id).unwrap()).await;
+    app.advance(Duration::hours(3));
+
+    assert_eq!(app.verdict(dead.secret.expose(), &[]).await, "revoked");
+    // The live token's old secret is a reuse: once it is recorded, the dead one's would be too.
+    assert_eq!(app.verdict(&live.secret, &[]).await, "revoked");
+    until_reused(&app, &live.id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(reuses(&app, dead.token.id.as_str()).await.is_empty());
+}
+
+#[tokio::test]
 async fn revoke_on_reuse_revokes_the_token() {
     let app = spawn_app_with(Settings {
         revoke_on_reuse: true,

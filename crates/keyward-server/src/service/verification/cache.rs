@@ -161,10 +161,11 @@ impl CachedToken {
     }
 
     /// Whether this is a replaced secret whose grace period is over, of a token that is neither
-    /// revoked nor its owner disabled: presenting it is the sign of a stolen secret (reuse
-    /// detection). Meaningful once [`Self::state_at`] answered `Revoked`.
-    pub fn retired(&self) -> bool {
-        self.blocked.is_none() && self.secret_valid_until != NEVER
+    /// revoked, expired at `now`, nor its owner disabled: presenting it is the sign of a stolen
+    /// secret (reuse detection); a dead token's old secret is not. Meaningful once
+    /// [`Self::state_at`] answered `Revoked`.
+    pub fn retired(&self, now: i64) -> bool {
+        self.blocked.is_none() && self.secret_valid_until != NEVER && self.token.expires_unix > now
     }
 
     /// Returns true the first time it is called for a given second: the caller then records the

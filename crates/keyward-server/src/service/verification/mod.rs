@@ -264,7 +264,7 @@ impl Keyward {
                 After::ExpiredUse(Box::new(entry.token().clone()), now),
             )),
             // Only past the other answers, so a live token's verification never gets here.
-            Err(InactiveReason::Revoked) if entry.retired() => Err((
+            Err(InactiveReason::Revoked) if entry.retired(now) => Err((
                 InactiveReason::Revoked,
                 After::RetiredUse(Box::new(entry.token().clone()), now),
             )),
