@@ -35,15 +35,10 @@ fn refused(message: &'static str) -> impl Fn(ServiceError) -> ApiError {
     }
 }
 
-/// `body` as JSON of `T`, or 400.
+/// `body` as JSON of `T`, or 400 (as every JSON body: the signature covers the raw bytes, so
+/// they are read first).
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidBody,
-            e.to_string(),
-        )
-    })
+    Ok(axum::Json::<T>::from_bytes(body)?.0)
 }
 
 /// GitHub's signature headers.
