@@ -14,7 +14,7 @@ pub use cache::{CachedToken, KnownHashes, VerifiedToken, VerifyCache};
 pub(super) use usage::UsageBatch;
 
 use keyward_core::{Actor, AuditEvent, AuditKind, InactiveReason, PackedTokenId, Scopes, format};
-use keyward_store::{Revocation, StoreResult};
+use keyward_store::{Revocation, StoreResult, TokenFilter};
 use moka::ops::compute::{CompResult, Op};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -359,17 +359,23 @@ impl Keyward {
         });
         let store = Arc::clone(&self.store);
         tracing::warn!(token_id = %token_id, ip = ?ip, revoke = revoke.is_some(), "a replaced secret was presented after its grace period");
-        // Off the request path, like the expired-use event.
+        // Off the request path, like the expired-use event. With a revocation, the use and the
+        // revocation are written in one transaction (nothing if another instance revoked it).
         tokio::spawn(async move {
-            if let Err(e) = store.append_audit(&event).await {
-                tracing::warn!(error = %e, "could not record a replaced secret's use");
-            }
-            if let Some((revocation, revoked)) = revoke
-                && let Err(e) = store
-                    .revoke_token(&token_id, None, &revocation, &revoked)
+            let written = match revoke {
+                None => store.append_audit(&event).await,
+                Some((revocation, revoked)) => store
+                    .revoke_tokens(
+                        std::slice::from_ref(&token_id),
+                        &TokenFilter::default(),
+                        &revocation,
+                        &[event, revoked],
+                    )
                     .await
-            {
-                tracing::warn!(error = %e, token_id = %token_id, "could not revoke a token whose replaced secret was reused");
+                    .map(drop),
+            };
+            if let Err(e) = written {
+                tracing::warn!(error = %e, token_id = %token_id, "could not record a replaced secret's use");
             }
         });
     }
