@@ -182,6 +182,35 @@ fn a_bulk_revocation_revokes_what_its_dry_run_listed() {
         "{scoped:?}"
     );
 
+    // The time conditions, each on its own side of the tokens' creation (none was ever used,
+    // so "unused since" matches them whatever the time).
+    let count = |flag: &str, at: &str| {
+        cli(
+            dir,
+            &[
+                "token",
+                "revoke",
+                "--all",
+                "--user",
+                "alice",
+                flag,
+                at,
+                "--dry-run",
+            ],
+            None,
+        )
+        .ok()
+        .lines()
+        .count()
+    };
+    let (past, future) = ("2020-01-01T00:00:00Z", "2100-01-01T00:00:00Z");
+    assert_eq!(count("--created-after", past), 3);
+    assert_eq!(count("--created-after", future), 0);
+    assert_eq!(count("--created-before", future), 3);
+    assert_eq!(count("--created-before", past), 0);
+    assert_eq!(count("--unused-since", future), 3);
+    assert_eq!(count("--unused-since", past), 3);
+
     let dry = cli(
         dir,
         &["token", "revoke", "--all", "--user", "alice", "--dry-run"],
