@@ -297,7 +297,9 @@ pub async fn bulk_revoke_tokens(
             ids: Some(ids),
         }
     } else {
-        // A client that goes away stops it between two batches, like Ctrl-C at the command line.
+        // A client that goes away (or the request timeout) drops this future: the batch in
+        // flight commits whole or not at all, the ones before stay revoked, and no count is
+        // answered. Revoking very many tokens belongs at the command line, which shows progress.
         let done = kw
             .bulk_revoke(&caller, &request, req.reason, &keyward_store::Unwatched)
             .await?;
