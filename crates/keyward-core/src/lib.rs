@@ -4,6 +4,7 @@
 //! - [`hash`]: the server key and the keyed hash (HMAC-SHA256) that is all a store ever keeps;
 //! - [`scope`]: `resource:action` scopes with wildcards, and the deployment's catalog;
 //! - [`expiry`]: expiry requests, durations and the deployment's lifetime policy;
+//! - [`limits`]: where, how often and how fast a token may be used;
 //! - [`model`]: ids, names, token and user records, verification outcomes, audit events;
 //! - [`clock`]: the injected clock, so tests control time instead of sleeping.
 //!
@@ -13,6 +14,7 @@ pub mod clock;
 pub mod expiry;
 pub mod format;
 pub mod hash;
+pub mod limits;
 pub mod model;
 pub mod scope;
 
@@ -26,6 +28,7 @@ pub use hash::{
     KeyId, KeyRing, KeyRingError, ServerKey, TokenHash, TokenHasher, format_key_ring, hex,
     parse_key_ring,
 };
+pub use limits::{IpRange, Limits, LimitsError, RateLimit, Refill};
 pub use model::{
     Actor, AuditEvent, AuditKind, Email, EventId, ExternalId, InactiveReason, NameError,
     PackedTokenId, TokenId, TokenIdText, TokenName, TokenRecord, TokenState, User, UserId,
