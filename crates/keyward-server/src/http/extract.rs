@@ -3,14 +3,15 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use keyward_core::{RawSecret, TokenId, UserId};
 use serde::de::DeserializeOwned;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
+use super::client_addr::client_ip;
 use super::error::ApiError;
 use super::wire::ErrorCode;
 use crate::service::{DEFAULT_PAGE, MAX_PAGE};
@@ -160,19 +161,17 @@ impl<S: Send + Sync> FromRequestParts<S> for UserIdPath {
     }
 }
 
-/// The client's address: the peer of the connection (no proxy headers are trusted).
+/// The client's address: the peer of the connection or, when the peer is a trusted proxy
+/// (`trusted_proxies`), the address its forwarding headers name, by the rules of
+/// `http/client_addr.rs`. `None` when unknown: a forwarding chain that does not say, or a
+/// request that came through no listener.
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip()),
-        ))
+        Ok(Self(client_ip(&parts.extensions, &parts.headers)))
     }
 }
 

@@ -5,6 +5,7 @@
 //! same JSON error shape; only a browser asking for HTML (`Accept: text/html`) at an address no
 //! route has gets the web page's 404 or 405 page instead.
 
+mod client_addr;
 pub mod error;
 mod events;
 pub mod extract;

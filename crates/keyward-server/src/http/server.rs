@@ -16,18 +16,21 @@
 //! idle connections when it runs out; when every connection has a request in flight, the new one
 //! is closed at once. Either way the listener keeps accepting, so its backlog never fills with
 //! clients waiting for nothing, and idle sockets cannot keep a working client out.
+//!
+//! The client's address. Every request carries its connection's peer (`ConnectInfo`); when the
+//! peer is in `trusted_proxies` (decided once per connection) it also carries those ranges, and
+//! only then does `ClientIp` read the forwarding headers (`client_addr.rs`).
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use keyward_core::IpRange;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,6 +42,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt as _};
 
+use super::client_addr::{Peer, TrustedProxies};
 use super::tls::Tls;
 use super::{ApiError, Serves, USAGE_FLUSH_EVERY, app};
 use crate::service::Keyward;
@@ -131,6 +135,9 @@ pub struct ServeOptions {
     pub metrics_listener: Option<TcpListener>,
     /// HTTPS on the main listener: the certificate and key in use, re-read while serving.
     pub tls: Option<Arc<Tls>>,
+    /// The proxies whose forwarding headers name the client (`trusted_proxies`), on every
+    /// listener; none believes no one's.
+    pub trusted_proxies: Vec<IpRange>,
 }
 
 /// Serves the API on `listener` (and `/metrics` on `options.metrics_listener`, if given) until
@@ -157,6 +164,7 @@ pub async fn serve(
     let notices_stop = Arc::new(tokio::sync::Notify::new());
     let notices = spawn_notices(Arc::clone(&keyward), Arc::clone(&notices_stop));
     let limits = options.limits.fitted_to_open_file_limit();
+    let trusted = TrustedProxies::new(options.trusted_proxies);
     // Every accept loop and connection holds a receiver: the send starts the shutdown, and the
     // channel closes when the last of them is done.
     let (stop_tx, stop_rx) = watch::channel(());
@@ -174,12 +182,13 @@ pub async fn serve(
         app(Arc::clone(&keyward), main_serves),
         limits,
         options.tls,
+        trusted.clone(),
         stop_rx,
     );
     let metrics = async {
         if let Some(listener) = options.metrics_listener {
             let metrics_app = app(Arc::clone(&keyward), Serves::MetricsOnly);
-            accept_loop(listener, metrics_app, limits, None, metrics_stop).await;
+            accept_loop(listener, metrics_app, limits, None, trusted, metrics_stop).await;
         }
     };
     let stop = async {
@@ -275,6 +284,7 @@ async fn accept_loop<S>(
     app: S,
     limits: HttpLimits,
     tls: Option<Arc<Tls>>,
+    trusted: TrustedProxies,
     mut stop: watch::Receiver<()>,
 ) where
     S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -302,10 +312,11 @@ async fn accept_loop<S>(
             continue;
         };
         let first_head = Instant::now() + limits.header_read_timeout;
+        let peer = Peer::new(remote, &trusted);
         match &tls {
             None => tokio::spawn(serve_connection(
                 stream,
-                remote,
+                peer,
                 app.clone(),
                 limits,
                 admitted,
@@ -315,7 +326,7 @@ async fn accept_loop<S>(
             Some(tls) => tokio::spawn(serve_tls_connection(
                 Arc::clone(tls),
                 stream,
-                remote,
+                peer,
                 app.clone(),
                 limits,
                 admitted,
@@ -345,7 +356,7 @@ fn is_dropped_connection(e: &std::io::Error) -> bool {
 async fn serve_tls_connection<S>(
     tls: Arc<Tls>,
     stream: TcpStream,
-    remote: SocketAddr,
+    peer: Peer,
     app: S,
     limits: HttpLimits,
     admitted: Admitted,
@@ -365,7 +376,7 @@ async fn serve_tls_connection<S>(
         _ = stop.changed() => None,
     };
     if let Some(stream) = handshake {
-        serve_connection(stream, remote, app, limits, admitted, stop, first_head).await;
+        serve_connection(stream, peer, app, limits, admitted, stop, first_head).await;
     }
 }
 
@@ -373,7 +384,7 @@ async fn serve_tls_connection<S>(
 /// Its first request head must have arrived by `first_head`.
 async fn serve_connection<S, I>(
     stream: I,
-    remote: SocketAddr,
+    peer: Peer,
     app: S,
     limits: HttpLimits,
     admitted: Admitted,
@@ -386,9 +397,10 @@ async fn serve_connection<S, I>(
 {
     let request_slot = Arc::clone(&admitted.slot);
     let epoch = admitted.connections.epoch;
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let busy = Busy::begin(Arc::clone(&request_slot), epoch);
-        answer(app.clone(), request, remote, busy, limits.request_timeout)
+        peer.mark(request.extensions_mut());
+        answer(app.clone(), request, busy, limits.request_timeout)
     });
     let mut builder = http1::Builder::new();
     builder
@@ -447,15 +459,13 @@ enum Deadline {
 /// Runs one request through the application within the request timeout.
 async fn answer<S>(
     app: S,
-    mut request: Request<Incoming>,
-    remote: SocketAddr,
+    request: Request<Incoming>,
     busy: Busy,
     timeout: Duration,
 ) -> Result<Response, Infallible>
 where
     S: Service<Request<Body>, Response = Response, Error = Infallible>,
 {
-    request.extensions_mut().insert(ConnectInfo(remote));
     let method = request.method().clone();
     let mut handling = pin!(app.oneshot(request.map(Body::new)));
     // An answer ready at the first poll (a cached forward-auth check, /healthz) never arms a

@@ -25,7 +25,7 @@ async fn spawn(limits: HttpLimits) -> TestApp {
         Settings::default(),
         Serving {
             limits,
-            separate_metrics: false,
+            ..Serving::default()
         },
     )
     .await

@@ -2,7 +2,8 @@
 //! and helpers to drive it over HTTP and to look at what it stored.
 
 use keyward_core::{
-    Clock, ManualClock, Scopes, ServerKey, TokenHasher, TokenName, TokenRecord, User, UserName,
+    Clock, IpRange, ManualClock, Scopes, ServerKey, TokenHasher, TokenName, TokenRecord, User,
+    UserName,
 };
 use keyward_server::http::{HttpLimits, ServeOptions};
 use keyward_server::service::UserRequest;
@@ -145,6 +146,8 @@ pub struct Serving {
     pub limits: HttpLimits,
     /// Whether `/metrics` gets a listener of its own.
     pub separate_metrics: bool,
+    /// The proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpRange>,
 }
 
 /// [`spawn_app`] with other settings.
@@ -187,6 +190,7 @@ pub async fn spawn_app_serving(settings: Settings, serving: Serving) -> TestApp 
         limits: serving.limits,
         metrics_listener,
         tls: None,
+        trusted_proxies: serving.trusted_proxies,
     };
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(keyward_server::http::serve(

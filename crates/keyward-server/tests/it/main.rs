@@ -12,6 +12,8 @@ mod authorization;
 #[cfg(test)]
 mod bad_input;
 #[cfg(test)]
+mod client_addr;
+#[cfg(test)]
 mod connections;
 #[cfg(test)]
 mod forward_auth;
