@@ -17,6 +17,8 @@
 //! allow_never = false
 //! secure_cookies = false   # true when served over HTTPS: the sign-in cookie is always Secure
 //!                          # ([tls] implies it)
+//! # The proxies whose Forwarded / X-Forwarded-For / X-Real-IP name the client; [] = none
+//! trusted_proxies = ["10.0.0.0/8", "127.0.0.1/32"]
 //! cache_capacity = 1000000
 //! log = "info"
 //! notify_before = ["7d", "1d"]  # token.expiring reminders before a token expires; [] = none
@@ -83,7 +85,9 @@
 //! `KEYWARD_HTTP_IDLE_TIMEOUT: "x" is not a duration ...`,
 //! `max_lifetime in /etc/keyward.toml: ...`, `--database: ...`.
 
-use keyward_core::{Catalog, LifetimePolicy, NotifyBefore, Prefix, ServerKey, parse_duration};
+use keyward_core::{
+    Catalog, IpRange, LifetimePolicy, NotifyBefore, Prefix, ServerKey, parse_duration,
+};
 use keyward_server::Settings;
 use keyward_server::email::SmtpSettings;
 use keyward_server::http::{HttpLimits, TlsFiles};
@@ -355,6 +359,11 @@ settings! {
         allow_never: bool = false, env ALLOW_NEVER = "KEYWARD_ALLOW_NEVER";
         /// Whether the web page's session cookie is always `Secure` (serve over HTTPS).
         secure_cookies: bool = false, env SECURE_COOKIES = "KEYWARD_SECURE_COOKIES";
+        /// The proxies whose forwarding headers (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`)
+        /// name the client, as addresses or CIDR ranges, e.g. `["10.0.0.0/8", "127.0.0.1/32"]`;
+        /// `[]` believes no one's, and the client is the connection's peer.
+        trusted_proxies: Vec<IpRange> = Vec::new(),
+            env TRUSTED_PROXIES = "KEYWARD_TRUSTED_PROXIES";
         /// How many tokens the verification cache keeps.
         cache_capacity: u64 = 1_000_000, env CACHE_CAPACITY = "KEYWARD_CACHE_CAPACITY";
         /// The tracing filter for the server's logs, e.g. `info` or `keyward_server=debug`.
@@ -596,6 +605,22 @@ impl SettingValue for NotifyBefore {
     const EXAMPLES: [&'static str; 2] = ["[\"14d\", \"2d\"]", "[]"];
     fn from_file(value: Vec<String>) -> Result<Self, String> {
         NotifyBefore::parse(&value).map_err(|e| e.to_string())
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        Self::from_file(Vec::<String>::from_text(text)?)
+    }
+}
+
+/// Address ranges, written `["10.0.0.0/8", "2001:db8::1"]` (each as [`IpRange::parse`] reads
+/// it); a variable may also list them as `10.0.0.0/8,2001:db8::1`.
+impl SettingValue for Vec<IpRange> {
+    type File = Vec<String>;
+    const EXAMPLES: [&'static str; 2] = ["[\"10.0.0.0/8\", \"127.0.0.1\"]", "[\"2001:db8::/32\"]"];
+    fn from_file(value: Vec<String>) -> Result<Self, String> {
+        value
+            .iter()
+            .map(|range| IpRange::parse(range).map_err(|e| e.to_string()))
+            .collect()
     }
     fn from_text(text: &str) -> Result<Self, String> {
         Self::from_file(Vec::<String>::from_text(text)?)
@@ -2142,6 +2167,62 @@ repo = ["read", "write"]
             let message = err(Config::load_from(&env, &Flags::default()));
             assert!(message.starts_with(var), "{var}={value}: {message}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_ranges_and_a_bad_one_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let ranges = |list: &[&str]| -> Vec<IpRange> {
+            list.iter().map(|r| IpRange::parse(r).unwrap()).collect()
+        };
+        let defaults = Config::load_from(
+            &Env::from_pairs([("KEYWARD_DATA_DIR", dir.path().to_str().unwrap())]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert!(defaults.trusted_proxies.is_empty(), "no one by default");
+
+        let path = write_config(
+            dir.path(),
+            "version = 1\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"2001:db8::/32\"]\n",
+        );
+        let from_file = Config::load_from(&Env::default(), &flags_with(&path)).unwrap();
+        assert_eq!(
+            from_file.trusted_proxies,
+            ranges(&["10.0.0.0/8", "127.0.0.1/32", "2001:db8::/32"])
+        );
+        let env = Env::from_pairs([("KEYWARD_TRUSTED_PROXIES", "192.168.0.0/16, ::1")]);
+        let from_env = Config::load_from(&env, &flags_with(&path)).unwrap();
+        assert_eq!(
+            from_env.trusted_proxies,
+            ranges(&["192.168.0.0/16", "::1/128"])
+        );
+
+        for (text, expected) in [
+            (
+                "trusted_proxies = [\"10.0.0.0/8\", \"proxy.internal\"]",
+                "trusted_proxies in ",
+            ),
+            (
+                "trusted_proxies = [\"10.0.0.0/33\"]",
+                "\"10.0.0.0/33\" is not an IP address or CIDR range",
+            ),
+            ("trusted_proxies = \"10.0.0.0/8\"", "(line 2)"),
+        ] {
+            let path = write_config(dir.path(), &format!("version = 1\n{text}\n"));
+            let message = err(Config::load_from(&Env::default(), &flags_with(&path)));
+            assert!(message.contains(expected), "{text}: {message}");
+            assert!(!message.contains('\n'), "one line: {message}");
+        }
+        let env = Env::from_pairs([
+            ("KEYWARD_DATA_DIR", dir.path().to_str().unwrap()),
+            ("KEYWARD_TRUSTED_PROXIES", "10.0.0.0/8,10.0.0.0.1"),
+        ]);
+        let message = err(Config::load_from(&env, &Flags::default()));
+        assert!(
+            message.starts_with("KEYWARD_TRUSTED_PROXIES: \"10.0.0.0.1\""),
+            "{message}"
+        );
     }
 
     /// The point of declaring each setting once: every declared setting can be set in the file

@@ -76,7 +76,7 @@ pub(super) async fn serve(config: &Config, policy: KeyPolicy) -> anyhow::Result<
         limits: config.http,
         metrics_listener,
         tls,
-        trusted_proxies: Vec::new(),
+        trusted_proxies: config.trusted_proxies.clone(),
     };
     http::serve(listener, keyward, options, shutdown(terminate, interrupt))
         .await

@@ -1,7 +1,9 @@
 //! Configuration as the binary reads it: environment, config file, the data dir and key files
 //! it creates, and a one-line error with exit status 2 for anything unusable.
 
-use crate::helpers::{Out, Server, add_user, assert_exit_0, cli, cli_env, create_token, is_secret};
+use crate::helpers::{
+    Out, Server, add_user, assert_exit_0, cli, cli_env, create_token, is_secret, listed,
+};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
@@ -342,4 +344,50 @@ async fn serve_warns_loudly_when_the_catalog_is_the_built_in_sample() {
         server.logs()
     );
     assert!(!server.logs().contains("SAMPLE"), "{}", server.logs());
+}
+
+#[tokio::test]
+async fn trusted_proxies_reach_the_server_and_a_bad_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    add_user(dir, "alice");
+    let (behind, _) = create_token(dir, "alice", "behind", &["droplet:read"]);
+    let (direct, _) = create_token(dir, "alice", "direct", &["droplet:read"]);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let call = |base: &str, secret: &str| {
+        client
+            .get(format!("{base}/v1/tokens/self"))
+            .bearer_auth(secret)
+            .header("x-forwarded-for", "203.0.113.9")
+            .send()
+    };
+
+    // This test is the trusted proxy; the address it forwards for is the token's last use.
+    let server = Server::start(dir, &[("KEYWARD_TRUSTED_PROXIES", "127.0.0.1/32")]);
+    assert_eq!(
+        call(&server.base, &behind.secret).await.unwrap().status(),
+        200
+    );
+    assert_exit_0(&server.stop());
+    assert_eq!(listed(dir, &behind.id)["last_used_ip"], "203.0.113.9");
+
+    // Trusting no one, the same header changes nothing.
+    let server = Server::start(dir, &[]);
+    assert_eq!(
+        call(&server.base, &direct.secret).await.unwrap().status(),
+        200
+    );
+    assert_exit_0(&server.stop());
+    assert_eq!(listed(dir, &direct.id)["last_used_ip"], "127.0.0.1");
+
+    let serve = ["serve", "--listen", "127.0.0.1:0"];
+    assert_config_error(
+        &cli_env(
+            dir,
+            &[("KEYWARD_TRUSTED_PROXIES", "10.0.0.0/8,proxy")],
+            &serve,
+            None,
+        ),
+        "KEYWARD_TRUSTED_PROXIES: \"proxy\" is not an IP address",
+    );
 }
