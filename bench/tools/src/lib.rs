@@ -64,6 +64,9 @@ pub fn synthetic(
             revoked_at: None,
             revoked_by: None,
             revoke_reason: None,
+            limits: keyward_core::Limits::default(),
+            remaining: None,
+            refilled_at: None,
         });
         secrets.push(secret);
     }

@@ -94,6 +94,12 @@ impl fmt::Display for IpRange {
     }
 }
 
+impl serde::Serialize for IpRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl FromStr for IpRange {
     type Err = LimitsError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -157,6 +163,16 @@ impl RateLimit {
     }
 }
 
+impl serde::Serialize for RateLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("RateLimit", 2)?;
+        out.serialize_field("requests", &self.requests)?;
+        out.serialize_field("per", &self.per())?;
+        out.end()
+    }
+}
+
 impl fmt::Display for RateLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.requests, self.per())
@@ -212,6 +228,16 @@ impl Refill {
     }
 }
 
+impl serde::Serialize for Refill {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("Refill", 2)?;
+        out.serialize_field("amount", &self.amount)?;
+        out.serialize_field("every", &self.every())?;
+        out.end()
+    }
+}
+
 impl fmt::Display for Refill {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.amount, self.every())
@@ -228,7 +254,7 @@ fn parse_count(s: &str) -> Option<u64> {
 
 /// A token's limits. The default is none: usable from anywhere, any number of times, at any
 /// rate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
     /// The addresses it works from; empty = anywhere.
     pub allowed_ips: Vec<IpRange>,

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 use time::OffsetDateTime;
 
-use crate::{RandomError, Scopes, fill_random};
+use crate::{Limits, RandomError, Scopes, fill_random};
 
 /// A name or id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -487,6 +487,14 @@ pub struct TokenRecord {
     pub revoked_by: Option<String>,
     /// Why.
     pub revoke_reason: Option<String>,
+    /// Where, how often and how fast it may be used.
+    pub limits: Limits,
+    /// With `limits.max_uses`: the uses the store has not yet handed out to a verifying
+    /// instance (instances lease uses in batches; see the service). `None` without a count.
+    pub remaining: Option<u64>,
+    /// With a refill: when the current refill period began.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub refilled_at: Option<OffsetDateTime>,
 }
 
 /// Where a token stands at a given time.
@@ -530,6 +538,12 @@ pub enum InactiveReason {
     InsufficientScope,
     /// Its owner is disabled.
     OwnerDisabled,
+    /// Presented from an address outside its `allowed_ips` (or from an unknown one).
+    IpNotAllowed,
+    /// It has no uses left (until its next refill, if it has one).
+    UsageExceeded,
+    /// Its rate limit is reached for the current window.
+    RateLimited,
 }
 
 impl InactiveReason {
@@ -542,6 +556,9 @@ impl InactiveReason {
             Self::Revoked => "revoked",
             Self::InsufficientScope => "insufficient_scope",
             Self::OwnerDisabled => "owner_disabled",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::UsageExceeded => "usage_exceeded",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -577,6 +594,9 @@ pub enum AuditKind {
     /// A token was renamed.
     #[serde(rename = "token.renamed")]
     TokenRenamed,
+    /// A token's limits (allowed addresses, uses, rate limit) were set.
+    #[serde(rename = "token.limits_changed")]
+    TokenLimitsChanged,
     /// A token's secret was regenerated.
     #[serde(rename = "token.regenerated")]
     TokenRegenerated,
@@ -659,6 +679,7 @@ impl AuditKind {
         match self {
             Self::TokenCreated => "token.created",
             Self::TokenRenamed => "token.renamed",
+            Self::TokenLimitsChanged => "token.limits_changed",
             Self::TokenRegenerated => "token.regenerated",
             Self::TokenRevoked => "token.revoked",
             Self::TokenLeaked => "token.leaked",
@@ -688,6 +709,7 @@ impl AuditKind {
     pub const KNOWN: &'static [Self] = &[
         Self::TokenCreated,
         Self::TokenRenamed,
+        Self::TokenLimitsChanged,
         Self::TokenRegenerated,
         Self::TokenRevoked,
         Self::TokenLeaked,
@@ -735,6 +757,7 @@ impl AuditKind {
             Self::UserDeleted => Some("user.deleted"),
             Self::SignInThrottled => Some("sign_in.throttled"),
             Self::TokenRenamed
+            | Self::TokenLimitsChanged
             | Self::TokenExpiredUse
             | Self::UserSignedIn
             | Self::UserSignInFailed

@@ -8,8 +8,8 @@
 //! differ.
 
 use keyward_core::{
-    Actor, AuditEvent, AuditKind, Email, ExternalId, KeyId, Scopes, TokenHash, TokenId, TokenName,
-    TokenRecord, User, UserId, UserKind, UserName,
+    Actor, AuditEvent, AuditKind, Email, ExternalId, IpRange, KeyId, Limits, RateLimit, Refill,
+    Scopes, TokenHash, TokenId, TokenName, TokenRecord, User, UserId, UserKind, UserName,
 };
 use sqlx::error::ErrorKind;
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -198,7 +198,90 @@ pub(crate) fn token(row: &impl Columns) -> StoreResult<TokenRecord> {
         revoked_at: opt_time(row, "revoked_at")?,
         revoked_by: row.opt_text("revoked_by")?,
         revoke_reason: row.opt_text("revoke_reason")?,
+        limits: limits(row)?,
+        remaining: count(row, "remaining")?,
+        refilled_at: opt_time(row, "refilled_at")?,
     })
+}
+
+/// A nullable count column (never negative when keyward wrote it).
+fn count(row: &impl Columns, column: &str) -> StoreResult<Option<u64>> {
+    row.opt_int(column)?
+        .map(|n| u64::try_from(n).map_err(|_| StoreError::corrupt(format!("{column}: negative"))))
+        .transpose()
+}
+
+/// The limit columns of a `tokens` row.
+fn limits(row: &impl Columns) -> StoreResult<Limits> {
+    let corrupt = |what: &str| StoreError::corrupt(format!("limits: {what}"));
+    let allowed_ips = match row.opt_text("allowed_ips")? {
+        None => Vec::new(),
+        Some(text) => text
+            .split_whitespace()
+            .map(IpRange::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|_| corrupt("allowed_ips"))?,
+    };
+    let refill = match (count(row, "refill_amount")?, count(row, "refill_every")?) {
+        (Some(amount), Some(every_secs)) => Some(Refill { amount, every_secs }),
+        (None, None) => None,
+        _ => return Err(corrupt("refill")),
+    };
+    let rate_limit = match (count(row, "rate_requests")?, count(row, "rate_per")?) {
+        (Some(requests), Some(per)) => Some(RateLimit {
+            requests: u32::try_from(requests).map_err(|_| corrupt("rate_requests"))?,
+            per_secs: u32::try_from(per)
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| corrupt("rate_per"))?,
+        }),
+        (None, None) => None,
+        _ => return Err(corrupt("rate limit")),
+    };
+    Ok(Limits {
+        allowed_ips,
+        max_uses: count(row, "max_uses")?,
+        refill,
+        rate_limit,
+    })
+}
+
+/// A token's limit columns as bound in a write, in the order of the `tokens` columns
+/// `allowed_ips, max_uses, remaining, refill_amount, refill_every, refilled_at, rate_requests,
+/// rate_per`.
+pub(crate) struct LimitColumns {
+    pub allowed_ips: Option<String>,
+    pub max_uses: Option<i64>,
+    pub remaining: Option<i64>,
+    pub refill_amount: Option<i64>,
+    pub refill_every: Option<i64>,
+    pub refilled_at: Option<i64>,
+    pub rate_requests: Option<i64>,
+    pub rate_per: Option<i64>,
+}
+
+impl LimitColumns {
+    /// The columns of `token`'s limits and use count.
+    pub(crate) fn of(token: &TokenRecord) -> Self {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let l = &token.limits;
+        Self {
+            allowed_ips: (!l.allowed_ips.is_empty()).then(|| {
+                l.allowed_ips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+            max_uses: l.max_uses.map(n),
+            remaining: token.remaining.map(n),
+            refill_amount: l.refill.map(|r| n(r.amount)),
+            refill_every: l.refill.map(|r| n(r.every_secs)),
+            refilled_at: token.refilled_at.map(|t| t.unix_timestamp()),
+            rate_requests: l.rate_limit.map(|r| i64::from(r.requests)),
+            rate_per: l.rate_limit.map(|r| i64::from(r.per_secs)),
+        }
+    }
 }
 
 /// A lookup row: a `tokens` row with the owner's `owner_name`, `owner_external_id`,
@@ -213,6 +296,7 @@ pub(crate) fn lookup(row: &impl Columns) -> StoreResult<Lookup> {
         owner_disabled: opt_time(row, "owner_disabled_at")?.is_some(),
         secret_valid_until: opt_time(row, "secret_valid_until")?,
         secret_created_at: time(row, "secret_created_at")?,
+        limits_version: row.int("limits_version")?,
     })
 }
 

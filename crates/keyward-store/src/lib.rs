@@ -34,7 +34,7 @@
 
 use async_trait::async_trait;
 use keyward_core::{
-    AuditEvent, Email, EventId, ExternalId, KeyId, Scope, TokenHash, TokenId, TokenName,
+    AuditEvent, Email, EventId, ExternalId, KeyId, Limits, Scope, TokenHash, TokenId, TokenName,
     TokenRecord, User, UserId, UserName,
 };
 use std::net::IpAddr;
@@ -138,6 +138,118 @@ pub struct Lookup {
     /// When this particular secret was issued (the token's creation, or the regeneration that
     /// made it).
     pub secret_created_at: OffsetDateTime,
+    /// The token's limits version: bumped whenever its limits are set, so uses leased under
+    /// older limits are dropped rather than given back.
+    pub limits_version: i64,
+}
+
+/// The refusal [`TokenStore::insert_token`] gives when the owner is at `max_tokens_per_user`.
+pub const MAX_TOKENS_REACHED: &str =
+    "the user has reached this deployment's max_tokens_per_user; revoke a token first";
+
+/// How much of a token's budget (its remaining uses, or what is left of its rate-limit window)
+/// one lease takes: a `1/divisor` share of what is left, at least one and at most `max`. A small
+/// budget is handed out one at a time, so instances never strand much of it; a large one in
+/// batches, so verification rarely waits on the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSize {
+    /// The share of what is left one lease takes.
+    pub divisor: u64,
+    /// The most one lease takes.
+    pub max: u64,
+}
+
+impl LeaseSize {
+    /// What one lease takes when `left` is left.
+    pub fn of(&self, left: u64) -> u64 {
+        if left == 0 {
+            0
+        } else {
+            (left / self.divisor.max(1))
+                .clamp(1, self.max.max(1))
+                .min(left)
+        }
+    }
+}
+
+/// A share of a token's uses or of its rate-limit window, handed to one instance to spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// What this instance may spend (0: nothing is left).
+    pub granted: u64,
+    /// What the store has left after this lease.
+    pub left: u64,
+    /// The start (unix seconds) of the refill period or window the lease belongs to.
+    pub period_start: i64,
+    /// When it lapses (the next refill, or the window's end); `None` = never.
+    pub period_end: Option<i64>,
+    /// The token's limits version the lease was taken under.
+    pub version: i64,
+}
+
+/// A token's use count as stored, and the lease [`TokenStore::lease_uses`] takes from it:
+/// the arithmetic both engines share. Returns the lease and the row's new `remaining` and
+/// `refilled_at`.
+pub(crate) fn lease_from_uses(
+    remaining: u64,
+    refill: Option<(u64, i64)>,
+    refilled_at: Option<i64>,
+    version: i64,
+    now: i64,
+    size: LeaseSize,
+) -> (Lease, u64, Option<i64>) {
+    let (mut remaining, mut period_start, period_end) = match (refill, refilled_at) {
+        (Some((amount, every)), Some(start)) if every > 0 => {
+            let periods = now.saturating_sub(start).max(0) / every;
+            let start = start.saturating_add(periods.saturating_mul(every));
+            let remaining = if periods > 0 { amount } else { remaining };
+            (remaining, Some(start), Some(start.saturating_add(every)))
+        }
+        _ => (remaining, refilled_at, None),
+    };
+    let granted = size.of(remaining);
+    remaining -= granted;
+    let lease = Lease {
+        granted,
+        left: remaining,
+        period_start: period_start.unwrap_or(0),
+        period_end,
+        version,
+    };
+    if refill.is_none() {
+        period_start = refilled_at;
+    }
+    (lease, remaining, period_start)
+}
+
+/// A token's rate-limit window as stored, and the lease [`TokenStore::lease_rate`] takes from
+/// it. Returns the lease and the row's new `rate_window` and `rate_spent`.
+pub(crate) fn lease_from_window(
+    requests: u64,
+    per: i64,
+    window: Option<i64>,
+    spent: Option<u64>,
+    version: i64,
+    now: i64,
+    size: LeaseSize,
+) -> (Lease, i64, u64) {
+    let per = per.max(1);
+    let current = now - now.rem_euclid(per);
+    let spent = if window == Some(current) {
+        spent.unwrap_or(0).min(requests)
+    } else {
+        0
+    };
+    let granted = size.of(requests - spent);
+    let spent = spent + granted;
+    let lease = Lease {
+        granted,
+        left: requests - spent,
+        period_start: current,
+        period_end: Some(current + per),
+        version,
+    };
+    (lease, current, spent)
 }
 
 /// One successful use, recorded in batches.
@@ -544,13 +656,62 @@ impl std::fmt::Debug for Snapshot {
 /// write it in the same transaction as the change.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
-    /// Stores a new token and its first hash.
+    /// Stores a new token and its first hash. With `max_per_user`, refuses
+    /// ([`StoreError::InvalidState`]) when the owner already has that many tokens neither
+    /// revoked nor expired at the token's creation, counted in the same transaction (on
+    /// PostgreSQL under the owner's row lock, so concurrent creations on many instances cannot
+    /// both slip under the cap).
     async fn insert_token(
         &self,
         token: &TokenRecord,
         hash: &StoredHash,
         audit: &AuditEvent,
+        max_per_user: Option<u32>,
     ) -> StoreResult<()>;
+
+    /// Sets a token's limits, its remaining uses to its `max_uses` (a fresh count), its refill
+    /// period to start at `at`, and its rate-limit window afresh; bumps its limits version (so
+    /// uses leased before are dropped, never given back) and logs its hashes, so every cache
+    /// learns the new limits. Refuses a revoked token ([`StoreError::InvalidState`]).
+    async fn set_limits(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        limits: &Limits,
+        at: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord>;
+
+    /// Hands this instance a share of a token's remaining uses (see [`LeaseSize`]), applying a
+    /// refill that is due at `now` (unix seconds) first. `None` when the token has no use
+    /// count (its limits changed since the caller read them). Atomic: the uses leased by all
+    /// instances together never exceed what the token has.
+    async fn lease_uses(
+        &self,
+        id: &TokenId,
+        now: i64,
+        size: LeaseSize,
+    ) -> StoreResult<Option<Lease>>;
+
+    /// Gives back `uses` leased and not spent (at shutdown), if the token's limits version is
+    /// still `version` and its refill period still began at `period_start`; otherwise they are
+    /// dropped (a token's uses are never more than it was given).
+    async fn return_uses(
+        &self,
+        id: &TokenId,
+        version: i64,
+        period_start: i64,
+        uses: u64,
+    ) -> StoreResult<()>;
+
+    /// Hands this instance a share of what is left of a token's rate-limit window holding
+    /// `now` (unix seconds). `None` when the token has no rate limit.
+    async fn lease_rate(
+        &self,
+        id: &TokenId,
+        now: i64,
+        size: LeaseSize,
+    ) -> StoreResult<Option<Lease>>;
 
     /// A token by id, limited to `owner`'s when given.
     async fn token(&self, id: &TokenId, owner: Option<&UserId>)

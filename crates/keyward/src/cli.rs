@@ -269,6 +269,18 @@ pub enum TokenCommand {
         /// When it expires: a duration (30d, 12h), a date (2027-01-01, midnight UTC), an RFC 3339 time, or never [default: the configured default_lifetime]
         #[arg(long, value_name = "WHEN")]
         expires: Option<String>,
+        /// An address or CIDR range it may be used from (repeat for more), e.g. 203.0.113.0/24 or 2001:db8::/32 [default: anywhere]
+        #[arg(long = "allow-ip", value_name = "CIDR")]
+        allow_ips: Vec<String>,
+        /// How many successful verifications it has [default: unlimited]
+        #[arg(long, value_name = "N")]
+        max_uses: Option<u64>,
+        /// Set the remaining uses back to N every interval, e.g. 100/1d (needs --max-uses)
+        #[arg(long, value_name = "N/EVERY")]
+        refill: Option<String>,
+        /// At most N successful verifications per window, e.g. 100/1m or 20/10s
+        #[arg(long, value_name = "N/WINDOW")]
+        rate_limit: Option<String>,
         /// Print {"token": <record>, "secret": "..."} instead of the bare secret.
         #[arg(long)]
         json: bool,

@@ -24,6 +24,8 @@
 //! notify_before = ["7d", "1d"]  # token.expiring reminders before a token expires; [] = none
 //! notify_interval = "20s"       # how often each instance looks for reminders due
 //! revoke_on_reuse = false       # true: a replaced secret used after its grace revokes the token
+//! require_allowed_ips = false   # true: every new token must carry allowed_ips
+//! max_tokens_per_user = 0       # live tokens one user may have; 0 = no cap
 //!
 //! [catalog]
 //! droplet = ["read", "create", "update", "delete"]
@@ -393,6 +395,10 @@ settings! {
         /// Whether a replaced secret presented after its grace period revokes its token
         /// (`true`/`false`); it is recorded as `token.rotated_secret_used` either way.
         revoke_on_reuse: bool = false, env REVOKE_ON_REUSE = "KEYWARD_REVOKE_ON_REUSE";
+        /// Whether every new token must carry `allowed_ips` (`true`/`false`).
+        require_allowed_ips: bool = false, env REQUIRE_ALLOWED_IPS = "KEYWARD_REQUIRE_ALLOWED_IPS";
+        /// The most tokens, neither revoked nor expired, one user may have; 0 = no cap.
+        max_tokens_per_user: u64 = 0, env MAX_TOKENS_PER_USER = "KEYWARD_MAX_TOKENS_PER_USER";
     }
     tables {
         /// Connection and request limits (`[http]`).
@@ -1254,6 +1260,8 @@ impl Config {
             notify_before: self.notify_before.clone(),
             notify_interval: self.notify_interval,
             revoke_on_reuse: self.revoke_on_reuse,
+            require_allowed_ips: self.require_allowed_ips,
+            max_tokens_per_user: u32::try_from(self.max_tokens_per_user).unwrap_or(u32::MAX),
         }
     }
 
@@ -1678,7 +1686,8 @@ mod tests {
             "postgresql://flag-host:6432/k",
             "no credentials"
         );
-        assert!(!format!("{from_flag:?}").contains("pw"));
+        let shown = format!("{from_flag:?}");
+        assert!(!shown.contains("pw"), "{shown}");
 
         for bad in ["mysql://x", "keyward.db", "sqlite://", "postgres:/x"] {
             let flags = Flags {

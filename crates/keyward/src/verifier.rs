@@ -80,7 +80,7 @@ impl Verifier {
 
 impl TokenVerifier for Verifier {
     async fn verify(&self, secret: &str, wanted: &Scopes) -> Result<Identity, VerifyError> {
-        let identity = |token: &VerifiedToken| Identity {
+        let identity = |token: &VerifiedToken, _: &keyward_server::service::Allowance| Identity {
             token_id: token.token_id(),
             owner_id: token.owner_id().clone(),
             owner_name: token.owner_name().clone(),
@@ -94,6 +94,9 @@ impl TokenVerifier for Verifier {
         {
             Ok(identity) => Ok(identity),
             Err(ServiceError::Unauthenticated(reason)) => Err(VerifyError::Unauthenticated(reason)),
+            Err(ServiceError::Limited { reason, .. }) => {
+                Err(VerifyError::Unauthenticated(Some(reason)))
+            }
             Err(ServiceError::MissingScope { .. }) => {
                 Err(VerifyError::MissingScope(wanted.clone()))
             }

@@ -9,11 +9,12 @@
 
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use keyward_core::InactiveReason;
 
 use super::wire::{ErrorCode, ErrorDetail, ErrorResponse, OAuthErrorResponse};
-use crate::service::ServiceError;
+use crate::service::{RateState, ServiceError};
 
 /// The realm every challenge names.
 pub const REALM: &str = "keyward";
@@ -27,7 +28,29 @@ pub struct ApiError {
     challenge: Option<Challenge>,
     /// Seconds for a `Retry-After` header (RFC 9110 §10.2.3), when the client should come back.
     retry_after: Option<u64>,
+    /// A token's rate limit, for the `RateLimit-Policy` and `RateLimit` headers.
+    rate: Option<Box<RateState>>,
     oauth: bool,
+}
+
+/// The IETF HTTP API working group's `RateLimit-Policy` and `RateLimit` header values
+/// (draft-ietf-httpapi-ratelimit-headers) for a token's rate limit at `now`: the policy's quota
+/// `q` per window `w` seconds, and the requests `r` left with `t` seconds until the window
+/// resets. The policy is named `token`.
+pub fn rate_limit_headers(rate: &RateState) -> [(HeaderName, HeaderValue); 2] {
+    let reset = (rate.reset - rate.at).max(0);
+    // Digits, quotes and punctuation only: always a valid header value.
+    let value = |text: String| HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""));
+    [
+        (
+            HeaderName::from_static("ratelimit-policy"),
+            value(format!("\"token\";q={};w={}", rate.limit, rate.window_secs)),
+        ),
+        (
+            HeaderName::from_static("ratelimit"),
+            value(format!("\"token\";r={};t={reset}", rate.remaining)),
+        ),
+    ]
 }
 
 /// How the client authenticated (or tried to), for the challenge an OAuth endpoint answers with.
@@ -66,6 +89,7 @@ impl ApiError {
             message: message.into(),
             challenge: None,
             retry_after: None,
+            rate: None,
             oauth: false,
         }
     }
@@ -234,6 +258,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if let Some(rate) = &self.rate {
+            for (name, value) in rate_limit_headers(rate) {
+                response.headers_mut().insert(name, value);
+            }
+        }
         for challenge in self.challenges() {
             // `challenge_text` keeps every value printable ASCII, so this cannot fail.
             if let Ok(value) = HeaderValue::from_str(&challenge) {
@@ -259,6 +288,30 @@ impl From<ServiceError> for ApiError {
                 error: None,
                 scope: None,
             }),
+            ServiceError::Limited {
+                reason,
+                retry_after,
+                rate,
+            } => {
+                let (status, code) = match reason {
+                    InactiveReason::IpNotAllowed => (S::FORBIDDEN, ErrorCode::IpNotAllowed),
+                    InactiveReason::UsageExceeded => {
+                        (S::TOO_MANY_REQUESTS, ErrorCode::UsageExceeded)
+                    }
+                    _ => (S::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+                };
+                let mut error = Self::new(
+                    status,
+                    code,
+                    format!("the token is not active: {}", reason.as_str()),
+                );
+                error.retry_after = retry_after.and_then(|s| u64::try_from(s).ok());
+                error.rate = rate;
+                error
+            }
+            e @ ServiceError::BadLimits(_) => {
+                Self::new(S::BAD_REQUEST, ErrorCode::InvalidLimits, e.to_string())
+            }
             ServiceError::Unauthenticated(Some(reason)) => Self::new(
                 S::UNAUTHORIZED,
                 ErrorCode::InvalidToken,

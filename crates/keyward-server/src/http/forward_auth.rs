@@ -178,7 +178,7 @@ pub async fn forward_auth(
 ) -> Result<Response, ApiError> {
     let wanted = required_scopes(&kw, request.headers())?;
     let response = kw
-        .authorize(bearer.as_deref(), &wanted, ip.0, |token| {
+        .authorize(bearer.as_deref(), &wanted, ip.0, |token, allowance| {
             let mut response = StatusCode::OK.into_response();
             let out = response.headers_mut();
             // Ids, user names, external ids and scopes are printable ASCII by construction; a
@@ -204,6 +204,12 @@ pub async fn forward_auth(
                 && let Ok(value) = HeaderValue::from_str(&text)
             {
                 out.insert(TOKEN_EXPIRES_HEADER, value);
+            }
+            // The proxy may hand the token's rate limit to the client.
+            if let Some(rate) = &allowance.rate {
+                for (name, value) in super::error::rate_limit_headers(rate) {
+                    out.insert(name, value);
+                }
             }
             response
         })

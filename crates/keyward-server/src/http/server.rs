@@ -219,6 +219,11 @@ pub async fn serve(
     if let Err(e) = keyward.flush_usage().await {
         tracing::warn!(error = %e, "could not record token usage at shutdown");
     }
+    // After the last verification: uses leased by this instance and not spent go back.
+    let budgets = keyward.give_back_leases().await;
+    if budgets > 0 {
+        tracing::info!(tokens = budgets, "gave back leased uses");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -57,7 +57,7 @@ fn token_response(kw: &Keyward, record: keyward_core::TokenRecord) -> Response {
     responses(
         (status = 201, description = "Created; the secret is in this response only", body = IssuedTokenResponse<'static>,
          headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "Invalid name, scope or expiry, or a malformed body", body = ErrorResponse<'static>),
+        (status = 400, description = "Invalid name, scope, expiry or limits (`invalid_limits`: also a limit looser than the creating token's), or a malformed body", body = ErrorResponse<'static>),
         (status = 403, description = "The token lacks `tokens:create`, or asks for scopes it does not hold itself (`scope_exceeds_caller`)", body = ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
         (status = 404, description = "No such resource", body = ErrorResponse<'static>),
@@ -78,8 +78,9 @@ pub async fn create_token(
     let name = TokenName::parse(&req.name).map_err(ServiceError::from)?;
     let scopes = Scopes::parse(&req.scopes).map_err(ServiceError::from)?;
     let expires = parse_expiry(req.expires.as_deref())?;
+    let limits = req.limits().map_err(ServiceError::from)?;
     let issued = kw
-        .create_token(&caller, None, name, scopes, expires)
+        .create_token(&caller, None, name, scopes, expires, limits)
         .await?;
     Ok(issued_response(&kw, StatusCode::CREATED, issued))
 }
@@ -155,8 +156,8 @@ pub async fn get_token(
     request_body = super::wire::UpdateTokenRequest,
     security(("bearer" = ["tokens:update"])),
     responses(
-        (status = 200, description = "Renamed", body = TokenResponse),
-        (status = 400, description = "An invalid name or a malformed body", body = ErrorResponse<'static>),
+        (status = 200, description = "Renamed, or its limits set (counts start afresh)", body = TokenResponse),
+        (status = 400, description = "An invalid name, a bad or looser-than-the-caller limit (`invalid_limits`), nothing to change, or a malformed body", body = ErrorResponse<'static>),
         (status = 404, description = "No such token of the caller's", body = ErrorResponse<'static>),
         BearerErrors,
         JsonBodyErrors,
@@ -172,9 +173,37 @@ pub async fn update_token(
 ) -> Result<Response, ApiError> {
     let caller = caller(&kw, &bearer, ip, Action::RenameToken).await?;
     let ApiJson(req) = body?;
-    let name = TokenName::parse(&req.name).map_err(ServiceError::from)?;
-    let record = kw.rename_token(&caller, &id, name).await?;
-    Ok(token_response(&kw, record))
+    let name = req
+        .name
+        .as_deref()
+        .map(TokenName::parse)
+        .transpose()
+        .map_err(ServiceError::from)?;
+    if name.is_none() && !req.sets_limits() {
+        return Err(nothing_to_change());
+    }
+    let mut record = None;
+    if let Some(name) = name {
+        record = Some(kw.rename_token(&caller, &id, name).await?);
+    }
+    if req.sets_limits() {
+        record = Some(
+            kw.set_token_limits(&caller, &id, |current| req.limits(current))
+                .await?,
+        );
+    }
+    match record {
+        Some(record) => Ok(token_response(&kw, record)),
+        None => Err(nothing_to_change()),
+    }
+}
+
+fn nothing_to_change() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        super::wire::ErrorCode::InvalidBody,
+        "send a name or a limit to change",
+    )
 }
 
 fn regenerate_options(req: Option<RegenerateTokenRequest>) -> Result<RegenerateOptions, ApiError> {

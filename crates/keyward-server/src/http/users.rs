@@ -234,6 +234,9 @@ pub async fn issue_token(
     let name = TokenName::parse(&req.name).map_err(ServiceError::from)?;
     let scopes = Scopes::parse(&req.scopes).map_err(ServiceError::from)?;
     let expires = parse_expiry(req.expires.as_deref())?;
-    let issued = kw.issue_token(&caller, &id, name, scopes, expires).await?;
+    let limits = req.limits().map_err(ServiceError::from)?;
+    let issued = kw
+        .issue_token(&caller, &id, name, scopes, expires, limits)
+        .await?;
     Ok(issued_response(&kw, StatusCode::CREATED, issued))
 }

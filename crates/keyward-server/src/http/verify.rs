@@ -28,12 +28,15 @@ pub async fn verify_token(
 ) -> Result<Response, ApiError> {
     let wanted = kw.wanted_scopes(&req.scopes)?;
     let answer = kw
-        .verify_with(req.token.expose(), &wanted, req.ip, |token| {
-            json_response(&VerifyAnswer::Active(VerifyActive::new(token)))
+        .verify_limited_with(req.token.expose(), &wanted, req.ip, |token, allowance| {
+            json_response(&VerifyAnswer::Active(VerifyActive::new(token, allowance)))
         })
         .await?;
-    let response = answer.unwrap_or_else(|reason| {
-        json_response(&VerifyAnswer::Inactive(VerifyInactive::new(reason)))
+    let response = answer.unwrap_or_else(|(reason, allowance)| {
+        let now = kw.now().unix_timestamp();
+        json_response(&VerifyAnswer::Inactive(VerifyInactive::limited(
+            reason, &allowance, now,
+        )))
     });
     Ok(response)
 }

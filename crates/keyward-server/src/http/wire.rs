@@ -30,6 +30,62 @@ pub struct CreateTokenRequest {
     /// `30d`, a date (`2027-01-01`, midnight UTC), an RFC 3339 time, or `never`; the deployment
     /// default when absent.
     pub expires: Option<String>,
+    /// The addresses it may be used from: CIDR ranges or single addresses, IPv4 or IPv6
+    /// (`203.0.113.0/24`, `2001:db8::/32`). Absent or empty = anywhere.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// How many successful verifications it has (1 to 10^12); absent = unlimited.
+    pub max_uses: Option<u64>,
+    /// Sets its remaining uses back to `amount` every `every` (needs `max_uses`).
+    pub refill: Option<RefillRequest>,
+    /// At most `requests` successful verifications per window of `per` (windows aligned to
+    /// the clock: `1m` = each calendar minute).
+    pub rate_limit: Option<RateLimitRequest>,
+}
+
+/// A refill: `{"amount": 100, "every": "1d"}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefillRequest {
+    /// The remaining uses after each refill.
+    pub amount: u64,
+    /// How often: a duration such as `1d` or `12h` (at most `366d`).
+    pub every: String,
+}
+
+/// A rate limit: `{"requests": 100, "per": "1m"}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRequest {
+    /// Requests per window.
+    pub requests: u64,
+    /// The window: a duration from `1s` to `1d`.
+    pub per: String,
+}
+
+impl CreateTokenRequest {
+    /// The limits asked for, checked on their own.
+    pub fn limits(&self) -> Result<domain::Limits, domain::LimitsError> {
+        domain::Limits {
+            allowed_ips: self
+                .allowed_ips
+                .iter()
+                .map(|s| domain::IpRange::parse(s))
+                .collect::<Result<_, _>>()?,
+            max_uses: self.max_uses,
+            refill: self
+                .refill
+                .as_ref()
+                .map(|r| domain::Refill::new(r.amount, &r.every))
+                .transpose()?,
+            rate_limit: self
+                .rate_limit
+                .as_ref()
+                .map(|r| domain::RateLimit::new(r.requests, &r.per))
+                .transpose()?,
+        }
+        .checked()
+    }
 }
 
 /// `PATCH /v1/tokens/{id}`.
@@ -37,7 +93,61 @@ pub struct CreateTokenRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTokenRequest {
     /// The new label.
-    pub name: String,
+    pub name: Option<String>,
+    /// New allowed addresses (`[]` or `null`: anywhere).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allowed_ips: Option<Option<Vec<String>>>,
+    /// A new use count (`null`: unlimited). Setting any limit starts the counts afresh.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub max_uses: Option<Option<u64>>,
+    /// A new refill (`null`: none).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RefillRequest>)]
+    pub refill: Option<Option<RefillRequest>>,
+    /// A new rate limit (`null`: none).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimitRequest>)]
+    pub rate_limit: Option<Option<RateLimitRequest>>,
+}
+
+impl UpdateTokenRequest {
+    /// Whether any limit is being set.
+    pub fn sets_limits(&self) -> bool {
+        self.allowed_ips.is_some()
+            || self.max_uses.is_some()
+            || self.refill.is_some()
+            || self.rate_limit.is_some()
+    }
+
+    /// `current` with the limits this request sets, checked on their own.
+    pub fn limits(&self, current: &domain::Limits) -> Result<domain::Limits, domain::LimitsError> {
+        let mut limits = current.clone();
+        if let Some(ips) = &self.allowed_ips {
+            limits.allowed_ips = ips
+                .iter()
+                .flatten()
+                .map(|s| domain::IpRange::parse(s))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(max) = self.max_uses {
+            limits.max_uses = max;
+        }
+        if let Some(refill) = &self.refill {
+            limits.refill = refill
+                .as_ref()
+                .map(|r| domain::Refill::new(r.amount, &r.every))
+                .transpose()?;
+        }
+        if let Some(rate) = &self.rate_limit {
+            limits.rate_limit = rate
+                .as_ref()
+                .map(|r| domain::RateLimit::new(r.requests, &r.per))
+                .transpose()?;
+        }
+        limits.checked()
+    }
 }
 
 /// `POST /v1/tokens/{id}/regenerate` (body optional).
@@ -275,6 +385,14 @@ pub enum ErrorCode {
     TemporarilyUnavailable,
     /// Too many requests at once; `Retry-After` says when to come back.
     Busy,
+    /// The token may not be used from the client's address.
+    IpNotAllowed,
+    /// The token has no uses left (until its next refill; `Retry-After` says when).
+    UsageExceeded,
+    /// The token's rate limit is reached; `Retry-After` says when the window ends.
+    RateLimited,
+    /// A token's limits are not acceptable.
+    InvalidLimits,
     /// The request took too long to answer.
     Timeout,
     /// Something broke inside; the cause is logged, never sent.
@@ -427,6 +545,25 @@ pub struct Token {
     pub revoke_reason: Option<String>,
     /// Its state now.
     pub state: TokenState,
+    /// The addresses it may be used from (absent = anywhere).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allowed_ips: Vec<domain::IpRange>,
+    /// How many uses it was given (absent = unlimited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u64>,
+    /// Uses the store has not handed out yet (with `max_uses`). Instances lease uses in small
+    /// batches, so a few may be held, unspent, by running instances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// How its uses refill: `{"amount", "every"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub refill: Option<domain::Refill>,
+    /// Its rate limit: `{"requests", "per"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub rate_limit: Option<domain::RateLimit>,
 }
 
 impl Token {
@@ -447,6 +584,9 @@ impl Token {
             revoked_at,
             revoked_by,
             revoke_reason,
+            limits,
+            remaining,
+            refilled_at: _,
         } = record;
         Self {
             id,
@@ -463,6 +603,11 @@ impl Token {
             revoked_by,
             revoke_reason,
             state,
+            allowed_ips: limits.allowed_ips,
+            max_uses: limits.max_uses,
+            remaining,
+            refill: limits.refill,
+            rate_limit: limits.rate_limit,
         }
     }
 }
@@ -744,11 +889,38 @@ pub struct VerifyActive<'a> {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub expires_at: Option<OffsetDateTime>,
+    /// Uses left, when the token has `max_uses`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// Its rate limit's state, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratelimit: Option<RateLimitState>,
+}
+
+/// A rate limit's state in a verification answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitState {
+    /// Requests allowed per window.
+    pub limit: u32,
+    /// Requests left in the current window.
+    pub remaining: u64,
+    /// When the window ends (unix seconds).
+    pub reset: i64,
+}
+
+impl From<&crate::service::RateState> for RateLimitState {
+    fn from(r: &crate::service::RateState) -> Self {
+        Self {
+            limit: r.limit,
+            remaining: r.remaining,
+            reset: r.reset,
+        }
+    }
 }
 
 impl<'a> VerifyActive<'a> {
-    /// The answer for `token`, borrowed from it.
-    pub fn new(token: &'a VerifiedToken) -> Self {
+    /// The answer for `token`, borrowed from it, with what its limits left.
+    pub fn new(token: &'a VerifiedToken, allowance: &crate::service::Allowance) -> Self {
         Self {
             active: Active,
             token_id: token.id_text(),
@@ -759,6 +931,8 @@ impl<'a> VerifyActive<'a> {
             },
             scopes: token.scopes(),
             expires_at: token.expires_at(),
+            remaining: allowance.remaining,
+            ratelimit: allowance.rate.as_ref().map(RateLimitState::from),
         }
     }
 }
@@ -779,6 +953,12 @@ pub enum InactiveReason {
     InsufficientScope,
     /// Its owner is disabled.
     OwnerDisabled,
+    /// Presented from an address outside its `allowed_ips` (or with no `ip` given).
+    IpNotAllowed,
+    /// No uses left (until its next refill).
+    UsageExceeded,
+    /// Its rate limit is reached for the current window.
+    RateLimited,
 }
 
 impl From<domain::InactiveReason> for InactiveReason {
@@ -790,6 +970,9 @@ impl From<domain::InactiveReason> for InactiveReason {
             domain::InactiveReason::Revoked => Self::Revoked,
             domain::InactiveReason::InsufficientScope => Self::InsufficientScope,
             domain::InactiveReason::OwnerDisabled => Self::OwnerDisabled,
+            domain::InactiveReason::IpNotAllowed => Self::IpNotAllowed,
+            domain::InactiveReason::UsageExceeded => Self::UsageExceeded,
+            domain::InactiveReason::RateLimited => Self::RateLimited,
         }
     }
 }
@@ -801,6 +984,12 @@ pub struct VerifyInactive {
     pub active: Inactive,
     /// Why.
     pub reason: InactiveReason,
+    /// Seconds until it may succeed again (`rate_limited`, and `usage_exceeded` with a refill).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<i64>,
+    /// Its rate limit's state, when it was refused for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratelimit: Option<RateLimitState>,
 }
 
 impl VerifyInactive {
@@ -809,6 +998,23 @@ impl VerifyInactive {
         Self {
             active: Inactive,
             reason: reason.into(),
+            retry_after: None,
+            ratelimit: None,
+        }
+    }
+
+    /// The answer for a token refused for one of its limits at `now`.
+    pub fn limited(
+        reason: domain::InactiveReason,
+        allowance: &crate::service::Allowance,
+        now: i64,
+    ) -> Self {
+        Self {
+            retry_after: allowance.retry_after(reason, now),
+            ratelimit: (reason == domain::InactiveReason::RateLimited)
+                .then(|| allowance.rate.as_ref().map(RateLimitState::from))
+                .flatten(),
+            ..Self::new(reason)
         }
     }
 }

@@ -441,11 +441,11 @@ impl Keyward {
         ip: Option<IpAddr>,
     ) -> ServiceResult<Caller> {
         let secret = bearer.ok_or(ServiceError::Unauthenticated(None))?;
-        self.verify_entry_with(secret, &Scopes::default(), ip, |entry| {
+        self.verify_entry_with(secret, &Scopes::default(), ip, |entry, _| {
             Caller::token(entry.token(), entry.rotated_out(), ip)
         })
         .await?
-        .map_err(|reason| ServiceError::Unauthenticated(Some(reason)))
+        .map_err(|(reason, allowance)| self.refusal(reason, &allowance))
     }
 
     /// Whether a request for the metrics may be answered: always, unless the deployment

@@ -1,6 +1,6 @@
 //! The service's one error enum; the HTTP layer maps it to status codes in exactly one place.
 
-use keyward_core::{ExpiryError, InactiveReason, NameError, ScopeError};
+use keyward_core::{ExpiryError, InactiveReason, LimitsError, NameError, ScopeError};
 use keyward_store::StoreError;
 
 /// Why a service call failed.
@@ -9,6 +9,17 @@ pub enum ServiceError {
     /// No credentials, or a credential that is not an active token.
     #[error("authentication required: {}", .0.map_or("no token was presented", InactiveReason::as_str))]
     Unauthenticated(Option<InactiveReason>),
+    /// The credential is an active token, refused for one of its limits: `ip_not_allowed`,
+    /// `usage_exceeded` or `rate_limited`.
+    #[error("the token is not active: {}", .reason.as_str())]
+    Limited {
+        /// Which limit.
+        reason: InactiveReason,
+        /// Seconds until a request may succeed again, when that comes by itself.
+        retry_after: Option<i64>,
+        /// The rate limit's state, when the token has one.
+        rate: Option<Box<crate::service::RateState>>,
+    },
     /// The credential is a secret that a regeneration replaced: in its grace period it still
     /// verifies, but it cannot act.
     #[error(
@@ -48,6 +59,9 @@ pub enum ServiceError {
     /// calling API, not a right the token lacks.
     #[error("{0}; a verification may ask only for scopes of the deployment's catalog")]
     UnknownScope(ScopeError),
+    /// A token's limits were refused.
+    #[error(transparent)]
+    BadLimits(#[from] LimitsError),
     /// An expiry or duration was refused.
     #[error(transparent)]
     BadExpiry(#[from] ExpiryError),

@@ -38,8 +38,8 @@ pub use sessions::{PasswordChange, SessionSecret, SignIn, SignInForm, WebSession
 pub use tokens::{AuditEntry, AuditPage, Issued, RegenerateOptions, TokenPage};
 pub use users::{OWNER_DELETED, UserChanges, UserPage, UserRequest};
 pub use verification::{
-    CachedToken, KnownHashes, LATENCY_SAMPLE_EVERY, REUSE_DETECTION, ROTATED_SECRET_REUSED,
-    Verdict, VerifiedToken, VerifyCache,
+    Allowance, CachedToken, KnownHashes, LATENCY_SAMPLE_EVERY, REUSE_DETECTION,
+    ROTATED_SECRET_REUSED, RateState, Verdict, VerifiedToken, VerifyCache,
 };
 
 use arc_swap::ArcSwap;
@@ -98,6 +98,10 @@ pub struct Settings {
     /// Whether a replaced secret presented after its grace period revokes the token (it is
     /// recorded as `token.rotated_secret_used` either way).
     pub revoke_on_reuse: bool,
+    /// Whether every new token must have `allowed_ips`.
+    pub require_allowed_ips: bool,
+    /// The most tokens, neither revoked nor expired, a user may have (0 = no cap).
+    pub max_tokens_per_user: u32,
 }
 
 /// How often each instance looks for expiry notices to send, by default: well within the minute
@@ -122,6 +126,8 @@ impl Default for Settings {
             notify_before: NotifyBefore::default(),
             notify_interval: DEFAULT_NOTIFY_INTERVAL,
             revoke_on_reuse: false,
+            require_allowed_ips: false,
+            max_tokens_per_user: 0,
         }
     }
 }

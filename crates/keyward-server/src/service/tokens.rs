@@ -5,8 +5,8 @@
 //! token with scopes it does not hold, or one that outlives it.
 
 use keyward_core::{
-    AuditKind, ExpiryRequest, Scopes, TokenId, TokenName, TokenRecord, TokenSecret, TokenState,
-    UserId, UserKind, format,
+    AuditKind, ExpiryRequest, Limits, LimitsError, Scopes, TokenId, TokenName, TokenRecord,
+    TokenSecret, TokenState, UserId, UserKind, format,
 };
 use keyward_store::{AuditFilter, Page, Regeneration, Revocation, StoredHash};
 use std::collections::HashMap;
@@ -74,6 +74,27 @@ impl Keyward {
         Ok(())
     }
 
+    /// The limits of a token the caller makes: within the acting token's own (see
+    /// [`Limits::bounded_by`]: what is left unset is inherited, nothing may be looser), and with
+    /// `allowed_ips` when the deployment requires them.
+    async fn bound_limits(&self, caller: &Caller, limits: Limits) -> ServiceResult<Limits> {
+        let limits = match caller.token_id() {
+            Some(maker) => {
+                let maker = self
+                    .store
+                    .token(maker, None)
+                    .await?
+                    .ok_or(ServiceError::Unauthenticated(None))?;
+                limits.bounded_by(&maker.limits, maker.remaining)?
+            }
+            None => limits.checked()?,
+        };
+        if self.settings.require_allowed_ips && limits.allowed_ips.is_empty() {
+            return Err(LimitsError::AllowedIpsRequired.into());
+        }
+        Ok(limits)
+    }
+
     /// `expires_at` (`None` = never), or the caller's own expiry if that comes sooner: nothing a
     /// token makes outlives it. A person or an operator has no such ceiling.
     fn clamp_expiry(caller: &Caller, expires_at: Option<OffsetDateTime>) -> Option<OffsetDateTime> {
@@ -103,6 +124,7 @@ impl Keyward {
         name: TokenName,
         scopes: Scopes,
         expires: Option<ExpiryRequest>,
+        limits: Limits,
     ) -> ServiceResult<Issued> {
         caller.authorize(Action::CreateToken)?;
         let owner = caller
@@ -115,7 +137,8 @@ impl Keyward {
             .ok_or(ServiceError::NotFound)?;
         self.settings.catalog.check(&scopes)?;
         Self::check_ceiling(caller, &scopes)?;
-        self.mint(caller, &user, name, scopes, expires).await
+        self.mint(caller, &user, name, scopes, expires, limits)
+            .await
     }
 
     /// Issues a token for any user (the platform's backend minting one for its user, or an
@@ -129,11 +152,13 @@ impl Keyward {
         name: TokenName,
         scopes: Scopes,
         expires: Option<ExpiryRequest>,
+        limits: Limits,
     ) -> ServiceResult<Issued> {
         caller.authorize(Action::IssueToken)?;
         let user = self.find_user(owner).await?;
         self.settings.catalog.check(&scopes)?;
-        self.mint(caller, &user, name, scopes, expires).await
+        self.mint(caller, &user, name, scopes, expires, limits)
+            .await
     }
 
     /// Makes a token for `user` once the caller's rights are checked.
@@ -144,11 +169,13 @@ impl Keyward {
         name: TokenName,
         scopes: Scopes,
         expires: Option<ExpiryRequest>,
+        limits: Limits,
     ) -> ServiceResult<Issued> {
         if user.disabled_at.is_some() {
             return Err(ServiceError::InvalidState("the user is disabled"));
         }
         Self::check_administrative(user, &scopes)?;
+        let limits = self.bound_limits(caller, limits).await?;
         let owner = &user.id;
         let now = self.now();
         let expires_at = Self::clamp_expiry(caller, self.settings.policy.resolve(expires, now)?);
@@ -168,9 +195,14 @@ impl Keyward {
             revoked_at: None,
             revoked_by: None,
             revoke_reason: None,
+            remaining: limits.max_uses,
+            refilled_at: limits.refill.map(|_| now),
+            limits,
         };
         let audit = self.audit(caller, AuditKind::TokenCreated, now, owner, Some(&token.id));
-        self.store.insert_token(&token, &hash, &audit).await?;
+        let cap =
+            (self.settings.max_tokens_per_user > 0).then_some(self.settings.max_tokens_per_user);
+        self.store.insert_token(&token, &hash, &audit, cap).await?;
         tracing::info!(token_id = %token.id, owner = %owner, actor = %audit.actor.label, "token created");
         Ok(Issued { token, secret })
     }
@@ -291,6 +323,34 @@ impl Keyward {
         Ok(self
             .store
             .rename_token(id, Some(&current.owner), &name, &audit)
+            .await?)
+    }
+
+    /// Sets a token's limits (allowed addresses, uses and refill, rate limit), starting its
+    /// counts afresh. A token acting may set only limits within its own (nothing outgrows its
+    /// maker, and a token cannot loosen its own limits).
+    /// `change` makes the new limits from the token's current ones.
+    pub async fn set_token_limits(
+        &self,
+        caller: &Caller,
+        id: &TokenId,
+        change: impl FnOnce(&Limits) -> Result<Limits, LimitsError>,
+    ) -> ServiceResult<TokenRecord> {
+        caller.authorize(Action::RenameToken)?;
+        let current = self.find_token(caller, id).await?;
+        let limits = self.bound_limits(caller, change(&current.limits)?).await?;
+        let now = self.now();
+        let mut audit = self.audit(
+            caller,
+            AuditKind::TokenLimitsChanged,
+            now,
+            &current.owner,
+            Some(id),
+        );
+        audit.detail = Some(describe_limits(&limits));
+        Ok(self
+            .store
+            .set_limits(id, Some(&current.owner), &limits, now, &audit)
             .await?)
     }
 
@@ -477,5 +537,29 @@ impl Keyward {
         let events = self.store.audit_events(&filter).await?;
         let next = next_cursor(&events, limit, |e| e.seq);
         Ok(AuditPage { events, next })
+    }
+}
+
+/// Limits in a line, for the audit trail: `allowed_ips 10.0.0.0/8; max_uses 100 (refill 100/1d);
+/// rate_limit 10/1s`, or `none`.
+fn describe_limits(limits: &Limits) -> String {
+    let mut parts = Vec::new();
+    if !limits.allowed_ips.is_empty() {
+        let ips: Vec<String> = limits.allowed_ips.iter().map(ToString::to_string).collect();
+        parts.push(format!("allowed_ips {}", ips.join(" ")));
+    }
+    if let Some(max) = limits.max_uses {
+        match limits.refill {
+            Some(refill) => parts.push(format!("max_uses {max} (refill {refill})")),
+            None => parts.push(format!("max_uses {max}")),
+        }
+    }
+    if let Some(rate) = limits.rate_limit {
+        parts.push(format!("rate_limit {rate}"));
+    }
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join("; ")
     }
 }

@@ -599,6 +599,7 @@ pub async fn create_token(
             new.name,
             new.scopes,
             Some(new.expires),
+            keyward_core::Limits::default(),
         )
         .await
     {
@@ -1349,6 +1350,7 @@ pub async fn create_service_token(
             new.name,
             new.scopes,
             Some(new.expires),
+            keyward_core::Limits::default(),
         )
         .await;
     match issued {

@@ -257,13 +257,33 @@ impl World {
                     (_, false) => None,
                 };
                 let scopes = Scopes::parse(&["tokens:read"]).unwrap();
-                outcome(kw.create_token(caller, whose, name(), scopes, None).await)
+                outcome(
+                    kw.create_token(
+                        caller,
+                        whose,
+                        name(),
+                        scopes,
+                        None,
+                        keyward_core::Limits::default(),
+                    )
+                    .await,
+                )
             }
             Call::CreateAdministrativeToken => {
                 let whose =
                     matches!(caller.kind(), CallerKind::Operator { .. }).then_some(&self.alice.id);
                 let scopes = Scopes::parse(&["users:read"]).unwrap();
-                outcome(kw.create_token(caller, whose, name(), scopes, None).await)
+                outcome(
+                    kw.create_token(
+                        caller,
+                        whose,
+                        name(),
+                        scopes,
+                        None,
+                        keyward_core::Limits::default(),
+                    )
+                    .await,
+                )
             }
             Call::GetToken { other } => {
                 let t = self.target(owner(other)).await;
@@ -342,8 +362,15 @@ impl World {
             Call::IssueToken => {
                 let scopes = Scopes::parse(&["droplet:read"]).unwrap();
                 outcome(
-                    kw.issue_token(caller, &self.bob.id, name(), scopes, None)
-                        .await,
+                    kw.issue_token(
+                        caller,
+                        &self.bob.id,
+                        name(),
+                        scopes,
+                        None,
+                        keyward_core::Limits::default(),
+                    )
+                    .await,
                 )
             }
             Call::ResetServerKey => outcome(kw.reset_server_key(caller).await),

@@ -73,6 +73,7 @@ async fn a_token_that_never_expires_says_no_expiry() {
             keyward_core::TokenName::parse("forever").unwrap(),
             Scopes::parse(&["droplet:read"]).unwrap(),
             Some(keyward_core::ExpiryRequest::Never),
+            keyward_core::Limits::default(),
         )
         .await
         .unwrap();

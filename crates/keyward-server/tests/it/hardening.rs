@@ -199,6 +199,7 @@ async fn children_never_outlive_the_token_that_made_them() {
             TokenName::parse("short").unwrap(),
             Scopes::parse(&["tokens:create", "droplet:read"]).unwrap(),
             Some(ExpiryRequest::In(Duration::hours(1))),
+            keyward_core::Limits::default(),
         )
         .await
         .unwrap();
@@ -251,6 +252,7 @@ async fn a_grace_period_ends_no_later_than_the_old_secret() {
             TokenName::parse("ending").unwrap(),
             Scopes::parse(&["droplet:read"]).unwrap(),
             Some(ExpiryRequest::In(Duration::minutes(10))),
+            keyward_core::Limits::default(),
         )
         .await
         .unwrap();
@@ -289,6 +291,7 @@ async fn a_grace_period_ends_no_later_than_the_old_secret() {
             TokenName::parse("maker").unwrap(),
             Scopes::parse(&["tokens:update", "droplet:read"]).unwrap(),
             Some(ExpiryRequest::In(Duration::hours(1))),
+            keyward_core::Limits::default(),
         )
         .await
         .unwrap();

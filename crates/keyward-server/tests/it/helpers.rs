@@ -258,6 +258,7 @@ impl TestApp {
                 TokenName::parse(name).unwrap(),
                 Scopes::parse(scopes).unwrap(),
                 None,
+                keyward_core::Limits::default(),
             )
             .await
             .unwrap();

@@ -82,7 +82,11 @@ macro_rules! pass_through {
 }
 
 pass_through!(TokenStore {
-    fn insert_token(token: &TokenRecord, hash: &StoredHash, audit: &AuditEvent) -> ();
+    fn insert_token(token: &TokenRecord, hash: &StoredHash, audit: &AuditEvent, max_per_user: Option<u32>) -> ();
+    fn set_limits(id: &TokenId, owner: Option<&UserId>, limits: &keyward_core::Limits, at: time::OffsetDateTime, audit: &AuditEvent) -> TokenRecord;
+    fn lease_uses(id: &TokenId, now: i64, size: keyward_store::LeaseSize) -> Option<keyward_store::Lease>;
+    fn return_uses(id: &TokenId, version: i64, period_start: i64, uses: u64) -> ();
+    fn lease_rate(id: &TokenId, now: i64, size: keyward_store::LeaseSize) -> Option<keyward_store::Lease>;
     fn token(id: &TokenId, owner: Option<&UserId>) -> Option<TokenRecord>;
     fn list_tokens(owner: Option<&UserId>, page: &Page) -> Vec<TokenRecord>;
     fn rename_token(id: &TokenId, owner: Option<&UserId>, name: &TokenName, audit: &AuditEvent) -> TokenRecord;
@@ -275,6 +279,7 @@ impl Harness {
                 TokenName::parse("hot path").unwrap(),
                 scopes(with),
                 expires,
+                keyward_core::Limits::default(),
             )
             .await
             .unwrap()
@@ -456,7 +461,7 @@ async fn cold_and_warm_verifications_agree() {
     let secret = working.secret.expose();
     let made = h
         .keyward
-        .verify_with(secret, &scopes(&["droplet:read"]), None, |t| {
+        .verify_with(secret, &scopes(&["droplet:read"]), None, |t, _| {
             (t.id_text().as_str().to_owned(), t.scopes().len(), 42)
         })
         .await
@@ -474,7 +479,7 @@ async fn cold_and_warm_verifications_agree() {
         let mut ran = false;
         let got = h
             .keyward
-            .verify_with(issued.secret.expose(), &scopes(wanted), None, |_| {
+            .verify_with(issued.secret.expose(), &scopes(wanted), None, |_, _| {
                 ran = true;
             })
             .await
@@ -620,6 +625,7 @@ async fn forged_tokens_are_answered_without_reading_the_store() {
             TokenName::parse("elsewhere").unwrap(),
             scopes(&["droplet:read"]),
             None,
+            keyward_core::Limits::default(),
         )
         .await
         .unwrap();
@@ -666,6 +672,7 @@ async fn a_cut_short_change_log_reloads_the_known_hashes() {
             TokenName::parse("later").unwrap(),
             scopes(&["droplet:read"]),
             None,
+            keyward_core::Limits::default(),
         )
         .await
         .unwrap();

@@ -717,6 +717,7 @@ async fn the_deployment_sets_the_prefix_and_may_allow_never() {
             TokenName::parse("forever").unwrap(),
             Scopes::parse(&["droplet:read"]).unwrap(),
             Some(ExpiryRequest::Never),
+            keyward_core::Limits::default(),
         )
         .await
         .unwrap();

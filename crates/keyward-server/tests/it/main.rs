@@ -30,6 +30,8 @@ mod leaks;
 #[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
+mod limits;
+#[cfg(test)]
 mod notices;
 #[cfg(test)]
 mod oauth;

@@ -20,6 +20,7 @@ async fn token(app: &TestApp, owner: &User, expires: &str) -> TokenId {
             TokenName::parse("t").unwrap(),
             Scopes::parse(&["droplet:read"]).unwrap(),
             Some(ExpiryRequest::parse(expires).unwrap()),
+            keyward_core::Limits::default(),
         )
         .await
         .unwrap()
@@ -261,6 +262,7 @@ async fn an_expired_token_s_old_secret_is_not_a_reuse() {
             TokenName::parse("short").unwrap(),
             Scopes::parse(&["droplet:read"]).unwrap(),
             Some(ExpiryRequest::parse("2h").unwrap()),
+            keyward_core::Limits::default(),
         )
         .await
         .unwrap();

@@ -79,6 +79,11 @@ const MIGRATIONS: Migrations = &[
         "expiry_notices",
         include_str!("../../migrations/postgres/0008_expiry_notices.sql"),
     ),
+    (
+        9,
+        "token_limits",
+        include_str!("../../migrations/postgres/0009_token_limits.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations ("keyward" in ASCII). Advisory locks are

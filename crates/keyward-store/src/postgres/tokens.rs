@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use keyward_core::{
-    AuditEvent, KeyId, TokenHash, TokenId, TokenName, TokenRecord, TokenState, UserId,
+    AuditEvent, KeyId, Limits, TokenHash, TokenId, TokenName, TokenRecord, TokenState, UserId,
 };
 use sqlx::postgres::PgConnection;
 use time::OffsetDateTime;
@@ -11,9 +11,11 @@ use super::audit::insert_audit;
 use super::feed::{log_removed_hash, log_token_hashes};
 use super::rows::{self, db_error, insert_error, unix};
 use super::{PgStore, bounded};
+use crate::decode::LimitColumns;
 use crate::{
-    HashRecord, Lookup, Page, RETIRED_SECRETS_KEPT, Regeneration, Revocation, StoreError,
-    StoreResult, StoredHash, TokenFilter, TokenStore, Usage, audit_for,
+    HashRecord, Lease, LeaseSize, Lookup, MAX_TOKENS_REACHED, Page, RETIRED_SECRETS_KEPT,
+    Regeneration, Revocation, StoreError, StoreResult, StoredHash, TokenFilter, TokenStore, Usage,
+    audit_for, lease_from_uses, lease_from_window,
 };
 
 /// A token by id in an open transaction, limited to `owner`'s when given; `lock` reads it
@@ -42,10 +44,13 @@ pub(super) async fn insert_token_row(
     conn: &mut PgConnection,
     token: &TokenRecord,
 ) -> StoreResult<()> {
+    let limits = LimitColumns::of(token);
     sqlx::query(
         "INSERT INTO tokens (id, owner, name, scopes, hint, created_at, expires_at, regenerated_at, \
-         last_used_at, last_used_ip, revoked_at, revoked_by, revoke_reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         last_used_at, last_used_ip, revoked_at, revoked_by, revoke_reason, allowed_ips, max_uses, \
+         remaining, refill_amount, refill_every, refilled_at, rate_requests, rate_per) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20, $21)",
     )
     .bind(token.id.as_str())
     .bind(token.owner.as_str())
@@ -60,6 +65,14 @@ pub(super) async fn insert_token_row(
     .bind(token.revoked_at.map(unix))
     .bind(token.revoked_by.as_deref())
     .bind(token.revoke_reason.as_deref())
+    .bind(limits.allowed_ips)
+    .bind(limits.max_uses)
+    .bind(limits.remaining)
+    .bind(limits.refill_amount)
+    .bind(limits.refill_every)
+    .bind(limits.refilled_at)
+    .bind(limits.rate_requests)
+    .bind(limits.rate_per)
     .execute(conn)
     .await
     .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
@@ -143,8 +156,30 @@ impl TokenStore for PgStore {
         token: &TokenRecord,
         hash: &StoredHash,
         audit: &AuditEvent,
+        max_per_user: Option<u32>,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
+        if let Some(cap) = max_per_user {
+            // The owner's row lock makes creations for one user take turns, on every instance:
+            // two cannot both count one below the cap.
+            sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+                .bind(token.owner.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let live: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM tokens WHERE owner = $1 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $2)",
+            )
+            .bind(token.owner.as_str())
+            .bind(unix(token.created_at))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if live >= i64::from(cap) {
+                return Err(StoreError::InvalidState(MAX_TOKENS_REACHED));
+            }
+        }
         insert_token_row(&mut tx, token).await?;
         let first = HashRecord {
             token_id: token.id.clone(),
@@ -224,6 +259,152 @@ impl TokenStore for PgStore {
         insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(token)
+    }
+
+    async fn set_limits(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        limits: &Limits,
+        at: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord> {
+        let mut tx = self.begin().await?;
+        let mut token = token_in(&mut tx, id, owner, true)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if token.revoked_at.is_some() {
+            return Err(StoreError::InvalidState("the token is revoked"));
+        }
+        token.limits = limits.clone();
+        token.remaining = limits.max_uses;
+        token.refilled_at = limits.refill.map(|_| at);
+        let c = LimitColumns::of(&token);
+        sqlx::query(
+            "UPDATE tokens SET allowed_ips = $2, max_uses = $3, remaining = $4, refill_amount = $5, \
+             refill_every = $6, refilled_at = $7, rate_requests = $8, rate_per = $9, \
+             rate_window = NULL, rate_spent = NULL, limits_version = limits_version + 1 \
+             WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(c.allowed_ips)
+        .bind(c.max_uses)
+        .bind(c.remaining)
+        .bind(c.refill_amount)
+        .bind(c.refill_every)
+        .bind(c.refilled_at)
+        .bind(c.rate_requests)
+        .bind(c.rate_per)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        // Every cache holding one of its secrets must judge by the new limits.
+        let seq = log_token_hashes(&mut tx, id, at).await?;
+        insert_audit(&mut tx, audit).await?;
+        self.commit_and_announce(tx, seq).await?;
+        Ok(token)
+    }
+
+    async fn lease_uses(
+        &self,
+        id: &TokenId,
+        now: i64,
+        size: LeaseSize,
+    ) -> StoreResult<Option<Lease>> {
+        let mut tx = self.begin().await?;
+        // The row lock makes leases of one token take turns across instances.
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>, Option<i64>, i64)> =
+            sqlx::query_as(
+                "SELECT remaining, refill_amount, refill_every, refilled_at, limits_version \
+             FROM tokens WHERE id = $1 FOR UPDATE",
+            )
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let Some((Some(remaining), amount, every, refilled_at, version)) = row else {
+            return Ok(None);
+        };
+        let refill = amount
+            .zip(every)
+            .map(|(a, e)| (a.max(0).cast_unsigned(), e));
+        let (lease, remaining, refilled_at) = lease_from_uses(
+            remaining.max(0).cast_unsigned(),
+            refill,
+            refilled_at,
+            version,
+            now,
+            size,
+        );
+        sqlx::query("UPDATE tokens SET remaining = $2, refilled_at = $3 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(remaining.cast_signed())
+            .bind(refilled_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(lease))
+    }
+
+    async fn return_uses(
+        &self,
+        id: &TokenId,
+        version: i64,
+        period_start: i64,
+        uses: u64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tokens SET remaining = remaining + $4 WHERE id = $1 AND remaining IS NOT NULL \
+             AND limits_version = $2 AND coalesce(refilled_at, 0) = $3",
+        )
+        .bind(id.as_str())
+        .bind(version)
+        .bind(period_start)
+        .bind(i64::try_from(uses).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn lease_rate(
+        &self,
+        id: &TokenId,
+        now: i64,
+        size: LeaseSize,
+    ) -> StoreResult<Option<Lease>> {
+        let mut tx = self.begin().await?;
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>, Option<i64>, i64)> =
+            sqlx::query_as(
+                "SELECT rate_requests, rate_per, rate_window, rate_spent, limits_version \
+             FROM tokens WHERE id = $1 FOR UPDATE",
+            )
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let Some((Some(requests), Some(per), window, spent, version)) = row else {
+            return Ok(None);
+        };
+        let (lease, window, spent) = lease_from_window(
+            requests.max(0).cast_unsigned(),
+            per,
+            window,
+            spent.map(|s| s.max(0).cast_unsigned()),
+            version,
+            now,
+            size,
+        );
+        sqlx::query("UPDATE tokens SET rate_window = $2, rate_spent = $3 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(window)
+            .bind(spent.cast_signed())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(lease))
     }
 
     async fn regenerate_token(

@@ -81,6 +81,11 @@ const MIGRATIONS: Migrations = &[
         "expiry_notices",
         include_str!("../../migrations/sqlite/0008_expiry_notices.sql"),
     ),
+    (
+        9,
+        "token_limits",
+        include_str!("../../migrations/sqlite/0009_token_limits.sql"),
+    ),
 ];
 
 /// How long a statement waits for another process's write lock before giving up.

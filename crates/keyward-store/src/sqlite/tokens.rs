@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use keyward_core::{
-    AuditEvent, KeyId, TokenHash, TokenId, TokenName, TokenRecord, TokenState, UserId,
+    AuditEvent, KeyId, Limits, TokenHash, TokenId, TokenName, TokenRecord, TokenState, UserId,
 };
 use sqlx::sqlite::SqliteConnection;
 use time::OffsetDateTime;
@@ -11,9 +11,11 @@ use super::audit::insert_audit;
 use super::feed::{log_removed_hash, log_token_hashes};
 use super::rows::{self, db_error, insert_error, unix};
 use super::{SqliteStore, direct};
+use crate::decode::LimitColumns;
 use crate::{
-    HashRecord, Lookup, Page, RETIRED_SECRETS_KEPT, Regeneration, Revocation, StoreError,
-    StoreResult, StoredHash, TokenFilter, TokenStore, Usage, audit_for,
+    HashRecord, Lease, LeaseSize, Lookup, MAX_TOKENS_REACHED, Page, RETIRED_SECRETS_KEPT,
+    Regeneration, Revocation, StoreError, StoreResult, StoredHash, TokenFilter, TokenStore, Usage,
+    audit_for, lease_from_uses, lease_from_window,
 };
 
 /// A secret's token, its owner and the secret's own validity, for
@@ -29,7 +31,13 @@ pub(super) const LOOKUP: &str = "SELECT t.*, u.name AS owner_name, u.external_id
 /// binds the same parameters in the same order.
 pub(super) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, owner, name, scopes, hint, created_at, \
      expires_at, regenerated_at, last_used_at, last_used_ip, revoked_at, revoked_by, \
-     revoke_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+     revoke_reason, allowed_ips, max_uses, remaining, refill_amount, refill_every, refilled_at, \
+     rate_requests, rate_per) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+     ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
+
+/// Tokens of owner `?1` neither revoked nor expired at `?2` (`max_tokens_per_user`).
+const LIVE_TOKENS_OF: &str = "SELECT count(*) FROM tokens WHERE owner = ?1 AND revoked_at IS NULL \
+     AND (expires_at IS NULL OR expires_at > ?2)";
 
 /// A secret hash row (shared with `direct::bulk`).
 pub(super) const INSERT_HASH: &str = "INSERT INTO token_hashes (hash, token_id, key_id, created_at, \
@@ -54,6 +62,7 @@ pub(super) async fn insert_token_row(
     conn: &mut SqliteConnection,
     token: &TokenRecord,
 ) -> StoreResult<()> {
+    let limits = LimitColumns::of(token);
     sqlx::query(INSERT_TOKEN)
         .bind(token.id.as_str())
         .bind(token.owner.as_str())
@@ -68,6 +77,14 @@ pub(super) async fn insert_token_row(
         .bind(token.revoked_at.map(unix))
         .bind(token.revoked_by.as_deref())
         .bind(token.revoke_reason.as_deref())
+        .bind(limits.allowed_ips)
+        .bind(limits.max_uses)
+        .bind(limits.remaining)
+        .bind(limits.refill_amount)
+        .bind(limits.refill_every)
+        .bind(limits.refilled_at)
+        .bind(limits.rate_requests)
+        .bind(limits.rate_per)
         .execute(conn)
         .await
         .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
@@ -150,8 +167,21 @@ impl TokenStore for SqliteStore {
         token: &TokenRecord,
         hash: &StoredHash,
         audit: &AuditEvent,
+        max_per_user: Option<u32>,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
+        // The write lock is held: no other creation can slip in between the count and the insert.
+        if let Some(cap) = max_per_user {
+            let live: i64 = sqlx::query_scalar(LIVE_TOKENS_OF)
+                .bind(token.owner.as_str())
+                .bind(unix(token.created_at))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if live >= i64::from(cap) {
+                return Err(StoreError::InvalidState(MAX_TOKENS_REACHED));
+            }
+        }
         insert_token_row(&mut tx, token).await?;
         let first = HashRecord {
             token_id: token.id.clone(),
@@ -231,6 +261,152 @@ impl TokenStore for SqliteStore {
         insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(token)
+    }
+
+    async fn set_limits(
+        &self,
+        id: &TokenId,
+        owner: Option<&UserId>,
+        limits: &Limits,
+        at: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<TokenRecord> {
+        let mut tx = self.begin_write().await?;
+        let mut token = token_in(&mut tx, id, owner)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if token.revoked_at.is_some() {
+            return Err(StoreError::InvalidState("the token is revoked"));
+        }
+        token.limits = limits.clone();
+        token.remaining = limits.max_uses;
+        token.refilled_at = limits.refill.map(|_| at);
+        let c = LimitColumns::of(&token);
+        sqlx::query(
+            "UPDATE tokens SET allowed_ips = ?2, max_uses = ?3, remaining = ?4, refill_amount = ?5, \
+             refill_every = ?6, refilled_at = ?7, rate_requests = ?8, rate_per = ?9, \
+             rate_window = NULL, rate_spent = NULL, limits_version = limits_version + 1 \
+             WHERE id = ?1",
+        )
+        .bind(id.as_str())
+        .bind(c.allowed_ips)
+        .bind(c.max_uses)
+        .bind(c.remaining)
+        .bind(c.refill_amount)
+        .bind(c.refill_every)
+        .bind(c.refilled_at)
+        .bind(c.rate_requests)
+        .bind(c.rate_per)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        // Every cache holding one of its secrets must judge by the new limits.
+        log_token_hashes(&mut tx, id, at).await?;
+        insert_audit(&mut tx, audit).await?;
+        self.commit_and_announce(tx).await?;
+        Ok(token)
+    }
+
+    async fn lease_uses(
+        &self,
+        id: &TokenId,
+        now: i64,
+        size: LeaseSize,
+    ) -> StoreResult<Option<Lease>> {
+        let mut tx = self.begin_write().await?;
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>, Option<i64>, i64)> =
+            sqlx::query_as(
+                "SELECT remaining, refill_amount, refill_every, refilled_at, limits_version \
+             FROM tokens WHERE id = ?1",
+            )
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let Some((Some(remaining), amount, every, refilled_at, version)) = row else {
+            return Ok(None);
+        };
+        let refill = amount
+            .zip(every)
+            .map(|(a, e)| (a.max(0).cast_unsigned(), e));
+        let (lease, remaining, refilled_at) = lease_from_uses(
+            remaining.max(0).cast_unsigned(),
+            refill,
+            refilled_at,
+            version,
+            now,
+            size,
+        );
+        sqlx::query("UPDATE tokens SET remaining = ?2, refilled_at = ?3 WHERE id = ?1")
+            .bind(id.as_str())
+            .bind(remaining.cast_signed())
+            .bind(refilled_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(lease))
+    }
+
+    async fn return_uses(
+        &self,
+        id: &TokenId,
+        version: i64,
+        period_start: i64,
+        uses: u64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE tokens SET remaining = remaining + ?4 WHERE id = ?1 AND remaining IS NOT NULL \
+             AND limits_version = ?2 AND coalesce(refilled_at, 0) = ?3",
+        )
+        .bind(id.as_str())
+        .bind(version)
+        .bind(period_start)
+        .bind(i64::try_from(uses).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn lease_rate(
+        &self,
+        id: &TokenId,
+        now: i64,
+        size: LeaseSize,
+    ) -> StoreResult<Option<Lease>> {
+        let mut tx = self.begin_write().await?;
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>, Option<i64>, i64)> =
+            sqlx::query_as(
+                "SELECT rate_requests, rate_per, rate_window, rate_spent, limits_version \
+             FROM tokens WHERE id = ?1",
+            )
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let Some((Some(requests), Some(per), window, spent, version)) = row else {
+            return Ok(None);
+        };
+        let (lease, window, spent) = lease_from_window(
+            requests.max(0).cast_unsigned(),
+            per,
+            window,
+            spent.map(|s| s.max(0).cast_unsigned()),
+            version,
+            now,
+            size,
+        );
+        sqlx::query("UPDATE tokens SET rate_window = ?2, rate_spent = ?3 WHERE id = ?1")
+            .bind(id.as_str())
+            .bind(window)
+            .bind(spent.cast_signed())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(lease))
     }
 
     async fn regenerate_token(

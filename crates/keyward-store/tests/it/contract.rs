@@ -319,6 +319,7 @@ pub async fn tokens_are_stored_and_read_back(db: &dyn Database) {
             &never_expires,
             &hash,
             &audit(AuditKind::TokenCreated, T0, Some(&alice.id), None),
+            None,
         )
         .await
         .unwrap();
@@ -337,6 +338,7 @@ pub async fn tokens_are_stored_and_read_back(db: &dyn Database) {
             &orphan,
             &hash,
             &audit(AuditKind::TokenCreated, T0, None, None),
+            None,
         )
         .await
         .unwrap_err();
@@ -2581,7 +2583,10 @@ async fn add_scoped_token(
     let (mut record, hash) = token_record(owner, at);
     record.scopes = keyward_core::Scopes::parse(scopes).unwrap();
     let event = audit(AuditKind::TokenCreated, at, Some(owner), Some(&record.id));
-    store.insert_token(&record, &hash, &event).await.unwrap();
+    store
+        .insert_token(&record, &hash, &event, None)
+        .await
+        .unwrap();
     record
 }
 
@@ -2594,7 +2599,10 @@ async fn add_token_expiring(
     let (mut record, hash) = token_record(owner, T0);
     record.expires_at = expires_at;
     let event = audit(AuditKind::TokenCreated, T0, Some(owner), Some(&record.id));
-    store.insert_token(&record, &hash, &event).await.unwrap();
+    store
+        .insert_token(&record, &hash, &event, None)
+        .await
+        .unwrap();
     record
 }
 

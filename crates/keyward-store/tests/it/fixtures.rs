@@ -93,6 +93,9 @@ pub fn token_record(owner: &UserId, at: OffsetDateTime) -> (TokenRecord, StoredH
         revoked_at: None,
         revoked_by: None,
         revoke_reason: None,
+        limits: keyward_core::Limits::default(),
+        remaining: None,
+        refilled_at: None,
     };
     (record, hash)
 }
@@ -105,6 +108,9 @@ pub async fn add_token(
 ) -> (TokenRecord, StoredHash) {
     let (record, hash) = token_record(owner, at);
     let event = audit(AuditKind::TokenCreated, at, Some(owner), Some(&record.id));
-    store.insert_token(&record, &hash, &event).await.unwrap();
+    store
+        .insert_token(&record, &hash, &event, None)
+        .await
+        .unwrap();
     (record, hash)
 }

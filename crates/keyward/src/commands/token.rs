@@ -28,15 +28,34 @@ pub(super) async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<ExitCode
             name,
             scopes,
             expires,
+            allow_ips,
+            max_uses,
+            refill,
+            rate_limit,
             json,
         } => {
             let owner = ctx.user(&user).await?;
             let name = TokenName::parse(&name)?;
             let scopes = Scopes::parse(&scopes)?;
             let expires = expires.as_deref().map(ExpiryRequest::parse).transpose()?;
+            let limits = keyward_core::Limits {
+                allowed_ips: allow_ips
+                    .iter()
+                    .map(|s| keyward_core::IpRange::parse(s))
+                    .collect::<Result<_, _>>()?,
+                max_uses,
+                refill: refill
+                    .as_deref()
+                    .map(keyward_core::Refill::parse)
+                    .transpose()?,
+                rate_limit: rate_limit
+                    .as_deref()
+                    .map(keyward_core::RateLimit::parse)
+                    .transpose()?,
+            };
             let issued = ctx
                 .keyward
-                .create_token(&ctx.caller, Some(&owner.id), name, scopes, expires)
+                .create_token(&ctx.caller, Some(&owner.id), name, scopes, expires, limits)
                 .await
                 .map_err(|e| describe(e, || format!("no user {}", owner.name)))?;
             show_issued(ctx, &issued, json)?;

@@ -484,13 +484,14 @@ async fn migrate_reports_what_it_applied_and_starts_log_no_postgres_notices() {
     let first = kw(dir.path(), &db, &["migrate"]);
     let text = first.ok();
     assert!(
-        text.starts_with("applied 7 migrations to postgres://"),
+        text.starts_with("applied 8 migrations to postgres://"),
         "{text}"
     );
     assert!(
         text.contains("0001_initial")
             && text.contains("0006_events")
-            && text.contains("0008_expiry_notices"),
+            && text.contains("0008_expiry_notices")
+            && text.contains("0009_token_limits"),
         "{text}"
     );
     let again = kw(dir.path(), &db, &["migrate"]);
@@ -531,7 +532,7 @@ async fn two_instances_started_at_once_on_an_empty_database_both_come_up() {
             .unwrap();
     assert_eq!(
         applied,
-        [1, 2, 3, 4, 5, 6, 8],
+        [1, 2, 3, 4, 5, 6, 8, 9],
         "one schema, each migration applied once"
     );
 }
@@ -713,5 +714,115 @@ async fn a_rotation_across_two_instances_keeps_every_token_working() {
             .await
             .unwrap();
         assert_eq!(ready.status(), 200);
+    }
+}
+
+/// A token made at the command line with extra `token create` flags.
+fn limited_token(dir: &Path, env: &[(&str, &str)], user: &str, flags: &[&str]) -> Made {
+    let _ = cli_env(dir, env, &["user", "add", user], None);
+    let mut args = vec![
+        "token",
+        "create",
+        "--user",
+        user,
+        "--name",
+        "t",
+        "--json",
+        "--scope",
+        "droplet:read",
+    ];
+    args.extend_from_slice(flags);
+    let body = cli_env(dir, env, &args, None).json();
+    Made {
+        secret: body["secret"].as_str().unwrap().to_owned(),
+        id: body["token"]["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// `POST /v1/verify` on `base` with a shared client → the answer.
+async fn verify_at(client: &reqwest::Client, base: &str, secret: &str) -> Value {
+    client
+        .post(format!("{base}/v1/verify"))
+        .json(&serde_json::json!({ "token": secret }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_accept_exactly_max_uses_and_hold_a_rate_limit_together() {
+    let Some(db) = PgDb::fresh().await else {
+        return;
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    kw(a_dir.path(), &db, &["migrate"]).ok();
+    let uses = limited_token(a_dir.path(), &db.env(), "alice", &["--max-uses", "100"]);
+    let rated = limited_token(a_dir.path(), &db.env(), "bob", &["--rate-limit", "20/10s"]);
+    let a = Server::start(a_dir.path(), &db.env());
+    let b = Server::start(b_dir.path(), &db.env());
+    let client = reqwest::Client::new();
+
+    // 300 at once, half through each instance: exactly 100 accepted.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let (client, secret) = (client.clone(), uses.secret.clone());
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        calls.spawn(async move { verify_at(&client, &base, &secret).await });
+    }
+    let mut accepted = 0;
+    let mut refused = 0;
+    while let Some(answer) = calls.join_next().await {
+        let answer = answer.unwrap();
+        if answer["active"] == true {
+            accepted += 1;
+        } else {
+            assert_eq!(answer["reason"], "usage_exceeded", "{answer}");
+            refused += 1;
+        }
+    }
+    assert_eq!((accepted, refused), (100, 200));
+
+    // 20 per 10 s across both instances, for a little over two windows of steady requests:
+    // each whole window accepts between 18 and 22.
+    let per_window = Arc::new(Mutex::new(std::collections::BTreeMap::<i64, u32>::new()));
+    let start = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for base in [a.base.clone(), b.base.clone()] {
+        for _ in 0..2 {
+            let (client, secret, base) = (client.clone(), rated.secret.clone(), base.clone());
+            let per_window = Arc::clone(&per_window);
+            senders.spawn(async move {
+                while start.elapsed() < Duration::from_secs(32) {
+                    let answer = verify_at(&client, &base, &secret).await;
+                    if answer["active"] == true {
+                        let reset = answer["ratelimit"]["reset"].as_i64().unwrap();
+                        *per_window.lock().unwrap().entry(reset).or_default() += 1;
+                    } else {
+                        assert_eq!(answer["reason"], "rate_limited", "{answer}");
+                        assert!(answer["retry_after"].as_i64().unwrap() >= 1, "{answer}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        }
+    }
+    while let Some(done) = senders.join_next().await {
+        done.unwrap();
+    }
+    let windows = per_window.lock().unwrap().clone();
+    eprintln!("accepted per 10 s window (by its end): {windows:?}");
+    // The first and last windows were only partly covered.
+    let whole: Vec<u32> = windows.values().copied().skip(1).collect();
+    let whole = &whole[..whole.len().saturating_sub(1)];
+    assert!(whole.len() >= 2, "{windows:?}");
+    for n in whole {
+        assert!((18..=22).contains(n), "{windows:?}");
     }
 }

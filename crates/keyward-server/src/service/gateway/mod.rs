@@ -7,7 +7,9 @@
 use keyward_core::{InactiveReason, Scopes, TokenRecord, format};
 use std::net::IpAddr;
 
-use super::{Action, Caller, Keyward, ServiceError, ServiceResult, Verdict, VerifiedToken};
+use super::{
+    Action, Allowance, Caller, Keyward, ServiceError, ServiceResult, Verdict, VerifiedToken,
+};
 
 mod routes;
 pub use routes::{
@@ -39,15 +41,15 @@ impl Keyward {
         bearer: Option<&str>,
         wanted: &Scopes,
         ip: Option<IpAddr>,
-        f: impl FnOnce(&VerifiedToken) -> R,
+        f: impl FnOnce(&VerifiedToken, &Allowance) -> R,
     ) -> ServiceResult<R> {
         let secret = bearer.ok_or(ServiceError::Unauthenticated(None))?;
-        match self.verify_with(secret, wanted, ip, f).await? {
+        match self.verify_limited_with(secret, wanted, ip, f).await? {
             Ok(answer) => Ok(answer),
-            Err(InactiveReason::InsufficientScope) => Err(ServiceError::MissingScope {
+            Err((InactiveReason::InsufficientScope, _)) => Err(ServiceError::MissingScope {
                 needed: wanted.to_string(),
             }),
-            Err(reason) => Err(ServiceError::Unauthenticated(Some(reason))),
+            Err((reason, allowance)) => Err(self.refusal(reason, &allowance)),
         }
     }
 

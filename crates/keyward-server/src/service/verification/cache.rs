@@ -16,16 +16,18 @@
 //! log was cut short), every miss reads the store, as before.
 
 use keyward_core::{
-    ExternalId, InactiveReason, PackedTokenId, Scopes, TokenHash, TokenId, TokenIdText, UserId,
-    UserName,
+    ExternalId, InactiveReason, IpRange, PackedTokenId, Scopes, TokenHash, TokenId, TokenIdText,
+    UserId, UserName,
 };
 use keyward_store::{Lookup, Store, StoreResult};
 use std::collections::HashSet;
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use time::OffsetDateTime;
 
+use super::budget::{Budget, Budgets};
 use super::table::{FingerprintSet, HashTable};
 use crate::service::unix_time;
 use crate::telemetry::HotCounter;
@@ -119,7 +121,7 @@ impl VerifiedToken {
 }
 
 /// One cached secret: the token it belongs to and what decides whether it works now. Stored
-/// inline in the table, 64 bytes plus its 32-byte key.
+/// inline in the table, 72 bytes plus its 32-byte key.
 #[derive(Debug)]
 pub struct CachedToken {
     token: VerifiedToken,
@@ -131,12 +133,41 @@ pub struct CachedToken {
     /// Low 32 bits of the unix second of the last use noted for batching, so a token used many
     /// times a second is noted once.
     last_noted: AtomicU32,
+    /// The token's limits, when it has any (one pointer; most tokens have none).
+    limits: Option<Arc<EntryLimits>>,
+}
+
+/// A cached token's limits: where it may be used from, and the budget its uses and requests
+/// are spent from (shared by the token's secrets).
+#[derive(Debug)]
+pub struct EntryLimits {
+    allowed_ips: Box<[IpRange]>,
+    budget: Option<Arc<Budget>>,
+}
+
+impl EntryLimits {
+    /// Whether a request from `ip` may use the token (an unknown address may not, when there is
+    /// an allowlist).
+    pub fn allows(&self, ip: Option<IpAddr>) -> bool {
+        self.allowed_ips.is_empty()
+            || ip.is_some_and(|ip| keyward_core::limits::in_any(&self.allowed_ips, ip))
+    }
+
+    /// The budget uses and requests are spent from, when the token counts either.
+    pub fn budget(&self) -> Option<&Arc<Budget>> {
+        self.budget.as_ref()
+    }
 }
 
 impl CachedToken {
     /// The token this secret belongs to.
     pub fn token(&self) -> &VerifiedToken {
         &self.token
+    }
+
+    /// The token's limits, if it has any.
+    pub fn limits(&self) -> Option<&Arc<EntryLimits>> {
+        self.limits.as_ref()
     }
 
     /// Whether the token works at `now` (unix seconds), before any scope check. Stored times
@@ -326,6 +357,7 @@ pub struct VerifyCache {
     known: Arc<KnownHashes>,
     owners: Interner<Owner>,
     scopes: Interner<Scopes>,
+    budgets: Budgets,
     synced_epoch: AtomicU64,
     cursor: tokio::sync::Mutex<i64>,
     hits: HotCounter,
@@ -347,6 +379,7 @@ impl VerifyCache {
             known: Arc::new(KnownHashes::new()),
             owners: Interner::new(),
             scopes: Interner::new(),
+            budgets: Budgets::default(),
             synced_epoch: AtomicU64::new(epoch),
             cursor: tokio::sync::Mutex::new(cursor),
             hits: HotCounter::new(metrics::counter!("keyward_cache_hits_total")),
@@ -354,6 +387,11 @@ impl VerifyCache {
             ruled_out: HotCounter::new(metrics::counter!("keyward_unknown_tokens_ruled_out_total")),
             lookups: HotCounter::new(metrics::counter!("keyward_store_lookups_total")),
         })
+    }
+
+    /// The budgets of counted tokens (uses and rate limits) this instance holds.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     /// The set of known hashes, for its loader and for metrics.
@@ -419,9 +457,16 @@ impl VerifyCache {
         } else {
             None
         };
+        let id = l.token.id.pack();
+        let limits = (!l.token.limits.is_empty()).then(|| {
+            Arc::new(EntryLimits {
+                allowed_ips: l.token.limits.allowed_ips.clone().into_boxed_slice(),
+                budget: self.budgets.get(id, l.limits_version, &l.token.limits),
+            })
+        });
         CachedToken {
             token: VerifiedToken {
-                id: l.token.id.pack(),
+                id,
                 owner: self.owners.intern(Owner {
                     id: l.token.owner,
                     name: l.owner_name,
@@ -440,6 +485,7 @@ impl VerifyCache {
                 .map_or(NEVER, OffsetDateTime::unix_timestamp),
             blocked,
             last_noted: AtomicU32::new(0),
+            limits,
         }
     }
 
@@ -498,7 +544,7 @@ mod tests {
     fn an_entry_is_small() {
         // The memory budget is 256 bytes per cached token, table overhead included.
         assert_eq!(size_of::<VerifiedToken>(), 48);
-        assert_eq!(size_of::<CachedToken>(), 64);
+        assert_eq!(size_of::<CachedToken>(), 72);
     }
 
     #[test]
@@ -541,6 +587,7 @@ mod tests {
             secret_valid_until: NEVER,
             blocked: None,
             last_noted: AtomicU32::new(0),
+            limits: None,
         };
         assert!(entry.note_use(1_800_000_001));
         assert!(!entry.note_use(1_800_000_001));

@@ -6,11 +6,13 @@
 //! never seen. Uses are noted in memory and written in batches (the `usage` module); counts and a
 //! sampled latency go to the metrics.
 
+mod budget;
 mod cache;
 mod table;
 mod usage;
 
-pub use cache::{CachedToken, KnownHashes, VerifiedToken, VerifyCache};
+pub use budget::{Allowance, LEASE_MAX, RateState};
+pub use cache::{CachedToken, EntryLimits, KnownHashes, VerifiedToken, VerifyCache};
 pub(super) use usage::UsageBatch;
 
 use keyward_core::{Actor, AuditEvent, AuditKind, InactiveReason, PackedTokenId, Scopes, format};
@@ -28,6 +30,8 @@ use crate::telemetry::HotCounter;
 pub const ROTATED_SECRET_REUSED: &str = "rotated secret reused";
 /// Who revokes it, in the record and the audit trail.
 pub const REUSE_DETECTION: &str = "keyward (reuse detection)";
+/// How many times one verification leases more of a budget before answering with the refusal.
+const LEASE_ROUNDS: u32 = 4;
 /// A replaced secret's uses are recorded at most once per token in this many seconds.
 pub(super) const REUSE_NOTED_FOR_SECS: i64 = 60;
 
@@ -42,8 +46,12 @@ pub enum Verdict {
 /// What a verification leaves to note once the cache entry is released.
 enum After {
     Nothing,
-    /// A use to record as last-used (the first this second).
-    Used(PackedTokenId, i64),
+    /// A use to record as last-used (the first this second), and maybe a budget to top up.
+    Used(PackedTokenId, i64, Option<Arc<budget::Budget>>),
+    /// A budget running low: lease its next share in the background.
+    TopUp(Arc<budget::Budget>, i64),
+    /// The budget's leased share is spent: lease more from the store, then judge again.
+    Lease(Arc<budget::Budget>, i64),
     /// An expired token was presented.
     ExpiredUse(Box<VerifiedToken>, i64),
     /// A replaced secret was presented after its grace period (reuse detection).
@@ -51,11 +59,11 @@ enum After {
 }
 
 pub(super) struct VerifyMetrics {
-    by_result: [HotCounter; 8],
+    by_result: [HotCounter; 11],
     latency: metrics::Histogram,
 }
 
-const RESULT_LABELS: [&str; 8] = [
+const RESULT_LABELS: [&str; 11] = [
     "active",
     "malformed",
     "unknown",
@@ -63,6 +71,9 @@ const RESULT_LABELS: [&str; 8] = [
     "revoked",
     "insufficient_scope",
     "owner_disabled",
+    "ip_not_allowed",
+    "usage_exceeded",
+    "rate_limited",
     "error",
 ];
 
@@ -76,22 +87,25 @@ impl VerifyMetrics {
         }
     }
 
-    fn record<R>(
+    fn record<R, A>(
         &self,
-        outcome: &ServiceResult<Result<R, InactiveReason>>,
+        outcome: &ServiceResult<Result<R, (InactiveReason, A)>>,
         took: Option<StdDuration>,
     ) {
         let i = match outcome {
             Ok(Ok(_)) => 0,
-            Ok(Err(r)) => match r {
+            Ok(Err((r, _))) => match r {
                 InactiveReason::Malformed => 1,
                 InactiveReason::Unknown => 2,
                 InactiveReason::Expired => 3,
                 InactiveReason::Revoked => 4,
                 InactiveReason::InsufficientScope => 5,
                 InactiveReason::OwnerDisabled => 6,
+                InactiveReason::IpNotAllowed => 7,
+                InactiveReason::UsageExceeded => 8,
+                InactiveReason::RateLimited => 9,
             },
-            Err(_) => 7,
+            Err(_) => 10,
         };
         self.by_result[i].increment();
         if let Some(took) = took {
@@ -125,7 +139,7 @@ impl Keyward {
     ) -> ServiceResult<Verdict> {
         Ok(
             match self
-                .verify_with(secret, wanted, ip, VerifiedToken::clone)
+                .verify_with(secret, wanted, ip, |token, _| token.clone())
                 .await?
             {
                 Ok(token) => Verdict::Active(token),
@@ -150,30 +164,47 @@ impl Keyward {
         Ok(wanted)
     }
 
-    /// [`Self::verify`], answering with what `f` makes of the active token instead of a copy of
-    /// it: on a cache hit nothing is cloned or allocated. `f` runs while the cache entry is
-    /// read-locked: it must be short (format an answer) and must not call into `Keyward`, which
-    /// could wait on that lock.
+    /// [`Self::verify`], answering with what `f` makes of the active token (and of its
+    /// [`Allowance`], when it counts uses or requests) instead of a copy of it: on a cache hit
+    /// nothing is cloned or allocated. `f` runs while the cache entry is read-locked: it must be
+    /// short (format an answer) and must not call into `Keyward`, which could wait on that lock.
     pub async fn verify_with<R>(
         &self,
         secret: &str,
         wanted: &Scopes,
         ip: Option<IpAddr>,
-        f: impl FnOnce(&VerifiedToken) -> R,
+        f: impl FnOnce(&VerifiedToken, &Allowance) -> R,
     ) -> ServiceResult<Result<R, InactiveReason>> {
-        self.verify_entry_with(secret, wanted, ip, |entry| f(entry.token()))
-            .await
+        Ok(self
+            .verify_limited_with(secret, wanted, ip, f)
+            .await?
+            .map_err(|(reason, _)| reason))
     }
 
-    /// [`Self::verify_with`], with `f` seeing the cached secret itself (whether it is rotated
-    /// out, for instance), not only its token.
+    /// [`Self::verify_with`], with a refusal's [`Allowance`] too: when a `rate_limited` or
+    /// `usage_exceeded` request may succeed again, and the rate limit's state.
+    pub async fn verify_limited_with<R>(
+        &self,
+        secret: &str,
+        wanted: &Scopes,
+        ip: Option<IpAddr>,
+        f: impl FnOnce(&VerifiedToken, &Allowance) -> R,
+    ) -> ServiceResult<Result<R, (InactiveReason, Allowance)>> {
+        self.verify_entry_with(secret, wanted, ip, |entry, allowance| {
+            f(entry.token(), allowance)
+        })
+        .await
+    }
+
+    /// [`Self::verify_limited_with`], with `f` seeing the cached secret itself (whether it is
+    /// rotated out, for instance), not only its token.
     pub(super) async fn verify_entry_with<R>(
         &self,
         secret: &str,
         wanted: &Scopes,
         ip: Option<IpAddr>,
-        f: impl FnOnce(&CachedToken) -> R,
-    ) -> ServiceResult<Result<R, InactiveReason>> {
+        f: impl FnOnce(&CachedToken, &Allowance) -> R,
+    ) -> ServiceResult<Result<R, (InactiveReason, Allowance)>> {
         let start = latency_sample().then(Instant::now);
         let outcome = self.verify_uninstrumented(secret, wanted, ip, f).await;
         self.metrics.record(&outcome, start.map(|s| s.elapsed()));
@@ -185,21 +216,92 @@ impl Keyward {
         secret: &str,
         wanted: &Scopes,
         ip: Option<IpAddr>,
-        f: impl FnOnce(&CachedToken) -> R,
-    ) -> ServiceResult<Result<R, InactiveReason>> {
+        f: impl FnOnce(&CachedToken, &Allowance) -> R,
+    ) -> ServiceResult<Result<R, (InactiveReason, Allowance)>> {
         // Refused before any lookup: a typo or a random string never costs a hash or a query.
         if format::validate(secret).is_err() {
-            return Ok(Err(InactiveReason::Malformed));
+            return Ok(Err((InactiveReason::Malformed, Allowance::default())));
         }
+        let mut f = Some(f);
+        let mut leases = 0;
+        loop {
+            let Some((answer, after)) = self.judge_secret(secret, wanted, ip, &mut f).await? else {
+                return Ok(Err((InactiveReason::Unknown, Allowance::default())));
+            };
+            // Bookkeeping after the entry's lock is released: it takes locks of its own.
+            match after {
+                After::Nothing => {}
+                After::Used(id, now, top_up) => {
+                    self.usage.note(id, unix_time(now), ip);
+                    if let Some(budget) = top_up {
+                        self.top_up(budget, now);
+                    }
+                }
+                After::TopUp(budget, now) => self.top_up(budget, now),
+                After::ExpiredUse(token, now) => self.note_expired_use(&token, ip, unix_time(now)),
+                After::RetiredUse(token, now) => self.note_retired_use(&token, ip, unix_time(now)),
+                // This instance's share of the budget is spent: lease more, then judge again
+                // (other verifications may spend the new share first; after a few rounds the
+                // answer is the refusal, which spends nothing).
+                After::Lease(budget, now) if leases < LEASE_ROUNDS => {
+                    leases += 1;
+                    budget.lease(self.store.as_ref(), now, false).await?;
+                    continue;
+                }
+                After::Lease(..) => {}
+            }
+            return Ok(match answer {
+                Ok(Some(answer)) => Ok(answer),
+                // `f` is taken only by the answer that ends the loop.
+                Ok(None) => Err((InactiveReason::Unknown, Allowance::default())),
+                Err(refused) => Err(refused),
+            });
+        }
+    }
+
+    /// The error for a token refused when it authenticates a request (the API's bearer, forward
+    /// -auth): a limit's refusal says when to come back; any other is unauthenticated.
+    pub(super) fn refusal(&self, reason: InactiveReason, allowance: &Allowance) -> ServiceError {
+        match reason {
+            InactiveReason::IpNotAllowed
+            | InactiveReason::UsageExceeded
+            | InactiveReason::RateLimited => ServiceError::Limited {
+                reason,
+                retry_after: allowance.retry_after(reason, self.clock.now_unix()),
+                rate: allowance.rate.map(Box::new),
+            },
+            reason => ServiceError::Unauthenticated(Some(reason)),
+        }
+    }
+
+    /// Leases the next share of a running-low budget in the background.
+    fn top_up(&self, budget: Arc<budget::Budget>, now: i64) {
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            if let Err(e) = budget.lease(store.as_ref(), now, true).await {
+                tracing::warn!(error = %e, "could not lease a token's next uses ahead of time");
+            }
+        });
+    }
+
+    /// Looks `secret` up (under the current key, then each older key of the ring) and judges
+    /// it; `None` when no token has it.
+    async fn judge_secret<R, F: FnOnce(&CachedToken, &Allowance) -> R>(
+        &self,
+        secret: &str,
+        wanted: &Scopes,
+        ip: Option<IpAddr>,
+        f: &mut Option<F>,
+    ) -> ServiceResult<Option<(Result<Option<R>, (InactiveReason, Allowance)>, After)>> {
         let ring = self.ring();
         let hash = ring.current().hash_str(secret);
         let judge = |entry: &CachedToken| {
             // Read here, not before a possible store read, so a slow miss judges at the time
             // it answers.
             let now = self.clock.now_unix();
-            match Self::judge(entry, wanted, now) {
-                Ok(after) => (Ok(f(entry)), after),
-                Err((reason, after)) => (Err(reason), after),
+            match Self::judge(entry, wanted, ip, now) {
+                Ok((allowance, after)) => (Ok(f.take().map(|f| f(entry, &allowance))), after),
+                Err((reason, allowance, after)) => (Err((reason, allowance)), after),
             }
         };
         let judged = match self
@@ -223,7 +325,7 @@ impl Keyward {
                         Ok(judged) => {
                             if !matches!(
                                 judged.0,
-                                Err(InactiveReason::Revoked | InactiveReason::Expired)
+                                Err((InactiveReason::Revoked | InactiveReason::Expired, _))
                             ) {
                                 // The plaintext is in hand: move the secret to the current key.
                                 self.rekey(old, hash, ring.current().key_id());
@@ -238,44 +340,75 @@ impl Keyward {
             }
             Err(_) => None,
         };
-        drop(ring);
-        let Some((answer, after)) = judged else {
-            return Ok(Err(InactiveReason::Unknown));
-        };
-        // Bookkeeping after the entry's lock is released: it takes locks of its own.
-        match after {
-            After::Nothing => {}
-            After::Used(id, now) => self.usage.note(id, unix_time(now), ip),
-            After::ExpiredUse(token, now) => self.note_expired_use(&token, ip, unix_time(now)),
-            After::RetiredUse(token, now) => self.note_retired_use(&token, ip, unix_time(now)),
-        }
-        Ok(answer)
+        Ok(judged)
     }
 
-    /// Whether the token behind `entry` grants `wanted` at `now`, and what to note about it.
+    /// Whether the token behind `entry` grants `wanted` to a request from `ip` at `now`, and
+    /// what to note about it. Limits are judged last, and spend only when everything else
+    /// allows the request: a refused request consumes nothing.
     fn judge(
         entry: &CachedToken,
         wanted: &Scopes,
+        ip: Option<IpAddr>,
         now: i64,
-    ) -> Result<After, (InactiveReason, After)> {
+    ) -> Result<(Allowance, After), (InactiveReason, Allowance, After)> {
+        let refuse = |reason| Err((reason, Allowance::default(), After::Nothing));
         match entry.state_at(now) {
-            Err(InactiveReason::Expired) => Err((
-                InactiveReason::Expired,
-                After::ExpiredUse(Box::new(entry.token().clone()), now),
-            )),
-            // Only past the other answers, so a live token's verification never gets here.
-            Err(InactiveReason::Revoked) if entry.retired(now) => Err((
-                InactiveReason::Revoked,
-                After::RetiredUse(Box::new(entry.token().clone()), now),
-            )),
-            Err(reason) => Err((reason, After::Nothing)),
-            Ok(()) if !entry.token().scopes().covers_all(wanted) => {
-                Err((InactiveReason::InsufficientScope, After::Nothing))
+            Err(InactiveReason::Expired) => {
+                return Err((
+                    InactiveReason::Expired,
+                    Allowance::default(),
+                    After::ExpiredUse(Box::new(entry.token().clone()), now),
+                ));
             }
-            // Only a successful presentation counts as a use.
-            Ok(()) if entry.note_use(now) => Ok(After::Used(entry.token().id_packed(), now)),
-            Ok(()) => Ok(After::Nothing),
+            // Only past the other answers, so a live token's verification never gets here.
+            Err(InactiveReason::Revoked) if entry.retired(now) => {
+                return Err((
+                    InactiveReason::Revoked,
+                    Allowance::default(),
+                    After::RetiredUse(Box::new(entry.token().clone()), now),
+                ));
+            }
+            Err(reason) => return refuse(reason),
+            Ok(()) if !entry.token().scopes().covers_all(wanted) => {
+                return refuse(InactiveReason::InsufficientScope);
+            }
+            Ok(()) => {}
         }
+        let mut allowance = Allowance::default();
+        let mut prefetch = None;
+        if let Some(limits) = entry.limits() {
+            if !limits.allows(ip) {
+                return refuse(InactiveReason::IpNotAllowed);
+            }
+            if let Some(budget) = limits.budget() {
+                match budget.try_spend(now) {
+                    budget::Spend::Spent(spent, top_up) => {
+                        allowance = spent;
+                        prefetch = top_up.then(|| Arc::clone(budget));
+                    }
+                    budget::Spend::Refused(reason, state) => {
+                        return Err((reason, state, After::Nothing));
+                    }
+                    budget::Spend::Lease => {
+                        return Err((
+                            InactiveReason::UsageExceeded,
+                            Allowance::default(),
+                            After::Lease(Arc::clone(budget), now),
+                        ));
+                    }
+                }
+            }
+        }
+        // Only a successful presentation counts as a use.
+        let after = if entry.note_use(now) {
+            After::Used(entry.token().id_packed(), now, prefetch)
+        } else if let Some(budget) = prefetch {
+            After::TopUp(budget, now)
+        } else {
+            After::Nothing
+        };
+        Ok((allowance, after))
     }
 
     fn note_expired_use(&self, token: &VerifiedToken, ip: Option<IpAddr>, now: OffsetDateTime) {
@@ -394,5 +527,11 @@ impl Keyward {
     /// Writes the noted uses to the store (called every few seconds and at shutdown).
     pub async fn flush_usage(&self) -> StoreResult<usize> {
         self.usage.flush(self.store.as_ref()).await
+    }
+
+    /// Gives the uses this instance leased and did not spend back to the store (at shutdown,
+    /// after the last verification). Returns how many tokens had a budget here.
+    pub async fn give_back_leases(&self) -> usize {
+        self.cache.budgets().give_back(self.store.as_ref()).await
     }
 }

@@ -15,6 +15,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use std::path::Path;
 
 use super::lite_error;
+use crate::decode::LimitColumns;
 use crate::sqlite::BUSY_TIMEOUT;
 use crate::sqlite::audit::INSERT_AUDIT;
 use crate::sqlite::backup::OCCUPIED;
@@ -98,6 +99,7 @@ fn insert_tokens(tx: &Connection, snapshot: &Snapshot, progress: &dyn Progress) 
     let mut insert = tx.prepare_cached(INSERT_TOKEN).map_err(lite_error)?;
     for token in &snapshot.tokens {
         go_on(progress)?;
+        let limits = LimitColumns::of(token);
         insert
             .execute(params![
                 token.id.as_str(),
@@ -113,6 +115,14 @@ fn insert_tokens(tx: &Connection, snapshot: &Snapshot, progress: &dyn Progress) 
                 token.revoked_at.map(unix),
                 token.revoked_by.as_deref(),
                 token.revoke_reason.as_deref(),
+                limits.allowed_ips,
+                limits.max_uses,
+                limits.remaining,
+                limits.refill_amount,
+                limits.refill_every,
+                limits.refilled_at,
+                limits.rate_requests,
+                limits.rate_per,
             ])
             .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
         progress.advance(1);
@@ -245,6 +255,9 @@ mod tests {
             revoked_at: None,
             revoked_by: None,
             revoke_reason: None,
+            limits: keyward_core::Limits::default(),
+            remaining: None,
+            refilled_at: None,
         };
         let event = AuditEvent {
             at: T0,
