@@ -283,7 +283,7 @@ fn limited_setup(
     };
     let op = Caller::operator("bench");
     let scopes = Scopes::parse(&["droplet:read"]).unwrap();
-    let mut make = |limits: &keyward_core::Limits| -> Vec<String> {
+    let make = |limits: &keyward_core::Limits| -> Vec<String> {
         (0..LIMITED)
             .map(|_| {
                 let issued = rt
