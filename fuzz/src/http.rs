@@ -52,8 +52,8 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use base64::Engine as _;
 use keyward_core::{
-    ManualClock, Prefix, Scopes, ServerKey, TokenHasher, TokenName, TokenSecret, UserId, UserName,
-    format,
+    Limits, ManualClock, Prefix, Scopes, ServerKey, TokenHasher, TokenName, TokenSecret, UserId,
+    UserName, format,
 };
 use keyward_server::service::{ForwardAuthRoute, ForwardAuthRoutes, UserRequest};
 use keyward_server::{Caller, Keyward, Settings};
@@ -361,6 +361,7 @@ impl World {
                     TokenName::parse("fixture").expect("a token name"),
                     Scopes::parse(scopes).expect("the fixture's scopes parse"),
                     None,
+                    Limits::default(),
                 )
                 .await
                 .expect("a fixture token");
