@@ -144,10 +144,15 @@ impl Maintenance for PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
-        let tokens = sqlx::query("SELECT * FROM tokens ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        let tokens = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            token_from!(),
+            "ORDER BY t.id"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
         let hashes = sqlx::query("SELECT * FROM token_hashes ORDER BY token_id, hash")
             .fetch_all(&mut *tx)
             .await

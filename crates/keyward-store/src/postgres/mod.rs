@@ -25,6 +25,41 @@ use std::time::Duration;
 use crate::migrate::{self, AppliedMigration, Migrations};
 use crate::{StoreError, StoreResult};
 
+/// The columns `decode::token` reads, from `tokens t` and its limits `l` (joined by
+/// [`token_from!`]). Named one by one, never `*`: a prepared statement that selects `*` fails
+/// ("cached plan must not change result type") once a migration adds a column, and several
+/// releases serve one database during a rolling upgrade.
+macro_rules! token_columns {
+    () => {
+        "t.id, t.owner, t.name, t.scopes, t.hint, t.created_at, t.expires_at, t.regenerated_at, \
+         t.last_used_at, t.last_used_ip, t.revoked_at, t.revoked_by, t.revoke_reason, \
+         l.allowed_ips, l.max_uses, l.remaining, l.refill_amount, l.refill_every, l.refilled_at, \
+         l.rate_requests, l.rate_per, coalesce(l.version, 0) AS limits_version"
+    };
+}
+
+/// `tokens t` with its limits `l`, for [`token_columns!`]: a token without a `token_limits`
+/// row has none.
+macro_rules! token_from {
+    () => {
+        " FROM tokens t LEFT JOIN token_limits l ON l.token_id = t.id "
+    };
+}
+
+/// The statement `$update` on `tokens` (an `UPDATE` without `RETURNING`) answering the
+/// updated tokens as [`token_columns!`].
+macro_rules! returning_token {
+    ($($update:tt)+) => {
+        concat!(
+            "WITH t AS (",
+            $($update)+,
+            " RETURNING *) SELECT ",
+            token_columns!(),
+            " FROM t LEFT JOIN token_limits l ON l.token_id = t.id"
+        )
+    };
+}
+
 mod audit;
 mod backup;
 mod events;

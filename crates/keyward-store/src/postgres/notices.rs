@@ -11,12 +11,16 @@ use crate::{NoticeStore, StoreResult};
 
 /// Tokens due for notice `$1`, expiring in `($2, $3]`: a range of the partial index on the
 /// expiry, each checked against the notices' primary key.
-const DUE: &str = "SELECT t.* FROM tokens t \
-     WHERE t.revoked_at IS NULL AND t.expires_at IS NOT NULL \
+const DUE: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    token_from!(),
+    "WHERE t.revoked_at IS NULL AND t.expires_at IS NOT NULL \
      AND t.expires_at > $2 AND t.expires_at <= $3 \
      AND NOT EXISTS (SELECT 1 FROM token_notices n \
          WHERE n.token_id = t.id AND n.notice = $1 AND n.expires_at = t.expires_at) \
-     ORDER BY t.expires_at LIMIT $4";
+     ORDER BY t.expires_at LIMIT $4"
+);
 
 /// Records notice `$2` for token `$1` if it still expires at `$3` and is not revoked. Two
 /// instances inserting the same notice: the second waits for the first to commit, then inserts

@@ -27,9 +27,19 @@ pub(super) async fn token_in(
     lock: bool,
 ) -> StoreResult<Option<TokenRecord>> {
     let sql = if lock {
-        "SELECT * FROM tokens WHERE id = $1 AND ($2::text IS NULL OR owner = $2) FOR UPDATE"
+        concat!(
+            "SELECT ",
+            token_columns!(),
+            token_from!(),
+            "WHERE t.id = $1 AND ($2::text IS NULL OR t.owner = $2) FOR UPDATE OF t"
+        )
     } else {
-        "SELECT * FROM tokens WHERE id = $1 AND ($2::text IS NULL OR owner = $2)"
+        concat!(
+            "SELECT ",
+            token_columns!(),
+            token_from!(),
+            "WHERE t.id = $1 AND ($2::text IS NULL OR t.owner = $2)"
+        )
     };
     let row = sqlx::query(sql)
         .bind(id.as_str())
@@ -44,13 +54,10 @@ pub(super) async fn insert_token_row(
     conn: &mut PgConnection,
     token: &TokenRecord,
 ) -> StoreResult<()> {
-    let limits = LimitColumns::of(token);
     sqlx::query(
         "INSERT INTO tokens (id, owner, name, scopes, hint, created_at, expires_at, regenerated_at, \
-         last_used_at, last_used_ip, revoked_at, revoked_by, revoke_reason, allowed_ips, max_uses, \
-         remaining, refill_amount, refill_every, refilled_at, rate_requests, rate_per) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21)",
+         last_used_at, last_used_ip, revoked_at, revoked_by, revoke_reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(token.id.as_str())
     .bind(token.owner.as_str())
@@ -65,7 +72,35 @@ pub(super) async fn insert_token_row(
     .bind(token.revoked_at.map(unix))
     .bind(token.revoked_by.as_deref())
     .bind(token.revoke_reason.as_deref())
-    .bind(limits.allowed_ips)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
+    let limits = LimitColumns::of(token);
+    if !limits.is_empty() {
+        write_limits(conn, &token.id, &limits, 0).await?;
+    }
+    Ok(())
+}
+
+/// Sets `id`'s limits to `limits`, with the next version and the rate window restarted: a
+/// first row (at `first_version`) for a token that had none.
+async fn write_limits(
+    conn: &mut PgConnection,
+    id: &TokenId,
+    limits: &LimitColumns,
+    first_version: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO token_limits (token_id, allowed_ips, max_uses, remaining, refill_amount, \
+         refill_every, refilled_at, rate_requests, rate_per, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (token_id) DO UPDATE SET allowed_ips = $2, max_uses = $3, remaining = $4, \
+         refill_amount = $5, refill_every = $6, refilled_at = $7, rate_requests = $8, \
+         rate_per = $9, rate_window = NULL, rate_spent = NULL, \
+         version = token_limits.version + 1",
+    )
+    .bind(id.as_str())
+    .bind(limits.allowed_ips.as_deref())
     .bind(limits.max_uses)
     .bind(limits.remaining)
     .bind(limits.refill_amount)
@@ -73,9 +108,10 @@ pub(super) async fn insert_token_row(
     .bind(limits.refilled_at)
     .bind(limits.rate_requests)
     .bind(limits.rate_per)
+    .bind(first_version)
     .execute(conn)
     .await
-    .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
+    .map_err(|e| insert_error(e, || format!("limits of token {id}")))?;
     Ok(())
 }
 
@@ -211,20 +247,34 @@ impl TokenStore for PgStore {
     ) -> StoreResult<Vec<TokenRecord>> {
         // One static statement per shape, so each uses its index instead of a catch-all plan.
         let query = match (owner, &page.after) {
-            (Some(owner), Some(after)) => sqlx::query(
-                "SELECT * FROM tokens WHERE owner = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-            )
+            (Some(owner), Some(after)) => sqlx::query(concat!(
+                "SELECT ",
+                token_columns!(),
+                token_from!(),
+                "WHERE t.owner = $1 AND t.id < $2 ORDER BY t.id DESC LIMIT $3"
+            ))
             .bind(owner.as_str())
             .bind(after.as_str()),
-            (Some(owner), None) => {
-                sqlx::query("SELECT * FROM tokens WHERE owner = $1 ORDER BY id DESC LIMIT $2")
-                    .bind(owner.as_str())
-            }
-            (None, Some(after)) => {
-                sqlx::query("SELECT * FROM tokens WHERE id < $1 ORDER BY id DESC LIMIT $2")
-                    .bind(after.as_str())
-            }
-            (None, None) => sqlx::query("SELECT * FROM tokens ORDER BY id DESC LIMIT $1"),
+            (Some(owner), None) => sqlx::query(concat!(
+                "SELECT ",
+                token_columns!(),
+                token_from!(),
+                "WHERE t.owner = $1 ORDER BY t.id DESC LIMIT $2"
+            ))
+            .bind(owner.as_str()),
+            (None, Some(after)) => sqlx::query(concat!(
+                "SELECT ",
+                token_columns!(),
+                token_from!(),
+                "WHERE t.id < $1 ORDER BY t.id DESC LIMIT $2"
+            ))
+            .bind(after.as_str()),
+            (None, None) => sqlx::query(concat!(
+                "SELECT ",
+                token_columns!(),
+                token_from!(),
+                "ORDER BY t.id DESC LIMIT $1"
+            )),
         };
         let rows = query
             .bind(i64::from(page.limit))
@@ -242,9 +292,9 @@ impl TokenStore for PgStore {
         audit: &AuditEvent,
     ) -> StoreResult<TokenRecord> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query(
-            "UPDATE tokens SET name = $3 WHERE id = $1 AND ($2::text IS NULL OR owner = $2) RETURNING *",
-        )
+        let row = sqlx::query(returning_token!(
+            "UPDATE tokens SET name = $3 WHERE id = $1 AND ($2::text IS NULL OR owner = $2)"
+        ))
         .bind(id.as_str())
         .bind(owner.map(UserId::as_str))
         .bind(name.as_str())
@@ -279,25 +329,8 @@ impl TokenStore for PgStore {
         token.limits = limits.clone();
         token.remaining = limits.max_uses;
         token.refilled_at = limits.refill.map(|_| at);
-        let c = LimitColumns::of(&token);
-        sqlx::query(
-            "UPDATE tokens SET allowed_ips = $2, max_uses = $3, remaining = $4, refill_amount = $5, \
-             refill_every = $6, refilled_at = $7, rate_requests = $8, rate_per = $9, \
-             rate_window = NULL, rate_spent = NULL, limits_version = limits_version + 1 \
-             WHERE id = $1",
-        )
-        .bind(id.as_str())
-        .bind(c.allowed_ips)
-        .bind(c.max_uses)
-        .bind(c.remaining)
-        .bind(c.refill_amount)
-        .bind(c.refill_every)
-        .bind(c.refilled_at)
-        .bind(c.rate_requests)
-        .bind(c.rate_per)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        // A token without limits so far had version 0: its first are version 1.
+        write_limits(&mut tx, id, &LimitColumns::of(&token), 1).await?;
         // Every cache holding one of its secrets must judge by the new limits.
         let seq = log_token_hashes(&mut tx, id, at).await?;
         insert_audit(&mut tx, audit).await?;
@@ -315,8 +348,8 @@ impl TokenStore for PgStore {
         // The row lock makes leases of one token take turns across instances.
         let row: Option<(Option<i64>, Option<i64>, Option<i64>, Option<i64>, i64)> =
             sqlx::query_as(
-                "SELECT remaining, refill_amount, refill_every, refilled_at, limits_version \
-             FROM tokens WHERE id = $1 FOR UPDATE",
+                "SELECT remaining, refill_amount, refill_every, refilled_at, version \
+                 FROM token_limits WHERE token_id = $1 FOR UPDATE",
             )
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
@@ -336,7 +369,7 @@ impl TokenStore for PgStore {
             now,
             size,
         );
-        sqlx::query("UPDATE tokens SET remaining = $2, refilled_at = $3 WHERE id = $1")
+        sqlx::query("UPDATE token_limits SET remaining = $2, refilled_at = $3 WHERE token_id = $1")
             .bind(id.as_str())
             .bind(remaining.cast_signed())
             .bind(refilled_at)
@@ -355,8 +388,8 @@ impl TokenStore for PgStore {
         uses: u64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE tokens SET remaining = remaining + $4 WHERE id = $1 AND remaining IS NOT NULL \
-             AND limits_version = $2 AND coalesce(refilled_at, 0) = $3",
+            "UPDATE token_limits SET remaining = remaining + $4 WHERE token_id = $1 \
+             AND remaining IS NOT NULL AND version = $2 AND coalesce(refilled_at, 0) = $3",
         )
         .bind(id.as_str())
         .bind(version)
@@ -377,8 +410,8 @@ impl TokenStore for PgStore {
         let mut tx = self.begin().await?;
         let row: Option<(Option<i64>, Option<i64>, Option<i64>, Option<i64>, i64)> =
             sqlx::query_as(
-                "SELECT rate_requests, rate_per, rate_window, rate_spent, limits_version \
-             FROM tokens WHERE id = $1 FOR UPDATE",
+                "SELECT rate_requests, rate_per, rate_window, rate_spent, version \
+                 FROM token_limits WHERE token_id = $1 FOR UPDATE",
             )
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
@@ -396,13 +429,15 @@ impl TokenStore for PgStore {
             now,
             size,
         );
-        sqlx::query("UPDATE tokens SET rate_window = $2, rate_spent = $3 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(window)
-            .bind(spent.cast_signed())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        sqlx::query(
+            "UPDATE token_limits SET rate_window = $2, rate_spent = $3 WHERE token_id = $1",
+        )
+        .bind(id.as_str())
+        .bind(window)
+        .bind(spent.cast_signed())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(lease))
     }
@@ -451,9 +486,9 @@ impl TokenStore for PgStore {
         for row in &dropped {
             log_removed_hash(&mut tx, &rows::hash(row, "hash")?, regen.at).await?;
         }
-        let row = sqlx::query(
-            "UPDATE tokens SET hint = $2, expires_at = $3, regenerated_at = $4 WHERE id = $1 RETURNING *",
-        )
+        let row = sqlx::query(returning_token!(
+            "UPDATE tokens SET hint = $2, expires_at = $3, regenerated_at = $4 WHERE id = $1"
+        ))
         .bind(id.as_str())
         .bind(regen.new_hint.as_str())
         .bind(regen.new_expires_at.map(unix))
@@ -478,10 +513,10 @@ impl TokenStore for PgStore {
         let mut tx = self.begin().await?;
         // A concurrent revocation holds the row until it commits; this statement then re-checks
         // `revoked_at` on the committed row and updates nothing.
-        let row = sqlx::query(
+        let row = sqlx::query(returning_token!(
             "UPDATE tokens SET revoked_at = $3, revoked_by = $4, revoke_reason = $5 \
-             WHERE id = $1 AND ($2::text IS NULL OR owner = $2) AND revoked_at IS NULL RETURNING *",
-        )
+             WHERE id = $1 AND ($2::text IS NULL OR owner = $2) AND revoked_at IS NULL"
+        ))
         .bind(id.as_str())
         .bind(owner.map(UserId::as_str))
         .bind(unix(revocation.at))
@@ -538,12 +573,11 @@ impl TokenStore for PgStore {
         revocation: &Revocation,
         audit: &[AuditEvent],
     ) -> StoreResult<Vec<TokenRecord>> {
-        let sql = concat!(
+        let sql = returning_token!(concat!(
             "UPDATE tokens SET revoked_at = $10, revoked_by = $11, revoke_reason = $12 ",
             "WHERE id = $9 AND ",
-            matches_filter!(),
-            " RETURNING *"
-        );
+            matches_filter!()
+        ));
         let mut tx = self.begin().await?;
         let mut revoked = Vec::new();
         let mut last_seq = None;
@@ -588,13 +622,15 @@ impl TokenStore for PgStore {
     }
 
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
-        let found = sqlx::query(
-            "SELECT t.*, u.name AS owner_name, u.external_id AS owner_external_id, \
+        let found = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            ", u.name AS owner_name, u.external_id AS owner_external_id, \
              u.is_admin AS owner_admin, u.disabled_at AS owner_disabled_at, \
              h.valid_until AS secret_valid_until, h.created_at AS secret_created_at \
              FROM token_hashes h JOIN tokens t ON t.id = h.token_id JOIN users u ON u.id = t.owner \
-             WHERE h.hash = $1",
-        )
+             LEFT JOIN token_limits l ON l.token_id = t.id WHERE h.hash = $1"
+        ))
         .bind(hash.0.to_vec())
         .fetch_optional(&self.pool);
         let row = bounded(async { found.await.map_err(db_error) }).await?;
