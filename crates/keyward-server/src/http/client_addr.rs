@@ -3,10 +3,10 @@
 //!
 //! Anyone can send `X-Forwarded-For`, so a forwarding header proves something only when a
 //! trusted proxy passes it on: from any other peer the headers are ignored and the peer is the
-//! client. From a trusted peer one header is read, the first present of `Forwarded` (RFC 7239),
-//! `X-Forwarded-For` and `X-Real-IP`. Its addresses are a chain of hops: the client first, then
-//! each proxy appends the address it received the request from, and the peer itself is the last
-//! hop. Walking from the right, an address in a trusted range is a proxy of the deployment and
+//! client. From a trusted peer the forwarding headers are read: `Forwarded` (RFC 7239),
+//! `X-Forwarded-For` and `X-Real-IP`. Each header's addresses are a chain of hops: the client
+//! first, then each proxy appends the address it received the request from, and the peer itself
+//! is the last hop. Walking from the right, an address in a trusted range is a proxy of the deployment and
 //! is passed over; the first that is not is the client. Everything left of it was written by
 //! that client (or by proxies the deployment does not run) and may be forged, so it is never
 //! read.
@@ -15,7 +15,9 @@
 //! element without `for`, text that is not an address, a second `X-Real-IP` — reached before the
 //! client is found makes the client unknown (`None`), never the next address along: a token's
 //! address allowlist refuses an unknown client. When every hop is trusted the client is the
-//! left-most (a request made from inside the deployment).
+//! left-most (a request made from inside the deployment). When more than one of the headers
+//! arrives, each must name the same client, or the client is unknown: a proxy that sets one
+//! header and passes on another the client wrote must not let the client choose which is read.
 
 use axum::extract::ConnectInfo;
 use axum::http::header::FORWARDED;
@@ -96,9 +98,27 @@ pub(crate) fn client_addr(
     if !in_any(trusted, peer) {
         return Some(peer);
     }
-    let Some(hops) = forwarded_hops(headers) else {
-        return Some(peer);
-    };
+    let mut named = None;
+    for hops in [
+        forwarded_hops(headers),
+        x_forwarded_for_hops(headers),
+        x_real_ip_hops(headers),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let client = client_of(hops, trusted, peer);
+        if named.is_some_and(|other| other != client) {
+            return None;
+        }
+        named = Some(client);
+    }
+    named.unwrap_or(Some(peer))
+}
+
+/// The client a chain of `hops` names: the right-most hop outside `trusted`, or the left-most
+/// when every hop is trusted; `None` when a hop reached before it names no address.
+fn client_of(hops: Vec<Option<IpAddr>>, trusted: &[IpRange], peer: IpAddr) -> Option<IpAddr> {
     let mut leftmost = peer;
     for hop in hops.into_iter().rev() {
         let addr = canonical(hop?);
@@ -110,44 +130,57 @@ pub(crate) fn client_addr(
     Some(leftmost)
 }
 
-/// The hops named by the first forwarding header present, left to right, `None` for a hop
-/// that names no address; `None` when no forwarding header was sent. Lines of one header are
-/// one list, in the order they arrived (RFC 9110 §5.3); a header that names no hop at all is
-/// one hop that names no address.
+/// The hops a forwarding header names, left to right (`None` for a hop that names no address),
+/// or `None` when it was not sent. Lines of one header are one list, in the order they arrived
+/// (RFC 9110 §5.3); a header that names no hop at all is one hop that names no address.
+fn hops_or_unknown(hops: Vec<Option<IpAddr>>) -> Vec<Option<IpAddr>> {
+    if hops.is_empty() { vec![None] } else { hops }
+}
+
+/// The hops of `Forwarded` (see [`hops_or_unknown`]).
 fn forwarded_hops(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
+    if !headers.contains_key(FORWARDED) {
+        return None;
+    }
     let mut hops = Vec::new();
-    if headers.contains_key(FORWARDED) {
-        for line in &headers.get_all(FORWARDED) {
-            for element in split_unquoted(line.as_bytes(), b',') {
-                // Empty list elements are not elements (RFC 9110 §5.6.1).
-                if !element.trim_ascii().is_empty() {
-                    hops.push(forwarded_for(element));
-                }
+    for line in &headers.get_all(FORWARDED) {
+        for element in split_unquoted(line.as_bytes(), b',') {
+            // Empty list elements are not elements (RFC 9110 §5.6.1).
+            if !element.trim_ascii().is_empty() {
+                hops.push(forwarded_for(element));
             }
         }
-    } else if headers.contains_key(&X_FORWARDED_FOR) {
-        for line in &headers.get_all(&X_FORWARDED_FOR) {
-            for element in line.as_bytes().split(|&b| b == b',') {
-                let element = element.trim_ascii();
-                if !element.is_empty() {
-                    hops.push(node(element, Syntax::Lenient));
-                }
+    }
+    Some(hops_or_unknown(hops))
+}
+
+/// The hops of `X-Forwarded-For` (see [`hops_or_unknown`]).
+fn x_forwarded_for_hops(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        return None;
+    }
+    let mut hops = Vec::new();
+    for line in &headers.get_all(&X_FORWARDED_FOR) {
+        for element in line.as_bytes().split(|&b| b == b',') {
+            let element = element.trim_ascii();
+            if !element.is_empty() {
+                hops.push(node(element, Syntax::Lenient));
             }
         }
-    } else {
-        let mut lines = headers.get_all(&X_REAL_IP).into_iter();
-        let first = lines.next()?;
-        // Two copies: which one the proxy wrote is anyone's guess.
-        let hop = match lines.next() {
-            Some(_) => None,
-            None => node(first.as_bytes().trim_ascii(), Syntax::Lenient),
-        };
-        hops.push(hop);
     }
-    if hops.is_empty() {
-        hops.push(None);
-    }
-    Some(hops)
+    Some(hops_or_unknown(hops))
+}
+
+/// The one hop of `X-Real-IP` (see [`hops_or_unknown`]).
+fn x_real_ip_hops(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
+    let mut lines = headers.get_all(&X_REAL_IP).into_iter();
+    let first = lines.next()?;
+    // Two copies: which one the proxy wrote is anyone's guess.
+    let hop = match lines.next() {
+        Some(_) => None,
+        None => node(first.as_bytes().trim_ascii(), Syntax::Lenient),
+    };
+    Some(vec![hop])
 }
 
 /// The address of one `Forwarded` element's `for` parameter (RFC 7239 §4); `None` when the
@@ -455,15 +488,38 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_wins_over_x_forwarded_for_and_that_over_x_real_ip() {
-        let all = [
+    fn each_forwarding_header_is_read_alone_and_together_they_must_agree() {
+        let apart = [
             ("x-real-ip", "198.51.100.3"),
             ("x-forwarded-for", "198.51.100.2"),
             ("forwarded", "for=198.51.100.1"),
         ];
-        assert_eq!(client("10.0.0.1", &all), some("198.51.100.1"));
-        assert_eq!(client("10.0.0.1", &all[..2]), some("198.51.100.2"));
-        assert_eq!(client("10.0.0.1", &all[..1]), some("198.51.100.3"));
+        for one in &apart {
+            let named = one.1.trim_start_matches("for=");
+            assert_eq!(client("10.0.0.1", &[*one]), some(named));
+        }
+        // A proxy that sets one header and passes on another the client wrote: who is it?
+        assert_eq!(client("10.0.0.1", &apart), None);
+        assert_eq!(client("10.0.0.1", &apart[..2]), None);
+        assert_eq!(client("10.0.0.1", &apart[1..]), None);
+        // The client's forged `Forwarded` beside the chain nginx appended to.
+        assert_eq!(
+            client(
+                "10.0.0.1",
+                &[
+                    ("forwarded", "for=192.0.2.66"),
+                    ("x-forwarded-for", "192.0.2.66, 198.51.100.2"),
+                ]
+            ),
+            None
+        );
+        // Headers that name the same client, each in its own way, agree.
+        let together = [
+            ("x-real-ip", "198.51.100.2"),
+            ("x-forwarded-for", "192.0.2.66, 198.51.100.2, 10.0.0.2"),
+            ("forwarded", "for=198.51.100.2"),
+        ];
+        assert_eq!(client("10.0.0.1", &together), some("198.51.100.2"));
         assert_eq!(
             client("10.0.0.1", &[("x-real-ip", "[2001:db8::3]:80")]),
             some("2001:db8::3")

@@ -10,6 +10,7 @@
 
 use crate::helpers::{Server, cli, create_token};
 use axum::http::HeaderMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -366,13 +367,9 @@ impl Stage {
     }
 }
 
-#[tokio::test]
-async fn the_nginx_example_guards_an_api_with_auth_request() {
-    let Some(nginx) = find("nginx", "KEYWARD_REQUIRE_NGINX") else {
-        return;
-    };
-    let stage = Stage::new("nginx", "nginx/keyward.conf").await;
-    let conf = &stage.conf;
+/// nginx in the foreground, serving `conf`'s templated `keyward.conf` (beside which the
+/// example's `keyward-upstream.conf` is put) from an `nginx.conf` written there.
+fn start_nginx(nginx: &Path, conf: &Path) -> Proxy {
     std::fs::copy(
         Path::new(EXAMPLES).join("nginx/keyward-upstream.conf"),
         conf.join("keyward-upstream.conf"),
@@ -403,7 +400,17 @@ async fn the_nginx_example_guards_an_api_with_auth_request() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    stage.walk(Proxy { child, log }).await;
+    Proxy { child, log }
+}
+
+#[tokio::test]
+async fn the_nginx_example_guards_an_api_with_auth_request() {
+    let Some(nginx) = find("nginx", "KEYWARD_REQUIRE_NGINX") else {
+        return;
+    };
+    let stage = Stage::new("nginx", "nginx/keyward.conf").await;
+    let proxy = start_nginx(&nginx, &stage.conf);
+    stage.walk(proxy).await;
 }
 
 #[tokio::test]
@@ -471,4 +478,190 @@ async fn the_traefik_example_guards_an_api_with_forward_auth() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stage.walk(proxy).await;
+}
+
+/// A token of alice's reading droplets, made with the command line's limit flags `limits`.
+fn limited(dir: &Path, name: &str, limits: &[&str]) -> String {
+    let mut args = vec![
+        "token",
+        "create",
+        "--user",
+        "alice",
+        "--name",
+        name,
+        "--scope",
+        "droplet:read",
+        "--expires",
+        "30d",
+        "--json",
+    ];
+    args.extend(limits);
+    let out = cli(dir, &args, None);
+    out.json()["secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out:?}"))
+        .to_owned()
+}
+
+/// A GET of `url` from the local address `from`, with `token` and the `extra` headers.
+async fn get_from(
+    from: IpAddr,
+    url: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(from)
+        .build()
+        .unwrap();
+    let mut req = client.get(url).bearer_auth(token);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+/// The status of [`get_from`].
+async fn status_from(from: IpAddr, url: &str, token: &str, extra: &[(&str, &str)]) -> u16 {
+    get_from(from, url, token, extra).await.status().as_u16()
+}
+
+/// A response header, as text.
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// A token's limits through the nginx example with nginx in `trusted_proxies`: the client
+/// address nginx saw (IPv4 and IPv6) against an allowlist, never one a client wrote, through
+/// nginx or directly; the last use and the first refused one, a refill; a rate limit's 429 with
+/// `Retry-After` and the `RateLimit` headers handed to the client.
+#[tokio::test]
+async fn nginx_hands_keyward_the_client_address_and_the_client_the_limits() {
+    let Some(nginx) = find("nginx", "KEYWARD_REQUIRE_NGINX") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("keyward.toml"),
+        "version = 1\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir, &[]);
+    cli(&dir, &["user", "add", "alice"], None).ok();
+    let api = upstream().await;
+    let port = free_port();
+    let conf = tmp.path().join("nginx");
+    std::fs::create_dir_all(&conf).unwrap();
+    let listen = format!("listen 127.0.0.1:{port};");
+    let example = templated(
+        "nginx/keyward.conf",
+        port,
+        server.base.trim_start_matches("http://"),
+        api,
+    );
+    assert!(example.contains(&listen), "{example}");
+    let example = example.replace(&listen, &format!("{listen}\n    listen [::1]:{port};"));
+    std::fs::write(conf.join("keyward.conf"), example).unwrap();
+    let mut proxy = start_nginx(&nginx, &conf);
+    proxy.wait_ready(port);
+
+    // Clients on loopback addresses of their own; nginx reaches keyward from 127.0.0.1.
+    let (office, elsewhere, v6): (IpAddr, IpAddr, IpAddr) = (
+        "127.0.0.2".parse().unwrap(),
+        "127.0.0.3".parse().unwrap(),
+        "::1".parse().unwrap(),
+    );
+    let via = format!("http://127.0.0.1:{port}/droplets/7");
+    let via_v6 = format!("http://[::1]:{port}/droplets/7");
+    let direct = format!("{}/v1/auth", server.base);
+
+    // IPv4: the address nginx received the request from decides, whatever the client wrote.
+    let bound = limited(&dir, "office", &["--allow-ip", "127.0.0.2/32"]);
+    assert_eq!(status_from(office, &via, &bound, &[]).await, 200);
+    assert_eq!(status_from(elsewhere, &via, &bound, &[]).await, 403);
+    for forged in [
+        ("x-forwarded-for", "127.0.0.2"),
+        ("forwarded", "for=127.0.0.2"),
+        ("x-real-ip", "127.0.0.2"),
+    ] {
+        let refused = status_from(elsewhere, &via, &bound, &[forged]).await;
+        assert_eq!(refused, 403, "{forged:?} through nginx");
+    }
+    // IPv6, with its own range.
+    let bound_v6 = limited(&dir, "lab", &["--allow-ip", "::1/128"]);
+    assert_eq!(status_from(v6, &via_v6, &bound_v6, &[]).await, 200);
+    assert_eq!(status_from(office, &via, &bound_v6, &[]).await, 403);
+    // Straight to keyward from a peer that is no trusted proxy: its headers are ignored.
+    let scope = ("x-keyward-scope", "droplet:read");
+    assert_eq!(status_from(office, &direct, &bound, &[scope]).await, 200);
+    let spoofed = status_from(
+        elsewhere,
+        &direct,
+        &bound,
+        &[scope, ("x-forwarded-for", "127.0.0.2")],
+    )
+    .await;
+    assert_eq!(
+        spoofed, 403,
+        "a forged X-Forwarded-For from an untrusted peer"
+    );
+
+    // Uses: the last one passes, the next is 429 until the refill (every 5 s from creation).
+    let metered = limited(&dir, "metered", &["--max-uses", "2", "--refill", "2/5s"]);
+    for _ in 0..2 {
+        assert_eq!(status_from(office, &via, &metered, &[]).await, 200);
+    }
+    let spent = get_from(office, &via, &metered, &[]).await;
+    assert_eq!(spent.status(), 429);
+    let retry: u64 = header(&spent, "retry-after")
+        .expect("Retry-After on a 429")
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry), "Retry-After: {retry}");
+    assert!(spent.text().await.unwrap().contains("too_many_requests"));
+    tokio::time::sleep(Duration::from_millis(retry * 1000 + 300)).await;
+    assert_eq!(
+        status_from(office, &via, &metered, &[]).await,
+        200,
+        "refilled after Retry-After"
+    );
+
+    // A rate limit: its state reaches the client on every answer, and the refusal says when.
+    let into_hour = keyward::Clock::now(&keyward::SystemClock)
+        .unix_timestamp()
+        .rem_euclid(3600)
+        .unsigned_abs();
+    if into_hour > 3590 {
+        // Not across a window's end (windows are aligned to the epoch).
+        tokio::time::sleep(Duration::from_secs(3600 - into_hour + 1)).await;
+    }
+    let paced = limited(&dir, "paced", &["--rate-limit", "2/1h"]);
+    for left in [1, 0] {
+        let passed = get_from(office, &via, &paced, &[]).await;
+        assert_eq!(passed.status(), 200);
+        assert_eq!(
+            header(&passed, "ratelimit-policy").as_deref(),
+            Some("\"token\";q=2;w=3600")
+        );
+        let state = header(&passed, "ratelimit").expect("RateLimit on a 200");
+        assert!(
+            state.starts_with(&format!("\"token\";r={left};t=")),
+            "{state}"
+        );
+    }
+    let limited_answer = get_from(office, &via, &paced, &[]).await;
+    assert_eq!(limited_answer.status(), 429);
+    let retry: u64 = header(&limited_answer, "retry-after")
+        .expect("Retry-After on a 429")
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&retry), "Retry-After: {retry}");
+    let state = header(&limited_answer, "ratelimit").expect("RateLimit on the 429");
+    assert!(state.starts_with("\"token\";r=0;t="), "{state}");
+    drop(proxy);
 }
