@@ -4,9 +4,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use keyward_core::limits::{MAX_ALLOWED_IPS, MAX_USES};
 use keyward_core::{
-    Email, ExpiryRequest, ExternalId, RawSecret, Scopes, TokenId, TokenName, TokenRecord,
-    TokenState, User, UserId, UserKind, UserName, expiry::parse_grace,
+    Email, ExpiryRequest, ExternalId, IpRange, Limits, LimitsError, RateLimit, RawSecret, Refill,
+    Scopes, TokenId, TokenName, TokenRecord, TokenState, User, UserId, UserKind, UserName,
+    expiry::parse_grace,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -384,6 +386,7 @@ fn token_form(
         .collect();
     let today = kw.now().date();
     let max_days = settings.policy.max_lifetime.whole_days();
+    let text = |name| form.and_then(|f| f.get(name)).unwrap_or("").to_owned();
     Ok(TokenForm {
         action,
         cancel: Some(list.href.clone()),
@@ -408,6 +411,11 @@ fn token_form(
         ),
         max_days,
         groups,
+        allowed_ips: text("allowed_ips"),
+        ips_required: settings.require_allowed_ips,
+        max_uses: text("max_uses"),
+        refill: text("refill"),
+        rate_limit: text("rate_limit"),
     })
 }
 
@@ -443,6 +451,7 @@ struct NewToken {
     name: TokenName,
     scopes: Scopes,
     expires: ExpiryRequest,
+    limits: Limits,
 }
 
 fn parse_new_token(kw: &Keyward, form: &Fields) -> Result<NewToken, String> {
@@ -482,11 +491,52 @@ fn parse_new_token(kw: &Keyward, form: &Fields) -> Result<NewToken, String> {
         .policy
         .resolve(Some(expires), kw.now())
         .map_err(|e| e.to_string())?;
+    let limits = parse_limits(form).map_err(|e| limits_refusal(&e))?;
     Ok(NewToken {
         name,
         scopes,
         expires,
+        limits,
     })
+}
+
+/// The form's limits, read as the API and the command line read them; an empty field sets none.
+fn parse_limits(form: &Fields) -> Result<Limits, LimitsError> {
+    let text = |name| Some(form.get(name).unwrap_or("").trim()).filter(|t| !t.is_empty());
+    Limits {
+        allowed_ips: form
+            .get("allowed_ips")
+            .unwrap_or("")
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|range| !range.is_empty())
+            .map(IpRange::parse)
+            .collect::<Result<_, _>>()?,
+        max_uses: text("max_uses")
+            .map(|n| n.parse().map_err(|_| LimitsError::BadUses))
+            .transpose()?,
+        refill: text("refill").map(Refill::parse).transpose()?,
+        rate_limit: text("rate_limit").map(RateLimit::parse).transpose()?,
+    }
+    .checked()
+}
+
+/// Why limits were refused, in the form's words where the core's name the API's fields.
+fn limits_refusal(e: &LimitsError) -> String {
+    match e {
+        LimitsError::BadUses => {
+            format!("Maximum uses must be a whole number from 1 to {MAX_USES}.")
+        }
+        LimitsError::RefillWithoutUses => {
+            "A refill needs maximum uses: it sets the remaining uses back to its amount.".to_owned()
+        }
+        LimitsError::TooManyIps => {
+            format!("A token may have at most {MAX_ALLOWED_IPS} allowed IP addresses or ranges.")
+        }
+        LimitsError::AllowedIpsRequired => {
+            "This deployment requires every token to have allowed IP addresses.".to_owned()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The list a token is in, as the pages around it link back to it: the signed-in person's own
@@ -545,6 +595,7 @@ fn once_page(
             .map(ToString::to_string)
             .collect(),
         expires: pages::expiry(issued.token.expires_at, kw.now()),
+        limits: pages::limits(&issued.token),
         grace,
     };
     let mut response = render(&page);
@@ -599,7 +650,7 @@ pub async fn create_token(
             new.name,
             new.scopes,
             Some(new.expires),
-            keyward_core::Limits::default(),
+            new.limits,
         )
         .await
     {
@@ -610,7 +661,14 @@ pub async fn create_token(
             *response.status_mut() = StatusCode::FORBIDDEN;
             return Ok(response);
         }
-        Err(e) => return Err(e.into()),
+        // Limits the deployment refuses (`require_allowed_ips`), a cap on tokens reached: also
+        // said on the form, which keeps what was typed.
+        Err(e) => {
+            let (status, why) = refusal(e)?;
+            let mut response = new_token_form(&kw, &session, Some(&form), Some(why))?;
+            *response.status_mut() = status;
+            return Ok(response);
+        }
     };
     Ok(once_page(
         &kw,
@@ -941,6 +999,7 @@ fn refusal(e: ServiceError) -> Result<(StatusCode, String), PageError> {
         | ServiceError::BadScope(_)
         | ServiceError::BadExpiry(_)
         | ServiceError::Invalid(_) => Ok((StatusCode::BAD_REQUEST, e.to_string())),
+        ServiceError::BadLimits(e) => Ok((StatusCode::BAD_REQUEST, limits_refusal(&e))),
         e => Err(e.into()),
     }
 }
@@ -1350,7 +1409,7 @@ pub async fn create_service_token(
             new.name,
             new.scopes,
             Some(new.expires),
-            keyward_core::Limits::default(),
+            new.limits,
         )
         .await;
     match issued {

@@ -77,6 +77,30 @@ pub(super) fn expiry(at: Option<OffsetDateTime>, now: OffsetDateTime) -> String 
     }
 }
 
+/// A token's limits as pages show them, on one line (`from 203.0.113.0/24 · 87 of 100 uses
+/// left · rate limit 100/1m`); `None` for a token without any. Uses left are the store's count,
+/// as the API gives it: uses an instance holds unspent count as spent.
+pub(super) fn limits(t: &TokenRecord) -> Option<String> {
+    let limits = &t.limits;
+    let mut parts = Vec::new();
+    if !limits.allowed_ips.is_empty() {
+        let ranges: Vec<String> = limits.allowed_ips.iter().map(ToString::to_string).collect();
+        parts.push(format!("from {}", ranges.join(", ")));
+    }
+    if let Some(max) = limits.max_uses {
+        let left = t.remaining.unwrap_or(max);
+        parts.push(match limits.refill {
+            // After a refill the uses left are counted from its amount, not from `max_uses`.
+            Some(refill) => format!("{left} uses left, refill {refill}"),
+            None => format!("{left} of {max} uses left"),
+        });
+    }
+    if let Some(rate) = limits.rate_limit {
+        parts.push(format!("rate limit {rate}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
+}
+
 /// One row of the tokens table.
 pub(super) struct TokenRow {
     pub id: String,
@@ -87,6 +111,8 @@ pub(super) struct TokenRow {
     pub expires: String,
     pub last_used: String,
     pub last_ip: Option<String>,
+    /// Its limits on one line, if it has any.
+    pub limits: Option<String>,
     pub state: &'static str,
     pub revoked: Option<String>,
     /// Until when the previous secret still works, after a regeneration with a grace period.
@@ -119,6 +145,7 @@ impl TokenRow {
             },
             last_used: t.last_used_at.map_or_else(|| "Never".to_owned(), when),
             last_ip: t.last_used_ip.map(|ip| ip.to_string()),
+            limits: limits(t),
             state,
             revoked: t.revoked_at.map(|at| match &t.revoke_reason {
                 Some(reason) => format!(
@@ -207,6 +234,13 @@ pub(super) struct TokenForm {
     pub max_date: String,
     pub max_days: i64,
     pub groups: Vec<ScopeGroup>,
+    /// The limits' fields, as typed (empty: no such limit).
+    pub allowed_ips: String,
+    /// Whether the deployment requires allowed IP addresses (`require_allowed_ips`).
+    pub ips_required: bool,
+    pub max_uses: String,
+    pub refill: String,
+    pub rate_limit: String,
 }
 
 #[derive(Template)]
@@ -233,6 +267,8 @@ pub(super) struct OncePage<'a> {
     pub secret: &'a str,
     pub scopes: Vec<String>,
     pub expires: String,
+    /// Its limits on one line, if it has any.
+    pub limits: Option<String>,
     pub grace: Option<String>,
 }
 

@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use std::collections::BTreeMap;
 use time::Duration;
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -1833,4 +1833,309 @@ async fn a_scope_group_with_one_action_offers_one_choice() {
     assert_eq!(once.status, StatusCode::OK, "{}", once.body);
     let secret = shown_secret(&once.body);
     assert_eq!(app.verdict(&secret, &["audit:read"]).await, "active");
+}
+
+/// `fields` as the borrowed pairs [`Browser::post`] sends.
+fn borrowed(fields: &[(String, String)]) -> Vec<(&str, &str)> {
+    fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// `POST /v1/verify` of `secret` for `droplet:read`, from `ip` if given.
+async fn verify_from(app: &TestApp, secret: &str, ip: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::json!({"token": secret, "scopes": ["droplet:read"]});
+    if let Some(ip) = ip {
+        body["ip"] = serde_json::json!(ip);
+    }
+    app.request(reqwest::Method::POST, "/v1/verify", None, Some(&body))
+        .await
+        .expect(200)
+}
+
+/// Every limit, as a person types them into the form.
+const LIMITS: [(&str, &str); 4] = [
+    (
+        "allowed_ips",
+        "203.0.113.7/24, 2001:db8::/32\r\n198.51.100.4",
+    ),
+    ("max_uses", "100"),
+    ("refill", "100/1d"),
+    ("rate_limit", "100/1m"),
+];
+
+#[tokio::test]
+async fn the_generate_form_gives_a_token_every_limit() {
+    let app = spawn_app().await;
+    let alice = person(&app, "alice", false).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice", PASSWORD).await;
+    let form = b.get("/tokens/new").await.body.clone();
+    for id in ["allowed_ips", "max_uses", "refill", "rate_limit"] {
+        assert!(
+            form.contains(&format!("<label for=\"{id}\">")),
+            "{id}: {form}"
+        );
+        assert!(form.contains(&format!("id=\"{id}\" name=\"{id}\"")), "{id}");
+        assert!(
+            form.contains(&format!("aria-describedby=\"{id}-help\"")),
+            "{id}"
+        );
+    }
+    assert!(!form.contains(" required>"), "no limit is required here");
+
+    let mut fields = token_fields(&form, "limited", "droplet:read");
+    fields.extend(LIMITS.map(|(k, v)| (k.to_owned(), v.to_owned())));
+    let once = b.post("/tokens/new", &borrowed(&fields)).await;
+    assert_eq!(once.status, StatusCode::OK, "{}", once.body);
+    let shown = "from 198.51.100.4/32, 203.0.113.0/24, 2001:db8::/32 · 100 uses left, refill 100/1d · rate limit 100/1m";
+    assert!(once.body.contains(shown), "{}", once.body);
+    let secret = shown_secret(&once.body);
+
+    // The limits hold: an address outside the allowlist (or none) is refused and spends nothing.
+    for ip in [Some("203.0.114.1"), Some("2001:db9::1"), None] {
+        let v = verify_from(&app, &secret, ip).await;
+        assert_eq!(v["active"], false, "{ip:?}: {v}");
+        assert_eq!(v["reason"], "ip_not_allowed", "{ip:?}: {v}");
+    }
+    let v = verify_from(&app, &secret, Some("203.0.113.200")).await;
+    assert_eq!(v["active"], true, "{v}");
+    assert_eq!(v["remaining"], 99, "{v}");
+    assert_eq!(v["ratelimit"]["limit"], 100, "{v}");
+    assert_eq!(v["ratelimit"]["remaining"], 99, "{v}");
+    assert_eq!(
+        verify_from(&app, &secret, Some("2001:db8:5::1")).await["remaining"],
+        98
+    );
+
+    // The API reads them back as it would have stored them itself.
+    let reader = app.token(&alice, &["tokens:read"]).await;
+    let id = token_id(&app, "limited").await;
+    let token = app
+        .get(&format!("/v1/tokens/{id}"), &reader.secret)
+        .await
+        .expect(200)["token"]
+        .clone();
+    assert_eq!(
+        token["allowed_ips"],
+        serde_json::json!(["198.51.100.4/32", "203.0.113.0/24", "2001:db8::/32"]),
+        "{token}"
+    );
+    assert_eq!(token["max_uses"], 100, "{token}");
+    assert_eq!(
+        token["refill"],
+        serde_json::json!({"amount": 100, "every": "1d"})
+    );
+    assert_eq!(
+        token["rate_limit"],
+        serde_json::json!({"requests": 100, "per": "1m"})
+    );
+
+    // The list says them under the scopes; a token without limits says nothing.
+    let list = b.get("/tokens").await.body.clone();
+    let row = token_row(&list, "limited");
+    assert!(
+        row.contains("Limits: from 198.51.100.4/32, 203.0.113.0/24, 2001:db8::/32 · "),
+        "{row}"
+    );
+    assert!(
+        row.contains(" uses left, refill 100/1d · rate limit 100/1m"),
+        "{row}"
+    );
+    generate(&mut b, "plain", &["droplet:read"]).await;
+    let list = b.get("/tokens").await.body.clone();
+    assert!(!token_row(&list, "plain").contains("Limits:"), "{list}");
+}
+
+#[tokio::test]
+async fn bad_limits_on_the_generate_form_are_refused_and_make_nothing() {
+    let app = spawn_app().await;
+    person(&app, "alice", false).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice", PASSWORD).await;
+    let mut form = b.get("/tokens/new").await.body.clone();
+    let before = app.snapshot().await;
+    for (bad, says) in [
+        (
+            [("allowed_ips", "10.0.0.0/33 192.0.2.1")].as_slice(),
+            "is not an IP address or CIDR range",
+        ),
+        (&[("rate_limit", "100 per minute")], "is not a rate limit"),
+        (&[("rate_limit", "100/2d")], "is not a rate limit"),
+        (&[("refill", "100/1d")], "A refill needs maximum uses"),
+        (&[("max_uses", "10"), ("refill", "0/1d")], "is not a refill"),
+        (&[("max_uses", "0")], "Maximum uses must be a whole number"),
+        (
+            &[("max_uses", "ten")],
+            "Maximum uses must be a whole number",
+        ),
+    ] {
+        let mut fields = token_fields(&form, "limited", "droplet:read");
+        fields.extend(bad.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let r = b.post("/tokens/new", &borrowed(&fields)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", r.body);
+        let alert = r
+            .body
+            .split("role=\"alert\">")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{bad:?}: no alert in {}", r.body));
+        assert!(alert.contains(says), "{bad:?}: {alert}");
+        // The form again, with what was typed.
+        assert!(r.body.contains("value=\"limited\""), "{bad:?}");
+        assert!(r.body.contains("value=\"droplet:read\" checked"), "{bad:?}");
+        for (name, value) in bad {
+            let kept = if *name == "allowed_ips" {
+                format!(">{value}</textarea>")
+            } else {
+                format!("value=\"{value}\" aria-describedby=\"{name}-help\"")
+            };
+            assert!(r.body.contains(&kept), "{bad:?}: {kept} not in {}", r.body);
+        }
+        assert!(!r.body.contains("will not be shown again"));
+        form = r.body.clone();
+    }
+    assert_eq!(app.snapshot().await, before, "nothing was made");
+
+    // The nonce of a refused form was not spent: the same form, corrected, makes the token.
+    let mut fields = token_fields(&form, "limited", "droplet:read");
+    fields.extend(LIMITS.map(|(k, v)| (k.to_owned(), v.to_owned())));
+    let once = b.post("/tokens/new", &borrowed(&fields)).await;
+    assert_eq!(once.status, StatusCode::OK, "{}", once.body);
+}
+
+#[tokio::test]
+async fn a_deployment_that_requires_allowed_ips_says_so_on_both_forms() {
+    let app = spawn_app_with(keyward_server::Settings {
+        require_allowed_ips: true,
+        ..keyward_server::Settings::default()
+    })
+    .await;
+    person(&app, "root", true).await;
+    let bot = service_account(&app, "ci-bot").await;
+    let mut b = Browser::new(&app);
+    b.sign_in("root", PASSWORD).await;
+    let service_page = format!("/admin/users/{}/tokens", bot.id);
+    for path in ["/tokens/new", service_page.as_str()] {
+        let form = b.get(path).await.body.clone();
+        assert!(
+            form.contains("spellcheck=\"false\" aria-describedby=\"allowed_ips-help\" required>"),
+            "{form}"
+        );
+        let before = app.snapshot().await;
+        // The service refuses it (a browser would not send it): the form says why.
+        let r = b
+            .post(
+                path,
+                &borrowed(&token_fields(&form, "anywhere", "droplet:read")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.body);
+        assert!(
+            r.body
+                .contains("This deployment requires every token to have allowed IP addresses."),
+            "{path}: {}",
+            r.body
+        );
+        assert!(r.body.contains("value=\"anywhere\""), "{path}");
+        assert_eq!(app.snapshot().await, before, "{path}: nothing was made");
+
+        let mut fields = token_fields(&r.body.clone(), "bound", "droplet:read");
+        fields.push(("allowed_ips".to_owned(), "192.0.2.0/24".to_owned()));
+        let once = b.post(path, &borrowed(&fields)).await;
+        assert_eq!(once.status, StatusCode::OK, "{path}: {}", once.body);
+        let secret = shown_secret(&once.body);
+        assert_eq!(
+            verify_from(&app, &secret, Some("192.0.2.9")).await["active"],
+            true
+        );
+        assert_eq!(
+            verify_from(&app, &secret, Some("198.51.100.1")).await["reason"],
+            "ip_not_allowed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_service_accounts_form_gives_its_tokens_limits() {
+    let app = spawn_app().await;
+    person(&app, "root", true).await;
+    let bot = service_account(&app, "ci-bot").await;
+    let mut b = Browser::new(&app);
+    b.sign_in("root", PASSWORD).await;
+    let path = format!("/admin/users/{}/tokens", bot.id);
+    let page = b.get(&path).await.body.clone();
+    let before = app.snapshot().await;
+
+    let mut fields = token_fields(&page, "deploy", "droplet:read");
+    fields.push(("allowed_ips".to_owned(), "10.0.0.0/33".to_owned()));
+    let r = b.post(&path, &borrowed(&fields)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        r.body.contains("is not an IP address or CIDR range"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains(">10.0.0.0/33</textarea>"), "{}", r.body);
+    assert_eq!(app.snapshot().await, before, "nothing was made");
+
+    let mut fields = token_fields(&r.body.clone(), "deploy", "droplet:read");
+    fields.extend(LIMITS.map(|(k, v)| (k.to_owned(), v.to_owned())));
+    let once = b.post(&path, &borrowed(&fields)).await;
+    assert_eq!(once.status, StatusCode::OK, "{}", once.body);
+    let secret = shown_secret(&once.body);
+    assert_eq!(
+        verify_from(&app, &secret, Some("203.0.114.1")).await["reason"],
+        "ip_not_allowed"
+    );
+    assert_eq!(
+        verify_from(&app, &secret, Some("198.51.100.4")).await["remaining"],
+        99
+    );
+    let tokens = app
+        .keyward
+        .list_tokens(&Caller::operator("test"), Some(&bot.id), None, 10)
+        .await
+        .unwrap()
+        .tokens;
+    let [token] = tokens.as_slice() else {
+        panic!("one token: {tokens:?}")
+    };
+    assert_eq!(token.limits.allowed_ips.len(), 3);
+    assert_eq!(token.limits.max_uses, Some(100));
+    assert_eq!(
+        token.limits.refill.map(|r| r.to_string()).as_deref(),
+        Some("100/1d")
+    );
+    assert_eq!(
+        token.limits.rate_limit.map(|r| r.to_string()).as_deref(),
+        Some("100/1m")
+    );
+    let listed = b.get(&path).await.body.clone();
+    assert!(
+        token_row(&listed, "deploy").contains("rate limit 100/1m"),
+        "{listed}"
+    );
+}
+
+#[tokio::test]
+async fn a_person_at_the_cap_on_tokens_is_told_so_on_the_form() {
+    let app = spawn_app_with(keyward_server::Settings {
+        max_tokens_per_user: 1,
+        ..keyward_server::Settings::default()
+    })
+    .await;
+    person(&app, "alice", false).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice", PASSWORD).await;
+    let first = generate(&mut b, "first", &["droplet:read"]).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let second = generate(&mut b, "second", &["droplet:read"]).await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.body);
+    assert!(
+        second.body.contains("revoke a token first"),
+        "{}",
+        second.body
+    );
+    assert!(second.body.contains("value=\"second\""), "the form, kept");
 }

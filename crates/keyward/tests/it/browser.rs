@@ -142,8 +142,15 @@ async fn click(b: &Client, css: &str) {
         .unwrap();
 }
 
-/// Generates a token through the form and returns the secret from the once page.
-async fn generate(b: &Client, name: &str, scope_ids: &[&str], shot: Option<&str>) -> String {
+/// Generates a token through the form, with `limits` typed into the fields of those ids, and
+/// returns the secret from the once page.
+async fn generate(
+    b: &Client,
+    name: &str,
+    scope_ids: &[&str],
+    limits: &[(&str, &str)],
+    shot: Option<&str>,
+) -> String {
     b.goto(&format!("{}/tokens/new", base(b).await))
         .await
         .unwrap();
@@ -151,6 +158,9 @@ async fn generate(b: &Client, name: &str, scope_ids: &[&str], shot: Option<&str>
     click(b, "#expires-30").await;
     for id in scope_ids {
         click(b, &format!("#{id}")).await;
+    }
+    for (id, text) in limits {
+        fill(b, id, text).await;
     }
     if let Some(shot) = shot {
         // The whole form in one picture, from the top.
@@ -220,6 +230,7 @@ async fn a_person_signs_in_generates_sees_once_revokes_regenerates_and_signs_out
         &b,
         "CI deploy",
         &["scope-droplet-ro", "scope-volume-all"],
+        &[],
         Some("generate"),
     )
     .await;
@@ -253,12 +264,12 @@ async fn a_person_signs_in_generates_sees_once_revokes_regenerates_and_signs_out
     server.api.assert_inactive(&first, "revoked").await;
 
     // Generate another and regenerate it: the old secret is refused, the new one works.
-    let old = generate(&b, "laptop", &["scope-account-ro"], None).await;
+    let old = generate(&b, "laptop", &["scope-account-ro"], &[], None).await;
     let old_id = server.api.assert_active(&old).await["token_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    generate(&b, "staging monitor", &["scope-droplet-ro"], None).await;
+    generate(&b, "staging monitor", &["scope-droplet-ro"], &[], None).await;
     b.goto(&format!("{}/tokens", server.base)).await.unwrap();
     click(&b, &format!("a[href='/tokens/{old_id}/regenerate']")).await;
     click(&b, "form[action$='/regenerate'] button[type=submit]").await;
@@ -539,6 +550,7 @@ async fn every_page_fits_a_phone_and_a_desktop() {
         &b,
         "CI deploy",
         &["scope-droplet-ro", "scope-volume-all", "scope-account-ro"],
+        &[],
         None,
     )
     .await;
@@ -548,18 +560,29 @@ async fn every_page_fits_a_phone_and_a_desktop() {
         .as_str()
         .unwrap()
         .to_owned();
-    let laptop = generate(&b, "laptop", &["scope-droplet-ro"], None).await;
+    let laptop = generate(&b, "laptop", &["scope-droplet-ro"], &[], None).await;
     let laptop_id = server.api.assert_active(&laptop).await["token_id"]
         .as_str()
         .unwrap()
         .to_owned();
+    // With every limit, the longest of addresses among them: its row must fit a phone too.
     generate(
         &b,
         "staging monitor on the second cluster",
         &["scope-droplet-ro", "scope-volume-ro"],
+        &[
+            (
+                "allowed_ips",
+                "2001:db8:1234:5678:9abc:def0:1234:5678, 203.0.113.0/24",
+            ),
+            ("max_uses", "1000"),
+            ("refill", "1000/1d"),
+            ("rate_limit", "100/1m"),
+        ],
         None,
     )
     .await;
+    check_layout(&b, "once-limited").await;
 
     // Regenerate "laptop" with a grace period, from the list's own button.
     b.goto(&format!("{}/tokens", server.base)).await.unwrap();
@@ -589,6 +612,10 @@ async fn every_page_fits_a_phone_and_a_desktop() {
     let list = b.source().await.unwrap();
     assert!(list.contains("Previous secret works until"), "{list}");
     assert!(list.contains("Revoked 20"), "{list}");
+    assert!(
+        list.contains("Limits: from 203.0.113.0/24, 2001:db8:1234:5678:9abc:def0:1234:5678/128 · "),
+        "{list}"
+    );
     check_layout(&b, "tokens").await;
     b.set_window_size(390, 844).await.unwrap();
     screenshot(&b, "phone-tokens").await;
