@@ -11,6 +11,8 @@
 #   hello POST           the same, reading a request body like /v1/verify does
 #   hello POST /v1/verify  hello fed the very request stream verify gets (same Lua script)
 #   POST /v1/verify      rotating over $TOKENS cached tokens, asking for one scope
+#   POST /v1/verify limited  the same over $TOKENS tokens with an address allowlist and a rate
+#                        limit (high enough never to refuse during the run)
 #   GET  /v1/auth        forward-auth, when the route exists (skipped with a notice otherwise)
 #   POST /v1/tokens      token creation (a durable SQLite commit each)
 #   hello GET (after)    the reference again, to show the drift over the run
@@ -56,11 +58,32 @@ log "creating $TOKENS tokens through POST /v1/tokens"
 curl -s -K "$WORK/create.curl" | grep -o '"secret":"[^"]*"' | cut -d'"' -f4 >"$WORK/secrets"
 [ "$(wc -l <"$WORK/secrets")" -eq "$TOKENS" ] || { echo "created $(wc -l <"$WORK/secrets") of $TOKENS tokens" >&2; exit 1; }
 
+# Tokens with limits: an allowlist the client address below is in, and a rate limit no run
+# reaches (so every answer is active: the cost measured is the checks', not refusals').
+LIMITED_IP=203.0.113.7
+log "creating $TOKENS tokens with an allowlist and a rate limit"
+{
+  for i in $(seq "$TOKENS"); do
+    [ "$i" = 1 ] || echo next
+    printf 'url = "%s/v1/tokens"\nheader = "Authorization: Bearer %s"\nheader = "Content-Type: application/json"\ndata = "{\\"name\\": \\"limited %d\\", \\"scopes\\": [\\"droplet:read\\"], \\"expires\\": \\"30d\\", \\"allowed_ips\\": [\\"203.0.113.0/24\\", \\"2001:db8::/32\\"], \\"rate_limit\\": {\\"requests\\": 100000000, \\"per\\": \\"1m\\"}}"\n' \
+      "$KW_URL" "$ADMIN" "$i"
+  done
+} >"$WORK/create-limited.curl"
+curl -s -K "$WORK/create-limited.curl" | grep -o '"secret":"[^"]*"' | cut -d'"' -f4 >"$WORK/limited"
+[ "$(wc -l <"$WORK/limited")" -eq "$TOKENS" ] || { echo "created $(wc -l <"$WORK/limited") of $TOKENS limited tokens" >&2; exit 1; }
+
 # Sanity: the measured requests must give the answer we think they give.
 FIRST="$(head -1 "$WORK/secrets")"
 answer="$(curl -s "$KW_URL/v1/verify" -H 'content-type: application/json' \
   -d "{\"token\":\"$FIRST\",\"scopes\":[\"droplet:read\"]}")"
 case "$answer" in *'"active":true'*) ;; *) echo "verify sanity check failed: $answer" >&2; exit 1 ;; esac
+LIMITED="$(head -1 "$WORK/limited")"
+answer="$(curl -s "$KW_URL/v1/verify" -H 'content-type: application/json' \
+  -d "{\"token\":\"$LIMITED\",\"scopes\":[\"droplet:read\"],\"ip\":\"$LIMITED_IP\"}")"
+case "$answer" in *'"active":true'*'"ratelimit"'*) ;; *) echo "limited verify sanity check failed: $answer" >&2; exit 1 ;; esac
+answer="$(curl -s "$KW_URL/v1/verify" -H 'content-type: application/json' \
+  -d "{\"token\":\"$LIMITED\",\"scopes\":[\"droplet:read\"],\"ip\":\"198.51.100.1\"}")"
+case "$answer" in *'"ip_not_allowed"'*) ;; *) echo "limited verify sanity check (outside the allowlist) failed: $answer" >&2; exit 1 ;; esac
 
 # ------------------------------------------------------------------ runs
 run_wrk hello_get_before "$HELLO_URL/hello"
@@ -71,6 +94,9 @@ SECRETS="$WORK/secrets" SCOPES='["droplet:read"]' \
 SECRETS="$WORK/secrets" SCOPES='["droplet:read"]' \
   run_wrk verify "$KW_URL/v1/verify" -s "$ROOT/bench/lua/verify.lua"
 [ "$(field verify 5)" = 0 ] || { echo "verify: $(field verify 5) non-2xx answers" >&2; exit 1; }
+SECRETS="$WORK/limited" SCOPES='["droplet:read"]' IP="$LIMITED_IP" \
+  run_wrk verify_limited "$KW_URL/v1/verify" -s "$ROOT/bench/lua/verify.lua"
+[ "$(field verify_limited 5)" = 0 ] || { echo "verify_limited: $(field verify_limited 5) non-2xx answers" >&2; exit 1; }
 
 auth_code="$(curl -s -o "$WORK/auth.body" -w '%{http_code}' "$KW_URL/v1/auth" -H "Authorization: Bearer $FIRST")"
 if [ "$auth_code" = 200 ] || [ "$auth_code" = 204 ]; then
@@ -106,6 +132,7 @@ row hello_get_before "bare axum hello GET (before)" ""
 row hello_post "bare axum hello POST with a verify-sized body" ""
 row hello_verify_stream "bare axum hello POST fed verify's request stream (same Lua script)" ""
 row verify "POST /v1/verify (cached, 1 scope)" "≥ 0.75x"
+row verify_limited "POST /v1/verify (cached, 1 scope, allowlist + rate limit)" "≥ 0.75x"
 row auth "GET /v1/auth (forward-auth)" "≥ 0.8x"
 row create "POST /v1/tokens (creation)" ""
 row hello_get_after "bare axum hello GET (after)" ""

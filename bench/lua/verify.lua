@@ -3,12 +3,15 @@
 -- ["droplet:read"]. Requests are formatted once up front when the list is small, so the client
 -- spends its CPU on sending, not on Lua string work. With SWEEP=T (T = wrk's thread count) the
 -- threads share the list instead (thread k takes k, k+T, k+2T, ...), so one pass of all threads
--- visits every secret once: used to warm the cache.
+-- visits every secret once: used to warm the cache. Optional $IP: the client address sent in
+-- `ip` (for tokens with an address allowlist).
 local secrets = {}
 for line in io.lines(os.getenv("SECRETS")) do
   secrets[#secrets + 1] = line
 end
 local scopes = os.getenv("SCOPES") or "[]"
+local ip = os.getenv("IP")
+local extra = ip and (',"ip":"' .. ip .. '"') or ""
 local sweep = tonumber(os.getenv("SWEEP") or "")
 local headers = { ["Content-Type"] = "application/json" }
 local threads = 0
@@ -17,7 +20,7 @@ local i = 0
 local step = 1
 
 local function build(s)
-  return wrk.format("POST", "/v1/verify", headers, '{"token":"' .. s .. '","scopes":' .. scopes .. '}')
+  return wrk.format("POST", "/v1/verify", headers, '{"token":"' .. s .. '","scopes":' .. scopes .. extra .. '}')
 end
 
 function setup(thread)

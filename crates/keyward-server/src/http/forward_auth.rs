@@ -142,7 +142,11 @@ fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, S
         token passes). With a route table, the route matching the original method and the \
         normalized path decides (plus `X-Keyward-Scope` if set), and a request no route matches \
         is refused unless the table has a catch-all. Headers that decide the answer must be \
-        sent once; X-Original-* and X-Forwarded-* must agree when both are sent.",
+        sent once; X-Original-* and X-Forwarded-* must agree when both are sent. A token's \
+        `allowed_ips` are checked against the client address: the connection's peer, or, when \
+        the peer is in `trusted_proxies`, the right-most address of `Forwarded` / \
+        `X-Forwarded-For` / `X-Real-IP` outside those ranges (when more than one of them is \
+        sent, each must name the same client, or the client is unknown and refused).",
     params(
         ("X-Keyward-Scope" = Option<String>, Header, description = "Scopes the request needs, space-separated"),
         ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (Traefik, Caddy)"),
@@ -160,11 +164,14 @@ fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, S
             ("X-Keyward-Owner-External-Id" = String, description = "The owner's external id (the platform's id for them); empty when none was given"),
             ("X-Keyward-Scopes" = String, description = "The token's scopes, space-separated"),
             ("X-Keyward-Token-Expires" = String, description = "When the token expires (RFC 3339, UTC); absent when it never does"),
+            ("RateLimit-Policy" = String, description = "With a rate limit on the token: `\"token\";q=<requests>;w=<seconds>` (IETF draft-ietf-httpapi-ratelimit-headers), for the proxy to hand to the client"),
+            ("RateLimit" = String, description = "With a rate limit on the token: `\"token\";r=<left>;t=<seconds to the window's end>`"),
          )),
         (status = 400, description = "A deciding header sent twice, X-Original-* and X-Forwarded-* that disagree, an original URI that is ambiguous, or an X-Keyward-Scope that is not scopes", body = super::wire::ErrorResponse<'static>),
-        (status = 403, description = "The token lacks a needed scope (`insufficient_scope`, with `scope`), or no route matches (`no_route`)",
+        (status = 403, description = "The token lacks a needed scope (`insufficient_scope`, with `scope`), no route matches (`no_route`), or the client address is outside the token's `allowed_ips` (`ip_not_allowed`)",
          body = super::wire::ErrorResponse<'static>,
          headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        super::wire::Limited,
         super::wire::Unauthenticated,
         super::wire::StoreUnavailable,
     )

@@ -448,6 +448,18 @@ pub enum Unauthenticated {
     Unauthorized(ErrorResponse<'static>),
 }
 
+/// The 429 of a token whose uses or rate limit are spent.
+#[derive(IntoResponses)]
+pub enum Limited {
+    /// The token's uses are spent (`usage_exceeded`) or its rate limit is (`rate_limited`)
+    #[response(status = 429, headers(
+        ("Retry-After" = u64, description = "Seconds until the token's next refill or rate window; absent for uses that never refill"),
+        ("RateLimit-Policy" = String, description = "With a rate limit: `\"token\";q=<requests>;w=<seconds>`"),
+        ("RateLimit" = String, description = "With a rate limit: `\"token\";r=<left>;t=<seconds to the window's end>`"),
+    ))]
+    TooManyRequests(ErrorResponse<'static>),
+}
+
 /// The refusals of a JSON body before it is read.
 #[derive(IntoResponses)]
 pub enum JsonBodyErrors {
