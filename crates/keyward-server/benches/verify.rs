@@ -12,8 +12,12 @@
 //!    notice when `psql` cannot create a database at `KEYWARD_BENCH_PG`
 //!    (default `postgres://postgres@127.0.0.1:5432`);
 //! 3. token creation, beside the bare `Store::insert_token` of a prepared record;
-//! 4. cached verification during a key rotation (a ring of two keys, every token under the
+//! 4. token creation by 32 creators at once beside one creator (creations per second and
+//!    latency), on SQLite and PostgreSQL;
+//! 5. cached verification during a key rotation (a ring of two keys, every token under the
 //!    current one) beside the same with a ring of one, alternating rounds.
+//!
+//! `KEYWARD_BENCH_CREATION_ONLY=1` runs only 3 and 4.
 //!
 //! Stores are seeded in one transaction through `Maintenance::restore` (`keyward_bench::synthetic`),
 //! never one service call per token.
@@ -547,8 +551,126 @@ fn creation_report() {
     });
 }
 
+/// Creators at once in the concurrency comparison (against one).
+const CREATORS: usize = 32;
+/// Alternating rounds of one creator and of [`CREATORS`].
+const CREATION_ROUNDS: usize = 5;
+
+/// Concurrent creation on each engine: rounds alternating one creator (64 creations in a row)
+/// and [`CREATORS`] at once (16 each), every creation a durable commit; creations per second
+/// (median of the rounds) and each creation's latency.
+fn concurrency_report() {
+    println!();
+    println!(
+        "token creation, 1 creator vs {CREATORS} at once, {CREATION_ROUNDS} alternating rounds (every creation acknowledged only once durable):"
+    );
+    // As `keyward serve` runs: one worker per core.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(&dir.path().join("concurrent.db"))
+            .await
+            .unwrap();
+        concurrency_run(Arc::new(store), "SQLite").await;
+    });
+    match PgDatabase::create() {
+        Some(db) => rt.block_on(async {
+            let store = PgStore::connect(&db.url()).await.unwrap();
+            concurrency_run(Arc::new(store), "PostgreSQL").await;
+        }),
+        None => println!(
+            "  PostgreSQL skipped: psql could not create a database at KEYWARD_BENCH_PG \
+             (default postgres://postgres@127.0.0.1:5432)"
+        ),
+    }
+    println!(
+        "  targets (SQLite): {CREATORS} creators >= 4x the creations/s of one; their p99 <= 10x one creator's p50"
+    );
+}
+
+async fn concurrency_run(store: Arc<dyn Store>, engine: &str) {
+    let key = ServerKey::generate().unwrap();
+    let hasher = TokenHasher::new(&key);
+    let (snapshot, _) = keyward_bench::synthetic(&hasher, 1, 1).unwrap();
+    store.restore(&snapshot).await.unwrap();
+    let owner = snapshot.users[0].user.id.clone();
+    let keyward = Arc::new(
+        Keyward::new(store, Arc::new(SystemClock), hasher, Settings::default())
+            .await
+            .unwrap(),
+    );
+    let scopes = Scopes::parse(&["droplet:read", "volume:*"]).unwrap();
+    let mut rates: [Vec<f64>; 2] = Default::default();
+    let mut latencies: [Vec<Duration>; 2] = Default::default();
+    for round in 0..CREATION_ROUNDS {
+        for (k, (creators, each)) in [(1, 64), (CREATORS, 16)].into_iter().enumerate() {
+            let start = Instant::now();
+            let mut set = tokio::task::JoinSet::new();
+            for c in 0..creators {
+                let (keyward, owner, scopes) =
+                    (Arc::clone(&keyward), owner.clone(), scopes.clone());
+                set.spawn(async move {
+                    let op = Caller::operator("bench");
+                    let mut took = Vec::with_capacity(each);
+                    for i in 0..each {
+                        let name = TokenName::parse(&format!("r{round} c{c} #{i}")).unwrap();
+                        let t = Instant::now();
+                        let issued = keyward
+                            .create_token(
+                                &op,
+                                Some(&owner),
+                                name,
+                                scopes.clone(),
+                                None,
+                                keyward_core::Limits::default(),
+                            )
+                            .await
+                            .unwrap();
+                        took.push(t.elapsed());
+                        black_box(issued.secret);
+                    }
+                    took
+                });
+            }
+            while let Some(took) = set.join_next().await {
+                latencies[k].extend(took.unwrap());
+            }
+            let made = creators * each;
+            rates[k].push(made as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (one_rate, many_rate) = (median(&mut rates[0]), median(&mut rates[1]));
+    let [one, many] = &mut latencies;
+    let one_p50 = quantile(one, 0.5);
+    println!(
+        "  {engine:<10}  1 creator : {one_rate:8.0} creations/s  p50 {one_p50:8.1} µs  p99 {:8.1} µs",
+        quantile(one, 0.99)
+    );
+    let many_p99 = quantile(many, 0.99);
+    println!(
+        "  {engine:<10} {CREATORS} creators: {many_rate:8.0} creations/s  p50 {:8.1} µs  p99 {many_p99:8.1} µs   ratio {:.2}x the creations/s of one, p99 {:.1}x one creator's p50",
+        quantile(many, 0.5),
+        many_rate / one_rate,
+        many_p99 / one_p50
+    );
+}
+
 fn main() {
     keyward_server::telemetry::prometheus();
+    if std::env::var_os("KEYWARD_BENCH_CREATION_ONLY").is_some() {
+        // Only the creation figures (3 and 4), without the caches' set-up.
+        creation_report();
+        concurrency_report();
+        return;
+    }
     let large = std::env::var("KEYWARD_BENCH_LARGE")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -610,4 +732,5 @@ fn main() {
     );
     cold_report();
     creation_report();
+    concurrency_report();
 }

@@ -25,6 +25,7 @@ use crate::{StoreError, StoreResult};
 
 mod audit;
 mod backup;
+mod creations;
 mod direct;
 mod events;
 mod feed;
@@ -102,6 +103,8 @@ pub struct SqliteStore {
     /// Direct read-only connections for `lookup`, when the database is a file.
     readers: Option<Arc<direct::Readers>>,
     epoch: Arc<Epoch>,
+    /// Token creations waiting to be committed together.
+    creations: creations::Creations,
     /// What opening it migrated, for `keyward migrate` to report.
     migrations_applied: Arc<[AppliedMigration]>,
 }
@@ -139,6 +142,7 @@ impl SqliteStore {
             pool,
             readers,
             epoch: Arc::new(epoch),
+            creations: creations::Creations::default(),
             migrations_applied: migrations_applied.into(),
         })
     }

@@ -67,6 +67,7 @@ macro_rules! contract_suite {
             two_handles_record_a_notice_once,
             regeneration_keeps_the_last_few_retired_secrets,
             replaced_secrets_under_a_key_are_dropped_with_it,
+            creations_that_arrive_together_each_stand_or_fall_alone,
         );
     };
     (@each $fresh:expr; $($check:ident),* $(,)?) => {
@@ -3025,4 +3026,82 @@ pub async fn replaced_secrets_under_a_key_are_dropped_with_it(db: &dyn Database)
     assert!(store.change_epoch() > epoch, "announced");
     let changes = store.changes_since(cursor).await.unwrap();
     assert_eq!(changes.hashes, [first.hash]);
+}
+
+/// Creations that arrive together (which an engine may commit together) each stand or fall on
+/// their own: the owner's cap refuses exactly those past it, a clash refuses only itself, and
+/// every other one is stored and found.
+pub async fn creations_that_arrive_together_each_stand_or_fall_alone(db: &dyn Database) {
+    const CAP: u32 = 10;
+    let store: Arc<dyn Store> = Arc::from(db.open().await);
+    let alice = add_user(&*store, "alice").await;
+    let bob = add_user(&*store, "bob").await;
+    // Twice the same token of bob's: one is stored, the other is a conflict.
+    let twice = token_record(&bob.id, T0);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (record, hash) = match i {
+            1 | 3 => twice.clone(),
+            _ if i % 2 == 0 => token_record(&alice.id, T0),
+            _ => token_record(&bob.id, T0),
+        };
+        let cap = (record.owner == alice.id).then_some(CAP);
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let event = audit(
+                AuditKind::TokenCreated,
+                T0,
+                Some(&record.owner),
+                Some(&record.id),
+            );
+            let stored = store.insert_token(&record, &hash, &event, cap).await;
+            (record, hash, stored)
+        });
+    }
+    let (mut alices, mut refused, mut bobs, mut conflicts) = (0, 0, 0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (record, hash, stored) = done.unwrap();
+        match stored {
+            Ok(()) => {
+                let found = store.lookup(&hash.hash).await.unwrap().unwrap();
+                assert_eq!(found.token.id, record.id);
+                if record.owner == alice.id {
+                    alices += 1;
+                } else {
+                    bobs += 1;
+                }
+            }
+            Err(StoreError::InvalidState(why)) => {
+                assert_eq!(why, keyward_store::MAX_TOKENS_REACHED);
+                assert_eq!(record.owner, alice.id);
+                refused += 1;
+            }
+            Err(StoreError::Conflict(_)) => {
+                assert_eq!(record.id, twice.0.id);
+                conflicts += 1;
+            }
+            Err(e) => panic!("creation failed: {e}"),
+        }
+    }
+    assert_eq!((alices, refused), (CAP, 20 - CAP));
+    assert_eq!((bobs, conflicts), (19, 1));
+    for (owner, count) in [(&alice.id, CAP), (&bob.id, 19)] {
+        let listed = store.list_tokens(Some(owner), &page(100)).await.unwrap();
+        assert_eq!(listed.len(), count as usize);
+    }
+    let created = store
+        .audit_events(&AuditFilter {
+            limit: 1000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event.kind == AuditKind::TokenCreated)
+        .count();
+    assert_eq!(
+        created,
+        (CAP + 19) as usize,
+        "one audit event per stored token"
+    );
 }
