@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::audit::insert_audit;
-use super::feed::log_token_hashes;
+use super::feed::{append_token_hashes, prune_changes};
 use super::rows::{db_error, unix};
 use super::tokens::{LIVE_TOKENS_OF, insert_hash_row, insert_token_row};
 use crate::epoch::Epoch;
@@ -117,11 +117,35 @@ impl Creations {
 
 /// The writer: batches until the queue is empty.
 async fn write_while_queued(creations: Creations, pool: SqlitePool, epoch: Arc<Epoch>) {
-    while let Some(batch) = creations.next_batch() {
+    let mut writer = Writer {
+        creations,
+        finished: false,
+    };
+    while let Some(batch) = writer.creations.next_batch() {
         let answers = write_batch(&pool, &epoch, &batch).await;
         for (creation, answer) in batch.into_iter().zip(answers) {
             // A caller that gave up no longer listens; its creation stands regardless.
             let _ = creation.answer.send(answer);
+        }
+    }
+    writer.finished = true;
+}
+
+/// The writer at work. Stopped before the queue was empty (a panic, its runtime shutting
+/// down), it answers every creation it held or that is queued with an error (their answer
+/// senders are dropped: unacknowledged, whatever became of them) and leaves no writer
+/// recorded, so the next creation starts one instead of waiting for it forever.
+struct Writer {
+    creations: Creations,
+    finished: bool,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut queue = self.creations.lock();
+            queue.writing = false;
+            queue.waiting.clear();
         }
     }
 }
@@ -152,9 +176,18 @@ async fn write_batch(pool: &SqlitePool, epoch: &Epoch, batch: &[Creation]) -> Ve
         }
         answers.push(written);
     }
-    if answers.iter().all(Result::is_err) {
+    let Some(latest) = batch
+        .iter()
+        .zip(&answers)
+        .filter(|(_, answer)| answer.is_ok())
+        .map(|(c, _)| c.token.created_at)
+        .max()
+    else {
         // Nothing to commit; the transaction rolls back when dropped.
         return answers;
+    };
+    if let Err(e) = prune_changes(&mut tx, latest).await {
+        return every(batch.len(), &e);
     }
     let committed = tx.commit().await;
     // Even when the commit reports an error its outcome is unknown: a needless cache refresh
@@ -196,8 +229,9 @@ async fn write_one(conn: &mut SqliteConnection, c: &Creation) -> StoreResult<()>
     };
     insert_hash_row(conn, &first).await?;
     // Logged like any change: every cache keeps the set of stored hashes (to answer unknown
-    // tokens without a read) and must learn of this one before it is presented.
-    log_token_hashes(conn, &c.token.id, c.token.created_at).await?;
+    // tokens without a read) and must learn of this one before it is presented. The log is
+    // pruned once for the batch.
+    append_token_hashes(conn, &c.token.id, c.token.created_at).await?;
     insert_audit(conn, &c.audit).await
 }
 

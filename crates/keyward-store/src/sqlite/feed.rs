@@ -68,6 +68,17 @@ pub(super) async fn log_token_hashes(
     token: &TokenId,
     at: OffsetDateTime,
 ) -> StoreResult<()> {
+    append_token_hashes(conn, token, at).await?;
+    prune_changes(conn, at).await
+}
+
+/// [`log_token_hashes`] without pruning the log, for a transaction that appends many (a batch
+/// of creations) and prunes once.
+pub(super) async fn append_token_hashes(
+    conn: &mut SqliteConnection,
+    token: &TokenId,
+    at: OffsetDateTime,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO changes (hash, at) SELECT hash, ?2 FROM token_hashes \
          WHERE token_id = ?1 ORDER BY hash",
@@ -77,7 +88,7 @@ pub(super) async fn log_token_hashes(
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
-    prune_changes(conn, at).await
+    Ok(())
 }
 
 /// Tells every cache to start over: one marker entry, pruned at once, so every cursor from

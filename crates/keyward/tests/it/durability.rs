@@ -177,7 +177,12 @@ async fn concurrent_creations_acknowledged_before_kill_9_survive_it() {
             let client = reqwest::Client::builder().no_proxy().build().unwrap();
             for i in 0.. {
                 let body = json!({"name": format!("c{c} #{i}"), "scopes": ["droplet:read"]});
-                let Ok(resp) = client.post(&url).bearer_auth(&bearer).json(&body).send().await
+                let Ok(resp) = client
+                    .post(&url)
+                    .bearer_auth(&bearer)
+                    .json(&body)
+                    .send()
+                    .await
                 else {
                     return; // the server is gone
                 };
