@@ -14,6 +14,10 @@ pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_events \
      (seq, at, kind, actor_user, actor_token, actor_label, subject_user, token_id, ip, detail) \
      VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
+/// An outbox row (also bound by `direct::creations`, in the same order).
+pub(super) const INSERT_EVENT: &str = "INSERT INTO events (id, type, at, token_id, user_id, data) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
 /// Appends an audit event and, when its kind is an event, the event to the outbox (in the
 /// caller's transaction: the change, its audit entry and its event commit together).
 pub(super) async fn insert_audit(
@@ -29,19 +33,16 @@ async fn insert_event(conn: &mut SqliteConnection, event: &AuditEvent) -> StoreR
     let Some(row) = OutboxRow::for_audit(event)? else {
         return Ok(());
     };
-    sqlx::query(
-        "INSERT INTO events (id, type, at, token_id, user_id, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .bind(row.id.as_str())
-    .bind(row.event_type)
-    .bind(unix(event.at))
-    .bind(event.token_id.as_ref().map(TokenId::as_str))
-    .bind(event.subject_user.as_ref().map(UserId::as_str))
-    .bind(row.data.as_str())
-    .execute(conn)
-    .await
-    .map_err(|e| insert_error(e, || format!("event {}", row.id)))?;
+    sqlx::query(INSERT_EVENT)
+        .bind(row.id.as_str())
+        .bind(row.event_type)
+        .bind(unix(event.at))
+        .bind(event.token_id.as_ref().map(TokenId::as_str))
+        .bind(event.subject_user.as_ref().map(UserId::as_str))
+        .bind(row.data.as_str())
+        .execute(conn)
+        .await
+        .map_err(|e| insert_error(e, || format!("event {}", row.id)))?;
     Ok(())
 }
 

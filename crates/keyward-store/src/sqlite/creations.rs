@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::audit::insert_audit;
+use super::direct;
 use super::feed::{append_token_hashes, prune_changes};
 use super::rows::{db_error, unix};
 use super::tokens::{LIVE_TOKENS_OF, insert_hash_row, insert_token_row};
@@ -30,11 +31,11 @@ use crate::{HashRecord, MAX_TOKENS_REACHED, StoreError, StoreResult, StoredHash}
 const BATCH_MAX: usize = 256;
 
 /// A creation waiting for the writer.
-struct Creation {
-    token: TokenRecord,
-    hash: StoredHash,
-    audit: AuditEvent,
-    max_per_user: Option<u32>,
+pub(super) struct Creation {
+    pub(super) token: TokenRecord,
+    pub(super) hash: StoredHash,
+    pub(super) audit: AuditEvent,
+    pub(super) max_per_user: Option<u32>,
     answer: oneshot::Sender<StoreResult<()>>,
 }
 
@@ -49,6 +50,9 @@ struct Queue {
 #[derive(Clone, Default)]
 pub(super) struct Creations {
     queue: Arc<Mutex<Queue>>,
+    /// Writes the batches through rusqlite when the database is a file (`direct::Writer`); a
+    /// database no second connection can open is written through the store's sqlx pool.
+    writer: Option<Arc<direct::Writer>>,
 }
 
 impl std::fmt::Debug for Creations {
@@ -58,6 +62,15 @@ impl std::fmt::Debug for Creations {
 }
 
 impl Creations {
+    /// The queue of a store whose database file is `file` (`None`: not a file a second
+    /// connection can open).
+    pub(super) fn new(file: Option<std::path::PathBuf>) -> Self {
+        Self {
+            queue: Arc::default(),
+            writer: file.map(|path| Arc::new(direct::Writer::new(path))),
+        }
+    }
+
     /// Writes a token, its first secret and the audit event of its creation, in a transaction
     /// it may share with other creations; returns once that transaction is durably committed
     /// (or with why this creation was refused).
@@ -96,6 +109,13 @@ impl Creations {
         })
     }
 
+    /// Closes the writer's own connection, if it has one (see `SqliteStore::close`).
+    pub(super) fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // A panic while holding the lock leaves the queue itself intact (pushes and takes).
         self.queue
@@ -122,7 +142,13 @@ async fn write_while_queued(creations: Creations, pool: SqlitePool, epoch: Arc<E
         finished: false,
     };
     while let Some(batch) = writer.creations.next_batch() {
-        let answers = write_batch(&pool, &epoch, &batch).await;
+        let (batch, answers) = match &writer.creations.writer {
+            Some(direct) => write_directly(Arc::clone(direct), &epoch, batch).await,
+            None => {
+                let answers = write_batch(&pool, &epoch, &batch).await;
+                (batch, answers)
+            }
+        };
         for (creation, answer) in batch.into_iter().zip(answers) {
             // A caller that gave up no longer listens; its creation stands regardless.
             let _ = creation.answer.send(answer);
@@ -150,7 +176,32 @@ impl Drop for Writer {
     }
 }
 
-/// Writes `batch` in one transaction; one answer per creation, in order.
+/// Writes `batch` in one transaction through rusqlite on a blocking thread; one answer per
+/// creation, in order.
+async fn write_directly(
+    direct: Arc<direct::Writer>,
+    epoch: &Epoch,
+    batch: Vec<Creation>,
+) -> (Vec<Creation>, Vec<StoreResult<()>>) {
+    let n = batch.len();
+    let written = tokio::task::spawn_blocking(move || {
+        let answers = direct.write(&batch);
+        (batch, answers)
+    })
+    .await;
+    // Whatever the outcome, the commit may have happened: announce it (see `write_batch`).
+    epoch.bump();
+    match written {
+        Ok((batch, Ok(answers))) => (batch, answers),
+        Ok((batch, Err(e))) => (batch, every(n, &e)),
+        // The blocking task panicked or was cancelled: the batch is gone with it, and its
+        // callers are answered with an error when their senders drop.
+        Err(_) => (Vec::new(), Vec::new()),
+    }
+}
+
+/// Writes `batch` in one transaction through the store's sqlx pool; one answer per creation,
+/// in order.
 async fn write_batch(pool: &SqlitePool, epoch: &Epoch, batch: &[Creation]) -> Vec<StoreResult<()>> {
     let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,

@@ -22,27 +22,38 @@ pub(super) const RESET_PRUNE: &str =
 pub(super) const RESET_DROP: &str =
     "DELETE FROM changes WHERE seq <= (SELECT pruned_through FROM change_log WHERE id = 1)";
 
+/// [`prune_changes`]'s statements (also run by `direct::creations`): the pruning mark moved past
+/// the entries older than the cutoff `?1`, the entries it covers dropped.
+pub(super) const PRUNE_MARK: &str = "UPDATE change_log SET pruned_through = \
+     max(pruned_through, coalesce((SELECT max(seq) FROM changes WHERE at < ?1), 0)) WHERE id = 1";
+pub(super) const PRUNE_DROP: &str =
+    "DELETE FROM changes WHERE seq <= (SELECT pruned_through FROM change_log WHERE id = 1)";
+
+/// [`append_token_hashes`]' statement (also run by `direct::creations`): every hash of token
+/// `?1`, at `?2`.
+pub(super) const APPEND_TOKEN_HASHES: &str = "INSERT INTO changes (hash, at) \
+     SELECT hash, ?2 FROM token_hashes WHERE token_id = ?1 ORDER BY hash";
+
+/// The cutoff [`PRUNE_MARK`] takes at `now`.
+pub(super) fn prune_cutoff(now: OffsetDateTime) -> i64 {
+    unix(now).saturating_sub(CHANGE_LOG_RETENTION_SECS)
+}
+
 /// Drops change-log entries older than the retention period, remembering how far it has pruned.
 /// Runs inside the writes that append to the log, so the log needs no janitor.
 pub(super) async fn prune_changes(
     conn: &mut SqliteConnection,
     now: OffsetDateTime,
 ) -> StoreResult<()> {
-    let cutoff = unix(now).saturating_sub(CHANGE_LOG_RETENTION_SECS);
-    sqlx::query(
-        "UPDATE change_log SET pruned_through = \
-         max(pruned_through, coalesce((SELECT max(seq) FROM changes WHERE at < ?1), 0)) WHERE id = 1",
-    )
-    .bind(cutoff)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    sqlx::query(
-        "DELETE FROM changes WHERE seq <= (SELECT pruned_through FROM change_log WHERE id = 1)",
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
+    sqlx::query(PRUNE_MARK)
+        .bind(prune_cutoff(now))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    sqlx::query(PRUNE_DROP)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 
@@ -79,15 +90,12 @@ pub(super) async fn append_token_hashes(
     token: &TokenId,
     at: OffsetDateTime,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO changes (hash, at) SELECT hash, ?2 FROM token_hashes \
-         WHERE token_id = ?1 ORDER BY hash",
-    )
-    .bind(token.as_str())
-    .bind(unix(at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
+    sqlx::query(APPEND_TOKEN_HASHES)
+        .bind(token.as_str())
+        .bind(unix(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 

@@ -127,6 +127,8 @@ impl SqliteStore {
         let pool = connect(options).await.map_err(db_error)?;
         let migrations_applied = migrate(&pool).await?;
         let readers = direct::Readers::for_file(path)?.map(Arc::new);
+        // Creations are written on a connection of their own, to the file the readers read.
+        let creations = creations::Creations::new(readers.as_ref().map(|r| r.path().to_path_buf()));
         let epoch_path = Epoch::path_for(path);
         let epoch = Epoch::open(&epoch_path).map_err(|e| {
             StoreError::unavailable_from(
@@ -142,7 +144,7 @@ impl SqliteStore {
             pool,
             readers,
             epoch: Arc::new(epoch),
-            creations: creations::Creations::default(),
+            creations,
             migrations_applied: migrations_applied.into(),
         })
     }
@@ -162,6 +164,8 @@ impl SqliteStore {
         if let Some(readers) = &self.readers {
             readers.close();
         }
+        // A batch being written holds the connection until it is done; then it closes.
+        self.creations.close();
         self.pool.close().await;
     }
 

@@ -10,8 +10,8 @@
 //! `identities`, `audit`, `feed`, `backup`), bound in the same order as those writes (`insert_user_row` and the
 //! others).
 
-use keyward_core::{Email, ExternalId, TokenId, UserId};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use keyward_core::{AuditEvent, Email, ExternalId, TokenId, TokenRecord, UserId};
+use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior, params};
 use std::path::Path;
 
 use super::lite_error;
@@ -24,7 +24,7 @@ use crate::sqlite::identities::INSERT_IDENTITY;
 use crate::sqlite::rows::unix;
 use crate::sqlite::tokens::{INSERT_HASH, INSERT_TOKEN};
 use crate::sqlite::users::INSERT_USER;
-use crate::{Progress, Snapshot, StoreError, StoreResult, go_on};
+use crate::{HashRecord, Progress, Snapshot, StoreError, StoreResult, go_on};
 
 /// Page cache of the restoring connection, in KiB (SQLite's default is 2 MiB), taken only as
 /// pages are used. Secret hashes (and a seeded snapshot's ids) are random keys, so inserts land
@@ -99,34 +99,40 @@ fn insert_tokens(tx: &Connection, snapshot: &Snapshot, progress: &dyn Progress) 
     let mut insert = tx.prepare_cached(INSERT_TOKEN).map_err(lite_error)?;
     for token in &snapshot.tokens {
         go_on(progress)?;
-        let limits = LimitColumns::of(token);
-        insert
-            .execute(params![
-                token.id.as_str(),
-                token.owner.as_str(),
-                token.name.as_str(),
-                token.scopes.to_string(),
-                token.hint.as_str(),
-                unix(token.created_at),
-                token.expires_at.map(unix),
-                token.regenerated_at.map(unix),
-                token.last_used_at.map(unix),
-                token.last_used_ip.map(|ip| ip.to_string()),
-                token.revoked_at.map(unix),
-                token.revoked_by.as_deref(),
-                token.revoke_reason.as_deref(),
-                limits.allowed_ips,
-                limits.max_uses,
-                limits.remaining,
-                limits.refill_amount,
-                limits.refill_every,
-                limits.refilled_at,
-                limits.rate_requests,
-                limits.rate_per,
-            ])
-            .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
+        insert_token_row(&mut insert, token)?;
         progress.advance(1);
     }
+    Ok(())
+}
+
+/// Runs [`INSERT_TOKEN`], prepared as `insert`, for `token`.
+pub(super) fn insert_token_row(insert: &mut Statement<'_>, token: &TokenRecord) -> StoreResult<()> {
+    let limits = LimitColumns::of(token);
+    insert
+        .execute(params![
+            token.id.as_str(),
+            token.owner.as_str(),
+            token.name.as_str(),
+            token.scopes.to_string(),
+            token.hint.as_str(),
+            unix(token.created_at),
+            token.expires_at.map(unix),
+            token.regenerated_at.map(unix),
+            token.last_used_at.map(unix),
+            token.last_used_ip.map(|ip| ip.to_string()),
+            token.revoked_at.map(unix),
+            token.revoked_by.as_deref(),
+            token.revoke_reason.as_deref(),
+            limits.allowed_ips,
+            limits.max_uses,
+            limits.remaining,
+            limits.refill_amount,
+            limits.refill_every,
+            limits.refilled_at,
+            limits.rate_requests,
+            limits.rate_per,
+        ])
+        .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
     Ok(())
 }
 
@@ -134,17 +140,23 @@ fn insert_hashes(tx: &Connection, snapshot: &Snapshot, progress: &dyn Progress) 
     let mut insert = tx.prepare_cached(INSERT_HASH).map_err(lite_error)?;
     for hash in &snapshot.hashes {
         go_on(progress)?;
-        insert
-            .execute(params![
-                &hash.hash.hash.0[..],
-                hash.token_id.as_str(),
-                hash.hash.key_id.as_str(),
-                unix(hash.created_at),
-                hash.valid_until.map(unix),
-            ])
-            .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
+        insert_hash_row(&mut insert, hash)?;
         progress.advance(1);
     }
+    Ok(())
+}
+
+/// Runs [`INSERT_HASH`], prepared as `insert`, for `hash`.
+pub(super) fn insert_hash_row(insert: &mut Statement<'_>, hash: &HashRecord) -> StoreResult<()> {
+    insert
+        .execute(params![
+            &hash.hash.hash.0[..],
+            hash.token_id.as_str(),
+            hash.hash.key_id.as_str(),
+            unix(hash.created_at),
+            hash.valid_until.map(unix),
+        ])
+        .map_err(|e| insert_error(e, || "token hash".to_owned()))?;
     Ok(())
 }
 
@@ -152,23 +164,33 @@ fn insert_audit(tx: &Connection, snapshot: &Snapshot, progress: &dyn Progress) -
     let mut insert = tx.prepare_cached(INSERT_AUDIT).map_err(lite_error)?;
     for stored in &snapshot.audit {
         go_on(progress)?;
-        let event = &stored.event;
-        insert
-            .execute(params![
-                unix(event.at),
-                event.kind.as_str(),
-                event.actor.user.as_ref().map(UserId::as_str),
-                event.actor.token.as_ref().map(TokenId::as_str),
-                event.actor.label.as_str(),
-                event.subject_user.as_ref().map(UserId::as_str),
-                event.token_id.as_ref().map(TokenId::as_str),
-                event.ip.map(|ip| ip.to_string()),
-                event.detail.as_deref(),
-                stored.seq,
-            ])
-            .map_err(|e| insert_error(e, || "audit event".to_owned()))?;
+        insert_audit_row(&mut insert, &stored.event, Some(stored.seq))?;
         progress.advance(1);
     }
+    Ok(())
+}
+
+/// Runs [`INSERT_AUDIT`], prepared as `insert`, for `event`, at sequence number `seq` when
+/// given (a restore), else at the next.
+pub(super) fn insert_audit_row(
+    insert: &mut Statement<'_>,
+    event: &AuditEvent,
+    seq: Option<i64>,
+) -> StoreResult<()> {
+    insert
+        .execute(params![
+            unix(event.at),
+            event.kind.as_str(),
+            event.actor.user.as_ref().map(UserId::as_str),
+            event.actor.token.as_ref().map(TokenId::as_str),
+            event.actor.label.as_str(),
+            event.subject_user.as_ref().map(UserId::as_str),
+            event.token_id.as_ref().map(TokenId::as_str),
+            event.ip.map(|ip| ip.to_string()),
+            event.detail.as_deref(),
+            seq,
+        ])
+        .map_err(|e| insert_error(e, || "audit event".to_owned()))?;
     Ok(())
 }
 
@@ -193,10 +215,17 @@ fn insert_identities(
     Ok(())
 }
 
-/// A read-write connection with the settings of the store's sqlx connections. WAL is a property
-/// of the file, already set when the store opened it.
+/// The restore's connection: [`open_writer`]'s with a larger page cache.
 fn open(path: &Path) -> rusqlite::Result<Connection> {
-    // No mutex inside SQLite: the connection lives on one thread, for one restore.
+    let connection = open_writer(path)?;
+    connection.pragma_update(None, "cache_size", -RESTORE_CACHE_KIB)?;
+    Ok(connection)
+}
+
+/// A read-write connection with the settings of the store's sqlx connections (SQLite's default
+/// page cache). WAL is a property of the file, already set when the store opened it.
+pub(super) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    // No mutex inside SQLite: the connection is used by one thread at a time.
     let connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -204,13 +233,12 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     connection.busy_timeout(BUSY_TIMEOUT)?;
     connection.pragma_update(None, "foreign_keys", true)?;
     connection.pragma_update(None, "synchronous", "FULL")?;
-    connection.pragma_update(None, "cache_size", -RESTORE_CACHE_KIB)?;
     Ok(connection)
 }
 
 /// Maps a failed insert as `rows::insert_error` maps sqlx's: a unique violation means `what`
 /// already exists, a foreign-key violation that a row it refers to does not.
-fn insert_error(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError {
+pub(super) fn insert_error(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError {
     use rusqlite::ffi;
     match e.sqlite_error().map(|e| e.extended_code) {
         Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {

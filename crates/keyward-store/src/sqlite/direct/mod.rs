@@ -1,20 +1,22 @@
 //! The only place this engine talks to SQLite through rusqlite instead of sqlx.
 //!
-//! **The driver decision.** The SQLite engine runs on sqlx: the pool, every write, every read but
-//! one, migrations. Two paths go to SQLite directly through rusqlite, on the same file and the
+//! **The driver decision.** The SQLite engine runs on sqlx: the pool, every write but token
+//! creation on a file, every read but one, migrations. Three paths go to SQLite directly through rusqlite, on the same file and the
 //! same `libsqlite3-sys` that sqlx links:
 //! - [`Readers`] (`reader`), the point read of a cold verification (`TokenStore::lookup`):
 //!   about 7 µs against sqlx's 115 µs, which are its worker-thread hops (BENCHMARKS.md, cold
 //!   verification);
 //! - [`restore`] (`bulk`), writing a snapshot row by row without a thread hop per row (seeding
-//!   10^6 tokens: seconds instead of minutes).
+//!   10^6 tokens: seconds instead of minutes);
+//! - [`Writer`] (`creations`), the group commit's batches of token creations, for the same
+//!   reason (BENCHMARKS.md, creation under concurrency).
 //!
-//! A third, [`backup`] (`online`), is here because sqlx has no binding for SQLite's online
+//! Another, [`backup`] (`online`), is here because sqlx has no binding for SQLite's online
 //! backup API at all.
 //!
-//! Both are measured wins on paths that matter (the verification hot path, and seeding the
-//! benchmarks), so they stay; going rusqlite throughout would mean a second async story (a
-//! blocking pool of our own for every write) for no measured gain, and sqlx throughout would
+//! The three are measured wins on paths that matter (the verification hot path, creation under
+//! concurrency, seeding the benchmarks), so they stay; going rusqlite throughout would mean a
+//! second async story (a blocking pool of our own for every write) for no measured gain, and sqlx throughout would
 //! give the wins back. The cost is a second error type, mapped here once ([`lite_error`], the
 //! twin of `rows::db_error`), and a second set of bindings for the bulk writes, which use the
 //! sqlx writes' own SQL constants in the same bind order. Nothing outside this module names
@@ -24,10 +26,12 @@ use crate::StoreError;
 use crate::sqlite::rows::{SQLITE_CORRUPT, SQLITE_NOTADB};
 
 mod bulk;
+mod creations;
 mod online;
 mod reader;
 
 pub(super) use bulk::restore;
+pub(super) use creations::Writer;
 pub use online::BackupSummary;
 pub(super) use online::{backup, partial_path};
 pub(super) use reader::{Read, Readers};

@@ -88,6 +88,11 @@ impl Readers {
         }))
     }
 
+    /// The database file (absolute).
+    pub(in crate::sqlite) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The token, owner and validity of the secret with this hash, as `TokenStore::lookup` returns.
     pub(in crate::sqlite) fn lookup(&self, hash: &TokenHash) -> StoreResult<Read> {
         let connection = self.take()?;
