@@ -8,7 +8,10 @@
 //! rest at once, answers each, and goes on while anything is queued. Every creation is answered
 //! only after the commit that holds it returned, so an acknowledged creation is as durable as
 //! before. Nothing waits to fill a batch: a creation alone is committed at once, and a batch is
-//! what arrived while the previous commit was running.
+//! what arrived while the previous commit was running. On a database file the batch is written
+//! through rusqlite on a blocking thread, on a connection of the writer's own (`direct::Writer`:
+//! sqlx would cost a worker-thread hop per statement, seven per creation); a database no second
+//! connection can open is written through the store's sqlx pool ([`write_batch`]).
 //!
 //! The writer runs apart from the callers, so a caller that gives up (a dropped request) cannot
 //! cut a batch short; its creation is committed, or refused, with the others.

@@ -156,7 +156,8 @@ impl SqliteStore {
 
     /// For graceful shutdown: the direct readers refuse new lookups and close their idle
     /// connections (a lookup still running closes its own connection when it ends, without
-    /// being waited for); then the pool waits for its running statements and closes its
+    /// being waited for); the creations' writer closes its connection (after the batch it is
+    /// writing, if any) and refuses later batches; then the pool waits for its running statements and closes its
     /// connections. SQLite checkpoints the WAL when the last connection to the file closes, so
     /// the checkpoint happens here unless a lookup was still running. The store answers
     /// `Unavailable` afterwards.
