@@ -47,30 +47,27 @@ KW_URL="$URL"
 KW_PID="$LAST_PID"
 log "hello at $HELLO_URL, keyward at $KW_URL"
 
-log "creating $TOKENS tokens through POST /v1/tokens"
-{
-  for i in $(seq "$TOKENS"); do
-    [ "$i" = 1 ] || echo next
-    printf 'url = "%s/v1/tokens"\nheader = "Authorization: Bearer %s"\nheader = "Content-Type: application/json"\ndata = "{\\"name\\": \\"load %d\\", \\"scopes\\": [\\"droplet:read\\", \\"volume:*\\"], \\"expires\\": \\"30d\\"}"\n' \
-      "$KW_URL" "$ADMIN" "$i"
-  done
-} >"$WORK/create.curl"
-curl -s -K "$WORK/create.curl" | grep -o '"secret":"[^"]*"' | cut -d'"' -f4 >"$WORK/secrets"
-[ "$(wc -l <"$WORK/secrets")" -eq "$TOKENS" ] || { echo "created $(wc -l <"$WORK/secrets") of $TOKENS tokens" >&2; exit 1; }
-
+# create_tokens FILE NAME FIELDS : $TOKENS tokens through POST /v1/tokens (one curl, many
+# requests), named "NAME i", with the JSON members FIELDS (quotes written \" for curl's config
+# file); their secrets to FILE, one a line.
+create_tokens() {
+  local file="$1" name="$2" fields="$3" i
+  log "creating $TOKENS $name tokens through POST /v1/tokens"
+  {
+    for i in $(seq "$TOKENS"); do
+      [ "$i" = 1 ] || echo next
+      printf 'url = "%s/v1/tokens"\nheader = "Authorization: Bearer %s"\nheader = "Content-Type: application/json"\ndata = "{\\"name\\": \\"%s %d\\", %s}"\n' \
+        "$KW_URL" "$ADMIN" "$name" "$i" "$fields"
+    done
+  } >"$file.curl"
+  curl -s -K "$file.curl" | grep -o '"secret":"[^"]*"' | cut -d'"' -f4 >"$file"
+  [ "$(wc -l <"$file")" -eq "$TOKENS" ] || { echo "created $(wc -l <"$file") of $TOKENS $name tokens" >&2; exit 1; }
+}
+create_tokens "$WORK/secrets" load '\"scopes\": [\"droplet:read\", \"volume:*\"], \"expires\": \"30d\"'
 # Tokens with limits: an allowlist the client address below is in, and a rate limit no run
 # reaches (so every answer is active: the cost measured is the checks', not refusals').
 LIMITED_IP=203.0.113.7
-log "creating $TOKENS tokens with an allowlist and a rate limit"
-{
-  for i in $(seq "$TOKENS"); do
-    [ "$i" = 1 ] || echo next
-    printf 'url = "%s/v1/tokens"\nheader = "Authorization: Bearer %s"\nheader = "Content-Type: application/json"\ndata = "{\\"name\\": \\"limited %d\\", \\"scopes\\": [\\"droplet:read\\"], \\"expires\\": \\"30d\\", \\"allowed_ips\\": [\\"203.0.113.0/24\\", \\"2001:db8::/32\\"], \\"rate_limit\\": {\\"requests\\": 100000000, \\"per\\": \\"1m\\"}}"\n' \
-      "$KW_URL" "$ADMIN" "$i"
-  done
-} >"$WORK/create-limited.curl"
-curl -s -K "$WORK/create-limited.curl" | grep -o '"secret":"[^"]*"' | cut -d'"' -f4 >"$WORK/limited"
-[ "$(wc -l <"$WORK/limited")" -eq "$TOKENS" ] || { echo "created $(wc -l <"$WORK/limited") of $TOKENS limited tokens" >&2; exit 1; }
+create_tokens "$WORK/limited" limited '\"scopes\": [\"droplet:read\"], \"expires\": \"30d\", \"allowed_ips\": [\"203.0.113.0/24\", \"2001:db8::/32\"], \"rate_limit\": {\"requests\": 100000000, \"per\": \"1m\"}'
 
 # Sanity: the measured requests must give the answer we think they give.
 FIRST="$(head -1 "$WORK/secrets")"

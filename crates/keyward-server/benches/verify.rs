@@ -441,6 +441,28 @@ impl Drop for PgDatabase {
     }
 }
 
+/// Runs `run` on `rt` over a fresh SQLite file, then over a fresh PostgreSQL database when
+/// `psql` can make one (saying so when it cannot).
+fn on_each_engine(rt: &tokio::runtime::Runtime, run: impl AsyncFn(Arc<dyn Store>, &'static str)) {
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(&dir.path().join("bench.db"))
+            .await
+            .unwrap();
+        run(Arc::new(store), "SQLite").await;
+    });
+    match PgDatabase::create() {
+        Some(db) => rt.block_on(async {
+            let store = PgStore::connect(&db.url()).await.unwrap();
+            run(Arc::new(store), "PostgreSQL").await;
+        }),
+        None => println!(
+            "  PostgreSQL skipped: psql could not create a database at KEYWARD_BENCH_PG \
+             (default postgres://postgres@127.0.0.1:5432)"
+        ),
+    }
+}
+
 fn cold_report() {
     println!();
     println!("cold verification, {COLD} cache misses each, interleaved with the bare lookup:");
@@ -450,23 +472,7 @@ fn cold_report() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    rt.block_on(async {
-        let store = SqliteStore::open(&dir.path().join("cold.db"))
-            .await
-            .unwrap();
-        cold_run(Arc::new(store), "SQLite").await;
-    });
-    match PgDatabase::create() {
-        Some(db) => rt.block_on(async {
-            let store = PgStore::connect(&db.url()).await.unwrap();
-            cold_run(Arc::new(store), "PostgreSQL").await;
-        }),
-        None => println!(
-            "  PostgreSQL skipped: psql could not create a database at KEYWARD_BENCH_PG \
-             (default postgres://postgres@127.0.0.1:5432)"
-        ),
-    }
+    on_each_engine(&rt, cold_run);
     println!("  targets: keyward cold verify p50 <= 20 µs on SQLite, <= 300 µs on PostgreSQL");
 }
 
@@ -570,23 +576,7 @@ fn concurrency_report() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    rt.block_on(async {
-        let store = SqliteStore::open(&dir.path().join("concurrent.db"))
-            .await
-            .unwrap();
-        concurrency_run(Arc::new(store), "SQLite").await;
-    });
-    match PgDatabase::create() {
-        Some(db) => rt.block_on(async {
-            let store = PgStore::connect(&db.url()).await.unwrap();
-            concurrency_run(Arc::new(store), "PostgreSQL").await;
-        }),
-        None => println!(
-            "  PostgreSQL skipped: psql could not create a database at KEYWARD_BENCH_PG \
-             (default postgres://postgres@127.0.0.1:5432)"
-        ),
-    }
+    on_each_engine(&rt, concurrency_run);
     println!(
         "  targets (SQLite): {CREATORS} creators >= 4x the creations/s of one; their p99 <= 10x one creator's p50"
     );
