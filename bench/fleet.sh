@@ -8,11 +8,14 @@
 # For each N in $FLEET: a fresh database on the PostgreSQL at $PGURL (default
 # postgres://postgres@127.0.0.1:5432, trust auth), N `keyward serve` instances on it sharing one
 # server key (each LISTENs for the change feed, as a fleet's instances do), then:
-#   idle     PostgreSQL's transactions per second with the fleet idle for $IDLE s (default 5):
-#            what N instances cost the database when nobody calls them (heartbeats, feeds);
+#   idle     PostgreSQL's write transactions per second with the fleet idle for $IDLE s
+#            (default 5): what N instances write when nobody calls them;
 #   busy     the same while bench/tools' `propagate` runs $REVOCATIONS rounds (default 100) of
 #            create through instance 1, verify twice on instance N, revoke through instance 1,
-#            poll instance N until it answers `revoked`;
+#            poll instance N until it answers `revoked`, and the write transactions per round
+#            (a round is two changes). Write transactions are counted by transaction ids
+#            (`txid_current()`, exact at once; the statistics views lag by up to 10 s); reads,
+#            such as each instance's catch-up read of the change log, take none;
 #   the database's connections (pg_stat_activity) with the fleet up;
 #   propagation p50 / p99 of a revocation (acknowledged by instance 1 -> instance N refuses) and
 #   of a creation (acknowledged by instance 1 -> instance N accepts: until its change feed brings
@@ -36,11 +39,9 @@ KEYWARD_SERVER_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 export KEYWARD_SERVER_KEY KEYWARD_LOG=warn
 log "machine: $(machine_line)"
 
-# commits DB : the database's committed and rolled-back transactions so far.
-commits() {
-  psql "$PGURL/postgres" -qtAc \
-    "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '$1'"
-}
+# xid : the server's next transaction id (this call takes one; `rate` and `per_round` subtract
+# it). Nothing else writes on the benchmark's PostgreSQL meanwhile.
+xid() { psql "$PGURL/postgres" -qtAc "SELECT txid_current()"; }
 # connections DB : the database's connections now.
 connections() {
   psql "$PGURL/postgres" -qtAc "SELECT count(*) FROM pg_stat_activity WHERE datname = '$1'"
@@ -48,7 +49,8 @@ connections() {
 # field OUTPUT LABEL N : the Nth number on `propagate`'s line LABEL.
 field() { printf '%s\n' "$1" | grep -F "$2" | grep -oE '[0-9]+ µs' | sed -n "$3p" | cut -d' ' -f1; }
 now() { date +%s.%N; }
-rate() { awk -v a="$1" -v b="$2" -v s="$3" -v e="$4" 'BEGIN { printf "%.0f", (b - a) / (e - s) }'; }
+rate() { awk -v a="$1" -v b="$2" -v s="$3" -v e="$4" 'BEGIN { printf "%.1f", (b - a - 1) / (e - s) }'; }
+per_round() { awk -v a="$1" -v b="$2" -v r="$REVOCATIONS" 'BEGIN { printf "%.1f", (b - a - 1) / r }'; }
 
 ROWS="$WORK/rows"
 : >"$ROWS"
@@ -69,14 +71,15 @@ for n in $FLEET; do
   done
   log "N=$n: ${#urls[@]} instances on $db"
   sleep 1
-  c0="$(commits "$db")"; t0="$(now)"
+  c0="$(xid)"; t0="$(now)"
   sleep "$IDLE"
-  c1="$(commits "$db")"; t1="$(now)"
+  c1="$(xid)"; t1="$(now)"
   conns="$(connections "$db")"
   out="$("$PROPAGATE" "${urls[0]}" "${urls[$((n - 1))]}" "$admin" "$REVOCATIONS")"
-  c2="$(commits "$db")"; t2="$(now)"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$conns" \
+  c2="$(xid)"; t2="$(now)"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$conns" \
     "$(rate "$c0" "$c1" "$t0" "$t1")" "$(rate "$c1" "$c2" "$t1" "$t2")" \
+    "$(per_round "$c1" "$c2")" \
     "$(field "$out" 'propagation delay' 1)" "$(field "$out" 'propagation delay' 2)" \
     "$(field "$out" 'creation propagation' 1)" "$(field "$out" 'creation propagation' 2)" \
     "$(printf '%s\n' "$out" | awk -F'\t' '/answered unknown/ { print $2 }')" \
@@ -90,8 +93,8 @@ echo "## keyward fleet on one PostgreSQL ($(date -Is))"
 echo
 echo "machine: $(machine_line); $REVOCATIONS revocations per N, idle window ${IDLE}s"
 echo
-echo "| instances | PG connections | PG tx/s idle | PG tx/s busy | revocation propagation p50 / p99 µs | creation propagation p50 / p99 µs | rounds answered unknown first | cold verify p50 / p99 µs | rounds still active at first poll |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-awk -F'\t' '{ printf "| %s | %s | %s | %s | %s / %s | %s / %s | %s | %s / %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }' "$ROWS"
+echo "| instances | PG connections | PG write tx/s idle | PG write tx/s busy | PG write tx per round | revocation propagation p50 / p99 µs | creation propagation p50 / p99 µs | rounds answered unknown first | cold verify p50 / p99 µs | rounds still active at first poll |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s / %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 }' "$ROWS"
 echo
 log "done"
