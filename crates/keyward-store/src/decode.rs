@@ -261,32 +261,6 @@ pub(crate) struct LimitColumns {
 }
 
 impl LimitColumns {
-    /// Whether every column is null: a token without limits.
-    pub(crate) fn is_empty(&self) -> bool {
-        let Self {
-            allowed_ips,
-            max_uses,
-            remaining,
-            refill_amount,
-            refill_every,
-            refilled_at,
-            rate_requests,
-            rate_per,
-        } = self;
-        allowed_ips.is_none()
-            && [
-                max_uses,
-                remaining,
-                refill_amount,
-                refill_every,
-                refilled_at,
-                rate_requests,
-                rate_per,
-            ]
-            .iter()
-            .all(|c| c.is_none())
-    }
-
     /// The columns of `token`'s limits and use count.
     pub(crate) fn of(token: &TokenRecord) -> Self {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);

@@ -75,9 +75,9 @@ pub(super) async fn insert_token_row(
     .execute(&mut *conn)
     .await
     .map_err(|e| insert_error(e, || format!("token {}", token.id)))?;
-    let limits = LimitColumns::of(token);
-    if !limits.is_empty() {
-        write_limits(conn, &token.id, &limits, 0).await?;
+    // `remaining` and `refilled_at` exist only with the limits they count for.
+    if !token.limits.is_empty() {
+        write_limits(conn, &token.id, &LimitColumns::of(token), 0).await?;
     }
     Ok(())
 }

@@ -1,34 +1,30 @@
-//! Group commit of token creations: creations that arrive together share one write transaction
-//! and one durable commit (one sync of the WAL) instead of each waiting in line for its own.
+//! Group commit of token creations on a database file: creations that arrive together share
+//! one write transaction and one durable commit (one sync of the WAL) instead of each waiting in
+//! line for its own.
 //!
 //! `insert_token` queues its rows and waits for its answer. The first creation to find no
 //! writer at work starts one, a task of its own; the writer takes everything queued (at most
-//! [`BATCH_MAX`]), writes each creation under a savepoint of its own — one that fails (its
-//! owner's cap reached, a clash) is rolled back alone and answered with its error — commits the
-//! rest at once, answers each, and goes on while anything is queued. Every creation is answered
-//! only after the commit that holds it returned, so an acknowledged creation is as durable as
-//! before. Nothing waits to fill a batch: a creation alone is committed at once, and a batch is
-//! what arrived while the previous commit was running. On a database file the batch is written
-//! through rusqlite on a blocking thread, on a connection of the writer's own (`direct::Writer`:
-//! sqlx would cost a worker-thread hop per statement, seven per creation); a database no second
-//! connection can open is written through the store's sqlx pool ([`write_batch`]).
+//! [`BATCH_MAX`]) and hands it to `direct::Writer`, which writes each creation under a savepoint
+//! of its own — one that fails (its owner's cap reached, a clash) is rolled back alone and
+//! answered with its error — and commits the rest at once, through rusqlite on a blocking thread
+//! (sqlx would cost a worker-thread hop per statement, seven per creation). The writer answers
+//! each creation and goes on while anything is queued. Every creation is answered only after the
+//! commit that holds it returned, so an acknowledged creation is as durable as before. Nothing
+//! waits to fill a batch: a creation alone is committed at once, and a batch is what arrived
+//! while the previous commit was running. A database no second connection can open (no file)
+//! has no queue: each creation is its own transaction through the store's pool (`tokens`).
 //!
 //! The writer runs apart from the callers, so a caller that gives up (a dropped request) cannot
 //! cut a batch short; its creation is committed, or refused, with the others.
 
 use keyward_core::{AuditEvent, TokenRecord};
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnection;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-use super::audit::insert_audit;
 use super::direct;
-use super::feed::{append_token_hashes, prune_changes};
-use super::rows::{db_error, unix};
-use super::tokens::{LIVE_TOKENS_OF, insert_hash_row, insert_token_row};
 use crate::epoch::Epoch;
-use crate::{HashRecord, MAX_TOKENS_REACHED, StoreError, StoreResult, StoredHash};
+use crate::{StoreError, StoreResult, StoredHash};
 
 /// The most creations one transaction holds.
 const BATCH_MAX: usize = 256;
@@ -50,12 +46,11 @@ struct Queue {
 }
 
 /// The creations queue of one store (shared by its clones).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(super) struct Creations {
     queue: Arc<Mutex<Queue>>,
-    /// Writes the batches through rusqlite when the database is a file (`direct::Writer`); a
-    /// database no second connection can open is written through the store's sqlx pool.
-    writer: Option<Arc<direct::Writer>>,
+    /// Writes the batches, on a connection of its own to the database file.
+    writer: Arc<direct::Writer>,
 }
 
 impl std::fmt::Debug for Creations {
@@ -65,12 +60,11 @@ impl std::fmt::Debug for Creations {
 }
 
 impl Creations {
-    /// The queue of a store whose database file is `file` (`None`: not a file a second
-    /// connection can open).
-    pub(super) fn new(file: Option<std::path::PathBuf>) -> Self {
+    /// The queue of a store whose database file is `file`.
+    pub(super) fn new(file: PathBuf) -> Self {
         Self {
             queue: Arc::default(),
-            writer: file.map(|path| Arc::new(direct::Writer::new(path))),
+            writer: Arc::new(direct::Writer::new(file)),
         }
     }
 
@@ -79,7 +73,6 @@ impl Creations {
     /// (or with why this creation was refused).
     pub(super) async fn create(
         &self,
-        pool: &SqlitePool,
         epoch: &Arc<Epoch>,
         token: &TokenRecord,
         hash: &StoredHash,
@@ -99,11 +92,7 @@ impl Creations {
             !std::mem::replace(&mut queue.writing, true)
         };
         if start_writer {
-            tokio::spawn(write_while_queued(
-                self.clone(),
-                pool.clone(),
-                Arc::clone(epoch),
-            ));
+            tokio::spawn(write_while_queued(self.clone(), Arc::clone(epoch)));
         }
         answered.await.unwrap_or_else(|_| {
             Err(StoreError::unavailable(
@@ -112,11 +101,9 @@ impl Creations {
         })
     }
 
-    /// Closes the writer's own connection, if it has one (see `SqliteStore::close`).
+    /// Closes the writer's connection (see `SqliteStore::close`).
     pub(super) fn close(&self) {
-        if let Some(writer) = &self.writer {
-            writer.close();
-        }
+        self.writer.close();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -139,37 +126,47 @@ impl Creations {
 }
 
 /// The writer: batches until the queue is empty.
-async fn write_while_queued(creations: Creations, pool: SqlitePool, epoch: Arc<Epoch>) {
-    let mut writer = Writer {
+async fn write_while_queued(creations: Creations, epoch: Arc<Epoch>) {
+    let mut at_work = AtWork {
         creations,
         finished: false,
     };
-    while let Some(batch) = writer.creations.next_batch() {
-        let (batch, answers) = match &writer.creations.writer {
-            Some(direct) => write_directly(Arc::clone(direct), &epoch, batch).await,
-            None => {
-                let answers = write_batch(&pool, &epoch, &batch).await;
-                (batch, answers)
-            }
+    while let Some(batch) = at_work.creations.next_batch() {
+        let writer = Arc::clone(&at_work.creations.writer);
+        let n = batch.len();
+        let written = tokio::task::spawn_blocking(move || {
+            let answers = writer.write(&batch);
+            (batch, answers)
+        })
+        .await;
+        // Even when the batch failed its commit may have happened (its outcome is unknown): a
+        // needless cache refresh costs nothing, a missed one would hide a new token from the
+        // caches' known hashes. Announced before any creation is answered.
+        epoch.bump();
+        // A blocking task that panicked took its batch with it: those callers are answered
+        // with an error as their senders drop.
+        let Ok((batch, answers)) = written else {
+            continue;
         };
+        let answers = answers.unwrap_or_else(|e| every(n, &e));
         for (creation, answer) in batch.into_iter().zip(answers) {
             // A caller that gave up no longer listens; its creation stands regardless.
             let _ = creation.answer.send(answer);
         }
     }
-    writer.finished = true;
+    at_work.finished = true;
 }
 
 /// The writer at work. Stopped before the queue was empty (a panic, its runtime shutting
-/// down), it answers every creation it held or that is queued with an error (their answer
-/// senders are dropped: unacknowledged, whatever became of them) and leaves no writer
-/// recorded, so the next creation starts one instead of waiting for it forever.
-struct Writer {
+/// down), it answers every creation queued with an error (their answer senders are dropped:
+/// unacknowledged, whatever became of them) and leaves no writer recorded, so the next creation
+/// starts one instead of waiting for it forever.
+struct AtWork {
     creations: Creations,
     finished: bool,
 }
 
-impl Drop for Writer {
+impl Drop for AtWork {
     fn drop(&mut self) {
         if !self.finished {
             let mut queue = self.creations.lock();
@@ -177,116 +174,6 @@ impl Drop for Writer {
             queue.waiting.clear();
         }
     }
-}
-
-/// Writes `batch` in one transaction through rusqlite on a blocking thread; one answer per
-/// creation, in order.
-async fn write_directly(
-    direct: Arc<direct::Writer>,
-    epoch: &Epoch,
-    batch: Vec<Creation>,
-) -> (Vec<Creation>, Vec<StoreResult<()>>) {
-    let n = batch.len();
-    let written = tokio::task::spawn_blocking(move || {
-        let answers = direct.write(&batch);
-        (batch, answers)
-    })
-    .await;
-    // Whatever the outcome, the commit may have happened: announce it (see `write_batch`).
-    epoch.bump();
-    match written {
-        Ok((batch, Ok(answers))) => (batch, answers),
-        Ok((batch, Err(e))) => (batch, every(n, &e)),
-        // The blocking task panicked or was cancelled: the batch is gone with it, and its
-        // callers are answered with an error when their senders drop.
-        Err(_) => (Vec::new(), Vec::new()),
-    }
-}
-
-/// Writes `batch` in one transaction through the store's sqlx pool; one answer per creation,
-/// in order.
-async fn write_batch(pool: &SqlitePool, epoch: &Epoch, batch: &[Creation]) -> Vec<StoreResult<()>> {
-    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
-        Err(e) => return every(batch.len(), &db_error(e)),
-    };
-    let mut answers = Vec::with_capacity(batch.len());
-    for creation in batch {
-        if let Err(e) = sqlx::query("SAVEPOINT creation")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)
-        {
-            return every(batch.len(), &e);
-        }
-        let written = write_one(&mut tx, creation).await;
-        let close = if written.is_ok() {
-            "RELEASE creation"
-        } else {
-            "ROLLBACK TO creation; RELEASE creation"
-        };
-        if let Err(e) = sqlx::raw_sql(close).execute(&mut *tx).await {
-            return every(batch.len(), &db_error(e));
-        }
-        answers.push(written);
-    }
-    let Some(latest) = batch
-        .iter()
-        .zip(&answers)
-        .filter(|(_, answer)| answer.is_ok())
-        .map(|(c, _)| c.token.created_at)
-        .max()
-    else {
-        // Nothing to commit; the transaction rolls back when dropped.
-        return answers;
-    };
-    if let Err(e) = prune_changes(&mut tx, latest).await {
-        return every(batch.len(), &e);
-    }
-    let committed = tx.commit().await;
-    // Even when the commit reports an error its outcome is unknown: a needless cache refresh
-    // costs nothing, a missed one would hide a new token from the caches' known hashes.
-    epoch.bump();
-    match committed {
-        Ok(()) => answers,
-        Err(e) => {
-            let e = db_error(e);
-            answers
-                .into_iter()
-                .map(|answer| answer.and_then(|()| Err(copy_of(&e))))
-                .collect()
-        }
-    }
-}
-
-/// One creation's writes, in the open transaction.
-async fn write_one(conn: &mut SqliteConnection, c: &Creation) -> StoreResult<()> {
-    // The write lock is held: no other creation can slip in between the count and the insert,
-    // and the count sees this batch's earlier creations.
-    if let Some(cap) = c.max_per_user {
-        let live: i64 = sqlx::query_scalar(LIVE_TOKENS_OF)
-            .bind(c.token.owner.as_str())
-            .bind(unix(c.token.created_at))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        if live >= i64::from(cap) {
-            return Err(StoreError::InvalidState(MAX_TOKENS_REACHED));
-        }
-    }
-    insert_token_row(conn, &c.token).await?;
-    let first = HashRecord {
-        token_id: c.token.id.clone(),
-        hash: c.hash.clone(),
-        created_at: c.token.created_at,
-        valid_until: None,
-    };
-    insert_hash_row(conn, &first).await?;
-    // Logged like any change: every cache keeps the set of stored hashes (to answer unknown
-    // tokens without a read) and must learn of this one before it is presented. The log is
-    // pruned once for the batch.
-    append_token_hashes(conn, &c.token.id, c.token.created_at).await?;
-    insert_audit(conn, &c.audit).await
 }
 
 /// `n` answers of `e`.

@@ -29,8 +29,8 @@ pub(super) const PRUNE_MARK: &str = "UPDATE change_log SET pruned_through = \
 pub(super) const PRUNE_DROP: &str =
     "DELETE FROM changes WHERE seq <= (SELECT pruned_through FROM change_log WHERE id = 1)";
 
-/// [`append_token_hashes`]' statement (also run by `direct::creations`): every hash of token
-/// `?1`, at `?2`.
+/// [`log_token_hashes`]' append (also run by `direct::creations`, which prunes once a batch):
+/// every hash of token `?1`, at `?2`.
 pub(super) const APPEND_TOKEN_HASHES: &str = "INSERT INTO changes (hash, at) \
      SELECT hash, ?2 FROM token_hashes WHERE token_id = ?1 ORDER BY hash";
 
@@ -79,24 +79,13 @@ pub(super) async fn log_token_hashes(
     token: &TokenId,
     at: OffsetDateTime,
 ) -> StoreResult<()> {
-    append_token_hashes(conn, token, at).await?;
-    prune_changes(conn, at).await
-}
-
-/// [`log_token_hashes`] without pruning the log, for a transaction that appends many (a batch
-/// of creations) and prunes once.
-pub(super) async fn append_token_hashes(
-    conn: &mut SqliteConnection,
-    token: &TokenId,
-    at: OffsetDateTime,
-) -> StoreResult<()> {
     sqlx::query(APPEND_TOKEN_HASHES)
         .bind(token.as_str())
         .bind(unix(at))
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
-    Ok(())
+    prune_changes(conn, at).await
 }
 
 /// Tells every cache to start over: one marker entry, pruned at once, so every cursor from

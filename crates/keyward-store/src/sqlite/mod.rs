@@ -103,8 +103,8 @@ pub struct SqliteStore {
     /// Direct read-only connections for `lookup`, when the database is a file.
     readers: Option<Arc<direct::Readers>>,
     epoch: Arc<Epoch>,
-    /// Token creations waiting to be committed together.
-    creations: creations::Creations,
+    /// Token creations waiting to be committed together, when the database is a file.
+    creations: Option<creations::Creations>,
     /// What opening it migrated, for `keyward migrate` to report.
     migrations_applied: Arc<[AppliedMigration]>,
 }
@@ -128,7 +128,9 @@ impl SqliteStore {
         let migrations_applied = migrate(&pool).await?;
         let readers = direct::Readers::for_file(path)?.map(Arc::new);
         // Creations are written on a connection of their own, to the file the readers read.
-        let creations = creations::Creations::new(readers.as_ref().map(|r| r.path().to_path_buf()));
+        let creations = readers
+            .as_ref()
+            .map(|r| creations::Creations::new(r.path().to_path_buf()));
         let epoch_path = Epoch::path_for(path);
         let epoch = Epoch::open(&epoch_path).map_err(|e| {
             StoreError::unavailable_from(
@@ -157,16 +159,17 @@ impl SqliteStore {
     /// For graceful shutdown: the direct readers refuse new lookups and close their idle
     /// connections (a lookup still running closes its own connection when it ends, without
     /// being waited for); the creations' writer closes its connection (after the batch it is
-    /// writing, if any) and refuses later batches; then the pool waits for its running statements and closes its
-    /// connections. SQLite checkpoints the WAL when the last connection to the file closes, so
+    /// writing, if any) and refuses later batches; then the pool waits for its running
+    /// statements and closes its connections. SQLite checkpoints the WAL when the last connection to the file closes, so
     /// the checkpoint happens here unless a lookup was still running. The store answers
     /// `Unavailable` afterwards.
     pub async fn close(&self) {
         if let Some(readers) = &self.readers {
             readers.close();
         }
-        // A batch being written holds the connection until it is done; then it closes.
-        self.creations.close();
+        if let Some(creations) = &self.creations {
+            creations.close();
+        }
         self.pool.close().await;
     }
 

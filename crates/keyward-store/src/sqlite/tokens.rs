@@ -13,9 +13,9 @@ use super::rows::{self, db_error, insert_error, unix};
 use super::{SqliteStore, direct};
 use crate::decode::LimitColumns;
 use crate::{
-    HashRecord, Lease, LeaseSize, Lookup, Page, RETIRED_SECRETS_KEPT, Regeneration, Revocation,
-    StoreError, StoreResult, StoredHash, TokenFilter, TokenStore, Usage, audit_for,
-    lease_from_uses, lease_from_window,
+    HashRecord, Lease, LeaseSize, Lookup, MAX_TOKENS_REACHED, Page, RETIRED_SECRETS_KEPT,
+    Regeneration, Revocation, StoreError, StoreResult, StoredHash, TokenFilter, TokenStore, Usage,
+    audit_for, lease_from_uses, lease_from_window,
 };
 
 /// A secret's token, its owner and the secret's own validity, for
@@ -169,10 +169,38 @@ impl TokenStore for SqliteStore {
         audit: &AuditEvent,
         max_per_user: Option<u32>,
     ) -> StoreResult<()> {
-        // Grouped with the creations arriving beside it: one durable commit for all.
-        self.creations
-            .create(&self.pool, &self.epoch, token, hash, audit, max_per_user)
-            .await
+        if let Some(creations) = &self.creations {
+            // Grouped with the creations arriving beside it: one durable commit for all.
+            return creations
+                .create(&self.epoch, token, hash, audit, max_per_user)
+                .await;
+        }
+        let mut tx = self.begin_write().await?;
+        // The write lock is held: no other creation can slip in between the count and the insert.
+        if let Some(cap) = max_per_user {
+            let live: i64 = sqlx::query_scalar(LIVE_TOKENS_OF)
+                .bind(token.owner.as_str())
+                .bind(unix(token.created_at))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if live >= i64::from(cap) {
+                return Err(StoreError::InvalidState(MAX_TOKENS_REACHED));
+            }
+        }
+        insert_token_row(&mut tx, token).await?;
+        let first = HashRecord {
+            token_id: token.id.clone(),
+            hash: hash.clone(),
+            created_at: token.created_at,
+            valid_until: None,
+        };
+        insert_hash_row(&mut tx, &first).await?;
+        // Logged like any change: every cache keeps the set of stored hashes (to answer unknown
+        // tokens without a read) and must learn of this one before it is presented.
+        log_token_hashes(&mut tx, &token.id, token.created_at).await?;
+        insert_audit(&mut tx, audit).await?;
+        self.commit_and_announce(tx).await
     }
 
     async fn token(
