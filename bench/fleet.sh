@@ -32,11 +32,10 @@ PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-command -v psql >/dev/null || { echo "psql not found: PostgreSQL is needed for this benchmark" >&2; exit 1; }
-psql "$PGURL/postgres" -qtAc 'SELECT 1' >/dev/null || { echo "PostgreSQL at $PGURL is not reachable" >&2; exit 1; }
+require_postgres
 build_release
-KEYWARD_SERVER_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-export KEYWARD_SERVER_KEY KEYWARD_LOG=warn
+new_server_key
+export KEYWARD_LOG=warn
 log "machine: $(machine_line)"
 
 # xid : the server's next transaction id (this call takes one; `rate` and `per_round` subtract
@@ -56,8 +55,7 @@ ROWS="$WORK/rows"
 : >"$ROWS"
 for n in $FLEET; do
   db="keyward_fleet_$$_${n}_$RANDOM"
-  psql "$PGURL/postgres" -qc "CREATE DATABASE $db" >/dev/null
-  ON_EXIT+=("psql '$PGURL/postgres' -qc 'DROP DATABASE IF EXISTS $db WITH (FORCE)' >/dev/null")
+  fresh_database "$db"
   export KEYWARD_DATABASE_URL="$PGURL/$db"
   "$KW" --data-dir "$WORK/$db-0" user add bench >/dev/null
   admin="$("$KW" --data-dir "$WORK/$db-0" token create --user bench --name fleet \

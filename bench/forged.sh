@@ -29,8 +29,8 @@ FORGE="$TARGET_DIR/release/forge"
 ensure_wrk
 build_release
 : >"$WORK/results"
-KEYWARD_SERVER_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-export KEYWARD_SERVER_KEY KEYWARD_LOG=warn
+new_server_key
+export KEYWARD_LOG=warn
 log "machine: $(machine_line)"
 
 "$FORGE" "$FORGED" "$WORK/forged" >&2

@@ -65,6 +65,24 @@ start_server() {
   URL="${line#listening on }"
 }
 
+# require_postgres : fails unless psql reaches the PostgreSQL at $PGURL.
+require_postgres() {
+  command -v psql >/dev/null || { echo "psql not found: PostgreSQL is needed for this benchmark" >&2; exit 1; }
+  psql "$PGURL/postgres" -qtAc 'SELECT 1' >/dev/null || { echo "PostgreSQL at $PGURL is not reachable" >&2; exit 1; }
+}
+
+# fresh_database NAME : creates database NAME at $PGURL, dropped when the script exits.
+fresh_database() {
+  psql "$PGURL/postgres" -qc "CREATE DATABASE $1" >/dev/null
+  ON_EXIT+=("psql '$PGURL/postgres' -qc 'DROP DATABASE IF EXISTS $1 WITH (FORCE)' >/dev/null")
+}
+
+# new_server_key : a fresh KEYWARD_SERVER_KEY, exported, for instances that must share one.
+new_server_key() {
+  KEYWARD_SERVER_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+  export KEYWARD_SERVER_KEY
+}
+
 # metric URL NAME : one value from keyward's /metrics.
 metric() { curl -s "$1/metrics" | awk -v m="$2" '$1 == m { print $2 }' | head -1; }
 

@@ -14,15 +14,13 @@ PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-command -v psql >/dev/null || { echo "psql not found: PostgreSQL is needed for this benchmark" >&2; exit 1; }
-psql "$PGURL/postgres" -qtAc 'SELECT 1' >/dev/null || { echo "PostgreSQL at $PGURL is not reachable" >&2; exit 1; }
+require_postgres
 build_release
 DB="keyward_bench_$$_$RANDOM"
-psql "$PGURL/postgres" -qc "CREATE DATABASE $DB" >/dev/null
-ON_EXIT+=("psql '$PGURL/postgres' -qc 'DROP DATABASE IF EXISTS $DB WITH (FORCE)' >/dev/null")
+fresh_database "$DB"
 export KEYWARD_DATABASE_URL="$PGURL/$DB"
-KEYWARD_SERVER_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-export KEYWARD_SERVER_KEY KEYWARD_LOG=warn
+new_server_key
+export KEYWARD_LOG=warn
 log "machine: $(machine_line)"
 
 "$KW" --data-dir "$WORK/a" user add bench >/dev/null

@@ -24,8 +24,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_wrk
 build_release
 : >"$WORK/results"
-KEYWARD_SERVER_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-export KEYWARD_SERVER_KEY KEYWARD_LOG=warn
+new_server_key
+export KEYWARD_LOG=warn
 log "machine: $(machine_line)"
 
 start_server hello "$HELLO" 127.0.0.1:0

@@ -112,7 +112,8 @@ fn write_batch(
     Ok(answers)
 }
 
-/// One creation's writes, as `sqlite::creations::write_one` makes them through sqlx.
+/// One creation's writes, as `insert_token` makes them through sqlx for a database that is not
+/// a file.
 fn write_one(conn: &Connection, c: &Creation) -> StoreResult<()> {
     if let Some(cap) = c.max_per_user {
         let live: i64 = conn
