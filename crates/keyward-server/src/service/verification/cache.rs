@@ -48,18 +48,26 @@ pub struct Owner {
     pub admin: bool,
 }
 
+/// Who a token speaks for and what it may do: shared by every cached token with the same owner
+/// and scopes (a user's tokens usually share both), so an entry holds one pointer for the two.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Grant {
+    owner: Arc<Owner>,
+    scopes: Arc<Scopes>,
+}
+
 /// What a verification tells about a token: who it speaks for and what it grants. Cheap to
-/// clone (the owner and the scopes are shared); 48 bytes, because a million of them are cached.
+/// clone (the owner and the scopes are shared); 40 bytes, because ten million of them may be
+/// cached.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
     id: PackedTokenId,
-    owner: Arc<Owner>,
-    scopes: Arc<Scopes>,
-    /// When the presented secret was issued: the token's creation, or the regeneration that
-    /// made this secret.
-    issued_unix: i64,
+    grant: Arc<Grant>,
     /// [`NEVER`] when it does not expire. The hot path compares integers, not calendar dates.
     expires_unix: i64,
+    /// When the presented secret was issued: the token's creation, or the regeneration that
+    /// made this secret (unix seconds; a secret is issued now, and `u32` lasts until 2106).
+    issued_unix: u32,
 }
 
 impl VerifiedToken {
@@ -80,32 +88,32 @@ impl VerifiedToken {
 
     /// The owner's user id.
     pub fn owner_id(&self) -> &UserId {
-        &self.owner.id
+        &self.grant.owner.id
     }
 
     /// The owner's user name.
     pub fn owner_name(&self) -> &UserName {
-        &self.owner.name
+        &self.grant.owner.name
     }
 
     /// The owner's external id, if the platform gave one.
     pub fn owner_external_id(&self) -> Option<&ExternalId> {
-        self.owner.external_id.as_ref()
+        self.grant.owner.external_id.as_ref()
     }
 
     /// Whether the owner is an admin.
     pub fn owner_admin(&self) -> bool {
-        self.owner.admin
+        self.grant.owner.admin
     }
 
     /// Every scope the token holds.
     pub fn scopes(&self) -> &Scopes {
-        &self.scopes
+        &self.grant.scopes
     }
 
     /// The scopes as a shared handle.
     pub fn shared_scopes(&self) -> Arc<Scopes> {
-        Arc::clone(&self.scopes)
+        Arc::clone(&self.grant.scopes)
     }
 
     /// When it expires (`None` = never).
@@ -116,25 +124,46 @@ impl VerifiedToken {
     /// When the presented secret was issued (the token's creation or the regeneration that
     /// made it): RFC 7662's `iat`.
     pub fn issued_at(&self) -> OffsetDateTime {
-        unix_time(self.issued_unix)
+        unix_time(i64::from(self.issued_unix))
     }
 }
 
 /// One cached secret: the token it belongs to and what decides whether it works now. Stored
-/// inline in the table, 72 bytes plus its 32-byte key.
+/// inline in the table, 56 bytes plus its 32-byte key.
 #[derive(Debug)]
 pub struct CachedToken {
     token: VerifiedToken,
-    /// When this particular secret stops working after a regeneration ([`NEVER`] if it does
-    /// not).
-    secret_valid_until: i64,
-    /// Revoked, or owner disabled: an answer that no clock can change.
-    blocked: Option<InactiveReason>,
+    /// The token's limits, when it has any (one pointer; most tokens have none).
+    limits: Option<Arc<EntryLimits>>,
+    /// Whether this secret works, as far as no clock is concerned.
+    secret: SecretState,
     /// Low 32 bits of the unix second of the last use noted for batching, so a token used many
     /// times a second is noted once.
     last_noted: AtomicU32,
-    /// The token's limits, when it has any (one pointer; most tokens have none).
-    limits: Option<Arc<EntryLimits>>,
+}
+
+/// A cached secret's standing, in four bytes: blocked (revoked, or its owner disabled: an
+/// answer no clock changes), the token's current secret, or a secret a regeneration replaced,
+/// working until a unix second (the end of its grace period, within a week of now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SecretState(u32);
+
+impl SecretState {
+    const REVOKED: Self = Self(0);
+    const OWNER_DISABLED: Self = Self(1);
+    const CURRENT: Self = Self(u32::MAX);
+
+    /// A replaced secret working until `unix` (kept clear of the three states above: a time
+    /// in 1970 reads as the second after them, one past 2106 as the second before).
+    fn replaced_until(unix: i64) -> Self {
+        Self(u32::try_from(unix.max(2)).unwrap_or(u32::MAX - 1))
+    }
+
+    /// The grace period's end, for a replaced secret.
+    fn replaced(self) -> Option<i64> {
+        (self != Self::REVOKED && self != Self::OWNER_DISABLED && self != Self::CURRENT)
+            .then_some(i64::from(self.0))
+    }
 }
 
 /// A cached token's limits: where it may be used from, and the budget its uses and requests
@@ -173,11 +202,13 @@ impl CachedToken {
     /// Whether the token works at `now` (unix seconds), before any scope check. Stored times
     /// are whole seconds, so comparing whole seconds gives the same answer as full precision.
     pub fn state_at(&self, now: i64) -> Result<(), InactiveReason> {
-        if let Some(reason) = self.blocked {
-            return Err(reason);
-        }
-        if self.secret_valid_until <= now {
-            return Err(InactiveReason::Revoked);
+        match self.secret {
+            SecretState::REVOKED => return Err(InactiveReason::Revoked),
+            SecretState::OWNER_DISABLED => return Err(InactiveReason::OwnerDisabled),
+            secret if secret.replaced().is_some_and(|until| until <= now) => {
+                return Err(InactiveReason::Revoked);
+            }
+            _ => {}
         }
         if self.token.expires_unix <= now {
             return Err(InactiveReason::Expired);
@@ -186,9 +217,10 @@ impl CachedToken {
     }
 
     /// Whether this is a secret that a regeneration replaced and that still works until its
-    /// grace period ends. Such a secret verifies and does nothing else.
+    /// grace period ends. Such a secret verifies and does nothing else. Meaningful once
+    /// [`Self::state_at`] answered `Ok`.
     pub fn rotated_out(&self) -> bool {
-        self.secret_valid_until != NEVER
+        self.secret.replaced().is_some()
     }
 
     /// Whether this is a replaced secret whose grace period is over, of a token that is neither
@@ -196,7 +228,7 @@ impl CachedToken {
     /// secret (reuse detection); a dead token's old secret is not. Meaningful once
     /// [`Self::state_at`] answered `Revoked`.
     pub fn retired(&self, now: i64) -> bool {
-        self.blocked.is_none() && self.secret_valid_until != NEVER && self.token.expires_unix > now
+        self.secret.replaced().is_some() && self.token.expires_unix > now
     }
 
     /// Returns true the first time it is called for a given second: the caller then records the
@@ -357,6 +389,7 @@ pub struct VerifyCache {
     known: Arc<KnownHashes>,
     owners: Interner<Owner>,
     scopes: Interner<Scopes>,
+    grants: Interner<Grant>,
     budgets: Budgets,
     synced_epoch: AtomicU64,
     cursor: tokio::sync::Mutex<i64>,
@@ -379,6 +412,7 @@ impl VerifyCache {
             known: Arc::new(KnownHashes::new()),
             owners: Interner::new(),
             scopes: Interner::new(),
+            grants: Interner::new(),
             budgets: Budgets::default(),
             synced_epoch: AtomicU64::new(epoch),
             cursor: tokio::sync::Mutex::new(cursor),
@@ -450,12 +484,14 @@ impl VerifyCache {
     }
 
     fn entry(&self, l: Lookup) -> CachedToken {
-        let blocked = if l.token.revoked_at.is_some() {
-            Some(InactiveReason::Revoked)
+        let secret = if l.token.revoked_at.is_some() {
+            SecretState::REVOKED
         } else if l.owner_disabled {
-            Some(InactiveReason::OwnerDisabled)
+            SecretState::OWNER_DISABLED
         } else {
-            None
+            l.secret_valid_until.map_or(SecretState::CURRENT, |until| {
+                SecretState::replaced_until(until.unix_timestamp())
+            })
         };
         let id = l.token.id.pack();
         let limits = (!l.token.limits.is_empty()).then(|| {
@@ -467,25 +503,25 @@ impl VerifyCache {
         CachedToken {
             token: VerifiedToken {
                 id,
-                owner: self.owners.intern(Owner {
-                    id: l.token.owner,
-                    name: l.owner_name,
-                    external_id: l.owner_external_id,
-                    admin: l.owner_admin,
+                grant: self.grants.intern(Grant {
+                    owner: self.owners.intern(Owner {
+                        id: l.token.owner,
+                        name: l.owner_name,
+                        external_id: l.owner_external_id,
+                        admin: l.owner_admin,
+                    }),
+                    scopes: self.scopes.intern(l.token.scopes),
                 }),
-                scopes: self.scopes.intern(l.token.scopes),
-                issued_unix: l.secret_created_at.unix_timestamp(),
                 expires_unix: l
                     .token
                     .expires_at
                     .map_or(NEVER, OffsetDateTime::unix_timestamp),
+                issued_unix: u32::try_from(l.secret_created_at.unix_timestamp().max(0))
+                    .unwrap_or(u32::MAX),
             },
-            secret_valid_until: l
-                .secret_valid_until
-                .map_or(NEVER, OffsetDateTime::unix_timestamp),
-            blocked,
-            last_noted: AtomicU32::new(0),
             limits,
+            secret,
+            last_noted: AtomicU32::new(0),
         }
     }
 
@@ -521,6 +557,7 @@ impl VerifyCache {
         self.misses.publish();
         self.ruled_out.publish();
         self.lookups.publish();
+        metrics::gauge!("keyward_cache_entries").set(self.entries.len() as f64);
         metrics::gauge!("keyward_known_hashes").set(self.known.len() as f64);
     }
 
@@ -542,9 +579,11 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn an_entry_is_small() {
-        // The memory budget is 256 bytes per cached token, table overhead included.
-        assert_eq!(size_of::<VerifiedToken>(), 48);
-        assert_eq!(size_of::<CachedToken>(), 72);
+        // The memory budget is 160 bytes per cached token, table and membership set included:
+        // an 88-byte entry in a block, 8-byte index buckets at 3/8 to 3/4 load.
+        assert_eq!(size_of::<VerifiedToken>(), 40);
+        assert_eq!(size_of::<CachedToken>(), 56);
+        assert_eq!(size_of::<Option<(TokenHash, CachedToken)>>(), 88);
     }
 
     #[test]
@@ -567,6 +606,70 @@ mod tests {
         assert!(inner.set.contains(&kept));
     }
 
+    fn entry(secret: SecretState, expires_unix: i64) -> CachedToken {
+        CachedToken {
+            token: VerifiedToken {
+                id: TokenId::parse("tok_01JD8X0VQ5R6M8A5C3E7F9G1HK")
+                    .unwrap()
+                    .pack(),
+                grant: Arc::new(Grant {
+                    owner: Arc::new(Owner {
+                        id: UserId::parse("usr_01JD8X0VQ5R6M8A5C3E7F9G1HK").unwrap(),
+                        name: UserName::parse("ada").unwrap(),
+                        external_id: None,
+                        admin: false,
+                    }),
+                    scopes: Arc::new(Scopes::default()),
+                }),
+                expires_unix,
+                issued_unix: 1_800_000_000,
+            },
+            limits: None,
+            secret,
+            last_noted: AtomicU32::new(0),
+        }
+    }
+
+    #[test]
+    fn a_secret_state_answers_as_the_store_would() {
+        let expires = 1_800_000_100;
+        let current = entry(SecretState::CURRENT, expires);
+        assert_eq!(current.state_at(1_800_000_000), Ok(()));
+        assert!(!current.rotated_out());
+        // A current secret does not become a replaced one when u32 seconds run out.
+        assert_eq!(entry(SecretState::CURRENT, NEVER).state_at(1 << 33), Ok(()));
+
+        let replaced = entry(SecretState::replaced_until(1_800_000_050), expires);
+        assert_eq!(replaced.state_at(1_800_000_049), Ok(()));
+        assert!(replaced.rotated_out());
+        assert_eq!(
+            replaced.state_at(1_800_000_050),
+            Err(InactiveReason::Revoked)
+        );
+        assert!(
+            replaced.retired(1_800_000_050),
+            "presenting it now is reuse"
+        );
+        assert!(
+            !replaced.retired(expires),
+            "an expired token's old secret is not"
+        );
+
+        let revoked = entry(SecretState::REVOKED, expires);
+        assert_eq!(revoked.state_at(0), Err(InactiveReason::Revoked));
+        assert!(!revoked.retired(0));
+        let disabled = entry(SecretState::OWNER_DISABLED, expires);
+        assert_eq!(disabled.state_at(0), Err(InactiveReason::OwnerDisabled));
+        assert!(!disabled.retired(0));
+
+        // Times the encoding cannot hold stay replaced secrets.
+        assert_eq!(SecretState::replaced_until(0).replaced(), Some(2));
+        assert_eq!(
+            SecretState::replaced_until(1 << 40).replaced(),
+            Some(i64::from(u32::MAX - 1))
+        );
+    }
+
     #[test]
     fn uses_are_noted_once_a_second() {
         let entry = CachedToken {
@@ -574,20 +677,21 @@ mod tests {
                 id: TokenId::parse("tok_01JD8X0VQ5R6M8A5C3E7F9G1HK")
                     .unwrap()
                     .pack(),
-                owner: Arc::new(Owner {
-                    id: UserId::parse("usr_01JD8X0VQ5R6M8A5C3E7F9G1HK").unwrap(),
-                    name: UserName::parse("ada").unwrap(),
-                    external_id: None,
-                    admin: false,
+                grant: Arc::new(Grant {
+                    owner: Arc::new(Owner {
+                        id: UserId::parse("usr_01JD8X0VQ5R6M8A5C3E7F9G1HK").unwrap(),
+                        name: UserName::parse("ada").unwrap(),
+                        external_id: None,
+                        admin: false,
+                    }),
+                    scopes: Arc::new(Scopes::default()),
                 }),
-                scopes: Arc::new(Scopes::default()),
-                issued_unix: 1_800_000_000,
                 expires_unix: 1_800_000_100,
+                issued_unix: 1_800_000_000,
             },
-            secret_valid_until: NEVER,
-            blocked: None,
-            last_noted: AtomicU32::new(0),
             limits: None,
+            secret: SecretState::CURRENT,
+            last_noted: AtomicU32::new(0),
         };
         assert!(entry.note_use(1_800_000_001));
         assert!(!entry.note_use(1_800_000_001));
