@@ -17,9 +17,9 @@ use keyward_server::{Caller, Keyward, Settings, Verdict, VerifiedToken};
 use keyward_store::{
     AuditFilter, AuditStore, ChangeFeed, Changes, Delivery, DeliveryFilter, DeliveryOutcome,
     DeliveryRecord, EventStore, IdentityRecord, IdentityStore, Lookup, Maintenance, NewUser,
-    NoticeStore, Page, Progress, Regeneration, Revocation, SessionRecord, SessionStore, Snapshot,
-    SqliteStore, Store, StoreResult, StoredAuditEvent, StoredEvent, StoredHash, TokenFilter,
-    TokenStore, Usage, UserFilter, UserStore, UserUpdate, WebhookStore,
+    NoticeStore, Page, Progress, RecentUseCursor, Regeneration, Revocation, SessionRecord,
+    SessionStore, Snapshot, SqliteStore, Store, StoreResult, StoredAuditEvent, StoredEvent,
+    StoredHash, TokenFilter, TokenStore, Usage, UserFilter, UserStore, UserUpdate, WebhookStore,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -95,6 +95,7 @@ pass_through!(TokenStore {
     fn matching_tokens(filter: &TokenFilter, after: Option<&TokenId>, limit: u32) -> Vec<TokenId>;
     fn revoke_tokens(ids: &[TokenId], filter: &TokenFilter, revocation: &Revocation, audit: &[AuditEvent]) -> Vec<TokenRecord>;
     fn stored_hashes(after: Option<&TokenHash>, limit: u32) -> Vec<TokenHash>;
+    fn secrets_by_recent_use(now: OffsetDateTime, after: Option<&RecentUseCursor>, limit: u32) -> Vec<(TokenHash, Lookup)>;
     fn record_usage(batch: &[Usage]) -> ();
     fn rekey_secret(old: &TokenHash, new: &StoredHash, at: OffsetDateTime) -> bool;
     fn active_tokens_by_key(now: OffsetDateTime) -> Vec<(KeyId, u64)>;
