@@ -39,7 +39,7 @@ pub use tokens::{AuditEntry, AuditPage, Issued, RegenerateOptions, TokenPage};
 pub use users::{OWNER_DELETED, UserChanges, UserPage, UserRequest};
 pub use verification::{
     Allowance, CachedToken, KnownHashes, LATENCY_SAMPLE_EVERY, REUSE_DETECTION,
-    ROTATED_SECRET_REUSED, RateState, Verdict, VerifiedToken, VerifyCache,
+    ROTATED_SECRET_REUSED, RateState, Verdict, VerifiedToken, VerifyCache, WarmUp, warm_target,
 };
 
 use arc_swap::ArcSwap;
@@ -220,6 +220,16 @@ impl Keyward {
     pub fn track_known_hashes(&self) {
         let known = Arc::downgrade(self.cache.known());
         tokio::spawn(KnownHashes::load(known, Arc::clone(&self.store)));
+    }
+
+    /// Starts warming the verification cache in the background, the most recently used tokens'
+    /// secrets first, up to [`warm_target`] of its capacity (see `verification::warm`).
+    /// `keyward serve` calls it at start-up; verification answers
+    /// meanwhile as it always does (a miss reads the store). The task ends when the warm-up is
+    /// done or the service is dropped; awaiting it gives how it went (it never fails: errors
+    /// are logged).
+    pub fn warm_cache(self: &Arc<Self>) -> tokio::task::JoinHandle<WarmUp> {
+        tokio::spawn(verification::warm(Arc::downgrade(self)))
     }
 
     /// The set of known hashes (for readiness and metrics).
