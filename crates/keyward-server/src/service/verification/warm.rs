@@ -1,7 +1,7 @@
 //! Warming the verification cache at start-up: a restarted instance answers from the first
 //! request (a miss reads the store, as always), and in the background fills its cache with the
 //! secrets most likely to be verified next, most recently used token first
-//! ([`TokenStore::secrets_by_recent_use`], read a page at a time through an index).
+//! ([`keyward_store::TokenStore::secrets_by_recent_use`], read a page at a time through an index).
 //!
 //! **Coherence.** A page is read from the store as it was at some moment; a change committed
 //! after that moment may already have been caught up with (and its hash evicted, while not yet
