@@ -84,6 +84,11 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "Secrets held in the verification cache.",
     ),
     (
+        "keyward_cache_warmed_total",
+        Kind::Counter,
+        "Entries the start-up warm-up put in the verification cache.",
+    ),
+    (
         "keyward_known_hashes",
         Kind::Gauge,
         "Secret hashes in the known-hash set (0 until it has loaded).",

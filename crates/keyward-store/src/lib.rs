@@ -143,6 +143,34 @@ pub struct Lookup {
     pub limits_version: i64,
 }
 
+/// Where a page of [`TokenStore::secrets_by_recent_use`] ended; the next page starts after it.
+/// Made from the page's last secret with [`RecentUseCursor::after`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentUseCursor {
+    /// The token's last use (unix seconds), `None` if it was never used.
+    last_used: Option<i64>,
+    /// The token's creation (unix seconds).
+    created: i64,
+    token: TokenId,
+    hash: TokenHash,
+}
+
+impl RecentUseCursor {
+    /// The position of `hash`, a secret of `lookup`'s token, as returned by
+    /// [`TokenStore::secrets_by_recent_use`]: a page that ended there goes on after it.
+    pub fn after(hash: &TokenHash, lookup: &Lookup) -> Self {
+        Self {
+            last_used: lookup
+                .token
+                .last_used_at
+                .map(OffsetDateTime::unix_timestamp),
+            created: lookup.token.created_at.unix_timestamp(),
+            token: lookup.token.id.clone(),
+            hash: *hash,
+        }
+    }
+}
+
 /// The refusal [`TokenStore::insert_token`] gives when the owner is at `max_tokens_per_user`.
 pub const MAX_TOKENS_REACHED: &str =
     "the user has reached this deployment's max_tokens_per_user; revoke a token first";
@@ -795,6 +823,20 @@ pub trait TokenStore: Send + Sync {
         after: Option<&TokenHash>,
         limit: u32,
     ) -> StoreResult<Vec<TokenHash>>;
+
+    /// The working secrets of live tokens, most recently used token first, each with what
+    /// [`Self::lookup`] answers for it: for a cache to warm itself with what is likely to be
+    /// verified next. Every current secret, and every replaced one still in its grace period at
+    /// `now`, of tokens neither revoked nor expired at `now`. Ordered by the token's last use,
+    /// latest first, tokens never used last; then by the token's creation, newest first; then by
+    /// token id and hash, descending. At most `limit`, after `after` (the previous page's last,
+    /// [`RecentUseCursor::after`]). Read through an index, so every page costs about the same.
+    async fn secrets_by_recent_use(
+        &self,
+        now: OffsetDateTime,
+        after: Option<&RecentUseCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<(TokenHash, Lookup)>>;
 
     /// Records a batch of uses; for each token keeps the latest use across all writers.
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()>;

@@ -20,6 +20,7 @@
 //! # The proxies whose Forwarded / X-Forwarded-For / X-Real-IP name the client; [] = none
 //! trusted_proxies = ["10.0.0.0/8", "127.0.0.1/32"]
 //! cache_capacity = 1000000
+//! warm_cache = true             # fill the cache at start-up, most recently used tokens first
 //! log = "info"
 //! notify_before = ["7d", "1d"]  # token.expiring reminders before a token expires; [] = none
 //! notify_interval = "20s"       # how often each instance looks for reminders due
@@ -368,6 +369,9 @@ settings! {
             env TRUSTED_PROXIES = "KEYWARD_TRUSTED_PROXIES";
         /// How many tokens the verification cache keeps.
         cache_capacity: u64 = 1_000_000, env CACHE_CAPACITY = "KEYWARD_CACHE_CAPACITY";
+        /// Whether `keyward serve` warms the verification cache at start-up, in the background,
+        /// most recently used tokens first (`true`/`false`).
+        warm_cache: bool = true, env WARM_CACHE = "KEYWARD_WARM_CACHE";
         /// The tracing filter for the server's logs, e.g. `info` or `keyward_server=debug`.
         log: String = DEFAULT_LOG.to_owned(), env LOG = "KEYWARD_LOG", check log_filter;
         /// The server key, 64 hexadecimal characters; `None` means `DATA_DIR/server.key`.
@@ -1245,6 +1249,7 @@ impl Config {
                 default_lifetime: self.default_lifetime,
             },
             cache_capacity: self.cache_capacity,
+            warm_cache: self.warm_cache,
             // Over HTTPS the browser always arrives over HTTPS.
             secure_cookies: self.secure_cookies || self.tls.files().is_some(),
             forward_auth: self.forward_auth.clone(),

@@ -153,6 +153,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     keyward.track_known_hashes();
+    if keyward.settings().warm_cache {
+        // In the background: the listener serves at once, misses reading the store meanwhile.
+        drop(keyward.warm_cache());
+    }
     // Stopped between rounds, never inside one: a flush cut off after it took the noted uses
     // and before it wrote them would lose them.
     let upkeep_stop = Arc::new(tokio::sync::Notify::new());

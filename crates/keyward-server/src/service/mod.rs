@@ -39,7 +39,7 @@ pub use tokens::{AuditEntry, AuditPage, Issued, RegenerateOptions, TokenPage};
 pub use users::{OWNER_DELETED, UserChanges, UserPage, UserRequest};
 pub use verification::{
     Allowance, CachedToken, KnownHashes, LATENCY_SAMPLE_EVERY, REUSE_DETECTION,
-    ROTATED_SECRET_REUSED, RateState, Verdict, VerifiedToken, VerifyCache,
+    ROTATED_SECRET_REUSED, RateState, Verdict, VerifiedToken, VerifyCache, WarmUp, warm_target,
 };
 
 use arc_swap::ArcSwap;
@@ -72,6 +72,9 @@ pub struct Settings {
     pub policy: LifetimePolicy,
     /// How many secrets the verification cache keeps.
     pub cache_capacity: u64,
+    /// Whether `keyward serve` warms the verification cache at start-up, most recently used
+    /// tokens first ([`Keyward::warm_cache`]).
+    pub warm_cache: bool,
     /// Whether the web page's session cookie is always marked `Secure` (set it when keyward is
     /// served over HTTPS; without it, the cookie is `Secure` only on requests that arrive with
     /// `X-Forwarded-Proto: https`).
@@ -115,6 +118,7 @@ impl Default for Settings {
             catalog: Catalog::sample(),
             policy: LifetimePolicy::default(),
             cache_capacity: 1_000_000,
+            warm_cache: true,
             secure_cookies: false,
             forward_auth: ForwardAuthRoutes::default(),
             metrics_require_token: false,
@@ -220,6 +224,16 @@ impl Keyward {
     pub fn track_known_hashes(&self) {
         let known = Arc::downgrade(self.cache.known());
         tokio::spawn(KnownHashes::load(known, Arc::clone(&self.store)));
+    }
+
+    /// Starts warming the verification cache in the background, the most recently used tokens'
+    /// secrets first, up to [`warm_target`] of its capacity (see `verification::warm`).
+    /// `keyward serve` calls it at start-up, unless `warm_cache` is off; verification answers
+    /// meanwhile as it always does (a miss reads the store). The task ends when the warm-up is
+    /// done or the service is dropped; awaiting it gives how it went (it never fails: errors
+    /// are logged).
+    pub fn warm_cache(self: &Arc<Self>) -> tokio::task::JoinHandle<WarmUp> {
+        tokio::spawn(verification::warm(Arc::downgrade(self)))
     }
 
     /// The set of known hashes (for readiness and metrics).

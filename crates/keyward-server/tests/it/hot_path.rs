@@ -12,14 +12,14 @@ use keyward_core::{
     ServerKey, TokenHash, TokenHasher, TokenId, TokenName, TokenRecord, TokenSecret, User, UserId,
     UserName,
 };
-use keyward_server::service::{Issued, UserRequest};
+use keyward_server::service::{Issued, UserRequest, WarmUp};
 use keyward_server::{Caller, Keyward, Settings, Verdict, VerifiedToken};
 use keyward_store::{
     AuditFilter, AuditStore, ChangeFeed, Changes, Delivery, DeliveryFilter, DeliveryOutcome,
     DeliveryRecord, EventStore, IdentityRecord, IdentityStore, Lookup, Maintenance, NewUser,
-    NoticeStore, Page, Progress, Regeneration, Revocation, SessionRecord, SessionStore, Snapshot,
-    SqliteStore, Store, StoreResult, StoredAuditEvent, StoredEvent, StoredHash, TokenFilter,
-    TokenStore, Usage, UserFilter, UserStore, UserUpdate, WebhookStore,
+    NoticeStore, Page, Progress, RecentUseCursor, Regeneration, Revocation, SessionRecord,
+    SessionStore, Snapshot, SqliteStore, Store, StoreResult, StoredAuditEvent, StoredEvent,
+    StoredHash, TokenFilter, TokenStore, Usage, UserFilter, UserStore, UserUpdate, WebhookStore,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -40,6 +40,8 @@ struct RacingStore {
     inner: SqliteStore,
     lookups: AtomicUsize,
     armed: Mutex<Option<(TokenHash, During)>>,
+    /// Run inside the next page read of the cache warm-up, after the read.
+    armed_page: Mutex<Option<During>>,
 }
 
 impl RacingStore {
@@ -48,12 +50,18 @@ impl RacingStore {
             inner,
             lookups: AtomicUsize::new(0),
             armed: Mutex::new(None),
+            armed_page: Mutex::new(None),
         }
     }
 
     /// Runs `during` inside the next lookup of `hash`, once.
     fn arm(&self, hash: TokenHash, during: impl Future<Output = ()> + Send + 'static) {
         *self.armed.lock().unwrap() = Some((hash, Box::pin(during)));
+    }
+
+    /// Runs `during` inside the cache warm-up's next page read, after the read, once.
+    fn arm_page(&self, during: impl Future<Output = ()> + Send + 'static) {
+        *self.armed_page.lock().unwrap() = Some(Box::pin(during));
     }
 
     /// Whether the armed future has been taken (and so run).
@@ -100,6 +108,19 @@ pass_through!(TokenStore {
     fn active_tokens_by_key(now: OffsetDateTime) -> Vec<(KeyId, u64)>;
     fn old_secrets_until(owner: Option<&UserId>, now: OffsetDateTime) -> Vec<(TokenId, OffsetDateTime)>;
 }
+    async fn secrets_by_recent_use(
+        &self,
+        now: OffsetDateTime,
+        after: Option<&RecentUseCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<(TokenHash, Lookup)>> {
+        let page = self.inner.secrets_by_recent_use(now, after, limit).await?;
+        let during = self.armed_page.lock().unwrap().take();
+        if let Some(during) = during {
+            during.await;
+        }
+        Ok(page)
+    }
     async fn lookup(&self, hash: &TokenHash) -> StoreResult<Option<Lookup>> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         let found = self.inner.lookup(hash).await?;
@@ -234,6 +255,10 @@ fn operator() -> Caller {
 }
 
 async fn harness() -> Harness {
+    harness_with(Settings::default()).await
+}
+
+async fn harness_with(settings: Settings) -> Harness {
     // Process-wide and idempotent; must precede `Keyward::new`, which registers the counters.
     keyward_server::telemetry::prometheus();
     let dir = tempfile::tempdir().unwrap();
@@ -247,7 +272,7 @@ async fn harness() -> Harness {
         Arc::clone(&store) as Arc<dyn Store>,
         clock.clone(),
         hasher.clone(),
-        Settings::default(),
+        settings,
     )
     .await
     .unwrap();
@@ -723,4 +748,151 @@ async fn a_replaced_secret_costs_what_any_known_secret_does() {
     );
     let answer = h.verify(fresh.secret.expose(), &[]).await;
     assert_eq!(answer.map(|a| a.0), Ok(issued.token.id.clone()));
+}
+
+/// Notes a use of each of `tokens`, the first the most recent (a second apart).
+async fn used_in_order<'a>(h: &Harness, tokens: impl ExactSizeIterator<Item = &'a Issued>) {
+    let count = tokens.len() as i64;
+    let uses: Vec<Usage> = tokens
+        .zip((1..=count).rev())
+        .map(|(t, s)| Usage {
+            token_id: t.token.id.clone(),
+            at: START + Duration::seconds(s),
+            ip: None,
+        })
+        .collect();
+    h.store.record_usage(&uses).await.unwrap();
+}
+
+/// A restarted instance warms its cache from the store: every live token is then answered from
+/// memory, without a store read.
+#[tokio::test]
+async fn a_warmed_cache_answers_without_reading_the_store() {
+    let h = harness().await;
+    let alice = h.user("alice").await;
+    let mut tokens = Vec::new();
+    for _ in 0..20 {
+        tokens.push(h.token(&alice, &["droplet:read"], None).await);
+    }
+    used_in_order(&h, tokens[..8].iter()).await;
+    let revoked = h.token(&alice, &["droplet:read"], None).await;
+    h.keyward
+        .revoke_token(&operator(), &revoked.token.id, None)
+        .await
+        .unwrap();
+
+    let warmed = h.keyward.warm_cache().await.unwrap();
+    assert_eq!(
+        warmed,
+        WarmUp {
+            entries: 20,
+            read: 20,
+            finished: true
+        },
+        "every live token, not the revoked one"
+    );
+    let lookups = h.store.lookups();
+    for t in &tokens {
+        assert_eq!(h.verify(t.secret.expose(), &[]).await, active(t, &alice));
+    }
+    assert_eq!(
+        h.store.lookups(),
+        lookups,
+        "every answer came from the cache"
+    );
+    // The revoked token was not warmed: its miss reads the store, and says so.
+    assert_eq!(
+        h.verify(revoked.secret.expose(), &[]).await,
+        Err(InactiveReason::Revoked)
+    );
+    assert_eq!(h.store.lookups(), lookups + 1);
+}
+
+/// A cache smaller than the store is warmed with the most recently used tokens, up to 90 % of its
+/// capacity, and the rest is left to misses.
+#[tokio::test]
+async fn the_most_recently_used_tokens_are_warmed_first() {
+    let h = harness_with(Settings {
+        cache_capacity: 640,
+        ..Settings::default()
+    })
+    .await;
+    let alice = h.user("alice").await;
+    let mut tokens = Vec::new();
+    for _ in 0..700 {
+        tokens.push(h.token(&alice, &["droplet:read"], None).await);
+    }
+    tokens.reverse();
+    used_in_order(&h, tokens.iter()).await;
+
+    let warmed = h.keyward.warm_cache().await.unwrap();
+    assert_eq!(warmed.read, 576, "90 % of the capacity");
+    assert!(warmed.finished);
+    // The cache's shards hold 10 entries each and drop one at random when full, so a few warmed
+    // entries may be gone again; the most recent are there but for those.
+    let lookups = h.store.lookups();
+    for t in &tokens[..50] {
+        assert_eq!(h.verify(t.secret.expose(), &[]).await, active(t, &alice));
+    }
+    let missed = h.store.lookups() - lookups;
+    assert!(
+        missed <= 10,
+        "{missed} of the 50 most recent were not cached"
+    );
+    // The least recently used were never read.
+    let lookups = h.store.lookups();
+    for t in &tokens[600..] {
+        assert_eq!(h.verify(t.secret.expose(), &[]).await, active(t, &alice));
+    }
+    assert_eq!(h.store.lookups() - lookups, 100);
+}
+
+/// The warm-up never holds up verification, and never caches a stale answer: a token revoked
+/// while a page is out (and the revocation caught up with by a verification, before the page's
+/// entries go in) is answered revoked once the warm-up is done.
+#[tokio::test]
+async fn a_token_revoked_while_the_warm_up_runs_is_never_answered_active() {
+    let h = harness().await;
+    let alice = h.user("alice").await;
+    let racing = h.token(&alice, &["droplet:read"], None).await;
+    let other = h.token(&alice, &["droplet:read"], None).await;
+    let quiet = h.token(&alice, &["droplet:read"], None).await;
+    used_in_order(&h, [&racing, &other, &quiet].into_iter()).await;
+
+    let keyward = Arc::clone(&h.keyward);
+    let (id, other_secret) = (racing.token.id.clone(), other.secret.expose().to_owned());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    h.store.arm_page(async move {
+        keyward.revoke_token(&operator(), &id, None).await.unwrap();
+        // Verification works while the warm-up is under way (from the store), and catches the
+        // cache up past the revocation before the page is cached.
+        let meanwhile = keyward
+            .verify(&other_secret, &Scopes::default(), None)
+            .await
+            .unwrap();
+        tx.send(matches!(meanwhile, Verdict::Active(_))).unwrap();
+    });
+    let warmed = h.keyward.warm_cache().await.unwrap();
+    assert!(rx.await.unwrap(), "answered active during the warm-up");
+    assert!(warmed.finished);
+    assert_eq!(warmed.entries, 1, "only the quiet token: {warmed:?}");
+
+    let lookups = h.store.lookups();
+    assert_eq!(
+        h.verify(racing.secret.expose(), &[]).await,
+        Err(InactiveReason::Revoked)
+    );
+    assert_eq!(
+        h.verify(other.secret.expose(), &[]).await,
+        active(&other, &alice)
+    );
+    assert_eq!(
+        h.verify(quiet.secret.expose(), &[]).await,
+        active(&quiet, &alice)
+    );
+    assert_eq!(
+        h.store.lookups(),
+        lookups + 1,
+        "only the revoked token read the store; the others were cached"
+    );
 }

@@ -119,6 +119,11 @@ const MIGRATIONS: Migrations = &[
         "token_limits",
         include_str!("../../migrations/postgres/0009_token_limits.sql"),
     ),
+    (
+        10,
+        "recent_use",
+        include_str!("../../migrations/postgres/0010_recent_use.sql"),
+    ),
 ];
 
 /// The advisory lock key that serialises migrations ("keyward" in ASCII). Advisory locks are

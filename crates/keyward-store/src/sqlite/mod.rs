@@ -87,6 +87,11 @@ const MIGRATIONS: Migrations = &[
         "token_limits",
         include_str!("../../migrations/sqlite/0009_token_limits.sql"),
     ),
+    (
+        10,
+        "recent_use",
+        include_str!("../../migrations/sqlite/0010_recent_use.sql"),
+    ),
 ];
 
 /// How long a statement waits for another process's write lock before giving up.

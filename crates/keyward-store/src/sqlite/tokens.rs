@@ -14,18 +14,70 @@ use super::{SqliteStore, direct};
 use crate::decode::LimitColumns;
 use crate::{
     HashRecord, Lease, LeaseSize, Lookup, MAX_TOKENS_REACHED, Page, RETIRED_SECRETS_KEPT,
-    Regeneration, Revocation, StoreError, StoreResult, StoredHash, TokenFilter, TokenStore, Usage,
-    audit_for, lease_from_uses, lease_from_window,
+    RecentUseCursor, Regeneration, Revocation, StoreError, StoreResult, StoredHash, TokenFilter,
+    TokenStore, Usage, audit_for, lease_from_uses, lease_from_window,
 };
+
+/// What `TokenStore::lookup` reads of a secret, its token and its owner (decoded by
+/// `rows::lookup`): the columns and the joins, for a `WHERE` to follow.
+macro_rules! lookup_from {
+    () => {
+        "t.*, u.name AS owner_name, u.external_id AS owner_external_id, \
+         u.is_admin AS owner_admin, u.disabled_at AS owner_disabled_at, \
+         h.valid_until AS secret_valid_until, h.created_at AS secret_created_at \
+         FROM token_hashes h JOIN tokens t ON t.id = h.token_id JOIN users u ON u.id = t.owner "
+    };
+}
 
 /// A secret's token, its owner and the secret's own validity, for
 /// `TokenStore::lookup`; decoded by `rows::lookup`. Read through `direct::Readers` (rusqlite), or
 /// through sqlx where the store has no file.
-pub(super) const LOOKUP: &str = "SELECT t.*, u.name AS owner_name, u.external_id AS owner_external_id, \
-     u.is_admin AS owner_admin, u.disabled_at AS owner_disabled_at, \
-     h.valid_until AS secret_valid_until, h.created_at AS secret_created_at \
-     FROM token_hashes h JOIN tokens t ON t.id = h.token_id JOIN users u ON u.id = t.owner \
-     WHERE h.hash = ?1";
+pub(super) const LOOKUP: &str = concat!("SELECT ", lookup_from!(), "WHERE h.hash = ?1");
+
+/// The statements of `TokenStore::secrets_by_recent_use`: the working secrets (?1 is now) of
+/// tokens neither revoked nor expired, after [`lookup_from!`]. Used tokens (latest use first),
+/// then never used ones (newest first), each read backwards from `tokens_recent_use` (whose
+/// condition is `revoked_at IS NULL`), from the first or after a cursor.
+macro_rules! recent_use {
+    ($($part:literal),+) => {
+        concat!(
+            "SELECT h.hash AS hash, ",
+            lookup_from!(),
+            "WHERE t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?1) \
+             AND (h.valid_until IS NULL OR h.valid_until > ?1) ",
+            $($part),+
+        )
+    };
+}
+
+/// Used tokens, from the first; ?2 is the limit.
+const USED_FIRST: &str = recent_use!(
+    "AND t.last_used_at IS NOT NULL ",
+    "ORDER BY t.last_used_at DESC, t.created_at DESC, t.id DESC, h.hash DESC LIMIT ?2"
+);
+
+/// Used tokens, after a used token's secret: its last use, creation, token id and hash, then
+/// the limit.
+const USED_AFTER: &str = recent_use!(
+    "AND t.last_used_at IS NOT NULL \
+     AND (t.last_used_at, t.created_at, t.id) <= (?2, ?3, ?4) \
+     AND ((t.last_used_at, t.created_at, t.id) < (?2, ?3, ?4) OR h.hash < ?5) ",
+    "ORDER BY t.last_used_at DESC, t.created_at DESC, t.id DESC, h.hash DESC LIMIT ?6"
+);
+
+/// Never used tokens, from the first; ?2 is the limit.
+const NEVER_USED_FIRST: &str = recent_use!(
+    "AND t.last_used_at IS NULL ",
+    "ORDER BY t.created_at DESC, t.id DESC, h.hash DESC LIMIT ?2"
+);
+
+/// Never used tokens, after a never used token's secret: its creation, token id and hash, then
+/// the limit.
+const NEVER_USED_AFTER: &str = recent_use!(
+    "AND t.last_used_at IS NULL AND (t.created_at, t.id) <= (?2, ?3) \
+     AND ((t.created_at, t.id) < (?2, ?3) OR h.hash < ?4) ",
+    "ORDER BY t.created_at DESC, t.id DESC, h.hash DESC LIMIT ?5"
+);
 
 /// A token row. Like every row write here, shared with the bulk restore (`direct::bulk`), which
 /// binds the same parameters in the same order.
@@ -627,6 +679,52 @@ impl TokenStore for SqliteStore {
         rows.iter().map(|row| rows::hash(row, "hash")).collect()
     }
 
+    async fn secrets_by_recent_use(
+        &self,
+        now: OffsetDateTime,
+        after: Option<&RecentUseCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<(TokenHash, Lookup)>> {
+        let mut page = Vec::new();
+        // Used tokens first, unless the previous page ended among the never used.
+        let used = match after {
+            None => Some(
+                sqlx::query(USED_FIRST)
+                    .bind(unix(now))
+                    .bind(i64::from(limit)),
+            ),
+            Some(after) => after.last_used.map(|last_used| {
+                sqlx::query(USED_AFTER)
+                    .bind(unix(now))
+                    .bind(last_used)
+                    .bind(after.created)
+                    .bind(after.token.as_str())
+                    .bind(after.hash.0.to_vec())
+                    .bind(i64::from(limit))
+            }),
+        };
+        if let Some(used) = used {
+            page = decode_secrets(&used.fetch_all(&self.pool).await.map_err(db_error)?)?;
+        }
+        let left = limit.saturating_sub(u32::try_from(page.len()).unwrap_or(u32::MAX));
+        if left > 0 {
+            let never_used = match after {
+                Some(after) if after.last_used.is_none() => sqlx::query(NEVER_USED_AFTER)
+                    .bind(unix(now))
+                    .bind(after.created)
+                    .bind(after.token.as_str())
+                    .bind(after.hash.0.to_vec())
+                    .bind(i64::from(left)),
+                _ => sqlx::query(NEVER_USED_FIRST)
+                    .bind(unix(now))
+                    .bind(i64::from(left)),
+            };
+            let found = never_used.fetch_all(&self.pool).await.map_err(db_error)?;
+            page.extend(decode_secrets(&found)?);
+        }
+        Ok(page)
+    }
+
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
@@ -685,4 +783,12 @@ impl TokenStore for SqliteStore {
             .map(|(key, n)| (KeyId::from_stored(key), u64::try_from(n).unwrap_or(0)))
             .collect())
     }
+}
+
+/// The rows of [`USED_FIRST`] and its siblings: each secret's hash and its lookup.
+fn decode_secrets(found: &[sqlx::sqlite::SqliteRow]) -> StoreResult<Vec<(TokenHash, Lookup)>> {
+    found
+        .iter()
+        .map(|row| Ok((rows::hash(row, "hash")?, rows::lookup(row)?)))
+        .collect()
 }

@@ -8,8 +8,8 @@ use keyward_core::{
 };
 use keyward_store::{
     AuditFilter, DeliveryFilter, DeliveryOutcome, DeliveryState, EXPIRED_NOTICE, IdentityRecord,
-    NewUser, Page, Progress, RETIRED_SECRETS_KEPT, Regeneration, Revocation, SessionRecord, Store,
-    StoreError, TokenFilter, Usage, UserFilter, UserUpdate,
+    NewUser, Page, Progress, RETIRED_SECRETS_KEPT, RecentUseCursor, Regeneration, Revocation,
+    SessionRecord, Store, StoreError, TokenFilter, Usage, UserFilter, UserUpdate,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,6 +40,7 @@ macro_rules! contract_suite {
             audit_events_list_newest_first_and_filter,
             changes_since_follows_cursors,
             stored_hashes_pages_through_every_hash,
+            secrets_by_recent_use_page_live_secrets_latest_use_first,
             a_pruned_change_log_is_incomplete,
             a_second_handle_sees_revocations,
             a_revocation_survives_reopening,
@@ -1140,6 +1141,115 @@ pub async fn stored_hashes_pages_through_every_hash(db: &dyn Database) {
         .map(|h| h.0)
         .collect();
     assert!(expected.iter().all(|h| logged.contains(&h.0)));
+}
+
+pub async fn secrets_by_recent_use_page_live_secrets_latest_use_first(db: &dyn Database) {
+    let store = db.open().await;
+    let store = &*store;
+    let now = T0 + Duration::minutes(20);
+    assert!(
+        store
+            .secrets_by_recent_use(now, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let alice = add_user(store, "alice").await;
+    let bob = add_user(store, "bob").await;
+    // Created a second apart, so creation orders them.
+    let at = |s: i64| T0 + Duration::seconds(s);
+    let (used_early, used_early_hash) = add_token(store, &alice.id, at(1)).await;
+    let (used_late, used_late_hash) = add_token(store, &bob.id, at(2)).await;
+    let (used_early_too, used_early_too_hash) = add_token(store, &alice.id, at(3)).await;
+    let (_, never_hash) = add_token(store, &alice.id, at(4)).await;
+    let (_, never_newer_hash) = add_token(store, &bob.id, at(5)).await;
+    // Regenerated with a grace period still running at `now`: both secrets work.
+    let (in_grace, in_grace_old) = add_token(store, &alice.id, at(6)).await;
+    let (regen, in_grace_new) = regeneration(at(60), Duration::hours(1));
+    let event = audit(
+        AuditKind::TokenRegenerated,
+        at(60),
+        None,
+        Some(&in_grace.id),
+    );
+    store
+        .regenerate_token(&in_grace.id, None, &regen, &event)
+        .await
+        .unwrap();
+    // Regenerated without one: only the new secret works.
+    let (retired, _retired_old) = add_token(store, &alice.id, at(7)).await;
+    let (regen, retired_new) = regeneration(at(60), Duration::ZERO);
+    let event = audit(AuditKind::TokenRegenerated, at(60), None, Some(&retired.id));
+    store
+        .regenerate_token(&retired.id, None, &regen, &event)
+        .await
+        .unwrap();
+    // Revoked, and expired at `now`: skipped, used or not.
+    let (revoked, _) = add_token(store, &alice.id, at(8)).await;
+    revoke(store, &revoked, at(70)).await;
+    let (mut expired, expired_hash) = token_record(&alice.id, at(9));
+    expired.expires_at = Some(now);
+    let event = audit(AuditKind::TokenCreated, at(9), None, Some(&expired.id));
+    store
+        .insert_token(&expired, &expired_hash, &event, None)
+        .await
+        .unwrap();
+    let used = |token: &TokenRecord, minutes: i64| Usage {
+        token_id: token.id.clone(),
+        at: T0 + Duration::minutes(minutes),
+        ip: None,
+    };
+    store
+        .record_usage(&[
+            used(&used_early, 5),
+            used(&used_late, 10),
+            used(&used_early_too, 5),
+            used(&in_grace, 7),
+            used(&revoked, 15),
+            used(&expired, 15),
+        ])
+        .await
+        .unwrap();
+
+    let mut in_grace_hashes = [in_grace_old.hash, in_grace_new.hash];
+    in_grace_hashes.sort_by_key(|h| std::cmp::Reverse(h.0));
+    let expected = [
+        used_late_hash.hash,
+        in_grace_hashes[0],
+        in_grace_hashes[1],
+        // A tie in last use: the newer token first.
+        used_early_too_hash.hash,
+        used_early_hash.hash,
+        // Never used, newest first.
+        retired_new.hash,
+        never_newer_hash.hash,
+        never_hash.hash,
+    ];
+    for limit in [1, 2, 3, 5, 100] {
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .secrets_by_recent_use(now, after.as_ref(), limit)
+                .await
+                .unwrap();
+            assert!(page.len() <= limit as usize);
+            let Some((hash, lookup)) = page.last() else {
+                break;
+            };
+            after = Some(RecentUseCursor::after(hash, lookup));
+            paged.extend(page);
+        }
+        let hashes: Vec<TokenHash> = paged.iter().map(|(hash, _)| *hash).collect();
+        assert_eq!(hashes, expected, "pages of {limit}");
+        for (hash, found) in &paged {
+            assert_eq!(
+                Some(found),
+                store.lookup(hash).await.unwrap().as_ref(),
+                "what lookup answers"
+            );
+        }
+    }
 }
 
 pub async fn a_pruned_change_log_is_incomplete(db: &dyn Database) {

@@ -260,14 +260,15 @@ fn migrate_says_which_migrations_it_applied() {
     let first = cli(dir, &["migrate"], None);
     let text = first.ok();
     assert!(
-        text.starts_with("applied 8 migrations to sqlite://"),
+        text.starts_with("applied 9 migrations to sqlite://"),
         "{text}"
     );
     assert!(
         text.contains("0001_initial")
             && text.contains("0006_events")
             && text.contains("0008_expiry_notices")
-            && text.contains("0009_token_limits"),
+            && text.contains("0009_token_limits")
+            && text.contains("0010_recent_use"),
         "{text}"
     );
     let again = cli(dir, &["migrate"], None);

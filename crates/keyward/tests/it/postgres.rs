@@ -484,14 +484,15 @@ async fn migrate_reports_what_it_applied_and_starts_log_no_postgres_notices() {
     let first = kw(dir.path(), &db, &["migrate"]);
     let text = first.ok();
     assert!(
-        text.starts_with("applied 8 migrations to postgres://"),
+        text.starts_with("applied 9 migrations to postgres://"),
         "{text}"
     );
     assert!(
         text.contains("0001_initial")
             && text.contains("0006_events")
             && text.contains("0008_expiry_notices")
-            && text.contains("0009_token_limits"),
+            && text.contains("0009_token_limits")
+            && text.contains("0010_recent_use"),
         "{text}"
     );
     let again = kw(dir.path(), &db, &["migrate"]);
@@ -532,7 +533,7 @@ async fn two_instances_started_at_once_on_an_empty_database_both_come_up() {
             .unwrap();
     assert_eq!(
         applied,
-        [1, 2, 3, 4, 5, 6, 8, 9],
+        [1, 2, 3, 4, 5, 6, 8, 9, 10],
         "one schema, each migration applied once"
     );
 }

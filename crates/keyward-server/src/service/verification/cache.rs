@@ -525,8 +525,31 @@ impl VerifyCache {
         }
     }
 
+    /// Caches what the warm-up (`super::warm`) read about `hash`, unless the cache holds it
+    /// already (a verification may have cached something fresher). The read began at the
+    /// store's change epoch `read_at`, after the cache had caught up to it: if the epoch has
+    /// moved since, the entry may be stale and is not kept, as in [`Self::try_with`]. Returns
+    /// whether a new entry is kept.
+    pub(super) fn insert_warmed(
+        &self,
+        store: &dyn Store,
+        read_at: u64,
+        hash: TokenHash,
+        lookup: Lookup,
+    ) -> bool {
+        if self.entries.get_with(&hash, |_| ()).is_ok() {
+            return false;
+        }
+        self.entries.insert(hash, self.entry(lookup));
+        if store.change_epoch() != read_at {
+            self.entries.remove(&hash);
+            return false;
+        }
+        true
+    }
+
     /// Reads the change log if the store's epoch moved, evicting what changed.
-    async fn catch_up(&self, store: &dyn Store) -> StoreResult<()> {
+    pub(super) async fn catch_up(&self, store: &dyn Store) -> StoreResult<()> {
         if store.change_epoch() == self.synced_epoch.load(Ordering::Acquire) {
             return Ok(());
         }

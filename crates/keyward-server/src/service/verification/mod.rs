@@ -10,10 +10,13 @@ mod budget;
 mod cache;
 mod table;
 mod usage;
+mod warm;
 
 pub use budget::{Allowance, LEASE_MAX, RateState};
 pub use cache::{CachedToken, EntryLimits, KnownHashes, VerifiedToken, VerifyCache};
 pub(super) use usage::UsageBatch;
+pub(super) use warm::warm;
+pub use warm::{WarmUp, warm_target};
 
 use keyward_core::{Actor, AuditEvent, AuditKind, InactiveReason, PackedTokenId, Scopes, format};
 use keyward_store::{Revocation, StoreResult, TokenFilter};

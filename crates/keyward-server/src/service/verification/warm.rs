@@ -1,0 +1,201 @@
+//! Warming the verification cache at start-up: a restarted instance answers from the first
+//! request (a miss reads the store, as always), and in the background fills its cache with the
+//! secrets most likely to be verified next, most recently used token first
+//! ([`keyward_store::TokenStore::secrets_by_recent_use`], read a page at a time through an index).
+//!
+//! **Coherence.** A page is read from the store as it was at some moment; a change committed
+//! after that moment may already have been caught up with (and its hash evicted, while not yet
+//! cached) by the time the page's entries go in. So each page is read after noting the change
+//! epoch, catching the cache up and noting the change cursor, in that order; before each entry
+//! goes in, the epoch is compared again, and if it moved, the cache catches up and the change log
+//! since the noted cursor is read: every hash named there is left out of the rest of the page
+//! (if the log was cut short, the rest of the page is). An entry that goes in while the epoch
+//! has not moved is evicted by the next catch-up like any other; one whose epoch moved during
+//! the insert is dropped at once ([`VerifyCache::insert_warmed`], the rule of a cold read).
+//!
+//! **Capacity.** The warm-up fills the cache to 90 % of its capacity ([`warm_target`]), never more:
+//! the rest is room for tokens it did not reach (created since, or used after the restart), so
+//! that they do not push out what it warmed. It never replaces an entry a verification made.
+//!
+//! **Sharing the machine.** Pages are small and the task yields between them, so verification
+//! is never starved; it stops when the service is dropped.
+
+use keyward_store::{RecentUseCursor, StoreResult};
+use std::collections::HashSet;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use super::cache::VerifyCache;
+use crate::service::Keyward;
+
+/// Most secrets one page reads: a few milliseconds of store time, then the verifications
+/// waiting meanwhile run.
+const PAGE: u32 = 5_000;
+
+/// How many entries the warm-up fills a cache of `capacity` to: 90 %, leaving a tenth for the
+/// tokens it does not reach (see the module docs).
+pub fn warm_target(capacity: u64) -> u64 {
+    capacity - capacity / 10
+}
+
+/// Times one page may find the store changed under it before the warm-up gives up: a store
+/// whose epoch never settles (PostgreSQL while its listener is down) cannot be warmed from.
+const MAX_RESYNCS: u32 = 16;
+
+/// Times a failed page read is tried again, a second apart, before the warm-up gives up.
+const MAX_RETRIES: u32 = 3;
+
+/// How a warm-up went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmUp {
+    /// Entries it put in the cache.
+    pub entries: u64,
+    /// Secrets it read from the store.
+    pub read: u64,
+    /// Whether it ran to its end: every live secret read, or the cache filled to
+    /// [`warm_target`]. `false` when it gave up (an error, a store that kept changing) or the
+    /// service was dropped.
+    pub finished: bool,
+}
+
+/// What one page did.
+enum Page {
+    /// The store has no more live secrets.
+    End,
+    /// Read up to `next`.
+    Read {
+        next: RecentUseCursor,
+        read: u64,
+        entries: u64,
+    },
+    /// The store kept changing under the page.
+    Unsettled,
+}
+
+/// Warms the service's cache, page by page, until the cache is as full as it gets warmed, the
+/// store has nothing more, or the service is dropped. Errors are logged, never raised.
+pub(in crate::service) async fn warm(service: Weak<Keyward>) -> WarmUp {
+    let started = Instant::now();
+    let mut done = WarmUp {
+        entries: 0,
+        read: 0,
+        finished: false,
+    };
+    let entries = metrics::counter!("keyward_cache_warmed_total");
+    let mut after = None;
+    let mut retries = 0;
+    loop {
+        let Some(keyward) = service.upgrade() else {
+            return done;
+        };
+        // What it warmed counts even where the table has dropped some of it again (a full
+        // shard drops an arbitrary entry): reading on would only churn the cache.
+        let held = keyward.cache.len().max(done.entries);
+        let room = warm_target(keyward.settings.cache_capacity).saturating_sub(held);
+        if room == 0 {
+            done.finished = true;
+            break;
+        }
+        let limit = u32::try_from(room).unwrap_or(u32::MAX).min(PAGE);
+        match warm_page(&keyward, after.as_ref(), limit).await {
+            Ok(Page::End) => {
+                done.finished = true;
+                break;
+            }
+            Ok(Page::Read {
+                next,
+                read,
+                entries: page_entries,
+            }) => {
+                after = Some(next);
+                retries = 0;
+                done.read += read;
+                done.entries += page_entries;
+                entries.increment(page_entries);
+            }
+            Ok(Page::Unsettled) => {
+                tracing::warn!(
+                    entries = done.entries,
+                    "the store kept changing under the cache warm-up; stopped (misses read the store)"
+                );
+                return done;
+            }
+            Err(e) if retries < MAX_RETRIES => {
+                retries += 1;
+                tracing::warn!(error = %e, "could not warm the verification cache; retrying");
+                drop(keyward);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    entries = done.entries,
+                    "could not warm the verification cache; stopped (misses read the store)"
+                );
+                return done;
+            }
+        }
+        drop(keyward);
+        tokio::task::yield_now().await;
+    }
+    tracing::info!(
+        entries = done.entries,
+        read = done.read,
+        took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "verification cache warmed"
+    );
+    done
+}
+
+/// Reads one page of at most `limit` secrets after `after` and caches them, keeping to the
+/// coherence rule of the module docs.
+async fn warm_page(
+    keyward: &Keyward,
+    after: Option<&RecentUseCursor>,
+    limit: u32,
+) -> StoreResult<Page> {
+    let store = keyward.store.as_ref();
+    let cache: &VerifyCache = &keyward.cache;
+    // Epoch, catch-up, cursor, read: a change committed after the read is in the log after
+    // `since`, and any catch-up that evicts it comes after an epoch change past `read_at`.
+    let mut read_at = store.change_epoch();
+    cache.catch_up(store).await?;
+    let mut since = store.change_cursor().await?;
+    let page = store
+        .secrets_by_recent_use(keyward.now(), after, limit)
+        .await?;
+    let Some((hash, lookup)) = page.last() else {
+        return Ok(Page::End);
+    };
+    let next = RecentUseCursor::after(hash, lookup);
+    let read = page.len() as u64;
+    let mut changed: HashSet<[u8; 32]> = HashSet::new();
+    let mut resyncs = 0;
+    let mut entries = 0;
+    for (hash, lookup) in page {
+        if store.change_epoch() != read_at {
+            resyncs += 1;
+            if resyncs > MAX_RESYNCS {
+                return Ok(Page::Unsettled);
+            }
+            read_at = store.change_epoch();
+            cache.catch_up(store).await?;
+            let changes = store.changes_since(since).await?;
+            if !changes.complete {
+                // What changed is unknown: the rest of the page is left to misses.
+                break;
+            }
+            changed.extend(changes.hashes.iter().map(|h| h.0));
+            since = changes.cursor;
+        }
+        if !changed.contains(&hash.0) && cache.insert_warmed(store, read_at, hash, lookup) {
+            entries += 1;
+        }
+    }
+    Ok(Page::Read {
+        next,
+        read,
+        entries,
+    })
+}
