@@ -1,18 +1,38 @@
 #!/usr/bin/env bash
-# keyward at 10^3, 10^5 and 10^6 tokens: verify throughput and latency, resident memory per
-# cached token, database bytes per token.
+# keyward at scale on SQLite (issue 15): verification from 10^3 to 10^7 tokens, memory per cached
+# token, a flood of forged tokens, cold start, and creation under concurrency. Every figure
+# prints beside its reference measured in the same run.
 #
-#   bench/scale.sh            # SIZES="1000 100000 1000000" by default
+#   bench/scale.sh                           # SIZES="1000 100000 1000000", PARTS="sizes creation"
+#   SIZES="1000 10000000" bench/scale.sh     # 10^7: about 6 GiB of memory and 30 minutes
+#   PARTS=creation bench/scale.sh            # only the creation figures
 #
-# For each size: a fresh SQLite data dir is seeded in one transaction by the `seed` tool
-# (bench/tools: Store::restore, not one call per token), `keyward serve` starts with a cache big
-# enough for every token, one wrk sweep visits every secret once (warming the cache: the sweep
-# stops when keyward's miss counter reaches N), then wrk measures POST /v1/verify over all N
-# secrets at -c$CONN (throughput, latency under load) and at -c1 (latency of one request at a
-# time). RSS is read from /proc before and after the warm-up. Tokens: 10 per user, scopes
-# `droplet:read volume:*`. Binds 127.0.0.1 only.
+# sizes: for each N of SIZES, a fresh SQLite data dir is seeded in one transaction by the `seed`
+#   tool (bench/tools; 10 tokens per user, scopes `droplet:read volume:*`) and `keyward serve`
+#   starts with a cache of 2 N; the cache fills (its start-up warming, and one wrk sweep that
+#   visits every secret once) until it holds all N secrets. Then:
+#   - POST /v1/verify over all N secrets at -c$CONN (throughput) and -c1 (latency of one request
+#     at a time); the last size's latency is compared with the first's (target <= 1.5x);
+#   - memory: RSS with every secret cached and the known-hash set loaded, minus the RSS of the
+#     same server over an empty data dir, divided by N (target <= 160 B);
+#   - the forged flood: every other request carries one of $FORGED well-formed tokens that were
+#     never issued; req/s beside hello (target >= 0.7x), and store reads per forged request
+#     (keyward_store_lookups_total; target <= 1 %);
+#   - cold start, at N = $COLD (default 10^6; skipped when SIZES lacks it): the server is stopped
+#     (SIGTERM: the uses of the sweep are written, so the most recently used are known) and
+#     started again on the same port; reported: the time until /readyz answers 200, the first
+#     verify's latency (curl), then the verifications answered in each of the next 10 seconds
+#     (keyward_verifications_total, sampled each second) under the same wrk load, beside the
+#     warm figure (target: 80 % within 10 s).
+# creation: a fresh data dir, one admin token; wrk POSTs /v1/tokens with one connection, then
+#   with 32 (target: 32 creators >= 4x the creations per second of one, their p99 <= 10x one
+#   creator's p50).
+# The bare axum hello GET runs before and after; the reference is their mean. Binds 127.0.0.1.
 set -euo pipefail
 SIZES="${SIZES:-1000 100000 1000000}"
+PARTS="${PARTS:-sizes creation}"
+COLD="${COLD:-1000000}"
+FORGED="${FORGED:-100000}"
 DUR="${DUR:-5s}"
 RUNS="${RUNS:-1}"
 CONN="${CONN:-32}"
@@ -20,6 +40,7 @@ THREADS="${THREADS:-2}"
 WARM="${WARM:-1s}"
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+FORGE="$TARGET_DIR/release/forge"
 
 ensure_wrk
 build_release
@@ -27,52 +48,157 @@ build_release
 new_server_key
 export KEYWARD_LOG=warn
 log "machine: $(machine_line)"
+part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# metric_sum URL NAME : the sum of every series of a metric (any labels).
+metric_sum() {
+  curl -s "$1/metrics" | awk -v m="$2" 'index($1, m) == 1 && (length($1) == length(m) || substr($1, length(m) + 1, 1) == "{") { s += $2 } END { printf "%.0f\n", s }'
+}
+
+# fill_cache URL SECRETS N : until the cache holds N secrets: the server's own warming, and a wrk
+# sweep visiting every secret once (stopped as soon as the cache is full).
+fill_cache() {
+  local url="$1" secrets="$2" n="$3"
+  SECRETS="$secrets" SWEEP="$THREADS" wrk -t"$THREADS" -c"$CONN" -d3600s \
+    -s "$ROOT/bench/lua/verify.lua" "$url/v1/verify" >/dev/null 2>&1 &
+  local sweep_pid=$!
+  PIDS+=("$sweep_pid")
+  until [ "$(metric "$url" keyward_cache_entries)" -ge "$n" ] 2>/dev/null; do
+    kill -0 "$sweep_pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  stop_pid "$sweep_pid"
+  [ "$(metric "$url" keyward_cache_entries)" -ge "$n" ] || { echo "the cache holds $(metric "$url" keyward_cache_entries) of $n secrets after a sweep" >&2; exit 1; }
+}
 
 start_server hello "$HELLO" 127.0.0.1:0
-run_wrk hello "$URL/hello"
-stop_pid "$LAST_PID"
+HELLO_URL="$URL"
+run_wrk hello_before "$HELLO_URL/hello"
 
-: >"$WORK/scale"
-for n in $SIZES; do
-  data="$WORK/data-$n"
-  mkdir -m 700 "$data"
-  log "seeding $n tokens"
-  "$SEED" "$data/keyward.db" "$n" "$WORK/secrets-$n" >&2
-  db_bytes=$(( $(stat -c %s "$data/keyward.db") + $(stat -c %s "$data/keyward.db-wal" 2>/dev/null || echo 0) ))
-  KEYWARD_CACHE_CAPACITY=$((n * 2)) start_server "kw-$n" "$KW" --data-dir "$data" serve --listen 127.0.0.1:0
-  pid="$LAST_PID"
-  curl -s -o /dev/null "$URL/healthz"
-  rss_before="$(rss_kib "$pid")"
-  log "warming the cache: one sweep over $n secrets"
-  warm_cache "$URL" "$WORK/secrets-$n" "$n"
-  rss_after="$(rss_kib "$pid")"
-  SECRETS="$WORK/secrets-$n" SCOPES='["droplet:read"]' \
-    run_wrk "verify-$n" "$URL/v1/verify" -s "$ROOT/bench/lua/verify.lua"
-  SECRETS="$WORK/secrets-$n" SCOPES='["droplet:read"]' CONN=1 THREADS=1 \
-    run_wrk "verify1-$n" "$URL/v1/verify" -s "$ROOT/bench/lua/verify.lua"
-  misses_end="$(metric "$URL" keyward_cache_misses_total)"
-  printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$rss_before" "$rss_after" "$db_bytes" "$misses_end" >>"$WORK/scale"
-  stop_pid "$pid"
-  rm -rf "$data"
-done
+if part sizes; then
+  "$FORGE" "$FORGED" "$WORK/forged" >&2
+  # The memory reference: the same server over an empty data dir.
+  mkdir -m 700 "$WORK/empty"
+  start_server empty "$KW" --data-dir "$WORK/empty" serve --listen 127.0.0.1:0
+  curl -s -o /dev/null "$URL/readyz"
+  sleep 2
+  RSS_EMPTY="$(rss_kib "$LAST_PID")"
+  stop_pid "$LAST_PID"
+  : >"$WORK/scale"
+  for n in $SIZES; do
+    data="$WORK/data-$n"
+    mkdir -m 700 "$data"
+    log "seeding $n tokens"
+    "$SEED" "$data/keyward.db" "$n" "$WORK/secrets-$n" >&2
+    db_bytes=$(( $(stat -c %s "$data/keyward.db") + $(stat -c %s "$data/keyward.db-wal" 2>/dev/null || echo 0) ))
+    KEYWARD_CACHE_CAPACITY=$((n * 2)) start_server "kw-$n" "$KW" --data-dir "$data" serve --listen 127.0.0.1:0
+    pid="$LAST_PID"
+    kw_url="$URL"
+    log "filling the cache with $n secrets"
+    fill_cache "$kw_url" "$WORK/secrets-$n" "$n"
+    until [ "$(metric "$kw_url" keyward_known_hashes)" -ge "$n" ] 2>/dev/null; do sleep 0.2; done
+    # Past the usage batch's flush, so what is measured is what stays.
+    sleep 6
+    rss_full="$(rss_kib "$pid")"
+    SECRETS="$WORK/secrets-$n" SCOPES='["droplet:read"]' \
+      run_wrk "verify-$n" "$kw_url/v1/verify" -s "$ROOT/bench/lua/verify.lua"
+    SECRETS="$WORK/secrets-$n" SCOPES='["droplet:read"]' CONN=1 THREADS=1 \
+      run_wrk "verify1-$n" "$kw_url/v1/verify" -s "$ROOT/bench/lua/verify.lua"
+    lookups_before="$(metric "$kw_url" keyward_store_lookups_total)"
+    ruled_before="$(metric "$kw_url" keyward_unknown_tokens_ruled_out_total)"
+    SECRETS="$WORK/secrets-$n" FORGED="$WORK/forged" SCOPES='["droplet:read"]' \
+      run_wrk "flood-$n" "$kw_url/v1/verify" -s "$ROOT/bench/lua/verify.lua"
+    lookups=$(( $(metric "$kw_url" keyward_store_lookups_total) - lookups_before ))
+    ruled=$(( $(metric "$kw_url" keyward_unknown_tokens_ruled_out_total) - ruled_before ))
+    printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$rss_full" "$db_bytes" "$lookups" "$ruled" >>"$WORK/scale"
+
+    if [ "$n" = "$COLD" ]; then
+      log "cold start over $n tokens"
+      port="${kw_url##*:}"
+      stop_pid "$pid"
+      t0=$(date +%s%N)
+      start_server "cold-$n" "$KW" --data-dir "$data" serve --listen "127.0.0.1:$port"
+      pid="$LAST_PID"
+      until [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz")" = 200 ]; do sleep 0.01; done
+      ready_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+      first="$(head -1 "$WORK/secrets-$n")"
+      first_us="$(curl -s -o /dev/null -w '%{time_total}' "$URL/v1/verify" -H 'Content-Type: application/json' \
+        -d "{\"token\":\"$first\",\"scopes\":[\"droplet:read\"]}" | awk '{ printf "%.0f", $1 * 1000000 }')"
+      SECRETS="$WORK/secrets-$n" SCOPES='["droplet:read"]' wrk -t"$THREADS" -c"$CONN" -d12s \
+        -s "$ROOT/bench/lua/verify.lua" "$URL/v1/verify" >/dev/null 2>&1 &
+      wrk_pid=$!
+      PIDS+=("$wrk_pid")
+      : >"$WORK/cold-seconds"
+      last="$(metric_sum "$URL" keyward_verifications_total)"
+      for s in $(seq 10); do
+        sleep 1
+        now="$(metric_sum "$URL" keyward_verifications_total)"
+        printf '%s\t%s\t%s\n' "$s" "$((now - last))" "$(metric "$URL" keyward_cache_entries)" >>"$WORK/cold-seconds"
+        last="$now"
+      done
+      stop_pid "$wrk_pid"
+      printf '%s\t%s\t%s\n' "$n" "$ready_ms" "$first_us" >"$WORK/cold"
+    fi
+    stop_pid "$pid"
+    rm -rf "$data"
+  done
+fi
+
+if part creation; then
+  data="$WORK/data-creation"
+  "$KW" --data-dir "$data" user add bench >/dev/null
+  admin="$("$KW" --data-dir "$data" token create --user bench --name scale-admin \
+    --scope 'tokens:*' --scope droplet:read --expires 30d 2>/dev/null)"
+  start_server creation "$KW" --data-dir "$data" serve --listen 127.0.0.1:0
+  BODY='{"name":"wrk","scopes":["droplet:read"],"expires":"30d"}' BEARER="$admin" CONN=1 THREADS=1 \
+    run_wrk create1 "$URL/v1/tokens" -s "$ROOT/bench/lua/post.lua"
+  BODY='{"name":"wrk","scopes":["droplet:read"],"expires":"30d"}' BEARER="$admin" CONN=32 \
+    run_wrk create32 "$URL/v1/tokens" -s "$ROOT/bench/lua/post.lua"
+  for r in create1 create32; do
+    [ "$(field "$r" 5)" = 0 ] && [ "$(field "$r" 6)" = 0 ] || { echo "$r: $(field "$r" 5) non-2xx answers, $(field "$r" 6) socket errors" >&2; exit 1; }
+  done
+  stop_pid "$LAST_PID"
+fi
+
+run_wrk hello_after "$HELLO_URL/hello"
+HELLO_RPS="$(awk -v a="$(field hello_before 2)" -v b="$(field hello_after 2)" 'BEGIN { printf "%.0f", (a + b) / 2 }')"
 
 echo
 echo "## keyward scale benchmark ($(date -Is))"
 echo
 echo "machine: $(machine_line)"
-echo "wrk -t$THREADS -c$CONN -d$DUR (and -t1 -c1), $RUNS run(s) each after a $WARM warm-up; bare axum hello GET in this run: $(field hello 2) req/s"
-echo
-echo "| tokens | verify req/s (-c$CONN) | ratio to hello | p50 µs | p99 µs | p50 µs at -c1 | p99 µs at -c1 | RSS before → after warm-up | RSS per cached token | DB bytes per token | cache misses after warm-up |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"
-while IFS=$'\t' read -r n before after db miss; do
-  awk -v n="$n" -v r="$(field "verify-$n" 2)" -v h="$(field hello 2)" -v p50="$(field "verify-$n" 3)" \
-    -v p99="$(field "verify-$n" 4)" -v q50="$(field "verify1-$n" 3)" -v q99="$(field "verify1-$n" 4)" \
-    -v b="$before" -v a="$after" -v db="$db" -v m="$miss" 'BEGIN {
-      printf "| %d | %.0f | %.2fx | %d | %d | %d | %d | %.1f → %.1f MiB | %.0f B | %.0f B | %d |\n",
-        n, r, r / h, p50, p99, q50, q99, b / 1024, a / 1024, (a - b) * 1024 / n, db / n, m - n }'
-done <"$WORK/scale"
-first="$(head -1 "$WORK/scale" | cut -f1)"; last="$(tail -1 "$WORK/scale" | cut -f1)"
-awk -v a="$(field "verify1-$last" 3)" -v b="$(field "verify1-$first" 3)" -v r1="$(field "verify-$last" 2)" -v r0="$(field "verify-$first" 2)" \
-  -v n1="$last" -v n0="$first" 'BEGIN {
-    printf "\nverify p50 at -c1, %d / %d tokens: %.2fx (target <= 1.5x); req/s %d / %d tokens: %.2fx\n", n1, n0, a / b, n1, n0, r1 / r0 }'
+echo "wrk -t$THREADS -c$CONN -d$DUR (and -t1 -c1), $RUNS run(s) each after a $WARM warm-up; bare axum hello GET: $(field hello_before 2) req/s before, $(field hello_after 2) after, reference $HELLO_RPS req/s"
+if part sizes; then
+  echo
+  echo "| tokens | verify req/s (-c$CONN) | ÷ hello | p50 / p99 µs | p50 / p99 µs at -c1 | RSS per cached token (target ≤ 160 B) | DB bytes per token | half forged: req/s | ÷ hello (target ≥ 0.7) | store reads per forged request (target ≤ 1 %) |"
+  echo "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"
+  while IFS=$'\t' read -r n full db lookups ruled; do
+    awk -v n="$n" -v r="$(field "verify-$n" 2)" -v h="$HELLO_RPS" -v p50="$(field "verify-$n" 3)" \
+      -v p99="$(field "verify-$n" 4)" -v q50="$(field "verify1-$n" 3)" -v q99="$(field "verify1-$n" 4)" \
+      -v e="$RSS_EMPTY" -v f="$full" -v db="$db" -v fl="$(field "flood-$n" 2)" -v lk="$lookups" -v ro="$ruled" 'BEGIN {
+        printf "| %d | %.0f | %.2f× | %d / %d | %d / %d | %.0f B | %.0f B | %.0f | %.2f× | %.3f %% |\n",
+          n, r, r / h, p50, p99, q50, q99, (f - e) * 1024 / n, db / n, fl, fl / h, (lk + ro ? 100 * lk / (lk + ro) : 0) }'
+  done <"$WORK/scale"
+  first="$(head -1 "$WORK/scale" | cut -f1)"; last="$(tail -1 "$WORK/scale" | cut -f1)"
+  awk -v a="$(field "verify1-$last" 3)" -v b="$(field "verify1-$first" 3)" -v n1="$last" -v n0="$first" 'BEGIN {
+    printf "\nverify p50 at -c1, %d tokens ÷ %d tokens: %.2f× (target ≤ 1.5×)\n", n1, n0, a / b }'
+  echo "RSS of the server over an empty data dir (the memory reference): $(awk -v e="$RSS_EMPTY" 'BEGIN { printf "%.1f MiB", e / 1024 }')"
+  if [ -s "$WORK/cold" ]; then
+    IFS=$'\t' read -r n ready first_us <"$WORK/cold"
+    warm="$(field "verify-$n" 2)"
+    echo
+    echo "cold start over $n tokens: /readyz 200 after $ready ms (process start included); first verify $first_us µs; warm verify (above) $warm req/s"
+    echo
+    echo "| second after ready | verifications | ÷ warm (target ≥ 0.8 within 10 s) | cache entries |"
+    echo "|---:|---:|---:|---:|"
+    awk -F'\t' -v w="$warm" '{ printf "| %d | %d | %.2f× | %d |\n", $1, $2, $2 / w, $3 }' "$WORK/cold-seconds"
+  fi
+fi
+if part creation; then
+  echo
+  awk -v a="$(field create1 2)" -v b="$(field create32 2)" -v p50="$(field create1 3)" -v p99="$(field create32 4)" \
+    -v q99="$(field create1 4)" -v m50="$(field create32 3)" 'BEGIN {
+    printf "creation, POST /v1/tokens: 1 creator %.0f/s (p50 %d µs, p99 %d µs), 32 creators %.0f/s (p50 %d µs, p99 %d µs): %.2f× the rate (target ≥ 4×), p99 ÷ one creator'"'"'s p50 %.1f× (target ≤ 10×)\n",
+      a, p50, q99, b, m50, p99, b / a, p99 / p50 }'
+fi
 log "done"

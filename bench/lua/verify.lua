@@ -4,10 +4,18 @@
 -- spends its CPU on sending, not on Lua string work. With SWEEP=T (T = wrk's thread count) the
 -- threads share the list instead (thread k takes k, k+T, k+2T, ...), so one pass of all threads
 -- visits every secret once: used to warm the cache. Optional $IP: the client address sent in
--- `ip` (for tokens with an address allowlist).
+-- `ip` (for tokens with an address allowlist). Optional $FORGED: a second list (tokens that were
+-- never issued) mixed in, every other request, so half the requests are a flood of forged tokens.
 local secrets = {}
 for line in io.lines(os.getenv("SECRETS")) do
   secrets[#secrets + 1] = line
+end
+local forged = nil
+if os.getenv("FORGED") then
+  forged = {}
+  for line in io.lines(os.getenv("FORGED")) do
+    forged[#forged + 1] = line
+  end
 end
 local scopes = os.getenv("SCOPES") or "[]"
 local ip = os.getenv("IP")
@@ -18,6 +26,8 @@ local threads = 0
 local prebuilt = nil
 local i = 0
 local step = 1
+local flip = false
+local forged_built = false
 
 local function build(s)
   return wrk.format("POST", "/v1/verify", headers, '{"token":"' .. s .. '","scopes":' .. scopes .. extra .. '}')
@@ -37,9 +47,23 @@ function init(args)
       prebuilt[k] = build(s)
     end
   end
+  if forged and #forged <= 100000 then
+    for k, s in ipairs(forged) do
+      forged[k] = build(s)
+    end
+    forged_built = true
+  end
 end
 
+
 function request()
+  if forged then
+    flip = not flip
+    if flip then
+      local f = forged[(i % #forged) + 1]
+      return forged_built and f or build(f)
+    end
+  end
   i = i + step
   local k = (i % #secrets) + 1
   if prebuilt then
