@@ -695,27 +695,7 @@ mod tests {
 
     #[test]
     fn uses_are_noted_once_a_second() {
-        let entry = CachedToken {
-            token: VerifiedToken {
-                id: TokenId::parse("tok_01JD8X0VQ5R6M8A5C3E7F9G1HK")
-                    .unwrap()
-                    .pack(),
-                grant: Arc::new(Grant {
-                    owner: Arc::new(Owner {
-                        id: UserId::parse("usr_01JD8X0VQ5R6M8A5C3E7F9G1HK").unwrap(),
-                        name: UserName::parse("ada").unwrap(),
-                        external_id: None,
-                        admin: false,
-                    }),
-                    scopes: Arc::new(Scopes::default()),
-                }),
-                expires_unix: 1_800_000_100,
-                issued_unix: 1_800_000_000,
-            },
-            limits: None,
-            secret: SecretState::CURRENT,
-            last_noted: AtomicU32::new(0),
-        };
+        let entry = entry(SecretState::CURRENT, 1_800_000_100);
         assert!(entry.note_use(1_800_000_001));
         assert!(!entry.note_use(1_800_000_001));
         assert!(entry.note_use(1_800_000_002));

@@ -48,9 +48,9 @@ const BUSY_ON_TASK: Duration = Duration::from_millis(50);
     clippy::large_enum_variant,
     reason = "returned once per lookup and unpacked at once; a box would add an allocation per miss"
 )]
-pub(in crate::sqlite) enum Read {
+pub(in crate::sqlite) enum Read<T = Option<Lookup>> {
     /// The answer.
-    Done(Option<Lookup>),
+    Done(T),
     /// The database stayed locked for [`BUSY_ON_TASK`]: ask through sqlx.
     Busy,
 }
@@ -108,6 +108,35 @@ impl Readers {
                 return Ok(Read::Busy);
             }
             // A connection that failed is dropped with its error.
+            Err(e) => return Err(lite_error(e)),
+        };
+        self.give_back(connection);
+        Ok(Read::Done(found))
+    }
+
+    /// The rows of `sql`, a statement selecting a secret's `hash` and what [`LOOKUP`] selects,
+    /// with `params`: a page of `TokenStore::secrets_by_recent_use`. Meant for a blocking
+    /// thread (a page is milliseconds of reading).
+    pub(in crate::sqlite) fn secrets(
+        &self,
+        sql: &str,
+        params: &[rusqlite::types::Value],
+    ) -> StoreResult<Read<Vec<(TokenHash, Lookup)>>> {
+        let connection = self.take()?;
+        let found = connection.prepare_cached(sql).and_then(|mut statement| {
+            statement
+                .query_map(rusqlite::params_from_iter(params), |row| {
+                    let row = LiteRow(row);
+                    Ok(rows::hash(&row, "hash").and_then(|hash| Ok((hash, rows::lookup(&row)?))))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        });
+        let found = match found {
+            Ok(found) => found.into_iter().collect::<StoreResult<Vec<_>>>()?,
+            Err(e) if is_busy(&e) => {
+                self.give_back(connection);
+                return Ok(Read::Busy);
+            }
             Err(e) => return Err(lite_error(e)),
         };
         self.give_back(connection);
