@@ -55,7 +55,8 @@ start_server() {
   LAST_PID=$!
   PIDS+=("$LAST_PID")
   local line=""
-  for _ in $(seq 300); do
+  # Up to START_WAIT seconds (default 120): over millions of tokens, a migration runs first.
+  for _ in $(seq $(( ${START_WAIT:-120} * 20 ))); do
     line="$(grep -m1 '^listening on ' "$WORK/$name.out" 2>/dev/null || true)"
     [ -n "$line" ] && break
     kill -0 "$LAST_PID" 2>/dev/null || { cat "$WORK/$name.err" >&2; echo "$name exited" >&2; return 1; }

@@ -6,9 +6,12 @@
 #   bench/scale.sh                           # SIZES="1000 100000 1000000", PARTS="sizes creation"
 #   SIZES="1000 10000000" bench/scale.sh     # 10^7: about 6 GiB of memory and 30 minutes
 #   PARTS=creation bench/scale.sh            # only the creation figures
+#   SEEDS=/var/tmp/seeds bench/scale.sh      # keep the seeded stores there, and reuse them
 #
 # sizes: for each N of SIZES, a fresh SQLite data dir is seeded in one transaction by the `seed`
-#   tool (bench/tools; 10 tokens per user, scopes `droplet:read volume:*`) and `keyward serve`
+#   tool (bench/tools; 10 tokens per user, scopes `droplet:read volume:*`; 10^7 takes ~20 minutes
+#   and ~20 GiB, so with SEEDS set the store, its secrets and its server key are kept in
+#   $SEEDS/N and used again by later runs, as they were left) and `keyward serve`
 #   starts with a cache of 2 N; the cache fills (its start-up warming, and one wrk sweep that
 #   visits every secret once) until it holds all N secrets. Then:
 #   - POST /v1/verify over all N secrets at -c$CONN (throughput) and -c1 (latency of one request
@@ -45,7 +48,14 @@ FORGE="$TARGET_DIR/release/forge"
 ensure_wrk
 build_release
 : >"$WORK/results"
-new_server_key
+if [ -n "${SEEDS:-}" ]; then
+  mkdir -p -m 700 "$SEEDS"
+  [ -s "$SEEDS/key" ] || od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$SEEDS/key"
+  KEYWARD_SERVER_KEY="$(cat "$SEEDS/key")"
+  export KEYWARD_SERVER_KEY
+else
+  new_server_key
+fi
 export KEYWARD_LOG=warn
 log "machine: $(machine_line)"
 part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -86,27 +96,33 @@ if part sizes; then
   stop_pid "$LAST_PID"
   : >"$WORK/scale"
   for n in $SIZES; do
-    data="$WORK/data-$n"
-    mkdir -m 700 "$data"
-    log "seeding $n tokens"
-    "$SEED" "$data/keyward.db" "$n" "$WORK/secrets-$n" >&2
+    data="${SEEDS:-$WORK}/data-$n"
+    secrets="${SEEDS:-$WORK}/secrets-$n"
+    if [ -s "$secrets" ] && [ -s "$data/keyward.db" ]; then
+      log "using the $n tokens seeded in $data"
+    else
+      rm -rf "$data"
+      mkdir -m 700 "$data"
+      log "seeding $n tokens"
+      "$SEED" "$data/keyward.db" "$n" "$secrets" >&2
+    fi
     db_bytes=$(( $(stat -c %s "$data/keyward.db") + $(stat -c %s "$data/keyward.db-wal" 2>/dev/null || echo 0) ))
     KEYWARD_CACHE_CAPACITY=$((n * 2)) start_server "kw-$n" "$KW" --data-dir "$data" serve --listen 127.0.0.1:0
     pid="$LAST_PID"
     kw_url="$URL"
     log "filling the cache with $n secrets"
-    fill_cache "$kw_url" "$WORK/secrets-$n" "$n"
+    fill_cache "$kw_url" "$secrets" "$n"
     until [ "$(metric "$kw_url" keyward_known_hashes)" -ge "$n" ] 2>/dev/null; do sleep 0.2; done
     # Past the usage batch's flush, so what is measured is what stays.
     sleep 6
     rss_full="$(rss_kib "$pid")"
-    SECRETS="$WORK/secrets-$n" SCOPES='["droplet:read"]' \
+    SECRETS="$secrets" SCOPES='["droplet:read"]' \
       run_wrk "verify-$n" "$kw_url/v1/verify" -s "$ROOT/bench/lua/verify.lua"
-    SECRETS="$WORK/secrets-$n" SCOPES='["droplet:read"]' CONN=1 THREADS=1 \
+    SECRETS="$secrets" SCOPES='["droplet:read"]' CONN=1 THREADS=1 \
       run_wrk "verify1-$n" "$kw_url/v1/verify" -s "$ROOT/bench/lua/verify.lua"
     lookups_before="$(metric "$kw_url" keyward_store_lookups_total)"
     ruled_before="$(metric "$kw_url" keyward_unknown_tokens_ruled_out_total)"
-    SECRETS="$WORK/secrets-$n" FORGED="$WORK/forged" SCOPES='["droplet:read"]' \
+    SECRETS="$secrets" FORGED="$WORK/forged" SCOPES='["droplet:read"]' \
       run_wrk "flood-$n" "$kw_url/v1/verify" -s "$ROOT/bench/lua/verify.lua"
     lookups=$(( $(metric "$kw_url" keyward_store_lookups_total) - lookups_before ))
     ruled=$(( $(metric "$kw_url" keyward_unknown_tokens_ruled_out_total) - ruled_before ))
@@ -121,10 +137,10 @@ if part sizes; then
       pid="$LAST_PID"
       until [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz")" = 200 ]; do sleep 0.01; done
       ready_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-      first="$(head -1 "$WORK/secrets-$n")"
+      first="$(head -1 "$secrets")"
       first_us="$(curl -s -o /dev/null -w '%{time_total}' "$URL/v1/verify" -H 'Content-Type: application/json' \
         -d "{\"token\":\"$first\",\"scopes\":[\"droplet:read\"]}" | awk '{ printf "%.0f", $1 * 1000000 }')"
-      SECRETS="$WORK/secrets-$n" SCOPES='["droplet:read"]' wrk -t"$THREADS" -c"$CONN" -d12s \
+      SECRETS="$secrets" SCOPES='["droplet:read"]' wrk -t"$THREADS" -c"$CONN" -d12s \
         -s "$ROOT/bench/lua/verify.lua" "$URL/v1/verify" >/dev/null 2>&1 &
       wrk_pid=$!
       PIDS+=("$wrk_pid")
@@ -140,7 +156,7 @@ if part sizes; then
       printf '%s\t%s\t%s\n' "$n" "$ready_ms" "$first_us" >"$WORK/cold"
     fi
     stop_pid "$pid"
-    rm -rf "$data"
+    [ -n "${SEEDS:-}" ] || rm -rf "$data"
   done
 fi
 
