@@ -5,9 +5,10 @@
 //! `cargo bench -p keyward-server --bench verify` prints:
 //! 1. cached verification vs. its physical floor, one HMAC-SHA256 of the token plus one std
 //!    `HashMap` lookup among as many entries, at 10^3 tokens and at a larger N (10^5 by default,
-//!    `KEYWARD_BENCH_LARGE=10000000` for 10^7: seeding it takes minutes and about 8 GiB; the
-//!    cache is filled by the start-up warming `keyward serve` runs); criterion's figures first,
-//!    then the interleaved ratio;
+//!    `KEYWARD_BENCH_LARGE=1000000` for 10^6; for 10^7, `KEYWARD_BENCH_LARGE_DIR=DIR` with a
+//!    store seeded beforehand: `DIR/keyward.db` and `DIR/secrets` as `bench/tools`' `seed` writes
+//!    them, under `KEYWARD_SERVER_KEY`); the cache is filled by the start-up warming `keyward
+//!    serve` runs; criterion's figures first, then the interleaved ratio;
 //! 2. cold verification (a cache miss) on SQLite and on PostgreSQL, beside the bare store lookup
 //!    it makes (HMAC plus `TokenStore::lookup`), interleaved per operation; PostgreSQL is skipped with a
 //!    notice when `psql` cannot create a database at `KEYWARD_BENCH_PG`
@@ -66,7 +67,7 @@ struct Cached {
     secrets: Vec<String>,
     baseline_key: Hmac<Sha256>,
     baseline_map: HashMap<[u8; 32], u64>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// Polls a future that is expected to be ready at once (the cached path never waits), falling
@@ -95,24 +96,58 @@ fn cached_setup(rt: &tokio::runtime::Runtime, tokens: usize, ring: usize) -> Cac
     let keys: Vec<ServerKey> = (0..ring).map(|_| ServerKey::generate().unwrap()).collect();
     let hasher = TokenHasher::new(&keys[0]);
     let (snapshot, secrets) = seeded(&hasher, tokens);
-    let keyward = rt.block_on(async {
+    let store = rt.block_on(async {
         let store = SqliteStore::open(&dir.path().join("keyward.db"))
             .await
             .unwrap();
         store.restore(&snapshot).await.unwrap();
+        store
+    });
+    drop(snapshot);
+    cached_over(rt, store, &keys, secrets, started, Some(dir))
+}
+
+/// A store seeded beforehand, in `dir`: `keyward.db` as `bench/tools`' `seed` makes it, the
+/// secrets one per line in `secrets`, hashed under `KEYWARD_SERVER_KEY` (seeding 10^7 tokens
+/// in this process would hold them all in memory twice).
+fn seeded_dir_setup(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Cached {
+    let started = Instant::now();
+    // The seeded store's key.
+    let key = ServerKey::from_hex(&std::env::var("KEYWARD_SERVER_KEY").unwrap()).unwrap();
+    let secrets: Vec<String> = std::fs::read_to_string(dir.join("secrets"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let store = rt
+        .block_on(SqliteStore::open(&dir.join("keyward.db")))
+        .unwrap();
+    cached_over(rt, store, &[key], secrets, started, None)
+}
+
+/// The service over `store` (its tokens' `secrets` hashed under `keys[0]`), every token cached.
+fn cached_over(
+    rt: &tokio::runtime::Runtime,
+    store: SqliteStore,
+    keys: &[ServerKey],
+    secrets: Vec<String>,
+    started: Instant,
+    dir: Option<tempfile::TempDir>,
+) -> Cached {
+    let tokens = secrets.len();
+    let keyward = rt.block_on(async {
         let settings = Settings {
             // Room for every token, so the rounds measure hits only.
             cache_capacity: (tokens as u64) * 2,
             ..Settings::default()
         };
-        let ring = KeyRing::new(&keys).unwrap();
+        let ring = KeyRing::new(keys).unwrap();
         Arc::new(
             Keyward::new(Arc::new(store), Arc::new(SystemClock), ring, settings)
                 .await
                 .unwrap(),
         )
     });
-    drop(snapshot);
     // Warm the cache as `keyward serve` does at start-up (pages of the store, not one cold
     // lookup per token), then check every token is a hit.
     let warmed = rt.block_on(keyward.warm_cache()).unwrap();
@@ -137,8 +172,9 @@ fn cached_setup(rt: &tokio::runtime::Runtime, tokens: usize, ring: usize) -> Cac
         .map(|(i, s)| (baseline_hash(&baseline_key, s), i as u64))
         .collect();
     println!(
-        "set-up: {tokens} tokens seeded and cached in {:.1} s ({ring} key(s) in the ring)",
-        started.elapsed().as_secs_f64()
+        "set-up: {tokens} tokens seeded and cached in {:.1} s ({} key(s) in the ring)",
+        started.elapsed().as_secs_f64(),
+        keys.len()
     );
     Cached {
         keyward,
@@ -683,8 +719,14 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut ratios = Vec::new();
     let mut one_key = None;
+    // KEYWARD_BENCH_LARGE_DIR: the large store is one seeded beforehand (see `seeded_dir_setup`).
+    let large_dir = std::env::var_os("KEYWARD_BENCH_LARGE_DIR").map(std::path::PathBuf::from);
     for n in [SMALL, large] {
-        let setup = cached_setup(&rt, n, 1);
+        let setup = match &large_dir {
+            Some(dir) if n != SMALL => seeded_dir_setup(&rt, dir),
+            _ => cached_setup(&rt, n, 1),
+        };
+        let n = setup.secrets.len();
         criterion_benches(&mut c, &rt, &setup);
         ratios.push((n, cached_ratio(&rt, &setup)));
         one_key.get_or_insert(setup);

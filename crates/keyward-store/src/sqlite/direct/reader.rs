@@ -44,10 +44,6 @@ const MAX_IDLE: usize = 8;
 const BUSY_ON_TASK: Duration = Duration::from_millis(50);
 
 /// What a read on the calling thread gave.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "returned once per lookup and unpacked at once; a box would add an allocation per miss"
-)]
 pub(in crate::sqlite) enum Read<T = Option<Lookup>> {
     /// The answer.
     Done(T),
