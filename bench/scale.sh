@@ -124,6 +124,10 @@ if part sizes; then
     ruled_before="$(metric "$kw_url" keyward_unknown_tokens_ruled_out_total)"
     SECRETS="$secrets" FORGED="$WORK/forged" SCOPES='["droplet:read"]' \
       run_wrk "flood-$n" "$kw_url/v1/verify" -s "$ROOT/bench/lua/verify.lua"
+    for r in "verify-$n" "verify1-$n" "flood-$n"; do
+      [ "$(field "$r" 5)" = 0 ] && [ "$(field "$r" 6)" = 0 ] || { echo "$r: $(field "$r" 5) non-2xx answers, $(field "$r" 6) socket errors" >&2; exit 1; }
+    done
+    log "verifications answered so far, by result: $(curl -s "$kw_url/metrics" | grep '^keyward_verifications_total' | tr '\n' ' ')"
     lookups=$(( $(metric "$kw_url" keyward_store_lookups_total) - lookups_before ))
     ruled=$(( $(metric "$kw_url" keyward_unknown_tokens_ruled_out_total) - ruled_before ))
     printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$rss_full" "$db_bytes" "$lookups" "$ruled" >>"$WORK/scale"
