@@ -826,25 +826,17 @@ async fn the_most_recently_used_tokens_are_warmed_first() {
     used_in_order(&h, tokens.iter()).await;
 
     let warmed = h.keyward.warm_cache().await.unwrap();
-    assert_eq!(warmed.read, 576, "90 % of the capacity");
+    // Up to 90 % of the capacity; the cache's shards hold 10 entries each, and a full one is
+    // skipped (the warm-up never evicts), so it reads further, up to the end of a small store,
+    // to fill the rest.
+    assert!(warmed.entries <= 576 && warmed.read >= 576, "{warmed:?}");
     assert!(warmed.finished);
-    // The cache's shards hold 10 entries each and drop one at random when full, so a few warmed
-    // entries may be gone again; the most recent are there but for those.
+    // The most recent went in first, into shards with room: every one of them is cached.
     let lookups = h.store.lookups();
     for t in &tokens[..50] {
         assert_eq!(h.verify(t.secret.expose(), &[]).await, active(t, &alice));
     }
-    let missed = h.store.lookups() - lookups;
-    assert!(
-        missed <= 10,
-        "{missed} of the 50 most recent were not cached"
-    );
-    // The least recently used were never read.
-    let lookups = h.store.lookups();
-    for t in &tokens[600..] {
-        assert_eq!(h.verify(t.secret.expose(), &[]).await, active(t, &alice));
-    }
-    assert_eq!(h.store.lookups() - lookups, 100);
+    assert_eq!(h.store.lookups(), lookups, "the 50 most recent were cached");
 }
 
 /// The warm-up never holds up verification, and never caches a stale answer: a token revoked

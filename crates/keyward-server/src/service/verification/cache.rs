@@ -526,7 +526,7 @@ impl VerifyCache {
     }
 
     /// Caches what the warm-up (`super::warm`) read about `hash`, unless the cache holds it
-    /// already (a verification may have cached something fresher). The read began at the
+    /// already (a verification may have cached something fresher) or its shard is full. The read began at the
     /// store's change epoch `read_at`, after the cache had caught up to it: if the epoch has
     /// moved since, the entry may be stale and is not kept, as in [`Self::try_with`]. Returns
     /// whether a new entry is kept.
@@ -537,10 +537,12 @@ impl VerifyCache {
         hash: TokenHash,
         lookup: Lookup,
     ) -> bool {
-        if self.entries.get_with(&hash, |_| ()).is_ok() {
+        // Never over an entry already there, and never evicting one: a full shard is left as
+        // it is (the table's eviction would otherwise drop what was warmed first, the most
+        // recently used).
+        if !self.entries.insert_if_room(hash, self.entry(lookup)) {
             return false;
         }
-        self.entries.insert(hash, self.entry(lookup));
         if store.change_epoch() != read_at {
             self.entries.remove(&hash);
             return false;

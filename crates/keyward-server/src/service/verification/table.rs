@@ -278,6 +278,21 @@ impl<V> HashTable<V> {
             .insert(hash, value, self.per_shard);
     }
 
+    /// Inserts when `hash` is absent and its shard has room, evicting nothing; returns whether
+    /// it did. For filling the cache ahead of need (the start-up warming), which must not push
+    /// out what is already there.
+    pub fn insert_if_room(&self, hash: TokenHash, value: V) -> bool {
+        let mut shard = self
+            .shard(&hash)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if shard.len >= self.per_shard || shard.find(&hash).is_some() {
+            return false;
+        }
+        shard.insert(hash, value, self.per_shard);
+        true
+    }
+
     /// Removes `hash`.
     pub fn remove(&self, hash: &TokenHash) {
         self.shard(hash)
@@ -573,6 +588,29 @@ mod tests {
                 .enumerate()
                 .all(|(n, k)| get(&t, k) == Some(n + 50_000))
         );
+    }
+
+    #[test]
+    fn filling_ahead_of_need_never_evicts() {
+        let t = HashTable::new(128);
+        let shard_mates: Vec<TokenHash> = (0..100u32)
+            .map(|n| {
+                let mut h = random_hash(u64::from(n));
+                h.0[8] = 0;
+                h
+            })
+            .collect();
+        // Two entries per shard: the first two of the same shard go in, the rest find no room.
+        assert!(t.insert_if_room(shard_mates[0], 0));
+        assert!(t.insert_if_room(shard_mates[1], 1));
+        assert!(!t.insert_if_room(shard_mates[2], 2));
+        assert!(
+            !t.insert_if_room(shard_mates[0], 9),
+            "present: not replaced"
+        );
+        assert_eq!(get(&t, &shard_mates[0]), Some(0));
+        assert_eq!(get(&t, &shard_mates[1]), Some(1));
+        assert_eq!(get(&t, &shard_mates[2]), None);
     }
 
     #[test]

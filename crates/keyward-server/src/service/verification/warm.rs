@@ -15,7 +15,8 @@
 //!
 //! **Capacity.** The warm-up fills the cache to 90 % of its capacity ([`warm_target`]), never more:
 //! the rest is room for tokens it did not reach (created since, or used after the restart), so
-//! that they do not push out what it warmed. It never replaces an entry a verification made.
+//! that they do not push out what it warmed. It never replaces an entry a verification made, and
+//! never evicts one: a full shard of the table is skipped.
 //!
 //! **Sharing the machine.** Pages are small and the task yields between them, so verification
 //! is never starved; it stops when the service is dropped.
