@@ -137,7 +137,8 @@ if part sizes; then
       port="${kw_url##*:}"
       stop_pid "$pid"
       t0=$(date +%s%N)
-      start_server "cold-$n" "$KW" --data-dir "$data" serve --listen "127.0.0.1:$port"
+      # The same cache as the warm run, so the warm-up can hold every secret it held.
+      KEYWARD_CACHE_CAPACITY=$((n * 2)) start_server "cold-$n" "$KW" --data-dir "$data" serve --listen "127.0.0.1:$port"
       pid="$LAST_PID"
       until [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz")" = 200 ]; do sleep 0.01; done
       ready_ms=$(( ($(date +%s%N) - t0) / 1000000 ))

@@ -171,6 +171,35 @@ impl RecentUseCursor {
     }
 }
 
+/// Where a page of [`TokenStore::secrets_in_store_order`] ended; the next page starts after it.
+/// Opaque: only the store that made it reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOrderCursor {
+    /// The last token position the page covered (SQLite: a `tokens` rowid).
+    after: i64,
+    /// The last position there was when the first page was read: tokens made since then are
+    /// left to verification's misses.
+    end: i64,
+}
+
+impl StoreOrderCursor {
+    /// After position `after`, up to `end`.
+    pub(crate) fn new(after: i64, end: i64) -> Self {
+        Self { after, end }
+    }
+}
+
+/// A page of [`TokenStore::secrets_in_store_order`].
+#[derive(Debug)]
+pub struct StoreOrderPage {
+    /// The working secrets of the live tokens the page covered, each with what
+    /// [`TokenStore::lookup`] answers for it; may be empty where the page's tokens are all
+    /// revoked, expired or deleted.
+    pub secrets: Vec<(TokenHash, Lookup)>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<StoreOrderCursor>,
+}
+
 /// The refusal [`TokenStore::insert_token`] gives when the owner is at `max_tokens_per_user`.
 pub const MAX_TOKENS_REACHED: &str =
     "the user has reached this deployment's max_tokens_per_user; revoke a token first";
@@ -837,6 +866,23 @@ pub trait TokenStore: Send + Sync {
         after: Option<&RecentUseCursor>,
         limit: u32,
     ) -> StoreResult<Vec<(TokenHash, Lookup)>>;
+
+    /// The working secrets of live tokens (as [`Self::secrets_by_recent_use`] reads them) in
+    /// the order the store keeps its tokens, which it reads several times faster than by recent
+    /// use (no index walk, each table page read once): for a cache that can hold every secret,
+    /// where the order does not matter once the most recently used are in. Pages of at most
+    /// `limit` tokens (every working secret of each), after `after` (the previous page's
+    /// [`StoreOrderPage::next`]). `None` where the store holds more than `at_most` secrets (of
+    /// any token, in any state: checked on the first page), so a cache that could not hold them
+    /// all keeps the most recently used order; and from a store without a cheaper order
+    /// (PostgreSQL, whose warm-up reads by recent use only).
+    async fn secrets_in_store_order(
+        &self,
+        now: OffsetDateTime,
+        after: Option<&StoreOrderCursor>,
+        limit: u32,
+        at_most: u64,
+    ) -> StoreResult<Option<StoreOrderPage>>;
 
     /// Records a batch of uses; for each token keeps the latest use across all writers.
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()>;

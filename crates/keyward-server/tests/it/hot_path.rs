@@ -18,8 +18,9 @@ use keyward_store::{
     AuditFilter, AuditStore, ChangeFeed, Changes, Delivery, DeliveryFilter, DeliveryOutcome,
     DeliveryRecord, EventStore, IdentityRecord, IdentityStore, Lookup, Maintenance, NewUser,
     NoticeStore, Page, Progress, RecentUseCursor, Regeneration, Revocation, SessionRecord,
-    SessionStore, Snapshot, SqliteStore, Store, StoreResult, StoredAuditEvent, StoredEvent,
-    StoredHash, TokenFilter, TokenStore, Usage, UserFilter, UserStore, UserUpdate, WebhookStore,
+    SessionStore, Snapshot, SqliteStore, Store, StoreOrderCursor, StoreOrderPage, StoreResult,
+    StoredAuditEvent, StoredEvent, StoredHash, TokenFilter, TokenStore, Usage, UserFilter,
+    UserStore, UserUpdate, WebhookStore,
 };
 use std::future::Future;
 use std::net::IpAddr;
@@ -115,6 +116,23 @@ pass_through!(TokenStore {
         limit: u32,
     ) -> StoreResult<Vec<(TokenHash, Lookup)>> {
         let page = self.inner.secrets_by_recent_use(now, after, limit).await?;
+        let during = self.armed_page.lock().unwrap().take();
+        if let Some(during) = during {
+            during.await;
+        }
+        Ok(page)
+    }
+    async fn secrets_in_store_order(
+        &self,
+        now: OffsetDateTime,
+        after: Option<&StoreOrderCursor>,
+        limit: u32,
+        at_most: u64,
+    ) -> StoreResult<Option<StoreOrderPage>> {
+        let page = self
+            .inner
+            .secrets_in_store_order(now, after, limit, at_most)
+            .await?;
         let during = self.armed_page.lock().unwrap().take();
         if let Some(during) = during {
             during.await;
@@ -766,8 +784,18 @@ async fn used_in_order<'a>(h: &Harness, tokens: impl ExactSizeIterator<Item = &'
 
 /// A restarted instance warms its cache from the store: every live token is then answered from
 /// memory, without a store read.
+/// By recent use only (the store is smaller than the hottest read that way), in store order
+/// only, and both.
 #[tokio::test]
 async fn a_warmed_cache_answers_without_reading_the_store() {
+    for (hottest, read) in [(None, 20), (Some(0), 20), (Some(5), 25)] {
+        warmed_cache_answers_without_reading_the_store(hottest, read).await;
+    }
+}
+
+/// Warms (`hottest` first, by recent use; all of them with `None`) and checks: `read` is how
+/// many secrets the warm-up reads.
+async fn warmed_cache_answers_without_reading_the_store(hottest: Option<u64>, read: u64) {
     let h = harness().await;
     let alice = h.user("alice").await;
     let mut tokens = Vec::new();
@@ -781,15 +809,15 @@ async fn a_warmed_cache_answers_without_reading_the_store() {
         .await
         .unwrap();
 
-    let warmed = h.keyward.warm_cache().await.unwrap();
+    let warmed = warm(&h, hottest).await;
     assert_eq!(
         warmed,
         WarmUp {
             entries: 20,
-            read: 20,
+            read,
             finished: true
         },
-        "every live token, not the revoked one"
+        "every live token, not the revoked one (hottest first: {hottest:?})"
     );
     let lookups = h.store.lookups();
     for t in &tokens {
@@ -808,10 +836,28 @@ async fn a_warmed_cache_answers_without_reading_the_store() {
     assert_eq!(h.store.lookups(), lookups + 1);
 }
 
+/// Warms `h`'s cache, the `hottest` most recently used first (as `keyward serve` does with
+/// `None`).
+async fn warm(h: &Harness, hottest: Option<u64>) -> WarmUp {
+    match hottest {
+        None => h.keyward.warm_cache(),
+        Some(hottest) => h.keyward.warm_cache_hottest_first(hottest),
+    }
+    .await
+    .unwrap()
+}
+
 /// A cache smaller than the store is warmed with the most recently used tokens, up to 90 % of its
-/// capacity, and the rest is left to misses.
+/// capacity, and the rest is left to misses: the store order, which would fill it with any, is
+/// not used (tried here after the 10 most recent).
 #[tokio::test]
 async fn the_most_recently_used_tokens_are_warmed_first() {
+    for hottest in [None, Some(10)] {
+        most_recently_used_tokens_are_warmed_first(hottest).await;
+    }
+}
+
+async fn most_recently_used_tokens_are_warmed_first(hottest: Option<u64>) {
     let h = harness_with(Settings {
         cache_capacity: 640,
         ..Settings::default()
@@ -825,7 +871,7 @@ async fn the_most_recently_used_tokens_are_warmed_first() {
     tokens.reverse();
     used_in_order(&h, tokens.iter()).await;
 
-    let warmed = h.keyward.warm_cache().await.unwrap();
+    let warmed = warm(&h, hottest).await;
     // Up to 90 % of the capacity; the cache's shards hold 10 entries each, and a full one is
     // skipped (the warm-up never evicts), so it reads further, up to the end of a small store,
     // to fill the rest.
@@ -836,14 +882,25 @@ async fn the_most_recently_used_tokens_are_warmed_first() {
     for t in &tokens[..50] {
         assert_eq!(h.verify(t.secret.expose(), &[]).await, active(t, &alice));
     }
-    assert_eq!(h.store.lookups(), lookups, "the 50 most recent were cached");
+    assert_eq!(
+        h.store.lookups(),
+        lookups,
+        "the 50 most recent were cached (hottest first: {hottest:?})"
+    );
 }
 
 /// The warm-up never holds up verification, and never caches a stale answer: a token revoked
 /// while a page is out (and the revocation caught up with by a verification, before the page's
 /// entries go in) is answered revoked once the warm-up is done.
+/// Read by recent use, and in store order.
 #[tokio::test]
 async fn a_token_revoked_while_the_warm_up_runs_is_never_answered_active() {
+    for hottest in [None, Some(0)] {
+        token_revoked_while_the_warm_up_runs_is_never_answered_active(hottest).await;
+    }
+}
+
+async fn token_revoked_while_the_warm_up_runs_is_never_answered_active(hottest: Option<u64>) {
     let h = harness().await;
     let alice = h.user("alice").await;
     let racing = h.token(&alice, &["droplet:read"], None).await;
@@ -864,7 +921,7 @@ async fn a_token_revoked_while_the_warm_up_runs_is_never_answered_active() {
             .unwrap();
         tx.send(matches!(meanwhile, Verdict::Active(_))).unwrap();
     });
-    let warmed = h.keyward.warm_cache().await.unwrap();
+    let warmed = warm(&h, hottest).await;
     assert!(rx.await.unwrap(), "answered active during the warm-up");
     assert!(warmed.finished);
     assert_eq!(warmed.entries, 1, "only the quiet token: {warmed:?}");

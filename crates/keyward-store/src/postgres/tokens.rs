@@ -14,8 +14,9 @@ use super::{PgStore, bounded};
 use crate::decode::LimitColumns;
 use crate::{
     HashRecord, Lease, LeaseSize, Lookup, MAX_TOKENS_REACHED, Page, RETIRED_SECRETS_KEPT,
-    RecentUseCursor, Regeneration, Revocation, StoreError, StoreResult, StoredHash, TokenFilter,
-    TokenStore, Usage, audit_for, lease_from_uses, lease_from_window,
+    RecentUseCursor, Regeneration, Revocation, StoreError, StoreOrderCursor, StoreOrderPage,
+    StoreResult, StoredHash, TokenFilter, TokenStore, Usage, audit_for, lease_from_uses,
+    lease_from_window,
 };
 
 /// What [`TokenStore::lookup`] reads of a secret, its token and its owner (decoded by
@@ -752,6 +753,19 @@ impl TokenStore for PgStore {
             page.extend(decode_secrets(&found)?);
         }
         Ok(page)
+    }
+
+    /// None: PostgreSQL keeps no order of its tokens that it reads cheaper than
+    /// [`Self::secrets_by_recent_use`]'s index (the heap has no stable position to page by, and
+    /// an order by id visits the heap as randomly), so its warm-up reads by recent use only.
+    async fn secrets_in_store_order(
+        &self,
+        _now: OffsetDateTime,
+        _after: Option<&StoreOrderCursor>,
+        _limit: u32,
+        _at_most: u64,
+    ) -> StoreResult<Option<StoreOrderPage>> {
+        Ok(None)
     }
 
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()> {

@@ -92,6 +92,11 @@ const MIGRATIONS: Migrations = &[
         "recent_use",
         include_str!("../../migrations/sqlite/0010_recent_use.sql"),
     ),
+    (
+        11,
+        "secret_validity",
+        include_str!("../../migrations/sqlite/0011_secret_validity.sql"),
+    ),
 ];
 
 /// How long a statement waits for another process's write lock before giving up.

@@ -15,8 +15,9 @@ use super::{SqliteStore, direct};
 use crate::decode::LimitColumns;
 use crate::{
     HashRecord, Lease, LeaseSize, Lookup, MAX_TOKENS_REACHED, Page, RETIRED_SECRETS_KEPT,
-    RecentUseCursor, Regeneration, Revocation, StoreError, StoreResult, StoredHash, TokenFilter,
-    TokenStore, Usage, audit_for, lease_from_uses, lease_from_window,
+    RecentUseCursor, Regeneration, Revocation, StoreError, StoreOrderCursor, StoreOrderPage,
+    StoreResult, StoredHash, TokenFilter, TokenStore, Usage, audit_for, lease_from_uses,
+    lease_from_window,
 };
 
 /// What `TokenStore::lookup` reads of a secret, its token and its owner (decoded by
@@ -78,6 +79,17 @@ const NEVER_USED_AFTER: &str = recent_use!(
     "AND t.last_used_at IS NULL AND (t.created_at, t.id) <= (?2, ?3) \
      AND ((t.created_at, t.id) < (?2, ?3) OR h.hash < ?4) ",
     "ORDER BY t.created_at DESC, t.id DESC, h.hash DESC LIMIT ?5"
+);
+
+/// `TokenStore::secrets_in_store_order`: the working secrets of live tokens (?1 is now) whose
+/// rowid is in (?2, ?3], in rowid order: a range of the table read in place, each token's
+/// secrets from the covering index `token_hashes_token_validity`, no sort.
+const IN_STORE_ORDER: &str = concat!(
+    "SELECT h.hash AS hash, ",
+    lookup_from!(),
+    "WHERE t.rowid > ?2 AND t.rowid <= ?3 AND t.revoked_at IS NULL \
+     AND (t.expires_at IS NULL OR t.expires_at > ?1) \
+     AND (h.valid_until IS NULL OR h.valid_until > ?1) ORDER BY t.rowid"
 );
 
 /// A token row. Like every row write here, shared with the bulk restore (`direct::bulk`), which
@@ -728,6 +740,42 @@ impl TokenStore for SqliteStore {
             page.extend(self.read_secrets(never_used.0, never_used.1).await?);
         }
         Ok(page)
+    }
+
+    async fn secrets_in_store_order(
+        &self,
+        now: OffsetDateTime,
+        after: Option<&StoreOrderCursor>,
+        limit: u32,
+        at_most: u64,
+    ) -> StoreResult<Option<StoreOrderPage>> {
+        let (after, end) = match after {
+            Some(cursor) => (cursor.after, cursor.end),
+            None => {
+                let (stored, end): (i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT count(*) FROM token_hashes), \
+                     (SELECT coalesce(max(rowid), 0) FROM tokens)",
+                )
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error)?;
+                if u64::try_from(stored).unwrap_or(u64::MAX) > at_most {
+                    return Ok(None);
+                }
+                (0, end)
+            }
+        };
+        let last = after.saturating_add(i64::from(limit.max(1))).min(end);
+        let secrets = self
+            .read_secrets(
+                IN_STORE_ORDER,
+                vec![unix(now).into(), after.into(), last.into()],
+            )
+            .await?;
+        Ok(Some(StoreOrderPage {
+            secrets,
+            next: (last < end).then_some(StoreOrderCursor::new(last, end)),
+        }))
     }
 
     async fn record_usage(&self, batch: &[Usage]) -> StoreResult<()> {

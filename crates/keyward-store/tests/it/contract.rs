@@ -1250,6 +1250,83 @@ pub async fn secrets_by_recent_use_page_live_secrets_latest_use_first(db: &dyn D
             );
         }
     }
+    store_order_pages_the_same_secrets(store, now, &expected).await;
+}
+
+/// `secrets_in_store_order` gives the secrets `secrets_by_recent_use` gives (`expected`), with
+/// what `lookup` answers, in pages of at most `limit` tokens, whenever the store holds no more
+/// than `at_most` secrets; never when it holds more. A store without that order (PostgreSQL)
+/// answers `None` whatever `at_most`.
+async fn store_order_pages_the_same_secrets(
+    store: &dyn Store,
+    now: time::OffsetDateTime,
+    expected: &[TokenHash],
+) {
+    let stored = store.stored_hashes(None, 1_000).await.unwrap().len() as u64;
+    assert!(stored > expected.len() as u64, "revoked and retired too");
+    assert!(
+        store
+            .secrets_in_store_order(now, None, 100, stored - 1)
+            .await
+            .unwrap()
+            .is_none(),
+        "more stored than the cache takes"
+    );
+    if store
+        .secrets_in_store_order(now, None, 100, stored)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            store
+                .secrets_in_store_order(now, None, 100, u64::MAX)
+                .await
+                .unwrap()
+                .is_none(),
+            "a store without a store order never has one"
+        );
+        return;
+    }
+    let expected: HashSet<TokenHash> = expected.iter().copied().collect();
+    for limit in [1, 2, 3, 100] {
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let Some(page) = store
+                .secrets_in_store_order(now, after.as_ref(), limit, stored)
+                .await
+                .unwrap()
+            else {
+                panic!("pages stopped after the first was given (pages of {limit})");
+            };
+            let tokens: HashSet<_> = page
+                .secrets
+                .iter()
+                .map(|(_, l)| l.token.id.clone())
+                .collect();
+            assert!(tokens.len() <= limit as usize, "pages of {limit} tokens");
+            paged.extend(page.secrets);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let hashes: HashSet<TokenHash> = paged.iter().map(|(hash, _)| *hash).collect();
+        assert_eq!(
+            hashes.len(),
+            paged.len(),
+            "each secret once, pages of {limit}"
+        );
+        assert_eq!(hashes, expected, "pages of {limit}");
+        for (hash, found) in &paged {
+            assert_eq!(
+                Some(found),
+                store.lookup(hash).await.unwrap().as_ref(),
+                "what lookup answers"
+            );
+        }
+    }
 }
 
 pub async fn a_pruned_change_log_is_incomplete(db: &dyn Database) {

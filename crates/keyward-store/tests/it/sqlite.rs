@@ -241,3 +241,43 @@ async fn a_newer_release_s_migration_and_audit_kind_are_tolerated() {
         "{read:?}"
     );
 }
+
+/// SQLite keeps its tokens in an order it reads cheaper than by recent use, and gives it: each
+/// live token's secret once, in pages of at most `limit` tokens, the creation order (rowids).
+#[tokio::test]
+async fn secrets_are_given_in_store_order() {
+    let db = SqliteDb::fresh().await;
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    let alice = add_user(&store, "alice").await;
+    let mut hashes = Vec::new();
+    for i in 0..5 {
+        hashes.push(
+            add_token(&store, &alice.id, T0 + time::Duration::seconds(i))
+                .await
+                .1
+                .hash,
+        );
+    }
+    let now = T0 + time::Duration::minutes(1);
+    let mut paged = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let Some(page) = store
+            .secrets_in_store_order(now, after.as_ref(), 2, 5)
+            .await
+            .unwrap()
+        else {
+            panic!("five secrets fit in five, and SQLite has a store order");
+        };
+        pages += 1;
+        assert!(page.secrets.len() <= 2);
+        paged.extend(page.secrets.into_iter().map(|(hash, _)| hash));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, hashes, "in the order they were made");
+    assert_eq!(pages, 3);
+}

@@ -15,7 +15,7 @@ mod warm;
 pub use budget::{Allowance, LEASE_MAX, RateState};
 pub use cache::{CachedToken, EntryLimits, KnownHashes, VerifiedToken, VerifyCache};
 pub(super) use usage::UsageBatch;
-pub(super) use warm::warm;
+pub(super) use warm::{HOTTEST, warm};
 pub use warm::{WarmUp, warm_target};
 
 use keyward_core::{Actor, AuditEvent, AuditKind, InactiveReason, PackedTokenId, Scopes, format};
