@@ -7,8 +7,8 @@
 //! and validity a page read of its own): on SQLite about 20 µs a secret, 20 s for 10^6. So only
 //! the [`HOTTEST`] most recently used are read that way when the cache can hold every secret the
 //! store has: the rest is read in the order the store keeps its tokens
-//! ([`keyward_store::TokenStore::secrets_in_store_order`], each table page read once; about a
-//! third of the time), since once the hottest are in, the order no longer matters. A store
+//! ([`keyward_store::TokenStore::secrets_in_store_order`], each table page read once: 8.5 s for
+//! 10^6), since once the hottest are in, the order no longer matters. A store
 //! with more secrets than the cache takes, or without a cheaper order, is read by recent use to
 //! the end.
 //!
