@@ -25,8 +25,9 @@
 #     (SIGTERM: the uses of the sweep are written, so the most recently used are known) and
 #     started again on the same port; reported: the time until /readyz answers 200, the first
 #     verify's latency (curl), then the verifications answered in each of the next 10 seconds
-#     (keyward_verifications_total, sampled each second) under the same wrk load, beside the
-#     warm figure (target: 80 % within 10 s).
+#     (keyward_verifications_total, sampled each second) under the same wrk load, but each request
+#     a secret at random (RANDOM=1: a walk from the list's start would follow the warm-up's own
+#     order), beside the warm figure (target: 80 % within 10 s).
 # creation: a fresh data dir, one admin token; wrk POSTs /v1/tokens with one connection, then
 #   with 32 (target: 32 creators >= 4x the creations per second of one, their p99 <= 10x one
 #   creator's p50).
@@ -145,7 +146,7 @@ if part sizes; then
       first="$(head -1 "$secrets")"
       first_us="$(curl -s -o /dev/null -w '%{time_total}' "$URL/v1/verify" -H 'Content-Type: application/json' \
         -d "{\"token\":\"$first\",\"scopes\":[\"droplet:read\"]}" | awk '{ printf "%.0f", $1 * 1000000 }')"
-      SECRETS="$secrets" SCOPES='["droplet:read"]' wrk -t"$THREADS" -c"$CONN" -d12s \
+      SECRETS="$secrets" SCOPES='["droplet:read"]' RANDOM=1 wrk -t"$THREADS" -c"$CONN" -d12s \
         -s "$ROOT/bench/lua/verify.lua" "$URL/v1/verify" >/dev/null 2>&1 &
       wrk_pid=$!
       PIDS+=("$wrk_pid")

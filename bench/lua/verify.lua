@@ -6,6 +6,9 @@
 -- visits every secret once: used to warm the cache. Optional $IP: the client address sent in
 -- `ip` (for tokens with an address allowlist). Optional $FORGED: a second list (tokens that were
 -- never issued) mixed in, every other request, so half the requests are a flood of forged tokens.
+-- With RANDOM=1 each request takes a secret at random instead of walking the list (the cold
+-- start: a walk from the list's start would follow the order the store keeps the tokens in, the
+-- order the server's warm-up reads them in, and find them cached just ahead of it).
 local secrets = {}
 for line in io.lines(os.getenv("SECRETS")) do
   secrets[#secrets + 1] = line
@@ -21,6 +24,7 @@ local scopes = os.getenv("SCOPES") or "[]"
 local ip = os.getenv("IP")
 local extra = ip and (',"ip":"' .. ip .. '"') or ""
 local sweep = tonumber(os.getenv("SWEEP") or "")
+local random = os.getenv("RANDOM") == "1"
 local headers = { ["Content-Type"] = "application/json" }
 local threads = 0
 local prebuilt = nil
@@ -41,6 +45,9 @@ end
 function init(args)
   step = sweep or 1
   i = (offset or 0) - step
+  if random then
+    math.randomseed((offset or 0) + 1)
+  end
   if #secrets <= 100000 then
     prebuilt = {}
     for k, s in ipairs(secrets) do
@@ -66,6 +73,9 @@ function request()
   end
   i = i + step
   local k = (i % #secrets) + 1
+  if random then
+    k = math.random(#secrets)
+  end
   if prebuilt then
     return prebuilt[k]
   end
