@@ -783,9 +783,8 @@ async fn used_in_order<'a>(h: &Harness, tokens: impl ExactSizeIterator<Item = &'
 }
 
 /// A restarted instance warms its cache from the store: every live token is then answered from
-/// memory, without a store read.
-/// By recent use only (the store is smaller than the hottest read that way), in store order
-/// only, and both.
+/// memory, without a store read. Read by recent use only (the store is smaller than the hottest
+/// read that way), in store order only, and both.
 #[tokio::test]
 async fn a_warmed_cache_answers_without_reading_the_store() {
     for (hottest, read) in [(None, 20), (Some(0), 20), (Some(5), 25)] {
