@@ -83,8 +83,6 @@ enum Position {
 
 /// What one page did.
 enum Page {
-    /// The store has no more live secrets in this order.
-    End,
     /// The store would not be read in store order (more secrets than the cache takes, or no
     /// such order): read on by recent use.
     NoStoreOrder,
@@ -138,10 +136,6 @@ pub(in crate::service) async fn warm(service: Weak<Keyward>, hottest: u64) -> Wa
             limit = limit.min(u32::try_from(hottest - done.read).unwrap_or(u32::MAX));
         }
         match warm_page(&keyward, &at, limit, room).await {
-            Ok(Page::End) => {
-                done.finished = true;
-                break;
-            }
             Ok(Page::NoStoreOrder) => at = Position::Recent(resume.take()),
             Ok(Page::Read {
                 next,
@@ -209,11 +203,11 @@ async fn warm_page(keyward: &Keyward, at: &Position, limit: u32, room: u64) -> S
             let page = store
                 .secrets_by_recent_use(now, after.as_ref(), limit)
                 .await?;
-            let Some((hash, lookup)) = page.last() else {
-                return Ok(Page::End);
-            };
-            let next = Position::Recent(Some(RecentUseCursor::after(hash, lookup)));
-            (page, Some(next))
+            // An empty page is the end.
+            let next = page
+                .last()
+                .map(|(hash, lookup)| Position::Recent(Some(RecentUseCursor::after(hash, lookup))));
+            (page, next)
         }
         Position::Stored(after) => {
             // The cache takes `room` more besides what it holds: at most that many stored
