@@ -43,6 +43,8 @@ struct RacingStore {
     armed: Mutex<Option<(TokenHash, During)>>,
     /// Run inside the next page read of the cache warm-up, after the read.
     armed_page: Mutex<Option<During>>,
+    /// Pages the warm-up was given in store order.
+    store_order_pages: AtomicUsize,
 }
 
 impl RacingStore {
@@ -52,6 +54,7 @@ impl RacingStore {
             lookups: AtomicUsize::new(0),
             armed: Mutex::new(None),
             armed_page: Mutex::new(None),
+            store_order_pages: AtomicUsize::new(0),
         }
     }
 
@@ -73,6 +76,11 @@ impl RacingStore {
     /// Lookups so far.
     fn lookups(&self) -> usize {
         self.lookups.load(Ordering::SeqCst)
+    }
+
+    /// Pages given in store order so far.
+    fn store_order_pages(&self) -> usize {
+        self.store_order_pages.load(Ordering::SeqCst)
     }
 }
 
@@ -133,6 +141,9 @@ pass_through!(TokenStore {
             .inner
             .secrets_in_store_order(now, after, limit, at_most)
             .await?;
+        if page.is_some() {
+            self.store_order_pages.fetch_add(1, Ordering::SeqCst);
+        }
         let during = self.armed_page.lock().unwrap().take();
         if let Some(during) = during {
             during.await;
@@ -818,6 +829,11 @@ async fn warmed_cache_answers_without_reading_the_store(hottest: Option<u64>, re
         },
         "every live token, not the revoked one (hottest first: {hottest:?})"
     );
+    assert_eq!(
+        h.store.store_order_pages() > 0,
+        hottest.is_some(),
+        "read in store order past the hottest, and only then ({hottest:?})"
+    );
     let lookups = h.store.lookups();
     for t in &tokens {
         assert_eq!(h.verify(t.secret.expose(), &[]).await, active(t, &alice));
@@ -886,6 +902,7 @@ async fn most_recently_used_tokens_are_warmed_first(hottest: Option<u64>) {
         lookups,
         "the 50 most recent were cached (hottest first: {hottest:?})"
     );
+    assert_eq!(h.store.store_order_pages(), 0, "never in store order");
 }
 
 /// The warm-up never holds up verification, and never caches a stale answer: a token revoked
@@ -924,6 +941,11 @@ async fn token_revoked_while_the_warm_up_runs_is_never_answered_active(hottest: 
     assert!(rx.await.unwrap(), "answered active during the warm-up");
     assert!(warmed.finished);
     assert_eq!(warmed.entries, 1, "only the quiet token: {warmed:?}");
+    assert_eq!(
+        h.store.store_order_pages() > 0,
+        hottest.is_some(),
+        "the racing page was read in the order asked for ({hottest:?})"
+    );
 
     let lookups = h.store.lookups();
     assert_eq!(
