@@ -129,8 +129,8 @@ impl TokenId {
 }
 
 /// A [`TokenId`] in 16 bytes: its ULID. Unpacks to the same text, because ids are kept in
-/// their canonical spelling.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// their canonical spelling. Ordered by those bytes (creation time first).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PackedTokenId([u8; 16]);
 
 impl fmt::Debug for PackedTokenId {
