@@ -33,18 +33,14 @@ export KEYWARD_SERVER_KEY KEYWARD_LOG=info KEYWARD_CACHE_CAPACITY=$((N * 2))
 SECRETS_FILE="$SEEDS/secrets-$N"
 DATA="$WORK/data"
 
-verifications() {
-  curl -s "$1/metrics" | awk 'index($1, "keyward_verifications_total") == 1 { s += $2 } END { printf "%.0f\n", s }'
-}
-# start_kw BIN PORT LOG : sets PID; waits for /readyz and sets READY_MS.
+# start_kw NAME BIN ADDR : start_server, then waits for /readyz; READY_MS counts from the start.
 start_kw() {
   local t0
   t0=$(date +%s%N)
-  "$1" --data-dir "$DATA" serve --listen "127.0.0.1:$2" >"$3" 2>&1 &
-  PID=$!
-  PIDS+=("$PID")
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$2/readyz")" = 200 ]; do
-    kill -0 "$PID" 2>/dev/null || { echo "keyward exited; its log:" >&2; cat "$3" >&2; exit 1; }
+  start_server "$1" "$2" --data-dir "$DATA" serve --listen "$3"
+  PID="$LAST_PID"
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz")" = 200 ]; do
+    kill -0 "$PID" 2>/dev/null || { echo "keyward exited; its log:" >&2; cat "$WORK/$1.err" >&2; exit 1; }
     sleep 0.01
   done
   READY_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
@@ -55,28 +51,27 @@ random_load() { # URL SECONDS
 }
 
 run() { # LABEL BIN
-  local label="$1" bin="$2" port url warm_rps cold_ready line last now s
+  local label="$1" bin="$2" url first_ready took warm_rps cold_ready line last now wrk_pid
   rm -rf "$DATA"
   cp -r "$SEEDS/data-$N" "$DATA"
-  port=$((20000 + RANDOM % 20000))
-  url="http://127.0.0.1:$port"
-  start_kw "$bin" "$port" "$WORK/$label.log"
-  local first_ready="$READY_MS"
+  start_kw "$label" "$bin" 127.0.0.1:0
+  url="$URL"
+  first_ready="$READY_MS"
   until [ "$(metric "$url" keyward_cache_entries)" -ge "$N" ] 2>/dev/null; do sleep 0.2; done
-  local took
-  took="$(grep -o 'took_ms=[0-9]*' "$WORK/$label.log" | tail -1)"
+  took="$(grep -o 'took_ms=[0-9]*' "$WORK/$label.err" | tail -1)"
   warm_rps="$(random_load "$url" 8s | awk '/Requests\/sec/ { printf "%d", $2 }')"
   stop_pid "$PID"
-  start_kw "$bin" "$port" "$WORK/$label-cold.log"
+  # Restarted on the same port, as a deployment restarts.
+  start_kw "$label-cold" "$bin" "${url#http://}"
   cold_ready="$READY_MS"
   random_load "$url" 13s >/dev/null 2>&1 &
-  local wrk_pid=$!
+  wrk_pid=$!
   PIDS+=("$wrk_pid")
-  last="$(verifications "$url")"
+  last="$(metric_sum "$url" keyward_verifications_total)"
   line=""
-  for s in $(seq 12); do
+  for _ in $(seq 12); do
     sleep 1
-    now="$(verifications "$url")"
+    now="$(metric_sum "$url" keyward_verifications_total)"
     line="$line $(( (now - last) / 1000 ))k"
     last="$now"
   done

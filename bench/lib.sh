@@ -87,6 +87,11 @@ new_server_key() {
 # metric URL NAME : one value from keyward's /metrics.
 metric() { curl -s "$1/metrics" | awk -v m="$2" '$1 == m { print $2 }' | head -1; }
 
+# metric_sum URL NAME : the sum of every series of a metric (any labels).
+metric_sum() {
+  curl -s "$1/metrics" | awk -v m="$2" 'index($1, m) == 1 && (length($1) == length(m) || substr($1, length(m) + 1, 1) == "{") { s += $2 } END { printf "%.0f\n", s }'
+}
+
 # warm_cache URL SECRETS N : one wrk sweep visits every secret of SECRETS once (each a cold read),
 # stopped when keyward's miss counter reaches N, so every secret is then cached.
 warm_cache() {

@@ -61,11 +61,6 @@ export KEYWARD_LOG=warn
 log "machine: $(machine_line)"
 part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
-# metric_sum URL NAME : the sum of every series of a metric (any labels).
-metric_sum() {
-  curl -s "$1/metrics" | awk -v m="$2" 'index($1, m) == 1 && (length($1) == length(m) || substr($1, length(m) + 1, 1) == "{") { s += $2 } END { printf "%.0f\n", s }'
-}
-
 # fill_cache URL SECRETS N : until the cache holds N secrets: the server's own warming, and a wrk
 # sweep visiting every secret once (stopped as soon as the cache is full).
 fill_cache() {

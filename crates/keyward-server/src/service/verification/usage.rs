@@ -7,7 +7,8 @@
 //! random place in a map of every token used since the last flush (BENCHMARKS.md §13). The
 //! flush merges the list to each token's latest use; so does a note that finds the list grown
 //! past twice what its last merge left (plus [`SLACK`]), which bounds the memory to about twice
-//! the tokens used between flushes, as the map did, whoever calls the flush and however rarely.
+//! the tokens used between flushes (the map held each once), whoever calls the flush and
+//! however rarely.
 
 use keyward_core::PackedTokenId;
 use keyward_store::{Store, Usage};
