@@ -1,15 +1,16 @@
 //! Serving the application over HTTP/1.1, in the clear or over TLS ([`super::tls`]): the accept
 //! loop, the limits a server on a public address needs, and graceful shutdown.
 //!
-//! Timeouts. hyper's HTTP/1 header-read timer (hyper 1.x, `proto/h1/conn.rs`) runs whenever
-//! hyper waits for a request head: from accept, and again from the moment a response is written
-//! on a kept-alive connection. It therefore also bounds the wait for the next request, and cannot
-//! tell a client that is slow to send a head from a proxy's pooled connection that has nothing to
-//! send yet. keyward gives that timer [`HttpLimits::idle_timeout`] and bounds a new connection's
-//! first head itself ([`HttpLimits::header_read_timeout`]), so pooled connections may idle longer
-//! than a stranger may take to send one request. Over TLS, the handshake counts towards that
-//! first head's time. A handler that runs past
-//! [`HttpLimits::request_timeout`] is dropped and answered 503 `timeout`.
+//! Timeouts. A connection has one deadline of its own, re-armed only when it fires, never per
+//! request. A new connection's first request head must arrive within
+//! [`HttpLimits::header_read_timeout`] (over TLS, the handshake counts towards it). After that,
+//! the deadline checks when the connection's last request ended: once it has had no request for
+//! [`HttpLimits::idle_timeout`] (waiting for a next head, or receiving one too slowly), it is
+//! shut down gracefully. So pooled connections may idle longer than a stranger may take to send
+//! one request. hyper's own header-read timer is not used: on a kept-alive connection it makes,
+//! arms and drops a boxed timer entry for every request, a real share of a cached verification's
+//! cost (BENCHMARKS.md §14). A handler that runs past [`HttpLimits::request_timeout`] is dropped
+//! and answered 503 `timeout`.
 //!
 //! The connection cap. Past [`HttpLimits::max_connections`], a new connection displaces the one
 //! idle longest (no request in flight: waiting for its first or next request), as nginx reuses its
@@ -26,7 +27,7 @@ use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use keyward_core::IpRange;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -77,8 +78,9 @@ const DISPLACED_GRACE: Duration = Duration::from_secs(1);
 pub struct HttpLimits {
     /// How long a new connection may take to send its first request head.
     pub header_read_timeout: Duration,
-    /// How long a connection may wait for its next request (from the end of the last response,
-    /// including the time its head takes to arrive) before it is closed.
+    /// How long a connection may wait for its next request (from the end of the last one,
+    /// including the time its head takes to arrive) before it is closed. Checked by a deadline
+    /// that fires at most this long after the last request ended (see the module docs).
     pub idle_timeout: Duration,
     /// How long a handler may take, reading the body included, before it is answered 503.
     pub request_timeout: Duration,
@@ -412,14 +414,16 @@ async fn serve_connection<S, I>(
         answer(app.clone(), request, busy, limits.request_timeout)
     });
     let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout);
+    // No timer for hyper: the connection's own deadline below bounds waiting for a head.
+    builder.header_read_timeout(None);
     let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
     let slot = &admitted.slot;
-    // One deadline: first the first head's, then, if displaced, the end of the grace.
-    let mut deadline = pin!(tokio::time::sleep_until(first_head));
-    let mut armed = Some(Deadline::FirstHead);
+    let idle_timeout = limits.idle_timeout;
+    // The first head's deadline, or the end of idleness from accept if that comes first.
+    let first_check =
+        idle_deadline(slot, epoch, idle_timeout).map_or(first_head, |idle| idle.min(first_head));
+    let mut deadline = pin!(tokio::time::sleep_until(first_check));
+    let mut armed = Deadline::Check;
     let mut stopping = false;
     loop {
         tokio::select! {
@@ -429,15 +433,31 @@ async fn serve_connection<S, I>(
                 }
                 break;
             }
-            () = &mut deadline, if armed.is_some() => match armed.take() {
-                Some(Deadline::FirstHead) if !slot.served.load(Ordering::Relaxed) => {
+            () = &mut deadline => {
+                if armed == Deadline::Closing {
+                    break;
+                }
+                if !slot.served.load(Ordering::Relaxed) {
+                    // The first head's deadline, or idleness from accept: nothing to finish.
                     tracing::debug!("no request head within header_read_timeout; closing");
                     break;
                 }
-                Some(Deadline::Displaced) => break,
-                _ => {}
-            },
-            () = slot.displaced.notified(), if armed != Some(Deadline::Displaced) => {
+                let now = Instant::now();
+                match idle_deadline(slot, epoch, idle_timeout) {
+                    // A request in flight: request_timeout bounds it; look again after it.
+                    None => deadline.as_mut().reset(now + idle_timeout),
+                    Some(idle) if idle > now => deadline.as_mut().reset(idle),
+                    Some(_) => {
+                        tracing::debug!("no request within idle_timeout; closing");
+                        // Closes an idle connection (or one trickling a head) now, and gives
+                        // an answer still being written a moment to finish.
+                        connection.as_mut().graceful_shutdown();
+                        deadline.as_mut().reset(now + DISPLACED_GRACE);
+                        armed = Deadline::Closing;
+                    }
+                }
+            }
+            () = slot.displaced.notified(), if armed != Deadline::Closing => {
                 tracing::debug!("idle connection displaced by a new one at max_connections");
                 if !slot.served.load(Ordering::Relaxed) {
                     break;
@@ -445,7 +465,7 @@ async fn serve_connection<S, I>(
                 // A response may still be on its way out: let it finish, briefly.
                 connection.as_mut().graceful_shutdown();
                 deadline.as_mut().reset(Instant::now() + DISPLACED_GRACE);
-                armed = Some(Deadline::Displaced);
+                armed = Deadline::Closing;
             }
             _ = stop.changed(), if !stopping => {
                 // Closes an idle connection now; one with a request in flight after its answer.
@@ -459,10 +479,17 @@ async fn serve_connection<S, I>(
 /// What a connection's deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Deadline {
-    /// The first request head must have arrived.
-    FirstHead,
-    /// The connection was displaced and finishes what it is writing.
-    Displaced,
+    /// A check: has the first head arrived, and has the connection been idle for too long?
+    Check,
+    /// The connection was displaced or idled out, and finishes what it is writing.
+    Closing,
+}
+
+/// When the connection of `slot` will have been idle for `idle_timeout`, counted from when it
+/// was accepted or its last request ended; `None` while a request is in flight.
+fn idle_deadline(slot: &Slot, epoch: Instant, idle_timeout: Duration) -> Option<Instant> {
+    let since = slot.idle_since.load(Ordering::Relaxed);
+    (since != BUSY).then(|| epoch + Duration::from_millis(since) + idle_timeout)
 }
 
 /// Runs one request through the application within the request timeout.
@@ -515,7 +542,7 @@ const BUSY: u64 = u64::MAX;
 /// One open connection, as the cap sees it.
 struct Slot {
     /// Milliseconds from [`Connections::epoch`] to when the connection was accepted or its last
-    /// request began; [`BUSY`] while a request is in flight.
+    /// request ended; [`BUSY`] while a request is in flight.
     idle_since: AtomicU64,
     /// Whether a request head has arrived.
     served: AtomicBool,
@@ -593,27 +620,28 @@ impl Drop for Admitted {
 struct Busy {
     slot: Arc<Slot>,
     started: Instant,
-    since: u64,
+    epoch: Instant,
 }
 
 impl Busy {
     fn begin(slot: Arc<Slot>, epoch: Instant) -> Self {
-        // The one clock read per request; it also sets the request's deadline.
+        // It also sets the request's deadline.
         let started = Instant::now();
         slot.served.store(true, Ordering::Relaxed);
         slot.idle_since.store(BUSY, Ordering::Relaxed);
         Self {
             slot,
             started,
-            since: millis_since(epoch, started),
+            epoch,
         }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        // When the request began, not ended: within request_timeout of it, and no clock read.
-        self.slot.idle_since.store(self.since, Ordering::Relaxed);
+        // Idle from the answer on: the idle deadline and displacement count from here.
+        let ended = millis_since(self.epoch, Instant::now());
+        self.slot.idle_since.store(ended, Ordering::Relaxed);
     }
 }
 

@@ -167,6 +167,37 @@ async fn a_kept_alive_connection_outlives_the_header_timeout_and_closes_when_idl
 }
 
 #[tokio::test]
+async fn a_head_trickled_on_a_kept_alive_connection_is_closed_when_idle() {
+    let idle_timeout = ms(800);
+    let app = spawn(HttpLimits {
+        header_read_timeout: ms(200),
+        idle_timeout,
+        ..HttpLimits::default()
+    })
+    .await;
+
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(HEALTHZ).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.0, 200);
+    // Half a head, then a byte now and then, never the end of it.
+    let idle_from = Instant::now();
+    stream.write_all(b"GET /heal").await.unwrap();
+    let trickle = async {
+        for byte in b"thz HTTP/1.1\r\nHost: k".iter().cycle() {
+            tokio::time::sleep(ms(100)).await;
+            if stream.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(GENEROUS, trickle)
+        .await
+        .expect("the server closed the trickling connection");
+    let idled = idle_from.elapsed();
+    assert!(idled >= idle_timeout - ms(100), "closed after {idled:?}");
+}
+
+#[tokio::test]
 async fn idle_connections_past_the_cap_do_not_keep_a_client_out() {
     const MAX: usize = 32;
     const IDLE: usize = 300;
