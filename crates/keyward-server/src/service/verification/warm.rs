@@ -31,7 +31,7 @@
 //! is never starved; it stops when the service is dropped.
 
 use keyward_core::TokenHash;
-use keyward_store::{Lookup, RecentUseCursor, StoreOrderCursor, StoreResult};
+use keyward_store::{Lookup, RecentUseCursor, StoreError, StoreOrderCursor, StoreResult};
 use std::collections::HashSet;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -74,6 +74,7 @@ pub struct WarmUp {
 }
 
 /// Where the warm-up reads next.
+#[derive(Clone)]
 enum Position {
     /// By recent use, after this secret (from the first when `None`).
     Recent(Option<RecentUseCursor>),
@@ -81,24 +82,34 @@ enum Position {
     Stored(Option<StoreOrderCursor>),
 }
 
-/// What one page did.
-enum Page {
+/// What reading one page came to.
+enum Fetched {
     /// The store would not be read in store order (more secrets than the cache takes, or no
     /// such order): read on by recent use.
     NoStoreOrder,
-    /// Read up to `next`; `None` when that was the last page of this order.
-    Read {
-        next: Option<Position>,
-        read: u64,
-        entries: u64,
-    },
-    /// The store kept changing under the page.
-    Unsettled,
+    /// A page, and where the next one starts (`None` after the last page of this order).
+    Page(Page, Option<Position>),
+}
+
+/// A page read from the store and not yet cached, with what its coherence check needs (see
+/// the module docs).
+struct Page {
+    /// Where it was read from, should caching it fail and it have to be read again.
+    from: Position,
+    /// The change epoch noted before it was read.
+    read_at: u64,
+    /// The change cursor noted before it was read.
+    since: i64,
+    secrets: Vec<(TokenHash, Lookup)>,
 }
 
 /// Warms the service's cache, page by page (the `hottest` most recently used first, see the
 /// module docs), until the cache is as full as it gets warmed, the store has nothing more, or
 /// the service is dropped. Errors are logged, never raised.
+///
+/// Each page is read while the one before it goes into the cache: the read runs on a blocking
+/// thread, the caching on this task, so the two overlap (10^6 secrets: 7.7 s one after the
+/// other, BENCHMARKS.md §14).
 pub(in crate::service) async fn warm(service: Weak<Keyward>, hottest: u64) -> WarmUp {
     let started = Instant::now();
     let mut done = WarmUp {
@@ -107,7 +118,10 @@ pub(in crate::service) async fn warm(service: Weak<Keyward>, hottest: u64) -> Wa
         finished: false,
     };
     let entries = metrics::counter!("keyward_cache_warmed_total");
-    let mut at = Position::Recent(None);
+    // Where the next page is read; `None` once the store has no more.
+    let mut at = Some(Position::Recent(None));
+    // The page read and not yet cached.
+    let mut current: Option<Page> = None;
     let mut try_store_order = true;
     let mut resume = None;
     let mut retries = 0;
@@ -116,18 +130,24 @@ pub(in crate::service) async fn warm(service: Weak<Keyward>, hottest: u64) -> Wa
             return done;
         };
         // What it warmed counts even where the table has dropped some of it again (a full
-        // shard drops an arbitrary entry): reading on would only churn the cache.
-        let held = keyward.cache.len().max(done.entries);
+        // shard drops an arbitrary entry): reading on would only churn the cache. The page
+        // waiting to be cached counts as cached.
+        let queued = current.as_ref().map_or(0, |page| page.secrets.len() as u64);
+        let held = keyward.cache.len().max(done.entries) + queued;
         let room = warm_target(keyward.settings.cache_capacity).saturating_sub(held);
-        if room == 0 {
+        if current.is_none() && (at.is_none() || room == 0) {
             done.finished = true;
             break;
         }
         if try_store_order && done.read >= hottest {
             // Once: where recent use left off is kept, should the store refuse.
             try_store_order = false;
-            if let Position::Recent(after) = std::mem::replace(&mut at, Position::Stored(None)) {
-                resume = after;
+            match at.take() {
+                Some(Position::Recent(after)) => {
+                    resume = after;
+                    at = Some(Position::Stored(None));
+                }
+                other => at = other,
             }
         }
         let mut limit = u32::try_from(room).unwrap_or(u32::MAX).min(PAGE);
@@ -135,38 +155,65 @@ pub(in crate::service) async fn warm(service: Weak<Keyward>, hottest: u64) -> Wa
             // The hottest, and no more, before the store order is tried.
             limit = limit.min(u32::try_from(hottest - done.read).unwrap_or(u32::MAX));
         }
-        match warm_page(&keyward, &at, limit, room).await {
-            Ok(Page::NoStoreOrder) => at = Position::Recent(resume.take()),
-            Ok(Page::Read {
-                next,
-                read,
-                entries: page_entries,
-            }) => {
-                retries = 0;
-                done.read += read;
+        let next = at.as_ref().filter(|_| room > 0);
+        // The read goes first: it reaches its blocking thread, then the caching runs.
+        let (fetched, cached) = tokio::join!(
+            async {
+                match next {
+                    Some(next) => read_page(&keyward, next, limit, room).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+            async {
+                match current.take() {
+                    Some(page) => cache_page(&keyward, page).await,
+                    None => Ok(Some(0)),
+                }
+            },
+        );
+        let failed = match cached {
+            Ok(Some(page_entries)) => {
                 done.entries += page_entries;
                 entries.increment(page_entries);
-                let Some(next) = next else {
-                    done.finished = true;
-                    break;
-                };
-                at = next;
+                None
             }
-            Ok(Page::Unsettled) => {
+            Ok(None) => {
                 tracing::warn!(
                     entries = done.entries,
                     "the store kept changing under the cache warm-up; stopped (misses read the store)"
                 );
                 return done;
             }
-            Err(e) if retries < MAX_RETRIES => {
+            Err((e, from)) => {
+                // Read again from where it was; what was read after it is dropped.
+                at = Some(from);
+                Some(e)
+            }
+        };
+        let failed = match (failed, fetched) {
+            (Some(e), _) | (None, Err(e)) => Some(e),
+            (None, Ok(None)) => None,
+            (None, Ok(Some(Fetched::NoStoreOrder))) => {
+                at = Some(Position::Recent(resume.take()));
+                None
+            }
+            (None, Ok(Some(Fetched::Page(page, next)))) => {
+                done.read += page.secrets.len() as u64;
+                current = Some(page);
+                at = next;
+                None
+            }
+        };
+        match failed {
+            None => retries = 0,
+            Some(e) if retries < MAX_RETRIES => {
                 retries += 1;
                 tracing::warn!(error = %e, "could not warm the verification cache; retrying");
                 drop(keyward);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
-            Err(e) => {
+            Some(e) => {
                 tracing::warn!(
                     error = %e,
                     entries = done.entries,
@@ -187,18 +234,23 @@ pub(in crate::service) async fn warm(service: Weak<Keyward>, hottest: u64) -> Wa
     done
 }
 
-/// Reads one page of at most `limit` secrets (in store order: tokens) at `at` and caches them,
-/// keeping to the coherence rule of the module docs. `room` is how many more the cache takes.
-async fn warm_page(keyward: &Keyward, at: &Position, limit: u32, room: u64) -> StoreResult<Page> {
+/// Reads one page of at most `limit` secrets (in store order: tokens) at `at`, noting first
+/// what the coherence rule of the module docs needs. `room` is how many more the cache takes.
+async fn read_page(
+    keyward: &Keyward,
+    at: &Position,
+    limit: u32,
+    room: u64,
+) -> StoreResult<Fetched> {
     let store = keyward.store.as_ref();
     let cache: &VerifyCache = &keyward.cache;
     // Epoch, catch-up, cursor, read: a change committed after the read is in the log after
     // `since`, and any catch-up that evicts it comes after an epoch change past `read_at`.
-    let mut read_at = store.change_epoch();
+    let read_at = store.change_epoch();
     cache.catch_up(store).await?;
-    let mut since = store.change_cursor().await?;
+    let since = store.change_cursor().await?;
     let now = keyward.now();
-    let (page, next): (Vec<(TokenHash, Lookup)>, Option<Position>) = match at {
+    let (secrets, next) = match at {
         Position::Recent(after) => {
             let page = store
                 .secrets_by_recent_use(now, after.as_ref(), limit)
@@ -217,27 +269,50 @@ async fn warm_page(keyward: &Keyward, at: &Position, limit: u32, room: u64) -> S
                 .secrets_in_store_order(now, after.as_ref(), limit, at_most)
                 .await?
             {
-                None => return Ok(Page::NoStoreOrder),
-                Some(page) => match page.next {
-                    Some(next) => (page.secrets, Some(Position::Stored(Some(next)))),
-                    None => (page.secrets, None),
-                },
+                None => return Ok(Fetched::NoStoreOrder),
+                Some(page) => (page.secrets, page.next.map(|n| Position::Stored(Some(n)))),
             }
         }
     };
-    let read = page.len() as u64;
+    let page = Page {
+        from: at.clone(),
+        read_at,
+        since,
+        secrets,
+    };
+    Ok(Fetched::Page(page, next))
+}
+
+/// Caches a page read by [`read_page`], keeping to the coherence rule of the module docs.
+/// Returns the entries it made, or `None` when the store kept changing under it; on a store
+/// error, the error and where the page was read from.
+async fn cache_page(keyward: &Keyward, page: Page) -> Result<Option<u64>, (StoreError, Position)> {
+    let store = keyward.store.as_ref();
+    let cache: &VerifyCache = &keyward.cache;
+    let Page {
+        from,
+        mut read_at,
+        mut since,
+        secrets,
+    } = page;
     let mut changed: HashSet<[u8; 32]> = HashSet::new();
     let mut resyncs = 0;
     let mut entries = 0;
-    for (hash, lookup) in page {
+    for (hash, lookup) in secrets {
         if store.change_epoch() != read_at {
             resyncs += 1;
             if resyncs > MAX_RESYNCS {
-                return Ok(Page::Unsettled);
+                return Ok(None);
             }
             read_at = store.change_epoch();
-            cache.catch_up(store).await?;
-            let changes = store.changes_since(since).await?;
+            let changes = match cache.catch_up(store).await {
+                Ok(()) => store.changes_since(since).await,
+                Err(e) => Err(e),
+            };
+            let changes = match changes {
+                Ok(changes) => changes,
+                Err(e) => return Err((e, from)),
+            };
             if !changes.complete {
                 // What changed is unknown: the rest of the page is left to misses.
                 break;
@@ -249,9 +324,5 @@ async fn warm_page(keyward: &Keyward, at: &Position, limit: u32, room: u64) -> S
             entries += 1;
         }
     }
-    Ok(Page::Read {
-        next,
-        read,
-        entries,
-    })
+    Ok(Some(entries))
 }
