@@ -23,7 +23,8 @@ pub enum PathError {
     /// Neither `/path` nor an absolute `http(s)://host/path`.
     #[error("the original URI must be a path starting with '/'")]
     NotAPath,
-    /// Longer than [`MAX_URI_BYTES`].
+    /// Longer than [`MAX_URI_BYTES`], as sent or once normalized (every character a path may
+    /// not hold is written as a three-byte escape).
     #[error("the original URI is longer than {MAX_URI_BYTES} bytes")]
     TooLong,
     /// A `%` not followed by two hexadecimal digits.
@@ -82,7 +83,7 @@ fn hex_value(b: u8) -> Option<u8> {
 /// are matched in: no query or fragment, percent-encoded unreserved characters decoded, other
 /// escapes in upper case, characters a path may not hold (a space, `"`, `{`, …) percent-encoded,
 /// dot segments removed, repeated slashes merged. The result is visible ASCII starting with `/`,
-/// and normalizing it again gives it back unchanged.
+/// at most [`MAX_URI_BYTES`] long, and normalizing it again gives it back unchanged.
 pub fn normalize_path(uri: &str) -> Result<String, PathError> {
     if uri.len() > MAX_URI_BYTES {
         return Err(PathError::TooLong);
@@ -175,6 +176,10 @@ pub fn normalize_path(uri: &str) -> Result<String, PathError> {
     }
     if trailing_slash || segments.is_empty() {
         out.push('/');
+    }
+    // Escaping may have tripled it: a result normalizing could not read back is refused.
+    if out.len() > MAX_URI_BYTES {
+        return Err(PathError::TooLong);
     }
     Ok(out)
 }
@@ -437,6 +442,15 @@ mod tests {
         assert_eq!(
             normalize_path(&format!("/{}", "a".repeat(MAX_URI_BYTES))),
             Err(PathError::TooLong)
+        );
+        // Short enough as sent, too long once each `|` is written `%7C`.
+        let escaped = format!("/{}", "|".repeat(MAX_URI_BYTES / 3 + 1));
+        assert!(escaped.len() <= MAX_URI_BYTES);
+        assert_eq!(normalize_path(&escaped), Err(PathError::TooLong));
+        let fits = format!("/{}", "|".repeat((MAX_URI_BYTES - 1) / 3));
+        assert_eq!(
+            normalize_path(&fits).map(|p| p.len()),
+            Ok(1 + 3 * ((MAX_URI_BYTES - 1) / 3))
         );
     }
 
