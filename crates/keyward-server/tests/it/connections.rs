@@ -139,19 +139,25 @@ async fn a_stalled_request_head_is_closed_after_the_header_read_timeout() {
     assert_eq!(read_response(&mut prompt).await.0, 200);
 }
 
-#[tokio::test]
-async fn a_kept_alive_connection_outlives_the_header_timeout_and_closes_when_idle() {
-    let idle_timeout = ms(1500);
+/// A server with a 200 ms header timeout and `idle_timeout`, and a connection to it that has
+/// been answered once (kept alive).
+async fn served_once(idle_timeout: Duration) -> (TestApp, TcpStream) {
     let app = spawn(HttpLimits {
         header_read_timeout: ms(200),
         idle_timeout,
         ..HttpLimits::default()
     })
     .await;
-
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     stream.write_all(HEALTHZ).await.unwrap();
     assert_eq!(read_response(&mut stream).await.0, 200);
+    (app, stream)
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_outlives_the_header_timeout_and_closes_when_idle() {
+    let idle_timeout = ms(1500);
+    let (_app, mut stream) = served_once(idle_timeout).await;
     // Longer than the header timeout, well within the idle timeout: a proxy's pooled
     // connection is still there for its next request.
     tokio::time::sleep(ms(500)).await;
@@ -169,16 +175,7 @@ async fn a_kept_alive_connection_outlives_the_header_timeout_and_closes_when_idl
 #[tokio::test]
 async fn a_head_trickled_on_a_kept_alive_connection_is_closed_when_idle() {
     let idle_timeout = ms(800);
-    let app = spawn(HttpLimits {
-        header_read_timeout: ms(200),
-        idle_timeout,
-        ..HttpLimits::default()
-    })
-    .await;
-
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
-    stream.write_all(HEALTHZ).await.unwrap();
-    assert_eq!(read_response(&mut stream).await.0, 200);
+    let (_app, mut stream) = served_once(idle_timeout).await;
     // Half a head, then a byte now and then, never the end of it.
     let idle_from = Instant::now();
     stream.write_all(b"GET /heal").await.unwrap();

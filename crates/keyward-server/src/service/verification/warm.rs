@@ -305,11 +305,11 @@ async fn cache_page(keyward: &Keyward, page: Page) -> Result<Option<u64>, (Store
                 return Ok(None);
             }
             read_at = store.change_epoch();
-            let changes = match cache.catch_up(store).await {
-                Ok(()) => store.changes_since(since).await,
-                Err(e) => Err(e),
+            let read = async {
+                cache.catch_up(store).await?;
+                store.changes_since(since).await
             };
-            let changes = match changes {
+            let changes = match read.await {
                 Ok(changes) => changes,
                 Err(e) => return Err((e, from)),
             };
