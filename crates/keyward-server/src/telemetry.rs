@@ -91,7 +91,7 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         "keyward_known_hashes",
         Kind::Gauge,
-        "Secret hashes in the known-hash set (0 until it has loaded).",
+        "Fingerprints in the known-hash set, one per stored secret hash (two hashes rarely share one).",
     ),
     (
         "keyward_http_connections_open",

@@ -13,12 +13,17 @@
 //! added one at a time and never moved, so growing never copies them and never holds two
 //! copies; an index of 8-byte buckets (open addressing, linear probing) maps a key to its slot.
 //! Only the index doubles, at 3/4 load: between 10.7 and 21.3 bytes per entry, where a table
-//! holding the entries themselves would double them (a hash map of 88-byte entries costs
-//! 100–200 bytes per entry).
+//! holding the entries themselves would double them (a hash map of 64-byte entries costs
+//! 73–146 bytes per entry).
+//!
+//! An entry keeps the first 16 bytes of its key ([`Key`]), not all 32: 128 bits of an HMAC
+//! output. Two stored hashes sharing them is a 2^-128 event per pair (about 10^-24 for ten
+//! million tokens), and a forged token that matches one needs an HMAC output its maker cannot
+//! compute without the server key; the store, which answers every miss, keeps the whole hash.
 
 use keyward_core::TokenHash;
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{PoisonError, RwLock};
 
 /// Shards: enough that two cores rarely meet in one lock, few enough to stay cache-friendly.
@@ -50,14 +55,31 @@ impl Bucket {
     };
 }
 
-/// The index tag of a key (see [`Bucket`]).
-fn tag(key: &TokenHash) -> u32 {
-    u32::from_le_bytes([key.0[0], key.0[1], key.0[2], key.0[3]])
+/// What an entry keeps of its token hash: the first 16 bytes (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key([u8; 16]);
+
+impl Key {
+    fn of(hash: &TokenHash) -> Self {
+        let mut key = [0; 16];
+        key.copy_from_slice(&hash.0[..16]);
+        Self(key)
+    }
+
+    /// The index tag (see [`Bucket`]).
+    fn tag(&self) -> u32 {
+        u32::from_le_bytes([self.0[0], self.0[1], self.0[2], self.0[3]])
+    }
+
+    /// The shard: a different byte from the tag's, so shards don't skew buckets.
+    fn shard(&self) -> usize {
+        usize::from(self.0[8]) % SHARDS
+    }
 }
 
 /// A key and its value, in a block.
 struct Entry<V> {
-    key: TokenHash,
+    key: Key,
     value: V,
 }
 
@@ -104,8 +126,8 @@ impl<V> Shard<V> {
     }
 
     /// The bucket and slot of `key`, or `None`. Terminates: the index is never full.
-    fn find(&self, key: &TokenHash) -> Option<(usize, u32)> {
-        let tag = tag(key);
+    fn find(&self, key: &Key) -> Option<(usize, u32)> {
+        let tag = key.tag();
         let mask = self.mask();
         let mut at = tag as usize & mask;
         loop {
@@ -113,7 +135,7 @@ impl<V> Shard<V> {
             if bucket.slot == VACANT {
                 return None;
             }
-            if bucket.tag == tag && self.entry(bucket.slot).is_some_and(|e| e.key.0 == key.0) {
+            if bucket.tag == tag && self.entry(bucket.slot).is_some_and(|e| e.key == *key) {
                 return Some((at, bucket.slot));
             }
             at = (at + 1) & mask;
@@ -130,7 +152,7 @@ impl<V> Shard<V> {
         at
     }
 
-    fn insert(&mut self, key: TokenHash, value: V, capacity: usize) {
+    fn insert(&mut self, key: Key, value: V, capacity: usize) {
         if let Some((_, slot)) = self.find(&key) {
             if let Some(entry) = self.entry_mut(slot) {
                 *entry = Some(Entry { key, value });
@@ -144,7 +166,7 @@ impl<V> Shard<V> {
             self.grow_index();
         }
         let slot = self.store(Entry { key, value });
-        let tag = tag(&key);
+        let tag = key.tag();
         let at = Self::vacancy(&self.index, tag);
         self.index[at] = Bucket { tag, slot };
         self.len += 1;
@@ -187,7 +209,7 @@ impl<V> Shard<V> {
         self.index = index;
     }
 
-    fn remove(&mut self, key: &TokenHash) {
+    fn remove(&mut self, key: &Key) {
         let Some((at, slot)) = self.find(key) else {
             return;
         };
@@ -252,19 +274,19 @@ impl<V> HashTable<V> {
         }
     }
 
-    fn shard(&self, hash: &TokenHash) -> &RwLock<Shard<V>> {
-        // A different byte from the index's tag, so shards don't skew buckets.
-        &self.shards[usize::from(hash.0[8]) % SHARDS]
+    fn shard(&self, key: &Key) -> &RwLock<Shard<V>> {
+        &self.shards[key.shard()]
     }
 
     /// Runs `f` on the value for `hash` under the shard's read lock, or gives `f` back when
     /// there is none. `f` must not touch this table.
     pub fn get_with<R, F: FnOnce(&V) -> R>(&self, hash: &TokenHash, f: F) -> Result<R, F> {
+        let key = Key::of(hash);
         let shard = self
-            .shard(hash)
+            .shard(&key)
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        match shard.find(hash).and_then(|(_, slot)| shard.entry(slot)) {
+        match shard.find(&key).and_then(|(_, slot)| shard.entry(slot)) {
             Some(entry) => Ok(f(&entry.value)),
             None => Err(f),
         }
@@ -272,33 +294,36 @@ impl<V> HashTable<V> {
 
     /// Inserts or replaces; makes room first if the shard is full.
     pub fn insert(&self, hash: TokenHash, value: V) {
-        self.shard(&hash)
+        let key = Key::of(&hash);
+        self.shard(&key)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(hash, value, self.per_shard);
+            .insert(key, value, self.per_shard);
     }
 
     /// Inserts when `hash` is absent and its shard has room, evicting nothing; returns whether
     /// it did. For filling the cache ahead of need (the start-up warming), which must not push
     /// out what is already there.
     pub fn insert_if_room(&self, hash: TokenHash, value: V) -> bool {
+        let key = Key::of(&hash);
         let mut shard = self
-            .shard(&hash)
+            .shard(&key)
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if shard.len >= self.per_shard || shard.find(&hash).is_some() {
+        if shard.len >= self.per_shard || shard.find(&key).is_some() {
             return false;
         }
-        shard.insert(hash, value, self.per_shard);
+        shard.insert(key, value, self.per_shard);
         true
     }
 
     /// Removes `hash`.
     pub fn remove(&self, hash: &TokenHash) {
-        self.shard(hash)
+        let key = Key::of(hash);
+        self.shard(&key)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(hash);
+            .remove(&key);
     }
 
     /// Removes everything, and gives the memory back.
@@ -317,8 +342,7 @@ impl<V> HashTable<V> {
     }
 }
 
-/// Passes a `u64` through unchanged: the members of a [`FingerprintSet`] are already uniformly
-/// random.
+/// Passes a [`Fingerprint`]'s own hash through: its bytes are already uniformly random.
 #[derive(Default)]
 struct PassThrough(u64);
 
@@ -328,7 +352,7 @@ impl Hasher for PassThrough {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Not reached through `u64`; folded so the hasher stays correct for any input.
+        // Not reached through `Fingerprint`; folded so the hasher stays correct for any input.
         for &b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
@@ -339,20 +363,38 @@ impl Hasher for PassThrough {
     }
 }
 
-/// The 64 bits of a token hash a [`FingerprintSet`] keeps: bytes the table and the shards do not
-/// key on, so the three stay independent.
-fn fingerprint(hash: &TokenHash) -> u64 {
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&hash.0[16..24]);
-    u64::from_le_bytes(bytes)
+/// The 48 bits of a token hash a [`FingerprintSet`] keeps: bytes the table and the shards do not
+/// key on, so the three stay independent. Six bytes with no alignment, so a hash set slot is
+/// seven with its control byte.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fingerprint([u8; 6]);
+
+impl Fingerprint {
+    fn of(hash: &TokenHash) -> Self {
+        let mut bytes = [0; 6];
+        bytes.copy_from_slice(&hash.0[16..22]);
+        Self(bytes)
+    }
 }
 
-type FingerprintShard = RwLock<HashSet<u64, BuildHasherDefault<PassThrough>>>;
+impl Hash for Fingerprint {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The hash set takes its bucket from the low bits and its control byte from the top
+        // seven: the 48 bits, and their first 16 again on top.
+        let [a, b, c, d, e, f] = self.0;
+        state.write_u64(u64::from_le_bytes([a, b, c, d, e, f, a, b]));
+    }
+}
+
+type FingerprintShard = RwLock<HashSet<Fingerprint, BuildHasherDefault<PassThrough>>>;
 
 /// A set of token hashes that answers "certainly not in the set" exactly and "perhaps in the
-/// set" with a false-positive rate of about n / 2^64: it keeps 64 bits of each HMAC output (a
-/// uniformly random value to anyone without the server key), 8 bytes per member plus the hash
-/// set's overhead, instead of 32. Sharded like [`HashTable`]; never shrinks.
+/// set" with a false-positive rate of about n / 2^54: in each of its 64 shards it keeps 48 bits
+/// of each HMAC output (a uniformly random value to anyone without the server key), 6 bytes per
+/// member plus the hash set's control byte and spare room, instead of 32. A false positive costs
+/// one store read, never an answer; two members sharing a fingerprint (about one chance in
+/// 400 that any pair does at ten million members) count once in [`Self::len`]. Sharded like [`HashTable`];
+/// never shrinks.
 pub struct FingerprintSet {
     shards: Box<[FingerprintShard]>,
 }
@@ -374,9 +416,9 @@ impl FingerprintSet {
 
     /// Adds every hash of `hashes`, taking each shard's lock once.
     pub fn extend(&self, hashes: &[TokenHash]) {
-        let mut by_shard: Vec<Vec<u64>> = vec![Vec::new(); SHARDS];
+        let mut by_shard: Vec<Vec<Fingerprint>> = vec![Vec::new(); SHARDS];
         for hash in hashes {
-            by_shard[usize::from(hash.0[9]) % SHARDS].push(fingerprint(hash));
+            by_shard[usize::from(hash.0[9]) % SHARDS].push(Fingerprint::of(hash));
         }
         for (shard, fingerprints) in self.shards.iter().zip(by_shard) {
             if !fingerprints.is_empty() {
@@ -393,7 +435,7 @@ impl FingerprintSet {
         self.shard(hash)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(&fingerprint(hash))
+            .contains(&Fingerprint::of(hash))
     }
 
     /// Members held now.
@@ -490,7 +532,10 @@ mod tests {
             .map(random_hash)
             .filter(|h| set.may_contain(h))
             .count();
-        assert_eq!(strangers, 0, "64-bit fingerprints of distinct hashes");
+        assert_eq!(
+            strangers, 0,
+            "48-bit fingerprints in 64 shards of distinct hashes"
+        );
     }
 
     /// A key whose index tag is one of a few values (long clusters, equal tags, wrapped probe
@@ -500,7 +545,7 @@ mod tests {
         let mut bytes = [0u8; 32];
         bytes[0] = tag;
         bytes[8] = (n % 2) as u8;
-        bytes[20..22].copy_from_slice(&n.to_le_bytes());
+        bytes[10..12].copy_from_slice(&n.to_le_bytes());
         TokenHash(bytes)
     }
 
