@@ -2315,6 +2315,15 @@ pub async fn tokens_under_other_keys_are_counted_and_revoked(db: &dyn Database) 
         [(other_hash.key_id.clone(), 1)],
         "revoked tokens do not count"
     );
+    // Asked from the other key's side: of the two questions, one finds a key below the key
+    // asked about and the other a key above it, so both of the query's ranges are read.
+    assert_eq!(
+        store
+            .tokens_under_other_keys(&other_hash.key_id, T0)
+            .await
+            .unwrap(),
+        [(key.clone(), 1)]
+    );
     // Past every expiry, nothing counts.
     let later = T0 + Duration::days(91);
     assert!(
