@@ -110,7 +110,14 @@ if part sizes; then
     fill_cache "$kw_url" "$secrets" "$n"
     # The set counts distinct fingerprints: two tokens may share one (rarely), so allow a few.
     until [ "$(metric "$kw_url" keyward_known_hashes)" -ge $(( n - n / 100000 )) ] 2>/dev/null; do sleep 0.2; done
-    # Past the usage batch's flush, so what is measured is what stays.
+    # Until the sweep's uses are written (it notes every token it visits, faster than they can
+    # be written over millions of tokens), then past one more flush: what is measured is what
+    # stays, not a backlog that drains.
+    for _ in $(seq 600); do
+      [ "$(metric "$kw_url" keyward_uses_unwritten)" = 0 ] && break
+      sleep 1
+    done
+    log "uses still unwritten: $(metric "$kw_url" keyward_uses_unwritten)"
     sleep 6
     rss_full="$(rss_kib "$pid")"
     SECRETS="$secrets" SCOPES='["droplet:read"]' \

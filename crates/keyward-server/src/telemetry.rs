@@ -94,6 +94,11 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "Fingerprints in the known-hash set, one per stored secret hash (two hashes rarely share one).",
     ),
     (
+        "keyward_uses_unwritten",
+        Kind::Gauge,
+        "Token uses noted for last-used times and not yet written to the store (a flush's included).",
+    ),
+    (
         "keyward_http_connections_open",
         Kind::Gauge,
         "HTTP connections open now, on every listener.",

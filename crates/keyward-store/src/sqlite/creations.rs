@@ -101,6 +101,11 @@ impl Creations {
         })
     }
 
+    /// The writer's connection, for the other writes that go through it (`record_usage`).
+    pub(super) fn writer(&self) -> Arc<direct::Writer> {
+        Arc::clone(&self.writer)
+    }
+
     /// Closes the writer's connection (see `SqliteStore::close`).
     pub(super) fn close(&self) {
         self.writer.close();

@@ -203,6 +203,11 @@ fn bind_filter<'q>(
         .bind(d)
 }
 
+/// Records a use of token `?1` at `?2` from `?3`. Another process (or an older batch) may hold a
+/// later use; a use only moves forward.
+pub(super) const RECORD_USE: &str = "UPDATE tokens SET last_used_at = ?2, last_used_ip = ?3 \
+     WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2)";
+
 /// Active tokens with a working secret, per key id of the secret, at `?1`.
 const ACTIVE_BY_KEY: &str = "SELECT k.key_id, count(DISTINCT t.id) FROM token_hashes k \
      JOIN tokens t ON t.id = k.token_id \
@@ -782,19 +787,25 @@ impl TokenStore for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
+        if let Some(creations) = &self.creations {
+            // On the file's own writer connection, without a thread hop per use (`direct`).
+            let writer = creations.writer();
+            let batch = batch.to_vec();
+            return tokio::task::spawn_blocking(move || writer.record_usage(&batch))
+                .await
+                .map_err(|_| {
+                    StoreError::unavailable("the usage writer stopped before answering")
+                })?;
+        }
         let mut tx = self.begin_write().await?;
         for usage in batch {
-            // Another process (or an older batch) may hold a later use; a use only moves forward.
-            sqlx::query(
-                "UPDATE tokens SET last_used_at = ?2, last_used_ip = ?3 \
-                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2)",
-            )
-            .bind(usage.token_id.as_str())
-            .bind(unix(usage.at))
-            .bind(usage.ip.map(|ip| ip.to_string()))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+            sqlx::query(RECORD_USE)
+                .bind(usage.token_id.as_str())
+                .bind(unix(usage.at))
+                .bind(usage.ip.map(|ip| ip.to_string()))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)
     }

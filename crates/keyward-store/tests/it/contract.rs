@@ -968,6 +968,23 @@ pub async fn record_usage_keeps_the_latest_use(db: &dyn Database) {
         (Some(t(20)), None)
     );
     assert_eq!(store.token(&unknown.id, None).await.unwrap(), None);
+
+    // A batch larger than one write transaction holds (SQLite writes a few thousand to one):
+    // its first and last uses are both recorded.
+    let mut many: Vec<Usage> = (0..5_000)
+        .map(|_| Usage {
+            token_id: token_record(&alice.id, T0).0.id,
+            at: t(30),
+            ip: None,
+        })
+        .collect();
+    many[0].token_id = b.id.clone();
+    many[4_999].token_id = a.id.clone();
+    store.record_usage(&many).await.unwrap();
+    for id in [&a.id, &b.id] {
+        let now = store.token(id, None).await.unwrap().unwrap();
+        assert_eq!(now.last_used_at, Some(t(30)));
+    }
 }
 
 pub async fn audit_events_list_newest_first_and_filter(db: &dyn Database) {

@@ -525,6 +525,7 @@ impl Keyward {
             counter.publish();
         }
         self.cache.publish_metrics();
+        metrics::gauge!("keyward_uses_unwritten").set(self.usage.unwritten() as f64);
     }
 
     /// Writes the noted uses to the store (called every few seconds and at shutdown).

@@ -13,6 +13,7 @@
 use keyward_core::PackedTokenId;
 use keyward_store::{Store, Usage};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use time::OffsetDateTime;
 
@@ -26,6 +27,8 @@ type Noted = (PackedTokenId, OffsetDateTime, Option<IpAddr>);
 #[derive(Default)]
 pub struct UsageBatch {
     pending: Mutex<Pending>,
+    /// Uses taken by the flush at work and not yet written.
+    writing: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -48,6 +51,18 @@ impl UsageBatch {
         }
     }
 
+    /// Uses noted and not written yet (those a flush is writing included): for the metric that
+    /// shows whether writing keeps up with verification.
+    pub fn unwritten(&self) -> usize {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .noted
+            .len();
+        pending + self.writing.load(Ordering::Relaxed)
+    }
+
     /// Writes what is pending. On failure the uses are put back, so none is lost to a blip.
     pub async fn flush(&self, store: &dyn Store) -> keyward_store::StoreResult<usize> {
         let taken = {
@@ -67,7 +82,10 @@ impl UsageBatch {
                 ip: *ip,
             })
             .collect();
-        match store.record_usage(&batch).await {
+        self.writing.store(batch.len(), Ordering::Relaxed);
+        let written = store.record_usage(&batch).await;
+        self.writing.store(0, Ordering::Relaxed);
+        match written {
             Ok(()) => Ok(batch.len()),
             Err(e) => {
                 for (id, at, ip) in merged {
