@@ -16,8 +16,9 @@
 #   visits every secret once) until it holds all N secrets. Then:
 #   - POST /v1/verify over all N secrets at -c$CONN (throughput) and -c1 (latency of one request
 #     at a time); the last size's latency is compared with the first's (target <= 1.5x);
-#   - memory: RSS with every secret cached and the known-hash set loaded, minus the RSS of the
-#     same server over an empty data dir, divided by N (target <= 160 B);
+#   - memory: RSS with every secret cached, the known-hash set loaded and the sweep's uses
+#     written (keyward_uses_unwritten at 0), minus the RSS of the same server over an empty
+#     data dir, divided by N (target <= 160 B);
 #   - the forged flood: every other request carries one of $FORGED well-formed tokens that were
 #     never issued; req/s beside hello (target >= 0.7x), and store reads per forged request
 #     (keyward_store_lookups_total; target <= 1 %);

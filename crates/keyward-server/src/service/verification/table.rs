@@ -393,8 +393,8 @@ type FingerprintShard = RwLock<HashSet<Fingerprint, BuildHasherDefault<PassThrou
 /// of each HMAC output (a uniformly random value to anyone without the server key), 6 bytes per
 /// member plus the hash set's control byte and spare room, instead of 32. A false positive costs
 /// one store read, never an answer; two members sharing a fingerprint (about one chance in
-/// 400 that any pair does at ten million members) count once in [`Self::len`]. Sharded like [`HashTable`];
-/// never shrinks.
+/// 400 that any pair does at ten million members) count once in [`Self::len`]. Sharded like
+/// [`HashTable`]; never shrinks.
 pub struct FingerprintSet {
     shards: Box<[FingerprintShard]>,
 }
