@@ -151,6 +151,18 @@ mod tests {
     }
 
     #[test]
+    fn unwritten_counts_what_is_noted_and_not_taken() {
+        let batch = UsageBatch::default();
+        let at = datetime!(2026-12-06 10:00:00 UTC);
+        assert_eq!(batch.unwritten(), 0);
+        batch.note(id(1), at, None);
+        batch.note(id(2), at, None);
+        assert_eq!(batch.unwritten(), 2);
+        batch.writing.store(5, Ordering::Relaxed);
+        assert_eq!(batch.unwritten(), 7, "a flush's batch counts until written");
+    }
+
+    #[test]
     fn the_list_is_merged_when_it_outgrows_its_last_merge() {
         let batch = UsageBatch::default();
         let at = datetime!(2026-12-06 10:00:00 UTC);
