@@ -187,6 +187,36 @@ impl StoreOrderCursor {
     pub(crate) fn new(after: i64, end: i64) -> Self {
         Self { after, end }
     }
+
+    /// The page of `limit` tokens after this cursor cut into at most `parts` consecutive pieces,
+    /// each a cursor and a limit for a [`TokenStore::secrets_in_store_order`] of its own, so that
+    /// the pieces can be read at once (on as many threads). Together they read what one page of
+    /// `limit` after this cursor reads, each secret once; the last piece's
+    /// [`StoreOrderPage::next`] is where that page's next starts, the others' are to be ignored.
+    pub fn pieces(&self, limit: u32, parts: u32) -> Vec<(StoreOrderCursor, u32)> {
+        // As `secrets_in_store_order` reads a page: positions (after, after + limit], up to `end`.
+        let last = self
+            .after
+            .saturating_add(i64::from(limit.max(1)))
+            .min(self.end);
+        let span = u64::try_from(last.saturating_sub(self.after))
+            .unwrap_or(0)
+            .max(1);
+        let parts = u64::from(parts.max(1)).min(span);
+        let mut after = self.after;
+        (0..parts)
+            .map(|i| {
+                // `span / parts`, the first `span % parts` pieces one more: never 0.
+                let size = span / parts + u64::from(i < span % parts);
+                let piece = (
+                    Self::new(after, self.end),
+                    u32::try_from(size).unwrap_or(u32::MAX),
+                );
+                after = after.saturating_add(i64::try_from(size).unwrap_or(i64::MAX));
+                piece
+            })
+            .collect()
+    }
 }
 
 /// A page of [`TokenStore::secrets_in_store_order`].

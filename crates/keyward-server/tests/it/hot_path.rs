@@ -851,6 +851,44 @@ async fn warmed_cache_answers_without_reading_the_store(hottest: Option<u64>, re
     assert_eq!(h.store.lookups(), lookups + 1);
 }
 
+/// A store of several pages is warmed past its first page in pieces read at once (one per core,
+/// at most four): every secret once, and every answer then from the cache.
+#[tokio::test]
+async fn a_store_of_many_pages_is_warmed_in_pieces() {
+    let h = harness().await;
+    // Three pages of the warm-up's 5,000 tokens.
+    let (snapshot, secrets) = keyward_bench::synthetic(&h.hasher, 12_000, 10).unwrap();
+    h.store.restore(&snapshot).await.unwrap();
+
+    let warmed = warm(&h, Some(0)).await;
+    assert_eq!(
+        warmed,
+        WarmUp {
+            entries: 12_000,
+            read: 12_000,
+            finished: true
+        }
+    );
+    let parts = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    assert_eq!(
+        h.store.store_order_pages(),
+        1 + 2 * parts,
+        "the first page whole, the two after it in {parts} pieces each"
+    );
+    let lookups = h.store.lookups();
+    for secret in secrets.iter().step_by(97) {
+        assert!(
+            h.verify(secret.expose(), &[]).await.is_ok(),
+            "warmed tokens are active"
+        );
+    }
+    assert_eq!(
+        h.store.lookups(),
+        lookups,
+        "every answer came from the cache"
+    );
+}
+
 /// Warms `h`'s cache, the `hottest` most recently used first (as `keyward serve` does with
 /// `None`).
 async fn warm(h: &Harness, hottest: Option<u64>) -> WarmUp {

@@ -9,7 +9,8 @@ use keyward_core::{
 use keyward_store::{
     AuditFilter, DeliveryFilter, DeliveryOutcome, DeliveryState, EXPIRED_NOTICE, IdentityRecord,
     NewUser, Page, Progress, RETIRED_SECRETS_KEPT, RecentUseCursor, Regeneration, Revocation,
-    SessionRecord, Store, StoreError, TokenFilter, Usage, UserFilter, UserUpdate,
+    SessionRecord, Store, StoreError, StoreOrderCursor, StoreOrderPage, TokenFilter, Usage,
+    UserFilter, UserUpdate,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -1344,6 +1345,59 @@ async fn store_order_pages_the_same_secrets(
             );
         }
     }
+    // Past the first page, a page read as pieces (as the warm-up reads them, each on its own)
+    // gives what the whole page gives.
+    for (limit, parts) in [(1, 2), (2, 3), (5, 2), (100, 3), (100, 200)] {
+        let first = store_order_page(store, now, None, limit, stored).await;
+        let mut paged = first.secrets;
+        let mut after = first.next;
+        while let Some(cursor) = after {
+            let pieces = cursor.pieces(limit, parts);
+            assert!(
+                !pieces.is_empty() && pieces.len() <= parts as usize,
+                "at most {parts} pieces"
+            );
+            assert!(pieces.iter().all(|(_, piece)| *piece > 0), "no empty piece");
+            let whole = store_order_page(store, now, Some(&cursor), limit, stored).await;
+            let mut read = Vec::new();
+            let mut next = None;
+            for (piece, piece_limit) in &pieces {
+                let page = store_order_page(store, now, Some(piece), *piece_limit, stored).await;
+                read.extend(page.secrets);
+                next = page.next;
+            }
+            let hashes = |page: &[(TokenHash, _)]| page.iter().map(|(h, _)| *h).collect::<Vec<_>>();
+            assert_eq!(
+                hashes(&read),
+                hashes(&whole.secrets),
+                "a page of {limit} in {parts} pieces"
+            );
+            assert_eq!(next, whole.next, "the last piece ends where the page does");
+            paged.extend(read);
+            after = next;
+        }
+        let hashes: HashSet<TokenHash> = paged.iter().map(|(hash, _)| *hash).collect();
+        assert_eq!(hashes.len(), paged.len(), "each secret once, pieces");
+        assert_eq!(hashes, expected, "pages of {limit} in {parts} pieces");
+    }
+}
+
+/// A page of `secrets_in_store_order` from a store that has that order.
+async fn store_order_page(
+    store: &dyn Store,
+    now: time::OffsetDateTime,
+    after: Option<&StoreOrderCursor>,
+    limit: u32,
+    stored: u64,
+) -> StoreOrderPage {
+    let Some(page) = store
+        .secrets_in_store_order(now, after, limit, stored)
+        .await
+        .unwrap()
+    else {
+        panic!("a store with a store order answered none");
+    };
+    page
 }
 
 pub async fn a_pruned_change_log_is_incomplete(db: &dyn Database) {
