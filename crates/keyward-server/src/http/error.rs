@@ -307,6 +307,14 @@ impl From<ServiceError> for ApiError {
                 );
                 error.retry_after = retry_after.and_then(|s| u64::try_from(s).ok());
                 error.rate = rate;
+                if status == S::FORBIDDEN {
+                    // Every 401/403 carries a challenge: a token bound to other addresses lacks
+                    // the privilege of being used from this one.
+                    error = error.with_challenge(Challenge::Bearer {
+                        error: Some("insufficient_scope"),
+                        scope: None,
+                    });
+                }
                 error
             }
             e @ ServiceError::BadLimits(_) => {
@@ -350,8 +358,15 @@ impl From<ServiceError> for ApiError {
                 error: Some("insufficient_scope"),
                 scope: Some(missing.join(" ")),
             }),
+            // The token (or its owner) lacks the privilege: RFC 6750's insufficient_scope, with
+            // no scope to name (as for a forward-auth request no route matches).
             e @ ServiceError::Forbidden(_) => {
-                Self::new(S::FORBIDDEN, ErrorCode::Forbidden, e.to_string())
+                Self::new(S::FORBIDDEN, ErrorCode::Forbidden, e.to_string()).with_challenge(
+                    Challenge::Bearer {
+                        error: Some("insufficient_scope"),
+                        scope: None,
+                    },
+                )
             }
             e @ ServiceError::NotPermitted(_) => {
                 Self::new(S::BAD_REQUEST, ErrorCode::UnauthorizedClient, e.to_string())
