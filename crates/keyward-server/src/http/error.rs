@@ -182,13 +182,20 @@ impl ApiError {
         self.code
     }
 
-    /// The `WWW-Authenticate` values this error sends: its challenge, or for a 401 without one
-    /// the Bearer challenge its code implies.
+    /// The `WWW-Authenticate` values this error sends: its challenge, or for a 401 or 403
+    /// without one the Bearer challenge its status implies (every 401/403 carries one,
+    /// docs/api.md). A 403 without a challenge of its own (`forbidden`, `ip_not_allowed`,
+    /// forward-auth's `no_route`) lacks a privilege no scope would give: `insufficient_scope`,
+    /// naming none.
     fn challenges(&self) -> Vec<String> {
         let challenge = match (&self.challenge, self.status) {
             (Some(c), _) => c.clone(),
             (None, StatusCode::UNAUTHORIZED) => Challenge::Bearer {
                 error: (self.code != ErrorCode::Unauthenticated).then_some("invalid_token"),
+                scope: None,
+            },
+            (None, StatusCode::FORBIDDEN) => Challenge::Bearer {
+                error: Some("insufficient_scope"),
                 scope: None,
             },
             (None, _) => return Vec::new(),
@@ -307,14 +314,6 @@ impl From<ServiceError> for ApiError {
                 );
                 error.retry_after = retry_after.and_then(|s| u64::try_from(s).ok());
                 error.rate = rate;
-                if status == S::FORBIDDEN {
-                    // Every 401/403 carries a challenge: a token bound to other addresses lacks
-                    // the privilege of being used from this one.
-                    error = error.with_challenge(Challenge::Bearer {
-                        error: Some("insufficient_scope"),
-                        scope: None,
-                    });
-                }
                 error
             }
             e @ ServiceError::BadLimits(_) => {
@@ -358,15 +357,8 @@ impl From<ServiceError> for ApiError {
                 error: Some("insufficient_scope"),
                 scope: Some(missing.join(" ")),
             }),
-            // The token (or its owner) lacks the privilege: RFC 6750's insufficient_scope, with
-            // no scope to name (as for a forward-auth request no route matches).
             e @ ServiceError::Forbidden(_) => {
-                Self::new(S::FORBIDDEN, ErrorCode::Forbidden, e.to_string()).with_challenge(
-                    Challenge::Bearer {
-                        error: Some("insufficient_scope"),
-                        scope: None,
-                    },
-                )
+                Self::new(S::FORBIDDEN, ErrorCode::Forbidden, e.to_string())
             }
             e @ ServiceError::NotPermitted(_) => {
                 Self::new(S::BAD_REQUEST, ErrorCode::UnauthorizedClient, e.to_string())

@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
 
-use super::error::{ApiError, Challenge};
+use super::error::ApiError;
 use super::extract::{Bearer, ClientIp, single_header};
 use super::wire::ErrorCode;
 use crate::service::gateway::RouteDecision;
@@ -121,11 +121,7 @@ fn required_scopes<'a>(kw: &'a Keyward, headers: &HeaderMap) -> Result<Cow<'a, S
             StatusCode::FORBIDDEN,
             ErrorCode::NoRoute,
             "no forward-auth route matches this method and path, and the route table has no catch-all",
-        )
-        .with_challenge(Challenge::Bearer {
-            error: Some("insufficient_scope"),
-            scope: None,
-        })),
+        )),
         (RouteDecision::NoTable, header) => Ok(Cow::Owned(header.unwrap_or_default())),
         (RouteDecision::Needs(route), None) => Ok(Cow::Borrowed(route)),
         (RouteDecision::Needs(route), Some(header)) => Ok(Cow::Owned(Scopes::new(

@@ -114,9 +114,8 @@ impl Resp {
         if matches!(status, 401 | 403) {
             // docs/api.md: every 401 and 403 carries an RFC 6750 challenge.
             assert!(
-                self.header("www-authenticate").is_some_and(|c| c
-                    .starts_with("Bearer realm=\"keyward\"")
-                    || c.starts_with("Basic")),
+                self.header("www-authenticate")
+                    .is_some_and(|c| c.starts_with("Bearer realm=\"keyward\"")),
                 "a {status} {code} without a challenge: {:?}",
                 self.headers
             );
