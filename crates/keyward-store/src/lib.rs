@@ -188,17 +188,19 @@ impl StoreOrderCursor {
         Self { after, end }
     }
 
+    /// The last position a page of `limit` after `after` covers: positions (after, after +
+    /// limit], never past `end` (a page reads at least one position).
+    pub(crate) fn page_last(after: i64, end: i64, limit: u32) -> i64 {
+        after.saturating_add(i64::from(limit.max(1))).min(end)
+    }
+
     /// The page of `limit` tokens after this cursor cut into at most `parts` consecutive pieces,
     /// each a cursor and a limit for a [`TokenStore::secrets_in_store_order`] of its own, so that
     /// the pieces can be read at once (on as many threads). Together they read what one page of
     /// `limit` after this cursor reads, each secret once; the last piece's
     /// [`StoreOrderPage::next`] is where that page's next starts, the others' are to be ignored.
     pub fn pieces(&self, limit: u32, parts: u32) -> Vec<(StoreOrderCursor, u32)> {
-        // As `secrets_in_store_order` reads a page: positions (after, after + limit], up to `end`.
-        let last = self
-            .after
-            .saturating_add(i64::from(limit.max(1)))
-            .min(self.end);
+        let last = Self::page_last(self.after, self.end, limit);
         let span = u64::try_from(last.saturating_sub(self.after))
             .unwrap_or(0)
             .max(1);

@@ -770,7 +770,7 @@ impl TokenStore for SqliteStore {
                 (0, end)
             }
         };
-        let last = after.saturating_add(i64::from(limit.max(1))).min(end);
+        let last = StoreOrderCursor::page_last(after, end, limit);
         let secrets = self
             .read_secrets(
                 IN_STORE_ORDER,

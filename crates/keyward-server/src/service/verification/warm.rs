@@ -310,34 +310,35 @@ async fn read_in_pieces(
     limit: u32,
     at_most: u64,
 ) -> StoreResult<Option<StoreOrderPage>> {
-    let mut reads = tokio::task::JoinSet::new();
-    for (i, (piece, piece_limit)) in after.pieces(limit, *READERS).into_iter().enumerate() {
-        let store = Arc::clone(&keyward.store);
-        reads.spawn(async move {
-            let read = store
-                .secrets_in_store_order(now, Some(&piece), piece_limit, at_most)
-                .await;
-            (i, read)
-        });
-    }
-    let mut pieces = Vec::with_capacity(reads.len());
-    while let Some(read) = reads.join_next().await {
-        let (i, read) =
-            read.map_err(|e| StoreError::unavailable(format!("a page read stopped: {e}")))?;
-        match read? {
-            Some(piece) => pieces.push((i, piece)),
-            // Past the first page a store keeps its order; one that did not is read by recent use.
-            None => return Ok(None),
-        }
-    }
-    pieces.sort_unstable_by_key(|(i, _)| *i);
-    // The last piece's next is the page's.
-    let next = pieces.last_mut().and_then(|(_, piece)| piece.next.take());
-    let secrets = pieces
+    let reads: Vec<_> = after
+        .pieces(limit, *READERS)
         .into_iter()
-        .flat_map(|(_, piece)| piece.secrets)
+        .map(|(piece, piece_limit)| {
+            let store = Arc::clone(&keyward.store);
+            tokio::spawn(async move {
+                store
+                    .secrets_in_store_order(now, Some(&piece), piece_limit, at_most)
+                    .await
+            })
+        })
         .collect();
-    Ok(Some(StoreOrderPage { secrets, next }))
+    // Joined in order: the page's secrets in store order, and the last piece's next the page's.
+    let mut page = StoreOrderPage {
+        secrets: Vec::new(),
+        next: None,
+    };
+    for read in reads {
+        let read = read
+            .await
+            .map_err(|e| StoreError::unavailable(format!("a page read stopped: {e}")))??;
+        // Past the first page a store keeps its order; one that did not is read by recent use.
+        let Some(piece) = read else {
+            return Ok(None);
+        };
+        page.secrets.extend(piece.secrets);
+        page.next = piece.next;
+    }
+    Ok(Some(page))
 }
 
 /// Caches a page read by [`read_page`], keeping to the coherence rule of the module docs.
