@@ -14,7 +14,9 @@
 #     secret at random (RANDOM=1);
 #   - cold: SIGTERM, the same build started again on the same port, /readyz, then the same load;
 #     the verifications answered in each of the next 12 seconds (keyward_verifications_total)
-#     and the cache entries at the end.
+#     and the cache entries at the end. A build that writes the cache's snapshot at shutdown
+#     (`cache_snapshot`, on by default) loads it here; a snapshot copied with the seeded store is
+#     removed first, so the first start always warms from the store.
 # Binds 127.0.0.1 only.
 set -euo pipefail
 ROUNDS="${ROUNDS:-2}"
@@ -54,6 +56,7 @@ run() { # LABEL BIN
   local label="$1" bin="$2" url first_ready took warm_rps cold_ready line last now wrk_pid
   rm -rf "$DATA"
   cp -r "$SEEDS/data-$N" "$DATA"
+  rm -f "$DATA/keyward.db-cache"
   start_kw "$label" "$bin" 127.0.0.1:0
   url="$URL"
   first_ready="$READY_MS"

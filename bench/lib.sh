@@ -17,7 +17,9 @@ stop_pid() {
   local pid="$1"
   if kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # A clean stop writes the noted uses (seconds after a sweep of a million distinct tokens)
+    # and the cache's snapshot: up to a minute before SIGKILL.
+    for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true

@@ -181,6 +181,17 @@ impl TokenHasher {
         TokenHash(mac.finalize().into_bytes().into())
     }
 
+    /// A key derived from this hasher's server key for another purpose than hashing tokens:
+    /// the keyed hash of `purpose` behind a label holding a NUL byte, which no token text can
+    /// hold, so nothing made with it can pass for a token hash. Authenticates what keyward
+    /// writes and reads back itself (the verification cache's snapshot).
+    pub fn subkey(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let mut mac = self.mac.clone();
+        mac.update(b"keyward subkey v1\0");
+        mac.update(purpose.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+
     /// The id of the key this hasher uses.
     pub fn key_id(&self) -> &KeyId {
         &self.key_id
@@ -341,6 +352,23 @@ mod tests {
         let other = ServerKey::generate().unwrap();
         assert_ne!(key.id(), other.id());
     }
+
+    #[test]
+    fn a_subkey_is_fixed_by_key_and_purpose_and_is_no_token_hash() {
+        let hasher = TokenHasher::new(&ServerKey::from_hex(KEY_HEX).unwrap());
+        let other = TokenHasher::new(&ServerKey::generate().unwrap());
+        let a = hasher.subkey("cache snapshot");
+        assert_eq!(*a, *hasher.subkey("cache snapshot"));
+        assert_ne!(*a, *hasher.subkey("cache snapshot "));
+        assert_ne!(*a, *other.subkey("cache snapshot"));
+        // python3 -c "import hmac,hashlib; print(hmac.new(bytes(range(32)),
+        // b'keyward subkey v1\\0cache snapshot', hashlib.sha256).hexdigest())"
+        assert_eq!(hex(a.as_ref()), SUBKEY_OF_CACHE_SNAPSHOT);
+        assert_ne!(*a, hasher.hash_str("cache snapshot").0);
+    }
+
+    const SUBKEY_OF_CACHE_SNAPSHOT: &str =
+        "474c28f26c644524bdf48bcc8e6ee9abeab45c6905971ab4b28075466cfb5476";
 
     #[test]
     fn bad_keys_are_refused() {

@@ -154,6 +154,16 @@ impl PackedTokenId {
     pub fn unpack(&self) -> TokenId {
         TokenId(self.text().as_str().to_owned())
     }
+
+    /// The 16 bytes (the ULID), for writing the id down compactly.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
+    /// An id from the 16 bytes [`Self::to_bytes`] gave: every 16 bytes are a ULID.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
 }
 
 /// Length of a token id's text: `tok_` and 26 base32 characters.

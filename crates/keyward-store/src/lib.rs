@@ -1135,6 +1135,15 @@ pub trait ChangeFeed: Send + Sync {
 
     /// The change log's current end, to start a cache from.
     async fn change_cursor(&self) -> StoreResult<i64>;
+
+    /// Keeps `seal` as the seal of the verification cache's snapshot (replacing the one before),
+    /// so that only the snapshot written with it is ever loaded over this database. `false`
+    /// when this store keeps no seal (a store shared by many instances: PostgreSQL), and so
+    /// takes no snapshot.
+    async fn seal_cache_snapshot(&self, seal: &[u8; 32]) -> StoreResult<bool>;
+
+    /// The seal [`Self::seal_cache_snapshot`] kept last, if any.
+    async fn cache_snapshot_seal(&self) -> StoreResult<Option<[u8; 32]>>;
 }
 
 /// Notices about a token's expiry (reminders before it, and the expiry itself), each recorded

@@ -21,6 +21,7 @@
 //! trusted_proxies = ["10.0.0.0/8", "127.0.0.1/32"]
 //! cache_capacity = 1000000
 //! warm_cache = true             # fill the cache at start-up, most recently used tokens first
+//! cache_snapshot = true         # SQLite: write the cache at shutdown, read it back at start-up
 //! log = "info"
 //! notify_before = ["7d", "1d"]  # token.expiring reminders before a token expires; [] = none
 //! notify_interval = "20s"       # how often each instance looks for reminders due
@@ -372,6 +373,10 @@ settings! {
         /// Whether `keyward serve` warms the verification cache at start-up, in the background,
         /// most recently used tokens first (`true`/`false`).
         warm_cache: bool = true, env WARM_CACHE = "KEYWARD_WARM_CACHE";
+        /// Whether `keyward serve` over SQLite writes the verification cache to
+        /// `DATABASE-cache` (beside the database file) at a clean shutdown, for the next
+        /// start-up's warm-up to read back instead of the store (`true`/`false`).
+        cache_snapshot: bool = true, env CACHE_SNAPSHOT = "KEYWARD_CACHE_SNAPSHOT";
         /// The tracing filter for the server's logs, e.g. `info` or `keyward_server=debug`.
         log: String = DEFAULT_LOG.to_owned(), env LOG = "KEYWARD_LOG", check log_filter;
         /// The server key, 64 hexadecimal characters; `None` means `DATA_DIR/server.key`.
@@ -1238,6 +1243,20 @@ impl Config {
         Ok(Some(settings))
     }
 
+    /// Where the verification cache's snapshot is kept: beside the SQLite file, as
+    /// `FILE-cache` (as SQLite keeps `FILE-wal`). `None` with `cache_snapshot = false`, and on
+    /// PostgreSQL, whose many instances own no file of the store's.
+    pub fn cache_snapshot_path(&self) -> Option<PathBuf> {
+        match &self.database {
+            Database::Sqlite(path) if self.cache_snapshot => {
+                let mut file = path.as_os_str().to_owned();
+                file.push("-cache");
+                Some(PathBuf::from(file))
+            }
+            _ => None,
+        }
+    }
+
     /// The service's rules, as configured.
     pub fn settings(&self) -> Settings {
         Settings {
@@ -1250,6 +1269,7 @@ impl Config {
             },
             cache_capacity: self.cache_capacity,
             warm_cache: self.warm_cache,
+            cache_snapshot: self.cache_snapshot_path(),
             // Over HTTPS the browser always arrives over HTTPS.
             secure_cookies: self.secure_cookies || self.tls.files().is_some(),
             forward_auth: self.forward_auth.clone(),

@@ -222,6 +222,25 @@ pub async fn serve(
     if let Err(e) = notices.await {
         tracing::warn!(error = %e, "the expiry notice task failed");
     }
+    // First, once no verification fills the cache any more: it takes a fraction of a second,
+    // where writing the noted uses below can take seconds after a sweep of distinct tokens, and
+    // a stop that runs out of time should lose neither.
+    if let Some(path) = &keyward.settings().cache_snapshot {
+        let started = std::time::Instant::now();
+        match keyward.save_cache_snapshot(path).await {
+            Ok(Some(entries)) => tracing::info!(
+                entries,
+                path = %path.display(),
+                took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "wrote the verification cache's snapshot"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not write the verification cache's snapshot; the next start warms from the store"
+            ),
+        }
+    }
     if let Err(e) = keyward.flush_usage().await {
         tracing::warn!(error = %e, "could not record token usage at shutdown");
     }

@@ -39,7 +39,8 @@ pub use tokens::{AuditEntry, AuditPage, Issued, RegenerateOptions, TokenPage};
 pub use users::{OWNER_DELETED, UserChanges, UserPage, UserRequest};
 pub use verification::{
     Allowance, CachedToken, KnownHashes, LATENCY_SAMPLE_EVERY, REUSE_DETECTION,
-    ROTATED_SECRET_REUSED, RateState, Verdict, VerifiedToken, VerifyCache, WarmUp, warm_target,
+    ROTATED_SECRET_REUSED, RateState, SnapshotError, Verdict, VerifiedToken, VerifyCache, WarmUp,
+    warm_target,
 };
 
 use arc_swap::ArcSwap;
@@ -75,6 +76,10 @@ pub struct Settings {
     /// Whether `keyward serve` warms the verification cache at start-up, most recently used
     /// tokens first ([`Keyward::warm_cache`]).
     pub warm_cache: bool,
+    /// Where `keyward serve` writes the verification cache at a clean shutdown, for the next
+    /// start-up's warm-up to read back instead of the store (`cache_snapshot`; on SQLite only:
+    /// see [`Keyward::save_cache_snapshot`]). `None`: no snapshot.
+    pub cache_snapshot: Option<std::path::PathBuf>,
     /// Whether the web page's session cookie is always marked `Secure` (set it when keyward is
     /// served over HTTPS; without it, the cookie is `Secure` only on requests that arrive with
     /// `X-Forwarded-Proto: https`).
@@ -119,6 +124,7 @@ impl Default for Settings {
             policy: LifetimePolicy::default(),
             cache_capacity: 1_000_000,
             warm_cache: true,
+            cache_snapshot: None,
             secure_cookies: false,
             forward_auth: ForwardAuthRoutes::default(),
             metrics_require_token: false,
@@ -244,6 +250,19 @@ impl Keyward {
         hottest: u64,
     ) -> tokio::task::JoinHandle<WarmUp> {
         tokio::spawn(verification::warm(Arc::downgrade(self), hottest))
+    }
+
+    /// Writes the verification cache to `path` (`keyward serve` does at a clean shutdown, when
+    /// `cache_snapshot` is set), for the next start-up's warm-up to load instead of reading the
+    /// store: every entry of a token without limits, the change cursor they are coherent with,
+    /// and a seal also kept in the store, all under a MAC keyed from the server key (see
+    /// `verification::snapshot`). Returns the entries written, or `None` when the store keeps no
+    /// seal (PostgreSQL, whose instances own no file of the store's).
+    pub async fn save_cache_snapshot(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<Option<u64>, SnapshotError> {
+        verification::save_snapshot(self, path).await
     }
 
     /// The set of known hashes (for readiness and metrics).

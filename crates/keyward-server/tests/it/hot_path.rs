@@ -219,6 +219,8 @@ pass_through!(NoticeStore {
 pass_through!(ChangeFeed {
     fn changes_since(cursor: i64) -> Changes;
     fn change_cursor() -> i64;
+    fn seal_cache_snapshot(seal: &[u8; 32]) -> bool;
+    fn cache_snapshot_seal() -> Option<[u8; 32]>;
 }
     fn change_epoch(&self) -> u64 {
         self.inner.change_epoch()
@@ -1002,5 +1004,261 @@ async fn token_revoked_while_the_warm_up_runs_is_never_answered_active(hottest: 
         h.store.lookups(),
         lookups + 1,
         "only the revoked token read the store; the others were cached"
+    );
+}
+
+/// The service of a restart of `h`: a new store handle on the same file (the first stays open,
+/// as another process's would), the same server key unless `hasher` is given, and `settings`.
+async fn restart(h: &Harness, hasher: Option<TokenHasher>, settings: Settings) -> Harness {
+    let inner = SqliteStore::open(&h._dir.path().join("keyward.db"))
+        .await
+        .unwrap();
+    let store = Arc::new(RacingStore::new(inner));
+    let hasher = hasher.unwrap_or_else(|| h.hasher.clone());
+    let keyward = Keyward::new(
+        Arc::clone(&store) as Arc<dyn Store>,
+        h.clock.clone(),
+        hasher.clone(),
+        settings,
+    )
+    .await
+    .unwrap();
+    Harness {
+        keyward: Arc::new(keyward),
+        store,
+        clock: h.clock.clone(),
+        hasher,
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// Where `h`'s snapshot is written, and the settings that read it back at start-up.
+fn snapshot_settings(h: &Harness) -> (std::path::PathBuf, Settings) {
+    let path = h._dir.path().join("keyward.db-cache");
+    let settings = Settings {
+        cache_snapshot: Some(path.clone()),
+        ..Settings::default()
+    };
+    (path, settings)
+}
+
+/// A snapshot written at shutdown fills the next start's cache without reading the store: a
+/// warmed cache's snapshot leaves the warm-up nothing to read. What changed after it was
+/// written (a revocation by another process while the server was down) is left out, and so is
+/// every token with limits (its counts live in the store).
+#[tokio::test]
+async fn a_snapshot_fills_the_next_start_s_cache_and_leaves_out_what_changed_since() {
+    let h = harness().await;
+    let (path, settings) = snapshot_settings(&h);
+    let alice = h.user("alice").await;
+    let bob = h.user("bob").await;
+    let kept = h.token(&alice, &["droplet:read"], None).await;
+    let also_kept = h.token(&bob, &["volume:read", "droplet:read"], None).await;
+    let revoked_while_down = h.token(&alice, &["droplet:read"], None).await;
+    let limited = h
+        .keyward
+        .create_token(
+            &operator(),
+            Some(&alice.id),
+            TokenName::parse("limited").unwrap(),
+            scopes(&["droplet:read"]),
+            None,
+            keyward_core::Limits {
+                max_uses: Some(10),
+                ..keyward_core::Limits::default()
+            },
+        )
+        .await
+        .unwrap();
+    let revoked_before = h.token(&bob, &["droplet:read"], None).await;
+    h.keyward
+        .revoke_token(&operator(), &revoked_before.token.id, None)
+        .await
+        .unwrap();
+    let finished = warm(&h, None).await;
+    assert!(finished.finished);
+    // The warm-up reads live tokens only; a verification caches a revoked one too.
+    assert_eq!(
+        h.verify(revoked_before.secret.expose(), &[]).await,
+        Err(InactiveReason::Revoked)
+    );
+    assert_eq!(
+        h.keyward.save_cache_snapshot(&path).await.unwrap(),
+        Some(4),
+        "every cached secret but the limited token's"
+    );
+
+    // While the server is down, another process revokes a token.
+    h.keyward
+        .revoke_token(&operator(), &revoked_while_down.token.id, None)
+        .await
+        .unwrap();
+    let r = restart(&h, None, settings).await;
+    assert_eq!(
+        warm(&r, None).await,
+        WarmUp {
+            entries: 3,
+            read: 0,
+            finished: true
+        },
+        "the snapshot's entries, less the one revoked since, and no store read"
+    );
+    let lookups = r.store.lookups();
+    assert_eq!(
+        r.verify(kept.secret.expose(), &[]).await,
+        active(&kept, &alice)
+    );
+    assert_eq!(
+        r.verify(also_kept.secret.expose(), &["volume:read"]).await,
+        active(&also_kept, &bob)
+    );
+    assert_eq!(
+        r.verify(revoked_before.secret.expose(), &[]).await,
+        Err(InactiveReason::Revoked)
+    );
+    assert_eq!(r.store.lookups(), lookups, "answered from the snapshot");
+    assert_eq!(
+        r.verify(revoked_while_down.secret.expose(), &[]).await,
+        Err(InactiveReason::Revoked)
+    );
+    assert_eq!(
+        r.verify(limited.secret.expose(), &[]).await,
+        active(&limited, &alice)
+    );
+    assert_eq!(
+        r.store.lookups(),
+        lookups + 2,
+        "the revoked token and the limited one are read from the store"
+    );
+}
+
+/// A snapshot is loaded only under the server key it was written with, unchanged, and only
+/// the last one the database was sealed for; otherwise the warm-up reads the store as if there
+/// were none.
+#[tokio::test]
+async fn a_snapshot_is_loaded_only_under_its_key_unchanged_and_sealed_last() {
+    let h = harness().await;
+    let (path, settings) = snapshot_settings(&h);
+    let alice = h.user("alice").await;
+    let token = h.token(&alice, &["droplet:read"], None).await;
+    assert!(warm(&h, None).await.finished);
+    assert_eq!(h.keyward.save_cache_snapshot(&path).await.unwrap(), Some(1));
+    let from_the_store = WarmUp {
+        entries: 1,
+        read: 1,
+        finished: true,
+    };
+    let from_the_snapshot = WarmUp {
+        entries: 1,
+        read: 0,
+        finished: true,
+    };
+    let r = restart(&h, None, settings.clone()).await;
+    assert_eq!(warm(&r, None).await, from_the_snapshot);
+    assert_eq!(
+        r.verify(token.secret.expose(), &[]).await,
+        active(&token, &alice)
+    );
+    assert_eq!(r.store.lookups(), 0, "answered from the snapshot");
+
+    // Under another server key (the MAC fails).
+    let other_key = TokenHasher::new(&ServerKey::generate().unwrap());
+    let r = restart(&h, Some(other_key), settings.clone()).await;
+    assert_eq!(
+        warm(&r, None).await,
+        from_the_store,
+        "not loaded under another key"
+    );
+
+    // Changed by a single bit.
+    let written = std::fs::read(&path).unwrap();
+    let mut changed = written.clone();
+    let middle = changed.len() / 2;
+    changed[middle] ^= 0x40;
+    std::fs::write(&path, &changed).unwrap();
+    let r = restart(&h, None, settings.clone()).await;
+    assert_eq!(
+        warm(&r, None).await,
+        from_the_store,
+        "a changed file is not loaded"
+    );
+
+    // An older snapshot put back after a later one was written.
+    std::fs::write(&path, &written).unwrap();
+    let later = restart(&h, None, settings.clone()).await;
+    assert_eq!(warm(&later, None).await, from_the_snapshot);
+    assert_eq!(
+        later.keyward.save_cache_snapshot(&path).await.unwrap(),
+        Some(1)
+    );
+    std::fs::write(&path, &written).unwrap();
+    let r = restart(&h, None, settings.clone()).await;
+    assert_eq!(
+        warm(&r, None).await,
+        from_the_store,
+        "a superseded file is not loaded"
+    );
+
+    // Another database's.
+    let other = harness().await;
+    let copied = other._dir.path().join("keyward.db-cache");
+    std::fs::copy(&path, &copied).unwrap();
+    let r = restart(
+        &other,
+        Some(h.hasher.clone()),
+        Settings {
+            cache_snapshot: Some(copied),
+            ..Settings::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        warm(&r, None).await.entries,
+        0,
+        "another database's snapshot is not loaded"
+    );
+}
+
+/// A snapshot older than what the change log still holds (pruned a day after its entries) is
+/// not loaded: what changed since could not be known.
+#[tokio::test]
+async fn a_snapshot_behind_a_pruned_change_log_is_not_loaded() {
+    let h = harness().await;
+    let (path, settings) = snapshot_settings(&h);
+    let alice = h.user("alice").await;
+    let token = h.token(&alice, &["droplet:read"], None).await;
+    let revoked = h.token(&alice, &["droplet:read"], None).await;
+    assert_eq!(
+        h.verify(token.secret.expose(), &[]).await,
+        active(&token, &alice)
+    );
+    assert_eq!(
+        h.verify(revoked.secret.expose(), &[]).await,
+        active(&revoked, &alice)
+    );
+    // Complete: loaded, it would leave the warm-up nothing to read.
+    assert!(warm(&h, None).await.finished);
+    assert_eq!(h.keyward.save_cache_snapshot(&path).await.unwrap(), Some(2));
+    h.clock.advance(Duration::days(2));
+    h.keyward
+        .revoke_token(&operator(), &revoked.token.id, None)
+        .await
+        .unwrap();
+    h.clock.advance(Duration::days(2));
+    // A later write prunes the log past the revocation.
+    h.token(&alice, &["droplet:read"], None).await;
+    h.keyward
+        .revoke_token(&operator(), &token.token.id, None)
+        .await
+        .unwrap();
+    let r = restart(&h, None, settings).await;
+    let warmed = warm(&r, None).await;
+    assert!(
+        warmed.read > 0 && warmed.read == warmed.entries,
+        "{warmed:?}: all read from the store"
+    );
+    assert_eq!(
+        r.verify(revoked.secret.expose(), &[]).await,
+        Err(InactiveReason::Revoked)
     );
 }

@@ -157,4 +157,14 @@ impl ChangeFeed for PgStore {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         Ok(change_log_end(&mut conn).await?.1)
     }
+
+    /// None kept: a database many instances share is no one instance's to snapshot (each
+    /// would need a seal of its own, and instances come and go), so none writes a snapshot.
+    async fn seal_cache_snapshot(&self, _seal: &[u8; 32]) -> StoreResult<bool> {
+        Ok(false)
+    }
+
+    async fn cache_snapshot_seal(&self) -> StoreResult<Option<[u8; 32]>> {
+        Ok(None)
+    }
 }

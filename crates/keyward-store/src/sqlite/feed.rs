@@ -156,4 +156,25 @@ impl ChangeFeed for SqliteStore {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         Ok(change_log_end(&mut conn).await?.1)
     }
+
+    async fn seal_cache_snapshot(&self, seal: &[u8; 32]) -> StoreResult<bool> {
+        sqlx::query(
+            "INSERT INTO cache_seal (id, seal) VALUES (1, ?1) \
+             ON CONFLICT (id) DO UPDATE SET seal = excluded.seal",
+        )
+        .bind(seal.as_slice())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(true)
+    }
+
+    async fn cache_snapshot_seal(&self) -> StoreResult<Option<[u8; 32]>> {
+        let seal: Option<Vec<u8>> = sqlx::query_scalar("SELECT seal FROM cache_seal WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        // The table's check keeps it 32 bytes; anything else is no seal.
+        Ok(seal.and_then(|seal| seal.try_into().ok()))
+    }
 }

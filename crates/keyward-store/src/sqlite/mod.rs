@@ -97,6 +97,11 @@ const MIGRATIONS: Migrations = &[
         "secret_validity",
         include_str!("../../migrations/sqlite/0011_secret_validity.sql"),
     ),
+    (
+        12,
+        "cache_seal",
+        include_str!("../../migrations/sqlite/0012_cache_seal.sql"),
+    ),
 ];
 
 /// How long a statement waits for another process's write lock before giving up.

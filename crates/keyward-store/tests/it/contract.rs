@@ -45,6 +45,7 @@ macro_rules! contract_suite {
             a_pruned_change_log_is_incomplete,
             a_second_handle_sees_revocations,
             a_revocation_survives_reopening,
+            the_cache_snapshot_seal_is_the_last_one_kept,
             two_handles_open_a_fresh_database_at_once,
             concurrent_writers_on_two_handles_all_succeed,
             dump_and_restore_carry_everything,
@@ -1500,6 +1501,29 @@ pub async fn a_revocation_survives_reopening(db: &dyn Database) {
         [hash.hash, hash.hash],
         "created, then revoked"
     );
+}
+
+pub async fn the_cache_snapshot_seal_is_the_last_one_kept(db: &dyn Database) {
+    let store = db.open().await;
+    assert_eq!(store.cache_snapshot_seal().await.unwrap(), None);
+    if !store.seal_cache_snapshot(&[1; 32]).await.unwrap() {
+        // A store that keeps no seal (shared by many instances) never has one.
+        assert_eq!(store.cache_snapshot_seal().await.unwrap(), None);
+        return;
+    }
+    assert_eq!(store.cache_snapshot_seal().await.unwrap(), Some([1; 32]));
+    assert!(store.seal_cache_snapshot(&[2; 32]).await.unwrap());
+    drop(store);
+    let reopened = db.open().await;
+    assert_eq!(reopened.cache_snapshot_seal().await.unwrap(), Some([2; 32]));
+    // A store restored from a dump starts without one.
+    let sibling = db.sibling().await;
+    let restored = sibling.open().await;
+    restored
+        .restore(&reopened.dump().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(restored.cache_snapshot_seal().await.unwrap(), None);
 }
 
 pub async fn two_handles_open_a_fresh_database_at_once(db: &dyn Database) {

@@ -1,7 +1,9 @@
 //! The contract suite on SQLite, a fresh file per test, and checks only SQLite has.
 
 use async_trait::async_trait;
-use keyward_store::{AuditStore as _, Maintenance as _, TokenStore as _, UserStore as _};
+use keyward_store::{
+    AuditStore as _, ChangeFeed as _, Maintenance as _, TokenStore as _, UserStore as _,
+};
 use keyward_store::{SqliteStore, Store, StoreError};
 use std::path::PathBuf;
 use tempfile::TempDir;
@@ -135,6 +137,14 @@ async fn closing_refuses_lookups_and_checkpoints_the_wal() {
     // connection left open would keep it.
     let wal = db.path.with_file_name("keyward.db-wal");
     assert!(!wal.exists(), "{} is left", wal.display());
+}
+
+#[tokio::test]
+async fn a_file_keeps_a_cache_snapshot_seal() {
+    let db = SqliteDb::fresh().await;
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    assert!(store.seal_cache_snapshot(&[7; 32]).await.unwrap());
+    assert_eq!(store.cache_snapshot_seal().await.unwrap(), Some([7; 32]));
 }
 
 #[tokio::test]

@@ -260,7 +260,7 @@ fn migrate_says_which_migrations_it_applied() {
     let first = cli(dir, &["migrate"], None);
     let text = first.ok();
     assert!(
-        text.starts_with("applied 10 migrations to sqlite://"),
+        text.starts_with("applied 11 migrations to sqlite://"),
         "{text}"
     );
     assert!(
@@ -269,7 +269,8 @@ fn migrate_says_which_migrations_it_applied() {
             && text.contains("0008_expiry_notices")
             && text.contains("0009_token_limits")
             && text.contains("0010_recent_use")
-            && text.contains("0011_secret_validity"),
+            && text.contains("0011_secret_validity")
+            && text.contains("0012_cache_seal"),
         "{text}"
     );
     let again = cli(dir, &["migrate"], None);

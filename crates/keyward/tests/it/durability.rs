@@ -2,9 +2,11 @@
 //! revocation (acceptance 7), and SIGTERM exits 0 after writing the last noted uses.
 
 use crate::helpers::{
-    Made, Server, add_user, assert_exit_0, assert_killed, cli, create_token, listed,
+    Made, Server, add_user, assert_exit_0, assert_killed, body_of, cli, contains, create_token,
+    listed,
 };
 use serde_json::json;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 /// Everything acknowledged so far: tokens that must verify, and tokens that must be revoked.
@@ -154,6 +156,83 @@ async fn sigterm_exits_0_after_recording_the_last_uses() {
         .expect(200);
     assert!(own["token"]["last_used_at"].is_string(), "{own}");
     assert_exit_0(&server.stop());
+}
+
+/// A clean shutdown writes the verification cache beside the database (owner-only, no secret
+/// in it), and the next start fills its cache from it instead of the store; a token revoked from
+/// the command line while the server was down answers `revoked` all the same.
+#[tokio::test]
+async fn a_clean_restart_keeps_the_cache_and_misses_no_revocation_made_while_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    add_user(dir, "alice");
+    let (kept, _) = create_token(dir, "alice", "kept", &["droplet:read"]);
+    let (revoked, _) = create_token(dir, "alice", "revoked", &["droplet:read"]);
+
+    let server = Server::start(dir, &[]);
+    server.api.assert_active(&kept.secret).await;
+    server.api.assert_active(&revoked.secret).await;
+    let ended = server.stop();
+    assert_exit_0(&ended);
+    let wrote = ended
+        .logs
+        .lines()
+        .find(|l| l.contains("wrote the verification cache's snapshot"))
+        .unwrap_or_else(|| panic!("{ended:?}"));
+    assert!(wrote.contains("entries=2 "), "{wrote}");
+    let file = dir.join("keyward.db-cache");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    let bytes = std::fs::read(&file).unwrap();
+    for made in [&kept, &revoked] {
+        assert!(!contains(&bytes, made.secret.as_bytes()));
+        assert!(!contains(&bytes, body_of(&made.secret).as_bytes()));
+    }
+
+    cli(dir, &["token", "revoke", &revoked.id], None).ok();
+    let server = Server::start(dir, &[]);
+    let loaded = wait_for_log(&server, "verification cache loaded from its snapshot");
+    // Two written; the one revoked since is left out.
+    assert!(loaded.contains("entries=1 "), "{loaded}");
+    let lookups = store_lookups(&server).await;
+    server.api.assert_active(&kept.secret).await;
+    assert_eq!(
+        store_lookups(&server).await,
+        lookups,
+        "answered from the loaded cache"
+    );
+    server.api.assert_inactive(&revoked.secret, "revoked").await;
+    assert_exit_0(&server.stop());
+}
+
+/// The log line of `server` holding `text`, waited for (bounded).
+fn wait_for_log(server: &Server, text: &str) -> String {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(line) = server.logs().lines().find(|l| l.contains(text)) {
+            return line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no {text:?} in the logs: {}",
+            server.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The server's `keyward_store_lookups_total` (verifications that read the store).
+async fn store_lookups(server: &Server) -> u64 {
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("keyward_store_lookups_total "))
+        .map_or(0, |n| n.trim().parse().unwrap())
 }
 
 /// Creations that arrive together are committed together (group commit), and each is

@@ -221,11 +221,14 @@ async fn no_secret_reaches_the_logs_or_the_data_dir() {
             "token id {id} not found in the data dir: the scan reads nothing useful"
         );
     }
-    assert!(
-        files.iter().any(|(name, _)| name.ends_with("keyward.db")),
-        "{:?}",
-        files.iter().map(|(n, _)| n).collect::<Vec<_>>()
-    );
+    // The database, and the verification cache the clean shutdown wrote beside it.
+    for file in ["keyward.db", "keyward.db-cache"] {
+        assert!(
+            files.iter().any(|(name, _)| name.ends_with(file)),
+            "{file}: {:?}",
+            files.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+    }
     places.extend(files);
 
     for secret in &secrets {

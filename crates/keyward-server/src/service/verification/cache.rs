@@ -20,10 +20,10 @@ use keyward_core::{
     UserId, UserName,
 };
 use keyward_store::{Lookup, Store, StoreResult};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use time::OffsetDateTime;
 
@@ -53,7 +53,7 @@ pub struct Owner {
 /// three), so an entry holds one pointer for them. A token with limits has a grant of its own
 /// (its budget is its own), which is never interned.
 #[derive(Debug)]
-struct Grant {
+pub(super) struct Grant {
     owner: Arc<Owner>,
     scopes: Arc<Scopes>,
     limits: Option<Arc<EntryLimits>>,
@@ -271,6 +271,35 @@ fn low_bits(unix: i64) -> u32 {
     u32::from_le_bytes([a, b, c, d])
 }
 
+/// The cache as a snapshot writes it down ([`VerifyCache::export`]).
+pub(super) struct Export {
+    /// The change cursor the entries are coherent with.
+    pub cursor: i64,
+    /// Whether the cache had been filled with every live secret of the store: a cache filled
+    /// from this export needs no warm-up from the store.
+    pub complete: bool,
+    pub owners: Vec<Arc<Owner>>,
+    pub scopes: Vec<Arc<Scopes>>,
+    /// `(owner, scopes)`, indices into the two above.
+    pub grants: Vec<(usize, usize)>,
+    pub entries: Vec<Kept>,
+}
+
+/// A cached entry of a token without limits, written down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Kept {
+    /// What the cache keeps of the secret's hash (its first 16 bytes).
+    pub prefix: [u8; 16],
+    /// The token id's 16 bytes.
+    pub id: [u8; 16],
+    /// An index into [`Export::grants`].
+    pub grant: usize,
+    pub expires_unix: i64,
+    pub issued_unix: u32,
+    /// The secret's state ([`SecretState`]'s number).
+    pub secret: u32,
+}
+
 /// One shared copy of each distinct value: a million cached tokens of a thousand owners hold a
 /// thousand owners. Used only when an entry is made (a cache miss, already a store read).
 struct Interner<T> {
@@ -416,6 +445,9 @@ pub struct VerifyCache {
     budgets: Budgets,
     synced_epoch: AtomicU64,
     cursor: tokio::sync::Mutex<i64>,
+    /// Whether the cache was filled with every live secret of the store (a warm-up read them
+    /// all, or a snapshot of a cache that had was loaded); a log cut short clears it.
+    complete: AtomicBool,
     hits: HotCounter,
     misses: HotCounter,
     /// Misses answered `unknown` from [`KnownHashes`], without a read.
@@ -439,6 +471,7 @@ impl VerifyCache {
             budgets: Budgets::default(),
             synced_epoch: AtomicU64::new(epoch),
             cursor: tokio::sync::Mutex::new(cursor),
+            complete: AtomicBool::new(false),
             hits: HotCounter::new(metrics::counter!("keyward_cache_hits_total")),
             misses: HotCounter::new(metrics::counter!("keyward_cache_misses_total")),
             ruled_out: HotCounter::new(metrics::counter!("keyward_unknown_tokens_ruled_out_total")),
@@ -578,6 +611,115 @@ impl VerifyCache {
         true
     }
 
+    /// Writes the cache down for a snapshot (`super::snapshot`): the change cursor it has caught
+    /// up to and every entry of a token without limits (a token's counts live in the store), with
+    /// its grant as an index into the grants, and theirs into the owners and the scopes. No
+    /// catch-up runs meanwhile, so the entries are coherent with the store as of that cursor:
+    /// what changed after it is in the log after it.
+    pub(super) async fn export(&self) -> Export {
+        let cursor = self.cursor.lock().await;
+        let mut export = Export {
+            cursor: *cursor,
+            complete: self.complete.load(Ordering::Acquire),
+            owners: Vec::new(),
+            scopes: Vec::new(),
+            grants: Vec::new(),
+            entries: Vec::new(),
+        };
+        let mut owners = HashMap::new();
+        let mut scopes = HashMap::new();
+        let mut grants = HashMap::new();
+        self.entries.for_each(|prefix, cached| {
+            let grant = &cached.token.grant;
+            if grant.limits.is_some() {
+                return;
+            }
+            let index = *grants.entry(Arc::as_ptr(grant)).or_insert_with(|| {
+                let owner = *owners.entry(Arc::as_ptr(&grant.owner)).or_insert_with(|| {
+                    export.owners.push(Arc::clone(&grant.owner));
+                    export.owners.len() - 1
+                });
+                let scope = *scopes.entry(Arc::as_ptr(&grant.scopes)).or_insert_with(|| {
+                    export.scopes.push(Arc::clone(&grant.scopes));
+                    export.scopes.len() - 1
+                });
+                export.grants.push((owner, scope));
+                export.grants.len() - 1
+            });
+            export.entries.push(Kept {
+                prefix,
+                id: cached.token.id.to_bytes(),
+                grant: index,
+                expires_unix: cached.token.expires_unix,
+                issued_unix: cached.token.issued_unix,
+                secret: cached.secret.0,
+            });
+        });
+        drop(cursor);
+        export
+    }
+
+    /// The grants of a snapshot's entries, each `(owner, scopes)` indices into `owners` and
+    /// `scopes`, shared with what the cache already holds; `None` if an index is out of range.
+    pub(super) fn import_grants(
+        &self,
+        owners: Vec<Owner>,
+        scopes: Vec<Scopes>,
+        grants: &[(usize, usize)],
+    ) -> Option<Vec<Arc<Grant>>> {
+        let owners: Vec<_> = owners.into_iter().map(|o| self.owners.intern(o)).collect();
+        let scopes: Vec<_> = scopes.into_iter().map(|s| self.scopes.intern(s)).collect();
+        grants
+            .iter()
+            .map(|&(owner, scope)| {
+                Some(self.grants.intern(Grant {
+                    owner: Arc::clone(owners.get(owner)?),
+                    scopes: Arc::clone(scopes.get(scope)?),
+                    limits: None,
+                }))
+            })
+            .collect()
+    }
+
+    /// Caches an entry of a snapshot, as [`Self::insert_warmed`] caches a warm-up's (never over
+    /// an entry, never evicting one, dropped if the epoch moved from `read_at`). `false` also
+    /// when its grant index is out of range.
+    pub(super) fn insert_kept(
+        &self,
+        store: &dyn Store,
+        read_at: u64,
+        kept: &Kept,
+        grants: &[Arc<Grant>],
+    ) -> bool {
+        let Some(grant) = grants.get(kept.grant) else {
+            return false;
+        };
+        let entry = CachedToken {
+            token: VerifiedToken {
+                id: PackedTokenId::from_bytes(kept.id),
+                grant: Arc::clone(grant),
+                expires_unix: kept.expires_unix,
+                issued_unix: kept.issued_unix,
+            },
+            secret: SecretState(kept.secret),
+            last_noted: AtomicU32::new(0),
+        };
+        if !self.entries.insert_prefix_if_room(kept.prefix, entry) {
+            return false;
+        }
+        if store.change_epoch() != read_at {
+            self.entries.remove_prefix(kept.prefix);
+            return false;
+        }
+        true
+    }
+
+    /// Notes that the cache was filled with every live secret of the store (see
+    /// [`Export::complete`]).
+    pub(super) fn mark_complete(&self) {
+        self.complete.store(true, Ordering::Release);
+    }
+
     /// Reads the change log if the store's epoch moved, evicting what changed.
     pub(super) async fn catch_up(&self, store: &dyn Store) -> StoreResult<()> {
         if store.change_epoch() == self.synced_epoch.load(Ordering::Acquire) {
@@ -597,6 +739,7 @@ impl VerifyCache {
             self.known.set.extend(&changes.hashes);
         } else {
             self.entries.clear();
+            self.complete.store(false, Ordering::Release);
             self.known.mark_stale();
         }
         *cursor = changes.cursor;

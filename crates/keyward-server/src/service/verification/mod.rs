@@ -8,12 +8,15 @@
 
 mod budget;
 mod cache;
+mod snapshot;
 mod table;
 mod usage;
 mod warm;
 
 pub use budget::{Allowance, LEASE_MAX, RateState};
 pub use cache::{CachedToken, EntryLimits, KnownHashes, VerifiedToken, VerifyCache};
+pub use snapshot::SnapshotError;
+pub(super) use snapshot::save as save_snapshot;
 pub(super) use usage::UsageBatch;
 pub(super) use warm::{HOTTEST, warm};
 pub use warm::{WarmUp, warm_target};

@@ -55,6 +55,11 @@ impl Bucket {
     };
 }
 
+/// What an entry keeps of `hash`: its first 16 bytes (see the module docs).
+pub fn prefix_of(hash: &TokenHash) -> [u8; 16] {
+    Key::of(hash).0
+}
+
 /// What an entry keeps of its token hash: the first 16 bytes (see the module docs).
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Key([u8; 16]);
@@ -305,7 +310,13 @@ impl<V> HashTable<V> {
     /// it did. For filling the cache ahead of need (the start-up warming), which must not push
     /// out what is already there.
     pub fn insert_if_room(&self, hash: TokenHash, value: V) -> bool {
-        let key = Key::of(&hash);
+        self.insert_prefix_if_room(prefix_of(&hash), value)
+    }
+
+    /// [`Self::insert_if_room`] by what an entry keeps of its key, the first 16 bytes: for
+    /// entries read back from where [`Self::for_each`] wrote them down.
+    pub fn insert_prefix_if_room(&self, prefix: [u8; 16], value: V) -> bool {
+        let key = Key(prefix);
         let mut shard = self
             .shard(&key)
             .write()
@@ -319,7 +330,12 @@ impl<V> HashTable<V> {
 
     /// Removes `hash`.
     pub fn remove(&self, hash: &TokenHash) {
-        let key = Key::of(hash);
+        self.remove_prefix(prefix_of(hash));
+    }
+
+    /// Removes the entry kept under `prefix` (see [`Self::insert_prefix_if_room`]).
+    pub fn remove_prefix(&self, prefix: [u8; 16]) {
+        let key = Key(prefix);
         self.shard(&key)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -330,6 +346,17 @@ impl<V> HashTable<V> {
     pub fn clear(&self) {
         for shard in self.shards.iter() {
             *shard.write().unwrap_or_else(PoisonError::into_inner) = Shard::new();
+        }
+    }
+
+    /// Runs `f` on every entry, with what it keeps of its key (the first 16 bytes), under one
+    /// shard's read lock at a time: entries inserted or removed meanwhile may or may not be seen.
+    pub fn for_each(&self, mut f: impl FnMut([u8; 16], &V)) {
+        for shard in self.shards.iter() {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            for entry in shard.blocks.iter().flatten().flatten() {
+                f(entry.key.0, &entry.value);
+            }
         }
     }
 
@@ -593,6 +620,25 @@ mod tests {
                 for n in 0..300 {
                     proptest::prop_assert_eq!(get(&table, &crowded_hash(t, n)), model.get(&(t, n)).copied());
                 }
+            }
+            // Every entry is visited once, by what it keeps of its key, and an empty table
+            // given them by those bytes answers the same.
+            let mut seen = std::collections::HashMap::new();
+            table.for_each(|prefix, v| {
+                assert!(seen.insert(prefix, *v).is_none(), "visited twice");
+            });
+            let expected: std::collections::HashMap<_, _> = model
+                .iter()
+                .map(|(&(t, n), &v)| (prefix_of(&crowded_hash(t, n)), v))
+                .collect();
+            proptest::prop_assert_eq!(&seen, &expected);
+            let copy = HashTable::new(1_000_000);
+            for (&prefix, &v) in &seen {
+                proptest::prop_assert!(copy.insert_prefix_if_room(prefix, v));
+                proptest::prop_assert!(!copy.insert_prefix_if_room(prefix, v), "never over an entry");
+            }
+            for (&(t, n), &v) in &model {
+                proptest::prop_assert_eq!(get(&copy, &crowded_hash(t, n)), Some(v));
             }
         }
     }

@@ -3,6 +3,12 @@
 //! secrets most likely to be verified next, most recently used token first
 //! ([`keyward_store::TokenStore::secrets_by_recent_use`], read a page at a time through an index).
 //!
+//! **A snapshot first.** Where the last clean shutdown wrote the cache down (SQLite,
+//! `cache_snapshot`), the warm-up loads that file before anything else (`super::snapshot`, under
+//! the coherence rule below, the file standing for a page read at its change cursor). When the
+//! cache it was written from held every live secret, nothing is read from the store; otherwise
+//! the warm-up goes on as below, skipping what the file filled.
+//!
 //! **Two orders.** Reading by recent use visits the store at random (each secret's token, owner
 //! and validity a page read of its own): on SQLite about 20 µs a secret, 20 s for 10^6. So only
 //! the [`HOTTEST`] most recently used are read that way when the cache can hold every secret the
@@ -41,11 +47,12 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::cache::VerifyCache;
+use super::table::prefix_of;
 use crate::service::Keyward;
 
 /// Most secrets one page reads: a few milliseconds of store time, then the verifications
 /// waiting meanwhile run.
-const PAGE: u32 = 5_000;
+pub(super) const PAGE: u32 = 5_000;
 
 /// How many entries the warm-up fills a cache of `capacity` to: 90 %, leaving a tenth for the
 /// tokens it does not reach (see the module docs).
@@ -65,7 +72,7 @@ static READERS: LazyLock<u32> = LazyLock::new(|| {
 
 /// Times one page may find the store changed under it before the warm-up gives up: a store
 /// whose epoch never settles (PostgreSQL while its listener is down) cannot be warmed from.
-const MAX_RESYNCS: u32 = 16;
+pub(super) const MAX_RESYNCS: u32 = 16;
 
 /// Times a failed page read is tried again, a second apart, before the warm-up gives up.
 const MAX_RETRIES: u32 = 3;
@@ -128,6 +135,29 @@ pub(in crate::service) async fn warm(service: Weak<Keyward>, hottest: u64) -> Wa
         finished: false,
     };
     let entries = metrics::counter!("keyward_cache_warmed_total");
+    // A snapshot written at the last clean shutdown first: of a cache that held everything, it
+    // leaves nothing to read from the store.
+    let snapshot = match service.upgrade() {
+        Some(keyward) => match keyward.settings.cache_snapshot.clone() {
+            Some(path) => super::snapshot::load(&keyward, &path).await,
+            None => None,
+        },
+        None => return done,
+    };
+    if let Some(loaded) = snapshot {
+        done.entries = loaded.entries;
+        entries.increment(loaded.entries);
+        tracing::info!(
+            entries = loaded.entries,
+            complete = loaded.complete,
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "verification cache loaded from its snapshot"
+        );
+        if loaded.complete {
+            done.finished = true;
+            return done;
+        }
+    }
     // Where the next page is read; `None` once the store has no more.
     let mut at = Some(Position::Recent(None));
     // The page read and not yet cached.
@@ -147,6 +177,11 @@ pub(in crate::service) async fn warm(service: Weak<Keyward>, hottest: u64) -> Wa
         let room = warm_target(keyward.settings.cache_capacity).saturating_sub(held);
         if current.is_none() && (at.is_none() || room == 0) {
             done.finished = true;
+            if at.is_none() {
+                // Every live secret read: a snapshot of this cache leaves the next start nothing
+                // to read. (One filled to the target instead leaves it only room to fill.)
+                keyward.cache.mark_complete();
+            }
             break;
         }
         if try_store_order && done.read >= hottest {
@@ -349,38 +384,64 @@ async fn cache_page(keyward: &Keyward, page: Page) -> Result<Option<u64>, (Store
     let cache: &VerifyCache = &keyward.cache;
     let Page {
         from,
-        mut read_at,
-        mut since,
+        read_at,
+        since,
         secrets,
     } = page;
-    let mut changed: HashSet<[u8; 32]> = HashSet::new();
+    let mut sync = Sync {
+        read_at,
+        since,
+        changed: HashSet::new(),
+    };
     let mut resyncs = 0;
     let mut entries = 0;
     for (hash, lookup) in secrets {
-        if store.change_epoch() != read_at {
+        if store.change_epoch() != sync.read_at {
             resyncs += 1;
             if resyncs > MAX_RESYNCS {
                 return Ok(None);
             }
-            read_at = store.change_epoch();
-            let read = async {
-                cache.catch_up(store).await?;
-                store.changes_since(since).await
-            };
-            let changes = match read.await {
-                Ok(changes) => changes,
-                Err(e) => return Err((e, from)),
-            };
-            if !changes.complete {
+            match sync.again(keyward).await {
+                Ok(true) => {}
                 // What changed is unknown: the rest of the page is left to misses.
-                break;
+                Ok(false) => break,
+                Err(e) => return Err((e, from)),
             }
-            changed.extend(changes.hashes.iter().map(|h| h.0));
-            since = changes.cursor;
         }
-        if !changed.contains(&hash.0) && cache.insert_warmed(store, read_at, hash, lookup) {
+        if !sync.changed.contains(&prefix_of(&hash))
+            && cache.insert_warmed(store, sync.read_at, hash, lookup)
+        {
             entries += 1;
         }
     }
     Ok(Some(entries))
+}
+
+/// Where entries read at one moment stand against the change log (the coherence rule of the
+/// module docs): the epoch they are checked against as they go in, the cursor the log was read
+/// to, and every hash named in the log since they were read (as the cache keeps them, their
+/// first 16 bytes: a 2^-128 chance of leaving out an entry that did not change, never of
+/// keeping one that did).
+pub(super) struct Sync {
+    pub read_at: u64,
+    pub since: i64,
+    pub changed: HashSet<[u8; 16]>,
+}
+
+impl Sync {
+    /// Notes the epoch, catches the cache up and reads the log since `since`, in that order:
+    /// an entry that goes in while the epoch stays at `read_at`, and is not in `changed`, is
+    /// coherent with the store. `false` when the log was cut short (what changed is unknown).
+    pub async fn again(&mut self, keyward: &Keyward) -> StoreResult<bool> {
+        let store = keyward.store.as_ref();
+        self.read_at = store.change_epoch();
+        keyward.cache.catch_up(store).await?;
+        let changes = store.changes_since(self.since).await?;
+        if !changes.complete {
+            return Ok(false);
+        }
+        self.changed.extend(changes.hashes.iter().map(prefix_of));
+        self.since = changes.cursor;
+        Ok(true)
+    }
 }

@@ -1,0 +1,559 @@
+//! The verification cache kept across a restart: written to a file at a clean shutdown, read
+//! back at start-up instead of warming the cache from the store (which takes seconds of both
+//! cores over a million tokens, BENCHMARKS.md §16; reading the file takes a fraction of one).
+//!
+//! **What is in it.** Each cached secret of a token without limits (a token's counts live in the
+//! store, so those are read again at their first use), as the cache holds it: the first 16 bytes
+//! of the secret's keyed hash, the token id, its owner and scopes, when it expires, when the
+//! secret was issued, and whether it was revoked or replaced. No secret and no whole hash: the
+//! file tells no more than the database beside it does.
+//!
+//! **Why it can be trusted.** Three checks, each failing closed (the file is left unread and the
+//! warm-up reads the store instead):
+//! - *It is keyward's own.* The file ends with an HMAC-SHA256 of all of it, under a key derived
+//!   from the current server key ([`keyward_core::TokenHasher::subkey`]). A file changed or
+//!   written by anyone without the key, or under a key since rotated out of first place, fails.
+//! - *It belongs to this database, as it is now.* A random seal is written to the database
+//!   ([`keyward_store::ChangeFeed::seal_cache_snapshot`]) and then into the file. The database
+//!   keeps only the last seal, and a restore starts without one, so a file written for another
+//!   database, or for this one before a restore or before a later shutdown, fails.
+//! - *Nothing changed since is missed.* The file names the change cursor its entries are
+//!   coherent with, and is loaded only if the change log after that cursor is whole: every hash
+//!   named there (a revocation by `keyward token revoke` while the server was down, say) is left
+//!   out, under the warm-up's coherence rule (see the `warm` module's docs). A log cut short
+//!   (pruned after a day) loads nothing.
+//!
+//! **Format** (integers little-endian): `MAGIC`, the seal (32 bytes), the cursor (i64), whether
+//! the cache was complete (u8); the owners (u32 count; each id, name, external id or nothing,
+//! admin), the scopes (u32 count; each space-separated), the grants (u32 count; each an owner
+//! and a scopes index, u32 each), the entries (u64 count; [`ENTRY_BYTES`] each: prefix, token id,
+//! grant index u32, expiry i64, issue u32, secret state u32); then the MAC (32 bytes). Strings are
+//! a u16 length and UTF-8.
+
+use hmac::{Hmac, KeyInit, Mac};
+use keyward_core::{ExternalId, Scopes, UserId, UserName};
+use keyward_store::StoreError;
+use sha2::Sha256;
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+use super::cache::{Export, Kept, Owner, VerifyCache};
+use super::warm::{MAX_RESYNCS, PAGE, Sync};
+use crate::service::Keyward;
+
+/// The file's first bytes: what it is, and the format's version.
+const MAGIC: &[u8; 16] = b"keyward cache\0v1";
+
+/// What the file's MAC key is derived for.
+const PURPOSE: &str = "verification cache snapshot";
+
+/// Bytes of one entry.
+const ENTRY_BYTES: usize = 16 + 16 + 4 + 8 + 4 + 4;
+
+/// Bytes of the MAC at the end.
+const MAC_BYTES: usize = 32;
+
+/// Bytes a file may hold per entry the cache takes, beyond a fixed allowance: an entry, and room
+/// for an owner and scopes of its own. A larger file is not read (it could not have been
+/// written for this cache, and reading it would only take memory).
+const MAX_BYTES_PER_ENTRY: u64 = 1024;
+
+/// Why a snapshot was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The store would not keep the seal.
+    #[error("the store would not keep the snapshot's seal: {0}")]
+    Store(#[from] StoreError),
+    /// The file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The snapshot's file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// No random seal could be drawn.
+    #[error("no random seal: {0}")]
+    Random(#[from] keyward_core::RandomError),
+}
+
+/// How a snapshot load went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Loaded {
+    /// Entries it put in the cache.
+    pub entries: u64,
+    /// Whether the cache it was written from had been filled with every live secret of the
+    /// store, and the whole file was taken in: the warm-up has nothing to add.
+    pub complete: bool,
+}
+
+/// Writes the cache to `path` (see the module docs), replacing the file there. Returns the
+/// entries written, or `None` when the store keeps no seal (PostgreSQL: an instance among many
+/// owns no file of the store's).
+pub(in crate::service) async fn save(
+    keyward: &Keyward,
+    path: &Path,
+) -> Result<Option<u64>, SnapshotError> {
+    let mut seal = [0u8; 32];
+    keyward_core::fill_random(&mut seal)?;
+    // The seal first: from here on, only the file written below can be loaded; if writing it
+    // fails, the file left from before no longer matches.
+    if !keyward.store.seal_cache_snapshot(&seal).await? {
+        return Ok(None);
+    }
+    let export = keyward.cache.export().await;
+    let key = keyward.keys.load().current().subkey(PURPOSE);
+    let file = path.to_owned();
+    let written = tokio::task::spawn_blocking(move || {
+        write_file(&file, &encode(&seal, &export), &key).map(|()| export.entries.len() as u64)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match written {
+        Ok(entries) => Ok(Some(entries)),
+        Err(source) => Err(SnapshotError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Loads the snapshot at `path` into the cache, if there is one it can trust (see the module
+/// docs); says why not in the log otherwise. Runs beside the verifications, a page at a time.
+pub(super) async fn load(keyward: &Keyward, path: &Path) -> Option<Loaded> {
+    let capacity = keyward.settings.cache_capacity;
+    let key = keyward.keys.load().current().subkey(PURPOSE);
+    let file = path.to_owned();
+    let read = tokio::task::spawn_blocking(move || read_file(&file, capacity, &key)).await;
+    let bytes = match read {
+        Ok(Ok(Some(bytes))) => bytes,
+        Ok(Ok(None)) => return None,
+        Ok(Err(why)) => {
+            tracing::warn!(path = %path.display(), why, "the verification cache's snapshot was not loaded; warming from the store");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the verification cache's snapshot was not loaded; warming from the store");
+            return None;
+        }
+    };
+    let loaded = match fill(keyward, &bytes).await {
+        Ok(loaded) => loaded,
+        Err(why) => {
+            tracing::warn!(path = %path.display(), why = %why, "the verification cache's snapshot was not loaded; warming from the store");
+            return None;
+        }
+    };
+    if loaded.complete {
+        keyward.cache.mark_complete();
+    }
+    Some(loaded)
+}
+
+/// Why a read snapshot was not put in the cache.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("{0}")]
+    Bad(&'static str),
+    #[error("the store could not be read: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Checks the seal and the change log, then puts the entries in the cache under the warm-up's
+/// coherence rule. `bytes` passed [`read_file`]'s MAC check.
+async fn fill(keyward: &Keyward, bytes: &[u8]) -> Result<Loaded, Refused> {
+    let store = keyward.store.as_ref();
+    let cache: &VerifyCache = &keyward.cache;
+    let snapshot = decode(bytes).map_err(Refused::Bad)?;
+    if store.cache_snapshot_seal().await? != Some(snapshot.seal) {
+        return Err(Refused::Bad(
+            "it was written for another database, or for this one before a restore or a later \
+             shutdown",
+        ));
+    }
+    let grants = cache
+        .import_grants(snapshot.owners, snapshot.scopes, &snapshot.grants)
+        .ok_or(Refused::Bad(
+            "a grant names an owner or scopes it does not hold",
+        ))?;
+    let mut sync = Sync {
+        read_at: 0,
+        since: snapshot.cursor,
+        changed: HashSet::new(),
+    };
+    // The entries were read at a moment whose epoch is unknown: what changed since their cursor
+    // is read before the first goes in.
+    if !sync.again(keyward).await? {
+        return Err(Refused::Bad(
+            "the change log since it was written was cut short",
+        ));
+    }
+    let mut loaded = Loaded {
+        entries: 0,
+        complete: snapshot.complete,
+    };
+    for page in snapshot.entries.chunks(ENTRY_BYTES * PAGE as usize) {
+        let mut resyncs = 0;
+        for entry in page.chunks_exact(ENTRY_BYTES) {
+            let kept = kept(entry);
+            if store.change_epoch() != sync.read_at {
+                resyncs += 1;
+                if resyncs > MAX_RESYNCS || !sync.again(keyward).await? {
+                    tracing::warn!(
+                        entries = loaded.entries,
+                        "the store kept changing under the snapshot's load; stopped"
+                    );
+                    loaded.complete = false;
+                    return Ok(loaded);
+                }
+            }
+            if !sync.changed.contains(&kept.prefix)
+                && cache.insert_kept(store, sync.read_at, &kept, &grants)
+            {
+                loaded.entries += 1;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    Ok(loaded)
+}
+
+/// The file at `path`, if there is one, its size fits a cache of `capacity` and its MAC
+/// checks out under `key`; the error says why not.
+fn read_file(path: &Path, capacity: u64, key: &[u8; 32]) -> Result<Option<Vec<u8>>, &'static str> {
+    let bytes = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err("it cannot be read"),
+        Ok(meta) => {
+            if meta.len()
+                > capacity
+                    .saturating_mul(MAX_BYTES_PER_ENTRY)
+                    .saturating_add(1 << 20)
+            {
+                return Err("it is larger than the cache it would fill");
+            }
+            std::fs::read(path).map_err(|_| "it cannot be read")?
+        }
+    };
+    let Some(body_len) = bytes.len().checked_sub(MAC_BYTES) else {
+        return Err("it is too short");
+    };
+    let (body, tag) = bytes.split_at(body_len);
+    let mut mac = mac(key);
+    mac.update(body);
+    mac.verify_slice(tag).map_err(
+        |_| "its MAC does not match: written under another server key, or changed since",
+    )?;
+    let mut bytes = bytes;
+    bytes.truncate(body_len);
+    Ok(Some(bytes))
+}
+
+/// Writes `body` and its MAC to `path`: to a file beside it first, synced, then renamed over
+/// it, so that a crash leaves the old file or the new one, never part of one. Readable by the
+/// owner alone, as the database is.
+fn write_file(path: &Path, body: &[u8], key: &[u8; 32]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    // A leftover is removed rather than reused: its mode could be looser.
+    match std::fs::remove_file(&partial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut mac = mac(key);
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)?;
+    file.write_all(body)?;
+    file.write_all(&tag)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)
+}
+
+fn mac(key: &[u8; 32]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length.
+    match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    }
+}
+
+/// The file's body (everything the MAC covers) for `export`.
+fn encode(seal: &[u8; 32], export: &Export) -> Zeroizing<Vec<u8>> {
+    let mut out = Vec::with_capacity(128 + export.entries.len() * ENTRY_BYTES);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(seal);
+    out.extend_from_slice(&export.cursor.to_le_bytes());
+    out.push(u8::from(export.complete));
+    put_count(&mut out, export.owners.len());
+    for owner in &export.owners {
+        put_str(&mut out, owner.id.as_str());
+        put_str(&mut out, owner.name.as_str());
+        match &owner.external_id {
+            Some(external) => {
+                out.push(1);
+                put_str(&mut out, external.as_str());
+            }
+            None => out.push(0),
+        }
+        out.push(u8::from(owner.admin));
+    }
+    put_count(&mut out, export.scopes.len());
+    for scopes in &export.scopes {
+        put_str(&mut out, &scopes.to_string());
+    }
+    put_count(&mut out, export.grants.len());
+    for &(owner, scopes) in &export.grants {
+        put_count(&mut out, owner);
+        put_count(&mut out, scopes);
+    }
+    out.extend_from_slice(&(export.entries.len() as u64).to_le_bytes());
+    for kept in &export.entries {
+        out.extend_from_slice(&kept.prefix);
+        out.extend_from_slice(&kept.id);
+        put_count(&mut out, kept.grant);
+        out.extend_from_slice(&kept.expires_unix.to_le_bytes());
+        out.extend_from_slice(&kept.issued_unix.to_le_bytes());
+        out.extend_from_slice(&kept.secret.to_le_bytes());
+    }
+    // The owners' names are no secret, but the buffer is wiped all the same.
+    Zeroizing::new(out)
+}
+
+/// A count or an index, as u32 (a cache holds fewer than 2^32 entries per shard, and owners,
+/// scopes and grants are fewer than its entries).
+fn put_count(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+/// A string of at most 64 KiB (ids, names and scopes are far shorter; a longer one is cut,
+/// and then fails to parse on reading, which refuses the file).
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+    out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// A snapshot's body, decoded but for its entries (left as bytes, [`ENTRY_BYTES`] each).
+struct Decoded<'a> {
+    seal: [u8; 32],
+    cursor: i64,
+    complete: bool,
+    owners: Vec<Owner>,
+    scopes: Vec<Scopes>,
+    grants: Vec<(usize, usize)>,
+    entries: &'a [u8],
+}
+
+/// Reads a body [`encode`] wrote; the error says what is wrong with it.
+fn decode(body: &[u8]) -> Result<Decoded<'_>, &'static str> {
+    let mut r = Reader(body);
+    if r.take(MAGIC.len())? != MAGIC {
+        return Err("it is not a snapshot of this version");
+    }
+    let seal = r.array::<32>()?;
+    let cursor = i64::from_le_bytes(r.array()?);
+    let complete = r.byte()? == 1;
+    let mut owners = Vec::new();
+    for _ in 0..r.count()? {
+        let bad = "an owner does not read back";
+        let id = UserId::parse(r.str()?).map_err(|_| bad)?;
+        let name = UserName::parse(r.str()?).map_err(|_| bad)?;
+        let external_id = match r.byte()? {
+            0 => None,
+            _ => Some(ExternalId::parse(r.str()?).map_err(|_| bad)?),
+        };
+        let admin = r.byte()? == 1;
+        owners.push(Owner {
+            id,
+            name,
+            external_id,
+            admin,
+        });
+    }
+    let mut scopes = Vec::new();
+    for _ in 0..r.count()? {
+        scopes
+            .push(Scopes::parse_space_separated(r.str()?).map_err(|_| "scopes do not read back")?);
+    }
+    let mut grants = Vec::new();
+    for _ in 0..r.count()? {
+        grants.push((r.count()?, r.count()?));
+    }
+    let entries = u64::from_le_bytes(r.array()?);
+    if Some(r.0.len() as u64) != entries.checked_mul(ENTRY_BYTES as u64) {
+        return Err("its entries do not fill it");
+    }
+    Ok(Decoded {
+        seal,
+        cursor,
+        complete,
+        owners,
+        scopes,
+        grants,
+        entries: r.0,
+    })
+}
+
+/// One entry: `entry` holds [`ENTRY_BYTES`] bytes (`chunks_exact` hands them).
+fn kept(entry: &[u8]) -> Kept {
+    fn at<const N: usize>(entry: &[u8], from: usize) -> [u8; N] {
+        let mut out = [0; N];
+        out.copy_from_slice(&entry[from..from + N]);
+        out
+    }
+    Kept {
+        prefix: at(entry, 0),
+        id: at(entry, 16),
+        grant: u32::from_le_bytes(at(entry, 32)) as usize,
+        expires_unix: i64::from_le_bytes(at(entry, 36)),
+        issued_unix: u32::from_le_bytes(at(entry, 44)),
+        secret: u32::from_le_bytes(at(entry, 48)),
+    }
+}
+
+/// Reads a body from its front.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if self.0.len() < n {
+            return Err("it ends early");
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
+        self.take(N)?.try_into().map_err(|_| "it ends early")
+    }
+
+    fn byte(&mut self) -> Result<u8, &'static str> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn count(&mut self) -> Result<usize, &'static str> {
+        Ok(u32::from_le_bytes(self.array()?) as usize)
+    }
+
+    fn str(&mut self) -> Result<&'a str, &'static str> {
+        let len = u16::from_le_bytes(self.array()?);
+        std::str::from_utf8(self.take(usize::from(len))?).map_err(|_| "a string is not UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn owner(name: &str, external: Option<&str>, admin: bool) -> Arc<Owner> {
+        Arc::new(Owner {
+            id: UserId::generate(time::OffsetDateTime::UNIX_EPOCH).unwrap(),
+            name: UserName::parse(name).unwrap(),
+            external_id: external.map(|e| ExternalId::parse(e).unwrap()),
+            admin,
+        })
+    }
+
+    fn export() -> Export {
+        Export {
+            cursor: 42,
+            complete: true,
+            owners: vec![owner("ada", None, true), owner("bob", Some("ext-7"), false)],
+            scopes: vec![
+                Arc::new(Scopes::parse_space_separated("droplet:read volume:create").unwrap()),
+                Arc::new(Scopes::default()),
+            ],
+            grants: vec![(0, 0), (1, 1), (1, 0)],
+            entries: (0..5u8)
+                .map(|n| Kept {
+                    prefix: [n; 16],
+                    id: [n + 100; 16],
+                    grant: usize::from(n % 3),
+                    expires_unix: i64::MAX - i64::from(n),
+                    issued_unix: 1_800_000_000 + u32::from(n),
+                    secret: u32::MAX - u32::from(n),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_body_reads_back_as_written() {
+        let export = export();
+        let body = encode(&[9; 32], &export);
+        let decoded = decode(&body).unwrap();
+        assert_eq!(decoded.seal, [9; 32]);
+        assert_eq!(decoded.cursor, 42);
+        assert!(decoded.complete);
+        let owners: Vec<_> = export.owners.iter().map(|o| &**o).collect();
+        assert_eq!(decoded.owners.iter().collect::<Vec<_>>(), owners);
+        assert_eq!(decoded.scopes[0], *export.scopes[0]);
+        assert_eq!(decoded.scopes[1], *export.scopes[1]);
+        assert_eq!(decoded.grants, export.grants);
+        let entries: Vec<_> = decoded
+            .entries
+            .chunks_exact(ENTRY_BYTES)
+            .map(kept)
+            .collect();
+        assert_eq!(entries, export.entries);
+    }
+
+    #[test]
+    fn a_cut_or_padded_body_is_refused_without_a_panic() {
+        let body = encode(&[9; 32], &export());
+        for len in 0..body.len() {
+            assert!(decode(&body[..len]).is_err(), "cut at {len}");
+        }
+        let mut padded = body.to_vec();
+        padded.push(0);
+        assert!(decode(&padded).is_err());
+        let mut other_version = body.to_vec();
+        other_version[15] = b'2';
+        assert_eq!(
+            decode(&other_version).err(),
+            Some("it is not a snapshot of this version")
+        );
+    }
+
+    #[test]
+    fn a_file_is_read_only_with_its_key_and_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyward.db-cache");
+        let key = [3; 32];
+        let body = encode(&[9; 32], &export());
+        write_file(&path, &body, &key).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!dir.path().join("keyward.db-cache.partial").exists());
+        assert_eq!(
+            read_file(&path, 1_000, &key).unwrap().as_deref(),
+            Some(&body[..])
+        );
+        assert!(read_file(&path, 1_000, &[4; 32]).is_err(), "another key");
+        let mut bytes = std::fs::read(&path).unwrap();
+        for at in [0, 20, bytes.len() / 2, bytes.len() - 1] {
+            bytes[at] ^= 1;
+            std::fs::write(&path, &bytes).unwrap();
+            assert!(read_file(&path, 1_000, &key).is_err(), "byte {at} flipped");
+            bytes[at] ^= 1;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(
+            read_file(&path, 0, &key).unwrap().is_some(),
+            "a small file fits any cache"
+        );
+        assert_eq!(read_file(&dir.path().join("none"), 1_000, &key), Ok(None));
+    }
+}
