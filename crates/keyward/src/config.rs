@@ -375,7 +375,8 @@ settings! {
         warm_cache: bool = true, env WARM_CACHE = "KEYWARD_WARM_CACHE";
         /// Whether `keyward serve` over SQLite writes the verification cache to
         /// `DATABASE-cache` (beside the database file) at a clean shutdown, for the next
-        /// start-up's warm-up to read back instead of the store (`true`/`false`).
+        /// start-up's warm-up to read back instead of the store (`true`/`false`; only with
+        /// `warm_cache`).
         cache_snapshot: bool = true, env CACHE_SNAPSHOT = "KEYWARD_CACHE_SNAPSHOT";
         /// The tracing filter for the server's logs, e.g. `info` or `keyward_server=debug`.
         log: String = DEFAULT_LOG.to_owned(), env LOG = "KEYWARD_LOG", check log_filter;
@@ -1244,11 +1245,12 @@ impl Config {
     }
 
     /// Where the verification cache's snapshot is kept: beside the SQLite file, as
-    /// `FILE-cache` (as SQLite keeps `FILE-wal`). `None` with `cache_snapshot = false`, and on
-    /// PostgreSQL, whose many instances own no file of the store's.
+    /// `FILE-cache` (as SQLite keeps `FILE-wal`). `None` with `cache_snapshot = false` or
+    /// `warm_cache = false`, and on PostgreSQL, whose many instances own no file of the store's.
     pub fn cache_snapshot_path(&self) -> Option<PathBuf> {
         match &self.database {
-            Database::Sqlite(path) if self.cache_snapshot => {
+            // Read back by the warm-up: without it, none is written either.
+            Database::Sqlite(path) if self.cache_snapshot && self.warm_cache => {
                 let mut file = path.as_os_str().to_owned();
                 file.push("-cache");
                 Some(PathBuf::from(file))

@@ -155,10 +155,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     keyward.track_known_hashes();
-    if keyward.settings().warm_cache {
-        // In the background: the listener serves at once, misses reading the store meanwhile.
-        drop(keyward.warm_cache());
-    }
+    // In the background: the listener serves at once, misses reading the store meanwhile.
+    let warm_up = keyward.settings().warm_cache.then(|| keyward.warm_cache());
     // Stopped between rounds, never inside one: a flush cut off after it took the noted uses
     // and before it wrote them would lose them.
     let upkeep_stop = Arc::new(tokio::sync::Notify::new());
@@ -225,6 +223,12 @@ pub async fn serve(
     // First, once no verification fills the cache any more: it takes a fraction of a second,
     // where writing the noted uses below can take seconds after a sweep of distinct tokens, and
     // a stop that runs out of time should lose neither.
+    if let Some(warm_up) = warm_up {
+        // Stopped where it awaits, never between putting an entry in and checking it against
+        // the epoch, so no entry it made sits in the cache unchecked while the snapshot reads it.
+        warm_up.abort();
+        let _ = warm_up.await;
+    }
     if let Some(path) = &keyward.settings().cache_snapshot {
         let started = std::time::Instant::now();
         match keyward.save_cache_snapshot(path).await {

@@ -1088,9 +1088,34 @@ async fn a_snapshot_fills_the_next_start_s_cache_and_leaves_out_what_changed_sin
         "every cached secret but the limited token's"
     );
 
-    // While the server is down, another process revokes a token.
-    h.keyward
+    // While the server is down, another process revokes a token and disables an owner.
+    let other = restart(&h, None, Settings::default()).await;
+    other
+        .keyward
         .revoke_token(&operator(), &revoked_while_down.token.id, None)
+        .await
+        .unwrap();
+    let carol = other.user("carol").await;
+    let disabled_while_down = other.token(&carol, &["droplet:read"], None).await;
+    let r = restart(&h, None, settings.clone()).await;
+    assert_eq!(
+        r.verify(disabled_while_down.secret.expose(), &[]).await,
+        active(&disabled_while_down, &carol)
+    );
+    // The first snapshot less the token revoked since, and carol's, cached by its verification.
+    assert!(warm(&r, None).await.finished);
+    assert_eq!(r.keyward.save_cache_snapshot(&path).await.unwrap(), Some(4));
+    drop(r);
+    other
+        .keyward
+        .update_user(
+            &operator(),
+            &carol.id,
+            keyward_server::service::UserChanges {
+                disabled: Some(true),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let r = restart(&h, None, settings).await;
@@ -1101,7 +1126,7 @@ async fn a_snapshot_fills_the_next_start_s_cache_and_leaves_out_what_changed_sin
             read: 0,
             finished: true
         },
-        "the snapshot's entries, less the one revoked since, and no store read"
+        "the snapshot's entries, less the one changed since, and no store read"
     );
     let lookups = r.store.lookups();
     assert_eq!(
@@ -1122,27 +1147,30 @@ async fn a_snapshot_fills_the_next_start_s_cache_and_leaves_out_what_changed_sin
         Err(InactiveReason::Revoked)
     );
     assert_eq!(
+        r.verify(disabled_while_down.secret.expose(), &[]).await,
+        Err(InactiveReason::OwnerDisabled)
+    );
+    assert_eq!(
         r.verify(limited.secret.expose(), &[]).await,
         active(&limited, &alice)
     );
     assert_eq!(
         r.store.lookups(),
-        lookups + 2,
-        "the revoked token and the limited one are read from the store"
+        lookups + 3,
+        "the two changed since and the limited one are read from the store"
     );
 }
 
-/// A snapshot is loaded only under the server key it was written with, unchanged, and only
-/// the last one the database was sealed for; otherwise the warm-up reads the store as if there
-/// were none.
+/// A snapshot is loaded once, only under the server key it was written with, unchanged, and
+/// only the last one its own database was sealed for; otherwise the warm-up reads the store as
+/// if there were none. Whatever comes of it, the file is removed once read.
 #[tokio::test]
-async fn a_snapshot_is_loaded_only_under_its_key_unchanged_and_sealed_last() {
+async fn a_snapshot_is_loaded_once_under_its_key_unchanged_and_sealed_last() {
     let h = harness().await;
     let (path, settings) = snapshot_settings(&h);
     let alice = h.user("alice").await;
     let token = h.token(&alice, &["droplet:read"], None).await;
     assert!(warm(&h, None).await.finished);
-    assert_eq!(h.keyward.save_cache_snapshot(&path).await.unwrap(), Some(1));
     let from_the_store = WarmUp {
         entries: 1,
         read: 1,
@@ -1153,15 +1181,30 @@ async fn a_snapshot_is_loaded_only_under_its_key_unchanged_and_sealed_last() {
         read: 0,
         finished: true,
     };
+    let save = || async {
+        assert_eq!(h.keyward.save_cache_snapshot(&path).await.unwrap(), Some(1));
+        std::fs::read(&path).unwrap()
+    };
+    let start = || async { warm(&restart(&h, None, settings.clone()).await, None).await };
+
+    save().await;
     let r = restart(&h, None, settings.clone()).await;
     assert_eq!(warm(&r, None).await, from_the_snapshot);
+    assert!(!path.exists(), "removed once read");
     assert_eq!(
         r.verify(token.secret.expose(), &[]).await,
         active(&token, &alice)
     );
     assert_eq!(r.store.lookups(), 0, "answered from the snapshot");
 
+    // Once: put back (as a crash of the run that loaded it would leave it), it is not loaded.
+    let written = save().await;
+    assert_eq!(start().await, from_the_snapshot);
+    std::fs::write(&path, &written).unwrap();
+    assert_eq!(start().await, from_the_store, "not loaded twice");
+
     // Under another server key (the MAC fails).
+    save().await;
     let other_key = TokenHasher::new(&ServerKey::generate().unwrap());
     let r = restart(&h, Some(other_key), settings.clone()).await;
     assert_eq!(
@@ -1169,49 +1212,42 @@ async fn a_snapshot_is_loaded_only_under_its_key_unchanged_and_sealed_last() {
         from_the_store,
         "not loaded under another key"
     );
+    assert!(!path.exists(), "a refused file is removed too");
 
     // Changed by a single bit.
-    let written = std::fs::read(&path).unwrap();
-    let mut changed = written.clone();
+    let mut changed = save().await;
     let middle = changed.len() / 2;
     changed[middle] ^= 0x40;
     std::fs::write(&path, &changed).unwrap();
-    let r = restart(&h, None, settings.clone()).await;
     assert_eq!(
-        warm(&r, None).await,
+        start().await,
         from_the_store,
         "a changed file is not loaded"
     );
 
     // An older snapshot put back after a later one was written.
-    std::fs::write(&path, &written).unwrap();
-    let later = restart(&h, None, settings.clone()).await;
-    assert_eq!(warm(&later, None).await, from_the_snapshot);
+    let older = save().await;
+    save().await;
+    std::fs::write(&path, &older).unwrap();
     assert_eq!(
-        later.keyward.save_cache_snapshot(&path).await.unwrap(),
-        Some(1)
-    );
-    std::fs::write(&path, &written).unwrap();
-    let r = restart(&h, None, settings.clone()).await;
-    assert_eq!(
-        warm(&r, None).await,
+        start().await,
         from_the_store,
         "a superseded file is not loaded"
     );
 
-    // Another database's.
+    // Another database's, over a database with a seal of its own.
     let other = harness().await;
-    let copied = other._dir.path().join("keyward.db-cache");
-    std::fs::copy(&path, &copied).unwrap();
-    let r = restart(
-        &other,
-        Some(h.hasher.clone()),
-        Settings {
-            cache_snapshot: Some(copied),
-            ..Settings::default()
-        },
-    )
-    .await;
+    let (other_path, other_settings) = snapshot_settings(&other);
+    assert_eq!(
+        other
+            .keyward
+            .save_cache_snapshot(&other_path)
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    std::fs::write(&other_path, save().await).unwrap();
+    let r = restart(&other, Some(h.hasher.clone()), other_settings).await;
     assert_eq!(
         warm(&r, None).await.entries,
         0,

@@ -276,6 +276,14 @@ async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Erro
 async fn migrate(pool: &SqlitePool) -> StoreResult<Vec<AppliedMigration>> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
     let applied = migrate::apply(MIGRATIONS, &mut *tx, db_error).await?;
+    if !applied.is_empty() {
+        // A migration may rewrite rows without logging them: no cache snapshot written before
+        // it is loaded after it (the table exists once every migration has run).
+        sqlx::query("DELETE FROM cache_seal")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    }
     tx.commit().await.map_err(db_error)?;
     Ok(applied)
 }

@@ -159,8 +159,8 @@ async fn sigterm_exits_0_after_recording_the_last_uses() {
 }
 
 /// A clean shutdown writes the verification cache beside the database (owner-only, no secret
-/// in it), and the next start fills its cache from it instead of the store; a token revoked from
-/// the command line while the server was down answers `revoked` all the same.
+/// in it), and the next start fills its cache from it instead of the store, once; a token
+/// revoked from the command line while the server was down answers `revoked` all the same.
 #[tokio::test]
 async fn a_clean_restart_keeps_the_cache_and_misses_no_revocation_made_while_down() {
     let tmp = tempfile::tempdir().unwrap();
@@ -202,6 +202,18 @@ async fn a_clean_restart_keeps_the_cache_and_misses_no_revocation_made_while_dow
         "answered from the loaded cache"
     );
     server.api.assert_inactive(&revoked.secret, "revoked").await;
+    assert!(!file.exists(), "a snapshot is read once");
+
+    // After a crash the warm-up reads the database: no snapshot was written since.
+    assert_killed(&server.kill9());
+    let server = Server::start(dir, &[]);
+    wait_for_log(&server, "verification cache warmed");
+    assert!(
+        !server.logs().contains("loaded from its snapshot"),
+        "{}",
+        server.logs()
+    );
+    server.api.assert_active(&kept.secret).await;
     assert_exit_0(&server.stop());
 }
 

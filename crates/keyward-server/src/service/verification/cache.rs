@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use time::OffsetDateTime;
 
 use super::budget::{Budget, Budgets};
-use super::table::{FingerprintSet, HashTable};
+use super::table::{FingerprintSet, HashTable, Inserted};
 use crate::service::unix_time;
 use crate::telemetry::HotCounter;
 
@@ -682,18 +682,17 @@ impl VerifyCache {
     }
 
     /// Caches an entry of a snapshot, as [`Self::insert_warmed`] caches a warm-up's (never over
-    /// an entry, never evicting one, dropped if the epoch moved from `read_at`). `false` also
-    /// when its grant index is out of range.
+    /// an entry, never evicting one, dropped if the epoch moved from `read_at`): `Some(true)`
+    /// when it is kept, `Some(false)` when the cache had the entry already or the epoch moved,
+    /// `None` when there was no room for it (or its grant index is out of range).
     pub(super) fn insert_kept(
         &self,
         store: &dyn Store,
         read_at: u64,
         kept: &Kept,
         grants: &[Arc<Grant>],
-    ) -> bool {
-        let Some(grant) = grants.get(kept.grant) else {
-            return false;
-        };
+    ) -> Option<bool> {
+        let grant = grants.get(kept.grant)?;
         let entry = CachedToken {
             token: VerifiedToken {
                 id: PackedTokenId::from_bytes(kept.id),
@@ -704,14 +703,16 @@ impl VerifyCache {
             secret: SecretState(kept.secret),
             last_noted: AtomicU32::new(0),
         };
-        if !self.entries.insert_prefix_if_room(kept.prefix, entry) {
-            return false;
+        match self.entries.insert_prefix_if_room(kept.prefix, entry) {
+            Inserted::Yes => {}
+            Inserted::Present => return Some(false),
+            Inserted::Full => return None,
         }
         if store.change_epoch() != read_at {
             self.entries.remove_prefix(kept.prefix);
-            return false;
+            return Some(false);
         }
-        true
+        Some(true)
     }
 
     /// Notes that the cache was filled with every live secret of the store (see

@@ -13,10 +13,14 @@
 //! - *It is keyward's own.* The file ends with an HMAC-SHA256 of all of it, under a key derived
 //!   from the current server key ([`keyward_core::TokenHasher::subkey`]). A file changed or
 //!   written by anyone without the key, or under a key since rotated out of first place, fails.
-//! - *It belongs to this database, as it is now.* A random seal is written to the database
-//!   ([`keyward_store::ChangeFeed::seal_cache_snapshot`]) and then into the file. The database
-//!   keeps only the last seal, and a restore starts without one, so a file written for another
-//!   database, or for this one before a restore or before a later shutdown, fails.
+//! - *It belongs to this database, as it is now, and is read once.* A random seal is written to
+//!   the database ([`keyward_store::ChangeFeed::seal_cache_snapshot`]) and then into the file.
+//!   The database keeps only the last seal; a restore starts without one; a migration clears it
+//!   (it may rewrite rows without logging them); and loading replaces it with a seal no file
+//!   has, before the first entry goes in. So a file written for another database, or for this
+//!   one before a restore, a migration or a later shutdown, fails, and so does one loaded already
+//!   (after a crash of the run that loaded it, the next start reads the store). The file is
+//!   removed once read, whatever comes of it.
 //! - *Nothing changed since is missed.* The file names the change cursor its entries are
 //!   coherent with, and is loaded only if the change log after that cursor is whole: every hash
 //!   named there (a revocation by `keyward token revoke` while the server was down, say) is left
@@ -127,6 +131,12 @@ pub(super) async fn load(keyward: &Keyward, path: &Path) -> Option<Loaded> {
     let key = keyward.keys.load().current().subkey(PURPOSE);
     let file = path.to_owned();
     let read = tokio::task::spawn_blocking(move || read_file(&file, capacity, &key)).await;
+    if !matches!(read, Ok(Ok(None))) {
+        // Read once, whatever comes of it: one that is refused now never loads later either.
+        if let Err(e) = tokio::fs::remove_file(path).await {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove the verification cache's snapshot");
+        }
+    }
     let bytes = match read {
         Ok(Ok(Some(bytes))) => bytes,
         Ok(Ok(None)) => return None,
@@ -170,9 +180,14 @@ async fn fill(keyward: &Keyward, bytes: &[u8]) -> Result<Loaded, Refused> {
     if store.cache_snapshot_seal().await? != Some(snapshot.seal) {
         return Err(Refused::Bad(
             "it was written for another database, or for this one before a restore or a later \
-             shutdown",
+             shutdown, or was loaded already",
         ));
     }
+    // Used up before anything goes in: a snapshot is loaded once, never again after a crash
+    // of the run that loaded it (whose next start reads the store, as after any crash).
+    let mut spent = [0u8; 32];
+    keyward_core::fill_random(&mut spent).map_err(|_| Refused::Bad("no random seal"))?;
+    store.seal_cache_snapshot(&spent).await?;
     let grants = cache
         .import_grants(snapshot.owners, snapshot.scopes, &snapshot.grants)
         .ok_or(Refused::Bad(
@@ -209,10 +224,14 @@ async fn fill(keyward: &Keyward, bytes: &[u8]) -> Result<Loaded, Refused> {
                     return Ok(loaded);
                 }
             }
-            if !sync.changed.contains(&kept.prefix)
-                && cache.insert_kept(store, sync.read_at, &kept, &grants)
-            {
-                loaded.entries += 1;
+            if sync.changed.contains(&kept.prefix) {
+                continue;
+            }
+            match cache.insert_kept(store, sync.read_at, &kept, &grants) {
+                Some(true) => loaded.entries += 1,
+                Some(false) => {}
+                // No room (a smaller cache than the one written): not all of it is held.
+                None => loaded.complete = false,
             }
         }
         tokio::task::yield_now().await;
@@ -223,20 +242,32 @@ async fn fill(keyward: &Keyward, bytes: &[u8]) -> Result<Loaded, Refused> {
 /// The file at `path`, if there is one, its size fits a cache of `capacity` and its MAC
 /// checks out under `key`; the error says why not.
 fn read_file(path: &Path, capacity: u64, key: &[u8; 32]) -> Result<Option<Vec<u8>>, &'static str> {
-    let bytes = match std::fs::metadata(path) {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Not through a link, and only a plain file (never a device or a pipe), at most the size
+    // the cache could have written, whatever the file claims or becomes meanwhile.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+    {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(_) => return Err("it cannot be read"),
-        Ok(meta) => {
-            if meta.len()
-                > capacity
-                    .saturating_mul(MAX_BYTES_PER_ENTRY)
-                    .saturating_add(1 << 20)
-            {
-                return Err("it is larger than the cache it would fill");
-            }
-            std::fs::read(path).map_err(|_| "it cannot be read")?
-        }
+        Err(_) => return Err("it cannot be opened (it must be a file, not a link)"),
+        Ok(file) => file,
     };
+    if !file.metadata().map_err(|_| "it cannot be read")?.is_file() {
+        return Err("it is not a file");
+    }
+    let limit = capacity
+        .saturating_mul(MAX_BYTES_PER_ENTRY)
+        .saturating_add(1 << 20);
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|_| "it cannot be read")?;
+    if bytes.len() as u64 > limit {
+        return Err("it is larger than the cache it would fill");
+    }
     let Some(body_len) = bytes.len().checked_sub(MAC_BYTES) else {
         return Err("it is too short");
     };
@@ -246,7 +277,6 @@ fn read_file(path: &Path, capacity: u64, key: &[u8; 32]) -> Result<Option<Vec<u8
     mac.verify_slice(tag).map_err(
         |_| "its MAC does not match: written under another server key, or changed since",
     )?;
-    let mut bytes = bytes;
     bytes.truncate(body_len);
     Ok(Some(bytes))
 }
@@ -256,26 +286,36 @@ fn read_file(path: &Path, capacity: u64, key: &[u8; 32]) -> Result<Option<Vec<u8
 /// owner alone, as the database is.
 fn write_file(path: &Path, body: &[u8], key: &[u8; 32]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
+    // A name of this process's own (two servers on one file write one each; the last rename
+    // wins, and only its seal is the store's), made new: never a leftover, whose mode could be
+    // looser, nor a link.
     let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
+    partial.push(format!(".{}.partial", std::process::id()));
     let partial = PathBuf::from(partial);
-    // A leftover is removed rather than reused: its mode could be looser.
-    match std::fs::remove_file(&partial) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    let _ = std::fs::remove_file(&partial);
     let mut mac = mac(key);
     mac.update(body);
     let tag = mac.finalize().into_bytes();
-    let mut file = std::fs::OpenOptions::new()
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&partial)?;
-    file.write_all(body)?;
-    file.write_all(&tag)?;
-    file.sync_all()?;
-    std::fs::rename(&partial, path)
+        .open(&partial)
+        .and_then(|mut file| {
+            file.write_all(body)?;
+            file.write_all(&tag)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&partial, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+        return written;
+    }
+    // The rename itself, made durable.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn mac(key: &[u8; 32]) -> Hmac<Sha256> {
@@ -536,7 +576,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(!dir.path().join("keyward.db-cache.partial").exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no partial file left: {left:?}");
         assert_eq!(
             read_file(&path, 1_000, &key).unwrap().as_deref(),
             Some(&body[..])
@@ -555,5 +596,16 @@ mod tests {
             "a small file fits any cache"
         );
         assert_eq!(read_file(&dir.path().join("none"), 1_000, &key), Ok(None));
+        // Never through a link, nor anything but a file, nor more than the cache could write.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(read_file(&link, 1_000, &key).is_err(), "a link");
+        assert!(read_file(dir.path(), 1_000, &key).is_err(), "a directory");
+        let large = dir.path().join("large");
+        std::fs::write(&large, vec![0; (1 << 20) + 1025]).unwrap();
+        assert_eq!(
+            read_file(&large, 1, &key),
+            Err("it is larger than the cache it would fill")
+        );
     }
 }

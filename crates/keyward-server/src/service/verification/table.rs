@@ -262,6 +262,17 @@ impl<V> Shard<V> {
     }
 }
 
+/// What [`HashTable::insert_prefix_if_room`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The entry went in.
+    Yes,
+    /// The key had an entry already, which stays.
+    Present,
+    /// The key's shard is full: nothing went in.
+    Full,
+}
+
 /// A bounded concurrent map from token hashes to values.
 pub struct HashTable<V> {
     shards: Box<[RwLock<Shard<V>>]>,
@@ -310,22 +321,25 @@ impl<V> HashTable<V> {
     /// it did. For filling the cache ahead of need (the start-up warming), which must not push
     /// out what is already there.
     pub fn insert_if_room(&self, hash: TokenHash, value: V) -> bool {
-        self.insert_prefix_if_room(prefix_of(&hash), value)
+        self.insert_prefix_if_room(prefix_of(&hash), value) == Inserted::Yes
     }
 
     /// [`Self::insert_if_room`] by what an entry keeps of its key, the first 16 bytes: for
     /// entries read back from where [`Self::for_each`] wrote them down.
-    pub fn insert_prefix_if_room(&self, prefix: [u8; 16], value: V) -> bool {
+    pub fn insert_prefix_if_room(&self, prefix: [u8; 16], value: V) -> Inserted {
         let key = Key(prefix);
         let mut shard = self
             .shard(&key)
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if shard.len >= self.per_shard || shard.find(&key).is_some() {
-            return false;
+        if shard.find(&key).is_some() {
+            return Inserted::Present;
+        }
+        if shard.len >= self.per_shard {
+            return Inserted::Full;
         }
         shard.insert(key, value, self.per_shard);
-        true
+        Inserted::Yes
     }
 
     /// Removes `hash`.
@@ -634,8 +648,12 @@ mod tests {
             proptest::prop_assert_eq!(&seen, &expected);
             let copy = HashTable::new(1_000_000);
             for (&prefix, &v) in &seen {
-                proptest::prop_assert!(copy.insert_prefix_if_room(prefix, v));
-                proptest::prop_assert!(!copy.insert_prefix_if_room(prefix, v), "never over an entry");
+                proptest::prop_assert_eq!(copy.insert_prefix_if_room(prefix, v), Inserted::Yes);
+                proptest::prop_assert_eq!(
+                    copy.insert_prefix_if_room(prefix, v),
+                    Inserted::Present,
+                    "never over an entry"
+                );
             }
             for (&(t, n), &v) in &model {
                 proptest::prop_assert_eq!(get(&copy, &crowded_hash(t, n)), Some(v));

@@ -165,6 +165,8 @@ pub(in crate::service) async fn warm(service: Weak<Keyward>, hottest: u64) -> Wa
     let mut try_store_order = true;
     let mut resume = None;
     let mut retries = 0;
+    // Whether every page read went into the cache whole.
+    let mut whole = true;
     loop {
         let Some(keyward) = service.upgrade() else {
             return done;
@@ -177,9 +179,9 @@ pub(in crate::service) async fn warm(service: Weak<Keyward>, hottest: u64) -> Wa
         let room = warm_target(keyward.settings.cache_capacity).saturating_sub(held);
         if current.is_none() && (at.is_none() || room == 0) {
             done.finished = true;
-            if at.is_none() {
-                // Every live secret read: a snapshot of this cache leaves the next start nothing
-                // to read. (One filled to the target instead leaves it only room to fill.)
+            if at.is_none() && whole {
+                // Every live secret read and cached: a snapshot of this cache leaves the next
+                // start nothing to read. (One filled to the target leaves it only room to fill.)
                 keyward.cache.mark_complete();
             }
             break;
@@ -212,14 +214,15 @@ pub(in crate::service) async fn warm(service: Weak<Keyward>, hottest: u64) -> Wa
             async {
                 match current.take() {
                     Some(page) => cache_page(&keyward, page).await,
-                    None => Ok(Some(0)),
+                    None => Ok(Some((0, true))),
                 }
             },
         );
         let failed = match cached {
-            Ok(Some(page_entries)) => {
+            Ok(Some((page_entries, whole_page))) => {
                 done.entries += page_entries;
                 entries.increment(page_entries);
+                whole &= whole_page;
                 None
             }
             Ok(None) => {
@@ -377,9 +380,13 @@ async fn read_in_pieces(
 }
 
 /// Caches a page read by [`read_page`], keeping to the coherence rule of the module docs.
-/// Returns the entries it made, or `None` when the store kept changing under it; on a store
+/// Returns the entries it made and whether it went through the whole page (not when the change
+/// log was cut short meanwhile), or `None` when the store kept changing under it; on a store
 /// error, the error and where the page was read from.
-async fn cache_page(keyward: &Keyward, page: Page) -> Result<Option<u64>, (StoreError, Position)> {
+async fn cache_page(
+    keyward: &Keyward,
+    page: Page,
+) -> Result<Option<(u64, bool)>, (StoreError, Position)> {
     let store = keyward.store.as_ref();
     let cache: &VerifyCache = &keyward.cache;
     let Page {
@@ -404,7 +411,7 @@ async fn cache_page(keyward: &Keyward, page: Page) -> Result<Option<u64>, (Store
             match sync.again(keyward).await {
                 Ok(true) => {}
                 // What changed is unknown: the rest of the page is left to misses.
-                Ok(false) => break,
+                Ok(false) => return Ok(Some((entries, false))),
                 Err(e) => return Err((e, from)),
             }
         }
@@ -414,7 +421,7 @@ async fn cache_page(keyward: &Keyward, page: Page) -> Result<Option<u64>, (Store
             entries += 1;
         }
     }
-    Ok(Some(entries))
+    Ok(Some((entries, true)))
 }
 
 /// Where entries read at one moment stand against the change log (the coherence rule of the
