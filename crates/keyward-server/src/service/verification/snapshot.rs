@@ -47,7 +47,10 @@ use super::cache::{Export, Kept, Owner, VerifyCache};
 use super::warm::{MAX_RESYNCS, PAGE, Sync};
 use crate::service::Keyward;
 
-/// The file's first bytes: what it is, and the format's version.
+/// The file's first bytes: what it is, and the format's version. Nothing else ties a file to the
+/// binary that reads it: bump the version with any change to what the file's bytes mean
+/// ([`ENTRY_BYTES`]' layout, the numbers of a secret's state, how scopes are spelled), so that
+/// a release never reads an older release's file as its own.
 const MAGIC: &[u8; 16] = b"keyward cache\0v1";
 
 /// What the file's MAC key is derived for.
