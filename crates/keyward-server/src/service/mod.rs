@@ -258,6 +258,10 @@ impl Keyward {
     /// and a seal also kept in the store, all under a MAC keyed from the server key (see
     /// `verification::snapshot`). Returns the entries written, or `None` when the store keeps no
     /// seal (PostgreSQL, whose instances own no file of the store's).
+    ///
+    /// Call it when nothing else fills the cache (no request in flight, the warm-up stopped, as
+    /// `keyward serve` does at shutdown): an entry goes into the cache a moment before it is
+    /// checked against the change epoch, and one written down in that moment could be stale.
     pub async fn save_cache_snapshot(
         &self,
         path: &std::path::Path,

@@ -242,7 +242,8 @@ struct Harness {
     store: Arc<RacingStore>,
     clock: Arc<ManualClock>,
     hasher: TokenHasher,
-    _dir: TempDir,
+    /// The store's directory, shared by the harnesses of a [`restart`].
+    dir: Arc<TempDir>,
 }
 
 /// What a verification answered, comparable: who and what an active token stands for, or why
@@ -292,13 +293,26 @@ async fn harness() -> Harness {
 async fn harness_with(settings: Settings) -> Harness {
     // Process-wide and idempotent; must precede `Keyward::new`, which registers the counters.
     keyward_server::telemetry::prometheus();
-    let dir = tempfile::tempdir().unwrap();
+    open_harness(
+        Arc::new(tempfile::tempdir().unwrap()),
+        Arc::new(ManualClock::new(START)),
+        TokenHasher::new(&ServerKey::generate().unwrap()),
+        settings,
+    )
+    .await
+}
+
+/// A service over a new store handle on `dir`'s database.
+async fn open_harness(
+    dir: Arc<TempDir>,
+    clock: Arc<ManualClock>,
+    hasher: TokenHasher,
+    settings: Settings,
+) -> Harness {
     let inner = SqliteStore::open(&dir.path().join("keyward.db"))
         .await
         .unwrap();
     let store = Arc::new(RacingStore::new(inner));
-    let clock = Arc::new(ManualClock::new(START));
-    let hasher = TokenHasher::new(&ServerKey::generate().unwrap());
     let keyward = Keyward::new(
         Arc::clone(&store) as Arc<dyn Store>,
         clock.clone(),
@@ -312,7 +326,7 @@ async fn harness_with(settings: Settings) -> Harness {
         store,
         clock,
         hasher,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -665,7 +679,7 @@ async fn forged_tokens_are_answered_without_reading_the_store() {
         h.verify(here.secret.expose(), &[]).await,
         active(&here, &alice)
     );
-    let dir = h._dir.path().join("keyward.db");
+    let dir = h.dir.path().join("keyward.db");
     let other = Keyward::new(
         Arc::new(SqliteStore::open(&dir).await.unwrap()),
         h.clock.clone(),
@@ -710,7 +724,7 @@ async fn a_cut_short_change_log_reloads_the_known_hashes() {
     let t = h.token(&alice, &["droplet:read"], None).await;
     // Another handle writes more than a day later: the entries before it are pruned, and this
     // process's cursor falls behind the pruning mark.
-    let other = SqliteStore::open(&h._dir.path().join("keyward.db"))
+    let other = SqliteStore::open(&h.dir.path().join("keyward.db"))
         .await
         .unwrap();
     let later = Keyward::new(
@@ -1010,31 +1024,13 @@ async fn token_revoked_while_the_warm_up_runs_is_never_answered_active(hottest: 
 /// The service of a restart of `h`: a new store handle on the same file (the first stays open,
 /// as another process's would), the same server key unless `hasher` is given, and `settings`.
 async fn restart(h: &Harness, hasher: Option<TokenHasher>, settings: Settings) -> Harness {
-    let inner = SqliteStore::open(&h._dir.path().join("keyward.db"))
-        .await
-        .unwrap();
-    let store = Arc::new(RacingStore::new(inner));
     let hasher = hasher.unwrap_or_else(|| h.hasher.clone());
-    let keyward = Keyward::new(
-        Arc::clone(&store) as Arc<dyn Store>,
-        h.clock.clone(),
-        hasher.clone(),
-        settings,
-    )
-    .await
-    .unwrap();
-    Harness {
-        keyward: Arc::new(keyward),
-        store,
-        clock: h.clock.clone(),
-        hasher,
-        _dir: tempfile::tempdir().unwrap(),
-    }
+    open_harness(Arc::clone(&h.dir), h.clock.clone(), hasher, settings).await
 }
 
 /// Where `h`'s snapshot is written, and the settings that read it back at start-up.
 fn snapshot_settings(h: &Harness) -> (std::path::PathBuf, Settings) {
-    let path = h._dir.path().join("keyward.db-cache");
+    let path = h.dir.path().join("keyward.db-cache");
     let settings = Settings {
         cache_snapshot: Some(path.clone()),
         ..Settings::default()
