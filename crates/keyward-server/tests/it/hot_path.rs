@@ -403,7 +403,7 @@ async fn an_entry_read_before_a_revocation_is_not_kept_even_if_another_verificat
     // The sharper race: while the cold read is out, the revocation commits *and* another
     // verification catches the cache up with the change log, evicting the (not yet inserted)
     // hash and moving the cache's epoch past the revocation. The next verification then finds
-    // nothing new in the change log; only the rule "drop the entry if the epoch moved during
+    // nothing new in the change log; only the rule "keep the entry out if the epoch moved during
     // the read" keeps it from answering from the stale entry.
     let h = harness().await;
     let alice = h.user("alice").await;

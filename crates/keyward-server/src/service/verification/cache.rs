@@ -5,7 +5,11 @@
 //! epoch (one atomic load, shared by every process on the database) with the epoch this cache
 //! last caught up to. If they differ, it first reads the change log and evicts every hash named
 //! there. A writer bumps the epoch only after its commit, so any revocation acknowledged before a
-//! verification starts is evicted before that verification reads the cache.
+//! verification starts is evicted before that verification reads the cache. What a miss reads
+//! from the store goes in only if the epoch has not moved since the read began, compared under
+//! the table's write lock ([`HashTable::insert_if`]): a change caught up with while the read was
+//! out (its hash evicted before the entry went in) keeps the entry out, and no verification can
+//! see the entry before that comparison.
 //!
 //! Unknown tokens cost nothing: beside the cache, [`KnownHashes`] holds a fingerprint of every
 //! hash the store has (loaded in the background, see [`KnownHashes::load`]), kept exact by the
@@ -529,13 +533,14 @@ impl VerifyCache {
         };
         let entry = self.entry(lookup);
         let answer = f(&entry);
-        self.entries.insert(*hash, entry);
-        // A change committed while we read may have been caught up already, before our insert;
-        // then our entry could be stale, so it must not stay. The answer for this request is
-        // still right: it began before that change was acknowledged.
-        if store.change_epoch() != before {
-            self.entries.remove(hash);
-        }
+        // A change committed while we read may have been caught up already (its hash evicted
+        // before ours went in); then our entry could be stale, so it must not go in. The epoch is
+        // compared under the shard's write lock, so no verification ever sees an entry that fails
+        // the comparison; a change whose epoch moves after it evicts the entry at the next
+        // catch-up like any other. The answer for this request is still right: it began before
+        // that change was acknowledged.
+        self.entries
+            .insert_if(*hash, entry, || store.change_epoch() == before);
         Ok(Ok(answer))
     }
 
@@ -587,10 +592,10 @@ impl VerifyCache {
     }
 
     /// Caches what the warm-up (`super::warm`) read about `hash`, unless the cache holds it
-    /// already (a verification may have cached something fresher) or its shard is full. The read began at the
-    /// store's change epoch `read_at`, after the cache had caught up to it: if the epoch has
-    /// moved since, the entry may be stale and is not kept, as in [`Self::try_with`]. Returns
-    /// whether a new entry is kept.
+    /// already (a verification may have cached something fresher) or its shard is full. The read
+    /// began at the store's change epoch `read_at`, after the cache had caught up to it: if the
+    /// epoch has moved since, the entry may be stale and does not go in, as in
+    /// [`Self::try_with`]. Returns whether a new entry is kept.
     pub(super) fn insert_warmed(
         &self,
         store: &dyn Store,
@@ -601,14 +606,8 @@ impl VerifyCache {
         // Never over an entry already there, and never evicting one: a full shard is left as
         // it is (the table's eviction would otherwise drop what was warmed first, the most
         // recently used).
-        if !self.entries.insert_if_room(hash, self.entry(lookup)) {
-            return false;
-        }
-        if store.change_epoch() != read_at {
-            self.entries.remove(&hash);
-            return false;
-        }
-        true
+        self.entries
+            .insert_if_room(hash, self.entry(lookup), || store.change_epoch() == read_at)
     }
 
     /// Writes the cache down for a snapshot (`super::snapshot`): the change cursor it has caught
@@ -682,7 +681,7 @@ impl VerifyCache {
     }
 
     /// Caches an entry of a snapshot, as [`Self::insert_warmed`] caches a warm-up's (never over
-    /// an entry, never evicting one, dropped if the epoch moved from `read_at`): `Some(true)`
+    /// an entry, never evicting one, left out if the epoch moved from `read_at`): `Some(true)`
     /// when it is kept, `Some(false)` when the cache had the entry already or the epoch moved,
     /// `None` when there was no room for it (or its grant index is out of range).
     pub(super) fn insert_kept(
@@ -703,16 +702,14 @@ impl VerifyCache {
             secret: SecretState(kept.secret),
             last_noted: AtomicU32::new(0),
         };
-        match self.entries.insert_prefix_if_room(kept.prefix, entry) {
-            Inserted::Yes => {}
-            Inserted::Present => return Some(false),
-            Inserted::Full => return None,
+        match self
+            .entries
+            .insert_prefix_if_room(kept.prefix, entry, || store.change_epoch() == read_at)
+        {
+            Inserted::Yes => Some(true),
+            Inserted::Present | Inserted::Stale => Some(false),
+            Inserted::Full => None,
         }
-        if store.change_epoch() != read_at {
-            self.entries.remove_prefix(kept.prefix);
-            return Some(false);
-        }
-        Some(true)
     }
 
     /// Notes that the cache was filled with every live secret of the store (see

@@ -271,6 +271,8 @@ pub enum Inserted {
     Present,
     /// The key's shard is full: nothing went in.
     Full,
+    /// The entry's check failed (it may be stale): nothing went in.
+    Stale,
 }
 
 /// A bounded concurrent map from token hashes to values.
@@ -309,24 +311,44 @@ impl<V> HashTable<V> {
     }
 
     /// Inserts or replaces; makes room first if the shard is full.
+    #[cfg(test)]
     pub fn insert(&self, hash: TokenHash, value: V) {
-        let key = Key::of(&hash);
-        self.shard(&key)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, value, self.per_shard);
+        self.insert_if(hash, value, || true);
     }
 
-    /// Inserts when `hash` is absent and its shard has room, evicting nothing; returns whether
-    /// it did. For filling the cache ahead of need (the start-up warming), which must not push
-    /// out what is already there.
-    pub fn insert_if_room(&self, hash: TokenHash, value: V) -> bool {
-        self.insert_prefix_if_room(prefix_of(&hash), value) == Inserted::Yes
+    /// Inserts or replaces (making room first if the shard is full) if `fresh()` holds when
+    /// called under the shard's write lock; returns whether it did. So no reader ever sees an
+    /// entry that failed its check, not even for an instant: the check and the insert are one
+    /// step to anyone who locks the shard, as a removal does. `fresh` must not touch this table.
+    pub fn insert_if(&self, hash: TokenHash, value: V, fresh: impl FnOnce() -> bool) -> bool {
+        let key = Key::of(&hash);
+        let mut shard = self
+            .shard(&key)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !fresh() {
+            return false;
+        }
+        shard.insert(key, value, self.per_shard);
+        true
+    }
+
+    /// Inserts when `hash` is absent, its shard has room and `fresh()` holds (checked under the
+    /// shard's write lock, as in [`Self::insert_if`]), evicting nothing; returns whether it did.
+    /// For filling the cache ahead of need (the start-up warming), which must not push out what
+    /// is already there.
+    pub fn insert_if_room(&self, hash: TokenHash, value: V, fresh: impl FnOnce() -> bool) -> bool {
+        self.insert_prefix_if_room(prefix_of(&hash), value, fresh) == Inserted::Yes
     }
 
     /// [`Self::insert_if_room`] by what an entry keeps of its key, the first 16 bytes: for
     /// entries read back from where [`Self::for_each`] wrote them down.
-    pub fn insert_prefix_if_room(&self, prefix: [u8; 16], value: V) -> Inserted {
+    pub fn insert_prefix_if_room(
+        &self,
+        prefix: [u8; 16],
+        value: V,
+        fresh: impl FnOnce() -> bool,
+    ) -> Inserted {
         let key = Key(prefix);
         let mut shard = self
             .shard(&key)
@@ -338,18 +360,16 @@ impl<V> HashTable<V> {
         if shard.len >= self.per_shard {
             return Inserted::Full;
         }
+        if !fresh() {
+            return Inserted::Stale;
+        }
         shard.insert(key, value, self.per_shard);
         Inserted::Yes
     }
 
     /// Removes `hash`.
     pub fn remove(&self, hash: &TokenHash) {
-        self.remove_prefix(prefix_of(hash));
-    }
-
-    /// Removes the entry kept under `prefix` (see [`Self::insert_prefix_if_room`]).
-    pub fn remove_prefix(&self, prefix: [u8; 16]) {
-        let key = Key(prefix);
+        let key = Key::of(hash);
         self.shard(&key)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -648,9 +668,9 @@ mod tests {
             proptest::prop_assert_eq!(&seen, &expected);
             let copy = HashTable::new(1_000_000);
             for (&prefix, &v) in &seen {
-                proptest::prop_assert_eq!(copy.insert_prefix_if_room(prefix, v), Inserted::Yes);
+                proptest::prop_assert_eq!(copy.insert_prefix_if_room(prefix, v, || true), Inserted::Yes);
                 proptest::prop_assert_eq!(
-                    copy.insert_prefix_if_room(prefix, v),
+                    copy.insert_prefix_if_room(prefix, v, || true),
                     Inserted::Present,
                     "never over an entry"
                 );
@@ -700,6 +720,33 @@ mod tests {
     }
 
     #[test]
+    fn the_freshness_check_runs_where_no_reader_can_see_the_entry() {
+        let t = HashTable::new(1000);
+        let h = hash(1);
+        let locked = |t: &HashTable<u32>, h: &TokenHash| t.shard(&Key::of(h)).try_read().is_err();
+        // The check runs while the shard is locked, so a reader waits for its outcome...
+        assert!(t.insert_if(h, 1, || locked(&t, &h)));
+        assert_eq!(get(&t, &h), Some(1));
+        // ...and an entry that fails it is never there, not even replacing an older one.
+        assert!(!t.insert_if(h, 2, || false));
+        assert_eq!(get(&t, &h), Some(1), "a stale entry replaced a fresh one");
+        let other = hash(2);
+        assert_eq!(
+            t.insert_prefix_if_room(prefix_of(&other), 3, || !locked(&t, &other)),
+            Inserted::Stale
+        );
+        assert!(!t.insert_if_room(other, 3, || false));
+        assert_eq!(get(&t, &other), None);
+        assert!(t.insert_if_room(other, 4, || locked(&t, &other)));
+        assert_eq!(get(&t, &other), Some(4));
+        // An entry already there or a full shard is answered before the check is run.
+        assert_eq!(
+            t.insert_prefix_if_room(prefix_of(&other), 5, || panic!("checked for nothing")),
+            Inserted::Present
+        );
+    }
+
+    #[test]
     fn filling_ahead_of_need_never_evicts() {
         let t = HashTable::new(128);
         let shard_mates: Vec<TokenHash> = (0..100u32)
@@ -710,11 +757,11 @@ mod tests {
             })
             .collect();
         // Two entries per shard: the first two of the same shard go in, the rest find no room.
-        assert!(t.insert_if_room(shard_mates[0], 0));
-        assert!(t.insert_if_room(shard_mates[1], 1));
-        assert!(!t.insert_if_room(shard_mates[2], 2));
+        assert!(t.insert_if_room(shard_mates[0], 0, || true));
+        assert!(t.insert_if_room(shard_mates[1], 1, || true));
+        assert!(!t.insert_if_room(shard_mates[2], 2, || true));
         assert!(
-            !t.insert_if_room(shard_mates[0], 9),
+            !t.insert_if_room(shard_mates[0], 9, || true),
             "present: not replaced"
         );
         assert_eq!(get(&t, &shard_mates[0]), Some(0));

@@ -26,8 +26,9 @@
 //! goes in, the epoch is compared again, and if it moved, the cache catches up and the change log
 //! since the noted cursor is read: every hash named there is left out of the rest of the page
 //! (if the log was cut short, the rest of the page is). An entry that goes in while the epoch
-//! has not moved is evicted by the next catch-up like any other; one whose epoch moved during
-//! the insert is dropped at once ([`VerifyCache::insert_warmed`], the rule of a cold read).
+//! has not moved is evicted by the next catch-up like any other; one whose epoch moved just
+//! before it would go in is left out, the epoch compared under the table's lock
+//! ([`VerifyCache::insert_warmed`], the rule of a cold read).
 //!
 //! **Capacity.** The warm-up fills the cache to 90 % of its capacity ([`warm_target`]), never more:
 //! the rest is room for tokens it did not reach (created since, or used after the restart), so
