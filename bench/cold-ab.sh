@@ -17,9 +17,14 @@
 #     and the cache entries at the end. A build that writes the cache's snapshot at shutdown
 #     (`cache_snapshot`, on by default) loads it here; a snapshot copied with the seeded store is
 #     removed first, so the first start always warms from the store.
+# With STOP=kill the restart follows a crash instead of SIGTERM: KILL_AFTER seconds (default 6)
+# after the warm load, the server is killed with SIGKILL. Set KEYWARD_CACHE_SNAPSHOT_EVERY (e.g.
+# 5s) so that a build writing the snapshot while it runs has written one by then.
 # Binds 127.0.0.1 only.
 set -euo pipefail
 ROUNDS="${ROUNDS:-2}"
+STOP="${STOP:-term}"
+KILL_AFTER="${KILL_AFTER:-6}"
 N="${N:-1000000}"
 THREADS="${THREADS:-2}"
 CONN="${CONN:-32}"
@@ -63,7 +68,13 @@ run() { # LABEL BIN
   until [ "$(metric "$url" keyward_cache_entries)" -ge "$N" ] 2>/dev/null; do sleep 0.2; done
   took="$(grep -o 'took_ms=[0-9]*' "$WORK/$label.err" | tail -1)"
   warm_rps="$(random_load "$url" 8s | awk '/Requests\/sec/ { printf "%d", $2 }')"
-  stop_pid "$PID"
+  if [ "$STOP" = kill ]; then
+    sleep "$KILL_AFTER"
+    kill -9 "$PID"
+    wait "$PID" 2>/dev/null || true
+  else
+    stop_pid "$PID"
+  fi
   # Restarted on the same port, as a deployment restarts.
   start_kw "$label-cold" "$bin" "${url#http://}"
   cold_ready="$READY_MS"

@@ -22,6 +22,7 @@
 //! cache_capacity = 1000000
 //! warm_cache = true             # fill the cache at start-up, most recently used tokens first
 //! cache_snapshot = true         # SQLite: write the cache at shutdown, read it back at start-up
+//! cache_snapshot_every = "5m"   # and while running, for a start after a crash
 //! log = "info"
 //! notify_before = ["7d", "1d"]  # token.expiring reminders before a token expires; [] = none
 //! notify_interval = "20s"       # how often each instance looks for reminders due
@@ -97,9 +98,9 @@ use keyward_server::email::SmtpSettings;
 use keyward_server::http::{HttpLimits, TlsFiles};
 use keyward_server::service::leaks::GITHUB_KEYS_URL;
 use keyward_server::service::{
-    AdminClaim, DEFAULT_NOTIFY_INTERVAL, ForwardAuthRoute, ForwardAuthRoutes, GithubLeakSettings,
-    GitlabLeakSettings, LeakSettings, OidcClientSecret, OidcSettings, PresharedToken,
-    WebhookSecret, WebhookSettings,
+    AdminClaim, DEFAULT_CACHE_SNAPSHOT_EVERY, DEFAULT_NOTIFY_INTERVAL, ForwardAuthRoute,
+    ForwardAuthRoutes, GithubLeakSettings, GitlabLeakSettings, LeakSettings, OidcClientSecret,
+    OidcSettings, PresharedToken, WebhookSecret, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -374,10 +375,14 @@ settings! {
         /// most recently used tokens first (`true`/`false`).
         warm_cache: bool = true, env WARM_CACHE = "KEYWARD_WARM_CACHE";
         /// Whether `keyward serve` over SQLite writes the verification cache to
-        /// `DATABASE-cache` (beside the database file) at a clean shutdown, for the next
-        /// start-up's warm-up to read back instead of the store (`true`/`false`; only with
-        /// `warm_cache`).
+        /// `DATABASE-cache` (beside the database file) at a clean shutdown and every
+        /// `cache_snapshot_every`, for the next start-up's warm-up to read back instead of the
+        /// store (`true`/`false`; only with `warm_cache`).
         cache_snapshot: bool = true, env CACHE_SNAPSHOT = "KEYWARD_CACHE_SNAPSHOT";
+        /// How often `keyward serve` also writes that snapshot while it runs, so that a start
+        /// after a crash finds a recent one, e.g. `5m`.
+        cache_snapshot_every: StdDuration = DEFAULT_CACHE_SNAPSHOT_EVERY,
+            env CACHE_SNAPSHOT_EVERY = "KEYWARD_CACHE_SNAPSHOT_EVERY";
         /// The tracing filter for the server's logs, e.g. `info` or `keyward_server=debug`.
         log: String = DEFAULT_LOG.to_owned(), env LOG = "KEYWARD_LOG", check log_filter;
         /// The server key, 64 hexadecimal characters; `None` means `DATA_DIR/server.key`.
@@ -1272,6 +1277,7 @@ impl Config {
             cache_capacity: self.cache_capacity,
             warm_cache: self.warm_cache,
             cache_snapshot: self.cache_snapshot_path(),
+            cache_snapshot_every: self.cache_snapshot_every,
             // Over HTTPS the browser always arrives over HTTPS.
             secure_cookies: self.secure_cookies || self.tls.files().is_some(),
             forward_auth: self.forward_auth.clone(),

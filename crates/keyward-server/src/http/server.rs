@@ -167,6 +167,12 @@ pub async fn serve(
         .map(|sender| tokio::spawn(sender.run(Arc::clone(&webhooks_stop))));
     let notices_stop = Arc::new(tokio::sync::Notify::new());
     let notices = spawn_notices(Arc::clone(&keyward), Arc::clone(&notices_stop));
+    let snapshots_stop = Arc::new(tokio::sync::Notify::new());
+    let snapshots = keyward
+        .settings()
+        .cache_snapshot
+        .clone()
+        .map(|path| spawn_snapshots(Arc::clone(&keyward), path, Arc::clone(&snapshots_stop)));
     let limits = options.limits.fitted_to_open_file_limit();
     let trusted = TrustedProxies::new(options.trusted_proxies);
     // Every accept loop and connection holds a receiver: the send starts the shutdown, and the
@@ -223,27 +229,19 @@ pub async fn serve(
     // First, once no verification fills the cache any more: it takes a fraction of a second,
     // where writing the noted uses below can take seconds after a sweep of distinct tokens, and
     // a stop that runs out of time should lose neither.
+    snapshots_stop.notify_one();
+    if let Some(snapshots) = snapshots
+        && let Err(e) = snapshots.await
+    {
+        tracing::warn!(error = %e, "the cache snapshot task failed");
+    }
     if let Some(warm_up) = warm_up {
-        // Stopped where it awaits, never between putting an entry in and checking it against
-        // the epoch, so no entry it made sits in the cache unchecked while the snapshot reads it.
+        // A stopping server has no use for a fuller cache.
         warm_up.abort();
         let _ = warm_up.await;
     }
     if let Some(path) = &keyward.settings().cache_snapshot {
-        let started = std::time::Instant::now();
-        match keyward.save_cache_snapshot(path).await {
-            Ok(Some(entries)) => tracing::info!(
-                entries,
-                path = %path.display(),
-                took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                "wrote the verification cache's snapshot"
-            ),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(
-                error = %e,
-                "could not write the verification cache's snapshot; the next start warms from the store"
-            ),
-        }
+        write_snapshot(&keyward, path, "shutdown").await;
     }
     if let Err(e) = keyward.flush_usage().await {
         tracing::warn!(error = %e, "could not record token usage at shutdown");
@@ -255,6 +253,48 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes the verification cache's snapshot to `path` and logs how it went (`when`: why now).
+async fn write_snapshot(keyward: &Keyward, path: &std::path::Path, when: &'static str) {
+    let started = std::time::Instant::now();
+    match keyward.save_cache_snapshot(path).await {
+        Ok(Some(entries)) => tracing::info!(
+            entries,
+            path = %path.display(),
+            when,
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "wrote the verification cache's snapshot"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            when,
+            "could not write the verification cache's snapshot; a start without a newer one warms from the store"
+        ),
+    }
+}
+
+/// Every `cache_snapshot_every` (not at the start): writes the verification cache's snapshot,
+/// so that a start after a crash finds a recent one; until `stop` is notified (a snapshot under
+/// way is finished first).
+fn spawn_snapshots(
+    keyward: Arc<Keyward>,
+    path: std::path::PathBuf,
+    stop: Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let period = keyward.settings().cache_snapshot_every;
+        let mut every = tokio::time::interval_at(Instant::now() + period, period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = stop.notified() => return,
+            }
+            write_snapshot(&keyward, &path, "periodic").await;
+        }
+    })
 }
 
 /// Every few seconds: writes noted uses, records the end of sign-in throttle bursts, and keeps

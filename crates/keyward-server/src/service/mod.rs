@@ -80,6 +80,9 @@ pub struct Settings {
     /// start-up's warm-up to read back instead of the store (`cache_snapshot`; on SQLite only:
     /// see [`Keyward::save_cache_snapshot`]). `None`: no snapshot.
     pub cache_snapshot: Option<std::path::PathBuf>,
+    /// How often `keyward serve` also writes that snapshot while it runs, so that a start after
+    /// a crash (no clean shutdown) finds a recent one (`cache_snapshot_every`).
+    pub cache_snapshot_every: StdDuration,
     /// Whether the web page's session cookie is always marked `Secure` (set it when keyward is
     /// served over HTTPS; without it, the cookie is `Secure` only on requests that arrive with
     /// `X-Forwarded-Proto: https`).
@@ -116,6 +119,12 @@ pub struct Settings {
 /// a notice is promised in.
 pub const DEFAULT_NOTIFY_INTERVAL: StdDuration = StdDuration::from_secs(20);
 
+/// Default [`Settings::cache_snapshot_every`]: Redis's first `save` rule. Over 10^6 cached
+/// tokens a snapshot takes about half a second of one core and writes 57 MB (BENCHMARKS.md
+/// §17), so every five minutes costs under 0.2 % of a core; the change log replays the writes
+/// since (it keeps a day).
+pub const DEFAULT_CACHE_SNAPSHOT_EVERY: StdDuration = StdDuration::from_secs(300);
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -125,6 +134,7 @@ impl Default for Settings {
             cache_capacity: 1_000_000,
             warm_cache: true,
             cache_snapshot: None,
+            cache_snapshot_every: DEFAULT_CACHE_SNAPSHOT_EVERY,
             secure_cookies: false,
             forward_auth: ForwardAuthRoutes::default(),
             metrics_require_token: false,
@@ -252,16 +262,13 @@ impl Keyward {
         tokio::spawn(verification::warm(Arc::downgrade(self), hottest))
     }
 
-    /// Writes the verification cache to `path` (`keyward serve` does at a clean shutdown, when
-    /// `cache_snapshot` is set), for the next start-up's warm-up to load instead of reading the
-    /// store: every entry of a token without limits, the change cursor they are coherent with,
-    /// and a seal also kept in the store, all under a MAC keyed from the server key (see
-    /// `verification::snapshot`). Returns the entries written, or `None` when the store keeps no
-    /// seal (PostgreSQL, whose instances own no file of the store's).
-    ///
-    /// Call it when nothing else fills the cache (no request in flight, the warm-up stopped, as
-    /// `keyward serve` does at shutdown): an entry goes into the cache a moment before it is
-    /// checked against the change epoch, and one written down in that moment could be stale.
+    /// Writes the verification cache to `path` (`keyward serve` does every
+    /// `cache_snapshot_every` and at a clean shutdown, when `cache_snapshot` is set), for the
+    /// next start-up's warm-up to load instead of reading the store: every entry of a token
+    /// without limits, the change cursor they are coherent with, and a seal also kept in the
+    /// store, all under a MAC keyed from the server key (see `verification::snapshot`). Returns
+    /// the entries written, or `None` when the store keeps no seal (PostgreSQL, whose instances
+    /// own no file of the store's). Verifications go on meanwhile; calls are taken one at a time.
     pub async fn save_cache_snapshot(
         &self,
         path: &std::path::Path,

@@ -1038,6 +1038,102 @@ fn snapshot_settings(h: &Harness) -> (std::path::PathBuf, Settings) {
     (path, settings)
 }
 
+/// Snapshots are written while the server runs: verifications fill the cache (misses, then
+/// hits) and tokens are revoked all along, and the last snapshot, written while revocations
+/// were still coming, loads into a start whose every answer is the store's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_written_among_verifications_and_revocations_keeps_nothing_stale() {
+    const TOKENS: usize = 200;
+    let h = harness().await;
+    let (path, settings) = snapshot_settings(&h);
+    let alice = h.user("alice").await;
+    let mut tokens = Vec::new();
+    for _ in 0..TOKENS {
+        tokens.push(h.token(&alice, &["droplet:read"], None).await);
+    }
+    let secrets: Arc<Vec<String>> = Arc::new(
+        tokens
+            .iter()
+            .map(|t| t.secret.expose().to_owned())
+            .collect(),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let verifiers: Vec<_> = (0..2)
+        .map(|k| {
+            let (keyward, secrets, stop) = (
+                Arc::clone(&h.keyward),
+                Arc::clone(&secrets),
+                Arc::clone(&stop),
+            );
+            tokio::spawn(async move {
+                let mut n = k * 7;
+                while !stop.load(Ordering::Relaxed) {
+                    let secret = &secrets[n % secrets.len()];
+                    keyward
+                        .verify(secret, &Scopes::default(), None)
+                        .await
+                        .unwrap();
+                    n += 1;
+                    // A hit never awaits: without this the two would hold both workers.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    // Every other token revoked, one at a time, beside the verifications: the first half while
+    // snapshots are written, the second after the last one (of tokens it holds as active).
+    let revoked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (go_on, second_half) = tokio::sync::oneshot::channel::<()>();
+    let revoker = {
+        let (keyward, revoked) = (Arc::clone(&h.keyward), Arc::clone(&revoked));
+        let ids: Vec<TokenId> = tokens
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|t| t.token.id.clone())
+            .collect();
+        tokio::spawn(async move {
+            let (first, second) = ids.split_at(ids.len() / 2);
+            for id in first {
+                keyward.revoke_token(&operator(), id, None).await.unwrap();
+                revoked.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+            second_half.await.unwrap();
+            for id in second {
+                keyward.revoke_token(&operator(), id, None).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut last = 0;
+    while revoked.load(Ordering::Relaxed) < TOKENS / 4 {
+        last = h.keyward.save_cache_snapshot(&path).await.unwrap().unwrap();
+    }
+    go_on.send(()).unwrap();
+    revoker.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for verifier in verifiers {
+        verifier.await.unwrap();
+    }
+    assert!(last > 0, "the last snapshot held entries");
+
+    let r = restart(&h, None, settings).await;
+    warm(&r, None).await;
+    for (n, t) in tokens.iter().enumerate() {
+        let store_says = if n % 2 == 1 {
+            Err(InactiveReason::Revoked)
+        } else {
+            active(t, &alice)
+        };
+        assert_eq!(
+            r.verify(t.secret.expose(), &[]).await,
+            store_says,
+            "token {n}"
+        );
+    }
+}
+
 /// A snapshot written at shutdown fills the next start's cache without reading the store: a
 /// warmed cache's snapshot leaves the warm-up nothing to read. What changed after it was
 /// written (a revocation by another process while the server was down) is left out, and so is

@@ -217,6 +217,73 @@ async fn a_clean_restart_keeps_the_cache_and_misses_no_revocation_made_while_dow
     assert_exit_0(&server.stop());
 }
 
+/// A running server also writes the cache's snapshot every `cache_snapshot_every`, so a start
+/// after `kill -9` loads the latest one; a token revoked after it (from the command line while
+/// the server ran, or while it was down) answers `revoked` all the same.
+#[tokio::test]
+async fn a_start_after_kill_9_loads_the_last_periodic_snapshot_and_misses_no_revocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    add_user(dir, "alice");
+    let (kept, _) = create_token(dir, "alice", "kept", &["droplet:read"]);
+    let (revoked_up, _) = create_token(dir, "alice", "revoked while up", &["droplet:read"]);
+    let (revoked_down, _) = create_token(dir, "alice", "revoked while down", &["droplet:read"]);
+    let every = [("KEYWARD_CACHE_SNAPSHOT_EVERY", "1s")];
+
+    let server = Server::start(dir, &every);
+    for made in [&kept, &revoked_up, &revoked_down] {
+        server.api.assert_active(&made.secret).await;
+    }
+    // A snapshot written after the three were cached (the first may have come before).
+    let written = |logs: &str| {
+        logs.lines()
+            .filter(|l| l.contains("wrote the verification cache's snapshot"))
+            .inspect(|l| assert!(l.contains("when=\"periodic\""), "{l}"))
+            .count()
+    };
+    let seen = written(&server.logs());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while written(&server.logs()) < seen + 2 {
+        assert!(std::time::Instant::now() < until, "{}", server.logs());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let file = dir.join("keyward.db-cache");
+    assert!(file.exists());
+    // After that snapshot: a revocation the file may not know of.
+    cli(dir, &["token", "revoke", &revoked_up.id], None).ok();
+    server
+        .api
+        .assert_inactive(&revoked_up.secret, "revoked")
+        .await;
+    assert_killed(&server.kill9());
+    cli(dir, &["token", "revoke", &revoked_down.id], None).ok();
+
+    let server = Server::start(dir, &every);
+    let loaded = wait_for_log(&server, "verification cache loaded from its snapshot");
+    // `kept`, and `revoked while up` if a snapshot came after its revocation (as revoked);
+    // never `revoked while down`.
+    assert!(
+        loaded.contains("entries=1 ") || loaded.contains("entries=2 "),
+        "{loaded}"
+    );
+    let lookups = store_lookups(&server).await;
+    server.api.assert_active(&kept.secret).await;
+    assert_eq!(
+        store_lookups(&server).await,
+        lookups,
+        "answered from the loaded cache"
+    );
+    server
+        .api
+        .assert_inactive(&revoked_up.secret, "revoked")
+        .await;
+    server
+        .api
+        .assert_inactive(&revoked_down.secret, "revoked")
+        .await;
+    assert_exit_0(&server.stop());
+}
+
 /// The log line of `server` holding `text`, waited for (bounded).
 fn wait_for_log(server: &Server, text: &str) -> String {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -275,18 +275,93 @@ fn low_bits(unix: i64) -> u32 {
     u32::from_le_bytes([a, b, c, d])
 }
 
-/// The cache as a snapshot writes it down ([`VerifyCache::export`]).
-pub(super) struct Export {
-    /// The change cursor the entries are coherent with.
-    pub cursor: i64,
-    /// Whether the cache had been filled with every live secret of the store: a cache filled
-    /// from this export needs no warm-up from the store.
-    pub complete: bool,
+/// What a snapshot's entries point into: each grant is `(owner, scopes)`, indices into the
+/// owners and the scopes.
+#[derive(Default)]
+pub(super) struct Tables {
     pub owners: Vec<Arc<Owner>>,
     pub scopes: Vec<Arc<Scopes>>,
-    /// `(owner, scopes)`, indices into the two above.
     pub grants: Vec<(usize, usize)>,
-    pub entries: Vec<Kept>,
+}
+
+/// The cache being written down for a snapshot, a shard at a time
+/// ([`VerifyCache::exporter`]).
+pub(super) struct Exporter<'a> {
+    cache: &'a VerifyCache,
+    /// The change cursor every entry written down is coherent with.
+    pub cursor: i64,
+    complete: bool,
+    next_shard: usize,
+    tables: Tables,
+    /// Each owner, scopes and grant met so far (by address) and its index; the grants are held
+    /// so that no address is freed and reused by another while the export lasts.
+    owners: HashMap<usize, usize>,
+    scopes: HashMap<usize, usize>,
+    grants: HashMap<usize, usize>,
+    held: Vec<Arc<Grant>>,
+}
+
+impl Exporter<'_> {
+    /// The entries of the next shard of the table that are of tokens without limits (a token's
+    /// counts live in the store), into `out` (emptied first), each with its grant as an index
+    /// into the tables; `false` once every shard has been written down.
+    pub fn next_shard(&mut self, out: &mut Vec<Kept>) -> bool {
+        out.clear();
+        if self.next_shard >= self.cache.entries.shards() {
+            return false;
+        }
+        let Self {
+            tables,
+            owners,
+            scopes,
+            grants,
+            held,
+            ..
+        } = self;
+        self.cache
+            .entries
+            .for_each_in(self.next_shard, |prefix, cached| {
+                let grant = &cached.token.grant;
+                if grant.limits.is_some() {
+                    return;
+                }
+                let index = *grants.entry(Arc::as_ptr(grant).addr()).or_insert_with(|| {
+                    held.push(Arc::clone(grant));
+                    let owner = *owners
+                        .entry(Arc::as_ptr(&grant.owner).addr())
+                        .or_insert_with(|| {
+                            tables.owners.push(Arc::clone(&grant.owner));
+                            tables.owners.len() - 1
+                        });
+                    let scope = *scopes
+                        .entry(Arc::as_ptr(&grant.scopes).addr())
+                        .or_insert_with(|| {
+                            tables.scopes.push(Arc::clone(&grant.scopes));
+                            tables.scopes.len() - 1
+                        });
+                    tables.grants.push((owner, scope));
+                    tables.grants.len() - 1
+                });
+                out.push(Kept {
+                    prefix,
+                    id: cached.token.id.to_bytes(),
+                    grant: index,
+                    expires_unix: cached.token.expires_unix,
+                    issued_unix: cached.token.issued_unix,
+                    secret: cached.secret.0,
+                });
+            });
+        self.next_shard += 1;
+        true
+    }
+
+    /// Whether the cache held every live secret of the store from the export's start to now
+    /// (a cache filled from it needs no warm-up from the store), and the tables the entries'
+    /// grants point into.
+    pub fn finish(self) -> (bool, Tables) {
+        let complete = self.complete && self.cache.complete.load(Ordering::Acquire);
+        (complete, self.tables)
+    }
 }
 
 /// A cached entry of a token without limits, written down.
@@ -296,7 +371,7 @@ pub(super) struct Kept {
     pub prefix: [u8; 16],
     /// The token id's 16 bytes.
     pub id: [u8; 16],
-    /// An index into [`Export::grants`].
+    /// An index into [`Tables::grants`].
     pub grant: usize,
     pub expires_unix: i64,
     pub issued_unix: u32,
@@ -452,6 +527,8 @@ pub struct VerifyCache {
     /// Whether the cache was filled with every live secret of the store (a warm-up read them
     /// all, or a snapshot of a cache that had was loaded); a log cut short clears it.
     complete: AtomicBool,
+    /// Held by a snapshot's writing (`super::snapshot::save`): one at a time.
+    pub(super) snapshot: tokio::sync::Mutex<()>,
     hits: HotCounter,
     misses: HotCounter,
     /// Misses answered `unknown` from [`KnownHashes`], without a read.
@@ -476,6 +553,7 @@ impl VerifyCache {
             synced_epoch: AtomicU64::new(epoch),
             cursor: tokio::sync::Mutex::new(cursor),
             complete: AtomicBool::new(false),
+            snapshot: tokio::sync::Mutex::new(()),
             hits: HotCounter::new(metrics::counter!("keyward_cache_hits_total")),
             misses: HotCounter::new(metrics::counter!("keyward_cache_misses_total")),
             ruled_out: HotCounter::new(metrics::counter!("keyward_unknown_tokens_ruled_out_total")),
@@ -610,52 +688,24 @@ impl VerifyCache {
             .insert_if_room(hash, self.entry(lookup), || store.change_epoch() == read_at)
     }
 
-    /// Writes the cache down for a snapshot (`super::snapshot`): the change cursor it has caught
-    /// up to and every entry of a token without limits (a token's counts live in the store), with
-    /// its grant as an index into the grants, and theirs into the owners and the scopes. No
-    /// catch-up runs meanwhile, so the entries are coherent with the store as of that cursor:
-    /// what changed after it is in the log after it.
-    pub(super) async fn export(&self) -> Export {
-        let cursor = self.cursor.lock().await;
-        let mut export = Export {
-            cursor: *cursor,
+    /// Starts writing the cache down for a snapshot (`super::snapshot`). Every change up to the
+    /// change cursor noted here has been caught up with, and an entry goes in only if no change
+    /// was caught up with while it was read ([`Self::try_with`]): so every entry held from now
+    /// on is coherent with the store as of that cursor, and what changed after it is in the log
+    /// after it. Verifications and catch-ups go on meanwhile.
+    pub(super) async fn exporter(&self) -> Exporter<'_> {
+        let cursor = *self.cursor.lock().await;
+        Exporter {
+            cache: self,
+            cursor,
             complete: self.complete.load(Ordering::Acquire),
-            owners: Vec::new(),
-            scopes: Vec::new(),
-            grants: Vec::new(),
-            entries: Vec::new(),
-        };
-        let mut owners = HashMap::new();
-        let mut scopes = HashMap::new();
-        let mut grants = HashMap::new();
-        self.entries.for_each(|prefix, cached| {
-            let grant = &cached.token.grant;
-            if grant.limits.is_some() {
-                return;
-            }
-            let index = *grants.entry(Arc::as_ptr(grant)).or_insert_with(|| {
-                let owner = *owners.entry(Arc::as_ptr(&grant.owner)).or_insert_with(|| {
-                    export.owners.push(Arc::clone(&grant.owner));
-                    export.owners.len() - 1
-                });
-                let scope = *scopes.entry(Arc::as_ptr(&grant.scopes)).or_insert_with(|| {
-                    export.scopes.push(Arc::clone(&grant.scopes));
-                    export.scopes.len() - 1
-                });
-                export.grants.push((owner, scope));
-                export.grants.len() - 1
-            });
-            export.entries.push(Kept {
-                prefix,
-                id: cached.token.id.to_bytes(),
-                grant: index,
-                expires_unix: cached.token.expires_unix,
-                issued_unix: cached.token.issued_unix,
-                secret: cached.secret.0,
-            });
-        });
-        drop(cursor);
-        export
+            next_shard: 0,
+            tables: Tables::default(),
+            owners: HashMap::new(),
+            scopes: HashMap::new(),
+            grants: HashMap::new(),
+            held: Vec::new(),
+        }
     }
 
     /// The grants of a snapshot's entries, each `(owner, scopes)` indices into `owners` and
@@ -713,7 +763,7 @@ impl VerifyCache {
     }
 
     /// Notes that the cache was filled with every live secret of the store (see
-    /// [`Export::complete`]).
+    /// [`Exporter::finish`]).
     pub(super) fn mark_complete(&self) {
         self.complete.store(true, Ordering::Release);
     }
@@ -736,8 +786,9 @@ impl VerifyCache {
             // Logged hashes include every new one.
             self.known.set.extend(&changes.hashes);
         } else {
-            self.entries.clear();
+            // Not complete from before the first entry goes (an export reads it after).
             self.complete.store(false, Ordering::Release);
+            self.entries.clear();
             self.known.mark_stale();
         }
         *cursor = changes.cursor;

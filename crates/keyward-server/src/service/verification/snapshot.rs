@@ -1,6 +1,16 @@
-//! The verification cache kept across a restart: written to a file at a clean shutdown, read
-//! back at start-up instead of warming the cache from the store (which takes seconds of both
-//! cores over a million tokens, BENCHMARKS.md §16; reading the file takes a fraction of one).
+//! The verification cache kept across a restart: written to a file at a clean shutdown and
+//! every `cache_snapshot_every` while the server runs (so a start after a crash finds a recent
+//! one), read back at start-up instead of warming the cache from the store (which takes seconds
+//! of both cores over a million tokens, BENCHMARKS.md §16; reading the file takes a fraction of
+//! one).
+//!
+//! **Written while verifications go on.** The change cursor is noted first, with every change up
+//! to it caught up with; an entry goes into the cache only if no change was caught up with while
+//! it was read ([`super::cache::VerifyCache::try_with`]), so every entry the cache holds from
+//! then on is coherent with the store as of that cursor, and whatever changed later is in the log
+//! after it. The cache is then read a shard at a time (under that shard's read lock, never
+//! blocking a hit) and written as it is read: the memory a snapshot takes is a shard's, not the
+//! cache's.
 //!
 //! **What is in it.** Each cached secret of a token without limits (a token's counts live in the
 //! store, so those are read again at their first use), as the cache holds it: the first 16 bytes
@@ -18,21 +28,22 @@
 //!   The database keeps only the last seal; a restore starts without one; a migration clears it
 //!   (it may rewrite rows without logging them); and loading replaces it with a seal no file
 //!   has, before the first entry goes in. So a file written for another database, or for this
-//!   one before a restore, a migration or a later shutdown, fails, and so does one loaded already
-//!   (after a crash of the run that loaded it, the next start reads the store). The file is
-//!   removed once read, whatever comes of it.
+//!   one before a restore, a migration or a later write, fails, and so does one loaded already
+//!   (after a crash of the run that loaded it, the next start loads the last snapshot that run
+//!   wrote, or reads the store). The file is removed once read, whatever comes of it.
 //! - *Nothing changed since is missed.* The file names the change cursor its entries are
 //!   coherent with, and is loaded only if the change log after that cursor is whole: every hash
-//!   named there (a revocation by `keyward token revoke` while the server was down, say) is left
-//!   out, under the warm-up's coherence rule (see the `warm` module's docs). A log cut short
-//!   (pruned after a day) loads nothing.
+//!   named there (a revocation after the file was written, before a crash or by `keyward token
+//!   revoke` while the server was down, say) is left out, under the warm-up's coherence rule (see
+//!   the `warm` module's docs). A log cut short (pruned after a day) loads nothing.
 //!
-//! **Format** (integers little-endian): `MAGIC`, the seal (32 bytes), the cursor (i64), whether
-//! the cache was complete (u8); the owners (u32 count; each id, name, external id or nothing,
-//! admin), the scopes (u32 count; each space-separated), the grants (u32 count; each an owner
-//! and a scopes index, u32 each), the entries (u64 count; [`ENTRY_BYTES`] each: prefix, token id,
-//! grant index u32, expiry i64, issue u32, secret state u32); then the MAC (32 bytes). Strings are
-//! a u16 length and UTF-8.
+//! **Format** (integers little-endian), in the order it is written, a shard of the cache at a
+//! time: `MAGIC`, the seal (32 bytes), the cursor (i64); the entries ([`ENTRY_BYTES`] each:
+//! prefix, token id, grant index u32, expiry i64, issue u32, secret state u32); the owners (u32
+//! count; each id, name, external id or nothing, admin), the scopes (u32 count; each
+//! space-separated), the grants (u32 count; each an owner and a scopes index, u32 each); the
+//! entries' count (u64) and whether the cache was complete (u8); then the MAC (32 bytes).
+//! Strings are a u16 length and UTF-8.
 
 use hmac::{Hmac, KeyInit, Mac};
 use keyward_core::{ExternalId, Scopes, UserId, UserName};
@@ -43,7 +54,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
-use super::cache::{Export, Kept, Owner, VerifyCache};
+use super::cache::{Kept, Owner, Tables, VerifyCache};
 use super::warm::{MAX_RESYNCS, PAGE, Sync};
 use crate::service::Keyward;
 
@@ -51,10 +62,16 @@ use crate::service::Keyward;
 /// binary that reads it: bump the version with any change to what the file's bytes mean
 /// ([`ENTRY_BYTES`]' layout, the numbers of a secret's state, how scopes are spelled), so that
 /// a release never reads an older release's file as its own.
-const MAGIC: &[u8; 16] = b"keyward cache\0v1";
+const MAGIC: &[u8; 16] = b"keyward cache\0v2";
 
 /// What the file's MAC key is derived for.
 const PURPOSE: &str = "verification cache snapshot";
+
+/// Bytes before the entries: [`MAGIC`], the seal, the cursor.
+const HEADER_BYTES: usize = 16 + 32 + 8;
+
+/// Bytes after the tables: the entries' count (u64) and whether the cache was complete (u8).
+const ENDING_BYTES: usize = 8 + 1;
 
 /// Bytes of one entry.
 const ENTRY_BYTES: usize = 16 + 16 + 4 + 8 + 4 + 4;
@@ -98,11 +115,14 @@ pub(super) struct Loaded {
 
 /// Writes the cache to `path` (see the module docs), replacing the file there. Returns the
 /// entries written, or `None` when the store keeps no seal (PostgreSQL: an instance among many
-/// owns no file of the store's).
+/// owns no file of the store's). Verifications go on meanwhile; one snapshot is written at a
+/// time. The cache is read a shard at a time and written as it is read, so the memory it takes
+/// is a shard's worth, not the cache's.
 pub(in crate::service) async fn save(
     keyward: &Keyward,
     path: &Path,
 ) -> Result<Option<u64>, SnapshotError> {
+    let _one_at_a_time = keyward.cache.snapshot.lock().await;
     let mut seal = [0u8; 32];
     keyward_core::fill_random(&mut seal)?;
     // The seal first: from here on, only the file written below can be loaded; if writing it
@@ -110,21 +130,43 @@ pub(in crate::service) async fn save(
     if !keyward.store.seal_cache_snapshot(&seal).await? {
         return Ok(None);
     }
-    let export = keyward.cache.export().await;
+    let mut export = keyward.cache.exporter().await;
     let key = keyward.keys.load().current().subkey(PURPOSE);
+    let (pieces, received) = tokio::sync::mpsc::channel(WRITE_AHEAD);
     let file = path.to_owned();
-    let written = tokio::task::spawn_blocking(move || {
-        write_file(&file, &encode(&seal, &export), &key).map(|()| export.entries.len() as u64)
-    })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    match written {
-        Ok(entries) => Ok(Some(entries)),
-        Err(source) => Err(SnapshotError::Io {
-            path: path.to_owned(),
-            source,
-        }),
+    let writer = tokio::task::spawn_blocking(move || write_file(&file, received, &key));
+    let sent: Result<u64, _> = async {
+        pieces
+            .send(Piece::Bytes(header(&seal, export.cursor)))
+            .await?;
+        let mut kept = Vec::new();
+        let mut entries = 0;
+        while export.next_shard(&mut kept) {
+            entries += kept.len() as u64;
+            pieces.send(Piece::Bytes(encode_entries(&kept))).await?;
+        }
+        let (complete, tables) = export.finish();
+        pieces
+            .send(Piece::Bytes(trailer(&tables, entries, complete)))
+            .await?;
+        pieces.send(Piece::End).await?;
+        Ok::<_, tokio::sync::mpsc::error::SendError<Piece>>(entries)
     }
+    .await;
+    drop(pieces);
+    let written = writer
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let source = match (written, sent) {
+        (Ok(()), Ok(entries)) => return Ok(Some(entries)),
+        (Err(source), _) => source,
+        // The writer stops taking pieces only when it fails, and says so above.
+        (Ok(()), Err(_)) => std::io::Error::other("the snapshot's writer stopped early"),
+    };
+    Err(SnapshotError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Loads the snapshot at `path` into the cache, if there is one it can trust (see the module
@@ -284,30 +326,58 @@ fn read_file(path: &Path, capacity: u64, key: &[u8; 32]) -> Result<Option<Vec<u8
     Ok(Some(bytes))
 }
 
-/// Writes `body` and its MAC to `path`: to a file beside it first, synced, then renamed over
-/// it, so that a crash leaves the old file or the new one, never part of one. Readable by the
-/// owner alone, as the database is.
-fn write_file(path: &Path, body: &[u8], key: &[u8; 32]) -> std::io::Result<()> {
+/// A piece of a snapshot's body, on its way to [`write_file`].
+enum Piece {
+    Bytes(Zeroizing<Vec<u8>>),
+    /// Every piece was sent: the file may take its place.
+    End,
+}
+
+/// Pieces encoded ahead of the writer: a shard's entries each, so a few of them.
+const WRITE_AHEAD: usize = 2;
+
+/// Writes the pieces received and their MAC to `path`: to a file beside it first, synced, then
+/// renamed over it, so that a crash leaves the old file or the new one, never part of one; and
+/// only once [`Piece::End`] arrives (pieces that stop before it leave nothing). Readable by the
+/// owner alone, as the database is. Runs on a thread that may block.
+fn write_file(
+    path: &Path,
+    mut pieces: tokio::sync::mpsc::Receiver<Piece>,
+    key: &[u8; 32],
+) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     // A name of this process's own (two servers on one file write one each; the last rename
     // wins, and only its seal is the store's), made new: never a leftover, whose mode could be
-    // looser, nor a link.
+    // looser, nor a link. One writer at a time in this process: a save whose future was dropped
+    // leaves its writer to finish removing the file before the next one starts.
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = WRITING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut partial = path.as_os_str().to_owned();
     partial.push(format!(".{}.partial", std::process::id()));
     let partial = PathBuf::from(partial);
     let _ = std::fs::remove_file(&partial);
-    let mut mac = mac(key);
-    mac.update(body);
-    let tag = mac.finalize().into_bytes();
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&partial)
-        .and_then(|mut file| {
-            file.write_all(body)?;
-            file.write_all(&tag)?;
-            file.sync_all()
+        .and_then(|file| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+            let mut mac = mac(key);
+            loop {
+                match pieces.blocking_recv() {
+                    Some(Piece::Bytes(bytes)) => {
+                        mac.update(&bytes);
+                        out.write_all(&bytes)?;
+                    }
+                    Some(Piece::End) => break,
+                    None => return Err(std::io::Error::other("the snapshot was cut short")),
+                }
+            }
+            out.write_all(&mac.finalize().into_bytes())?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()
         })
         .and_then(|()| std::fs::rename(&partial, path));
     if written.is_err() {
@@ -329,15 +399,36 @@ fn mac(key: &[u8; 32]) -> Hmac<Sha256> {
     }
 }
 
-/// The file's body (everything the MAC covers) for `export`.
-fn encode(seal: &[u8; 32], export: &Export) -> Zeroizing<Vec<u8>> {
-    let mut out = Vec::with_capacity(128 + export.entries.len() * ENTRY_BYTES);
+/// The body's first bytes: the format, the seal and the change cursor.
+fn header(seal: &[u8; 32], cursor: i64) -> Zeroizing<Vec<u8>> {
+    let mut out = Vec::with_capacity(HEADER_BYTES);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(seal);
-    out.extend_from_slice(&export.cursor.to_le_bytes());
-    out.push(u8::from(export.complete));
-    put_count(&mut out, export.owners.len());
-    for owner in &export.owners {
+    out.extend_from_slice(&cursor.to_le_bytes());
+    Zeroizing::new(out)
+}
+
+/// Entries, [`ENTRY_BYTES`] each.
+fn encode_entries(entries: &[Kept]) -> Zeroizing<Vec<u8>> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+    for kept in entries {
+        out.extend_from_slice(&kept.prefix);
+        out.extend_from_slice(&kept.id);
+        put_count(&mut out, kept.grant);
+        out.extend_from_slice(&kept.expires_unix.to_le_bytes());
+        out.extend_from_slice(&kept.issued_unix.to_le_bytes());
+        out.extend_from_slice(&kept.secret.to_le_bytes());
+    }
+    // No secret in them, but the buffers are wiped all the same.
+    Zeroizing::new(out)
+}
+
+/// The body's last bytes, after the entries: the tables they point into, how many entries
+/// there are, and whether the cache was complete.
+fn trailer(tables: &Tables, entries: u64, complete: bool) -> Zeroizing<Vec<u8>> {
+    let mut out = Vec::new();
+    put_count(&mut out, tables.owners.len());
+    for owner in &tables.owners {
         put_str(&mut out, owner.id.as_str());
         put_str(&mut out, owner.name.as_str());
         match &owner.external_id {
@@ -349,25 +440,17 @@ fn encode(seal: &[u8; 32], export: &Export) -> Zeroizing<Vec<u8>> {
         }
         out.push(u8::from(owner.admin));
     }
-    put_count(&mut out, export.scopes.len());
-    for scopes in &export.scopes {
+    put_count(&mut out, tables.scopes.len());
+    for scopes in &tables.scopes {
         put_str(&mut out, &scopes.to_string());
     }
-    put_count(&mut out, export.grants.len());
-    for &(owner, scopes) in &export.grants {
+    put_count(&mut out, tables.grants.len());
+    for &(owner, scopes) in &tables.grants {
         put_count(&mut out, owner);
         put_count(&mut out, scopes);
     }
-    out.extend_from_slice(&(export.entries.len() as u64).to_le_bytes());
-    for kept in &export.entries {
-        out.extend_from_slice(&kept.prefix);
-        out.extend_from_slice(&kept.id);
-        put_count(&mut out, kept.grant);
-        out.extend_from_slice(&kept.expires_unix.to_le_bytes());
-        out.extend_from_slice(&kept.issued_unix.to_le_bytes());
-        out.extend_from_slice(&kept.secret.to_le_bytes());
-    }
-    // The owners' names are no secret, but the buffer is wiped all the same.
+    out.extend_from_slice(&entries.to_le_bytes());
+    out.push(u8::from(complete));
     Zeroizing::new(out)
 }
 
@@ -404,7 +487,21 @@ fn decode(body: &[u8]) -> Result<Decoded<'_>, &'static str> {
     }
     let seal = r.array::<32>()?;
     let cursor = i64::from_le_bytes(r.array()?);
-    let complete = r.byte()? == 1;
+    // The entries, then the tables, then the count and the flag (written last, when known).
+    let Some(tables_end) = r.0.len().checked_sub(ENDING_BYTES) else {
+        return Err("it is too short");
+    };
+    let (rest, ending) = r.0.split_at(tables_end);
+    let mut ending = Reader(ending);
+    let count = u64::from_le_bytes(ending.array()?);
+    let complete = ending.byte()? == 1;
+    let entries_len = count
+        .checked_mul(ENTRY_BYTES as u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n <= rest.len())
+        .ok_or("its entries do not fit in it")?;
+    let (entries, tables) = rest.split_at(entries_len);
+    let mut r = Reader(tables);
     let mut owners = Vec::new();
     for _ in 0..r.count()? {
         let bad = "an owner does not read back";
@@ -431,9 +528,8 @@ fn decode(body: &[u8]) -> Result<Decoded<'_>, &'static str> {
     for _ in 0..r.count()? {
         grants.push((r.count()?, r.count()?));
     }
-    let entries = u64::from_le_bytes(r.array()?);
-    if Some(r.0.len() as u64) != entries.checked_mul(ENTRY_BYTES as u64) {
-        return Err("its entries do not fill it");
+    if !r.0.is_empty() {
+        return Err("its tables do not fill it");
     }
     Ok(Decoded {
         seal,
@@ -442,7 +538,7 @@ fn decode(body: &[u8]) -> Result<Decoded<'_>, &'static str> {
         owners,
         scopes,
         grants,
-        entries: r.0,
+        entries,
     })
 }
 
@@ -508,16 +604,22 @@ mod tests {
         })
     }
 
-    fn export() -> Export {
-        Export {
-            cursor: 42,
-            complete: true,
-            owners: vec![owner("ada", None, true), owner("bob", Some("ext-7"), false)],
-            scopes: vec![
-                Arc::new(Scopes::parse_space_separated("droplet:read volume:create").unwrap()),
-                Arc::new(Scopes::default()),
-            ],
-            grants: vec![(0, 0), (1, 1), (1, 0)],
+    /// What a cache would write down.
+    struct Example {
+        tables: Tables,
+        entries: Vec<Kept>,
+    }
+
+    fn example() -> Example {
+        Example {
+            tables: Tables {
+                owners: vec![owner("ada", None, true), owner("bob", Some("ext-7"), false)],
+                scopes: vec![
+                    Arc::new(Scopes::parse_space_separated("droplet:read volume:create").unwrap()),
+                    Arc::new(Scopes::default()),
+                ],
+                grants: vec![(0, 0), (1, 1), (1, 0)],
+            },
             entries: (0..5u8)
                 .map(|n| Kept {
                     prefix: [n; 16],
@@ -531,41 +633,103 @@ mod tests {
         }
     }
 
+    /// The pieces [`save`] sends for `example`, its entries in two shards.
+    fn pieces(example: &Example) -> Vec<Zeroizing<Vec<u8>>> {
+        let (first, second) = example.entries.split_at(2);
+        vec![
+            header(&[9; 32], 42),
+            encode_entries(first),
+            encode_entries(&[]),
+            encode_entries(second),
+            trailer(&example.tables, example.entries.len() as u64, true),
+        ]
+    }
+
+    fn body(example: &Example) -> Vec<u8> {
+        pieces(example)
+            .iter()
+            .flat_map(|p| p.iter().copied())
+            .collect()
+    }
+
+    /// Writes `example` to `path` as [`save`] does.
+    fn write(path: &Path, example: &Example, key: &[u8; 32]) -> std::io::Result<()> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        for piece in pieces(example) {
+            tx.try_send(Piece::Bytes(piece)).ok().unwrap();
+        }
+        tx.try_send(Piece::End).ok().unwrap();
+        write_file(path, rx, key)
+    }
+
     #[test]
     fn a_body_reads_back_as_written() {
-        let export = export();
-        let body = encode(&[9; 32], &export);
+        let example = example();
+        let body = body(&example);
         let decoded = decode(&body).unwrap();
         assert_eq!(decoded.seal, [9; 32]);
         assert_eq!(decoded.cursor, 42);
         assert!(decoded.complete);
-        let owners: Vec<_> = export.owners.iter().map(|o| &**o).collect();
+        let tables = &example.tables;
+        let owners: Vec<_> = tables.owners.iter().map(|o| &**o).collect();
         assert_eq!(decoded.owners.iter().collect::<Vec<_>>(), owners);
-        assert_eq!(decoded.scopes[0], *export.scopes[0]);
-        assert_eq!(decoded.scopes[1], *export.scopes[1]);
-        assert_eq!(decoded.grants, export.grants);
+        assert_eq!(decoded.scopes[0], *tables.scopes[0]);
+        assert_eq!(decoded.scopes[1], *tables.scopes[1]);
+        assert_eq!(decoded.grants, tables.grants);
         let entries: Vec<_> = decoded
             .entries
             .chunks_exact(ENTRY_BYTES)
             .map(kept)
             .collect();
-        assert_eq!(entries, export.entries);
+        assert_eq!(entries, example.entries);
     }
 
     #[test]
     fn a_cut_or_padded_body_is_refused_without_a_panic() {
-        let body = encode(&[9; 32], &export());
+        let body = body(&example());
         for len in 0..body.len() {
             assert!(decode(&body[..len]).is_err(), "cut at {len}");
         }
-        let mut padded = body.to_vec();
+        let mut padded = body.clone();
         padded.push(0);
         assert!(decode(&padded).is_err());
-        let mut other_version = body.to_vec();
-        other_version[15] = b'2';
+        let mut other_version = body.clone();
+        other_version[15] = b'1';
         assert_eq!(
             decode(&other_version).err(),
             Some("it is not a snapshot of this version")
+        );
+    }
+
+    #[test]
+    fn a_snapshot_cut_short_leaves_the_file_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyward.db-cache");
+        let key = [3; 32];
+        let cut_short = || {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            tx.try_send(Piece::Bytes(header(&[8; 32], 7))).ok().unwrap();
+            drop(tx);
+            write_file(&path, rx, &key)
+        };
+        assert!(cut_short().is_err());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing left"
+        );
+        let example = example();
+        write(&path, &example, &key).unwrap();
+        assert!(cut_short().is_err());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no partial file left"
+        );
+        assert_eq!(
+            read_file(&path, 1_000, &key).unwrap(),
+            Some(body(&example)),
+            "the file before it stays whole"
         );
     }
 
@@ -574,8 +738,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyward.db-cache");
         let key = [3; 32];
-        let body = encode(&[9; 32], &export());
-        write_file(&path, &body, &key).unwrap();
+        let example = example();
+        let body = body(&example);
+        write(&path, &example, &key).unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

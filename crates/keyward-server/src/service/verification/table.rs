@@ -383,14 +383,29 @@ impl<V> HashTable<V> {
         }
     }
 
-    /// Runs `f` on every entry, with what it keeps of its key (the first 16 bytes), under one
-    /// shard's read lock at a time: entries inserted or removed meanwhile may or may not be seen.
+    /// How many shards the table has (see [`Self::for_each_in`]).
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Runs `f` on every entry of shard `shard` (below [`Self::shards`]), with what it keeps of
+    /// its key (the first 16 bytes), under that shard's read lock.
+    pub fn for_each_in(&self, shard: usize, mut f: impl FnMut([u8; 16], &V)) {
+        let Some(shard) = self.shards.get(shard) else {
+            return;
+        };
+        let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+        for entry in shard.blocks.iter().flatten().flatten() {
+            f(entry.key.0, &entry.value);
+        }
+    }
+
+    /// Runs `f` on every entry, one shard at a time (see [`Self::for_each_in`]): entries
+    /// inserted or removed meanwhile may or may not be seen.
+    #[cfg(test)]
     pub fn for_each(&self, mut f: impl FnMut([u8; 16], &V)) {
-        for shard in self.shards.iter() {
-            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
-            for entry in shard.blocks.iter().flatten().flatten() {
-                f(entry.key.0, &entry.value);
-            }
+        for shard in 0..self.shards() {
+            self.for_each_in(shard, &mut f);
         }
     }
 
