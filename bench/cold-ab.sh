@@ -58,7 +58,7 @@ random_load() { # URL SECONDS
 }
 
 run() { # LABEL BIN
-  local label="$1" bin="$2" url first_ready took warm_rps cold_ready line last now wrk_pid
+  local label="$1" bin="$2" url first_ready took warm_rps saved cold_ready line last now wrk_pid
   rm -rf "$DATA"
   cp -r "$SEEDS/data-$N" "$DATA"
   rm -f "$DATA/keyward.db-cache"
@@ -75,6 +75,9 @@ run() { # LABEL BIN
   else
     stop_pid "$PID"
   fi
+  # The last snapshot written before the stop (periodic, or the shutdown's), and how long it took.
+  saved="$(grep "wrote the verification cache's snapshot" "$WORK/$label.err" | tail -1 |
+    grep -o 'when="[a-z]*".*took_ms=[0-9]*' | sed 's/when="\([a-z]*\)".*took_ms=\([0-9]*\)/\1 \2/')" || true
   # Restarted on the same port, as a deployment restarts.
   start_kw "$label-cold" "$bin" "${url#http://}"
   cold_ready="$READY_MS"
@@ -90,14 +93,14 @@ run() { # LABEL BIN
     last="$now"
   done
   wait "$wrk_pid" 2>/dev/null || true
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$first_ready" "${took#took_ms=}" "$warm_rps" \
-    "$cold_ready" "$line" "$(metric "$url" keyward_cache_entries)"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$first_ready" "${took#took_ms=}" "$warm_rps" \
+    "${saved:--}" "$cold_ready" "$line" "$(metric "$url" keyward_cache_entries)"
   stop_pid "$PID"
 }
 
 log "machine: $(machine_line)"
-echo "| build | ready, no load (ms) | warm-up alone (ms) | warm verify (req/s) | ready, restarted (ms) | verifications in seconds 1..12 under load | cache entries at 12 s |"
-echo "|---|---:|---:|---:|---:|---|---:|"
+echo "| build | ready, no load (ms) | warm-up alone (ms) | warm verify (req/s) | last snapshot before the stop (when, ms) | ready, restarted (ms) | verifications in seconds 1..12 under load | cache entries at 12 s |"
+echo "|---|---:|---:|---:|---|---:|---|---:|"
 for round in $(seq "$ROUNDS"); do
   for side in old new; do
     if [ "$side" = old ]; then bin="$1"; else bin="$2"; fi
