@@ -380,9 +380,10 @@ settings! {
         /// store (`true`/`false`; only with `warm_cache`).
         cache_snapshot: bool = true, env CACHE_SNAPSHOT = "KEYWARD_CACHE_SNAPSHOT";
         /// How often `keyward serve` also writes that snapshot while it runs, so that a start
-        /// after a crash finds a recent one, e.g. `5m`.
+        /// after a crash finds a recent one, e.g. `5m`; at most a day (the change log keeps a
+        /// day, and an older snapshot never loads).
         cache_snapshot_every: StdDuration = DEFAULT_CACHE_SNAPSHOT_EVERY,
-            env CACHE_SNAPSHOT_EVERY = "KEYWARD_CACHE_SNAPSHOT_EVERY";
+            env CACHE_SNAPSHOT_EVERY = "KEYWARD_CACHE_SNAPSHOT_EVERY", check within_a_day;
         /// The tracing filter for the server's logs, e.g. `info` or `keyward_server=debug`.
         log: String = DEFAULT_LOG.to_owned(), env LOG = "KEYWARD_LOG", check log_filter;
         /// The server key, 64 hexadecimal characters; `None` means `DATA_DIR/server.key`.
@@ -789,6 +790,18 @@ fn log_filter(filter: &String) -> Result<(), String> {
     tracing_subscriber::EnvFilter::try_new(filter)
         .map(drop)
         .map_err(|e| format!("{filter:?} is not a log filter: {e}"))
+}
+
+/// A snapshot's period: a start refuses a snapshot older than the change log (a day), so a
+/// longer period would write files that no start after a crash could use.
+fn within_a_day(period: &StdDuration) -> Result<(), String> {
+    if *period <= StdDuration::from_secs(24 * 60 * 60) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{period:?} is longer than a day (the change log keeps a day, and an older snapshot never loads)"
+        ))
+    }
 }
 
 fn at_least_one(n: &usize) -> Result<(), String> {
@@ -2404,6 +2417,7 @@ repo = ["read", "write"]
             ("KEYWARD_DEFAULT_LIFETIME", "400d"),
             ("KEYWARD_LOG", "info,[[["),
             ("KEYWARD_SERVER_KEY", "abc"),
+            ("KEYWARD_CACHE_SNAPSHOT_EVERY", "2d"),
         ];
         for (var, value) in cases {
             let env = Env::from_pairs([

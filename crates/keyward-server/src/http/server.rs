@@ -289,8 +289,10 @@ fn spawn_snapshots(
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = every.tick() => {}
+                // The stop first: the shutdown writes its own snapshot right after.
+                biased;
                 () = stop.notified() => return,
+                _ = every.tick() => {}
             }
             write_snapshot(&keyward, &path, "periodic").await;
         }

@@ -45,6 +45,10 @@ struct RacingStore {
     armed_page: Mutex<Option<During>>,
     /// Pages the warm-up was given in store order.
     store_order_pages: AtomicUsize,
+    /// Change epochs to report instead of the store's: the queued ones one per call, then the
+    /// held one while there is one (a change committed and not yet announced, as between a
+    /// commit and its epoch's move, or a PostgreSQL notification still on its way).
+    epochs: Mutex<(std::collections::VecDeque<u64>, Option<u64>)>,
 }
 
 impl RacingStore {
@@ -55,7 +59,14 @@ impl RacingStore {
             armed: Mutex::new(None),
             armed_page: Mutex::new(None),
             store_order_pages: AtomicUsize::new(0),
+            epochs: Mutex::new((std::collections::VecDeque::new(), None)),
         }
+    }
+
+    /// Reports `queued` as the change epoch, one per call, then `held` until released (`None`:
+    /// the store's own).
+    fn script_epochs(&self, queued: &[u64], held: Option<u64>) {
+        *self.epochs.lock().unwrap() = (queued.iter().copied().collect(), held);
     }
 
     /// Runs `during` inside the next lookup of `hash`, once.
@@ -223,7 +234,12 @@ pass_through!(ChangeFeed {
     fn cache_snapshot_seal() -> Option<[u8; 32]>;
 }
     fn change_epoch(&self) -> u64 {
-        self.inner.change_epoch()
+        let mut epochs = self.epochs.lock().unwrap();
+        let (queued, held) = &mut *epochs;
+        queued
+            .pop_front()
+            .or(*held)
+            .unwrap_or_else(|| self.inner.change_epoch())
     }
 );
 
@@ -449,6 +465,72 @@ async fn an_entry_read_before_a_revocation_is_not_kept_even_if_another_verificat
     // From here the revoked entry is cached, and still revoked.
     assert_eq!(h.verify(&secret, &[]).await, Err(InactiveReason::Revoked));
     assert_eq!(h.store.lookups(), lookups + 2);
+}
+
+#[tokio::test]
+async fn a_change_read_from_the_log_before_its_epoch_moved_never_lets_a_stale_entry_in() {
+    // The sharpest race. The cache is caught up at epoch e0. A change (`other` revoked) moves the
+    // epoch to e1 just after a cold verification of `racing` has caught up (finding nothing to
+    // do) and before it reads the store. While that read is out, `racing` is revoked: committed,
+    // its epoch not yet moved (as between SQLite's commit and its epoch's bump, or a PostgreSQL
+    // notification on its way), and another verification catches up from e0, reading both
+    // revocations from the log. Were the cold read's entry to go in because the epoch is still
+    // the e1 it saw before its read, no later catch-up would name `racing` again: it would be
+    // answered `active` for good. It goes in only at the epoch noted before its own catch-up.
+    let h = harness().await;
+    let alice = h.user("alice").await;
+    let racing = h.token(&alice, &["droplet:read"], None).await;
+    let other = h.token(&alice, &["droplet:read"], None).await;
+    let bystander = h.token(&alice, &["droplet:read"], None).await;
+    let bystander_secret = bystander.secret.expose().to_owned();
+    assert_eq!(
+        h.verify(&bystander_secret, &[]).await,
+        active(&bystander, &alice)
+    );
+    let e0 = h.store.inner.change_epoch();
+    h.store.script_epochs(&[], Some(e0));
+    h.keyward
+        .revoke_token(&operator(), &other.token.id, None)
+        .await
+        .unwrap();
+    let e1 = h.store.inner.change_epoch();
+    assert_ne!(e0, e1);
+    // The cold verification's first look sees e0, every later one e1: `other`'s revocation is
+    // announced right after its catch-up, and `racing`'s (below) is not until the end.
+    h.store.script_epochs(&[e0], Some(e1));
+    let (keyward, store) = (Arc::clone(&h.keyward), Arc::clone(&h.store));
+    let id = racing.token.id.clone();
+    h.store
+        .arm(h.hasher.hash_str(racing.secret.expose()), async move {
+            keyward.revoke_token(&operator(), &id, None).await.unwrap();
+            assert_ne!(
+                store.inner.change_epoch(),
+                e1,
+                "committed, its epoch moved in the store"
+            );
+            let meanwhile = keyward
+                .verify(&bystander_secret, &Scopes::default(), None)
+                .await
+                .unwrap();
+            assert!(matches!(meanwhile, Verdict::Active(_)));
+        });
+    let first = h.verify(racing.secret.expose(), &[]).await;
+    assert!(h.store.fired(), "the revocation ran inside the cold read");
+    assert!(
+        first == active(&racing, &alice) || first == Err(InactiveReason::Revoked),
+        "{first:?}"
+    );
+    // `racing`'s revocation announced.
+    h.store.script_epochs(&[], None);
+    assert_eq!(
+        h.verify(racing.secret.expose(), &[]).await,
+        Err(InactiveReason::Revoked),
+        "the entry read before the revocation went into the cache"
+    );
+    assert_eq!(
+        h.verify(other.secret.expose(), &[]).await,
+        Err(InactiveReason::Revoked)
+    );
 }
 
 #[tokio::test]

@@ -6,10 +6,11 @@
 //! last caught up to. If they differ, it first reads the change log and evicts every hash named
 //! there. A writer bumps the epoch only after its commit, so any revocation acknowledged before a
 //! verification starts is evicted before that verification reads the cache. What a miss reads
-//! from the store goes in only if the epoch has not moved since the read began, compared under
-//! the table's write lock ([`HashTable::insert_if`]): a change caught up with while the read was
-//! out (its hash evicted before the entry went in) keeps the entry out, and no verification can
-//! see the entry before that comparison.
+//! from the store goes in only if the epoch has not moved since the verification noted it, before
+//! its own catch-up, compared under the table's write lock ([`HashTable::insert_if`]): a change
+//! caught up with while the read was out (its hash evicted before the entry went in, even one
+//! read from the log before its epoch moved) keeps the entry out, and no verification can see the
+//! entry before that comparison.
 //!
 //! Unknown tokens cost nothing: beside the cache, [`KnownHashes`] holds a fingerprint of every
 //! hash the store has (loaded in the background, see [`KnownHashes::load`]), kept exact by the
@@ -591,7 +592,13 @@ impl VerifyCache {
         hash: &TokenHash,
         f: F,
     ) -> StoreResult<Result<R, F>> {
-        self.catch_up(store).await?;
+        // Noted before the catch-up: the only epoch at which an entry read below may go in. Any
+        // catch-up that reads the log after this one must first see the epoch move past it (and
+        // then nothing read below goes in), so no change the read below missed can be read from
+        // the log and evicted before that entry goes in, even one committed and not yet
+        // announced (its epoch not yet moved) when another catch-up read it.
+        let before = store.change_epoch();
+        self.catch_up_from(store, before).await?;
         let f = match self.entries.get_with(hash, f) {
             Ok(answer) => {
                 self.hits.increment();
@@ -605,18 +612,18 @@ impl VerifyCache {
             return Ok(Err(f));
         }
         self.lookups.increment();
-        let before = store.change_epoch();
         let Some(lookup) = store.lookup(hash).await? else {
             return Ok(Err(f));
         };
         let entry = self.entry(lookup);
         let answer = f(&entry);
         // A change committed while we read may have been caught up already (its hash evicted
-        // before ours went in); then our entry could be stale, so it must not go in. The epoch is
-        // compared under the shard's write lock, so no verification ever sees an entry that fails
-        // the comparison; a change whose epoch moves after it evicts the entry at the next
-        // catch-up like any other. The answer for this request is still right: it began before
-        // that change was acknowledged.
+        // before ours went in); then our entry could be stale, so it must not go in: it goes in
+        // only if the epoch is still the one noted before the catch-up. The epoch is compared
+        // under the shard's write lock, so no verification ever sees an entry that fails the
+        // comparison; a change whose epoch moves after it evicts the entry at the next catch-up
+        // like any other. The answer for this request is still right: it began before that
+        // change was acknowledged.
         self.entries
             .insert_if(*hash, entry, || store.change_epoch() == before);
         Ok(Ok(answer))
@@ -770,7 +777,12 @@ impl VerifyCache {
 
     /// Reads the change log if the store's epoch moved, evicting what changed.
     pub(super) async fn catch_up(&self, store: &dyn Store) -> StoreResult<()> {
-        if store.change_epoch() == self.synced_epoch.load(Ordering::Acquire) {
+        self.catch_up_from(store, store.change_epoch()).await
+    }
+
+    /// [`Self::catch_up`], the store's epoch read already (`seen`).
+    async fn catch_up_from(&self, store: &dyn Store, seen: u64) -> StoreResult<()> {
+        if seen == self.synced_epoch.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut cursor = self.cursor.lock().await;

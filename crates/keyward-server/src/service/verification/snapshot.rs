@@ -8,9 +8,11 @@
 //! to it caught up with; an entry goes into the cache only if no change was caught up with while
 //! it was read ([`super::cache::VerifyCache::try_with`]), so every entry the cache holds from
 //! then on is coherent with the store as of that cursor, and whatever changed later is in the log
-//! after it. The cache is then read a shard at a time (under that shard's read lock, never
-//! blocking a hit) and written as it is read: the memory a snapshot takes is a shard's, not the
-//! cache's.
+//! after it. The cache is then read a shard at a time, under that shard's read lock while its
+//! entries are copied (hits go on; an insert or eviction in that shard, and the hits queued
+//! behind it, wait for the copy: a 64th of the cache), and written as it is read. The memory a
+//! snapshot takes is a shard's entries, plus the owners, scopes and grants the entries name (one
+//! each, however many entries share it): not the cache's.
 //!
 //! **What is in it.** Each cached secret of a token without limits (a token's counts live in the
 //! store, so those are read again at their first use), as the cache holds it: the first 16 bytes
@@ -116,8 +118,7 @@ pub(super) struct Loaded {
 /// Writes the cache to `path` (see the module docs), replacing the file there. Returns the
 /// entries written, or `None` when the store keeps no seal (PostgreSQL: an instance among many
 /// owns no file of the store's). Verifications go on meanwhile; one snapshot is written at a
-/// time. The cache is read a shard at a time and written as it is read, so the memory it takes
-/// is a shard's worth, not the cache's.
+/// time. The cache is read a shard at a time and written as it is read (see the module docs).
 pub(in crate::service) async fn save(
     keyward: &Keyward,
     path: &Path,
