@@ -342,7 +342,7 @@ impl<V> HashTable<V> {
     }
 
     /// [`Self::insert_if_room`] by what an entry keeps of its key, the first 16 bytes: for
-    /// entries read back from where [`Self::for_each`] wrote them down.
+    /// entries read back from where [`Self::for_each_in`] wrote them down.
     pub fn insert_prefix_if_room(
         &self,
         prefix: [u8; 16],
