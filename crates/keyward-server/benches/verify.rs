@@ -19,7 +19,9 @@
 //! 5. cached verification during a key rotation (a ring of two keys, every token under the
 //!    current one) beside the same with a ring of one, alternating rounds.
 //!
-//! `KEYWARD_BENCH_CREATION_ONLY=1` runs only 3 and 4.
+//! `KEYWARD_BENCH_CREATION_ONLY=1` runs only 3 and 4. `KEYWARD_BENCH_CREATIONS_EACH=N` has each
+//! of the 32 creators of 4 make N tokens a round instead of 16: a longer run, whose writes no
+//! longer pause before the write-ahead log reaches its forced checkpoint.
 //!
 //! Stores are seeded in one transaction through `Maintenance::restore` (`keyward_bench::synthetic`),
 //! never one service call per token.
@@ -607,13 +609,23 @@ const CREATORS: usize = 32;
 /// Alternating rounds of one creator and of [`CREATORS`].
 const CREATION_ROUNDS: usize = 5;
 
+/// Creations each of the [`CREATORS`] makes in a round: `KEYWARD_BENCH_CREATIONS_EACH`, 16 by
+/// default.
+fn creations_each() -> usize {
+    std::env::var("KEYWARD_BENCH_CREATIONS_EACH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16)
+}
+
 /// Concurrent creation on each engine: rounds alternating one creator (64 creations in a row)
-/// and [`CREATORS`] at once (16 each), every creation a durable commit; creations per second
-/// (median of the rounds) and each creation's latency.
+/// and [`CREATORS`] at once (16 each, or `KEYWARD_BENCH_CREATIONS_EACH`), every creation a
+/// durable commit; creations per second (median of the rounds) and each creation's latency.
 fn concurrency_report() {
     println!();
     println!(
-        "token creation, 1 creator vs {CREATORS} at once, {CREATION_ROUNDS} alternating rounds (every creation acknowledged only once durable):"
+        "token creation, 1 creator vs {CREATORS} at once ({} each), {CREATION_ROUNDS} alternating rounds (every creation acknowledged only once durable):",
+        creations_each()
     );
     // As `keyward serve` runs: one worker per core.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -642,7 +654,10 @@ async fn concurrency_run(store: Arc<dyn Store>, engine: &str) {
     let mut rates: [Vec<f64>; 2] = Default::default();
     let mut latencies: [Vec<Duration>; 2] = Default::default();
     for round in 0..CREATION_ROUNDS {
-        for (k, (creators, each)) in [(1, 64), (CREATORS, 16)].into_iter().enumerate() {
+        for (k, (creators, each)) in [(1, 64), (CREATORS, creations_each())]
+            .into_iter()
+            .enumerate()
+        {
             let start = Instant::now();
             let mut set = tokio::task::JoinSet::new();
             for c in 0..creators {

@@ -12,10 +12,28 @@
 //!
 //! The statements are the sqlx writes' own constants (`tokens`, `audit`, `feed`), bound in the
 //! same order by the binders `bulk` shares.
+//!
+//! Two settings of this connection are its own:
+//! - Savepoints keep their journal in memory (`temp_store = MEMORY`). A batch's savepoints
+//!   outgrow SQLite's 64 KiB in-memory sub-journal after a few creations, and it then opens,
+//!   unlinks and writes a temporary file for every batch: a fifth of a lone creation's time
+//!   (BENCHMARKS.md §19). The journal holds the pages a batch changed, a few MiB at most.
+//! - The write-ahead log is copied back into the database file (checkpointed) when the writer
+//!   has nothing queued, not inside the commit that makes it long. SQLite's automatic
+//!   checkpoint runs in the commit that takes the log past 1,000 frames, so every creation of
+//!   that batch, and every one queued behind it, waits for the copy and its sync. Here that
+//!   commit only notes the log's length ([`Writer::checkpoint_due`]); `sqlite::creations` runs
+//!   [`Writer::checkpoint`] once the queue is empty. Under writes that never pause, the commit
+//!   that takes the log past [`CHECKPOINT_AT_COMMIT`] frames still checkpoints, so the log stays
+//!   bounded.
 
+use rusqlite::hooks::Wal;
 use rusqlite::{Connection, TransactionBehavior, params};
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::bulk::{insert_audit_row, insert_error, insert_hash_row, insert_token_row, open_writer};
 use super::lite_error;
@@ -34,6 +52,49 @@ use crate::{HashRecord, MAX_TOKENS_REACHED, StoreError, StoreResult, Usage};
 pub(in crate::sqlite) struct Writer {
     path: PathBuf,
     connection: Mutex<Slot>,
+    /// Frames in the write-ahead log after this connection's last commit, 0 once a checkpoint
+    /// was tried since.
+    frames: AtomicI32,
+}
+
+/// Frames in the write-ahead log from which it is checkpointed once the writer is idle:
+/// SQLite's own threshold for its automatic checkpoint (about 4 MiB).
+const CHECKPOINT_WHEN_IDLE: c_int = 1_000;
+
+/// Frames from which the commit that reaches them checkpoints, idle or not (about 40 MiB). A
+/// burst of about a thousand creations (seven frames each at 32 in flight) never waits for a
+/// checkpoint; writes that never pause wait for a larger one, ten times rarer (BENCHMARKS.md
+/// §19 measures both).
+const CHECKPOINT_AT_COMMIT: c_int = 10 * CHECKPOINT_WHEN_IDLE;
+
+thread_local! {
+    /// The log's length that the write-ahead log hook saw at the commit this thread just ran;
+    /// the hook is a plain function, called on the committing thread.
+    static COMMITTED_FRAMES: Cell<Option<c_int>> = const { Cell::new(None) };
+}
+
+/// The write-ahead log hook of the writer's connection, called by SQLite after each commit with
+/// the log's length in frames. It replaces the automatic checkpoint (one hook per connection).
+fn after_commit(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    if frames < CHECKPOINT_AT_COMMIT {
+        COMMITTED_FRAMES.set(Some(frames));
+        return Ok(());
+    }
+    COMMITTED_FRAMES.set(Some(0));
+    // As SQLite's automatic checkpoint does, a failed one is not the commit's failure (the
+    // commit stands); the next commit tries again.
+    if let Err(e) = wal.checkpoint() {
+        tracing::warn!(error = %e, frames, "the write-ahead log's checkpoint at commit failed");
+    }
+    Ok(())
+}
+
+/// The writer's connection: [`open_writer`]'s, with the two settings the module's docs give.
+fn open_batch_writer(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let connection = open_writer(path)?;
+    connection.pragma_update(None, "temp_store", "MEMORY")?;
+    connection.wal_hook(Some(after_commit));
+    Ok(connection)
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +109,7 @@ impl Writer {
         Self {
             path,
             connection: Mutex::new(Slot::default()),
+            frames: AtomicI32::new(0),
         }
     }
 
@@ -97,7 +159,37 @@ impl Writer {
                 tx.commit().map_err(lite_error)
             })?;
         }
+        // Not waited for by anyone: the log is copied back now rather than left to a creation.
+        // The uses are written whether or not it succeeds.
+        if self.checkpoint_due()
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::warn!(error = %e, "the write-ahead log's checkpoint failed");
+        }
         Ok(())
+    }
+
+    /// Whether the write-ahead log has grown enough since its last checkpoint to be worth one
+    /// now ([`CHECKPOINT_WHEN_IDLE`] frames).
+    pub(in crate::sqlite) fn checkpoint_due(&self) -> bool {
+        self.frames.load(Ordering::Relaxed) >= CHECKPOINT_WHEN_IDLE
+    }
+
+    /// Copies the write-ahead log back into the database file, as far as no reader still needs
+    /// it (a passive checkpoint: it waits for no one; the next commit after a complete one starts
+    /// the log over). Tried once per commit that made it due: after a failure, the next commit
+    /// makes it due again. Blocking: call it from a blocking thread.
+    pub(in crate::sqlite) fn checkpoint(&self) -> StoreResult<()> {
+        self.frames.store(0, Ordering::Relaxed);
+        if self.slot().closed {
+            // Closing the file's last connection checkpoints it.
+            return Ok(());
+        }
+        self.on_connection(|connection| {
+            connection
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(lite_error)
+        })
     }
 
     /// Runs `f` on the writer's connection, opening it first if need be.
@@ -111,9 +203,12 @@ impl Writer {
         }
         let connection = match &mut slot.connection {
             Some(connection) => connection,
-            empty => empty.insert(open_writer(&self.path).map_err(lite_error)?),
+            empty => empty.insert(open_batch_writer(&self.path).map_err(lite_error)?),
         };
         let written = f(connection);
+        if let Some(frames) = COMMITTED_FRAMES.take() {
+            self.frames.store(frames, Ordering::Relaxed);
+        }
         if written.is_err() {
             // Whatever state the failure left the connection in, the next batch starts afresh.
             slot.connection = None;
