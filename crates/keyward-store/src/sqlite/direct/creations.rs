@@ -17,7 +17,8 @@
 //! - Savepoints keep their journal in memory (`temp_store = MEMORY`). A batch's savepoints
 //!   outgrow SQLite's 64 KiB in-memory sub-journal after a few creations, and it then opens,
 //!   unlinks and writes a temporary file for every batch: a fifth of a lone creation's time
-//!   (BENCHMARKS.md §19). The journal holds the pages a batch changed, a few MiB at most.
+//!   (BENCHMARKS.md §19). The journal holds the pages a batch changed: a few pages a creation,
+//!   so about ten MiB for the largest batch (256 creations) over a large store.
 //! - The write-ahead log is copied back into the database file (checkpointed) when the writer
 //!   has nothing queued, not inside the commit that makes it long. SQLite's automatic
 //!   checkpoint runs in the commit that takes the log past 1,000 frames, so every creation of
