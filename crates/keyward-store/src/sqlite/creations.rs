@@ -155,11 +155,10 @@ async fn write_while_queued(creations: Creations, epoch: Arc<Epoch>) {
                 if let Ok(Err(e)) = checkpointed {
                     tracing::warn!(error = %e, "the write-ahead log's checkpoint failed");
                 }
-                continue;
-            }
-            if at_work.creations.stop_if_idle() {
+            } else if at_work.creations.stop_if_idle() {
                 break;
             }
+            // After the checkpoint, or with something queued meanwhile: look at the queue again.
             continue;
         }
         let n = batch.len();
